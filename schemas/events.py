@@ -1,0 +1,57 @@
+"""Customer events: one topic, a union discriminated on `type`, so per-customer order holds across types."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter
+
+from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Money, UtcDatetime
+
+
+class _Event(Contract):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: ExternalId
+    customer_id: ExternalId
+    occurred_at: UtcDatetime
+
+
+class OrderItem(Contract):
+    product_id: ExternalId
+    quantity: int = Field(ge=1)
+    price: Money
+
+
+class OrderPaid(_Event):
+    type: Literal["order_paid"] = "order_paid"
+    order_id: ExternalId
+    amount: Money
+    currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. CNY")
+    items: list[OrderItem] = Field(default_factory=list)
+    points_earned: int = Field(default=0, ge=0)
+
+
+class OrderRefunded(_Event):
+    type: Literal["order_refunded"] = "order_refunded"
+    order_id: ExternalId
+    amount: Money = Field(gt=0)
+
+
+class Browse(_Event):
+    type: Literal["browse"] = "browse"
+    product_id: ExternalId
+
+
+class Click(_Event):
+    type: Literal["click"] = "click"
+    target: str = Field(min_length=1, max_length=256)
+
+
+CustomerEvent = Annotated[OrderPaid | OrderRefunded | Browse | Click, Field(discriminator="type")]
+
+EVENT_TYPES: tuple[type[_Event], ...] = (OrderPaid, OrderRefunded, Browse, Click)
+
+
+def event_adapter() -> TypeAdapter[CustomerEvent]:
+    """The validator for one customer event (JSON bytes or dict). Build once and reuse: it is compiled."""
+    return TypeAdapter(CustomerEvent)

@@ -1,0 +1,306 @@
+"""Tag definitions (groups, tags, rules, conditions), tag changes and manual tag commands."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import Discriminator, Field, WithJsonSchema, model_validator
+from pydantic import Tag as UnionTag
+
+from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, UtcDatetime
+
+
+class Metric(StrEnum):
+    ORDER_COUNT = "order_count"
+    TOTAL_SPENT = "total_spent"
+    AVG_ORDER_VALUE = "avg_order_value"
+    DAYS_SINCE_LAST_ORDER = "days_since_last_order"
+    DAYS_SINCE_FIRST_ORDER = "days_since_first_order"
+    POINTS_TOTAL = "points_total"
+    BOUGHT_ANY = "bought_any"
+    BROWSE_COUNT = "browse_count"
+    CLICK_COUNT = "click_count"
+    HAS_TAG = "has_tag"
+
+
+class Op(StrEnum):
+    EQ = "eq"
+    NE = "ne"
+    LT = "lt"
+    LTE = "lte"
+    GT = "gt"
+    GTE = "gte"
+    BETWEEN = "between"
+    IN = "in"
+    NOT_IN = "not_in"
+
+
+NUMERIC_METRICS = frozenset(
+    {
+        Metric.ORDER_COUNT,
+        Metric.TOTAL_SPENT,
+        Metric.AVG_ORDER_VALUE,
+        Metric.DAYS_SINCE_LAST_ORDER,
+        Metric.DAYS_SINCE_FIRST_ORDER,
+        Metric.POINTS_TOTAL,
+        Metric.BROWSE_COUNT,
+        Metric.CLICK_COUNT,
+    }
+)
+MONEY_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.AVG_ORDER_VALUE})
+WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
+WINDOW_REQUIRED = frozenset({Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
+SET_METRICS = frozenset({Metric.BOUGHT_ANY, Metric.HAS_TAG})
+SET_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
+
+_LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
+_TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+class Window(Contract):
+    """Either the last N whole UTC days including today (`last: 30d`) or a half-open day range."""
+
+    model_config = Contract.model_config | {"populate_by_name": True}
+
+    last: str | None = Field(default=None, examples=["30d"], pattern=_LAST.pattern)
+    from_: date | None = Field(default=None, alias="from")
+    to: date | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> Self:
+        relative = self.last is not None
+        absolute = self.from_ is not None or self.to is not None
+        if relative == absolute:
+            raise ValueError("a window is either {last: Nd} or {from: DATE, to: DATE}, not both or neither")
+        if absolute and (self.from_ is None or self.to is None):
+            raise ValueError("an absolute window needs both 'from' and 'to'")
+        if self.from_ is not None and self.to is not None and self.from_ >= self.to:
+            raise ValueError(f"window 'from' ({self.from_}) must be before 'to' ({self.to})")
+        return self
+
+    @property
+    def last_days(self) -> int | None:
+        if self.last is None:
+            return None
+        match = _LAST.match(self.last)
+        assert match is not None  # guaranteed by the field pattern
+        return int(match.group(1))
+
+
+Scalar = int | Decimal | str
+ConditionValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string"},
+                {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]}},
+            ]
+        }
+    ),
+]
+
+
+ObservedValue = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number"},
+                {"type": "string"},
+                {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "string"}]}},
+                {"type": "null"},
+            ]
+        }
+    ),
+]
+
+
+class Condition(Contract):
+    """`{metric, op, value, window?}`. Values are normalised per metric: counts to int, money to Decimal."""
+
+    metric: Metric
+    op: Op
+    value: ConditionValue
+    window: Window | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.window is not None and self.metric not in WINDOWED_METRICS:
+            raise ValueError(f"metric {self.metric.value!r} takes no window")
+        if self.window is None and self.metric in WINDOW_REQUIRED:
+            raise ValueError(f"metric {self.metric.value!r} needs a window, e.g. window: {{last: 30d}}")
+        object.__setattr__(self, "value", _normalise_value(self.metric, self.op, self.value))
+        return self
+
+
+def _condition_or_rule(value: Any) -> str:
+    """A nested entry with `metric` is a condition; one with `conditions` or `match` is a rule."""
+    if isinstance(value, dict):
+        return "rule" if ("conditions" in value or "match" in value) and "metric" not in value else "condition"
+    return "rule" if isinstance(value, Rule) else "condition"
+
+
+class Rule(Contract):
+    """Matches when `all` (or `any`) of its conditions or nested rules match."""
+
+    match: Literal["all", "any"] = "all"
+    conditions: list[
+        Annotated[
+            Annotated[Condition, UnionTag("condition")] | Annotated[Rule, UnionTag("rule")],
+            Discriminator(_condition_or_rule),
+        ]
+    ] = Field(min_length=1)
+
+
+class Tag(Contract):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=100)
+    order: int | None = Field(default=None, description="display and match order; defaults to list position")
+    rule: Rule | None = Field(default=None, description="absent for tags that are only given by hand")
+
+
+class TagGroup(Contract):
+    id: Identifier
+    name: str = Field(min_length=1, max_length=100)
+    order: int = 0
+    mode: Literal["exclusive", "multi"]
+    tagging: Literal["manual", "auto", "both"]
+    auto_remove: bool = False
+    disabled: bool = False
+    version: int = Field(default=1, ge=1)
+    tags: list[Tag] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        seen: set[str] = set()
+        for tag in self.tags:
+            if tag.id in seen:
+                raise ValueError(f"tag id {tag.id!r} appears twice in group {self.id!r}")
+            seen.add(tag.id)
+            if self.tagging != "manual" and tag.rule is None and self.tagging == "auto":
+                raise ValueError(f"tag {tag.id!r} needs a rule: group {self.id!r} is tagged automatically")
+            if self.tagging == "manual" and tag.rule is not None:
+                raise ValueError(f"tag {tag.id!r} has a rule but group {self.id!r} is manual-only")
+        return self
+
+    def ordered_tags(self) -> list[Tag]:
+        """Tags in match order: explicit `order` first by value, the list position breaking ties."""
+        indexed = list(enumerate(self.tags))
+        indexed.sort(key=lambda pair: (pair[1].order if pair[1].order is not None else pair[0], pair[0]))
+        return [tag for _, tag in indexed]
+
+
+class TagGroupSet(Contract):
+    """The rules file: `groups: [...]`."""
+
+    groups: list[TagGroup]
+
+
+class ConditionOutcome(Contract):
+    """One condition as evaluated: what it asked and what the customer had."""
+
+    metric: Metric
+    op: Op
+    value: ConditionValue
+    window: Window | None = None
+    observed: ObservedValue = Field(description="the customer's value; null when the metric is absent")
+    matched: bool
+
+
+class Reason(Contract):
+    summary: str
+    conditions: list[ConditionOutcome] = Field(default_factory=list)
+
+
+ChangeSource = Literal["rule", "manual", "rule_change", "time", "import"]
+
+
+class TagChanged(Contract):
+    """One tag added to or removed from one customer. `seq` rises by exactly one per customer per change."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    customer_id: ExternalId
+    group_id: Identifier
+    tag_id: Identifier
+    change: Literal["added", "removed"]
+    source: ChangeSource
+    reason: Reason
+    group_version: int = Field(ge=1)
+    caused_by: str | None = Field(default=None, description="event_id or command_id; null for timers")
+    occurred_at: UtcDatetime
+    seq: int = Field(ge=1)
+
+
+class TagCommand(Contract):
+    """A manual add or remove of one tag for one customer (an operator, an import, an API call)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    command_id: ExternalId
+    customer_id: ExternalId
+    group_id: Identifier
+    tag_id: Identifier
+    action: Literal["add", "remove"]
+    actor: str = Field(min_length=1, max_length=128)
+    source: Literal["manual", "import"] = "manual"
+    expires_at: UtcDatetime | None = None
+    occurred_at: UtcDatetime
+
+
+def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
+    if metric in SET_METRICS:
+        return _normalise_set_value(metric, op, value)
+    if op in (Op.IN, Op.NOT_IN):
+        return [_number(metric, item) for item in _as_list(op, value)]
+    if op is Op.BETWEEN:
+        bounds = _as_list(op, value)
+        if len(bounds) != 2:
+            raise ValueError(f"'between' needs [low, high], got {value!r}")
+        low, high = (_number(metric, bound) for bound in bounds)
+        if low > high:
+            raise ValueError(f"'between' bounds are reversed: {low} > {high}")
+        return [low, high]
+    return _number(metric, value)
+
+
+def _normalise_set_value(metric: Metric, op: Op, value: Any) -> Any:
+    if op not in SET_OPS:
+        allowed = ", ".join(sorted(o.value for o in SET_OPS))
+        raise ValueError(f"metric {metric.value!r} supports ops {allowed}, not {op.value!r}")
+    items = _as_list(op, value) if op in (Op.IN, Op.NOT_IN) else [value]
+    texts = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError(f"metric {metric.value!r} compares ids, got {item!r}")
+        text = str(item)
+        if metric is Metric.HAS_TAG and not _TAG_REF.match(text):
+            raise ValueError(f"has_tag values are 'group/tag', got {text!r}")
+        texts.append(text)
+    return texts if op in (Op.IN, Op.NOT_IN) else texts[0]
+
+
+def _as_list(op: Op, value: Any) -> list[Any]:
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(f"op {op.value!r} needs a non-empty list, got {value!r}")
+    return list(value)
+
+
+def _number(metric: Metric, value: Any) -> int | Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"metric {metric.value!r} compares numbers, got {value!r}")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError(f"metric {metric.value!r} compares numbers, got {value!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"metric {metric.value!r} needs a finite number, got {value!r}")
+    if metric in MONEY_METRICS:
+        return number
+    if number != number.to_integral_value():
+        raise ValueError(f"metric {metric.value!r} counts whole units, got {value!r}")
+    return int(number)

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Local Redis for development and integration tests.
+#
+#   scripts/redis.sh start   install redis-server if missing, start it, print the URL
+#   scripts/redis.sh stop    stop it (nothing is persisted)
+#   scripts/redis.sh status  exit 0 when it is running and answers PING
+#   scripts/redis.sh url     print the URL of the running server
+#
+# Environment:
+#   TAGSTREAM_RUN_DIR     run-time state root (default: <repo>/.run)
+#   TAGSTREAM_REDIS_PORT  port (default: a free port picked at start)
+#   TAGSTREAM_REDIS_START_TIMEOUT  seconds to wait for PING (default: 30)
+#
+# Only stdout carries the result (the URL); progress goes to stderr.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "${SCRIPT_DIR}/.." && pwd)"
+
+RUN_ROOT="${TAGSTREAM_RUN_DIR:-${REPO_ROOT}/.run}"
+RUN_DIR="${RUN_ROOT}/redis"
+PID_FILE="${RUN_DIR}/redis.pid"
+LOG_FILE="${RUN_DIR}/redis.log"
+URL_FILE="${RUN_DIR}/url"
+PORT_FILE="${RUN_DIR}/port"
+LOCK_FILE="${RUN_DIR}/.lock"
+START_TIMEOUT="${TAGSTREAM_REDIS_START_TIMEOUT:-30}"
+
+log() { printf 'redis.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+ensure_installed() {
+    if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "redis-server is missing and apt-get is not available"
+    log "installing Debian redis-server"
+    # Keep the package's init script from starting a system-wide redis on :6379:
+    # a policy-rc.d that denies service starts (Docker images ship one already).
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e "${policy}" ]]; then
+        as_root sh -c "printf '#!/bin/sh\nexit 101\n' >${policy} && chmod 755 ${policy}"
+        added_policy=1
+    fi
+    local rc=0
+    {
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                --no-install-recommends redis-server
+    } >&2 || rc=$?
+    if ((added_policy)); then as_root rm -f "${policy}"; fi
+    ((rc == 0)) || die "apt-get install redis-server failed (exit ${rc})"
+    command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install"
+}
+
+free_port() {
+    local py
+    if [[ -x "${REPO_ROOT}/.venv/bin/python" ]]; then py="${REPO_ROOT}/.venv/bin/python"; else py="python3"; fi
+    "${py}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+read_pid() {
+    [[ -f "${PID_FILE}" ]] || return 1
+    local pid
+    pid="$(<"${PID_FILE}")"
+    [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
+    printf '%s\n' "${pid}"
+}
+
+# True when the pid file names a live redis-server (guards against pid reuse).
+server_alive() {
+    local pid
+    pid="$(read_pid)" || return 1
+    kill -0 "${pid}" 2>/dev/null || return 1
+    [[ "$(cat "/proc/${pid}/comm" 2>/dev/null)" == redis-server* ]]
+}
+
+ping() {
+    [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == "PONG" ]]
+}
+
+lock_run_dir() {
+    mkdir -p "${RUN_DIR}"
+    exec 9>"${LOCK_FILE}"
+    flock -w 120 9 || die "could not lock ${LOCK_FILE}"
+}
+
+cmd_start() {
+    lock_run_dir
+    if server_alive && [[ -s "${PORT_FILE}" ]] && ping "$(<"${PORT_FILE}")"; then
+        cat "${URL_FILE}"
+        return 0
+    fi
+    stop_server
+    ensure_installed
+
+    local port
+    if [[ -n "${TAGSTREAM_REDIS_PORT:-}" ]]; then
+        port="${TAGSTREAM_REDIS_PORT}"
+        [[ "${port}" =~ ^[0-9]+$ ]] || die "TAGSTREAM_REDIS_PORT must be a number, got '${port}'"
+        if ping "${port}"; then die "port ${port} (TAGSTREAM_REDIS_PORT) is already served by another redis"; fi
+    else
+        port="$(free_port)"
+    fi
+
+    rm -f "${LOG_FILE}"
+    log "starting redis-server on 127.0.0.1:${port}"
+    # No persistence (no RDB snapshots, no AOF); daemonized with a pid file.
+    # 9>&-: the daemon must not inherit the lock descriptor.
+    redis-server \
+        --bind 127.0.0.1 \
+        --port "${port}" \
+        --protected-mode yes \
+        --save '' \
+        --appendonly no \
+        --dir "${RUN_DIR}" \
+        --daemonize yes \
+        --pidfile "${PID_FILE}" \
+        --logfile "${LOG_FILE}" \
+        --databases 16 9>&- \
+        || die "redis-server failed to start (log: ${LOG_FILE})"
+
+    local deadline=$((SECONDS + START_TIMEOUT))
+    until ping "${port}"; do
+        if ((SECONDS >= deadline)); then
+            tail -n 20 "${LOG_FILE}" >&2 2>/dev/null || true
+            stop_server
+            die "redis did not answer PING within ${START_TIMEOUT}s"
+        fi
+        sleep 0.1
+    done
+    # The pid file is written right after daemonizing; make sure it is there.
+    until server_alive; do
+        ((SECONDS < deadline)) || die "redis pid file ${PID_FILE} missing"
+        sleep 0.1
+    done
+    printf '%s\n' "${port}" >"${PORT_FILE}"
+    printf 'redis://127.0.0.1:%s/0\n' "${port}" >"${URL_FILE}"
+    log "redis is up (pid $(read_pid))"
+    cat "${URL_FILE}"
+}
+
+stop_server() {
+    local pid
+    if pid="$(read_pid)" && server_alive; then
+        log "stopping redis (pid ${pid})"
+        kill -TERM "${pid}" 2>/dev/null || true
+        local deadline=$((SECONDS + 15))
+        while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        if kill -0 "${pid}" 2>/dev/null; then
+            log "redis did not stop within 15s; sending SIGKILL"
+            kill -KILL "${pid}" 2>/dev/null || true
+            while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
+        fi
+    fi
+    rm -f "${PID_FILE}" "${URL_FILE}" "${PORT_FILE}" "${RUN_DIR}/dump.rdb"
+}
+
+cmd_stop() {
+    lock_run_dir
+    stop_server
+}
+
+cmd_status() {
+    if server_alive && [[ -s "${PORT_FILE}" ]] && ping "$(<"${PORT_FILE}")"; then
+        log "running (pid $(read_pid)) at $(<"${URL_FILE}")"
+        return 0
+    fi
+    log "not running"
+    return 1
+}
+
+cmd_url() {
+    if server_alive && [[ -s "${URL_FILE}" ]]; then
+        cat "${URL_FILE}"
+        return 0
+    fi
+    die "redis is not running (start it with scripts/redis.sh start)"
+}
+
+usage() {
+    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+main() {
+    [[ $# -eq 1 ]] || usage
+    case "$1" in
+        start) cmd_start ;;
+        stop) cmd_stop ;;
+        status) cmd_status ;;
+        url) cmd_url ;;
+        *) usage ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,211 @@
+"""Per-customer aggregates as a fold over that customer's events.
+
+`initial()` gives the empty state and `apply(state, event)` folds one event into it. The result depends
+only on the *set* of distinct events (not their order, batching or duplicates), which is what lets the
+tagger restart, rebalance and replay freely. `apply` updates the state in place and returns it: the
+per-event cost matters more here than immutability, and every caller owns the state it passes in.
+
+Business rules (Youzan-style CRM):
+- `order_count` counts paid orders that are not fully refunded; `total_spent` is paid minus refunded;
+  `points_total` counts points of orders that still count.
+- `first_order_at` / `last_order_at` and `bought_any` ignore refunds: a refund does not undo a visit.
+- A refund that arrives before its order is kept and applied when the order arrives.
+- browse / click counts are kept as daily buckets for `horizon_days`, pruned relative to the latest
+  event the customer has, so pruning too is independent of arrival order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from array import array
+from decimal import Decimal
+
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from services.tagger.engine.timeutil import DAY_US, day_of, to_us
+
+CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
+
+DEFAULT_HORIZON_DAYS = 400
+RECENT_IDS = 32
+"""How many browse/click event ids each customer remembers for de-duplication. Orders and refunds
+are de-duplicated exactly (by order id and refund event id), whatever their age."""
+
+_ZERO = Decimal(0)
+
+
+class OrderRecord:
+    """What one order contributes. `paid_us` is None while only a refund has been seen."""
+
+    __slots__ = ("paid", "paid_us", "points", "refund_ids", "refunded")
+
+    def __init__(self) -> None:
+        self.paid: Decimal | None = None
+        self.paid_us: int | None = None
+        self.points = 0
+        self.refunded = _ZERO
+        self.refund_ids: list[str] | None = None
+
+    @property
+    def counts(self) -> bool:
+        return self.paid is not None and self.refunded < self.paid
+
+    @property
+    def spent(self) -> Decimal:
+        if self.paid is None or self.refunded >= self.paid:
+            return _ZERO
+        return self.paid - self.refunded
+
+
+class Aggregates:
+    __slots__ = (
+        "browse",
+        "click",
+        "first_order_us",
+        "last_order_us",
+        "last_seen_us",
+        "max_day",
+        "order_count",
+        "orders",
+        "points_total",
+        "products",
+        "recent",
+        "recent_next",
+        "total_spent",
+    )
+
+    def __init__(self) -> None:
+        self.order_count = 0
+        self.total_spent = _ZERO
+        self.points_total = 0
+        self.first_order_us: int | None = None
+        self.last_order_us: int | None = None
+        self.last_seen_us: int | None = None
+        self.max_day: int | None = None
+        self.products: set[str] = set()
+        self.orders: dict[str, OrderRecord] = {}
+        self.browse: dict[int, int] = {}
+        self.click: dict[int, int] = {}
+        self.recent = array("Q")
+        self.recent_next = 0
+
+    @property
+    def avg_order_value(self) -> Decimal:
+        if self.order_count == 0:
+            return _ZERO
+        return (self.total_spent / self.order_count).quantize(Decimal("0.0001"))
+
+    def order_days(self) -> dict[int, int]:
+        """Counted orders per day of payment: the buckets behind windowed order counts."""
+        days: dict[int, int] = {}
+        for order in self.orders.values():
+            if order.paid_us is not None and order.counts:
+                day = order.paid_us // DAY_US
+                days[day] = days.get(day, 0) + 1
+        return days
+
+
+def initial() -> Aggregates:
+    return Aggregates()
+
+
+def apply(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS) -> Aggregates:
+    """Fold one event into `state` (in place) and return it."""
+    fold(state, event, horizon_days)
+    return state
+
+
+def fold(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS) -> bool:
+    """Fold one event; False when it was a duplicate and changed nothing."""
+    at = to_us(event.occurred_at)
+    if isinstance(event, Browse | Click):
+        applied = _fold_activity(state, event, at, horizon_days)
+    elif isinstance(event, OrderPaid):
+        applied = _fold_paid(state, event, at)
+    else:
+        applied = _fold_refund(state, event)
+    if applied and (state.last_seen_us is None or at > state.last_seen_us):
+        state.last_seen_us = at
+    return applied
+
+
+def fingerprint(event_id: str) -> int:
+    """A stable 64-bit digest (Python's hash() is salted per process, so it cannot be persisted)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_days: int) -> bool:
+    print_ = fingerprint(event.event_id)
+    if print_ in state.recent:
+        return False
+    _remember(state, print_)
+    day = day_of(at)
+    if state.max_day is None or day > state.max_day:
+        state.max_day = day
+        _prune(state, day - horizon_days + 1)
+    if day <= state.max_day - horizon_days:
+        return True  # older than anything a window may look at: seen, not counted
+    buckets = state.browse if isinstance(event, Browse) else state.click
+    buckets[day] = buckets.get(day, 0) + 1
+    return True
+
+
+def _fold_paid(state: Aggregates, event: OrderPaid, at: int) -> bool:
+    order = state.orders.get(event.order_id)
+    if order is None:
+        order = state.orders[event.order_id] = OrderRecord()
+    elif order.paid is not None:
+        return False  # an order is paid once; a re-sent payment is a duplicate
+    before_counts, before_spent = order.counts, order.spent
+    order.paid = event.amount
+    order.paid_us = at
+    order.points = event.points_earned
+    _account(state, order, before_counts, before_spent)
+    if state.first_order_us is None or at < state.first_order_us:
+        state.first_order_us = at
+    if state.last_order_us is None or at > state.last_order_us:
+        state.last_order_us = at
+    for item in event.items:
+        state.products.add(item.product_id)
+    day = day_of(at)
+    if state.max_day is None or day > state.max_day:
+        state.max_day = day
+    return True
+
+
+def _fold_refund(state: Aggregates, event: OrderRefunded) -> bool:
+    order = state.orders.get(event.order_id)
+    if order is None:
+        order = state.orders[event.order_id] = OrderRecord()
+    if order.refund_ids is None:
+        order.refund_ids = []
+    elif event.event_id in order.refund_ids:
+        return False
+    order.refund_ids.append(event.event_id)
+    before_counts, before_spent = order.counts, order.spent
+    order.refunded += event.amount
+    _account(state, order, before_counts, before_spent)
+    return True
+
+
+def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_spent: Decimal) -> None:
+    """Move the totals by the difference between an order's old and new contribution."""
+    after_counts = order.counts
+    if after_counts != before_counts:
+        state.order_count += 1 if after_counts else -1
+        state.points_total += order.points if after_counts else -order.points
+    state.total_spent += order.spent - before_spent
+
+
+def _remember(state: Aggregates, print_: int) -> None:
+    if len(state.recent) < RECENT_IDS:
+        state.recent.append(print_)
+    else:
+        state.recent[state.recent_next] = print_
+    state.recent_next = (state.recent_next + 1) % RECENT_IDS
+
+
+def _prune(state: Aggregates, first_kept_day: int) -> None:
+    for buckets in (state.browse, state.click):
+        stale = [day for day in buckets if day < first_kept_day]
+        for day in stale:
+            del buckets[day]

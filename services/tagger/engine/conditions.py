@@ -1,0 +1,288 @@
+"""Compiled conditions and rules: read a metric, test it, explain it, and tell when it may next flip.
+
+Conditions are compiled once per definition change into closures, so that evaluating one costs a
+couple of attribute reads and a comparison. An absent metric (days since the last order of a customer
+who never ordered) makes every condition on it false, whatever the operator.
+
+Window counts are answered from each customer's day buckets through sorted days and prefix sums,
+built at most once per evaluation (`EvalContext.cache`), so many windows over the same buckets cost a
+binary search each.
+"""
+
+from __future__ import annotations
+
+import operator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import accumulate
+from typing import Any
+
+from schemas.tags import Condition, Metric, Op, Rule
+from services.tagger.engine.aggregates import Aggregates
+from services.tagger.engine.changes import Outcome
+from services.tagger.engine.timeutil import DAY_US, date_to_day
+
+Held = dict[str, dict[str, tuple[bool, int | None]]]
+"""A customer's tags: group id -> tag id -> (given by hand, expires at µs or None)."""
+
+Matcher = Callable[["EvalContext"], bool]
+
+_COMPARE: dict[Op, Callable[[Any, Any], bool]] = {
+    Op.EQ: operator.eq,
+    Op.NE: operator.ne,
+    Op.LT: operator.lt,
+    Op.LTE: operator.le,
+    Op.GT: operator.gt,
+    Op.GTE: operator.ge,
+}
+
+
+class EvalContext:
+    """One customer at one instant. Derived series are cached for the duration of one evaluation."""
+
+    __slots__ = ("agg", "cache", "now_us", "tags", "today")
+
+    def __init__(self, agg: Aggregates, tags: Held, now_us: int) -> None:
+        self.agg = agg
+        self.tags = tags
+        self.now_us = now_us
+        self.today = now_us // DAY_US
+        self.cache: dict[object, Any] = {}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledCondition:
+    spec: Condition
+    read: Callable[[EvalContext], Any]
+    test: Callable[[Any], bool]
+    matches: Matcher
+
+    def outcome(self, ctx: EvalContext) -> Outcome:
+        """The condition with what the customer had: products bought and tags held show only the
+        listed ones the customer has."""
+        observed = self.read(ctx)
+        matched = observed is not None and self.test(observed)
+        if self.spec.metric is Metric.BOUGHT_ANY:
+            observed = sorted(_listed(self.spec.value) & observed)
+        elif self.spec.metric is Metric.HAS_TAG:
+            observed = sorted(ref for ref in _listed(self.spec.value) if _holds(observed, _split(ref)))
+        return (self.spec, observed, matched)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledRule:
+    match_all: bool
+    children: tuple[CompiledCondition | CompiledRule, ...]
+    matches: Matcher
+
+    def outcomes(self, ctx: EvalContext) -> list[Outcome]:
+        found: list[Outcome] = []
+        for child in self.children:
+            if isinstance(child, CompiledRule):
+                found.extend(child.outcomes(ctx))
+            else:
+                found.append(child.outcome(ctx))
+        return found
+
+    def leaves(self) -> list[CompiledCondition]:
+        found: list[CompiledCondition] = []
+        for child in self.children:
+            found.extend(child.leaves() if isinstance(child, CompiledRule) else [child])
+        return found
+
+
+def compile_rule(rule: Rule) -> CompiledRule:
+    children = tuple(
+        compile_rule(child) if isinstance(child, Rule) else compile_condition(child) for child in rule.conditions
+    )
+    match_all = rule.match == "all"
+    return CompiledRule(match_all, children, _combine(match_all, [child.matches for child in children]))
+
+
+def compile_condition(spec: Condition) -> CompiledCondition:
+    metric = spec.metric
+    read: Callable[[EvalContext], Any]
+    if metric is Metric.BOUGHT_ANY:
+        read, test = _read_products, _set_test(spec)
+    elif metric is Metric.HAS_TAG:
+        read, test = _read_tags, _tag_test(spec)
+    else:
+        test = _number_test(spec.op, spec.value)
+        if spec.window is not None:
+            read = _window_reader(spec)
+        elif metric in (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER):
+            read = _days_since_reader(metric)
+        else:
+            read = _SCALAR_READERS[metric]
+    return CompiledCondition(spec, read, test, _matcher(read, test))
+
+
+def referenced_tags(spec: Condition) -> list[tuple[str, str]]:
+    """The (group, tag) pairs a has_tag condition looks at."""
+    return [_split(ref) for ref in _listed(spec.value)]
+
+
+def _matcher(read: Callable[[EvalContext], Any], test: Callable[[Any], bool]) -> Matcher:
+    def matches(ctx: EvalContext) -> bool:
+        observed = read(ctx)
+        return observed is not None and test(observed)
+
+    return matches
+
+
+def _combine(match_all: bool, matchers: list[Matcher]) -> Matcher:
+    # Unrolled for the common short rules: a closure call per condition and nothing else.
+    if len(matchers) == 1:
+        return matchers[0]
+    if len(matchers) == 2:
+        first, second = matchers
+        if match_all:
+            return lambda ctx: first(ctx) and second(ctx)
+        return lambda ctx: first(ctx) or second(ctx)
+    if len(matchers) == 3:
+        first, second, third = matchers
+        if match_all:
+            return lambda ctx: first(ctx) and second(ctx) and third(ctx)
+        return lambda ctx: first(ctx) or second(ctx) or third(ctx)
+    chosen = tuple(matchers)
+    if match_all:
+        return lambda ctx: all(matcher(ctx) for matcher in chosen)
+    return lambda ctx: any(matcher(ctx) for matcher in chosen)
+
+
+_SCALAR_READERS: dict[Metric, Callable[[EvalContext], Any]] = {
+    Metric.ORDER_COUNT: lambda ctx: ctx.agg.order_count,
+    Metric.TOTAL_SPENT: lambda ctx: ctx.agg.total_spent,
+    Metric.AVG_ORDER_VALUE: lambda ctx: ctx.agg.avg_order_value,
+    Metric.POINTS_TOTAL: lambda ctx: ctx.agg.points_total,
+}
+
+
+def _read_products(ctx: EvalContext) -> set[str]:
+    return ctx.agg.products
+
+
+def _read_tags(ctx: EvalContext) -> Held:
+    return ctx.tags
+
+
+def _number_test(op: Op, value: Any) -> Callable[[Any], bool]:
+    if op is Op.BETWEEN:
+        low, high = value
+        return lambda observed: low <= observed <= high
+    if op is Op.IN:
+        members = frozenset(value)
+        return lambda observed: observed in members
+    if op is Op.NOT_IN:
+        members = frozenset(value)
+        return lambda observed: observed not in members
+    compare = _COMPARE[op]
+    return lambda observed: compare(observed, value)
+
+
+def _set_test(spec: Condition) -> Callable[[Any], bool]:
+    wanted = frozenset(_listed(spec.value))
+    if spec.op in (Op.EQ, Op.IN):
+        return lambda products: not wanted.isdisjoint(products)
+    return lambda products: wanted.isdisjoint(products)
+
+
+def _tag_test(spec: Condition) -> Callable[[Any], bool]:
+    refs = tuple(_split(ref) for ref in _listed(spec.value))
+    if spec.op in (Op.EQ, Op.IN):
+        return lambda tags: any(_holds(tags, ref) for ref in refs)
+    return lambda tags: not any(_holds(tags, ref) for ref in refs)
+
+
+def _holds(tags: Held, ref: tuple[str, str]) -> bool:
+    held = tags.get(ref[0])
+    return held is not None and ref[1] in held
+
+
+def _days_since_reader(metric: Metric) -> Callable[[EvalContext], int | None]:
+    moment: Callable[[Aggregates], int | None] = (
+        (lambda agg: agg.last_order_us) if metric is Metric.DAYS_SINCE_LAST_ORDER else (lambda agg: agg.first_order_us)
+    )
+
+    def read(ctx: EvalContext) -> int | None:
+        since = moment(ctx.agg)
+        if since is None:
+            return None
+        return max(0, (ctx.now_us - since) // DAY_US)
+
+    return read
+
+
+def _window_reader(spec: Condition) -> Callable[[EvalContext], int]:
+    assert spec.window is not None
+    metric = spec.metric
+    span = spec.window.last_days
+    if span is None:
+        assert spec.window.from_ is not None
+        assert spec.window.to is not None
+        first_day, last_day = date_to_day(spec.window.from_), date_to_day(spec.window.to) - 1
+
+        def read_fixed(ctx: EvalContext) -> int:
+            return count_between(series(ctx, metric), first_day, last_day)
+
+        return read_fixed
+
+    key = (metric, span)
+
+    def read(ctx: EvalContext) -> int:
+        count: int | None = ctx.cache.get(key)
+        if count is None:
+            count = ctx.cache[key] = count_between(series(ctx, metric), ctx.today - span + 1, ctx.today)
+        return count
+
+    return read
+
+
+Series = tuple[list[int], list[int]]
+"""A customer's buckets for one metric: sorted days and prefix sums (prefix[i] = events before days[i])."""
+
+
+def series(ctx: EvalContext, metric: Metric) -> Series:
+    cached: Series | None = ctx.cache.get(metric)
+    if cached is None:
+        if metric is Metric.ORDER_COUNT:
+            buckets = ctx.agg.order_days()
+        else:
+            buckets = ctx.agg.browse if metric is Metric.BROWSE_COUNT else ctx.agg.click
+        days = sorted(buckets)
+        cached = ctx.cache[metric] = (days, list(accumulate((buckets[day] for day in days), initial=0)))
+    return cached
+
+
+def count_between(days_and_prefix: Series, first_day: int, last_day: int) -> int:
+    """Events in days [first_day, last_day], both inclusive."""
+    days, prefix = days_and_prefix
+    return prefix[bisect_right(days, last_day)] - prefix[bisect_left(days, first_day)]
+
+
+def change_points(spec: Condition) -> list[int]:
+    """The whole-day values at which `days op value` changes truth as the days go up."""
+    values = spec.value if isinstance(spec.value, list) else [spec.value]
+    numbers = [int(value) if not isinstance(value, Decimal) else int(value.to_integral_value()) for value in values]
+    points: set[int] = set()
+    if spec.op in (Op.LT, Op.GTE):
+        points.update(numbers)  # true below / from the value
+    elif spec.op in (Op.LTE, Op.GT):
+        points.update(number + 1 for number in numbers)
+    elif spec.op is Op.BETWEEN:
+        points.update({numbers[0], numbers[1] + 1})
+    else:  # eq, ne, in, not_in: the day it is reached and the day after
+        for number in numbers:
+            points.update({number, number + 1})
+    return sorted(points)
+
+
+def _listed(value: Any) -> set[str]:
+    return set(value) if isinstance(value, list) else {value}
+
+
+def _split(ref: str) -> tuple[str, str]:
+    group, _, tag = ref.partition("/")
+    return group, tag

@@ -1,0 +1,632 @@
+"""The engine: folds a customer's events and commands, re-evaluates what they touched, and says when
+time will next matter for that customer.
+
+Everything here is pure: a customer's state goes in, tag changes come out, and "now" is an argument.
+The services decide where state lives and when to call `advance` (timers); the engine guarantees that
+the result does not depend on how late a timer fires, because `advance` replays every due flip at the
+exact instant it was due.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from schemas.tags import ChangeSource, Metric, Op, TagCommand
+from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
+from services.tagger.engine.changes import Change, Outcome
+from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held
+from services.tagger.engine.errors import CommandRefused
+from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
+from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW
+from services.tagger.engine.timeutil import from_us, to_us
+
+MANUAL_EXPIRY = "@expiry"
+"""The `due` key of manual tags with an expiry."""
+ALL_TIME_KEYS = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, MANUAL_EXPIRY)
+
+_EVENT_METRICS: dict[type, dict[Metric, int]] = {
+    # How folding one event of each type moves each metric it touches: +1 only up (or unchanged),
+    # -1 only down, 0 either way. A window count only grows with an event of its kind, and an order
+    # can only make the last order later (days since it smaller) and the first one earlier.
+    OrderPaid: {
+        Metric.ORDER_COUNT: 1,
+        Metric.TOTAL_SPENT: 1,
+        Metric.POINTS_TOTAL: 1,
+        Metric.AVG_ORDER_VALUE: 0,
+        Metric.DAYS_SINCE_LAST_ORDER: -1,
+        Metric.DAYS_SINCE_FIRST_ORDER: 1,
+        Metric.BOUGHT_ANY: 1,
+    },
+    OrderRefunded: {
+        Metric.ORDER_COUNT: -1,
+        Metric.TOTAL_SPENT: -1,
+        Metric.POINTS_TOTAL: -1,
+        Metric.AVG_ORDER_VALUE: 0,
+    },
+    Browse: {Metric.BROWSE_COUNT: 1},
+    Click: {Metric.CLICK_COUNT: 1},
+}
+_EVENT_FAMILIES: dict[type, tuple[str, ...]] = {
+    OrderPaid: (ORDER_TIME, ORDER_WINDOW),
+    OrderRefunded: (ORDER_WINDOW,),
+    Browse: (BROWSE_WINDOW,),
+    Click: (CLICK_WINDOW,),
+}
+
+
+class CustomerState:
+    """Everything the tagger keeps for one customer."""
+
+    __slots__ = ("agg", "customer_id", "due", "seq", "tags")
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.agg = Aggregates()
+        self.tags: Held = {}
+        self.seq = 0
+        self.due: dict[str, int] = {}
+        """Time family (or MANUAL_EXPIRY) -> the next instant (µs) at which time alone changes an input."""
+
+    def tag_ids(self) -> dict[str, list[str]]:
+        return {group: sorted(tags) for group, tags in sorted(self.tags.items()) if tags}
+
+
+@dataclass(frozen=True)
+class DefinitionChange:
+    """What a new set of definitions means for existing customers."""
+
+    reevaluate: frozenset[str] = frozenset()
+    """Groups that are new, edited or re-enabled: every customer is re-evaluated for them."""
+    deleted: Mapping[str, int] = field(default_factory=dict)
+    """Groups that no longer exist, with their last version: their tags are removed."""
+
+    @property
+    def empty(self) -> bool:
+        return not self.reevaluate and not self.deleted
+
+
+class Engine:
+    def __init__(self, rulebook: RuleBook, *, incremental: bool = True) -> None:
+        self._incremental = incremental
+        self._rulebook = rulebook
+        self._routes = _routes(rulebook, incremental)
+        self._every_group = frozenset(group.id for group in rulebook.evaluation_order)
+        self.duplicates = 0
+        """Events ignored because this customer had already seen them."""
+
+    @property
+    def rulebook(self) -> RuleBook:
+        return self._rulebook
+
+    def load(self, rulebook: RuleBook) -> DefinitionChange:
+        """Switch to new definitions; the returned change is what `backfill` applies to each customer."""
+        change = definition_change(self._rulebook, rulebook)
+        self._rulebook = rulebook
+        self._routes = _routes(rulebook, self._incremental)
+        self._every_group = frozenset(group.id for group in rulebook.evaluation_order)
+        return change
+
+    def new_state(self, customer_id: str) -> CustomerState:
+        return CustomerState(customer_id)
+
+    def on_event(self, state: CustomerState, event: CustomerEvent, now: datetime) -> list[Change]:
+        """Fold one event and re-evaluate the groups whose metrics it changed (all groups when not
+        incremental). Flips that fell due before `now` are applied first, at their own instants."""
+        now_us = to_us(now)
+        changes = self._advance(state, now_us)
+        first = state.agg.last_seen_us is None
+        if not fold(state.agg, event, self._rulebook.horizon_days):
+            self.duplicates += 1
+            return changes
+        route = self._routes[type(event)]
+        ctx = EvalContext(state.agg, state.tags, now_us)
+        if first:  # a first event evaluates every group: "never bought" must appear on a first browse
+            self._evaluate(state, ctx, self._every_group, "rule", event.event_id, changes)
+            self._reschedule_all(state, ctx)
+        else:
+            self._evaluate(state, ctx, route.groups, "rule", event.event_id, changes, route.tags)
+            self._reschedule(state, ctx, route.families)
+        return changes
+
+    def on_command(self, state: CustomerState, command: TagCommand, now: datetime) -> list[Change]:
+        """Apply a manual add/remove. Raises CommandRefused when the group does not allow it."""
+        now_us = to_us(now)
+        group, tag = self._commandable(command, now_us)
+        changes = self._advance(state, now_us)
+        ctx = EvalContext(state.agg, state.tags, now_us)
+        held = state.tags.setdefault(group.id, {})
+        reevaluate: set[str] = set()
+        if command.action == "add":
+            expires = to_us(command.expires_at) if command.expires_at is not None else None
+            if tag.id in held:
+                held[tag.id] = (True, expires)  # now pinned by hand; still held, so nothing to announce
+            else:
+                if group.spec.mode == "exclusive":
+                    for other in list(held):
+                        self._remove(
+                            state,
+                            ctx,
+                            group,
+                            other,
+                            command.source,
+                            command.command_id,
+                            changes,
+                            _why(f"replaced by manual tag {tag.id} by {command.actor}"),
+                        )
+                self._add(
+                    state,
+                    ctx,
+                    group,
+                    tag.id,
+                    (True, expires),
+                    command.source,
+                    command.command_id,
+                    changes,
+                    _why(f"added by {command.actor}"),
+                )
+                reevaluate |= self._rulebook.dependants[group.id]
+        elif tag.id in held:
+            was_manual = held[tag.id][0]
+            self._remove(
+                state,
+                ctx,
+                group,
+                tag.id,
+                command.source,
+                command.command_id,
+                changes,
+                _why(f"removed by {command.actor}"),
+            )
+            reevaluate |= self._rulebook.dependants[group.id]
+            if was_manual and group.evaluated:
+                reevaluate.add(group.id)  # the pin is gone: the rules take the group back
+        self._evaluate(state, ctx, reevaluate, "rule", command.command_id, changes)
+        self._reschedule(state, ctx, (MANUAL_EXPIRY,))
+        return changes
+
+    def advance(self, state: CustomerState, now: datetime) -> list[Change]:
+        """Let time pass up to `now`: apply every flip that fell due, each at its own instant."""
+        return self._advance(state, to_us(now))
+
+    def evaluate(
+        self,
+        state: CustomerState,
+        now: datetime,
+        groups: Iterable[str] | None = None,
+        *,
+        source: ChangeSource = "rule_change",
+        caused_by: str | None = None,
+    ) -> list[Change]:
+        """Advance to `now`, then re-evaluate `groups` (every evaluated group when None) from scratch."""
+        now_us = to_us(now)
+        changes = self._advance(state, now_us)
+        chosen = (
+            frozenset(group.id for group in self._rulebook.evaluation_order) if groups is None else frozenset(groups)
+        )
+        ctx = EvalContext(state.agg, state.tags, now_us)
+        self._evaluate(state, ctx, chosen, source, caused_by, changes)
+        self._reschedule_all(state, ctx)
+        return changes
+
+    def backfill(self, state: CustomerState, change: DefinitionChange, now: datetime) -> list[Change]:
+        """Bring one existing customer in line with new definitions (source `rule_change`)."""
+        now_us = to_us(now)
+        changes = self._advance(state, now_us)
+        ctx = EvalContext(state.agg, state.tags, now_us)
+        for group_id, version in sorted(change.deleted.items()):
+            for tag_id in sorted(state.tags.get(group_id, {})):
+                self._emit(
+                    state,
+                    ctx,
+                    group_id,
+                    version,
+                    tag_id,
+                    "removed",
+                    "rule_change",
+                    f"definition:{group_id}:deleted",
+                    _why(f"group {group_id} was deleted"),
+                    changes,
+                )
+            state.tags.pop(group_id, None)
+        for group_id in sorted(change.reevaluate):
+            group = self._rulebook.groups[group_id]
+            for tag_id in sorted(set(state.tags.get(group_id, {})) - {tag.id for tag in group.tags}):
+                self._remove(
+                    state,
+                    ctx,
+                    group,
+                    tag_id,
+                    "rule_change",
+                    _definition_cause(group),
+                    changes,
+                    _why(f"tag {tag_id} is no longer defined in group {group_id}"),
+                )
+        for group in self._rulebook.in_evaluation_order(change.reevaluate):
+            pending = {group.id}
+            self._evaluate(state, ctx, pending, "rule_change", _definition_cause(group), changes)
+        self._reschedule_all(state, ctx)
+        return changes
+
+    def next_check_at(self, state: CustomerState) -> datetime | None:
+        """When this customer must next be re-evaluated though no event arrives (None: never)."""
+        return from_us(min(state.due.values())) if state.due else None
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def _advance(self, state: CustomerState, now_us: int) -> list[Change]:
+        changes: list[Change] = []
+        due = state.due
+        while due:
+            at = min(due.values())
+            if at > now_us:
+                break
+            keys = [key for key, when in due.items() if when <= at]
+            ctx = EvalContext(state.agg, state.tags, at)
+            touched: dict[str, set[str]] = {}
+            reopened: set[str] = set()
+            for key in keys:
+                if key == MANUAL_EXPIRY:
+                    reopened = self._expire_manual(state, ctx, changes)
+                else:
+                    self._rulebook.time_plan.changed(key, ctx, touched)
+            subsets = self._subsets(touched, whole=reopened)
+            self._evaluate(state, ctx, touched.keys() | reopened, "time", None, changes, subsets)
+            self._reschedule(state, ctx, keys)
+        return changes
+
+    def _evaluate(
+        self,
+        state: CustomerState,
+        ctx: EvalContext,
+        group_ids: Iterable[str],
+        source: ChangeSource,
+        cause: str | None,
+        changes: list[Change],
+        subsets: Mapping[str, Subset] | None = None,
+    ) -> None:
+        """Evaluate groups in dependency order; a group whose tags change brings its dependants in.
+
+        `subsets` narrows a multi group to the tags whose inputs changed (its other tags' truth cannot
+        have moved), and says which of those can only have become truer (+1) or falser (-1): a held
+        tag that can only become truer stays, an absent one that can only become falser stays absent.
+        A group reached through a dependency is always evaluated whole."""
+        pending = set(group_ids)
+        if not pending:
+            return
+        dependants = self._rulebook.dependants
+        reached: set[str] = set()
+        for group in self._rulebook.evaluation_order:
+            group_id = group.id
+            if group_id not in pending:
+                continue
+            if group.spec.mode == "exclusive":
+                changed = self._evaluate_exclusive(state, ctx, group, source, cause, changes)
+            else:
+                subset = subsets.get(group_id) if subsets is not None and group_id not in reached else None
+                changed = self._evaluate_multi(state, ctx, group, source, cause, changes, subset)
+            if changed:
+                pending |= dependants[group_id]
+                reached |= dependants[group_id]
+
+    def _evaluate_multi(
+        self,
+        state: CustomerState,
+        ctx: EvalContext,
+        group: CompiledGroup,
+        source: ChangeSource,
+        cause: str | None,
+        changes: list[Change],
+        subset: Subset | None,
+    ) -> bool:
+        held = state.tags.get(group.id)
+        changed = False
+        for tag, direction in group.whole if subset is None else subset:
+            rule = tag.rule
+            if rule is None:
+                continue
+            has = held is not None and tag.id in held
+            if (direction > 0 and has) or (direction < 0 and not has):
+                continue
+            matches = rule.matches(ctx)
+            if matches and not has:
+                self._add(state, ctx, group, tag.id, (False, None), source, cause, changes, _matched(ctx, tag))
+                held = state.tags[group.id]
+                changed = True
+            elif has and not matches and group.spec.auto_remove and held is not None and not held[tag.id][0]:
+                self._remove(state, ctx, group, tag.id, source, cause, changes, _unmatched(ctx, tag))
+                held = state.tags.get(group.id)
+                changed = True
+        return changed
+
+    def _evaluate_exclusive(
+        self,
+        state: CustomerState,
+        ctx: EvalContext,
+        group: CompiledGroup,
+        source: ChangeSource,
+        cause: str | None,
+        changes: list[Change],
+    ) -> bool:
+        held = state.tags.get(group.id)
+        current = None
+        if held:
+            current = next(iter(held))
+            if held[current][0]:
+                return False  # a manual tag pins an exclusive group until removed by hand
+        winner = None
+        for tag in group.tags:
+            if tag.rule is not None and tag.rule.matches(ctx):
+                winner = tag
+                break
+        if winner is None:
+            if current is None or not group.spec.auto_remove:
+                return False
+            current_tag = group.tag(current)
+            reason = (
+                _unmatched(ctx, current_tag) if current_tag is not None else _why(f"{current} is no longer defined")
+            )
+            self._remove(state, ctx, group, current, source, cause, changes, reason)
+            return True
+        if winner.id == current:
+            return False
+        if current is not None:
+            replaced = _matched(ctx, winner)
+            self._remove(
+                state,
+                ctx,
+                group,
+                current,
+                source,
+                cause,
+                changes,
+                _why(f"replaced by {winner.id} (exclusive group)", replaced[1]),
+            )
+        self._add(state, ctx, group, winner.id, (False, None), source, cause, changes, _matched(ctx, winner))
+        return True
+
+    def _expire_manual(self, state: CustomerState, ctx: EvalContext, changes: list[Change]) -> set[str]:
+        reopened: set[str] = set()
+        for group_id in sorted(state.tags):
+            for tag_id, (manual, expires) in sorted(state.tags[group_id].items()):
+                if manual and expires is not None and expires <= ctx.now_us:
+                    group = self._rulebook.groups.get(group_id)
+                    version = group.spec.version if group is not None else 1
+                    del state.tags[group_id][tag_id]
+                    self._emit(
+                        state,
+                        ctx,
+                        group_id,
+                        version,
+                        tag_id,
+                        "removed",
+                        "time",
+                        None,
+                        _why(f"manual tag expired at {from_us(expires).isoformat()}"),
+                        changes,
+                    )
+                    reopened.add(group_id)
+                    reopened |= self._rulebook.dependants.get(group_id, frozenset())
+        return reopened
+
+    def _subsets(self, touched: Mapping[str, set[str]], whole: set[str]) -> dict[str, Subset]:
+        """Multi groups narrowed to the touched tags (exclusive groups and `whole` stay whole)."""
+        subsets = {}
+        for group_id, tag_ids in touched.items():
+            group = self._rulebook.groups[group_id]
+            if group.spec.mode == "multi" and group_id not in whole:
+                subsets[group_id] = tuple((tag, 0) for tag in group.tags if tag.id in tag_ids)
+        return subsets
+
+    def _reschedule(self, state: CustomerState, ctx: EvalContext, keys: Iterable[str]) -> None:
+        plan = self._rulebook.time_plan
+        for key in keys:
+            if key == MANUAL_EXPIRY:
+                expiries = [
+                    expires
+                    for tags in state.tags.values()
+                    for manual, expires in tags.values()
+                    if manual and expires is not None
+                ]
+                at = min(expiries) if expiries else None
+            else:
+                at = plan.next_change(key, ctx)
+            if at is None:
+                state.due.pop(key, None)
+            else:
+                state.due[key] = at
+
+    def _reschedule_all(self, state: CustomerState, ctx: EvalContext) -> None:
+        stale = [key for key in state.due if key not in ALL_TIME_KEYS]
+        for key in stale:
+            del state.due[key]
+        self._reschedule(state, ctx, ALL_TIME_KEYS)
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    def _add(
+        self,
+        state: CustomerState,
+        ctx: EvalContext,
+        group: CompiledGroup,
+        tag_id: str,
+        hold: tuple[bool, int | None],
+        source: ChangeSource,
+        cause: str | None,
+        changes: list[Change],
+        reason: Reason,
+    ) -> None:
+        state.tags.setdefault(group.id, {})[tag_id] = hold
+        self._emit(state, ctx, group.id, group.spec.version, tag_id, "added", source, cause, reason, changes)
+
+    def _remove(
+        self,
+        state: CustomerState,
+        ctx: EvalContext,
+        group: CompiledGroup,
+        tag_id: str,
+        source: ChangeSource,
+        cause: str | None,
+        changes: list[Change],
+        reason: Reason,
+    ) -> None:
+        held = state.tags[group.id]
+        del held[tag_id]
+        if not held:
+            del state.tags[group.id]
+        self._emit(state, ctx, group.id, group.spec.version, tag_id, "removed", source, cause, reason, changes)
+
+    @staticmethod
+    def _emit(
+        state: CustomerState,
+        ctx: EvalContext,
+        group_id: str,
+        version: int,
+        tag_id: str,
+        change: Literal["added", "removed"],
+        source: ChangeSource,
+        cause: str | None,
+        reason: Reason,
+        changes: list[Change],
+    ) -> None:
+        state.seq += 1
+        changes.append(
+            Change(
+                customer_id=state.customer_id,
+                group_id=group_id,
+                tag_id=tag_id,
+                change=change,
+                source=source,
+                summary=reason[0],
+                outcomes=reason[1],
+                group_version=version,
+                caused_by=cause,
+                occurred_us=ctx.now_us,
+                seq=state.seq,
+            )
+        )
+
+    def _commandable(self, command: TagCommand, now_us: int) -> tuple[CompiledGroup, CompiledTag]:
+        group = self._rulebook.groups.get(command.group_id)
+        if group is None:
+            raise CommandRefused(f"unknown tag group {command.group_id!r}")
+        if group.spec.disabled:
+            raise CommandRefused(f"tag group {group.id!r} is disabled")
+        if group.spec.tagging == "auto":
+            raise CommandRefused(f"tag group {group.id!r} allows only automatic tagging, not manual {command.action}")
+        tag = group.tag(command.tag_id)
+        if tag is None:
+            raise CommandRefused(f"tag group {group.id!r} has no tag {command.tag_id!r}")
+        if command.expires_at is not None and to_us(command.expires_at) <= now_us:
+            raise CommandRefused(f"expires_at {command.expires_at.isoformat()} is not in the future")
+        return group, tag
+
+
+Subset = tuple[tuple[CompiledTag, int], ...]
+"""Tags of one multi group to evaluate, each with the direction its truth can move (0: either)."""
+
+
+@dataclass(frozen=True)
+class _Route:
+    """What one event type touches: groups to evaluate (narrowed to tags for multi groups) and the
+    time families whose next change it can move."""
+
+    groups: frozenset[str]
+    tags: Mapping[str, Subset]
+    families: tuple[str, ...]
+
+
+def _routes(rulebook: RuleBook, incremental: bool) -> dict[type, _Route]:
+    routes = {}
+    watched = set(rulebook.time_plan.families)
+    for kind, deltas in _EVENT_METRICS.items():
+        families = tuple(family for family in _EVENT_FAMILIES[kind] if family in watched)
+        if not incremental:
+            every = frozenset(group.id for group in rulebook.evaluation_order)
+            routes[kind] = _Route(every, {}, families)
+            continue
+        groups = rulebook.groups_reading(deltas)
+        tags = {
+            group_id: tuple((tag, _direction(tag, deltas)) for tag in rulebook.groups[group_id].tags_reading(deltas))
+            for group_id in groups
+            if rulebook.groups[group_id].spec.mode == "multi"
+        }
+        routes[kind] = _Route(groups, tags, families)
+    return routes
+
+
+def _direction(tag: CompiledTag, deltas: Mapping[Metric, int]) -> int:
+    """+1 when an event with these metric moves can only make the tag's rule truer, -1 only falser."""
+    assert tag.rule is not None
+    found = _rule_direction(tag.rule, deltas)
+    return found if found is not None else 0
+
+
+def _rule_direction(rule: CompiledRule, deltas: Mapping[Metric, int]) -> int | None:
+    """None when the rule reads none of the moved metrics; all/any keep a direction their parts share."""
+    directions = set()
+    for child in rule.children:
+        found = _rule_direction(child, deltas) if isinstance(child, CompiledRule) else _leaf_direction(child, deltas)
+        if found is not None:
+            directions.add(found)
+    if not directions:
+        return None
+    return directions.pop() if len(directions) == 1 else 0
+
+
+def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) -> int | None:
+    spec = condition.spec
+    delta = deltas.get(spec.metric)
+    if delta is None:
+        return None
+    if spec.op in (Op.GTE, Op.GT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.EQ, Op.IN)):
+        return delta
+    if spec.op in (Op.LTE, Op.LT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.NE, Op.NOT_IN)):
+        return -delta
+    return 0
+
+
+def definition_change(old: RuleBook, new: RuleBook) -> DefinitionChange:
+    """Groups to re-evaluate (new, edited in a way that matters, or re-enabled) and groups deleted."""
+    reevaluate = set()
+    for group_id, group in new.groups.items():
+        if not group.evaluated:
+            continue  # disabling (or manual-only) changes no customer
+        before = old.groups.get(group_id)
+        if before is None or not before.evaluated or _semantics(before) != _semantics(group):
+            reevaluate.add(group_id)
+    deleted = {group_id: group.spec.version for group_id, group in old.groups.items() if group_id not in new.groups}
+    return DefinitionChange(reevaluate=frozenset(reevaluate), deleted=deleted)
+
+
+def _semantics(group: CompiledGroup) -> tuple[object, ...]:
+    """What decides a group's tags: not its name, display order or version number."""
+    spec = group.spec
+    return (spec.mode, spec.tagging, spec.auto_remove, tuple((tag.id, tag.spec.rule) for tag in group.tags))
+
+
+def _definition_cause(group: CompiledGroup) -> str:
+    return f"definition:{group.id}:v{group.spec.version}"
+
+
+Reason = tuple[str, tuple[Outcome, ...]]
+"""A change's summary and the conditions (with observed values) that decided it."""
+
+
+def _why(summary: str, conditions: Iterable[Outcome] = ()) -> Reason:
+    return (summary, tuple(conditions))
+
+
+def _matched(ctx: EvalContext, tag: CompiledTag) -> Reason:
+    assert tag.rule is not None
+    how = "all" if tag.rule.match_all else "any"
+    return _why(f"matches {tag.spec.name} ({how} of its conditions)", tag.rule.outcomes(ctx))
+
+
+def _unmatched(ctx: EvalContext, tag: CompiledTag) -> Reason:
+    if tag.rule is None:
+        return _why(f"{tag.spec.name} has no rule")
+    return _why(f"no longer matches {tag.spec.name}", tag.rule.outcomes(ctx))

@@ -1,0 +1,263 @@
+"""Tag definitions, validated as a whole and compiled for evaluation.
+
+A RuleBook knows, for every metric, which groups must be re-evaluated when it changes, when time
+alone changes something (its TimePlan), and the order to evaluate groups in so that `has_tag`
+conditions see up-to-date tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+
+from schemas.tags import Condition, Metric, Rule, Tag, TagGroup
+from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
+from services.tagger.engine.conditions import (
+    CompiledCondition,
+    CompiledRule,
+    compile_rule,
+    referenced_tags,
+)
+from services.tagger.engine.errors import DefinitionError
+from services.tagger.engine.schedule import TimePlan
+from services.tagger.engine.timeutil import date_to_day
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledTag:
+    id: str
+    spec: Tag
+    rule: CompiledRule | None
+    metrics: frozenset[Metric]
+    """What the tag's rule reads (has_tag included)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CompiledGroup:
+    id: str
+    spec: TagGroup
+    tags: tuple[CompiledTag, ...]
+    metrics: frozenset[Metric]
+    depends_on: frozenset[str]
+    whole: tuple[tuple[CompiledTag, int], ...]
+    """Every tag with direction 0 (either way): how a whole multi group is evaluated."""
+
+    @property
+    def evaluated(self) -> bool:
+        """Rules run for enabled groups that allow automatic tagging."""
+        return not self.spec.disabled and self.spec.tagging != "manual"
+
+    def tags_reading(self, metrics: Iterable[Metric]) -> tuple[CompiledTag, ...]:
+        wanted = set(metrics)
+        return tuple(tag for tag in self.tags if tag.rule is not None and not tag.metrics.isdisjoint(wanted))
+
+    def tag(self, tag_id: str) -> CompiledTag | None:
+        for tag in self.tags:
+            if tag.id == tag_id:
+                return tag
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class RuleBook:
+    groups: Mapping[str, CompiledGroup]
+    evaluation_order: tuple[CompiledGroup, ...]
+    """Groups that rules run for, dependencies first."""
+    dependants: Mapping[str, frozenset[str]]
+    by_metric: Mapping[Metric, frozenset[str]]
+    time_plan: TimePlan
+    horizon_days: int = DEFAULT_HORIZON_DAYS
+    _positions: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def compile(
+        cls,
+        groups: Iterable[TagGroup],
+        *,
+        horizon_days: int = DEFAULT_HORIZON_DAYS,
+        today: date | None = None,
+    ) -> RuleBook:
+        """Validate the definitions as a whole and compile them.
+
+        `today` enables the horizon check of absolute windows: a window that starts before the oldest
+        retained day cannot be answered. Without it only relative windows are checked.
+        """
+        specs = list(groups)
+        problems = _problems(specs, horizon_days, today)
+        if problems:
+            raise DefinitionError(problems)
+        compiled = {spec.id: _compile_group(spec) for spec in specs}
+        order = _topological(compiled)
+        dependants: dict[str, set[str]] = {group_id: set() for group_id in compiled}
+        for group in compiled.values():
+            for dependency in group.depends_on:
+                dependants[dependency].add(group.id)
+        evaluated = [group for group in order if group.evaluated]
+        by_metric: dict[Metric, set[str]] = {}
+        for group in evaluated:
+            for metric in group.metrics:
+                by_metric.setdefault(metric, set()).add(group.id)
+        return cls(
+            groups=compiled,
+            evaluation_order=tuple(evaluated),
+            dependants={key: frozenset(value) for key, value in dependants.items()},
+            by_metric={key: frozenset(value) for key, value in by_metric.items()},
+            time_plan=TimePlan.build(
+                (group.id, tag.id, leaf)
+                for group in evaluated
+                for tag in group.tags
+                if tag.rule is not None
+                for leaf in tag.rule.leaves()
+            ),
+            horizon_days=horizon_days,
+            _positions={group.id: index for index, group in enumerate(evaluated)},
+        )
+
+    def groups_reading(self, metrics: Iterable[Metric]) -> frozenset[str]:
+        found: set[str] = set()
+        for metric in metrics:
+            found |= self.by_metric.get(metric, frozenset())
+        return frozenset(found)
+
+    def in_evaluation_order(self, group_ids: Iterable[str]) -> list[CompiledGroup]:
+        positions = self._positions
+        chosen = sorted(positions[group_id] for group_id in group_ids if group_id in positions)
+        return [self.evaluation_order[position] for position in chosen]
+
+    def display_order(self) -> list[TagGroup]:
+        """Groups as operators see them: by `order`, then id."""
+        return sorted((group.spec for group in self.groups.values()), key=lambda spec: (spec.order, spec.id))
+
+
+def _compile_group(spec: TagGroup) -> CompiledGroup:
+    tags = tuple(_compile_tag(tag) for tag in spec.ordered_tags())
+    leaves = [leaf for tag in tags if tag.rule is not None for leaf in tag.rule.leaves()]
+    depends_on = {group for leaf in leaves if leaf.spec.metric is Metric.HAS_TAG for group, _ in _refs(leaf)}
+    return CompiledGroup(
+        id=spec.id,
+        spec=spec,
+        tags=tags,
+        metrics=frozenset(leaf.spec.metric for leaf in leaves if leaf.spec.metric is not Metric.HAS_TAG),
+        depends_on=frozenset(depends_on),
+        whole=tuple((tag, 0) for tag in tags),
+    )
+
+
+def _compile_tag(tag: Tag) -> CompiledTag:
+    if tag.rule is None:
+        return CompiledTag(tag.id, tag, None, frozenset())
+    rule = compile_rule(tag.rule)
+    return CompiledTag(tag.id, tag, rule, frozenset(leaf.spec.metric for leaf in rule.leaves()))
+
+
+def _refs(leaf: CompiledCondition) -> list[tuple[str, str]]:
+    return referenced_tags(leaf.spec)
+
+
+def _problems(specs: list[TagGroup], horizon_days: int, today: date | None) -> list[str]:
+    problems: list[str] = []
+    tags_by_group: dict[str, set[str]] = {}
+    for spec in specs:
+        if spec.id in tags_by_group:
+            problems.append(f"group id {spec.id!r} is defined twice")
+        tags_by_group[spec.id] = {tag.id for tag in spec.tags}
+    oldest_day = date_to_day(today) - horizon_days + 1 if today is not None else None
+    for spec in specs:
+        for tag in spec.tags:
+            where = f"{spec.id}/{tag.id}"
+            for condition in _conditions(tag.rule) if tag.rule is not None else []:
+                problems.extend(_condition_problems(where, spec.id, condition, tags_by_group, horizon_days, oldest_day))
+    if not problems:
+        problems.extend(_cycles(specs))
+    return problems
+
+
+def _condition_problems(
+    where: str,
+    group_id: str,
+    condition: Condition,
+    tags_by_group: dict[str, set[str]],
+    horizon_days: int,
+    oldest_day: int | None,
+) -> list[str]:
+    problems: list[str] = []
+    if condition.metric is Metric.HAS_TAG:
+        for ref_group, ref_tag in referenced_tags(condition):
+            if ref_group == group_id:
+                problems.append(f"{where}: has_tag {ref_group}/{ref_tag} refers to its own group")
+            elif ref_group not in tags_by_group:
+                problems.append(f"{where}: has_tag refers to unknown group {ref_group!r}")
+            elif ref_tag not in tags_by_group[ref_group]:
+                problems.append(f"{where}: has_tag refers to unknown tag {ref_tag!r} in group {ref_group!r}")
+    window = condition.window
+    if window is not None:
+        last = window.last_days
+        if last is not None and last > horizon_days:
+            problems.append(f"{where}: window last {last}d is beyond the {horizon_days}-day horizon the tagger retains")
+        if window.from_ is not None and oldest_day is not None and date_to_day(window.from_) < oldest_day:
+            problems.append(
+                f"{where}: window starts {window.from_}, before the {horizon_days}-day horizon the tagger retains"
+            )
+    return problems
+
+
+def _conditions(rule: Rule) -> list[Condition]:
+    found: list[Condition] = []
+    for child in rule.conditions:
+        found.extend(_conditions(child) if isinstance(child, Rule) else [child])
+    return found
+
+
+def _dependencies(spec: TagGroup) -> set[str]:
+    return {
+        ref_group
+        for tag in spec.tags
+        if tag.rule is not None
+        for condition in _conditions(tag.rule)
+        if condition.metric is Metric.HAS_TAG
+        for ref_group, _ in referenced_tags(condition)
+    }
+
+
+def _cycles(specs: list[TagGroup]) -> list[str]:
+    graph = {spec.id: sorted(_dependencies(spec)) for spec in specs}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+    problems: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for dependency in graph.get(node, []):
+            if state.get(dependency) == 1:
+                cycle = [*path[path.index(dependency) :], dependency]
+                problems.append("tags depend on each other in a cycle: " + " -> ".join(cycle))
+            elif dependency not in state:
+                visit(dependency)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return problems
+
+
+def _topological(groups: dict[str, CompiledGroup]) -> list[CompiledGroup]:
+    """Dependencies first; ties broken by display order then id, so evaluation is deterministic."""
+    remaining = dict(groups)
+    done: set[str] = set()
+    order: list[CompiledGroup] = []
+    while remaining:
+        ready = sorted(
+            (group for group in remaining.values() if group.depends_on <= done),
+            key=lambda group: (group.spec.order, group.id),
+        )
+        if not ready:
+            raise DefinitionError([f"unresolvable dependencies among {sorted(remaining)}"])
+        for group in ready:
+            order.append(group)
+            done.add(group.id)
+            del remaining[group.id]
+    return order

@@ -1,0 +1,144 @@
+"""When time alone changes what a customer's conditions see, and which groups that touches.
+
+Two kinds of metric move while no event arrives:
+- relative windows (`browse_count` over the last 7 days): a count changes only at a day boundary
+  where one of the customer's day buckets leaves the window, or a future-dated bucket enters it;
+- days since the first / last order: a whole number that only matters when it reaches one of the
+  values the rules compare it with.
+
+For each *family* (what kind of event moves them) the plan gives the next instant anything can change
+for a customer, and at that instant the groups whose inputs actually changed. Evaluating at these
+instants, and at every event, sees every change of every condition's truth: the engine relies on it
+to be exact, not approximately on time.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from schemas.tags import Metric
+from services.tagger.engine.conditions import CompiledCondition, EvalContext, change_points, series
+from services.tagger.engine.timeutil import DAY_US
+
+ORDER_TIME: Final = "order_time"
+ORDER_WINDOW: Final = "order_window"
+BROWSE_WINDOW: Final = "browse_window"
+CLICK_WINDOW: Final = "click_window"
+
+WINDOW_METRIC = {ORDER_WINDOW: Metric.ORDER_COUNT, BROWSE_WINDOW: Metric.BROWSE_COUNT, CLICK_WINDOW: Metric.CLICK_COUNT}
+_DAYS_SINCE = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
+
+
+@dataclass(frozen=True)
+class TimePlan:
+    spans: Mapping[Metric, tuple[int, ...]]
+    """Window metric -> the relative window lengths (days) rules use."""
+    window_tags: Mapping[tuple[Metric, int], Readers]
+    """(window metric, days) -> the tags whose rules read that window."""
+    day_points: Mapping[Metric, tuple[int, ...]]
+    """days_since_* -> the values at which some condition on it can change truth."""
+    day_tags: Mapping[Metric, Readers]
+
+    @classmethod
+    def build(cls, conditions: Iterable[tuple[str, str, CompiledCondition]]) -> TimePlan:
+        """From (group id, tag id, condition) for the groups that rules run for."""
+        spans: dict[Metric, set[int]] = {}
+        window_tags: dict[tuple[Metric, int], dict[str, set[str]]] = {}
+        day_points: dict[Metric, set[int]] = {}
+        day_tags: dict[Metric, dict[str, set[str]]] = {}
+        for group_id, tag_id, condition in conditions:
+            spec = condition.spec
+            span = spec.window.last_days if spec.window is not None else None
+            if span is not None:
+                spans.setdefault(spec.metric, set()).add(span)
+                window_tags.setdefault((spec.metric, span), {}).setdefault(group_id, set()).add(tag_id)
+            elif spec.metric in _DAYS_SINCE:
+                day_points.setdefault(spec.metric, set()).update(change_points(spec))
+                day_tags.setdefault(spec.metric, {}).setdefault(group_id, set()).add(tag_id)
+        return cls(
+            spans={metric: tuple(sorted(values)) for metric, values in spans.items()},
+            window_tags={key: _frozen(value) for key, value in window_tags.items()},
+            day_points={metric: tuple(sorted(values)) for metric, values in day_points.items()},
+            day_tags={metric: _frozen(value) for metric, value in day_tags.items()},
+        )
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        found = [family for family, metric in WINDOW_METRIC.items() if metric in self.spans]
+        if self.day_points:
+            found.append(ORDER_TIME)
+        return tuple(found)
+
+    def next_change(self, family: str, ctx: EvalContext) -> int | None:
+        """The first instant after ctx.now_us at which a metric of this family changes (µs), if any."""
+        if family == ORDER_TIME:
+            return self._next_day_point(ctx)
+        metric = WINDOW_METRIC[family]
+        spans = self.spans.get(metric)
+        if not spans:
+            return None
+        days = series(ctx, metric)[0]
+        today = ctx.today
+        entering = bisect_right(days, today)
+        best = days[entering] if entering < len(days) else None
+        for span in spans:
+            oldest = bisect_right(days, today - span)
+            if oldest < len(days):
+                leaves = days[oldest] + span
+                if best is None or leaves < best:
+                    best = leaves
+        return None if best is None else best * DAY_US
+
+    def changed(self, family: str, ctx: EvalContext, into: dict[str, set[str]]) -> None:
+        """Add to `into` the tags (by group) whose inputs in this family change exactly at ctx.now_us."""
+        if family == ORDER_TIME:
+            for metric, points in self.day_points.items():
+                since = _since(ctx, metric)
+                if since is not None and ctx.now_us >= since:
+                    elapsed = ctx.now_us - since
+                    if elapsed % DAY_US == 0 and elapsed // DAY_US in points:
+                        _merge(into, self.day_tags[metric])
+            return
+        metric = WINDOW_METRIC[family]
+        if ctx.now_us % DAY_US:
+            return
+        days = series(ctx, metric)[0]
+        present = set(days)
+        entering = ctx.today in present
+        for span in self.spans.get(metric, ()):
+            if entering or ctx.today - span in present:
+                _merge(into, self.window_tags[(metric, span)])
+
+    def _next_day_point(self, ctx: EvalContext) -> int | None:
+        best = None
+        for metric, points in self.day_points.items():
+            since = _since(ctx, metric)
+            if since is None:
+                continue  # only an order makes the metric present
+            elapsed_days = max(0, (ctx.now_us - since) // DAY_US)
+            index = bisect_right(points, elapsed_days)
+            if index < len(points):
+                at = since + points[index] * DAY_US
+                if best is None or at < best:
+                    best = at
+        return best
+
+
+Readers = Mapping[str, frozenset[str]]
+"""Group id -> ids of its tags that read a given input."""
+
+
+def _frozen(readers: dict[str, set[str]]) -> Readers:
+    return {group: frozenset(tags) for group, tags in readers.items()}
+
+
+def _merge(into: dict[str, set[str]], readers: Readers) -> None:
+    for group, tags in readers.items():
+        into.setdefault(group, set()).update(tags)
+
+
+def _since(ctx: EvalContext, metric: Metric) -> int | None:
+    return ctx.agg.last_order_us if metric is Metric.DAYS_SINCE_LAST_ORDER else ctx.agg.first_order_us

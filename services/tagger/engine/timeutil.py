@@ -1,0 +1,38 @@
+"""Instants as integer microseconds since the epoch (UTC), days as integer epoch days.
+
+The engine works on integers so that folding, windows and flip times are exact and cheap;
+datetimes appear only at the edges (events in, tag changes out).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+SECOND_US = 1_000_000
+DAY_US = 86_400 * SECOND_US
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = _EPOCH.date()
+
+
+def to_us(moment: datetime) -> int:
+    """Microseconds since the epoch for an aware datetime (exact, no float rounding)."""
+    if moment.tzinfo is None:
+        raise ValueError(f"naive datetime {moment.isoformat()} given; tagstream needs timezone-aware UTC")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * SECOND_US + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def day_of(us: int) -> int:
+    return us // DAY_US
+
+
+def date_to_day(value: date) -> int:
+    return (value - _EPOCH_DATE).days
+
+
+def day_to_date(day: int) -> date:
+    return _EPOCH_DATE + timedelta(days=day)

@@ -1,0 +1,114 @@
+"""Fixtures for tests against the real Kafka broker and Redis.
+
+``kafka_bootstrap`` / ``redis_url`` resolve, in order:
+
+1. ``TAGSTREAM_TEST_KAFKA_BOOTSTRAP`` / ``TAGSTREAM_TEST_REDIS_URL`` when set
+   (an externally managed service; never started or stopped here);
+2. a service already started by ``make infra`` / the scripts (reused, left running);
+3. otherwise the fixture starts it with ``scripts/*.sh start`` and stops it at
+   the end of the session.
+
+A service that cannot be started fails the tests that need it: integration
+tests are never skipped silently, locally or in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+from tests import infra  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "integration: needs the real Kafka broker and Redis (scripts/kafka.sh, scripts/redis.sh)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _fail_unavailable(service: str, script: str, error: infra.InfraError) -> None:
+    if os.environ.get("CI"):
+        hint = f"CI must provide {service}: scripts/{script} start has to work on the CI machine."
+    else:
+        hint = (
+            f"Could not start {service} locally. Run `scripts/{script} start` (or `make infra`) to see why, "
+            f"or point the tests at a running {service} with the TAGSTREAM_TEST_* environment variables."
+        )
+    pytest.fail(f"{service} unavailable for integration tests. {hint}\n{error}", pytrace=False)
+
+
+def _service(
+    env_var: str,
+    service: str,
+    script: str,
+    running: Callable[[], bool],
+    current: Callable[[], str],
+    start: Callable[[], str],
+    stop: Callable[[], None],
+) -> Iterator[str]:
+    external = os.environ.get(env_var, "").strip()
+    if external:
+        yield external
+        return
+    started_here = False
+    error: infra.InfraError | None = None
+    value = ""
+    try:
+        if running():
+            value = current()
+        else:
+            value = start()
+            started_here = True
+    except infra.InfraError as exc:
+        error = exc
+    if error is not None:
+        _fail_unavailable(service, script, error)
+    try:
+        yield value
+    finally:
+        if started_here:
+            stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """``host:port`` of a real Kafka broker."""
+    yield from _service(
+        "TAGSTREAM_TEST_KAFKA_BOOTSTRAP",
+        "Kafka",
+        "kafka.sh",
+        infra.kafka_running,
+        infra.kafka_bootstrap,
+        infra.start_kafka,
+        infra.stop_kafka,
+    )
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """``redis://host:port/db`` of a real Redis server."""
+    yield from _service(
+        "TAGSTREAM_TEST_REDIS_URL",
+        "Redis",
+        "redis.sh",
+        infra.redis_running,
+        infra.redis_url,
+        infra.start_redis,
+        infra.stop_redis,
+    )

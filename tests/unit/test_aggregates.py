@@ -1,0 +1,113 @@
+from decimal import Decimal
+
+from services.tagger.engine.aggregates import RECENT_IDS, apply, fold, initial
+from services.tagger.engine.timeutil import DAY_US, to_us
+from tests.unit.builders import T0, at, browse, click, paid, refunded
+
+
+def fold_all(*events):
+    state = initial()
+    for event in events:
+        apply(state, event)
+    return state
+
+
+def test_paid_orders_count_and_sum_exactly():
+    state = fold_all(paid("99.90", order="o1"), paid("300.10", order="o2", points=30))
+    assert state.order_count == 2
+    assert state.total_spent == Decimal("400.00")
+    assert state.avg_order_value == Decimal("200.0000")
+    assert state.points_total == 30
+
+
+def test_a_full_refund_removes_the_order_from_counts_but_not_from_last_purchase_time():
+    state = fold_all(
+        paid("100", order="o1", when=at(0)),
+        paid("50", order="o2", when=at(5), points=5, products=("sku-9",)),
+        refunded("o2", "50", when=at(6)),
+    )
+    assert state.order_count == 1
+    assert state.total_spent == Decimal("100")
+    assert state.points_total == 0
+    assert state.last_order_us == to_us(at(5))  # refunds do not change last purchase time
+    assert "sku-9" in state.products  # nor what was bought
+
+
+def test_a_partial_refund_reduces_spend_and_keeps_the_order_counted():
+    state = fold_all(paid("200", order="o1"), refunded("o1", "80"))
+    assert state.order_count == 1
+    assert state.total_spent == Decimal("120")
+
+
+def test_partial_refunds_that_add_up_to_the_order_amount_uncount_it():
+    state = fold_all(paid("200", order="o1"), refunded("o1", "80"), refunded("o1", "120"))
+    assert state.order_count == 0
+    assert state.total_spent == Decimal("0")
+
+
+def test_a_refund_that_arrives_before_its_order_is_applied_when_the_order_arrives():
+    in_order = fold_all(paid("200", order="o1", points=20), refunded("o1", "200"))
+    reversed_ = fold_all(refunded("o1", "200"), paid("200", order="o1", points=20))
+    for state in (in_order, reversed_):
+        assert (state.order_count, state.total_spent, state.points_total) == (0, Decimal("0"), 0)
+
+
+def test_a_duplicate_event_id_changes_nothing():
+    event = browse(event_id="same")
+    state = initial()
+    assert fold(state, event) is True
+    assert fold(state, event) is False
+    assert sum(state.browse.values()) == 1
+
+
+def test_a_re_sent_payment_for_the_same_order_is_a_duplicate():
+    state = fold_all(paid("10", order="o1"), paid("10", order="o1"))
+    assert state.order_count == 1
+    assert state.total_spent == Decimal("10")
+
+
+def test_a_duplicate_refund_is_applied_once():
+    refund = refunded("o1", "5")
+    state = fold_all(paid("10", order="o1"), refund, refund)
+    assert state.total_spent == Decimal("5")
+
+
+def test_browse_ids_are_remembered_up_to_the_documented_bound():
+    state = initial()
+    first = browse(event_id="first")
+    fold(state, first)
+    for number in range(RECENT_IDS - 1):
+        fold(state, browse(event_id=f"other{number}"))
+    assert fold(state, first) is False  # still remembered
+    fold(state, browse(event_id="one-more"))
+    assert fold(state, first) is True  # pushed out of the bounded memory
+
+
+def test_first_and_last_order_times_do_not_depend_on_arrival_order():
+    early, late = paid("1", when=at(0)), paid("1", when=at(9))
+    forward, backward = fold_all(early, late), fold_all(late, early)
+    assert forward.first_order_us == backward.first_order_us == to_us(at(0))
+    assert forward.last_order_us == backward.last_order_us == to_us(at(9))
+
+
+def test_activity_is_kept_in_daily_buckets():
+    state = fold_all(browse(when=at(0)), browse(when=at(0, hours=3)), click(when=at(1)))
+    today = to_us(T0) // DAY_US
+    assert state.browse == {today: 2}
+    assert state.click == {today + 1: 1}
+
+
+def test_buckets_older_than_the_horizon_are_dropped_whatever_the_arrival_order():
+    old, new = browse(when=at(0)), browse(when=at(30))
+    state_forward = initial()
+    state_backward = initial()
+    for event in (old, new):
+        apply(state_forward, event, horizon_days=10)
+    for event in (new, old):
+        apply(state_backward, event, horizon_days=10)
+    assert state_forward.browse == state_backward.browse == {to_us(at(30)) // DAY_US: 1}
+
+
+def test_windowed_order_days_exclude_fully_refunded_orders():
+    state = fold_all(paid("10", order="o1", when=at(0)), paid("10", order="o2", when=at(1)), refunded("o2", "10"))
+    assert state.order_days() == {to_us(at(0)) // DAY_US: 1}

@@ -1,0 +1,37 @@
+from services.tagger.engine.codec import decode, encode
+from tests.unit.builders import at, browse, click, command, cond, engine, group, paid, refunded, value_tiers
+
+
+def test_a_stored_state_decodes_to_the_same_state_and_behaves_the_same():
+    manual = group("care", [("vip_care", None)], tagging="manual", mode="multi")
+    recent = group("recent", [("week", [cond("browse_count", "gte", 1, "7d")])], mode="multi")
+    eng = engine(value_tiers(), manual, recent)
+    state = eng.new_state("c1")
+    for event in (
+        paid("120.5", order="o1", points=3, products=("sku",)),
+        refunded("o1", "20"),
+        refunded("o9", "5"),
+        browse(when=at(1)),
+        click(when=at(2)),
+    ):
+        eng.on_event(state, event, event.occurred_at)
+    eng.on_command(state, command("care", "vip_care", when=at(2), expires_at=at(9)), at(2))
+    data = encode(state)
+    restored = decode(data)
+    assert encode(restored) == data
+    assert restored.tag_ids() == state.tag_ids()
+    assert eng.next_check_at(restored) == eng.next_check_at(state)
+    follow_up = paid("900", when=at(3))
+    assert [c.to_json() for c in eng.on_event(restored, follow_up, at(3))] == [
+        c.to_json() for c in eng.on_event(state, follow_up, at(3))
+    ]
+
+
+def test_a_typical_customer_is_stored_in_well_under_a_kibibyte():
+    eng = engine(value_tiers())
+    state = eng.new_state("c0001234")
+    events = [browse(when=at(day), product=f"sku-{day}") for day in range(8)]
+    events += [paid("199.90", when=at(8), products=("sku-1", "sku-2"), points=19), click(when=at(9))]
+    for event in events:
+        eng.on_event(state, event, event.occurred_at)
+    assert len(encode(state)) < 1024
