@@ -399,3 +399,14 @@ def test_deleting_a_group_removes_its_tags_with_the_reason():
     assert summary(removed) == [("value", "mid", "removed", "rule_change")]
     assert removed[0].summary == "group value was deleted"
     assert state.tag_ids() == {"orders": ["o1_3"]}
+
+
+def test_a_first_order_arriving_after_other_events_can_make_a_days_since_tag_true_at_once():
+    # Found by the property test: "days since" is absent until the first order, so the order can
+    # turn a `gt` condition true even though later orders only ever make the number smaller.
+    lapsed = group("recency", [("lapsed", [cond("days_since_last_order", "gt", 30)])], mode="multi")
+    eng = engine(lapsed)
+    state = eng.new_state("c1")
+    feed(eng, state, browse(when=at(40)))
+    changes = eng.on_event(state, paid("10", when=at(0)), at(40))  # a backfilled old order
+    assert summary(changes) == [("recency", "lapsed", "added", "rule")]

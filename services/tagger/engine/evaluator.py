@@ -50,6 +50,8 @@ _EVENT_METRICS: dict[type, dict[Metric, int]] = {
     Browse: {Metric.BROWSE_COUNT: 1},
     Click: {Metric.CLICK_COUNT: 1},
 }
+_MAY_APPEAR = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
+"""Metrics absent until the first order: appearing can only make a condition truer."""
 _EVENT_FAMILIES: dict[type, tuple[str, ...]] = {
     OrderPaid: (ORDER_TIME, ORDER_WINDOW),
     OrderRefunded: (ORDER_WINDOW,),
@@ -583,10 +585,14 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
     if delta is None:
         return None
     if spec.op in (Op.GTE, Op.GT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.EQ, Op.IN)):
-        return delta
-    if spec.op in (Op.LTE, Op.LT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.NE, Op.NOT_IN)):
-        return -delta
-    return 0
+        direction = delta
+    elif spec.op in (Op.LTE, Op.LT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.NE, Op.NOT_IN)):
+        direction = -delta
+    else:
+        return 0
+    if spec.metric in _MAY_APPEAR and direction < 0:
+        return 0  # a first order makes the metric present: false (absent) may turn true
+    return direction
 
 
 def definition_change(old: RuleBook, new: RuleBook) -> DefinitionChange:
