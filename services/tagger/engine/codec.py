@@ -40,6 +40,7 @@ def encode(state: CustomerState) -> bytes:
             FORMAT_VERSION,
             state.customer_id,
             state.seq,
+            state.clock_us,
             tags,
             state.due,
             [
@@ -62,11 +63,12 @@ def encode(state: CustomerState) -> bytes:
 
 
 def decode(data: bytes) -> CustomerState:
-    version, customer_id, seq, tags, due, packed = orjson.loads(data)
+    version, customer_id, seq, clock_us, tags, due, packed = orjson.loads(data)
     if version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
     state = CustomerState(customer_id)
     state.seq = seq
+    state.clock_us = clock_us
     state.tags = {
         group: {tag: (bool(manual), expires) for tag, (manual, expires) in held.items()} for group, held in tags.items()
     }

@@ -63,13 +63,16 @@ _EVENT_FAMILIES: dict[type, tuple[str, ...]] = {
 class CustomerState:
     """Everything the tagger keeps for one customer."""
 
-    __slots__ = ("agg", "customer_id", "due", "seq", "tags")
+    __slots__ = ("agg", "clock_us", "customer_id", "due", "seq", "tags")
 
     def __init__(self, customer_id: str) -> None:
         self.customer_id = customer_id
         self.agg = Aggregates()
         self.tags: Held = {}
         self.seq = 0
+        self.clock_us: int | None = None
+        """The latest instant this customer was evaluated at: a customer's time never runs backwards,
+        whatever the skew between the clocks that stamp its events."""
         self.due: dict[str, int] = {}
         """Time family (or MANUAL_EXPIRY) -> the next instant (µs) at which time alone changes an input."""
 
@@ -118,7 +121,7 @@ class Engine:
     def on_event(self, state: CustomerState, event: CustomerEvent, now: datetime) -> list[Change]:
         """Fold one event and re-evaluate the groups whose metrics it changed (all groups when not
         incremental). Flips that fell due before `now` are applied first, at their own instants."""
-        now_us = to_us(now)
+        now_us = _monotonic(state, to_us(now))
         changes = self._advance(state, now_us)
         first = state.agg.last_seen_us is None
         if not fold(state.agg, event, self._rulebook.horizon_days):
@@ -136,7 +139,7 @@ class Engine:
 
     def on_command(self, state: CustomerState, command: TagCommand, now: datetime) -> list[Change]:
         """Apply a manual add/remove. Raises CommandRefused when the group does not allow it."""
-        now_us = to_us(now)
+        now_us = _monotonic(state, to_us(now))
         group, tag = self._commandable(command, now_us)
         changes = self._advance(state, now_us)
         ctx = EvalContext(state.agg, state.tags, now_us)
@@ -192,7 +195,7 @@ class Engine:
 
     def advance(self, state: CustomerState, now: datetime) -> list[Change]:
         """Let time pass up to `now`: apply every flip that fell due, each at its own instant."""
-        return self._advance(state, to_us(now))
+        return self._advance(state, _monotonic(state, to_us(now)))
 
     def evaluate(
         self,
@@ -204,7 +207,7 @@ class Engine:
         caused_by: str | None = None,
     ) -> list[Change]:
         """Advance to `now`, then re-evaluate `groups` (every evaluated group when None) from scratch."""
-        now_us = to_us(now)
+        now_us = _monotonic(state, to_us(now))
         changes = self._advance(state, now_us)
         chosen = (
             frozenset(group.id for group in self._rulebook.evaluation_order) if groups is None else frozenset(groups)
@@ -216,7 +219,7 @@ class Engine:
 
     def backfill(self, state: CustomerState, change: DefinitionChange, now: datetime) -> list[Change]:
         """Bring one existing customer in line with new definitions (source `rule_change`)."""
-        now_us = to_us(now)
+        now_us = _monotonic(state, to_us(now))
         changes = self._advance(state, now_us)
         ctx = EvalContext(state.agg, state.tags, now_us)
         for group_id, version in sorted(change.deleted.items()):
@@ -593,6 +596,13 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
     if spec.metric in _MAY_APPEAR and direction < 0:
         return 0  # a first order makes the metric present: false (absent) may turn true
     return direction
+
+
+def _monotonic(state: CustomerState, now_us: int) -> int:
+    if state.clock_us is not None and now_us < state.clock_us:
+        return state.clock_us
+    state.clock_us = now_us
+    return now_us
 
 
 def definition_change(old: RuleBook, new: RuleBook) -> DefinitionChange:
