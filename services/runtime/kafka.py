@@ -1,0 +1,93 @@
+"""The one Kafka client factory: connection options from settings, topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from services.runtime.settings import KafkaSettings
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments every aiokafka client takes: bootstrap servers, TLS and SASL."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+        if settings.ssl_certfile is not None:
+            context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile or settings.ssl_certfile))
+        options["ssl_context"] = context
+    if settings.sasl_mechanism is not None:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return options
+
+
+def producer_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Nothing accepted is lost: every write waits for all in-sync replicas, and retries are idempotent."""
+    return client_options(settings) | {"acks": "all", "enable_idempotence": True}
+
+
+async def ensure_topics(
+    settings: KafkaSettings, topics: Iterable[str], *, compacted: Iterable[str] = (), partitions: int | None = None
+) -> None:
+    """Create the topics that do not exist yet (idempotent). `compacted` ones keep the latest value per key."""
+    compacted = set(compacted)
+    count = partitions or settings.partitions
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=name,
+                num_partitions=count,
+                replication_factor=settings.replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+            )
+            for name in topics
+            if name not in existing
+        ]
+        if wanted:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it first
+                await admin.create_topics(wanted)
+            await _wait_until_led(admin, [topic.name for topic in wanted])
+    finally:
+        await admin.close()
+
+
+async def _wait_until_led(admin: AIOKafkaAdminClient, names: list[str], attempts: int = 200) -> None:
+    """New topics take a moment to get partition leaders; clients that start earlier see errors."""
+    for _ in range(attempts):
+        described = await admin.describe_topics(names)
+        if all(
+            topic["error_code"] == 0 and topic["partitions"] and all(p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"topics {names} have no partition leaders after {attempts * 0.05:.0f}s")
+
+
+async def partitions_of(settings: KafkaSettings, topic: str, attempts: int = 100) -> list[int]:
+    """The partition ids of a topic (waiting briefly for a topic being created)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        for _ in range(attempts):
+            [described] = await admin.describe_topics([topic])
+            if described["error_code"] == 0 and described["partitions"]:
+                return sorted(partition["partition"] for partition in described["partitions"])
+            await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+    raise RuntimeError(f"topic {topic!r} does not exist: create the tagstream topics first")

@@ -1,0 +1,386 @@
+"""The tagger service: a faust-streaming worker around the engine.
+
+One agent consumes customer events, manual tag commands and the tagger's own timer/sync messages
+(three co-partitioned topics, keyed by customer id), so everything about one customer is applied in
+order by one coroutine. Per message it only decodes, calls the pure core and sends what comes back.
+
+Delivery: at-least-once with an exact effect. faust's exactly_once sends sink messages outside the
+transaction (faust-streaming#177) and fences producers on rebalance (#323), so instead a batch's tag
+changes are sent and *acknowledged by Kafka* before the customer states behind them are written;
+faust flushes those table writes before it commits the source offsets. A crash can therefore only
+repeat a change (same customer, same seq, same content: the engine is deterministic and evaluates a
+message at its record timestamp), never lose one, and consumers drop repeats by seq. Redelivered
+events change nothing a second time (event-id de-duplication in the engine).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, cast
+
+import faust
+from faust.streams import _current_event  # the partition of a table write comes from here
+from faust.types import TP, EventT
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from schemas.tags import TagGroup
+from schemas.topics import DeadLetter, SyncPartition, Tick
+from services.runtime.kafka import ensure_topics
+from services.runtime.settings import Settings
+from services.tagger.core import Incoming, Result, TaggerCore
+from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
+from services.tagger.engine.changes import Change
+from services.tagger.engine.codec import decode
+from services.tagger.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
+from services.tagger.engine.timeutil import to_us
+from services.tagger.feed import DefinitionsFeed
+from services.tagger.index import CustomerIndex
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.partitioning import partition_for
+
+log = logging.getLogger(__name__)
+
+_MARKER_PREFIX = b"\x00definitions:"
+_BACKFILL_CHUNK = 200
+
+
+class Tagger:
+    """A tagger worker: the faust app plus what its agent, timers and web views share."""
+
+    def __init__(self, settings: Settings, clock: Clock, registry: CollectorRegistry) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = TaggerMetrics(registry)
+        self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
+        self.core = TaggerCore(self.engine, settings.topics, clock)
+        self.index = CustomerIndex()
+        self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
+        self.recovered = False
+        self._processed: dict[tuple[str, int], int] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.app = self._faust_app()
+        topics = settings.topics
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+        self.source = self.app.topic(topics.events, topics.tag_commands, topics.tagger_ticks, **raw)
+        self.changes_topic = self.app.topic(topics.tag_changes, **raw)
+        self.dlq_topic = self.app.topic(topics.events_dlq, **raw)
+        self.ticks_topic = self.app.topic(topics.tagger_ticks, **raw)
+        self.table = self.app.Table(
+            "customers",
+            default=None,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            partitions=settings.kafka.partitions,
+            options={"block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024, "driver": "rocksdict"}
+            if settings.tagger.store == "rocksdb"
+            else None,
+        )
+        self.table.on_recover(self._on_recovered)
+        self._wire()
+
+    async def create_topics(self) -> None:
+        """Create the topics the tagger reads and writes (faust creates only its own changelog)."""
+        topics = self.settings.topics
+        await ensure_topics(
+            self.settings.kafka,
+            [
+                topics.events,
+                topics.tag_commands,
+                topics.tagger_ticks,
+                topics.tag_changes,
+                topics.events_dlq,
+                topics.tag_definitions,
+            ],
+            compacted=[topics.tag_definitions],
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self.recovered and self.feed.ready.is_set() and not self.app.rebalancing
+
+    # -- wiring -------------------------------------------------------------------------------------
+
+    def _faust_app(self) -> faust.App:
+        settings = self.settings
+        tagger = settings.tagger
+        return faust.App(
+            tagger.app_id,
+            broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+            broker_credentials=_credentials(settings),
+            store="rocksdb://" if tagger.store == "rocksdb" else "memory://",
+            datadir=str(tagger.datadir),
+            topic_partitions=settings.kafka.partitions,
+            topic_replication_factor=settings.kafka.replication_factor,
+            table_standby_replicas=tagger.standby_replicas,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_request_timeout=tagger.producer_request_timeout_s,
+            web_enabled=True,
+            web_port=tagger.web_port,
+            web_bind=tagger.web_host,
+            web_in_thread=False,
+            broker_commit_interval=1.0,
+        )
+
+    def _wire(self) -> None:
+        app = self.app
+
+        @app.agent(self.source, concurrency=1, name="tagstream.tagger.process")  # concurrency 1: faust#606
+        async def process(stream: faust.StreamT[bytes]) -> None:
+            await self.feed.ready.wait()
+            take_events = cast(Any, stream).take_events  # missing from faust's StreamT stub
+            async for events in take_events(
+                self.settings.tagger.batch_size, within=self.settings.tagger.batch_within_s
+            ):
+                await self._process(events)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def read_definitions() -> None:
+            await self.feed.run()
+
+        @app.timer(interval=self.settings.tagger.timer_interval_s)  # type: ignore[untyped-decorator]
+        async def wake_due_customers() -> None:
+            await self._wake_due_customers()
+
+        @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+        async def measure_lag() -> None:
+            self._measure_lag()
+
+        @app.page("/healthz")
+        async def healthz(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok"})
+
+        @app.page("/readyz")
+        async def readyz(web: Any, request: Any) -> Any:
+            body = {
+                "ready": self.ready,
+                "definitions_loaded": self.feed.ready.is_set(),
+                "tables_recovered": self.recovered,
+                "rebalancing": bool(self.app.rebalancing),
+            }
+            return web.json(body, status=200 if self.ready else 503)
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Any) -> Any:
+            # aiohttp wants the charset apart from the content type
+            return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    # -- processing ---------------------------------------------------------------------------------
+
+    async def _process(self, events: Sequence[EventT[bytes]]) -> None:
+        batch = _Batch(self)
+        for event in events:
+            message = event.message
+            incoming = Incoming(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                timestamp_us=int(message.timestamp * 1_000_000),
+            )
+            started = time.perf_counter()
+            try:
+                result = self.core.handle(incoming, batch.load)
+            except Exception as error:  # a bug must not stall the partition: dead-letter the message
+                log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
+                result = self.core.failed(incoming, error)
+            self.metrics.evaluation.observe(time.perf_counter() - started)
+            self.metrics.messages.labels(result.kind, result.outcome).inc()
+            self._processed[(message.topic, message.partition)] = message.offset
+            if result.sync is not None:
+                await batch.commit()
+                batch = _Batch(self)
+                await self._sync(event, result.sync)
+                continue
+            await batch.add(event, result)
+        await batch.commit()
+
+    async def _sync(self, event: EventT[bytes], sync: SyncPartition) -> None:
+        """Backfill one partition's customers to the current definitions, then mark it done."""
+        partition = event.message.partition
+        marker = _MARKER_PREFIX + str(partition).encode()
+        stored = self.table.get(marker)
+        change = change_since(decode_fingerprint(stored) if stored else {}, self.engine.rulebook)
+        now_us = int(event.message.timestamp * 1_000_000)
+        if not change.empty:
+            started = time.perf_counter()
+            customers = self.index.customers(partition)
+            self.metrics.backfill_remaining.inc(len(customers))
+            for start in range(0, len(customers), _BACKFILL_CHUNK):
+                batch = _Batch(self)
+                for customer_id in customers[start : start + _BACKFILL_CHUNK]:
+                    current = batch.load(customer_id)
+                    if current is None:
+                        continue
+                    state, changes, due = self.core.backfill(current, change, now_us)
+                    await batch.add(event, Result("applied", "backfill", customer_id, state, due, changes))
+                await batch.commit()
+                done = min(_BACKFILL_CHUNK, len(customers) - start)
+                self.metrics.backfill_customers.inc(done)
+                self.metrics.backfill_remaining.dec(done)
+            self.metrics.backfill_seconds.observe(time.perf_counter() - started)
+            log.info("partition %d: backfilled %d customers for %s", partition, len(customers), change)
+        self._write(event, marker, encode_fingerprint(fingerprint(self.engine.rulebook)))
+
+    def _write(self, event: EventT[bytes], key: bytes, value: bytes) -> None:
+        # faust takes a table write's changelog partition (and RocksDB's) from the current event;
+        # in a batch that must be the event the write belongs to, not the last one taken.
+        token = _current_event.set(weakref.ref(event))
+        try:
+            self.table[key] = value
+        finally:
+            _current_event.reset(token)
+
+    # -- definitions, recovery, timers --------------------------------------------------------------
+
+    def _on_definitions(self, groups: dict[str, TagGroup]) -> None:
+        try:
+            rulebook = RuleBook.compile(
+                groups.values(), horizon_days=self.settings.tagger.horizon_days, today=self.clock.now().date()
+            )
+        except DefinitionError as error:
+            self.metrics.definitions_errors.inc()
+            log.error("keeping the previous tag definitions: %s", error)
+            return
+        self.engine.load(rulebook)
+        self.metrics.definitions_groups.set(len(rulebook.groups))
+        if self.recovered:
+            self._spawn(self._request_sync(self._active_partitions()))
+
+    async def _on_recovered(self) -> None:
+        active = self._active_partitions()
+        self.index.drop_partitions(self.index.partitions() - active)
+        count = self.settings.kafka.partitions
+        for key, value in self.table.items():
+            if key.startswith(_MARKER_PREFIX):
+                continue
+            partition = partition_for(key, count)
+            if partition in active:
+                state = decode(value)
+                self.index.put(state.customer_id, partition, min(state.due.values()) if state.due else None)
+        self.recovered = True
+        log.info("recovered %d customers in partitions %s", len(self.index), sorted(active))
+        # faust starts app tasks (the definitions feed among them) only after recovery: don't wait here
+        self._spawn(self._sync_when_definitions_loaded(active))
+
+    async def _sync_when_definitions_loaded(self, partitions: set[int]) -> None:
+        await self.feed.ready.wait()
+        await self._request_sync(partitions)
+
+    async def _request_sync(self, partitions: Iterable[int]) -> None:
+        for partition in sorted(partitions):
+            value = SyncPartition(partition=partition).model_dump_json().encode()
+            await self.ticks_topic.send(value=value, partition=partition, force=True)
+
+    async def _wake_due_customers(self) -> None:
+        if not self.recovered:
+            return
+        now_us = to_us(self.clock.now())
+        due = self.index.pop_due(now_us, self._active_partitions())
+        for customer_id, _ in due:
+            tick = Tick(customer_id=customer_id, until_us=now_us).model_dump_json().encode()
+            await self.ticks_topic.send(key=customer_id.encode(), value=tick, force=True)
+        self.metrics.ticks.inc(len(due))
+        self.metrics.timer_backlog.set(len(due) + self.index.overdue(now_us))
+        self.metrics.timer_scheduled.set(self.index.pending())
+
+    def _measure_lag(self) -> None:
+        consumer = self.app.consumer
+        for (topic, partition), offset in self._processed.items():
+            highwater = consumer.highwater(TP(topic, partition))
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
+
+    def _active_partitions(self) -> set[int]:
+        events = self.settings.topics.events
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == events}
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+class _Batch:
+    """Results of consecutive messages: changes are sent as they come, states written only after
+    every change of the batch is acknowledged."""
+
+    def __init__(self, tagger: Tagger) -> None:
+        self._tagger = tagger
+        self._states: dict[str, bytes] = {}
+        self._writes: list[tuple[EventT[bytes], str, bytes, int | None]] = []
+        self._sends: list[Awaitable[Any]] = []
+        self._changes: list[tuple[Change, float]] = []
+
+    def load(self, customer_id: str) -> bytes | None:
+        pending = self._states.get(customer_id)
+        if pending is not None:
+            return pending
+        stored: bytes | None = self._tagger.table.get(customer_id.encode())
+        return stored
+
+    async def add(self, event: EventT[bytes], result: Result) -> None:
+        tagger = self._tagger
+        if result.dead_letter is not None:
+            await self._send(tagger.dlq_topic, event.message.key, _dead_letter_json(result.dead_letter))
+            tagger.metrics.dead_letters.labels(result.dead_letter.error).inc()
+        for change in result.changes:
+            await self._send(tagger.changes_topic, change.customer_id.encode(), change.to_json())
+            self._changes.append((change, event.message.timestamp))
+        if result.customer_id is not None and result.state is not None:
+            self._states[result.customer_id] = result.state
+            self._writes.append((event, result.customer_id, result.state, result.next_check_us))
+
+    async def commit(self) -> None:
+        tagger = self._tagger
+        if self._sends:
+            await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
+        acknowledged = time.time()
+        for change, produced_at in self._changes:
+            tagger.metrics.event_to_change.observe(max(0.0, acknowledged - produced_at))
+            tagger.metrics.tag_changes.labels(change.group_id, change.tag_id, change.change, change.source).inc()
+        for event, customer_id, state, due in self._writes:
+            tagger._write(event, customer_id.encode(), state)
+            tagger.index.put(customer_id, event.message.partition, due)
+        self._sends.clear()
+        self._changes.clear()
+        self._writes.clear()
+
+    async def _send(self, topic: Any, key: bytes | None, value: bytes) -> None:
+        self._sends.append(await topic.send(key=key, value=value, force=True))
+
+
+def _dead_letter_json(letter: DeadLetter) -> bytes:
+    return letter.model_dump_json().encode()
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    from services.runtime.kafka import client_options
+
+    options = client_options(kafka)
+    if kafka.sasl_mechanism is not None:
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            ssl_context=options.get("ssl_context"),
+            mechanism=kafka.sasl_mechanism,
+        )
+    return faust.SSLCredentials(options["ssl_context"])
+
+
+def build_app(settings: Settings, clock: Clock | None = None, registry: CollectorRegistry | None = None) -> Tagger:
+    """The tagger for these settings. Nothing connects until the app is started."""
+    return Tagger(settings, clock or SystemClock(), registry or CollectorRegistry())

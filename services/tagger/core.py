@@ -1,0 +1,169 @@
+"""The tagger's per-message step, with no I/O: decode, run the engine, say what to send and store.
+
+The faust agent stays a thin loop around this: it hands over each message and a way to load a
+customer's stored state, then sends what comes back and writes the new state only after Kafka has
+acknowledged every tag change (at-least-once with an exact effect: see docs/tagger.md).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from schemas.events import event_adapter
+from schemas.tags import TagCommand
+from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
+from services.tagger.definitions import describe_validation_error
+from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
+from services.tagger.engine.changes import Change
+from services.tagger.engine.codec import decode, encode
+from services.tagger.engine.timeutil import from_us
+
+Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed record, as the agent sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_us: int
+    """The record's timestamp: the instant the message is evaluated at, the same on every redelivery."""
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    kind: str = ""
+    """The event type (order_paid, browse...), 'command', 'tick' or 'sync' — for metrics."""
+    customer_id: str | None = None
+    state: bytes | None = None
+    """The customer's new stored state (None: nothing to write)."""
+    next_check_us: int | None = None
+    changes: list[Change] = field(default_factory=list)
+    dead_letter: DeadLetter | None = None
+    sync: SyncPartition | None = None
+
+
+Loader = Callable[[str], bytes | None]
+
+
+class TaggerCore:
+    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock) -> None:
+        self.engine = engine
+        self._topics = topics
+        self._clock = clock
+        self._events = event_adapter()
+        self._internal_messages: TypeAdapter[Tick | SyncPartition] = TypeAdapter(
+            Annotated[Tick | SyncPartition, Field(discriminator="kind")]
+        )
+
+    def handle(self, message: Incoming, load: Loader) -> Result:
+        if message.topic == self._topics.events:
+            return self._event(message, load)
+        if message.topic == self._topics.tag_commands:
+            return self._command(message, load)
+        if message.topic == self._topics.tagger_ticks:
+            return self._internal(message, load)
+        return Result("ignored")
+
+    def failed(self, message: Incoming, error: Exception) -> Result:
+        """A message that made the tagger fail: dead-lettered so it cannot stall its partition."""
+        return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {error}")
+
+    def backfill(self, stored: bytes, change: DefinitionChange, now_us: int) -> tuple[bytes, list[Change], int | None]:
+        """Bring one stored customer in line with new definitions (see Engine.backfill)."""
+        state = decode(stored)
+        changes = self.engine.backfill(state, change, from_us(now_us))
+        return encode(state), changes, _next_check(state)
+
+    def _event(self, message: Incoming, load: Loader) -> Result:
+        try:
+            event = self._events.validate_json(message.value or b"")
+        except ValidationError as error:
+            return self._rejected(message, "invalid", describe_validation_error(error))
+        mismatch = _key_mismatch(message, event.customer_id)
+        if mismatch:
+            return self._rejected(message, "mismatched_key", mismatch)
+        state = self._load(event.customer_id, load)
+        duplicates = self.engine.duplicates
+        changes = self.engine.on_event(state, event, from_us(message.timestamp_us))
+        outcome: Outcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
+        return Result(outcome, event.type, event.customer_id, encode(state), _next_check(state), changes)
+
+    def _command(self, message: Incoming, load: Loader) -> Result:
+        try:
+            command = TagCommand.model_validate_json(message.value or b"")
+        except ValidationError as error:
+            return self._rejected(message, "invalid", describe_validation_error(error))
+        mismatch = _key_mismatch(message, command.customer_id)
+        if mismatch:
+            return self._rejected(message, "mismatched_key", mismatch)
+        state = self._load(command.customer_id, load)
+        try:
+            changes = self.engine.on_command(state, command, from_us(message.timestamp_us))
+        except CommandRefused as refused:
+            return self._rejected(message, "refused", str(refused), kind="command")
+        return Result("applied", "command", command.customer_id, encode(state), _next_check(state), changes)
+
+    def _internal(self, message: Incoming, load: Loader) -> Result:
+        try:
+            internal = self._internal_messages.validate_json(message.value or b"")
+        except ValidationError as error:
+            return self._rejected(message, "invalid", describe_validation_error(error))
+        if isinstance(internal, SyncPartition):
+            return Result("sync", "sync", sync=internal)
+        tick = internal
+        stored = load(tick.customer_id)
+        if stored is None:
+            return Result("ignored", "tick")
+        state = decode(stored)
+        changes = self.engine.advance(state, from_us(tick.until_us))
+        return Result("tick", "tick", tick.customer_id, encode(state), _next_check(state), changes)
+
+    def _rejected(
+        self,
+        message: Incoming,
+        error: Literal["invalid", "refused", "mismatched_key", "failed"],
+        reason: str,
+        kind: str = "",
+    ) -> Result:
+        value = message.value or b""
+        letter = DeadLetter(
+            reason=reason,
+            error=error,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key.decode("utf-8", "replace") if message.key is not None else None,
+            original=value.decode("utf-8", "replace"),
+            original_base64=base64.b64encode(value).decode(),
+            failed_at=self._clock.now(),
+        )
+        return Result(error, kind or "unknown", dead_letter=letter)
+
+    def _load(self, customer_id: str, load: Loader) -> CustomerState:
+        stored = load(customer_id)
+        return decode(stored) if stored is not None else self.engine.new_state(customer_id)
+
+
+def _next_check(state: CustomerState) -> int | None:
+    return min(state.due.values()) if state.due else None
+
+
+def _key_mismatch(message: Incoming, customer_id: str) -> str | None:
+    # Per-customer order needs every message of a customer in one partition: the key decides it.
+    if message.key is None:
+        return None
+    key = message.key.decode("utf-8", "replace")
+    if key != customer_id:
+        return f"message key {key!r} does not match customer_id {customer_id!r}; key messages by customer_id"
+    return None

@@ -1,0 +1,83 @@
+"""The tagger's Prometheus metrics, in a registry of their own (built per app, never at import)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class TaggerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.messages = Counter(
+            "tagstream_events_processed_total",
+            "Messages the tagger consumed, by kind (event type, command, tick, sync) and outcome",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "tagstream_dlq_total", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=registry
+        )
+        self.evaluation = Histogram(
+            "tagstream_evaluation_seconds",
+            "Time the engine took for one message (fold + evaluation)",
+            registry=registry,
+            buckets=(0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+        )
+        self.event_to_change = Histogram(
+            "tagstream_event_to_change_seconds",
+            "From a message's timestamp to its tag change being acknowledged by Kafka",
+            registry=registry,
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.tag_changes = Counter(
+            "tagstream_tag_changes_total",
+            "Tag changes emitted",
+            ["group", "tag", "change", "source"],
+            registry=registry,
+        )
+        self.backfill_customers = Counter(
+            "tagstream_backfill_customers_total", "Customers re-evaluated after a definition change", registry=registry
+        )
+        self.backfill_remaining = Gauge(
+            "tagstream_backfill_remaining", "Customers still to re-evaluate in running backfills", registry=registry
+        )
+        self.backfill_seconds = Histogram(
+            "tagstream_backfill_seconds",
+            "Duration of one partition's backfill",
+            registry=registry,
+            buckets=(0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 1800),
+        )
+        self.timer_backlog = Gauge(
+            "tagstream_timer_backlog",
+            "Customers whose time-based re-evaluation is due but not yet done",
+            registry=registry,
+        )
+        self.timer_scheduled = Gauge(
+            "tagstream_timer_scheduled", "Customers with a time-based re-evaluation scheduled", registry=registry
+        )
+        self.ticks = Counter("tagstream_timer_ticks_total", "Time-based wake-ups sent", registry=registry)
+        self.consumer_lag = Gauge(
+            "tagstream_consumer_lag",
+            "Messages behind the end of each assigned partition (end offset minus processed offset)",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.definitions_groups = Gauge(
+            "tagstream_definitions_groups", "Tag groups the tagger is running", registry=registry
+        )
+        self.definitions_errors = Counter(
+            "tagstream_definitions_errors_total",
+            "Definition sets the tagger refused (kept running the previous ones)",
+            registry=registry,
+        )
+        self.projector_changes = Counter(
+            "tagstream_projector_changes_total",
+            "Tag changes applied to the Redis read model, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.projector_gaps = Counter(
+            "tagstream_projector_gaps_total", "Tag changes that skipped a seq (a missing change)", registry=registry
+        )

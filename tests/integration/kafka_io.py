@@ -1,0 +1,60 @@
+"""Producing to and reading from the real broker in tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from services.runtime.kafka import partitions_of
+from services.runtime.settings import KafkaSettings
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None, int | None]]) -> None:
+    """(key, value, timestamp_ms) records, each acknowledged by all replicas."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value, timestamp_ms in records:
+            await producer.send_and_wait(topic, key=key, value=value, timestamp_ms=timestamp_ms)
+    finally:
+        await producer.stop()
+
+
+class TopicReader:
+    """Reads a topic from the beginning and keeps everything it has seen."""
+
+    def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted") -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, isolation_level=isolation_level
+        )
+        self._topic = topic
+        self._bootstrap = bootstrap
+        self.records: list[Any] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self._consumer.start()
+        partitions = await partitions_of(KafkaSettings(bootstrap_servers=self._bootstrap), self._topic)
+        tps = [TopicPartition(self._topic, partition) for partition in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._consumer.stop()
+
+    async def until(self, done: Callable[[list[Any]], bool], timeout: float = 30.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while not done(self.records):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out on {self._topic}; have {len(self.records)} records")
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                self.records.extend(records)
+        return self.records
+
+    def json(self) -> list[dict[str, Any]]:
+        return [orjson.loads(record.value) for record in self.records]

@@ -1,0 +1,382 @@
+"""The projector against a real Redis: seq idempotency, gaps, history, member sets, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from schemas.tags import TagChanged
+from services.tagger.projector import Outcome, Projector
+from services.tagger.readmodel import Activity, HeldTag, ReadModel
+
+# The fixtures live on the session loop (pyproject), so the tests that use their clients must too.
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+TIERS = ("bronze", "silver", "gold")
+INTERESTS = ("tea", "coffee", "snacks")
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    redis = aioredis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def prefix(client: aioredis.Redis) -> AsyncIterator[str]:
+    name = f"ts-test:{uuid.uuid4().hex[:12]}:"
+    yield name
+    await _delete_prefix(client, name)
+
+
+@pytest.fixture
+def projector(client: aioredis.Redis, prefix: str) -> Projector:
+    return Projector(client, key_prefix=prefix)
+
+
+@pytest.fixture
+def reads(client: aioredis.Redis, prefix: str) -> ReadModel:
+    return ReadModel(client, key_prefix=prefix)
+
+
+def changed(
+    customer: str,
+    seq: int,
+    group: str,
+    tag: str,
+    change: str = "added",
+    *,
+    source: str = "rule",
+    minutes: int = 0,
+    summary: str | None = None,
+) -> TagChanged:
+    return TagChanged.model_validate(
+        {
+            "customer_id": customer,
+            "group_id": group,
+            "tag_id": tag,
+            "change": change,
+            "source": source,
+            "reason": {
+                "summary": summary or f"{change} {group}/{tag}",
+                "conditions": [
+                    {"metric": "total_spent", "op": "gte", "value": "1000", "observed": "1200.50", "matched": True}
+                ],
+            },
+            "group_version": 3,
+            "caused_by": f"e-{customer}-{seq}",
+            "occurred_at": T0 + timedelta(minutes=minutes or seq),
+            "seq": seq,
+        }
+    )
+
+
+async def test_an_added_then_removed_tag_updates_tags_members_and_history(
+    projector: Projector, reads: ReadModel
+) -> None:
+    assert await projector.apply(changed("c1", 1, "tier", "gold", source="manual")) is Outcome.APPLIED
+
+    assert await reads.current_tags("c1") == {"tier": ["gold"]}
+    assert await reads.held_tags("c1") == {
+        "tier": {"gold": HeldTag(added_at=T0 + timedelta(minutes=1), source="manual", group_version=3)}
+    }
+    assert [m async for m in reads.members("tier", "gold")] == ["c1"]
+    assert await reads.member_count("tier", "gold") == 1
+    assert await reads.group_member_count("tier") == 1
+    assert await reads.last_seq("c1") == 1
+
+    assert await projector.apply(changed("c1", 2, "tier", "gold", "removed")) is Outcome.APPLIED
+
+    assert await reads.current_tags("c1") == {}
+    assert [m async for m in reads.members("tier", "gold")] == []
+    assert await reads.group_member_count("tier") == 0
+    assert [(c.seq, c.change) for c in await reads.history("c1")] == [(2, "removed"), (1, "added")]
+    assert await reads.gaps() == 0
+
+
+async def test_a_redelivered_change_changes_nothing(projector: Projector, client: aioredis.Redis, prefix: str) -> None:
+    await projector.apply(changed("c1", 1, "tier", "gold"))
+    await projector.apply(changed("c1", 2, "interest", "tea"))
+    before = await _dump(client, prefix)
+
+    assert await projector.apply(changed("c1", 2, "interest", "tea")) is Outcome.DUPLICATE
+
+    assert await _dump(client, prefix) == before
+
+
+async def test_an_older_change_is_stale_and_changes_nothing(
+    projector: Projector, client: aioredis.Redis, prefix: str
+) -> None:
+    await projector.apply(changed("c1", 1, "tier", "gold"))
+    await projector.apply(changed("c1", 2, "tier", "gold", "removed"))
+    before = await _dump(client, prefix)
+
+    assert await projector.apply(changed("c1", 1, "tier", "gold")) is Outcome.STALE
+
+    assert await _dump(client, prefix) == before
+
+
+async def test_a_seq_jump_is_applied_and_counted_as_a_gap(projector: Projector, reads: ReadModel) -> None:
+    assert await projector.apply(changed("c1", 1, "tier", "bronze")) is Outcome.APPLIED
+    assert await projector.apply(changed("c1", 4, "interest", "tea")) is Outcome.APPLIED_AFTER_GAP
+    assert await projector.apply(changed("c2", 3, "interest", "tea")) is Outcome.APPLIED_AFTER_GAP
+    assert await projector.apply(changed("c1", 5, "interest", "coffee")) is Outcome.APPLIED
+
+    assert await reads.gaps() == 2
+    assert sorted([c async for c in reads.customers_with_gaps()]) == ["c1", "c2"]
+    assert await reads.current_tags("c1") == {"interest": ["coffee", "tea"], "tier": ["bronze"]}
+    assert await reads.last_seq("c1") == 5
+    assert sorted([m async for m in reads.members("interest", "tea")]) == ["c1", "c2"]
+    # What was skipped can no longer be applied: it arrives stale.
+    assert await projector.apply(changed("c1", 2, "tier", "bronze", "removed")) is Outcome.STALE
+
+
+async def test_history_is_capped_newest_first_with_reason(client: aioredis.Redis, prefix: str) -> None:
+    projector = Projector(client, key_prefix=prefix, history_limit=5)
+    reads = ReadModel(client, key_prefix=prefix)
+    stream = [
+        changed("c1", seq, "interest", "tea", "added" if seq % 2 else "removed", summary=f"step {seq}")
+        for seq in range(1, 9)
+    ]
+    for change in stream:
+        await projector.apply(change)
+
+    history = await reads.history("c1", limit=100)
+
+    assert [c.seq for c in history] == [8, 7, 6, 5, 4]
+    assert history[0] == stream[-1]
+    assert history[0].reason.summary == "step 8"
+    assert history[0].reason.conditions[0].observed == "1200.50"
+    assert [c.seq for c in await reads.history("c1", offset=1, limit=2)] == [7, 6]
+    assert await reads.history("c1", offset=5) == []
+
+
+async def test_an_exclusive_swap_leaves_one_tag(projector: Projector, reads: ReadModel) -> None:
+    await projector.apply(changed("c1", 1, "tier", "bronze"))
+    outcomes = await projector.apply_many(
+        [changed("c1", 2, "tier", "bronze", "removed"), changed("c1", 3, "tier", "silver")]
+    )
+
+    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+    assert await reads.current_tags("c1") == {"tier": ["silver"]}
+    assert await reads.member_count("tier", "bronze") == 0
+    assert [m async for m in reads.members("tier", "silver")] == ["c1"]
+    assert await reads.group_member_count("tier") == 1
+
+
+async def test_a_group_counts_a_customer_once_whatever_the_number_of_its_tags(
+    projector: Projector, reads: ReadModel
+) -> None:
+    await projector.apply_many(
+        [
+            changed("c1", 1, "interest", "tea"),
+            changed("c1", 2, "interest", "coffee"),
+            changed("c2", 1, "interest", "tea"),
+            changed("c1", 3, "interest", "tea", "removed"),
+        ]
+    )
+    assert await reads.group_member_count("interest") == 2
+
+    await projector.apply_many([changed("c1", 4, "interest", "coffee", "removed")])
+    assert await reads.group_member_count("interest") == 1
+
+
+async def test_member_sets_combine_with_redis_set_operations(
+    projector: Projector, client: aioredis.Redis, prefix: str
+) -> None:
+    await projector.apply_many(
+        [
+            changed("c1", 1, "tier", "gold"),
+            changed("c1", 2, "interest", "tea"),
+            changed("c2", 1, "tier", "gold"),
+            changed("c3", 1, "interest", "tea"),
+        ]
+    )
+    gold, tea = projector.keys.members("tier", "gold"), projector.keys.members("interest", "tea")
+
+    assert await client.sinter([gold, tea]) == {b"c1"}
+    assert await client.sunion([gold, tea]) == {b"c1", b"c2", b"c3"}
+    assert await client.sdiff([gold, tea]) == {b"c2"}
+
+
+async def test_activity_only_moves_forward(projector: Projector, reads: ReadModel) -> None:
+    assert await reads.activity("c1") is None
+
+    await projector.record_activity("c1", None, T0)
+    assert await reads.activity("c1") == Activity(last_order_at=None, last_seen_at=T0)
+
+    await projector.record_activity("c1", T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+    await projector.record_activity("c1", T0, T0 + timedelta(hours=1))
+
+    assert await reads.activity("c1") == Activity(
+        last_order_at=T0 + timedelta(hours=1), last_seen_at=T0 + timedelta(hours=2)
+    )
+
+
+async def test_reads_work_on_a_client_that_decodes_responses(redis_url: str, prefix: str) -> None:
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        projector = Projector(client, key_prefix=prefix)
+        reads = ReadModel(client, key_prefix=prefix)
+        assert await projector.apply_many([changed("c1", 1, "tier", "gold")]) == [Outcome.APPLIED]
+        assert await projector.apply(changed("c1", 1, "tier", "gold")) is Outcome.DUPLICATE
+        await projector.record_activity("c1", T0, T0)
+
+        assert await reads.current_tags("c1") == {"tier": ["gold"]}
+        assert [m async for m in reads.members("tier", "gold")] == ["c1"]
+        assert [c.seq for c in await reads.history("c1")] == [1]
+        assert await reads.activity("c1") == Activity(last_order_at=T0, last_seen_at=T0)
+    finally:
+        await client.aclose()
+
+
+async def test_concurrent_customers_end_in_the_state_their_streams_describe(
+    client: aioredis.Redis, prefix: str
+) -> None:
+    rng = random.Random(7)
+    streams = {f"cust-{n:02}": _customer_stream(f"cust-{n:02}", 10, rng) for n in range(20)}
+    assert sum(len(s) for s in streams.values()) == 200
+    concurrent_prefix, batched_prefix = f"{prefix}gather:", f"{prefix}batched:"
+    concurrent = Projector(client, key_prefix=concurrent_prefix, history_limit=6)
+    batched = Projector(client, key_prefix=batched_prefix, history_limit=6)
+
+    async def apply_in_order(stream: list[TagChanged]) -> list[Outcome]:
+        outcomes = []
+        for change in stream:
+            for _ in range(rng.randrange(3)):
+                await asyncio.sleep(0)
+            outcomes.append(await concurrent.apply(change))
+        return outcomes
+
+    results = await asyncio.gather(*(apply_in_order(stream) for stream in rng.sample(list(streams.values()), 20)))
+    interleaved = list(_interleave(streams, rng))
+    for start in range(0, len(interleaved), 37):
+        assert set(await batched.apply_many(interleaved[start : start + 37])) == {Outcome.APPLIED}
+
+    assert {outcome for outcomes in results for outcome in outcomes} == {Outcome.APPLIED}
+    await _assert_matches_streams(ReadModel(client, key_prefix=concurrent_prefix), streams, history_limit=6)
+    await _assert_matches_streams(ReadModel(client, key_prefix=batched_prefix), streams, history_limit=6)
+    assert await _dump(client, concurrent_prefix) == await _dump(client, batched_prefix)
+
+
+async def test_applying_the_stream_twice_leaves_identical_state(
+    projector: Projector, client: aioredis.Redis, prefix: str
+) -> None:
+    rng = random.Random(11)
+    streams = {f"cust-{n}": _customer_stream(f"cust-{n}", 15, rng) for n in range(10)}
+    stream = list(_interleave(streams, rng))
+    await projector.apply_many(stream)
+    await projector.record_activity("cust-0", T0, T0)
+    once = await _dump(client, prefix)
+
+    again = await projector.apply_many(stream)
+    for change in rng.sample(stream, 30):
+        again.append(await projector.apply(change))
+    await projector.record_activity("cust-0", T0, T0)
+
+    assert set(again) <= {Outcome.DUPLICATE, Outcome.STALE}
+    assert await _dump(client, prefix) == once
+
+
+def _customer_stream(customer: str, length: int, rng: random.Random) -> list[TagChanged]:
+    """A consistent stream: exclusive swaps in `tier` (remove then add), toggles in `interest`."""
+    held: set[tuple[str, str]] = set()
+    stream: list[TagChanged] = []
+
+    def emit(group: str, tag: str, change: str) -> None:
+        stream.append(changed(customer, len(stream) + 1, group, tag, change))
+        (held.add if change == "added" else held.discard)((group, tag))
+
+    while len(stream) < length:
+        if rng.random() < 0.5 and len(stream) < length - 1:
+            tier = rng.choice(TIERS)
+            current = [tag for group, tag in held if group == "tier"]
+            if current == [tier]:
+                continue
+            for tag in current:
+                emit("tier", tag, "removed")
+            emit("tier", tier, "added")
+        else:
+            interest = rng.choice(INTERESTS)
+            emit("interest", interest, "removed" if ("interest", interest) in held else "added")
+    return stream[:length]
+
+
+def _interleave(streams: dict[str, list[TagChanged]], rng: random.Random) -> Iterator[TagChanged]:
+    """Every change once, customers shuffled together, each customer's own order kept."""
+    cursors = dict.fromkeys(streams, 0)
+    while cursors:
+        customer = rng.choice(sorted(cursors))
+        yield streams[customer][cursors[customer]]
+        cursors[customer] += 1
+        if cursors[customer] == len(streams[customer]):
+            del cursors[customer]
+
+
+def _expected_tags(stream: list[TagChanged]) -> dict[str, list[str]]:
+    held: set[tuple[str, str]] = set()
+    for change in stream:
+        (held.add if change.change == "added" else held.discard)((change.group_id, change.tag_id))
+    grouped: dict[str, list[str]] = {}
+    for group, tag in sorted(held):
+        grouped.setdefault(group, []).append(tag)
+    return grouped
+
+
+async def _assert_matches_streams(
+    reads: ReadModel, streams: dict[str, list[TagChanged]], *, history_limit: int
+) -> None:
+    expected_members: dict[tuple[str, str], set[str]] = {}
+    for customer, stream in streams.items():
+        tags = _expected_tags(stream)
+        assert await reads.current_tags(customer) == tags
+        assert await reads.history(customer, limit=100) == stream[::-1][:history_limit]
+        assert await reads.last_seq(customer) == len(stream)
+        for group, tag_ids in tags.items():
+            for tag in tag_ids:
+                expected_members.setdefault((group, tag), set()).add(customer)
+    for group, tag in [("tier", t) for t in TIERS] + [("interest", t) for t in INTERESTS]:
+        assert {m async for m in reads.members(group, tag)} == expected_members.get((group, tag), set())
+    for group in ("tier", "interest"):
+        holders = {c for (g, _), customers in expected_members.items() if g == group for c in customers}
+        assert await reads.group_member_count(group) == len(holders)
+    assert await reads.gaps() == 0
+
+
+async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under the prefix (named without it) with its type and full content."""
+    dump: dict[str, Any] = {}
+    async for raw in client.scan_iter(match=f"{prefix}*", count=1000):
+        key = _text(raw)
+        kind = _text(await client.type(key))
+        if kind == "string":
+            value: Any = await client.get(key)
+        elif kind == "hash":
+            value = await client.hgetall(key)
+        elif kind == "list":
+            value = await client.lrange(key, 0, -1)
+        elif kind == "set":
+            value = sorted(await client.smembers(key))
+        else:
+            raise AssertionError(f"unexpected {kind} key {key}")
+        dump[key.removeprefix(prefix)] = (kind, value)
+    return dump
+
+
+async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,244 @@
+"""The tagger worker on the real broker: events in, exact tag changes out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.tags import TagGroup
+from schemas.topics import TopicNames
+from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
+from services.tagger.app import Tagger, build_app
+from services.tagger.engine import ManualClock
+from services.tagger.feed import definition_record
+from tests.integration.kafka_io import TopicReader, produce
+from tests.unit.builders import cond, group, order_bands, value_tiers
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def topic_names(prefix: str) -> TopicNames:
+    return TopicNames(**{name: f"{prefix}.{name}" for name in TopicNames.model_fields})
+
+
+def definitions() -> list[TagGroup]:
+    care = group("care", [("vip_care", None), ("regular", [cond("order_count", "gte", 1)])], tagging="both")
+    recency = group("recency", [("week", [cond("days_since_last_order", "lte", 7)])], mode="multi")
+    return [value_tiers(), order_bands(), care, recency]
+
+
+class Harness:
+    def __init__(self, tagger: Tagger, clock: ManualClock, bootstrap: str) -> None:
+        self.tagger = tagger
+        self.clock = clock
+        self.bootstrap = bootstrap
+        self.topics = tagger.settings.topics
+
+    def now_ms(self) -> int:
+        return int(self.clock.now().timestamp() * 1000)
+
+    async def send_events(self, *events: dict[str, Any], key: bytes | None = None) -> None:
+        records = [
+            (key if key is not None else event["customer_id"].encode(), json.dumps(event).encode(), self.now_ms())
+            for event in events
+        ]
+        await produce(self.bootstrap, self.topics.events, records)
+
+    async def send_raw(self, topic: str, key: bytes, value: bytes) -> None:
+        await produce(self.bootstrap, topic, [(key, value, self.now_ms())])
+
+    async def publish(self, *groups: TagGroup) -> None:
+        await produce(self.bootstrap, self.topics.tag_definitions, [(*definition_record(g), None) for g in groups])
+
+    async def changes_for(self, customer: str, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async with TopicReader(self.bootstrap, self.topics.tag_changes) as reader:
+            await reader.until(lambda records: len(_mine(records, customer)) >= count, timeout)
+            return [json.loads(record.value) for record in _mine(reader.records, customer)]
+
+    async def dead_letters(self, count: int) -> list[dict[str, Any]]:
+        async with TopicReader(self.bootstrap, self.topics.events_dlq) as reader:
+            await reader.until(lambda records: len(records) >= count)
+            return reader.json()
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        return await asyncio.to_thread(self._get, path)  # the server runs on this event loop
+
+    def _get(self, path: str) -> tuple[int, bytes]:
+        url = f"http://127.0.0.1:{self.tagger.settings.tagger.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), bytes(error.read())
+
+
+def _mine(records: list[Any], customer: str) -> list[Any]:
+    return [record for record in records if record.key == customer.encode()]
+
+
+def paid_event(customer: str, amount: str, *, order: str | None = None, at: datetime) -> dict[str, Any]:
+    return {
+        "type": "order_paid",
+        "event_id": f"e-{uuid.uuid4().hex}",
+        "customer_id": customer,
+        "occurred_at": at.isoformat(),
+        "order_id": order or f"o-{uuid.uuid4().hex[:8]}",
+        "amount": amount,
+        "currency": "CNY",
+    }
+
+
+def summary(changes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    return [(c["group_id"], c["tag_id"], c["change"], c["source"]) for c in changes]
+
+
+@pytest.fixture(scope="module")
+async def harness(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+    prefix = f"it-tagger-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=3, replication_factor=1),
+        topics=topic_names(prefix),
+        tagger=TaggerSettings(
+            app_id=prefix,
+            store="memory",
+            datadir=Path(tmp_path_factory.mktemp("tagger")),
+            web_port=free_port(),
+            web_host="127.0.0.1",
+            batch_within_s=0.02,
+            timer_interval_s=0.1,
+            projector=False,
+            standby_replicas=0,
+        ),
+    )
+    clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
+    tagger = build_app(settings, clock=clock)
+    await tagger.create_topics()
+    run = Harness(tagger, clock, kafka_bootstrap)
+    await run.publish(*definitions())
+    await asyncio.wait_for(tagger.app.start(), 60)
+    deadline = time.monotonic() + 60
+    while not tagger.ready:
+        assert time.monotonic() < deadline, "tagger did not become ready"
+        await asyncio.sleep(0.1)
+    yield run
+    await asyncio.wait_for(tagger.app.stop(), 60)
+
+
+async def test_events_become_exact_tag_changes(harness: Harness) -> None:
+    now = harness.clock.now()
+    await harness.send_events(
+        paid_event("alice", "100", order="a1", at=now),
+        paid_event("alice", "250", order="a2", at=now),
+        paid_event("alice", "1650", order="a3", at=now),
+        paid_event("alice", "10", order="a4", at=now),
+    )
+    changes = await harness.changes_for("alice", 10)
+    assert summary(changes) == [
+        ("care", "regular", "added", "rule"),
+        ("orders", "o1_3", "added", "rule"),
+        ("recency", "week", "added", "rule"),
+        ("value", "low", "added", "rule"),
+        ("value", "low", "removed", "rule"),
+        ("value", "mid", "added", "rule"),
+        ("value", "mid", "removed", "rule"),
+        ("value", "high", "added", "rule"),
+        ("orders", "o1_3", "removed", "rule"),
+        ("orders", "o4_6", "added", "rule"),
+    ]
+    assert [c["seq"] for c in changes] == list(range(1, 11))
+
+
+async def test_manual_commands_apply_in_order_and_forbidden_ones_are_dead_lettered(harness: Harness) -> None:
+    now = harness.clock.now()
+    await harness.send_events(paid_event("bob", "50", at=now))
+    # Kafka orders messages within a topic partition, not across the events and commands topics:
+    # the command is sent once the event is applied, as an operator acting on what they see would.
+    assert len(await harness.changes_for("bob", 4)) == 4
+    command = {
+        "command_id": f"cmd-{uuid.uuid4().hex}",
+        "customer_id": "bob",
+        "group_id": "care",
+        "tag_id": "vip_care",
+        "action": "add",
+        "actor": "ops@shop",
+        "occurred_at": now.isoformat(),
+    }
+    forbidden = command | {"command_id": "cmd-forbidden", "group_id": "value", "tag_id": "high"}
+    await harness.send_raw(harness.topics.tag_commands, b"bob", json.dumps(command).encode())
+    await harness.send_raw(harness.topics.tag_commands, b"bob", json.dumps(forbidden).encode())
+    changes = await harness.changes_for("bob", 6)
+    assert summary(changes)[-2:] == [("care", "regular", "removed", "manual"), ("care", "vip_care", "added", "manual")]
+    letters = await harness.dead_letters(1)
+    refused = [letter for letter in letters if letter["key"] == "bob"]
+    assert refused[0]["error"] == "refused"
+    assert "allows only automatic tagging" in refused[0]["reason"]
+    assert json.loads(refused[0]["original"])["command_id"] == "cmd-forbidden"
+
+
+async def test_bad_input_is_dead_lettered_with_the_reason_and_never_stalls_the_partition(harness: Harness) -> None:
+    now = harness.clock.now()
+    await harness.send_raw(harness.topics.events, b"carol", b"{not json")
+    await harness.send_raw(
+        harness.topics.events, b"carol", json.dumps({"type": "browse", "customer_id": "carol"}).encode()
+    )
+    await harness.send_events(paid_event("carol", "10", at=now), key=b"someone-else")
+    await harness.send_events(paid_event("carol", "400", at=now))  # the same partition keeps flowing
+    changes = await harness.changes_for("carol", 4)
+    assert ("value", "mid", "added", "rule") in summary(changes)
+    letters = [letter for letter in await harness.dead_letters(4) if letter["key"] in ("carol", "someone-else")]
+    reasons = {letter["error"]: letter["reason"] for letter in letters}
+    assert "Invalid JSON" in reasons["invalid"] or "event_id" in reasons["invalid"]
+    assert "does not match customer_id 'carol'" in reasons["mismatched_key"]
+    assert {letter["original"] for letter in letters} >= {"{not json"}
+
+
+async def test_a_definition_published_while_customers_exist_is_backfilled(harness: Harness) -> None:
+    now = harness.clock.now()
+    await harness.send_events(paid_event("dave", "700", at=now))
+    assert len(await harness.changes_for("dave", 4)) == 4
+    big = group("big", [("spender", [cond("total_spent", "gte", 500)])], mode="multi")
+    await harness.publish(big)
+    changes = await harness.changes_for("dave", 5)
+    assert summary(changes)[-1] == ("big", "spender", "added", "rule_change")
+    assert changes[-1]["caused_by"] == "definition:big:v1"
+
+
+async def test_a_recency_tag_drops_when_its_time_passes(harness: Harness) -> None:
+    start = harness.clock.now()
+    await harness.send_events(paid_event("erin", "20", at=start))
+    first = await harness.changes_for("erin", 4)
+    assert ("recency", "week", "added", "rule") in summary(first)
+    harness.clock.set(start + timedelta(days=8, seconds=1))
+    changes = await harness.changes_for("erin", 5)
+    assert summary(changes)[-1] == ("recency", "week", "removed", "time")
+    assert changes[-1]["occurred_at"].startswith((start + timedelta(days=8)).date().isoformat())
+    harness.clock.set(start)
+
+
+async def test_health_readiness_and_metrics_are_served(harness: Harness) -> None:
+    assert (await harness.get("/healthz"))[0] == 200
+    status, body = await harness.get("/readyz")
+    assert status == 200
+    assert json.loads(body)["ready"] is True
+    status, body = await harness.get("/metrics")
+    text = body.decode()
+    assert status == 200
+    assert 'tagstream_events_processed_total{kind="order_paid",outcome="applied"}' in text
+    assert "tagstream_tag_changes_total" in text
+    assert "tagstream_dlq_total" in text
