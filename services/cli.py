@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--full", action="store_true", help="re-evaluate every group on every event (slower)")
     replay.set_defaults(run=_replay)
 
+    tagger = commands.add_parser(
+        "tagger",
+        help="run a tagger worker (needs Kafka; settings from TAGSTREAM_* variables)",
+        description="Run a tagger worker: creates missing topics, then consumes events until stopped.",
+    )
+    tagger.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    tagger.set_defaults(run=_tagger)
+
     template = commands.add_parser("templates", help="built-in tag group templates")
     template_commands = template.add_subparsers(title="template commands", required=True)
     listing = template_commands.add_parser("list", help="list the templates and their parameters")
@@ -83,6 +91,27 @@ def _replay(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if summary.rejected else 0
+
+
+def _tagger(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import faust
+    from pydantic import ValidationError
+
+    from services.runtime.settings import Settings
+    from services.tagger.app import build_app
+
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        print(f"tagstream tagger: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    tagger = build_app(settings)
+    asyncio.run(tagger.create_topics())
+    worker = faust.Worker(tagger.app, loglevel=args.log_level.upper())
+    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
+    return 0
 
 
 def _templates_list(args: argparse.Namespace) -> int:

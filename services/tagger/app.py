@@ -19,17 +19,23 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import faust
 from faust.streams import _current_event  # the partition of a table write comes from here
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import ValidationError
+from redis.exceptions import RedisError
 
-from schemas.tags import TagGroup
+from schemas.events import event_adapter
+from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
 from services.runtime.kafka import ensure_topics
+from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
@@ -41,9 +47,12 @@ from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
+from services.tagger.projector import Outcome as ProjectionOutcome
+from services.tagger.projector import Projector
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 _MARKER_PREFIX = b"\x00definitions:"
 _BACKFILL_CHUNK = 200
 
@@ -77,7 +86,8 @@ class Tagger:
         self.table = self.app.Table(
             "customers",
             default=None,
-            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+            key_type=bytes,  # bytes types make faust store raw bytes (json otherwise, even in RocksDB)
+            value_type=bytes,
             partitions=settings.kafka.partitions,
             options={"block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024, "driver": "rocksdict"}
             if settings.tagger.store == "rocksdb"
@@ -143,6 +153,9 @@ class Tagger:
             ):
                 await self._process(events)
 
+        if self.settings.tagger.projector:
+            self._wire_projector()
+
         @app.task  # type: ignore[untyped-decorator]
         async def read_definitions() -> None:
             await self.feed.run()
@@ -173,6 +186,44 @@ class Tagger:
         async def metrics(web: Any, request: Any) -> Any:
             # aiohttp wants the charset apart from the content type
             return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    def _wire_projector(self) -> None:
+        app = self.app
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+
+        @app.agent(app.topic(self.settings.topics.tag_changes, **raw), concurrency=1, name="tagstream.tagger.project")
+        async def project(stream: faust.StreamT[bytes]) -> None:
+            # One coroutine: a customer's changes must reach Redis in seq order (see projector.py).
+            redis = redis_client(self.settings.redis)
+            projector = Projector(
+                redis, key_prefix=self.settings.redis.key_prefix, history_limit=self.settings.redis.history_limit
+            )
+            try:
+                async for values in stream.take(500, within=0.05):
+                    changes = _tag_changes(values)
+                    outcomes = await _until_done(partial(projector.apply_many, changes), "project tag changes")
+                    for outcome in outcomes:
+                        self.metrics.projector_changes.labels(outcome.value).inc()
+                        if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
+                            self.metrics.projector_gaps.inc()
+            finally:
+                await redis.aclose()
+
+        @app.agent(app.topic(self.settings.topics.events, **raw), concurrency=1, name="tagstream.tagger.activity")
+        async def activity(stream: faust.StreamT[bytes]) -> None:
+            redis = redis_client(self.settings.redis)
+            projector = Projector(redis, key_prefix=self.settings.redis.key_prefix)
+            try:
+                async for values in stream.take(500, within=0.05):
+                    seen = _activity(values)
+                    await _until_done(partial(projector.record_activity_many, seen), "record activity")
+            finally:
+                await redis.aclose()
 
     # -- processing ---------------------------------------------------------------------------------
 
@@ -358,6 +409,45 @@ class _Batch:
 
     async def _send(self, topic: Any, key: bytes | None, value: bytes) -> None:
         self._sends.append(await topic.send(key=key, value=value, force=True))
+
+
+def _tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
+    changes = []
+    for value in values:
+        try:
+            changes.append(TagChanged.model_validate_json(value))
+        except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
+            log.error("skipping an invalid tag change: %s", error)
+    return changes
+
+
+def _activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:
+    """Per customer in a batch: the latest order and the latest event of any kind."""
+    adapter = event_adapter()
+    latest: dict[str, tuple[datetime | None, datetime]] = {}
+    for value in values:
+        try:
+            event = adapter.validate_json(value)
+        except ValidationError:
+            continue  # the tagger dead-letters it
+        last_order, last_seen = latest.get(event.customer_id, (None, event.occurred_at))
+        if event.type == "order_paid" and (last_order is None or event.occurred_at > last_order):
+            last_order = event.occurred_at
+        latest[event.customer_id] = (last_order, max(last_seen, event.occurred_at))
+    return [(customer_id, order, seen) for customer_id, (order, seen) in latest.items()]
+
+
+async def _until_done(work: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """Retry with backoff until it succeeds: faust acks a taken batch even when the body raises,
+    so giving up would lose the batch; the writes are idempotent, so repeating them is safe."""
+    delay = 0.1
+    while True:
+        try:
+            return await work()
+        except (RedisError, OSError) as error:
+            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _dead_letter_json(letter: DeadLetter) -> bytes:

@@ -67,10 +67,17 @@ class Projector:
 
     async def record_activity(self, customer_id: str, last_order_at: datetime | None, last_seen_at: datetime) -> None:
         """Move the customer's last order / last seen instants forward; an older value is ignored."""
-        args: list[str | int] = [LAST_SEEN_FIELD, to_us(last_seen_at)]
-        if last_order_at is not None:
-            args += [LAST_ORDER_FIELD, to_us(last_order_at)]
-        await self._activity_script([self.keys.activity(customer_id)], args)
+        await self.record_activity_many([(customer_id, last_order_at, last_seen_at)])
+
+    async def record_activity_many(self, activity: Iterable[tuple[str, datetime | None, datetime]]) -> None:
+        """`record_activity` for many customers over one round trip; safe to retry whole."""
+        pipe = self._redis.pipeline(transaction=False)
+        for customer_id, last_order_at, last_seen_at in activity:
+            args: list[str | int] = [LAST_SEEN_FIELD, to_us(last_seen_at)]
+            if last_order_at is not None:
+                args += [LAST_ORDER_FIELD, to_us(last_order_at)]
+            await self._activity_script([self.keys.activity(customer_id)], args, client=pipe)
+        await pipe.execute()
 
     def _apply_call(self, change: TagChanged) -> tuple[Sequence[str], Sequence[str | int]]:
         customer_id = change.customer_id

@@ -57,6 +57,7 @@ class Replay:
         self._on_reject = on_reject
         self._until_us = to_us(until) if until is not None else None
         self._clock_us: int | None = None
+        self._clock: datetime | None = None
         self._timers: list[tuple[int, str]] = []
 
     def feed(self, lines: Iterable[bytes | str]) -> None:
@@ -92,11 +93,13 @@ class Replay:
         if self._clock_us is None or at > self._clock_us:
             self._fire(at)
             self._clock_us = at
+            self._clock = event.occurred_at  # the clock as a datetime, without converting back per event
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
         before = _next_due(state)
-        self._emit(self.engine.on_event(state, event, from_us(self._clock_us)))
+        assert self._clock is not None
+        self._emit(self.engine.on_event(state, event, self._clock))
         self.summary.events += 1
         self._schedule(state, before)
 
@@ -146,7 +149,7 @@ def replay_to(
 
     def write_change(change: Change) -> None:
         if changes_out is not None:
-            changes_out.write(change.to_json() + b"\n")
+            changes_out.write(change.to_json_line())
 
     run = Replay(engine, on_change=write_change if changes_out is not None else None, on_reject=on_reject, until=now)
     run.feed(lines)

@@ -17,10 +17,13 @@ import pytest
 
 from schemas.tags import TagGroup
 from schemas.topics import TopicNames
-from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
+from services.runtime.redis import redis_client
+from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
 from services.tagger.app import Tagger, build_app
 from services.tagger.engine import ManualClock
+from services.tagger.engine.codec import decode
 from services.tagger.feed import definition_record
+from services.tagger.readmodel import ReadModel
 from tests.integration.kafka_io import TopicReader, produce
 from tests.unit.builders import cond, group, order_bands, value_tiers
 
@@ -109,10 +112,13 @@ def summary(changes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-async def harness(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+async def harness(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Harness]:
     prefix = f"it-tagger-{uuid.uuid4().hex[:8]}"
     settings = Settings(
         kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=3, replication_factor=1),
+        redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
         topics=topic_names(prefix),
         tagger=TaggerSettings(
             app_id=prefix,
@@ -122,7 +128,7 @@ async def harness(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
             web_host="127.0.0.1",
             batch_within_s=0.02,
             timer_interval_s=0.1,
-            projector=False,
+            projector=True,
             standby_replicas=0,
         ),
     )
@@ -242,3 +248,29 @@ async def test_health_readiness_and_metrics_are_served(harness: Harness) -> None
     assert 'tagstream_events_processed_total{kind="order_paid",outcome="applied"}' in text
     assert "tagstream_tag_changes_total" in text
     assert "tagstream_dlq_total" in text
+
+
+async def test_the_redis_read_model_matches_the_table(harness: Harness) -> None:
+    customers = ["alice", "bob", "carol", "dave", "erin"]
+    redis = redis_client(harness.tagger.settings.redis)
+    model = ReadModel(redis, key_prefix=harness.tagger.settings.redis.key_prefix)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            table = {c: decode(harness.tagger.table[c.encode()]).tag_ids() for c in customers}
+            projected = {c: {g: sorted(t) for g, t in (await model.current_tags(c)).items()} for c in customers}
+            if projected == table or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert projected == table
+        assert all(table[c] for c in customers)
+        history = await model.history("alice", 0, 3)
+        last = decode(harness.tagger.table[b"alice"]).seq
+        assert [change.seq for change in history] == [last, last - 1, last - 2]  # newest first, with reasons
+        assert history[0].reason.summary
+        activity = await model.activity("alice")
+        assert activity is not None
+        assert activity.last_order_at is not None
+        assert await model.gaps() == 0
+    finally:
+        await redis.aclose()

@@ -4,6 +4,13 @@ The engine can emit several changes per event; building pydantic models for each
 reasons) cost more than the rest of the evaluation. `Change.to_json()` writes exactly the JSON of
 `schemas.tags.TagChanged` (tests hold the two together) and `to_message()` gives the validated model
 for in-process consumers.
+
+Serialising is per change and a replay writes several per event, so the JSON is assembled from
+pieces and the pieces that repeat are serialised once: the group/tag/change/source labels, summaries,
+a condition's `metric`/`op`/`value`/`window` (per Condition object) and the latest instant. Every
+piece is orjson's own output, so the bytes are exactly those of `orjson.dumps` of the whole document
+(`_outcome` is that document's condition entry). Any change here must keep replay outputs
+byte-identical: compare `tagstream replay --changes` output before and after.
 """
 
 from __future__ import annotations
@@ -37,30 +44,79 @@ class Change:
     seq: int
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self._document(), default=_default, option=orjson.OPT_UTC_Z)
+        return self._serialise(b"")
+
+    def to_json_line(self) -> bytes:
+        """`to_json()` and a newline, for JSON-lines output."""
+        return self._serialise(b"\n")
 
     def to_message(self) -> TagChanged:
         return TagChanged.model_validate_json(self.to_json())
 
-    def _document(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "customer_id": self.customer_id,
-            "group_id": self.group_id,
-            "tag_id": self.tag_id,
-            "change": self.change,
-            "source": self.source,
-            "reason": {
-                "summary": self.summary,
-                "conditions": [
-                    _outcome(condition, observed, matched) for condition, observed, matched in self.outcomes
-                ],
-            },
-            "group_version": self.group_version,
-            "caused_by": self.caused_by,
-            "occurred_at": from_us(self.occurred_us),
-            "seq": self.seq,
-        }
+    def _serialise(self, end: bytes) -> bytes:
+        """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract
+        order, Decimals as strings, the instant with a Z), assembled from cached pieces."""
+        return b"".join(
+            (
+                _HEAD,
+                orjson.dumps(self.customer_id),
+                _labels(self.group_id, self.tag_id, self.change, self.source),
+                _text(self.summary),
+                b',"conditions":[',
+                b",".join(
+                    [_outcome_json(condition, observed, matched) for condition, observed, matched in self.outcomes]
+                ),
+                b']},"group_version":',
+                b"%d" % self.group_version,
+                b',"caused_by":',
+                orjson.dumps(self.caused_by),
+                b',"occurred_at":',
+                _instant_json(self.occurred_us),
+                b',"seq":',
+                b"%d" % self.seq,
+                b"}",
+                end,
+            )
+        )
+
+
+_HEAD = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
+_LABELS: dict[tuple[str, str, str, str], bytes] = {}
+_TEXTS: dict[str, bytes] = {}
+_MAX_CACHED = 10_000
+"""Bound on each cache below: they hold what repeats across changes (labels, summaries, condition
+JSON), which is bounded by the rule book, but a cache must not grow with odd inputs forever."""
+
+
+def _labels(group_id: str, tag_id: str, change: str, source: str) -> bytes:
+    key = (group_id, tag_id, change, source)
+    found = _LABELS.get(key)
+    if found is None:
+        if len(_LABELS) >= _MAX_CACHED:
+            _LABELS.clear()
+        found = _LABELS[key] = b"".join(
+            (
+                b',"group_id":',
+                orjson.dumps(group_id),
+                b',"tag_id":',
+                orjson.dumps(tag_id),
+                b',"change":',
+                orjson.dumps(change),
+                b',"source":',
+                orjson.dumps(source),
+                b',"reason":{"summary":',
+            )
+        )
+    return found
+
+
+def _text(text: str) -> bytes:
+    found = _TEXTS.get(text)
+    if found is None:
+        if len(_TEXTS) >= _MAX_CACHED:
+            _TEXTS.clear()
+        found = _TEXTS[text] = orjson.dumps(text)
+    return found
 
 
 def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, Any]:
@@ -79,6 +135,36 @@ def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, An
         "observed": observed,
         "matched": matched,
     }
+
+
+_MATCHED = (b',"matched":false}', b',"matched":true}')
+_PREFIXES: dict[int, tuple[Condition, bytes]] = {}
+"""id(condition) -> (the condition, its outcome JSON up to the observed value). Holding the condition
+keeps its id from being reused while the entry exists."""
+
+
+def _outcome_json(condition: Condition, observed: Any, matched: bool) -> bytes:
+    cached = _PREFIXES.get(id(condition))
+    if cached is None or cached[0] is not condition:
+        if len(_PREFIXES) >= _MAX_CACHED:
+            _PREFIXES.clear()  # many rule book reloads: start over rather than grow without bound
+        whole = orjson.dumps(_outcome(condition, None, False), default=_default, option=orjson.OPT_UTC_Z)
+        prefix = whole[: whole.rindex(b"null")]  # up to the observed value (the last null)
+        cached = _PREFIXES[id(condition)] = (condition, prefix)
+    observed_json = orjson.dumps(observed, default=_default, option=orjson.OPT_UTC_Z)
+    return cached[1] + observed_json + _MATCHED[matched]
+
+
+_last_instant: tuple[int, bytes] = (0, orjson.dumps(from_us(0), option=orjson.OPT_UTC_Z))
+
+
+def _instant_json(us: int) -> bytes:
+    """The JSON of `from_us(us)` as orjson writes it with OPT_UTC_Z; consecutive changes usually
+    share their instant, so the last one is remembered."""
+    global _last_instant
+    if _last_instant[0] != us:
+        _last_instant = (us, orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z))
+    return _last_instant[1]
 
 
 def _default(value: Any) -> Any:

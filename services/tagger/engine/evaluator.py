@@ -18,10 +18,10 @@ from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
 from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
 from services.tagger.engine.changes import Change, Outcome
-from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held
+from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held, Matcher
 from services.tagger.engine.errors import CommandRefused
 from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
-from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW
+from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
 from services.tagger.engine.timeutil import from_us, to_us
 
 MANUAL_EXPIRY = "@expiry"
@@ -97,11 +97,18 @@ class DefinitionChange:
 class Engine:
     def __init__(self, rulebook: RuleBook, *, incremental: bool = True) -> None:
         self._incremental = incremental
-        self._rulebook = rulebook
-        self._routes = _routes(rulebook, incremental)
-        self._every_group = frozenset(group.id for group in rulebook.evaluation_order)
         self.duplicates = 0
         """Events ignored because this customer had already seen them."""
+        self._compile(rulebook)
+
+    def _compile(self, rulebook: RuleBook) -> None:
+        """Precompute everything per-event work can look up instead of derive."""
+        self._rulebook = rulebook
+        self._plan = _Plan(rulebook)
+        self._routes = _routes(rulebook, self._plan, self._incremental)
+        self._every_group = frozenset(group.id for group in rulebook.evaluation_order)
+        self._timed: dict[tuple[Fired, ...], _Timed] = {}
+        """What each combination of time changes means for evaluation, computed on first sight."""
 
     @property
     def rulebook(self) -> RuleBook:
@@ -110,9 +117,7 @@ class Engine:
     def load(self, rulebook: RuleBook) -> DefinitionChange:
         """Switch to new definitions; the returned change is what `backfill` applies to each customer."""
         change = definition_change(self._rulebook, rulebook)
-        self._rulebook = rulebook
-        self._routes = _routes(rulebook, self._incremental)
-        self._every_group = frozenset(group.id for group in rulebook.evaluation_order)
+        self._compile(rulebook)
         return change
 
     def new_state(self, customer_id: str) -> CustomerState:
@@ -127,13 +132,13 @@ class Engine:
         if not fold(state.agg, event, self._rulebook.horizon_days):
             self.duplicates += 1
             return changes
-        route = self._routes[type(event)]
         ctx = EvalContext(state.agg, state.tags, now_us)
         if first:  # a first event evaluates every group: "never bought" must appear on a first browse
             self._evaluate(state, ctx, self._every_group, "rule", event.event_id, changes)
             self._reschedule_all(state, ctx)
         else:
-            self._evaluate(state, ctx, route.groups, "rule", event.event_id, changes, route.tags)
+            route = self._routes[type(event)]
+            self._run(state, ctx, route.steps, route.groups, route.checks, "rule", event.event_id, changes)
             self._reschedule(state, ctx, route.families)
         return changes
 
@@ -265,23 +270,52 @@ class Engine:
     def _advance(self, state: CustomerState, now_us: int) -> list[Change]:
         changes: list[Change] = []
         due = state.due
+        plan = self._rulebook.time_plan
         while due:
             at = min(due.values())
             if at > now_us:
                 break
             keys = [key for key, when in due.items() if when <= at]
             ctx = EvalContext(state.agg, state.tags, at)
-            touched: dict[str, set[str]] = {}
+            fired: list[Fired] = []
             reopened: set[str] = set()
             for key in keys:
                 if key == MANUAL_EXPIRY:
                     reopened = self._expire_manual(state, ctx, changes)
                 else:
-                    self._rulebook.time_plan.changed(key, ctx, touched)
-            subsets = self._subsets(touched, whole=reopened)
-            self._evaluate(state, ctx, touched.keys() | reopened, "time", None, changes, subsets)
+                    found = plan.fired(key, ctx)
+                    if found is not None:
+                        fired.append(found)
+            if fired or reopened:
+                timed = self._timed_for(tuple(sorted(fired)))
+                if reopened:  # rare (manual expiries): the reopened groups are evaluated whole
+                    pending = timed.groups | reopened
+                    subsets = {key: value for key, value in timed.checks.items() if key not in reopened}
+                    self._run(state, ctx, self._plan.steps, pending, subsets, "time", None, changes)
+                else:
+                    self._run(state, ctx, timed.steps, timed.groups, timed.checks, "time", None, changes)
             self._reschedule(state, ctx, keys)
         return changes
+
+    def _timed_for(self, fired: tuple[Fired, ...]) -> _Timed:
+        """What evaluation a combination of time changes needs: few combinations recur endlessly."""
+        timed = self._timed.get(fired)
+        if timed is None:
+            touched, moves = self._rulebook.time_plan.effect(fired)
+            if not self._incremental:
+                moves = dict.fromkeys(moves, 0)  # re-evaluating in full: no skipping by direction
+            groups = frozenset(touched)
+            checks = {
+                group_id: tuple(
+                    (check[0], check[1], _direction(check[3], moves), check[3])
+                    for check in self._plan.by_id[group_id].checks
+                    if check[0] in tag_ids
+                )
+                for group_id, tag_ids in touched.items()
+                if not self._plan.by_id[group_id].exclusive
+            }
+            timed = self._timed[fired] = _Timed(groups, self._plan.candidates(groups), checks)
+        return timed
 
     def _evaluate(
         self,
@@ -291,84 +325,97 @@ class Engine:
         source: ChangeSource,
         cause: str | None,
         changes: list[Change],
-        subsets: Mapping[str, Subset] | None = None,
     ) -> None:
-        """Evaluate groups in dependency order; a group whose tags change brings its dependants in.
+        """Evaluate these groups whole, in dependency order (and whatever their changes reach)."""
+        pending = frozenset(group_ids)
+        if pending:
+            self._run(state, ctx, self._plan.steps, pending, None, source, cause, changes)
+
+    def _run(
+        self,
+        state: CustomerState,
+        ctx: EvalContext,
+        steps: tuple[_Step, ...],
+        pending: frozenset[str] | set[str],
+        subsets: Mapping[str, Checks] | None,
+        source: ChangeSource,
+        cause: str | None,
+        changes: list[Change],
+    ) -> None:
+        """Evaluate the `pending` groups among `steps` (in dependency order); a group whose tags
+        change brings its dependants in (they must be among `steps`).
 
         `subsets` narrows a multi group to the tags whose inputs changed (its other tags' truth cannot
         have moved), and says which of those can only have become truer (+1) or falser (-1): a held
         tag that can only become truer stays, an absent one that can only become falser stays absent.
         A group reached through a dependency is always evaluated whole."""
-        pending = set(group_ids)
-        if not pending:
-            return
-        dependants = self._rulebook.dependants
-        reached: set[str] = set()
-        for group in self._rulebook.evaluation_order:
-            group_id = group.id
+        reached: frozenset[str] | set[str] = frozenset()
+        for step in steps:
+            group_id = step.id
             if group_id not in pending:
                 continue
-            if group.spec.mode == "exclusive":
-                changed = self._evaluate_exclusive(state, ctx, group, source, cause, changes)
+            if step.exclusive:
+                changed = self._evaluate_exclusive(state, ctx, step, source, cause, changes)
             else:
-                subset = subsets.get(group_id) if subsets is not None and group_id not in reached else None
-                changed = self._evaluate_multi(state, ctx, group, source, cause, changes, subset)
-            if changed:
-                pending |= dependants[group_id]
-                reached |= dependants[group_id]
+                checks = step.checks
+                if subsets is not None and group_id not in reached:
+                    checks = subsets.get(group_id, checks)
+                changed = self._evaluate_multi(state, ctx, step, checks, source, cause, changes)
+            if changed and step.dependants:
+                pending = pending | step.dependants  # a new set: `pending` may be a shared route's
+                reached = reached | step.dependants
 
     def _evaluate_multi(
         self,
         state: CustomerState,
         ctx: EvalContext,
-        group: CompiledGroup,
+        step: _Step,
+        checks: Checks,
         source: ChangeSource,
         cause: str | None,
         changes: list[Change],
-        subset: Subset | None,
     ) -> bool:
-        held = state.tags.get(group.id)
+        group = step.group
+        held = state.tags.get(step.id)
         changed = False
-        for tag, direction in group.whole if subset is None else subset:
-            rule = tag.rule
-            if rule is None:
-                continue
-            has = held is not None and tag.id in held
-            if (direction > 0 and has) or (direction < 0 and not has):
-                continue
-            matches = rule.matches(ctx)
-            if matches and not has:
-                self._add(state, ctx, group, tag.id, (False, None), source, cause, changes, _matched(ctx, tag))
-                held = state.tags[group.id]
-                changed = True
-            elif has and not matches and group.spec.auto_remove and held is not None and not held[tag.id][0]:
-                self._remove(state, ctx, group, tag.id, source, cause, changes, _unmatched(ctx, tag))
-                held = state.tags.get(group.id)
-                changed = True
+        for tag_id, matches, direction, tag in checks:
+            if held is not None and tag_id in held:
+                # Held: only a rule that may have become false, on a tag the rules own, can go.
+                if direction > 0 or not step.auto_remove or held[tag_id][0] or matches(ctx):
+                    continue
+                self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, tag))
+                held = state.tags.get(step.id)
+            else:
+                if direction < 0 or not matches(ctx):
+                    continue
+                self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, tag))
+                held = state.tags[step.id]
+            changed = True
         return changed
 
     def _evaluate_exclusive(
         self,
         state: CustomerState,
         ctx: EvalContext,
-        group: CompiledGroup,
+        step: _Step,
         source: ChangeSource,
         cause: str | None,
         changes: list[Change],
     ) -> bool:
-        held = state.tags.get(group.id)
+        group = step.group
+        held = state.tags.get(step.id)
         current = None
         if held:
             current = next(iter(held))
             if held[current][0]:
                 return False  # a manual tag pins an exclusive group until removed by hand
         winner = None
-        for tag in group.tags:
-            if tag.rule is not None and tag.rule.matches(ctx):
+        for _, matches, _, tag in step.checks:
+            if matches(ctx):
                 winner = tag
                 break
         if winner is None:
-            if current is None or not group.spec.auto_remove:
+            if current is None or not step.auto_remove:
                 return False
             current_tag = group.tag(current)
             reason = (
@@ -416,15 +463,6 @@ class Engine:
                     reopened.add(group_id)
                     reopened |= self._rulebook.dependants.get(group_id, frozenset())
         return reopened
-
-    def _subsets(self, touched: Mapping[str, set[str]], whole: set[str]) -> dict[str, Subset]:
-        """Multi groups narrowed to the touched tags (exclusive groups and `whole` stay whole)."""
-        subsets = {}
-        for group_id, tag_ids in touched.items():
-            group = self._rulebook.groups[group_id]
-            if group.spec.mode == "multi" and group_id not in whole:
-                subsets[group_id] = tuple((tag, 0) for tag in group.tags if tag.id in tag_ids)
-        return subsets
 
     def _reschedule(self, state: CustomerState, ctx: EvalContext, keys: Iterable[str]) -> None:
         plan = self._rulebook.time_plan
@@ -499,18 +537,18 @@ class Engine:
     ) -> None:
         state.seq += 1
         changes.append(
-            Change(
-                customer_id=state.customer_id,
-                group_id=group_id,
-                tag_id=tag_id,
-                change=change,
-                source=source,
-                summary=reason[0],
-                outcomes=reason[1],
-                group_version=version,
-                caused_by=cause,
-                occurred_us=ctx.now_us,
-                seq=state.seq,
+            Change(  # positional: a change is built per tag flip, and keywords cost more
+                state.customer_id,
+                group_id,
+                tag_id,
+                change,
+                source,
+                reason[0],
+                reason[1],
+                version,
+                cause,
+                ctx.now_us,
+                state.seq,
             )
         )
 
@@ -530,36 +568,84 @@ class Engine:
         return group, tag
 
 
-Subset = tuple[tuple[CompiledTag, int], ...]
-"""Tags of one multi group to evaluate, each with the direction its truth can move (0: either)."""
+Check = tuple[str, Matcher, int, CompiledTag]
+"""One tag to evaluate: its id, its rule's matcher, the direction its truth can move (+1 only truer,
+-1 only falser, 0 either; always 0 when evaluated whole) and the tag."""
+Checks = tuple[Check, ...]
+
+
+class _Step:
+    """One group as the evaluation loop needs it, resolved once per rule book."""
+
+    __slots__ = ("auto_remove", "checks", "dependants", "exclusive", "group", "id")
+
+    def __init__(self, group: CompiledGroup, dependants: frozenset[str]) -> None:
+        self.id = group.id
+        self.group = group
+        self.exclusive = group.spec.mode == "exclusive"
+        self.auto_remove = group.spec.auto_remove
+        self.checks: Checks = tuple((tag.id, tag.rule.matches, 0, tag) for tag in group.tags if tag.rule is not None)
+        """Every tag with a rule, in group order, with direction 0: the whole group."""
+        self.dependants = dependants
+
+
+class _Plan:
+    """The rule book's evaluated groups as steps, in evaluation order."""
+
+    def __init__(self, rulebook: RuleBook) -> None:
+        self.steps = tuple(_Step(group, rulebook.dependants[group.id]) for group in rulebook.evaluation_order)
+        self.by_id = {step.id: step for step in self.steps}
+
+    def candidates(self, group_ids: frozenset[str]) -> tuple[_Step, ...]:
+        """The steps these groups and everything depending on them (transitively) may need, in
+        evaluation order: a shorter loop than every group for the common small sets."""
+        wanted = set(group_ids)
+        for step in self.steps:  # dependants come after their dependencies
+            if step.id in wanted:
+                wanted |= step.dependants
+        return tuple(step for step in self.steps if step.id in wanted)
 
 
 @dataclass(frozen=True)
 class _Route:
-    """What one event type touches: groups to evaluate (narrowed to tags for multi groups) and the
-    time families whose next change it can move."""
+    """What one event type touches: groups to evaluate (narrowed to tags for multi groups), the steps
+    they may reach, and the time families whose next change it can move."""
 
     groups: frozenset[str]
-    tags: Mapping[str, Subset]
+    checks: Mapping[str, Checks]
     families: tuple[str, ...]
+    steps: tuple[_Step, ...]
 
 
-def _routes(rulebook: RuleBook, incremental: bool) -> dict[type, _Route]:
+@dataclass(frozen=True)
+class _Timed:
+    """The same for one combination of time changes at one instant."""
+
+    groups: frozenset[str]
+    steps: tuple[_Step, ...]
+    checks: Mapping[str, Checks]
+
+
+def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _Route]:
     routes = {}
     watched = set(rulebook.time_plan.families)
     for kind, deltas in _EVENT_METRICS.items():
         families = tuple(family for family in _EVENT_FAMILIES[kind] if family in watched)
         if not incremental:
             every = frozenset(group.id for group in rulebook.evaluation_order)
-            routes[kind] = _Route(every, {}, families)
+            routes[kind] = _Route(every, {}, families, plan.steps)
             continue
         groups = rulebook.groups_reading(deltas)
-        tags = {
-            group_id: tuple((tag, _direction(tag, deltas)) for tag in rulebook.groups[group_id].tags_reading(deltas))
+        checks = {
+            group_id: tuple(
+                (tag.id, tag.rule.matches, _direction(tag, deltas), tag)
+                for tag in rulebook.groups[group_id].tags_reading(deltas)
+                if tag.rule is not None
+            )
             for group_id in groups
             if rulebook.groups[group_id].spec.mode == "multi"
         }
-        routes[kind] = _Route(groups, tags, families)
+        routes[kind] = _Route(groups, checks, families, plan.candidates(groups))
     return routes
 
 
@@ -638,11 +724,10 @@ def _why(summary: str, conditions: Iterable[Outcome] = ()) -> Reason:
 
 def _matched(ctx: EvalContext, tag: CompiledTag) -> Reason:
     assert tag.rule is not None
-    how = "all" if tag.rule.match_all else "any"
-    return _why(f"matches {tag.spec.name} ({how} of its conditions)", tag.rule.outcomes(ctx))
+    return (tag.matched_summary, tag.rule.outcomes(ctx))
 
 
 def _unmatched(ctx: EvalContext, tag: CompiledTag) -> Reason:
     if tag.rule is None:
-        return _why(f"{tag.spec.name} has no rule")
-    return _why(f"no longer matches {tag.spec.name}", tag.rule.outcomes(ctx))
+        return (tag.unmatched_summary, ())
+    return (tag.unmatched_summary, tag.rule.outcomes(ctx))

@@ -31,6 +31,20 @@ class CompiledTag:
     rule: CompiledRule | None
     metrics: frozenset[Metric]
     """What the tag's rule reads (has_tag included)."""
+    matched_summary: str = field(init=False)
+    """The summary of a change made because the rule matches (built once: every change needs one)."""
+    unmatched_summary: str = field(init=False)
+    """The summary of a change made because the rule no longer matches (or there is none)."""
+
+    def __post_init__(self) -> None:
+        name = self.spec.name
+        if self.rule is None:
+            matched, unmatched = f"{name} has no rule", f"{name} has no rule"
+        else:
+            how = "all" if self.rule.match_all else "any"
+            matched, unmatched = f"matches {name} ({how} of its conditions)", f"no longer matches {name}"
+        object.__setattr__(self, "matched_summary", matched)
+        object.__setattr__(self, "unmatched_summary", unmatched)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -15,12 +15,19 @@ to be exact, not approximately on time.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Final
 
 from schemas.tags import Metric
-from services.tagger.engine.conditions import CompiledCondition, EvalContext, change_points, series
+from services.tagger.engine.conditions import (
+    BUCKETS,
+    CompiledCondition,
+    EvalContext,
+    Series,
+    change_points,
+    series_reader,
+)
 from services.tagger.engine.timeutil import DAY_US
 
 ORDER_TIME: Final = "order_time"
@@ -30,6 +37,25 @@ CLICK_WINDOW: Final = "click_window"
 
 WINDOW_METRIC = {ORDER_WINDOW: Metric.ORDER_COUNT, BROWSE_WINDOW: Metric.BROWSE_COUNT, CLICK_WINDOW: Metric.CLICK_COUNT}
 _DAYS_SINCE = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
+_SINCE: dict[Metric, Callable[[EvalContext], int | None]] = {
+    Metric.DAYS_SINCE_LAST_ORDER: lambda ctx: ctx.agg.last_order_us,
+    Metric.DAYS_SINCE_FIRST_ORDER: lambda ctx: ctx.agg.first_order_us,
+}
+
+Fired = tuple[str, tuple[int, ...] | tuple[Metric, ...], bool]
+"""What one family changes at one instant: (family, the window spans in days, or the days-since
+metrics, whose value changes, and whether a bucket enters the windows). Plain hashable data, so the
+engine can remember what each combination means for evaluation instead of recomputing it."""
+
+
+@dataclass(frozen=True)
+class _Window:
+    """One window family, resolved once: how to read its series and the spans rules use."""
+
+    metric: Metric
+    spans: tuple[int, ...]
+    series: Callable[[EvalContext], Series]
+    buckets: Callable[..., dict[int, int]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +67,22 @@ class TimePlan:
     day_points: Mapping[Metric, tuple[int, ...]]
     """days_since_* -> the values at which some condition on it can change truth."""
     day_tags: Mapping[Metric, Readers]
+    _windows: Mapping[str, _Window] = field(init=False, repr=False, compare=False)
+    _days: tuple[tuple[Metric, Callable[[EvalContext], int | None], tuple[int, ...]], ...] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        # The hot paths below look families up by string and never hash a Metric (an Enum's hash is
+        # a Python-level function).
+        windows = {
+            family: _Window(metric, self.spans[metric], series_reader(metric), BUCKETS[metric])
+            for family, metric in WINDOW_METRIC.items()
+            if self.spans.get(metric)
+        }
+        days = tuple((metric, _SINCE[metric], points) for metric, points in self.day_points.items())
+        object.__setattr__(self, "_windows", windows)
+        object.__setattr__(self, "_days", days)
 
     @classmethod
     def build(cls, conditions: Iterable[tuple[str, str, CompiledCondition]]) -> TimePlan:
@@ -76,15 +118,14 @@ class TimePlan:
         """The first instant after ctx.now_us at which a metric of this family changes (µs), if any."""
         if family == ORDER_TIME:
             return self._next_day_point(ctx)
-        metric = WINDOW_METRIC[family]
-        spans = self.spans.get(metric)
-        if not spans:
+        window = self._windows.get(family)
+        if window is None:
             return None
-        days = series(ctx, metric)[0]
+        days = window.series(ctx)[0]
         today = ctx.today
         entering = bisect_right(days, today)
         best = days[entering] if entering < len(days) else None
-        for span in spans:
+        for span in window.spans:
             oldest = bisect_right(days, today - span)
             if oldest < len(days):
                 leaves = days[oldest] + span
@@ -92,33 +133,64 @@ class TimePlan:
                     best = leaves
         return None if best is None else best * DAY_US
 
+    def fired(self, family: str, ctx: EvalContext) -> Fired | None:
+        """What of this family changes exactly at ctx.now_us (None: nothing)."""
+        now_us = ctx.now_us
+        if family == ORDER_TIME:
+            metrics = []
+            for metric, since_of, points in self._days:
+                since = since_of(ctx)
+                if since is not None and now_us >= since:
+                    elapsed = now_us - since
+                    if elapsed % DAY_US == 0 and elapsed // DAY_US in points:
+                        metrics.append(metric)
+            return (family, tuple(metrics), False) if metrics else None
+        window = self._windows.get(family)
+        if window is None or now_us % DAY_US:
+            return None
+        # A window's count changes at midnight only if a bucket enters it (today's, when events were
+        # dated ahead of the customer's clock) or leaves it (the day `span` days back). The bucket
+        # dict answers both without building the sorted series.
+        present = window.buckets(ctx.agg)
+        today = ctx.today
+        entering = today in present
+        spans = tuple(span for span in window.spans if entering or today - span in present)
+        return (family, spans, entering) if spans else None
+
+    def effect(self, fired: Iterable[Fired]) -> tuple[dict[str, set[str]], dict[Metric, int]]:
+        """The tags (by group) whose inputs change, and how each moved metric moves: -1 only down (a
+        window that only loses a day), +1 only up (days since an order), 0 either way."""
+        touched: dict[str, set[str]] = {}
+        moves: dict[Metric, int] = {}
+        for family, hits, entering in fired:
+            if family == ORDER_TIME:
+                for metric in hits:
+                    assert isinstance(metric, Metric)
+                    _merge(touched, self.day_tags[metric])
+                    moves[metric] = 1
+                continue
+            metric = WINDOW_METRIC[family]
+            for span in hits:
+                assert isinstance(span, int)
+                _merge(touched, self.window_tags[(metric, span)])
+            moves[metric] = 0 if entering else -1
+        return touched, moves
+
     def changed(self, family: str, ctx: EvalContext, into: dict[str, set[str]]) -> None:
         """Add to `into` the tags (by group) whose inputs in this family change exactly at ctx.now_us."""
-        if family == ORDER_TIME:
-            for metric, points in self.day_points.items():
-                since = _since(ctx, metric)
-                if since is not None and ctx.now_us >= since:
-                    elapsed = ctx.now_us - since
-                    if elapsed % DAY_US == 0 and elapsed // DAY_US in points:
-                        _merge(into, self.day_tags[metric])
-            return
-        metric = WINDOW_METRIC[family]
-        if ctx.now_us % DAY_US:
-            return
-        days = series(ctx, metric)[0]
-        present = set(days)
-        entering = ctx.today in present
-        for span in self.spans.get(metric, ()):
-            if entering or ctx.today - span in present:
-                _merge(into, self.window_tags[(metric, span)])
+        fired = self.fired(family, ctx)
+        if fired is not None:
+            for group, tags in self.effect([fired])[0].items():
+                into.setdefault(group, set()).update(tags)
 
     def _next_day_point(self, ctx: EvalContext) -> int | None:
         best = None
-        for metric, points in self.day_points.items():
-            since = _since(ctx, metric)
+        now_us = ctx.now_us
+        for _, since_of, points in self._days:
+            since = since_of(ctx)
             if since is None:
                 continue  # only an order makes the metric present
-            elapsed_days = max(0, (ctx.now_us - since) // DAY_US)
+            elapsed_days = max(0, (now_us - since) // DAY_US)
             index = bisect_right(points, elapsed_days)
             if index < len(points):
                 at = since + points[index] * DAY_US
@@ -138,7 +210,3 @@ def _frozen(readers: dict[str, set[str]]) -> Readers:
 def _merge(into: dict[str, set[str]], readers: Readers) -> None:
     for group, tags in readers.items():
         into.setdefault(group, set()).update(tags)
-
-
-def _since(ctx: EvalContext, metric: Metric) -> int | None:
-    return ctx.agg.last_order_us if metric is Metric.DAYS_SINCE_LAST_ORDER else ctx.agg.first_order_us
