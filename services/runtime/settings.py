@@ -64,6 +64,9 @@ class TaggerSettings(_Section):
     horizon_days: int = Field(default=400, ge=1, le=3650)
     projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
     producer_request_timeout_s: float = Field(default=30.0, gt=0)
+    session_timeout_s: float = Field(
+        default=30.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
+    )
 
 
 class Settings(BaseSettings):

@@ -139,6 +139,8 @@ class Tagger:
             web_bind=tagger.web_host,
             web_in_thread=False,
             broker_commit_interval=1.0,
+            broker_session_timeout=tagger.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
         )
 
     def _wire(self) -> None:
@@ -147,11 +149,15 @@ class Tagger:
         @app.agent(self.source, concurrency=1, name="tagstream.tagger.process")  # concurrency 1: faust#606
         async def process(stream: faust.StreamT[bytes]) -> None:
             await self.feed.ready.wait()
-            take_events = cast(Any, stream).take_events  # missing from faust's StreamT stub
-            async for events in take_events(
-                self.settings.tagger.batch_size, within=self.settings.tagger.batch_within_s
-            ):
+            # noack_take, not take_events: take_events acks a batch in a `finally`, so a batch cut short
+            # by a rebalance (the agent is cancelled) would be committed unprocessed. Here a batch is
+            # acknowledged only after its changes are acked by Kafka and its states are written.
+            batches = cast(Any, stream).noack_take  # missing from faust's StreamT stub
+            size, within = self.settings.tagger.batch_size, self.settings.tagger.batch_within_s
+            async for events in batches(size, within=within):
                 await self._process(events)
+                for event in events:
+                    await stream.ack(event)
 
         if self.settings.tagger.projector:
             self._wire_projector()
@@ -204,13 +210,15 @@ class Tagger:
                 redis, key_prefix=self.settings.redis.key_prefix, history_limit=self.settings.redis.history_limit
             )
             try:
-                async for values in stream.take(500, within=0.05):
-                    changes = _tag_changes(values)
+                async for events in cast(Any, stream).noack_take(500, within=0.05):
+                    changes = _tag_changes(event.value for event in events)
                     outcomes = await _until_done(partial(projector.apply_many, changes), "project tag changes")
                     for outcome in outcomes:
                         self.metrics.projector_changes.labels(outcome.value).inc()
                         if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
                             self.metrics.projector_gaps.inc()
+                    for event in events:
+                        await stream.ack(event)
             finally:
                 await redis.aclose()
 
@@ -219,9 +227,11 @@ class Tagger:
             redis = redis_client(self.settings.redis)
             projector = Projector(redis, key_prefix=self.settings.redis.key_prefix)
             try:
-                async for values in stream.take(500, within=0.05):
-                    seen = _activity(values)
+                async for events in cast(Any, stream).noack_take(500, within=0.05):
+                    seen = _activity(event.value for event in events)
                     await _until_done(partial(projector.record_activity_many, seen), "record activity")
+                    for event in events:
+                        await stream.ack(event)
             finally:
                 await redis.aclose()
 
@@ -438,8 +448,8 @@ def _activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datet
 
 
 async def _until_done(work: Callable[[], Awaitable[_T]], what: str) -> _T:
-    """Retry with backoff until it succeeds: faust acks a taken batch even when the body raises,
-    so giving up would lose the batch; the writes are idempotent, so repeating them is safe."""
+    """Retry with backoff until it succeeds: Redis being away must not drop a batch, and the writes
+    are idempotent, so repeating them is safe."""
     delay = 0.1
     while True:
         try:

@@ -39,6 +39,7 @@ class TopicReader:
         await self._consumer.start()
         partitions = await partitions_of(KafkaSettings(bootstrap_servers=self._bootstrap), self._topic)
         tps = [TopicPartition(self._topic, partition) for partition in sorted(partitions)]
+        self._tps = tps
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         return self
@@ -51,6 +52,18 @@ class TopicReader:
         while not done(self.records):
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out on {self._topic}; have {len(self.records)} records")
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                self.records.extend(records)
+        return self.records
+
+    async def drain(self, timeout: float = 60.0) -> list[Any]:
+        """Everything up to the end offsets as of now (with read_committed: the last stable offsets)."""
+        ends = await self._consumer.end_offsets(self._tps)
+        deadline = time.monotonic() + timeout
+        while [tp for tp, end in ends.items() if await self._consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {self._topic} to its end within {timeout}s")
             batch = await self._consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 self.records.extend(records)
