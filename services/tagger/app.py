@@ -53,8 +53,11 @@ from services.tagger.projector import Projector
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_INTERNAL_PREFIX = b"\x00"  # table keys that are not customers
 _MARKER_PREFIX = b"\x00definitions:"
+_POSITION_PREFIX = b"\x00position:"
 _BACKFILL_CHUNK = 200
+_STUCK_CHECKS = 3  # lag timer runs (5 s apart) without progress before a partition is re-read
 
 
 class Tagger:
@@ -69,7 +72,10 @@ class Tagger:
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
         self.recovered = False
-        self._processed: dict[tuple[str, int], int] = {}
+        self._next_offset: dict[TP, int] = {}
+        """Per source partition: the offset after the last one processed (stored with the states)."""
+        self._stuck: dict[TP, tuple[int, int]] = {}
+        self._rewinding: dict[TP, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.app = self._faust_app()
         topics = settings.topics
@@ -155,8 +161,7 @@ class Tagger:
             batches = cast(Any, stream).noack_take  # missing from faust's StreamT stub
             size, within = self.settings.tagger.batch_size, self.settings.tagger.batch_within_s
             async for events in batches(size, within=within):
-                await self._process(events)
-                for event in events:
+                for event in await self._process(events):
                     await stream.ack(event)
 
         if self.settings.tagger.projector:
@@ -173,6 +178,7 @@ class Tagger:
         @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
         async def measure_lag() -> None:
             self._measure_lag()
+            await self._unstick()
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
@@ -237,27 +243,39 @@ class Tagger:
 
     # -- processing ---------------------------------------------------------------------------------
 
-    async def _process(self, events: Sequence[EventT[bytes]]) -> None:
+    async def _process(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+        """Process a batch; returns the events that were processed (and may be acknowledged).
+
+        The source topics are neither compacted nor transactional, so a partition's offsets are
+        contiguous: an offset beyond the next one expected means faust skipped messages (it can, when
+        a rebalance interrupts a delivery). Such a partition is sought back to the first missing
+        offset and the rest of its batch left unacknowledged, to be read again in order.
+        """
         batch = _Batch(self)
+        processed: list[EventT[bytes]] = []
+        rewinding: set[TP] = set()
         for event in events:
             message = event.message
-            incoming = Incoming(
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value,
-                timestamp_us=int(message.timestamp * 1_000_000),
-            )
-            started = time.perf_counter()
-            try:
-                result = self.core.handle(incoming, batch.load)
-            except Exception as error:  # a bug must not stall the partition: dead-letter the message
-                log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
-                result = self.core.failed(incoming, error)
-            self.metrics.evaluation.observe(time.perf_counter() - started)
-            self.metrics.messages.labels(result.kind, result.outcome).inc()
-            self._processed[(message.topic, message.partition)] = message.offset
+            tp = message.tp
+            if tp in rewinding:
+                continue
+            expected = self._next_offset.get(tp)
+            if expected is not None and message.offset > expected:
+                log.warning(
+                    "%s[%d]: got offset %d, expected %d; re-reading from %d",
+                    tp.topic,
+                    tp.partition,
+                    message.offset,
+                    expected,
+                    expected,
+                )
+                rewinding.add(tp)
+                await self.app.consumer.seek(tp, expected)
+                continue
+            result = self._handle(message, batch)
+            self._next_offset[tp] = max(expected or 0, message.offset + 1)
+            batch.position(event)
+            processed.append(event)
             if result.sync is not None:
                 await batch.commit()
                 batch = _Batch(self)
@@ -265,6 +283,26 @@ class Tagger:
                 continue
             await batch.add(event, result)
         await batch.commit()
+        return processed
+
+    def _handle(self, message: Any, batch: _Batch) -> Result:
+        incoming = Incoming(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            timestamp_us=int(message.timestamp * 1_000_000),
+        )
+        started = time.perf_counter()
+        try:
+            result = self.core.handle(incoming, batch.load)
+        except Exception as error:  # a bug must not stall the partition: dead-letter the message
+            log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
+            result = self.core.failed(incoming, error)
+        self.metrics.evaluation.observe(time.perf_counter() - started)
+        self.metrics.messages.labels(result.kind, result.outcome).inc()
+        return result
 
     async def _sync(self, event: EventT[bytes], sync: SyncPartition) -> None:
         """Backfill one partition's customers to the current definitions, then mark it done."""
@@ -291,14 +329,23 @@ class Tagger:
                 self.metrics.backfill_remaining.dec(done)
             self.metrics.backfill_seconds.observe(time.perf_counter() - started)
             log.info("partition %d: backfilled %d customers for %s", partition, len(customers), change)
-        self._write(event, marker, encode_fingerprint(fingerprint(self.engine.rulebook)))
+        await self._write(event, marker, encode_fingerprint(fingerprint(self.engine.rulebook)))
 
-    def _write(self, event: EventT[bytes], key: bytes, value: bytes) -> None:
-        # faust takes a table write's changelog partition (and RocksDB's) from the current event;
-        # in a batch that must be the event the write belongs to, not the last one taken.
+    def _write(self, event: EventT[bytes], key: bytes, value: bytes) -> Awaitable[Any]:
+        """Store a value and send it to the changelog; the returned future resolves once Kafka has it.
+
+        Not `table[key] = value`: that sends the changelog record through faust's producer buffer,
+        and faust's pre-commit flush gives up waiting on that buffer after 0.1 s
+        (ProducerBuffer.flush_atmost), so offsets could be committed before the state behind them
+        was durable — the crash test lost states that way. The caller awaits the future before it
+        acknowledges the messages.
+        """
+        # RocksDB takes a write's partition from the current event; in a batch that must be the
+        # event the write belongs to, not the last one taken.
         token = _current_event.set(weakref.ref(event))
         try:
-            self.table[key] = value
+            self.table.data[key] = value
+            return self.table.send_changelog(event.message.partition, key, value)
         finally:
             _current_event.reset(token)
 
@@ -320,10 +367,15 @@ class Tagger:
 
     async def _on_recovered(self) -> None:
         active = self._active_partitions()
+        self._next_offset = {tp: offset for tp, offset in self._next_offset.items() if tp.partition in active}
         self.index.drop_partitions(self.index.partitions() - active)
         count = self.settings.kafka.partitions
         for key, value in self.table.items():
-            if key.startswith(_MARKER_PREFIX):
+            if key.startswith(_INTERNAL_PREFIX):
+                if key.startswith(_POSITION_PREFIX):
+                    topic, _, partition = key[len(_POSITION_PREFIX) :].decode().rpartition(":")
+                    if int(partition) in active:
+                        self._next_offset[TP(topic, int(partition))] = int(value)
                 continue
             partition = partition_for(key, count)
             if partition in active:
@@ -357,10 +409,34 @@ class Tagger:
 
     def _measure_lag(self) -> None:
         consumer = self.app.consumer
-        for (topic, partition), offset in self._processed.items():
-            highwater = consumer.highwater(TP(topic, partition))
+        for tp, next_offset in self._next_offset.items():
+            highwater = consumer.highwater(tp)
             if highwater is not None:
-                self.metrics.consumer_lag.labels(topic, str(partition)).set(max(0, highwater - offset - 1))
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - next_offset))
+
+    async def _unstick(self) -> None:
+        """Re-read a partition that has messages past the last one processed but makes no progress.
+
+        The case the contiguity check in `_process` cannot see: faust skipped the *last* messages of
+        a partition (no later message arrives to reveal the jump)."""
+        consumer = self.app.consumer
+        for tp, next_offset in list(self._next_offset.items()):
+            highwater = consumer.highwater(tp)
+            if highwater is None or highwater <= next_offset:
+                self._stuck.pop(tp, None)
+                continue
+            seen = self._stuck.get(tp)
+            if seen is None or seen[0] != next_offset:
+                self._stuck[tp] = (next_offset, 1)
+            elif seen[1] + 1 >= _STUCK_CHECKS:
+                log.warning(
+                    "%s[%d]: no progress at %d below %d; re-reading", tp.topic, tp.partition, next_offset, highwater
+                )
+                self._stuck.pop(tp, None)
+                self._rewinding[tp] = next_offset
+                await consumer.seek(tp, next_offset)
+            else:
+                self._stuck[tp] = (next_offset, seen[1] + 1)
 
     def _active_partitions(self) -> set[int]:
         events = self.settings.topics.events
@@ -382,6 +458,11 @@ class _Batch:
         self._writes: list[tuple[EventT[bytes], str, bytes, int | None]] = []
         self._sends: list[Awaitable[Any]] = []
         self._changes: list[tuple[Change, float]] = []
+        self._positions: dict[TP, EventT[bytes]] = {}
+
+    def position(self, event: EventT[bytes]) -> None:
+        """Remember a processed message: its partition's position is stored with the batch's states."""
+        self._positions[event.message.tp] = event
 
     def load(self, customer_id: str) -> bytes | None:
         pending = self._states.get(customer_id)
@@ -410,12 +491,19 @@ class _Batch:
         for change, produced_at in self._changes:
             tagger.metrics.event_to_change.observe(max(0.0, acknowledged - produced_at))
             tagger.metrics.tag_changes.labels(change.group_id, change.tag_id, change.change, change.source).inc()
+        stored = []
         for event, customer_id, state, due in self._writes:
-            tagger._write(event, customer_id.encode(), state)
+            stored.append(tagger._write(event, customer_id.encode(), state))
             tagger.index.put(customer_id, event.message.partition, due)
+        for tp, event in self._positions.items():
+            key = _POSITION_PREFIX + f"{tp.topic}:{tp.partition}".encode()
+            stored.append(tagger._write(event, key, str(event.message.offset + 1).encode()))
+        if stored:
+            await asyncio.gather(*stored)  # durable in the changelog before the messages are acknowledged
         self._sends.clear()
         self._changes.clear()
         self._writes.clear()
+        self._positions.clear()
 
     async def _send(self, topic: Any, key: bytes | None, value: bytes) -> None:
         self._sends.append(await topic.send(key=key, value=value, force=True))

@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -25,8 +17,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.workload import events as generated_events
 from services.runtime.kafka import ensure_topics
@@ -35,9 +25,16 @@ from services.tagger.engine import Engine, RuleBook
 from services.tagger.feed import definition_record
 from services.tagger.replay import Replay
 from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.processes import (
+    TAGGER_TOPICS,
+    TaggerProcess,
+    produce_at_rate,
+    tagger_environment,
+    wait_caught_up,
+)
 from tests.unit.builders import cond, group, order_bands, value_tiers
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.crash]
 
 EVENTS = 50_000
 CUSTOMERS = 2_000
@@ -71,149 +68,34 @@ def definitions() -> list[Any]:
     return [value_tiers(), order_bands(), lifecycle, points, interests, vip]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class TaggerProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._env = env
-        self._log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = int(env["TAGSTREAM_TAGGER__WEB_PORT"])
-
-    def start(self) -> None:
-        tagstream = Path(sys.executable).parent / "tagstream"
-        with open(self._log, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(tagstream), "tagger", "--log-level", "info"],
-                env=self._env,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"tagger exited with {self.process.returncode}; see {self._log}")
-            if await asyncio.to_thread(self._ready):
-                return
-            await asyncio.sleep(0.3)
-        raise AssertionError(f"tagger not ready after {timeout}s; see {self._log}")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-
-
-async def produce_slowly(bootstrap: str, topic: str, lines: list[bytes], seconds: float) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
-    await producer.start()
-    try:
-        chunk = 500
-        pause = seconds / (len(lines) / chunk)
-        for start in range(0, len(lines), chunk):
-            futures = []
-            for line in lines[start : start + chunk]:
-                key = orjson.loads(line)["customer_id"].encode()
-                futures.append(await producer.send(topic, key=key, value=line))
-            await asyncio.gather(*futures)
-            await asyncio.sleep(pause)
-    finally:
-        await producer.stop()
-
-
-async def wait_caught_up(bootstrap: str, group_id: str, topic: str, timeout: float = 180.0) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
-        await consumer.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-            ends = await consumer.end_offsets(tps)
-        finally:
-            await consumer.stop()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            committed = await admin.list_consumer_group_offsets(group_id)
-            if all(committed.get(tp) is not None and committed[tp].offset >= ends[tp] for tp in tps):
-                return
-            await asyncio.sleep(0.5)
-        raise AssertionError(f"tagger did not catch up on {topic} within {timeout}s")
-    finally:
-        await admin.close()
-
-
 async def test_sigkill_during_a_stream_loses_nothing_and_never_reuses_a_seq(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     rng = random.Random(2026)
     prefix = f"it-crash-{uuid.uuid4().hex[:8]}"
-    topics = {
-        name: f"{prefix}.{name}"
-        for name in ("events", "tag_commands", "tag_definitions", "tag_changes", "events_dlq", "tagger_ticks")
-    }
+    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
     kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS, replication_factor=1)
     await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
     groups = definitions()
     await produce(kafka_bootstrap, topics["tag_definitions"], [(*definition_record(g), None) for g in groups])
 
-    env = dict(os.environ)
-    env.update({f"TAGSTREAM_TOPICS__{name.upper()}": value for name, value in topics.items()})
-    env.update(
-        {
-            "TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "TAGSTREAM_KAFKA__PARTITIONS": str(PARTITIONS),
-            "TAGSTREAM_KAFKA__REPLICATION_FACTOR": "1",
-            "TAGSTREAM_TAGGER__APP_ID": prefix,
-            "TAGSTREAM_TAGGER__STORE": "rocksdb",
-            "TAGSTREAM_TAGGER__DATADIR": str(tmp_path / "data"),
-            "TAGSTREAM_TAGGER__WEB_PORT": str(free_port()),
-            "TAGSTREAM_TAGGER__WEB_HOST": "127.0.0.1",
-            "TAGSTREAM_TAGGER__PROJECTOR": "false",
-            "TAGSTREAM_TAGGER__STANDBY_REPLICAS": "0",
-            "TAGSTREAM_TAGGER__SESSION_TIMEOUT_S": "6",
-        }
-    )
+    env = tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "data")
     tagger = TaggerProcess(env, tmp_path / "tagger.log")
     lines = [orjson.dumps(event) for event in generated_events(EVENTS, CUSTOMERS, seed=99)]
 
     tagger.start()
     try:
         await tagger.wait_ready()
-        producing = asyncio.create_task(produce_slowly(kafka_bootstrap, topics["events"], lines, seconds=20))
+        producing = asyncio.create_task(
+            produce_at_rate(kafka_bootstrap, topics["events"], lines, per_second=EVENTS / 20)
+        )
         for _ in range(KILLS):
             await asyncio.sleep(rng.uniform(2.0, 6.0))
             tagger.kill()
             tagger.start()
             await tagger.wait_ready()
         await producing
-        await wait_caught_up(kafka_bootstrap, prefix, topics["events"])
+        await wait_caught_up(kafka_bootstrap, prefix, topics["events"], PARTITIONS)
     finally:
         tagger.stop()
 

@@ -1,0 +1,174 @@
+"""Kafka benchmark: one tagger worker against a raw aiokafka consume -> produce passthrough.
+
+    python -m benchmarks.kafka                     # 50,000 events, 5,000 customers, 20 groups / 100 tags
+    python -m benchmarks.kafka --events 20000
+
+Starts the local broker with scripts/kafka.sh (or uses TAGSTREAM_TEST_KAFKA_BOOTSTRAP) and measures,
+in the same run on the same broker:
+- passthrough: an aiokafka consumer group reading the events and producing each one to another
+  topic (acks=all), committing as it goes: the ceiling for any consume-process-produce service;
+- tagger throughput: a backlog of the same events drained by one `tagstream tagger` process
+  (RocksDB store, 4 partitions), from ready to offsets committed;
+- tagger latency at 50% of that throughput: events produced at that rate, and for each tag change
+  the time from the event's send to the change's record timestamp (p50 / p99).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from benchmarks.workload import events as generated_events
+from benchmarks.workload import rules
+from schemas.tags import TagGroupSet
+from services.runtime.kafka import ensure_topics
+from services.runtime.settings import KafkaSettings
+from services.tagger.feed import definition_record
+from tests import infra
+from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.processes import (
+    TAGGER_TOPICS,
+    TaggerProcess,
+    produce_at_rate,
+    tagger_environment,
+    wait_caught_up,
+)
+
+PARTITIONS = 4
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--customers", type=int, default=5_000)
+    args = parser.parse_args(argv)
+    bootstrap = os.environ.get("TAGSTREAM_TEST_KAFKA_BOOTSTRAP") or infra.start_kafka()
+    return asyncio.run(run(bootstrap, args.events, args.customers))
+
+
+async def run(bootstrap: str, count: int, customers: int) -> int:
+    lines = [orjson.dumps(event) for event in generated_events(count, customers, seed=5)]
+    passthrough = await measure_passthrough(bootstrap, lines)
+    print(f"passthrough (aiokafka consume -> produce, acks=all): {passthrough:,.0f} events/s", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as workdir:
+        throughput = await measure_tagger_throughput(bootstrap, lines, Path(workdir))
+        print(f"tagger throughput: {throughput:,.0f} events/s", file=sys.stderr)
+        rate = throughput / 2
+        p50, p99, changes = await measure_tagger_latency(bootstrap, lines, Path(workdir), rate)
+    print(f"\nworkload: {count:,} events, {customers:,} customers, 20 groups / 100 tags, {PARTITIONS} partitions")
+    print("\n| run | events/s | vs passthrough |")
+    print("| --- | ---: | ---: |")
+    print(f"| aiokafka passthrough (consume -> produce, acks=all) | {passthrough:,.0f} | 1.00x |")
+    print(f"| tagger, one worker (RocksDB) | {throughput:,.0f} | {throughput / passthrough:.2f}x |")
+    print(
+        f"\nevent -> tag change latency at {rate:,.0f} events/s (50% of the tagger's rate), "
+        f"{changes:,} changes: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+    )
+    return 0
+
+
+async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> float:
+    prefix = f"bench-pass-{uuid.uuid4().hex[:6]}"
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1)
+    source, sink = f"{prefix}.in", f"{prefix}.out"
+    await ensure_topics(kafka, [source, sink])
+    await produce(bootstrap, source, [(orjson.loads(line)["customer_id"].encode(), line, None) for line in lines])
+    consumer = AIOKafkaConsumer(
+        source, bootstrap_servers=bootstrap, group_id=prefix, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    try:
+        done = 0
+        started = None
+        while done < len(lines):
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            if started is None and batch:
+                started = time.perf_counter()
+            futures = [
+                await producer.send(sink, key=record.key, value=record.value)
+                for records in batch.values()
+                for record in records
+            ]
+            await asyncio.gather(*futures)
+            await consumer.commit()
+            done += len(futures)
+        assert started is not None
+        return len(lines) / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def _tagger_topics(bootstrap: str, prefix: str) -> dict[str, str]:
+    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1)
+    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
+    groups = TagGroupSet.model_validate(rules()).groups
+    await produce(bootstrap, topics["tag_definitions"], [(*definition_record(group), None) for group in groups])
+    return topics
+
+
+async def measure_tagger_throughput(bootstrap: str, lines: list[bytes], workdir: Path) -> float:
+    prefix = f"bench-tagger-{uuid.uuid4().hex[:6]}"
+    topics = await _tagger_topics(bootstrap, prefix)
+    await produce(
+        bootstrap, topics["events"], [(orjson.loads(line)["customer_id"].encode(), line, None) for line in lines]
+    )
+    tagger = TaggerProcess(
+        tagger_environment(bootstrap, prefix, topics, PARTITIONS, workdir / prefix), workdir / f"{prefix}.log"
+    )
+    tagger.start()
+    try:
+        await tagger.wait_ready()
+        started = time.perf_counter()
+        await wait_caught_up(bootstrap, prefix, topics["events"], PARTITIONS, timeout=1800)
+        return len(lines) / (time.perf_counter() - started)
+    finally:
+        tagger.stop()
+
+
+async def measure_tagger_latency(
+    bootstrap: str, lines: list[bytes], workdir: Path, rate: float
+) -> tuple[float, float, int]:
+    prefix = f"bench-latency-{uuid.uuid4().hex[:6]}"
+    topics = await _tagger_topics(bootstrap, prefix)
+    tagger = TaggerProcess(
+        tagger_environment(bootstrap, prefix, topics, PARTITIONS, workdir / prefix), workdir / f"{prefix}.log"
+    )
+    sent: dict[str, float] = {}
+
+    def remember(line: bytes, at: float) -> None:
+        sent.setdefault(orjson.loads(line)["event_id"], at)
+
+    tagger.start()
+    try:
+        await tagger.wait_ready()
+        await produce_at_rate(bootstrap, topics["events"], lines, rate, on_sent=remember)
+        await wait_caught_up(bootstrap, prefix, topics["events"], PARTITIONS, timeout=1800)
+    finally:
+        tagger.stop()
+    async with TopicReader(bootstrap, topics["tag_changes"]) as reader:
+        await reader.drain()
+        latencies = []
+        for record in reader.records:
+            cause = orjson.loads(record.value).get("caused_by")
+            if cause in sent:
+                latencies.append(max(0.0, record.timestamp / 1000 - sent[cause]))
+    quantiles = statistics.quantiles(latencies, n=100)
+    return quantiles[49], quantiles[98], len(latencies)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
