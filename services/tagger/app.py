@@ -53,6 +53,8 @@ from services.tagger.projector import Projector
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+"""Every topic the tagger touches carries bytes it (de)serialises itself."""
 _INTERNAL_PREFIX = b"\x00"  # table keys that are not customers
 _MARKER_PREFIX = b"\x00definitions:"
 _POSITION_PREFIX = b"\x00position:"
@@ -79,16 +81,10 @@ class Tagger:
         self._background: set[asyncio.Task[None]] = set()
         self.app = self._faust_app()
         topics = settings.topics
-        raw: dict[str, Any] = {
-            "key_type": bytes,
-            "value_type": bytes,
-            "key_serializer": "raw",
-            "value_serializer": "raw",
-        }
-        self.source = self.app.topic(topics.events, topics.tag_commands, topics.tagger_ticks, **raw)
-        self.changes_topic = self.app.topic(topics.tag_changes, **raw)
-        self.dlq_topic = self.app.topic(topics.events_dlq, **raw)
-        self.ticks_topic = self.app.topic(topics.tagger_ticks, **raw)
+        self.source = self.app.topic(topics.events, topics.tag_commands, topics.tagger_ticks, **_RAW)
+        self.changes_topic = self.app.topic(topics.tag_changes, **_RAW)
+        self.dlq_topic = self.app.topic(topics.events_dlq, **_RAW)
+        self.ticks_topic = self.app.topic(topics.tagger_ticks, **_RAW)
         self.table = self.app.Table(
             "customers",
             default=None,
@@ -201,14 +197,8 @@ class Tagger:
 
     def _wire_projector(self) -> None:
         app = self.app
-        raw: dict[str, Any] = {
-            "key_type": bytes,
-            "value_type": bytes,
-            "key_serializer": "raw",
-            "value_serializer": "raw",
-        }
 
-        @app.agent(app.topic(self.settings.topics.tag_changes, **raw), concurrency=1, name="tagstream.tagger.project")
+        @app.agent(app.topic(self.settings.topics.tag_changes, **_RAW), concurrency=1, name="tagstream.tagger.project")
         async def project(stream: faust.StreamT[bytes]) -> None:
             # One coroutine: a customer's changes must reach Redis in seq order (see projector.py).
             redis = redis_client(self.settings.redis)
@@ -228,7 +218,7 @@ class Tagger:
             finally:
                 await redis.aclose()
 
-        @app.agent(app.topic(self.settings.topics.events, **raw), concurrency=1, name="tagstream.tagger.activity")
+        @app.agent(app.topic(self.settings.topics.events, **_RAW), concurrency=1, name="tagstream.tagger.activity")
         async def activity(stream: faust.StreamT[bytes]) -> None:
             redis = redis_client(self.settings.redis)
             projector = Projector(redis, key_prefix=self.settings.redis.key_prefix)
