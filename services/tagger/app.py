@@ -481,8 +481,9 @@ class _Batch:
         for change, produced_at in self._changes:
             tagger.metrics.event_to_change.observe(max(0.0, acknowledged - produced_at))
             tagger.metrics.tag_changes.labels(change.group_id, change.tag_id, change.change, change.source).inc()
-        stored = []
-        for event, customer_id, state, due in self._writes:
+        latest = {customer_id: (event, state, due) for event, customer_id, state, due in self._writes}
+        stored = []  # one record per customer per batch: its last state is all recovery needs
+        for customer_id, (event, state, due) in latest.items():
             stored.append(tagger._write(event, customer_id.encode(), state))
             tagger.index.put(customer_id, event.message.partition, due)
         for tp, event in self._positions.items():
