@@ -10,7 +10,7 @@ exact instant it was due.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -20,6 +20,7 @@ from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
 from services.tagger.engine.changes import Change, Outcome
 from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held, Matcher
 from services.tagger.engine.errors import CommandRefused
+from services.tagger.engine.fingerprint import DefinitionChange, definition_change
 from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
 from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
 from services.tagger.engine.timeutil import from_us, to_us
@@ -78,20 +79,6 @@ class CustomerState:
 
     def tag_ids(self) -> dict[str, list[str]]:
         return {group: sorted(tags) for group, tags in sorted(self.tags.items()) if tags}
-
-
-@dataclass(frozen=True)
-class DefinitionChange:
-    """What a new set of definitions means for existing customers."""
-
-    reevaluate: frozenset[str] = frozenset()
-    """Groups that are new, edited or re-enabled: every customer is re-evaluated for them."""
-    deleted: Mapping[str, int] = field(default_factory=dict)
-    """Groups that no longer exist, with their last version: their tags are removed."""
-
-    @property
-    def empty(self) -> bool:
-        return not self.reevaluate and not self.deleted
 
 
 class Engine:
@@ -689,25 +676,6 @@ def _monotonic(state: CustomerState, now_us: int) -> int:
         return state.clock_us
     state.clock_us = now_us
     return now_us
-
-
-def definition_change(old: RuleBook, new: RuleBook) -> DefinitionChange:
-    """Groups to re-evaluate (new, edited in a way that matters, or re-enabled) and groups deleted."""
-    reevaluate = set()
-    for group_id, group in new.groups.items():
-        if not group.evaluated:
-            continue  # disabling (or manual-only) changes no customer
-        before = old.groups.get(group_id)
-        if before is None or not before.evaluated or _semantics(before) != _semantics(group):
-            reevaluate.add(group_id)
-    deleted = {group_id: group.spec.version for group_id, group in old.groups.items() if group_id not in new.groups}
-    return DefinitionChange(reevaluate=frozenset(reevaluate), deleted=deleted)
-
-
-def _semantics(group: CompiledGroup) -> tuple[object, ...]:
-    """What decides a group's tags: not its name, display order or version number."""
-    spec = group.spec
-    return (spec.mode, spec.tagging, spec.auto_remove, tuple((tag.id, tag.spec.rule) for tag in group.tags))
 
 
 def _definition_cause(group: CompiledGroup) -> str:

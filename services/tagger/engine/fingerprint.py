@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import orjson
 
-from services.tagger.engine.evaluator import DefinitionChange
 from services.tagger.engine.rulebook import CompiledGroup, RuleBook
+
+
+@dataclass(frozen=True)
+class DefinitionChange:
+    """What a new set of definitions means for existing customers."""
+
+    reevaluate: frozenset[str] = frozenset()
+    """Groups that are new, edited or re-enabled: every customer is re-evaluated for them."""
+    deleted: Mapping[str, int] = field(default_factory=dict)
+    """Groups that no longer exist, with their last version: their tags are removed."""
+
+    @property
+    def empty(self) -> bool:
+        return not self.reevaluate and not self.deleted
+
 
 Fingerprint = dict[str, tuple[int, str, bool]]
 """Group id -> (version, digest of what decides its tags, whether rules run for it)."""
@@ -26,8 +41,13 @@ def fingerprint(rulebook: RuleBook) -> Fingerprint:
     }
 
 
+def definition_change(old: RuleBook, new: RuleBook) -> DefinitionChange:
+    """Groups to re-evaluate (new, edited in a way that matters, or re-enabled) and groups deleted."""
+    return change_since(fingerprint(old), new)
+
+
 def change_since(before: Mapping[str, tuple[int, str, bool]], rulebook: RuleBook) -> DefinitionChange:
-    """The backfill that takes customers from `before` to `rulebook` (same rules as Engine.load)."""
+    """The backfill that takes customers from `before` to `rulebook`."""
     reevaluate = set()
     for group_id, group in rulebook.groups.items():
         if not group.evaluated:

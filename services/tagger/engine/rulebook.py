@@ -54,8 +54,6 @@ class CompiledGroup:
     tags: tuple[CompiledTag, ...]
     metrics: frozenset[Metric]
     depends_on: frozenset[str]
-    whole: tuple[tuple[CompiledTag, int], ...]
-    """Every tag with direction 0 (either way): how a whole multi group is evaluated."""
 
     @property
     def evaluated(self) -> bool:
@@ -154,7 +152,6 @@ def _compile_group(spec: TagGroup) -> CompiledGroup:
         tags=tags,
         metrics=frozenset(leaf.spec.metric for leaf in leaves if leaf.spec.metric is not Metric.HAS_TAG),
         depends_on=frozenset(depends_on),
-        whole=tuple((tag, 0) for tag in tags),
     )
 
 

@@ -176,13 +176,6 @@ class TimePlan:
             moves[metric] = 0 if entering else -1
         return touched, moves
 
-    def changed(self, family: str, ctx: EvalContext, into: dict[str, set[str]]) -> None:
-        """Add to `into` the tags (by group) whose inputs in this family change exactly at ctx.now_us."""
-        fired = self.fired(family, ctx)
-        if fired is not None:
-            for group, tags in self.effect([fired])[0].items():
-                into.setdefault(group, set()).update(tags)
-
     def _next_day_point(self, ctx: EvalContext) -> int | None:
         best = None
         now_us = ctx.now_us
