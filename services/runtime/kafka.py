@@ -38,10 +38,20 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
 
 
 async def ensure_topics(
-    settings: KafkaSettings, topics: Iterable[str], *, compacted: Iterable[str] = (), partitions: int | None = None
+    settings: KafkaSettings,
+    topics: Iterable[str],
+    *,
+    compacted: Iterable[str] = (),
+    kept_forever: Iterable[str] = (),
+    partitions: int | None = None,
 ) -> None:
-    """Create the topics that do not exist yet (idempotent). `compacted` ones keep the latest value per key."""
+    """Create the topics that do not exist yet (idempotent; existing topics are left as they are).
+
+    `compacted` ones keep the latest value per key; `kept_forever` ones are never deleted by time
+    (retention.ms=-1): the records a projection is rebuilt from, or rejected input kept for repair.
+    """
     compacted = set(compacted)
+    kept_forever = set(kept_forever)
     count = partitions or settings.partitions
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -52,7 +62,7 @@ async def ensure_topics(
                 name=name,
                 num_partitions=count,
                 replication_factor=settings.replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                topic_configs=_topic_configs(name, compacted, kept_forever),
             )
             for name in topics
             if name not in existing
@@ -91,3 +101,12 @@ async def partitions_of(settings: KafkaSettings, topic: str, attempts: int = 100
     finally:
         await admin.close()
     raise RuntimeError(f"topic {topic!r} does not exist: create the tagstream topics first")
+
+
+def _topic_configs(name: str, compacted: set[str], kept_forever: set[str]) -> dict[str, str]:
+    configs: dict[str, str] = {}
+    if name in compacted:
+        configs["cleanup.policy"] = "compact"
+    if name in kept_forever:
+        configs["retention.ms"] = "-1"
+    return configs

@@ -112,6 +112,8 @@ class Tagger:
                 topics.tag_definitions,
             ],
             compacted=[topics.tag_definitions],
+            # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
+            kept_forever=[topics.tag_changes, topics.events_dlq],
         )
 
     @property

@@ -311,3 +311,43 @@ async def test_faust_agent_with_table(kafka_bootstrap: str, tmp_path: Path) -> N
         assert name == out_key.decode()
         per_key[name].append(n)
     assert per_key == {"alice": ["1", "2", "3"], "bob": ["1", "2"], "carol": ["1"]}
+
+
+# --- (e) topic creation: compacted definitions, tag changes kept forever ----------------------------
+
+
+@pytest.mark.asyncio
+async def test_ensure_topics_creates_compacted_and_kept_forever_topics_once(kafka_bootstrap: str) -> None:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from services.runtime.kafka import ensure_topics
+    from services.runtime.settings import KafkaSettings
+
+    settings = KafkaSettings(bootstrap_servers=kafka_bootstrap, replication_factor=1, partitions=2)
+    plain, compacted, forever = _unique("plain"), _unique("compacted"), _unique("forever")
+    for _ in range(2):  # the second call finds them all and changes nothing
+        await ensure_topics(settings, [plain, compacted, forever], compacted=[compacted], kept_forever=[forever])
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        names = ("cleanup.policy", "retention.ms")
+        responses = await admin.describe_configs(
+            [
+                ConfigResource(ConfigResourceType.TOPIC, topic, dict.fromkeys(names))
+                for topic in (plain, compacted, forever)
+            ]
+        )
+        described = await admin.describe_topics([plain])
+    finally:
+        await admin.close()
+    configs = {
+        resource[3]: {entry[0]: entry[1] for entry in resource[4]}
+        for response in responses
+        for resource in response.resources
+    }
+    assert configs[plain]["cleanup.policy"] == "delete"
+    assert configs[plain]["retention.ms"] == "604800000"  # the broker's default: a week
+    assert configs[compacted]["cleanup.policy"] == "compact"
+    assert configs[forever] == {"cleanup.policy": "delete", "retention.ms": "-1"}
+    assert len(described[0]["partitions"]) == 2
