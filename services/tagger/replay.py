@@ -18,7 +18,7 @@ from typing import IO, Any
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import event_adapter
+from schemas.events import CustomerEvent, event_adapter
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import CustomerState, Engine
 from services.tagger.engine.changes import Change
@@ -80,12 +80,8 @@ class Replay:
         self.summary.duplicates = self.engine.duplicates
         return self.summary
 
-    def _line(self, number: int, line: bytes | str) -> None:
-        try:
-            event = self._adapter.validate_json(line)
-        except ValidationError as error:
-            self._reject(number, describe_validation_error(error))
-            return
+    def apply(self, event: CustomerEvent, number: int = 0) -> None:
+        """One validated event, as if it streamed in now; `number` names it in a rejection."""
         at = to_us(event.occurred_at)
         if self._until_us is not None and at > self._until_us:
             self._reject(number, f"occurred_at {event.occurred_at.isoformat()} is after --now")
@@ -102,6 +98,22 @@ class Replay:
         self._emit(self.engine.on_event(state, event, self._clock))
         self.summary.events += 1
         self._schedule(state, before)
+
+    def advance_to(self, now: datetime) -> None:
+        """Let time pass without events: every flip due up to `now` fires at its own instant."""
+        now_us = to_us(now)
+        self._fire(now_us)
+        if self._clock_us is None or now_us > self._clock_us:
+            self._clock_us = now_us
+            self._clock = now
+
+    def _line(self, number: int, line: bytes | str) -> None:
+        try:
+            event = self._adapter.validate_json(line)
+        except ValidationError as error:
+            self._reject(number, describe_validation_error(error))
+            return
+        self.apply(event, number)
 
     def _fire(self, until_us: int) -> None:
         timers = self._timers
