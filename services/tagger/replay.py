@@ -19,9 +19,11 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import CustomerEvent, event_adapter
+from schemas.tags import TagCommand
 from services.tagger.definitions import describe_validation_error
-from services.tagger.engine import CustomerState, Engine
+from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change
+from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 
 
@@ -98,6 +100,30 @@ class Replay:
         self._emit(self.engine.on_event(state, event, self._clock))
         self.summary.events += 1
         self._schedule(state, before)
+
+    def apply_command(self, command: TagCommand) -> None:
+        """A manual tag command at the current clock (raises CommandRefused, changing nothing)."""
+        now = max(command.occurred_at, self._clock) if self._clock is not None else command.occurred_at
+        self.advance_to(now)
+        state = self.states.get(command.customer_id)
+        if state is None:
+            state = self.engine.new_state(command.customer_id)
+        before = _next_due(state)
+        changes = self.engine.on_command(state, command, now)
+        self.states[command.customer_id] = state
+        self._emit(changes)
+        self._schedule(state, before)
+
+    def load(self, rulebook: RuleBook, now: datetime) -> DefinitionChange:
+        """New tag definitions: every existing customer they concern is re-evaluated (source rule_change)."""
+        self.advance_to(now)
+        change = self.engine.load(rulebook)
+        if not change.empty:
+            for state in self.states.values():
+                before = _next_due(state)
+                self._emit(self.engine.backfill(state, change, now))
+                self._schedule(state, before)
+        return change
 
     def advance_to(self, now: datetime) -> None:
         """Let time pass without events: every flip due up to `now` fires at its own instant."""
