@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,7 +28,7 @@ class ScheduledStep(BaseModel):
     customer_id: str
     group_id: str
     tag_id: str
-    change: str
+    change: Literal["added", "removed"]
     seq: int
     triggered_at: UtcDatetime
     due_at: UtcDatetime
