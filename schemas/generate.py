@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from schemas.events import CustomerEvent
+from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagCommand, TagGroup, TagGroupSet
 
 SCHEMA_DIR = Path(__file__).parent / "json"
@@ -27,6 +28,7 @@ def documents() -> dict[str, dict[str, Any]]:
         "tag-group-set.json": TagGroupSet.model_json_schema(),
         "tag-changed.json": TagChanged.model_json_schema(mode="serialization"),
         "tag-command.json": TagCommand.model_json_schema(),
+        "notification-outcome.json": NotificationOutcome.model_json_schema(mode="serialization"),
     }
     for name, document in found.items():
         document["$schema"] = "https://json-schema.org/draft/2020-12/schema"

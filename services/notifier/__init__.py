@@ -1,0 +1,1 @@
+"""The notifier: playbooks turn tag changes into push, SMS and coupon follow-ups, safely."""

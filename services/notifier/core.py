@@ -1,0 +1,302 @@
+"""The notifier core: tag changes in, scheduled steps stored, due steps decided and delivered.
+
+Every step (immediate ones too) goes through the scheduler: `on_changes` stores them durably, and
+only then may the caller commit the consumed offsets; `run_due` claims what is due, asks the pure
+policy for a decision and acts on it. Delivery is at-least-once with a stable idempotency key per
+step: a replica that dies after the provider accepted a message but before completing the job
+leaves it to be claimed again, and the retry carries the same key for the provider to deduplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from schemas.notifications import NotificationOutcome, OutcomeKind, OutcomeReason, TriggerRef
+from schemas.tags import TagChanged
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.policy import (
+    Decision,
+    Facts,
+    Playbook,
+    PlaybookSet,
+    Policy,
+    ScheduledStep,
+    SendRecord,
+    decide,
+    longest_window,
+    plan,
+    render,
+)
+from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provider, Scheduler, TagFacts
+from services.notifier.resilience import CircuitOpen, GaveUp
+from services.runtime.customers import CustomerStore, Profile
+from services.tagger.engine.clock import Clock
+
+log = logging.getLogger("tagstream.notifier")
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    lease: timedelta = timedelta(seconds=30)
+    """A claimed job is invisible to other replicas this long; longer than the slowest send with retries."""
+    batch: int = 100
+    max_claims: int = 5
+    """A job claimed this often without completing (replicas crashing on it) goes to the DLQ."""
+    keep_decisions: timedelta = timedelta(days=90)
+    """How long a step's decision is remembered for deduplication; longer than any playbook's delays."""
+
+
+class Notifier:
+    def __init__(
+        self,
+        playbooks: PlaybookSet | Callable[[], PlaybookSet],
+        scheduler: Scheduler,
+        ledger: Ledger,
+        customers: CustomerStore,
+        tags: TagFacts,
+        providers: Mapping[str, Provider],
+        outcomes: OutcomeSink,
+        clock: Clock,
+        *,
+        policy: Policy | None = None,
+        tuning: Tuning | None = None,
+        metrics: NotifierMetrics | None = None,
+    ) -> None:
+        self._playbooks = playbooks if callable(playbooks) else (lambda: playbooks)
+        self.scheduler = scheduler
+        self.ledger = ledger
+        self.customers = customers
+        self.tags = tags
+        self.providers = providers
+        self.outcomes = outcomes
+        self.clock = clock
+        self.policy = policy or Policy()
+        self.tuning = tuning or Tuning()
+        self.metrics = metrics
+
+    @property
+    def playbooks(self) -> PlaybookSet:
+        return self._playbooks()
+
+    async def on_changes(self, changes: Iterable[TagChanged]) -> list[ScheduledStep]:
+        """Plan and durably schedule every step the changes trigger; idempotent per (step, trigger)."""
+        playbooks = self.playbooks
+        jobs = [job for change in changes for job in plan(playbooks, change)]
+        if jobs:
+            await self.scheduler.schedule(jobs)
+            now = self.clock.now()
+            for job in jobs:
+                if job.due_at > now:
+                    await self._report(job, "scheduled", Decision("defer"), attempts=0)
+        return jobs
+
+    async def run_due(self, limit: int | None = None) -> int:
+        """Claim the steps due now and handle them concurrently; returns how many were claimed."""
+        claims = await self.scheduler.claim(self.clock.now(), limit or self.tuning.batch, self.tuning.lease)
+        if claims:
+            await asyncio.gather(*(self.handle(claim) for claim in claims))
+        return len(claims)
+
+    async def update_backlog(self) -> None:
+        if self.metrics is None:
+            return
+        now = self.clock.now()
+        count, oldest = await self.scheduler.backlog(now)
+        self.metrics.scheduler_backlog.set(count)
+        self.metrics.scheduler_lag.set(0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
+
+    async def handle(self, claim: Claim) -> None:
+        job = claim.job
+        try:
+            await self._handle(claim)
+        except Exception:
+            # the lease runs out and another claim retries the job; max_claims bounds the retries
+            log.exception("step %s of playbook %s failed; it will be retried", job.step, job.playbook_id)
+
+    async def _handle(self, claim: Claim) -> None:
+        job = claim.job
+        if claim.claims > self.tuning.max_claims:
+            await self._give_up(claim, f"claimed {claim.claims} times without completing", attempts=0, reason="gave_up")
+            return
+        playbook = self.playbooks.get(job.playbook_id)
+        profile = await self.customers.profile(job.customer_id)
+        facts = await self._facts(job, playbook, profile)
+        decision = decide(job, playbook, facts, self.policy)
+        if decision.verdict == "defer":
+            assert decision.until is not None
+            if await self.scheduler.defer(claim, decision.until):
+                await self._report(job, "deferred", decision, attempts=0)
+            return
+        if decision.verdict != "send":
+            await self._finish(claim, "cancelled" if decision.verdict == "cancel" else "suppressed", decision, 0)
+            return
+        assert playbook is not None
+        if job.coupon is not None:
+            now = self.clock.now()
+            holder = await self.ledger.reserve_coupon(
+                job.customer_id, job.coupon, job.key, now, now + self.policy.coupon_period
+            )
+            if holder != job.key:  # another step took the coupon kind between our read and now
+                lost = Decision("suppress", "duplicate", f"coupon {job.coupon} was given by another step")
+                await self._finish(claim, "suppressed", lost, 0)
+                return
+        await self._deliver(claim, playbook, profile)
+
+    async def _deliver(self, claim: Claim, playbook: Playbook, profile: Profile) -> None:
+        job = claim.job
+        provider = self.providers.get(job.channel)
+        if provider is None:
+            await self._give_up(claim, f"no provider configured for {job.channel}", attempts=0)
+            return
+        message = self._message(job, profile)
+        try:
+            attempts = await provider.send(message)
+        except CircuitOpen as error:
+            until = self.clock.now() + timedelta(seconds=error.retry_after)
+            if await self.scheduler.defer(claim, until):
+                deferred = Decision("defer", "", f"provider circuit open: {error}", until)
+                await self._report(job, "deferred", deferred, attempts=0, reason="circuit_open")
+            return
+        except GaveUp as error:
+            await self._give_up(claim, error.detail, attempts=error.attempts)
+            return
+        sent = SendRecord(job.channel, job.playbook_id, self.clock.now())
+        await self._report(job, "sent", Decision("send"), attempts=attempts)
+        await self.ledger.record(job.key, "sent", sent, job.customer_id, self.tuning.keep_decisions)
+        await self.scheduler.complete(claim)
+
+    async def _give_up(
+        self, claim: Claim, detail: str, *, attempts: int, reason: OutcomeReason = "provider_error"
+    ) -> None:
+        job = claim.job
+        outcome = self._outcome(job, "failed", reason, detail, attempts=attempts)
+        await self.outcomes.emit(outcome)
+        await self.outcomes.dead_letter(outcome)
+        if self.metrics is not None:
+            self.metrics.notifications.labels(job.channel, "failed", reason).inc()
+            self.metrics.dead_letters.labels(job.channel).inc()
+        if job.coupon is not None:
+            await self.ledger.release_coupon(job.customer_id, job.coupon, job.key)
+        await self.ledger.record(job.key, "failed", None, job.customer_id, self.tuning.keep_decisions)
+        await self.scheduler.complete(claim)
+        log.warning("step %s of playbook %s dead-lettered: %s", job.step, job.playbook_id, detail)
+
+    async def _finish(self, claim: Claim, kind: OutcomeKind, decision: Decision, attempts: int) -> None:
+        job = claim.job
+        await self._report(job, kind, decision, attempts=attempts)
+        if decision.reason != "duplicate":  # a duplicate must not overwrite the original decision
+            await self.ledger.record(job.key, kind, None, job.customer_id, self.tuning.keep_decisions)
+        await self.scheduler.complete(claim)
+
+    async def _facts(self, job: ScheduledStep, playbook: Playbook | None, profile: Profile) -> Facts:
+        now = self.clock.now()
+        caps = (*self.policy.caps, *(playbook.caps if playbook else ()))
+        window = longest_window(cap for cap in caps if cap.channel == job.channel)
+        wants_tags = any(c in ("tag_removed", "tag_added") for c in job.cancel_if)
+        wants_activity = "customer_returned" in job.cancel_if
+        opted_out, decided, history, coupon_holder, tag_held, activity = await asyncio.gather(
+            self.customers.opted_out(job.customer_id),
+            self.ledger.decided(job.key),
+            self.ledger.history(job.customer_id, job.channel, now - window) if window else _none_list(),
+            self.ledger.coupon_holder(job.customer_id, job.coupon, now) if job.coupon else _none(),
+            self.tags.holds(job.customer_id, job.group_id, job.tag_id) if wants_tags else _none(),
+            self.tags.last_activity(job.customer_id) if wants_activity else _none(),
+        )
+        return Facts(
+            now=now,
+            opted_out=opted_out,
+            reachable=job.channel != "sms" or profile.phone is not None,
+            already_decided=decided,
+            coupon_holder=coupon_holder,
+            history=history,
+            tag_held=tag_held,
+            last_activity=activity,
+            zone=ZoneInfo(profile.timezone) if profile.timezone else None,
+        )
+
+    def _message(self, job: ScheduledStep, profile: Profile) -> Message:
+        text = None
+        if job.template is not None:
+            template = self.playbooks.templates.get(job.template)
+            if template is not None:
+                context = {
+                    "name": profile.name,
+                    "customer_id": job.customer_id,
+                    "group": job.group_id,
+                    "tag": job.tag_id,
+                    "coupon": job.coupon,
+                    "playbook": job.playbook_id,
+                }
+                text = render(template, context)
+        return Message(
+            idempotency_key=job.key,
+            channel=job.channel,
+            customer_id=job.customer_id,
+            playbook_id=job.playbook_id,
+            step=job.step,
+            template=job.template,
+            text=text,
+            coupon=job.coupon,
+            to=profile.phone if job.channel == "sms" else None,
+        )
+
+    async def _report(
+        self,
+        job: ScheduledStep,
+        kind: OutcomeKind,
+        decision: Decision,
+        *,
+        attempts: int,
+        reason: OutcomeReason | None = None,
+    ) -> None:
+        reason = decision.reason if reason is None else reason
+        outcome = self._outcome(job, kind, reason, decision.detail, attempts=attempts, until=decision.until)
+        await self.outcomes.emit(outcome)
+        if self.metrics is not None:
+            self.metrics.notifications.labels(job.channel, kind, reason).inc()
+
+    def _outcome(
+        self,
+        job: ScheduledStep,
+        kind: OutcomeKind,
+        reason: OutcomeReason,
+        detail: str,
+        *,
+        attempts: int,
+        until: datetime | None = None,
+    ) -> NotificationOutcome:
+        return NotificationOutcome(
+            outcome=kind,
+            reason=reason,
+            detail=detail[:500],
+            idempotency_key=job.key,
+            playbook_id=job.playbook_id,
+            step=job.step,
+            channel=job.channel,
+            coupon=job.coupon,
+            customer_id=job.customer_id,
+            trigger=TriggerRef(
+                group_id=job.group_id,
+                tag_id=job.tag_id,
+                change=job.change,
+                seq=job.seq,
+                occurred_at=job.triggered_at,
+            ),
+            due_at=job.due_at,
+            decided_at=self.clock.now(),
+            deferred_until=until if kind in ("deferred", "scheduled") else None,
+            attempts=attempts,
+        )
+
+
+async def _none() -> None:
+    return None
+
+
+async def _none_list() -> list[SendRecord]:
+    return []

@@ -1,0 +1,50 @@
+"""The notifier's pure policy: playbooks, keys, caps, quiet hours, holdout, cancel conditions, the decision.
+
+No I/O here (stdlib, pydantic and schemas only): the notifier gathers the facts and acts on the
+`Decision`, so every rule is tested in milliseconds.
+"""
+
+from services.notifier.policy.caps import SendRecord, count_within, exceeded_cap, longest_window
+from services.notifier.policy.decision import Decision, Facts, Policy, decide, in_holdout
+from services.notifier.policy.jobs import ScheduledStep, plan
+from services.notifier.policy.keys import holdout_draw, step_key
+from services.notifier.policy.playbooks import (
+    CapRule,
+    Channel,
+    Playbook,
+    PlaybookError,
+    PlaybookSet,
+    Step,
+    Trigger,
+    load_playbooks,
+    parse_duration,
+)
+from services.notifier.policy.quiet import QuietHours
+from services.notifier.policy.templates import render
+
+__all__ = [
+    "CapRule",
+    "Channel",
+    "Decision",
+    "Facts",
+    "Playbook",
+    "PlaybookError",
+    "PlaybookSet",
+    "Policy",
+    "QuietHours",
+    "ScheduledStep",
+    "SendRecord",
+    "Step",
+    "Trigger",
+    "count_within",
+    "decide",
+    "exceeded_cap",
+    "holdout_draw",
+    "in_holdout",
+    "load_playbooks",
+    "longest_window",
+    "parse_duration",
+    "plan",
+    "render",
+    "step_key",
+]

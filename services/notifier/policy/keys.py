@@ -1,0 +1,31 @@
+"""Stable keys: the idempotency key of one step for one trigger, and the holdout draw.
+
+Both use blake2b (never Python's `hash()`, which changes per process), so every replica and every
+restart computes the same values.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+_SEPARATOR = "\x1f"  # a unit separator cannot occur in ids, so ("a", "bc") and ("ab", "c") differ
+
+
+def trigger_id(customer_id: str, seq: int) -> str:
+    """A tag change is identified by its customer and per-customer seq (a redelivery has the same)."""
+    return f"{customer_id}{_SEPARATOR}{seq}"
+
+
+def step_key(playbook_id: str, step: int, customer_id: str, seq: int) -> str:
+    """The idempotency key: one send per (playbook, step, customer, trigger), reused by every retry."""
+    return _digest("step", playbook_id, str(step), trigger_id(customer_id, seq), size=16)
+
+
+def holdout_draw(customer_id: str, playbook_id: str) -> float:
+    """A number in [0, 1), uniform over customers and stable for one customer and playbook."""
+    value = int.from_bytes(bytes.fromhex(_digest("holdout", playbook_id, customer_id, size=8)), "big")
+    return value / 2**64
+
+
+def _digest(*parts: str, size: int) -> str:
+    return blake2b(_SEPARATOR.join(parts).encode(), digest_size=size).hexdigest()

@@ -1,0 +1,203 @@
+"""Playbooks: what marketing wants sent when a tag changes, validated when loaded.
+
+A playbooks file (YAML) holds `templates` (id -> text with `${placeholders}`) and `playbooks`.
+Loading fails with an error naming the playbook and the field, so a bad ConfigMap is refused whole
+and the notifier keeps running the previous one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from schemas.common import Identifier
+from schemas.tags import TagChanged
+from services.notifier.policy.templates import check_template
+
+Channel = Literal["push", "sms", "coupon"]
+CancelCondition = Literal["tag_removed", "tag_added", "customer_returned"]
+"""`tag_removed`: the trigger tag is no longer held (for `on: added`); `tag_added`: it is held again
+(for `on: removed`); `customer_returned`: any order or visit since the trigger."""
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`0`, `45s`, `30m`, `12h`, `3d`, `1w` (a bare number is seconds) or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a duration is a number of seconds or text like '3d', got {value!r}")
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"not a duration: {value!r}; write e.g. 0, 90s, 30m, 12h, 3d or 1w")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def parse_fraction(value: Any) -> Decimal:
+    """`5%` or `0.05` -> Decimal('0.05'); must lie in [0, 1]."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a fraction: {value!r}")
+    text = str(value).strip()
+    try:
+        fraction = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"not a percentage: {value!r}; write e.g. 5% or 0.05") from None
+    if not (0 <= fraction <= 1):
+        raise ValueError(f"must be between 0% and 100%, got {value!r}")
+    return fraction
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Fraction = Annotated[Decimal, BeforeValidator(parse_fraction)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Trigger(_Model):
+    group: Identifier
+    tag: Identifier
+    on: Literal["added", "removed"] = "added"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads the bare key `on` as the boolean true
+        if isinstance(data, dict) and True in data:
+            data = {("on" if key is True else key): value for key, value in data.items()}
+        return data
+
+    def matches(self, change: TagChanged) -> bool:
+        return change.group_id == self.group and change.tag_id == self.tag and change.change == self.on
+
+
+class Step(_Model):
+    channel: Channel
+    template: Identifier | None = None
+    coupon: str | None = Field(default=None, min_length=1, max_length=64, description="coupon kind (code)")
+    delay: Duration = timedelta(0)
+    cancel_if: tuple[CancelCondition, ...] = ()
+
+    @model_validator(mode="after")
+    def _content(self) -> Self:
+        if self.channel == "coupon" and self.coupon is None:
+            raise ValueError("a coupon step needs `coupon` (the coupon kind, e.g. HV-50)")
+        if self.channel != "coupon" and self.template is None:
+            raise ValueError(f"a {self.channel} step needs `template`")
+        if self.channel != "coupon" and self.coupon is not None:
+            raise ValueError(f"`coupon` only belongs on a coupon step, not on a {self.channel} step")
+        if self.delay < timedelta(0):
+            raise ValueError(f"delay must not be negative, got {self.delay}")
+        return self
+
+
+class CapRule(_Model):
+    """At most `limit` sends on `channel` per customer within any `window` (sliding)."""
+
+    channel: Channel
+    limit: int = Field(ge=0)
+    window: Duration
+
+    @model_validator(mode="after")
+    def _positive_window(self) -> Self:
+        if self.window <= timedelta(0):
+            raise ValueError(f"a cap's window must be positive, got {self.window}")
+        return self
+
+
+class Playbook(_Model):
+    id: Identifier
+    trigger: Trigger
+    steps: tuple[Step, ...] = Field(min_length=1)
+    holdout: Fraction = Decimal(0)
+    caps: tuple[CapRule, ...] = Field(default=(), description="caps counting only this playbook's sends")
+    disabled: bool = False
+
+    @model_validator(mode="after")
+    def _cancel_fits_trigger(self) -> Self:
+        for number, step in enumerate(self.steps):
+            if "tag_removed" in step.cancel_if and self.trigger.on != "added":
+                raise ValueError(f"steps[{number}].cancel_if: tag_removed only fits a trigger `on: added`")
+            if "tag_added" in step.cancel_if and self.trigger.on != "removed":
+                raise ValueError(f"steps[{number}].cancel_if: tag_added only fits a trigger `on: removed`")
+        return self
+
+
+class PlaybookSet(_Model):
+    templates: dict[Identifier, str] = Field(default_factory=dict)
+    playbooks: tuple[Playbook, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        seen: set[str] = set()
+        for playbook in self.playbooks:
+            if playbook.id in seen:
+                raise ValueError(f"playbook {playbook.id!r} is defined twice")
+            seen.add(playbook.id)
+            for number, step in enumerate(playbook.steps):
+                if step.template is not None and step.template not in self.templates:
+                    raise ValueError(
+                        f"playbook {playbook.id!r} steps[{number}].template: no template {step.template!r} "
+                        f"(have: {', '.join(sorted(self.templates)) or 'none'})"
+                    )
+        for name, text in self.templates.items():
+            check_template(name, text)
+        return self
+
+    def get(self, playbook_id: str) -> Playbook | None:
+        return next((playbook for playbook in self.playbooks if playbook.id == playbook_id), None)
+
+    def matching(self, change: TagChanged) -> list[Playbook]:
+        """The enabled playbooks this tag change triggers, in file order."""
+        return [p for p in self.playbooks if not p.disabled and p.trigger.matches(change)]
+
+
+class PlaybookError(ValueError):
+    """A playbooks file that cannot be used; the message names the source, playbook and field."""
+
+
+def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PlaybookError(f"{source}: not valid YAML: {error}") from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise PlaybookError(f"{source}: expected a mapping with `playbooks:` (and `templates:`), got {document!r}")
+    try:
+        return PlaybookSet.model_validate(document)
+    except ValidationError as error:
+        raise PlaybookError(f"{source}: {_describe(error, document)}") from None
+
+
+def _describe(error: ValidationError, document: dict[str, Any]) -> str:
+    """Pydantic's locations with list indexes replaced by playbook ids: `playbook 'x' steps[2].delay: ...`."""
+    lines = []
+    for problem in error.errors():
+        location = list(problem["loc"])
+        where = ".".join(str(part) for part in location) or "(file)"
+        if len(location) >= 2 and location[0] == "playbooks" and isinstance(location[1], int):
+            entries = document.get("playbooks") or []
+            entry = entries[location[1]] if location[1] < len(entries) else None
+            name = entry.get("id") if isinstance(entry, dict) else None
+            rest = _path(location[2:])
+            where = f"playbook {name!r}" if name else f"playbooks[{location[1]}]"
+            where += f" {rest}" if rest else ""
+        lines.append(f"{where}: {problem['msg']}")
+    return "; ".join(lines)
+
+
+def _path(parts: list[Any]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

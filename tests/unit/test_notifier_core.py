@@ -1,0 +1,285 @@
+"""The Notifier core wired with the in-memory stores: the issue's scenarios without Kafka or Redis."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from schemas.tags import Reason, TagChanged
+from services.notifier.core import Notifier, Tuning
+from services.notifier.memory import MemoryLedger, MemoryOutcomes, MemoryScheduler, MemoryTagFacts
+from services.notifier.policy import CapRule, Policy, QuietHours, load_playbooks
+from services.notifier.ports import Message
+from services.notifier.resilience import GaveUp
+from services.runtime.customers import MemoryCustomers, Profile
+from services.tagger.engine.clock import ManualClock
+
+T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
+
+PLAYBOOKS = """
+templates:
+  brand-sale: "Hi ${name}, the sale is on"
+  miss-you: "We miss you ${name}"
+playbooks:
+  - id: winback-high-value
+    trigger: {group: value, tag: high_churned, on: added}
+    steps:
+      - {channel: push,   template: brand-sale, delay: 0}
+      - {channel: coupon, coupon: HV-50,        delay: 0}
+      - {channel: sms,    template: miss-you,   delay: 3d, cancel_if: [tag_removed, customer_returned]}
+  - id: vip
+    trigger: {group: value, tag: vip}
+    steps: [{channel: coupon, coupon: HV-50}]
+  - id: loyal
+    trigger: {group: loyalty, tag: loyal}
+    steps: [{channel: coupon, coupon: HV-50}]
+  - id: control
+    trigger: {group: value, tag: test}
+    steps: [{channel: push, template: brand-sale}]
+    holdout: 100%
+"""
+
+
+class RecordingProvider:
+    def __init__(self, fail: str | None = None) -> None:
+        self.messages: list[Message] = []
+        self.fail = fail
+
+    async def send(self, message: Message) -> int:
+        if self.fail is not None:
+            raise GaveUp(self.fail, 4)
+        self.messages.append(message)
+        return 1
+
+    async def close(self) -> None:
+        return None
+
+
+class Harness:
+    def __init__(self, policy: Policy | None = None, fail: str | None = None) -> None:
+        self.clock = ManualClock(T0)
+        self.customers = MemoryCustomers()
+        self.tags = MemoryTagFacts()
+        self.outcomes = MemoryOutcomes()
+        self.scheduler = MemoryScheduler()
+        self.providers = {channel: RecordingProvider(fail) for channel in ("push", "sms", "coupon")}
+        self.notifier = Notifier(
+            load_playbooks(PLAYBOOKS),
+            self.scheduler,
+            MemoryLedger(),
+            self.customers,
+            self.tags,
+            self.providers,
+            self.outcomes,
+            self.clock,
+            policy=policy,
+            tuning=Tuning(lease=timedelta(seconds=30)),
+        )
+        self.seq = 0
+
+    async def tag(self, customer: str, group: str, tag: str, change: str = "added", seq: int | None = None) -> None:
+        self.seq += 1
+        self.tags.apply(customer, group, tag, change)
+        message = TagChanged(
+            customer_id=customer,
+            group_id=group,
+            tag_id=tag,
+            change=change,  # type: ignore[arg-type]
+            source="rule",
+            reason=Reason(summary="test"),
+            group_version=1,
+            occurred_at=self.clock.now(),
+            seq=seq or self.seq,
+        )
+        await self.notifier.on_changes([message])
+
+    async def drain(self) -> None:
+        while await self.notifier.run_due():
+            pass
+
+    def sent(self, channel: str) -> list[Message]:
+        return self.providers[channel].messages
+
+    def outcomes_of(self, channel: str) -> list[tuple[str, str]]:
+        return [(o.outcome, o.reason) for o in self.outcomes.outcomes if o.channel == channel]
+
+
+async def phone(harness: Harness, customer: str, **profile: str) -> None:
+    await harness.customers.set_profile(customer, Profile(phone="+86 138 0000 0000", **profile))
+
+
+async def test_winback_sends_push_and_coupon_at_once_and_the_sms_three_days_later() -> None:
+    h = Harness()
+    await phone(h, "c1", name="Mei")
+    await h.tag("c1", "value", "high_churned")
+    await h.drain()
+    assert [m.text for m in h.sent("push")] == ["Hi Mei, the sale is on"]
+    assert [m.coupon for m in h.sent("coupon")] == ["HV-50"]
+    assert h.sent("sms") == []
+    assert h.outcomes_of("sms") == [("scheduled", "")]
+    h.clock.advance(timedelta(days=3) - timedelta(seconds=1))
+    await h.drain()
+    assert h.sent("sms") == []
+    h.clock.advance(timedelta(seconds=1))
+    await h.drain()
+    [sms] = h.sent("sms")
+    assert (sms.text, sms.to) == ("We miss you Mei", "+86 138 0000 0000")
+    assert h.outcomes_of("sms") == [("scheduled", ""), ("sent", "")]
+
+
+async def test_the_sms_is_cancelled_when_the_customer_ordered_in_the_three_days() -> None:
+    h = Harness()
+    await phone(h, "c1")
+    await h.tag("c1", "value", "high_churned")
+    await h.drain()
+    h.clock.advance(timedelta(days=1))
+    h.tags.saw("c1", h.clock.now())
+    h.clock.advance(timedelta(days=2))
+    await h.drain()
+    assert h.sent("sms") == []
+    assert h.outcomes_of("sms")[-1] == ("cancelled", "cancelled")
+
+
+async def test_the_sms_is_cancelled_when_the_trigger_tag_was_removed() -> None:
+    h = Harness()
+    await phone(h, "c1")
+    await h.tag("c1", "value", "high_churned")
+    h.clock.advance(timedelta(days=1))
+    await h.tag("c1", "value", "high_churned", change="removed")
+    h.clock.advance(timedelta(days=2))
+    await h.drain()
+    assert h.sent("sms") == []
+    assert h.outcomes_of("sms")[-1] == ("cancelled", "cancelled")
+
+
+async def test_a_customer_in_three_matching_tags_gets_one_coupon() -> None:
+    h = Harness()
+    await h.tag("c1", "value", "high_churned")
+    await h.tag("c1", "value", "vip")
+    await h.tag("c1", "loyalty", "loyal")
+    await h.drain()
+    assert len(h.sent("coupon")) == 1
+    assert Counter(h.outcomes_of("coupon")) == {("sent", ""): 1, ("suppressed", "duplicate"): 2}
+
+
+async def test_a_coupon_of_the_same_kind_is_given_again_after_the_period() -> None:
+    h = Harness(policy=Policy(coupon_period=timedelta(days=30)))
+    await h.tag("c1", "value", "vip")
+    await h.drain()
+    h.clock.advance(timedelta(days=30, seconds=1))
+    await h.tag("c1", "loyalty", "loyal")
+    await h.drain()
+    assert len(h.sent("coupon")) == 2
+
+
+async def test_an_opt_out_set_before_the_send_is_honoured_and_recorded() -> None:
+    h = Harness()
+    await h.customers.opt_out("c1", "push")
+    await h.tag("c1", "value", "high_churned")
+    await h.drain()
+    assert h.sent("push") == []
+    assert h.outcomes_of("push") == [("suppressed", "consent")]
+    assert len(h.sent("coupon")) == 1
+
+
+async def test_a_held_out_customer_is_never_contacted_but_recorded() -> None:
+    h = Harness()
+    await h.tag("c1", "value", "test")
+    await h.drain()
+    assert h.sent("push") == []
+    assert h.outcomes_of("push") == [("suppressed", "holdout")]
+
+
+async def test_quiet_hours_hold_the_message_and_send_it_when_the_window_ends() -> None:
+    h = Harness(policy=Policy(quiet_hours=QuietHours.parse("21:00-08:00")))
+    await phone(h, "c1", timezone="Asia/Shanghai")
+    h.clock.set(datetime(2026, 11, 23, 14, 30, tzinfo=UTC))  # 22:30 in Shanghai
+    await h.tag("c1", "value", "high_churned")
+    await h.drain()
+    assert h.sent("push") == []
+    [deferred] = [o for o in h.outcomes.outcomes if o.channel == "push"]
+    assert deferred.deferred_until == datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
+    assert len(h.sent("coupon")) == 1  # coupons are not held by quiet hours
+    h.clock.set(datetime(2026, 11, 24, 0, 0, tzinfo=UTC))
+    await h.drain()
+    assert len(h.sent("push")) == 1
+    assert h.outcomes_of("push") == [("deferred", "quiet_hours"), ("sent", "")]
+
+
+async def test_a_cap_of_one_push_a_day_suppresses_the_second_playbook_s_push() -> None:
+    h = Harness(policy=Policy(caps=(CapRule(channel="push", limit=1, window=timedelta(days=1)),)))
+    await h.tag("c1", "value", "high_churned")
+    await h.drain()
+    h.clock.advance(timedelta(hours=1))
+    await h.tag("c1", "value", "high_churned", seq=50)  # a new trigger of the same playbook
+    await h.drain()
+    assert len(h.sent("push")) == 1
+    assert h.outcomes_of("push")[-1] == ("suppressed", "cap")
+
+
+async def test_a_redelivered_tag_change_sends_nothing_twice() -> None:
+    h = Harness()
+    await h.tag("c1", "value", "high_churned", seq=7)
+    await h.drain()
+    await h.tag("c1", "value", "high_churned", seq=7)
+    await h.drain()
+    assert len(h.sent("push")) == 1
+    assert h.outcomes_of("push") == [("sent", ""), ("suppressed", "duplicate")]
+
+
+async def test_a_provider_that_gives_up_sends_the_step_to_the_dlq_and_frees_the_coupon() -> None:
+    h = Harness(fail="HTTP 500 (after 4 attempts)")
+    await h.tag("c1", "value", "vip")
+    await h.drain()
+    [dead] = h.outcomes.dead_letters
+    assert (dead.outcome, dead.reason, dead.attempts) == ("failed", "provider_error", 4)
+    assert "HTTP 500" in dead.detail
+    assert await h.notifier.ledger.coupon_holder("c1", "HV-50", h.clock.now()) is None
+    assert await h.scheduler.backlog(h.clock.now()) == (0, None)
+
+
+async def test_a_job_whose_lease_ran_out_is_claimed_again_and_sent_once() -> None:
+    h = Harness()
+    await h.tag("c1", "value", "vip")
+    [lost] = await h.scheduler.claim(h.clock.now(), 10, timedelta(seconds=30))  # a replica that then died
+    assert await h.notifier.run_due() == 0
+    h.clock.advance(timedelta(seconds=30))
+    await h.drain()
+    assert len(h.sent("coupon")) == 1
+    assert not await h.scheduler.complete(lost)  # the dead replica's lease is worthless now
+
+
+async def test_a_job_claimed_too_often_without_completing_is_dead_lettered() -> None:
+    h = Harness()
+    await h.tag("c1", "value", "vip")
+    for _ in range(5):
+        await h.scheduler.claim(h.clock.now(), 10, timedelta(seconds=1))
+        h.clock.advance(timedelta(seconds=1))
+    await h.drain()
+    assert h.sent("coupon") == []
+    assert [(d.outcome, d.reason) for d in h.outcomes.dead_letters] == [("failed", "gave_up")]
+
+
+async def test_a_removed_playbook_cancels_its_pending_steps() -> None:
+    h = Harness()
+    await phone(h, "c1")
+    await h.tag("c1", "value", "high_churned")
+    await h.drain()
+    h.notifier._playbooks = lambda: load_playbooks("playbooks: []")
+    h.clock.advance(timedelta(days=3))
+    await h.drain()
+    assert h.sent("sms") == []
+    assert h.outcomes_of("sms")[-1] == ("cancelled", "cancelled")
+
+
+async def test_outcomes_never_carry_the_phone_number_or_the_text() -> None:
+    h = Harness()
+    await phone(h, "c1", name="Mei")
+    await h.tag("c1", "value", "high_churned")
+    h.clock.advance(timedelta(days=3))
+    await h.drain()
+    for outcome in h.outcomes.outcomes:
+        document = outcome.model_dump_json()
+        assert "138" not in document
+        assert "Mei" not in document
+    assert "138" not in repr(h.sent("sms")[0])

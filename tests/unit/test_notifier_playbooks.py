@@ -1,0 +1,169 @@
+"""Playbooks: loading, validation errors that name the playbook and field, trigger matching, planning."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from schemas.tags import Reason, TagChanged
+from services.notifier.policy import PlaybookError, load_playbooks, parse_duration, plan
+from services.notifier.policy.templates import render
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "playbooks.yaml"
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+WINBACK = """
+templates:
+  brand-sale: "Hi ${name}"
+  miss-you: "Miss you ${name}, use ${coupon}"
+playbooks:
+  - id: winback-high-value
+    trigger: {group: value, tag: high_churned, on: added}
+    steps:
+      - {channel: push,   template: brand-sale, delay: 0}
+      - {channel: coupon, coupon: HV-50,        delay: 0}
+      - {channel: sms,    template: miss-you,   delay: 3d, cancel_if: [tag_removed, customer_returned]}
+    holdout: 5%
+"""
+
+
+def change(group: str = "value", tag: str = "high_churned", kind: str = "added", seq: int = 1) -> TagChanged:
+    return TagChanged(
+        customer_id="c1",
+        group_id=group,
+        tag_id=tag,
+        change=kind,  # type: ignore[arg-type]
+        source="rule",
+        reason=Reason(summary="test"),
+        group_version=1,
+        occurred_at=T0,
+        seq=seq,
+    )
+
+
+def test_the_issue_s_winback_playbook_loads_with_its_delays_and_holdout() -> None:
+    playbooks = load_playbooks(WINBACK)
+    [playbook] = playbooks.playbooks
+    assert [step.delay for step in playbook.steps] == [timedelta(0), timedelta(0), timedelta(days=3)]
+    assert playbook.holdout == Decimal("0.05")
+    assert playbook.steps[2].cancel_if == ("tag_removed", "customer_returned")
+
+
+def test_the_example_playbooks_file_is_valid() -> None:
+    playbooks = load_playbooks(EXAMPLE.read_text(encoding="utf-8"), str(EXAMPLE))
+    assert {playbook.id for playbook in playbooks.playbooks} == {"winback-high-value", "welcome-new"}
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [(0, 0), ("0", 0), ("90", 90), ("45s", 45), ("30m", 1800), ("12h", 43200), ("3d", 259200), ("1w", 604800)],
+)
+def test_durations_read_as_seconds_or_with_a_unit(text: object, seconds: int) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["3 days", "-1d", "1.5h", "", True, 2.5])
+def test_a_malformed_duration_is_refused_with_the_value(text: object) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_an_error_names_the_playbook_and_the_step_field() -> None:
+    bad = WINBACK.replace("delay: 3d", "delay: 3 days")
+    with pytest.raises(PlaybookError, match=r"playbook 'winback-high-value' steps\[2\]\.delay: .*3 days"):
+        load_playbooks(bad, "playbooks.yaml")
+
+
+def test_an_unknown_template_is_refused_naming_the_playbook_and_step() -> None:
+    bad = WINBACK.replace("template: miss-you", "template: nope")
+    with pytest.raises(PlaybookError, match=r"winback-high-value.*steps\[2\]\.template: no template 'nope'"):
+        load_playbooks(bad)
+
+
+def test_a_template_with_an_unknown_placeholder_is_refused() -> None:
+    bad = WINBACK.replace("Hi ${name}", "Hi ${phone}")
+    with pytest.raises(PlaybookError, match=r"template 'brand-sale': unknown placeholder\(s\) phone"):
+        load_playbooks(bad)
+
+
+def test_a_coupon_step_needs_a_coupon_and_a_push_step_a_template() -> None:
+    with pytest.raises(PlaybookError, match=r"steps\[1\].*needs `coupon`"):
+        load_playbooks(WINBACK.replace("coupon: HV-50,", ""))
+    with pytest.raises(PlaybookError, match=r"steps\[0\].*needs `template`"):
+        load_playbooks(WINBACK.replace("template: brand-sale,", ""))
+
+
+def test_unknown_fields_channels_and_cancel_conditions_are_refused() -> None:
+    with pytest.raises(PlaybookError, match=r"steps\[0\]\.colour"):
+        load_playbooks(WINBACK.replace("{channel: push,", "{colour: red, channel: push,"))
+    with pytest.raises(PlaybookError, match=r"steps\[0\]\.channel"):
+        load_playbooks(WINBACK.replace("channel: push", "channel: fax"))
+    with pytest.raises(PlaybookError, match="cancel_if"):
+        load_playbooks(WINBACK.replace("customer_returned]", "full_moon]"))
+
+
+def test_tag_removed_as_a_cancel_condition_needs_a_trigger_on_added() -> None:
+    with pytest.raises(PlaybookError, match="tag_removed only fits a trigger `on: added`"):
+        load_playbooks(WINBACK.replace("on: added", "on: removed"))
+
+
+@pytest.mark.parametrize("holdout", ["150%", "-1%", "abc"])
+def test_a_holdout_outside_zero_to_a_hundred_percent_is_refused(holdout: str) -> None:
+    with pytest.raises(PlaybookError, match="holdout"):
+        load_playbooks(WINBACK.replace("holdout: 5%", f"holdout: {holdout!r}"))
+
+
+def test_two_playbooks_with_one_id_are_refused() -> None:
+    text = WINBACK + WINBACK.split("playbooks:\n", 1)[1]
+    with pytest.raises(PlaybookError, match="defined twice"):
+        load_playbooks(text)
+
+
+def test_a_file_that_is_not_yaml_or_not_a_mapping_is_refused_naming_the_source() -> None:
+    with pytest.raises(PlaybookError, match=r"^pb\.yaml: not valid YAML"):
+        load_playbooks("playbooks: [", "pb.yaml")
+    with pytest.raises(PlaybookError, match=r"^pb\.yaml: expected a mapping"):
+        load_playbooks("- 1", "pb.yaml")
+
+
+def test_an_empty_file_means_no_playbooks() -> None:
+    assert load_playbooks("").playbooks == ()
+
+
+def test_a_playbook_matches_only_its_group_tag_and_direction() -> None:
+    playbooks = load_playbooks(WINBACK)
+    assert [p.id for p in playbooks.matching(change())] == ["winback-high-value"]
+    assert playbooks.matching(change(kind="removed")) == []
+    assert playbooks.matching(change(tag="high")) == []
+    assert playbooks.matching(change(group="churn")) == []
+
+
+def test_a_disabled_playbook_matches_nothing() -> None:
+    playbooks = load_playbooks(WINBACK.replace("holdout: 5%", "holdout: 5%\n    disabled: true"))
+    assert playbooks.matching(change()) == []
+
+
+def test_a_change_plans_every_step_due_at_its_delay_with_a_key_per_step() -> None:
+    jobs = plan(load_playbooks(WINBACK), change())
+    assert [(job.channel, job.due_at) for job in jobs] == [
+        ("push", T0),
+        ("coupon", T0),
+        ("sms", T0 + timedelta(days=3)),
+    ]
+    assert len({job.key for job in jobs}) == 3
+    assert jobs[1].coupon == "HV-50"
+
+
+def test_a_redelivered_change_plans_the_same_keys_and_the_next_change_new_ones() -> None:
+    playbooks = load_playbooks(WINBACK)
+    first = [job.key for job in plan(playbooks, change(seq=7))]
+    assert first == [job.key for job in plan(playbooks, change(seq=7))]
+    assert set(first).isdisjoint(job.key for job in plan(playbooks, change(seq=8)))
+
+
+def test_a_template_renders_allowed_placeholders_and_blanks_missing_ones() -> None:
+    assert render("Hi ${name}, use ${coupon}", {"name": "Mei", "coupon": None}) == "Hi Mei, use "
+    assert render("$$5 off for ${name}", {}) == "$5 off for "
