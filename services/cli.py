@@ -52,6 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     tagger.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     tagger.set_defaults(run=_tagger)
 
+    demo = commands.add_parser(
+        "demo",
+        help="watch tagstream tag a generated shop and follow up, in one process (no services needed)",
+        description="A simulated quarter of a generated shop through the engine and the notifier, printed live.",
+    )
+    demo.add_argument("--customers", type=int, default=400, help="how many customers the shop has")
+    demo.add_argument("--days", type=int, default=91, help="simulated days")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (the same seed, the same shop)")
+    demo.set_defaults(run=_demo)
+
     template = commands.add_parser("templates", help="built-in tag group templates")
     template_commands = template.add_subparsers(title="template commands", required=True)
     listing = template_commands.add_parser("list", help="list the templates and their parameters")
@@ -61,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
     show.set_defaults(run=_templates_show)
     return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from services.embedded.demo import run_demo
+
+    asyncio.run(run_demo(sys.stdout, customers=args.customers, days=args.days, seed=args.seed))
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from services.tagger.engine.changes import Change
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.replay import Replay
 
-Listener = Callable[[list[TagChanged]], Awaitable[None]]
+Listener = Callable[[list[TagChanged]], Awaitable[object]]
 
 
 class EmbeddedTagger:

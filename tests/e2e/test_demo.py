@@ -1,0 +1,62 @@
+"""`tagstream demo` as a newcomer runs it: the real command, no services, no flags."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _tagstream() -> list[str]:
+    found = shutil.which("tagstream", path=str(Path(sys.executable).parent))
+    return [found] if found else [sys.executable, "-m", "services.cli"]
+
+
+@pytest.fixture(scope="module")
+def demo_output() -> str:
+    done = subprocess.run([*_tagstream(), "demo"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _count(output: str, channel: str, outcome: str, reason: str) -> int:
+    match = re.search(rf"^{channel}\s+{outcome}\s+{re.escape(reason)}\s+(\d+)$", output, re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def _customers(output: str, group: str, tag: str) -> int:
+    match = re.search(rf"^{group}\s+{tag}\s+(\d+)$", output, re.MULTILINE)
+    assert match, f"no summary row for {group} {tag}"
+    return int(match.group(1))
+
+
+def test_the_demo_tags_every_customer_once_per_exclusive_group(demo_output: str) -> None:
+    assert "400 customers, 91 simulated days" in demo_output
+    value = sum(_customers(demo_output, "会员贡献价值", tag) for tag in ("高价值", "中价值", "低价值"))
+    lifecycle = sum(_customers(demo_output, "生命周期", tag) for tag in ("未购买", "首次购买", "复购客户"))
+    assert value == lifecycle == 400
+    assert _customers(demo_output, "流失预警", "可能流失") > 0
+
+
+def test_the_demo_narrates_tag_changes_with_reasons_including_time_flips(demo_output: str) -> None:
+    assert re.search(r"\+ \S+ 流失预警: 可能流失  \(time: matches", demo_output)
+    assert re.search(r"− \S+ 生命周期: 未购买  \(rule: replaced by first_purchase", demo_output)
+
+
+def test_the_demo_sends_follow_ups_and_shows_every_kind_of_suppression(demo_output: str) -> None:
+    assert _count(demo_output, "coupon", "sent", "-") > 0
+    assert _count(demo_output, "sms", "sent", "-") > 0
+    assert _count(demo_output, "coupon", "suppressed", "duplicate") > 0, "two playbooks, one coupon per person"
+    assert _count(demo_output, "sms", "suppressed", "consent") > 0
+    assert _count(demo_output, "sms", "cancelled", "cancelled") > 0, "customers who came back get no SMS"
+    assert _count(demo_output, "push", "deferred", "quiet_hours") > 0
+    assert re.search(r"(\d+) came back after a coupon", demo_output)
+
+
+def test_the_same_seed_prints_the_same_demo(demo_output: str) -> None:
+    again = subprocess.run([*_tagstream(), "demo"], capture_output=True, text=True, timeout=120, check=True)
+    assert again.stdout == demo_output
