@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7, help="random seed (the same seed, the same shop)")
     demo.set_defaults(run=_demo)
 
+    notifier = commands.add_parser(
+        "notifier",
+        help="run a notifier (needs Kafka and Redis; settings from TAGSTREAM_* variables)",
+        description="Run a notifier replica: turns tag changes into push, SMS and coupon sends by the playbooks.",
+    )
+    notifier.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    notifier.add_argument("--check", metavar="PLAYBOOKS", help="only validate a playbooks file and exit")
+    notifier.set_defaults(run=_notifier)
+
     template = commands.add_parser("templates", help="built-in tag group templates")
     template_commands = template.add_subparsers(title="template commands", required=True)
     listing = template_commands.add_parser("list", help="list the templates and their parameters")
@@ -130,6 +139,42 @@ def _tagger(args: argparse.Namespace) -> int:
     asyncio.run(tagger.create_topics())
     worker = faust.Worker(tagger.app, loglevel=args.log_level.upper())
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
+    return 0
+
+
+def _notifier(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from pydantic import ValidationError
+
+    from services.notifier.app import build_app
+    from services.notifier.policy import PlaybookError, load_playbooks
+    from services.runtime.settings import Settings
+
+    if args.check is not None:
+        try:
+            found = load_playbooks(Path(args.check).read_text(encoding="utf-8"), args.check)
+        except (OSError, PlaybookError) as error:
+            print(f"tagstream notifier: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.check}: {len(found.playbooks)} playbooks, {len(found.templates)} templates: valid")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = build_app(Settings())
+    except (ValidationError, PlaybookError) as error:
+        print(f"tagstream notifier: {error}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, app.request_stop)
+        await app.run()
+
+    asyncio.run(serve())
     return 0
 
 

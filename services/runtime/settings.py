@@ -6,10 +6,12 @@ TAGSTREAM_TAGGER__STORE=memory. Invalid values fail at start-up with the variabl
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.topics import TopicNames
@@ -69,6 +71,64 @@ class TaggerSettings(_Section):
     )
 
 
+class NotifierSettings(_Section):
+    """The notifier (docs/notifier.md). A provider without a URL is the `log` provider (local use)."""
+
+    playbooks_file: Path = Path("/etc/tagstream/playbooks.yaml")
+    reload_interval_s: float = Field(default=5.0, gt=0, description="how often the playbooks file is checked")
+    group_id: str = "tagstream-notifier"
+    web_host: str = "0.0.0.0"
+    web_port: int = Field(default=8081, ge=1, le=65535)
+    default_timezone: str = Field(default="UTC", description="IANA zone for customers without one")
+    quiet_hours: str | None = Field(default="21:00-08:00", description="local time window, or null for none")
+    quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = ("push", "sms")
+    caps: tuple[str, ...] = Field(
+        default=("sms:1/1d", "push:3/7d"), description="global caps, channel:limit/window, e.g. sms:1/1d"
+    )
+    coupon_period: str = Field(default="30d", pattern=r"^\d+[smhdw]$", description="one coupon kind per customer per")
+    lease_s: float = Field(default=30.0, gt=0, description="a claimed step is hidden from other replicas this long")
+    poll_interval_s: float = Field(default=0.2, gt=0)
+    batch: int = Field(default=100, ge=1, description="steps claimed and sent concurrently")
+    max_claims: int = Field(default=5, ge=1)
+    keep_decisions_days: int = Field(default=90, ge=1)
+    push_url: str | None = None
+    sms_url: str | None = None
+    coupon_url: str | None = None
+    push_auth: SecretStr | None = Field(default=None, description="Authorization header value")
+    sms_auth: SecretStr | None = None
+    coupon_auth: SecretStr | None = None
+    provider_timeout_s: float = Field(default=5.0, gt=0)
+    provider_attempts: int = Field(default=4, ge=1)
+    backoff_base_s: float = Field(default=0.2, ge=0)
+    backoff_cap_s: float = Field(default=10.0, ge=0)
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_reset_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Asia/Shanghai'") from None
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", value.strip()):
+            raise ValueError(f"quiet_hours must look like 21:00-08:00, got {value!r}")
+        return value
+
+    @field_validator("caps")
+    @classmethod
+    def _caps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cap in value:
+            if not re.fullmatch(r"(push|sms|coupon):\d+/\d+[smhdw]", cap):
+                raise ValueError(f"a cap looks like sms:1/1d (channel:limit/window), got {cap!r}")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
@@ -76,3 +136,4 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     topics: TopicNames = TopicNames()
     tagger: TaggerSettings = TaggerSettings()
+    notifier: NotifierSettings = NotifierSettings()

@@ -1,0 +1,328 @@
+"""The notifier service: `build_app(settings)` wires Kafka, Redis, providers and the web endpoints.
+
+Why aiokafka and not faust: the notifier keeps no per-partition state (the scheduler and ledger are
+in Redis, shared by every replica), so a plain consumer group that commits after each batch is
+durably scheduled is all it needs, without faust's tables, changelogs and worker runtime.
+
+Three loops run until stop: the consumer (tag changes -> scheduled steps, then commit), the
+scheduler loop (claim due steps, decide, deliver) and the playbook reloader; aiohttp.web serves
+/healthz, /readyz and /metrics. Stopping lets in-flight sends finish before anything closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import SecretStr, ValidationError
+from redis.asyncio import Redis
+
+from schemas.notifications import NotificationOutcome
+from schemas.tags import TagChanged
+from schemas.topics import DeadLetter
+from services.notifier.core import Notifier, Tuning
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
+from services.notifier.ports import Provider
+from services.notifier.providers import LogProvider, WebhookProvider
+from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.notifier.reload import PlaybookFile
+from services.notifier.resilience import Backoff, CircuitBreaker
+from services.runtime.customers import CHANNELS, RedisCustomers
+from services.runtime.kafka import client_options, ensure_topics, producer_options
+from services.runtime.redis import redis_client
+from services.runtime.settings import NotifierSettings, Settings
+from services.tagger.engine.clock import Clock, SystemClock
+
+log = logging.getLogger("tagstream.notifier")
+
+
+def build_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    providers: Mapping[str, Provider] | None = None,
+    registry: CollectorRegistry | None = None,
+) -> NotifierApp:
+    """Loads the playbooks (raises PlaybookError when they are bad); opens no connection yet."""
+    return NotifierApp(settings, clock or SystemClock(), providers, registry or CollectorRegistry())
+
+
+def policy_from(settings: NotifierSettings) -> Policy:
+    caps = []
+    for text in settings.caps:
+        channel, rest = text.split(":", 1)
+        limit, window = rest.split("/", 1)
+        caps.append(CapRule.model_validate({"channel": channel, "limit": int(limit), "window": window}))
+    return Policy(
+        caps=tuple(caps),
+        quiet_hours=QuietHours.parse(settings.quiet_hours) if settings.quiet_hours else None,
+        quiet_channels=frozenset(settings.quiet_channels),
+        coupon_period=parse_duration(settings.coupon_period),
+        default_zone=ZoneInfo(settings.default_timezone),
+    )
+
+
+def providers_from(settings: NotifierSettings, metrics: NotifierMetrics) -> dict[str, Provider]:
+    found: dict[str, Provider] = {}
+    for channel in CHANNELS:
+        url: str | None = getattr(settings, f"{channel}_url")
+        auth: SecretStr | None = getattr(settings, f"{channel}_auth")
+        if url is None:
+            found[channel] = LogProvider(channel)
+            continue
+        found[channel] = WebhookProvider(
+            channel,
+            url,
+            auth_header=auth,
+            timeout_s=settings.provider_timeout_s,
+            backoff=Backoff(settings.provider_attempts, settings.backoff_base_s, settings.backoff_cap_s),
+            breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_reset_s, time.monotonic),
+            metrics=metrics,
+            rng=random.Random(),
+        )
+    return found
+
+
+class KafkaOutcomes:
+    """Outcomes to `tagstream.notifications`, failures also to its DLQ; keyed by customer id."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, dlq: str) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._dlq = dlq
+
+    async def emit(self, outcome: NotificationOutcome) -> None:
+        await self._send(self._topic, outcome)
+
+    async def dead_letter(self, outcome: NotificationOutcome) -> None:
+        await self._send(self._dlq, outcome)
+
+    async def _send(self, topic: str, outcome: NotificationOutcome) -> None:
+        await self._producer.send_and_wait(
+            topic, key=outcome.customer_id.encode(), value=outcome.model_dump_json().encode()
+        )
+
+
+class NotifierApp:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        providers: Mapping[str, Provider] | None,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.metrics = NotifierMetrics(registry)
+        self.playbooks = PlaybookFile(settings.notifier.playbooks_file, self.metrics)
+        self.policy = policy_from(settings.notifier)
+        self._providers = dict(providers) if providers is not None else providers_from(settings.notifier, self.metrics)
+        self._redis: Redis | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self.notifier: Notifier | None = None
+        self.ready = False
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        settings, topics = self.settings, self.settings.topics
+        await ensure_topics(settings.kafka, [topics.tag_changes, topics.notifications, topics.notifications_dlq])
+        self._redis = redis_client(settings.redis)
+        prefix = settings.redis.key_prefix
+        self._producer = AIOKafkaProducer(**producer_options(settings.kafka), linger_ms=5)
+        await self._producer.start()
+        tuning = settings.notifier
+        self.notifier = Notifier(
+            self.playbooks,
+            RedisScheduler(self._redis, key_prefix=prefix),
+            RedisLedger(self._redis, key_prefix=prefix),
+            RedisCustomers(self._redis, prefix=prefix),
+            RedisTagFacts(self._redis, key_prefix=prefix),
+            self._providers,
+            KafkaOutcomes(self._producer, topics.notifications, topics.notifications_dlq),
+            self.clock,
+            policy=self.policy,
+            tuning=Tuning(
+                lease=timedelta(seconds=tuning.lease_s),
+                batch=tuning.batch,
+                max_claims=tuning.max_claims,
+                keep_decisions=timedelta(days=tuning.keep_decisions_days),
+            ),
+            metrics=self.metrics,
+        )
+        self._consumer = AIOKafkaConsumer(
+            topics.tag_changes,
+            group_id=tuning.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **client_options(settings.kafka),
+        )
+        await self._consumer.start()
+        await self._start_web()
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="notifier-consume"),
+            asyncio.create_task(self._deliver(), name="notifier-deliver"),
+            asyncio.create_task(self._reload(), name="notifier-reload"),
+        ]
+        self.ready = True
+        log.info("notifier started: %d playbooks, web on port %s", len(self.playbooks.current.playbooks), self.port)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Start, then serve until `request_stop()` (SIGTERM), then stop gracefully."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop taking work, let in-flight sends finish, then close every client."""
+        self.ready = False
+        self.request_stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        for provider in self._providers.values():
+            await provider.close()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _consume(self) -> None:
+        assert self._consumer is not None
+        assert self.notifier is not None
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=300, max_records=500)
+                changes: list[TagChanged] = []
+                for records in batch.values():
+                    for record in records:
+                        change = await self._decode(record)
+                        if change is not None:
+                            changes.append(change)
+                if changes:
+                    await self.notifier.on_changes(changes)
+                    self._wake.set()
+                if batch:
+                    await self._consumer.commit()  # only now: every step is durably scheduled
+            except Exception:
+                log.exception("consuming tag changes failed; re-reading from the last commit")
+                await self._rewind()
+                await _pause(self._stopping, 1.0)
+
+    async def _rewind(self) -> None:
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            with contextlib.suppress(Exception):
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+
+    async def _decode(self, record: ConsumerRecord[Any, Any]) -> TagChanged | None:
+        try:
+            return TagChanged.model_validate_json(record.value or b"")
+        except ValidationError as error:
+            reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in error.errors())
+            await self._dead_letter_record(record, reason[:1000])
+            return None
+
+    async def _dead_letter_record(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        assert self._producer is not None
+        self.metrics.invalid_changes.inc()
+        raw: bytes = record.value or b""
+        letter = DeadLetter(
+            reason=f"not a TagChanged: {reason}",
+            error="invalid",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key.decode(errors="replace") if record.key is not None else None,
+            original=raw.decode(errors="replace"),
+            original_base64=base64.b64encode(raw).decode(),
+            failed_at=datetime.now(UTC),
+        )
+        await self._producer.send_and_wait(
+            self.settings.topics.notifications_dlq, key=record.key, value=letter.model_dump_json().encode()
+        )
+
+    async def _deliver(self) -> None:
+        assert self.notifier is not None
+        interval = self.settings.notifier.poll_interval_s
+        last_gauges = 0.0
+        while not self._stopping.is_set():
+            claimed = 0
+            try:
+                claimed = await self.notifier.run_due()  # returns only when its sends are done
+                if time.monotonic() - last_gauges > 1.0:
+                    last_gauges = time.monotonic()
+                    await self.notifier.update_backlog()
+            except Exception:
+                log.exception("the scheduler loop failed; retrying")
+            if not claimed:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _reload(self) -> None:
+        while not self._stopping.is_set():
+            await _pause(self._stopping, self.settings.notifier.reload_interval_s)
+            self.playbooks.poll()
+
+    async def _start_web(self) -> None:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.notifier.web_host, self.settings.notifier.web_port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.notifier.web_port
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        body: dict[str, Any] = {"ready": self.ready, "playbooks": len(self.playbooks.current.playbooks)}
+        if self.ready and self._redis is not None:
+            try:
+                await self._redis.ping()
+            except Exception as error:
+                body.update(ready=False, redis=type(error).__name__)
+        return web.json_response(body, status=200 if body["ready"] else 503)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+async def _pause(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)
