@@ -129,6 +129,32 @@ class NotifierSettings(_Section):
         return value
 
 
+class ApiKey(_Section):
+    """One API key: whoever presents `key` acts as `name` with `role` (admin ⊇ operator ⊇ viewer)."""
+
+    key: SecretStr = Field(min_length=16)
+    role: Literal["viewer", "operator", "admin"]
+    name: str = Field(min_length=1, max_length=128, description="who acts: recorded as the actor of manual tags")
+
+
+class IngestSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_batch: int = Field(default=1000, ge=1, description="events in one POST /v1/events")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    producer_buffer_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="bytes sent but not yet acknowledged by Kafka; beyond: 429"
+    )
+    send_timeout_s: float = Field(default=10.0, gt=0, description="Kafka acknowledgement wait before a 503")
+    linger_ms: int = Field(default=2, ge=0)
+    api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {key, role, name}")
+    api_keys_file: Path | None = Field(
+        default=None, description="a mounted Secret: a JSON list of {key, role, name}, read at start"
+    )
+    audience_ttl_s: int = Field(default=600, ge=10, description="how long an audience cursor stays valid")
+    audience_page_max: int = Field(default=10_000, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
@@ -137,3 +163,4 @@ class Settings(BaseSettings):
     topics: TopicNames = TopicNames()
     tagger: TaggerSettings = TaggerSettings()
     notifier: NotifierSettings = NotifierSettings()
+    ingest: IngestSettings = IngestSettings()

@@ -1,0 +1,149 @@
+"""POST /v1/events: one event or a batch, answered only after Kafka acknowledged every one."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from schemas.events import EVENT_TYPES, CustomerEvent
+from services.ingest.auth import Caller
+from services.ingest.context import Context, Ctx, require
+from services.ingest.ports import Throttled, Unavailable
+
+router = APIRouter(tags=["events"])
+
+_ONE: TypeAdapter[CustomerEvent] = TypeAdapter(CustomerEvent)
+_EVENT_TYPE_NAMES = {event_type.model_fields["type"].default for event_type in EVENT_TYPES}
+
+
+class Accepted(BaseModel):
+    accepted: int = Field(description="events acknowledged by Kafka")
+
+
+class ItemError(BaseModel):
+    index: int | None = Field(description="position in the batch; null for a single event or the whole body")
+    field: str
+    reason: str
+
+
+class Rejected(BaseModel):
+    detail: list[ItemError]
+
+
+_BODY_SCHEMA: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    {"$ref": "#/components/schemas/CustomerEvent"},
+                    {"type": "array", "items": {"$ref": "#/components/schemas/CustomerEvent"}, "minItems": 1},
+                ]
+            }
+        }
+    },
+}
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=Accepted,
+    openapi_extra={"requestBody": _BODY_SCHEMA},
+    responses={
+        413: {"description": "body over max_body_bytes or batch over max_batch"},
+        422: {"model": Rejected, "description": "nothing accepted: each bad item's index, field and reason"},
+        429: {"description": "the producer buffer is full: retry after Retry-After seconds"},
+        503: {"description": "Kafka unreachable: nothing accepted"},
+    },
+)
+async def post_events(
+    request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
+) -> Accepted | JSONResponse:
+    """Validate every event, then publish all of them keyed by customer_id; all or nothing is accepted."""
+    body = await read_body(request, ctx.settings.ingest.max_body_bytes)
+    events, errors = parse_events(body)
+    if errors:
+        ctx.metrics.events.labels("rejected").inc(max(1, len(events)))
+        return JSONResponse({"detail": [error.model_dump() for error in errors]}, status_code=422)
+    limit = ctx.settings.ingest.max_batch
+    if len(events) > limit:
+        ctx.metrics.events.labels("rejected").inc(len(events))
+        raise HTTPException(413, f"a batch of {len(events)} events is over the limit of {limit}")
+    return await _publish(ctx, events)
+
+
+async def _publish(ctx: Context, events: list[CustomerEvent]) -> Accepted | JSONResponse:
+    records = [(event.customer_id.encode(), _ONE.dump_json(event)) for event in events]
+    try:
+        await ctx.publisher.send(ctx.settings.topics.events, records)
+    except Throttled as throttled:
+        ctx.metrics.events.labels("throttled").inc(len(events))
+        return JSONResponse(
+            {"detail": str(throttled)}, status_code=429, headers={"Retry-After": str(throttled.retry_after_s)}
+        )
+    except Unavailable as unavailable:
+        ctx.metrics.events.labels("unavailable").inc(len(events))
+        return JSONResponse({"detail": str(unavailable)}, status_code=503, headers={"Retry-After": "5"})
+    ctx.metrics.events.labels("accepted").inc(len(events))
+    return Accepted(accepted=len(events))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the body of {declared} bytes is over the limit of {limit}")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks.extend(chunk)
+        if len(chunks) > limit:
+            raise HTTPException(413, f"the body is over the limit of {limit} bytes")
+    return bytes(chunks)
+
+
+def parse_events(body: bytes) -> tuple[list[CustomerEvent], list[ItemError]]:
+    """A JSON object (one event) or a JSON array of events; errors name each bad item and field.
+
+    Parsed straight from the JSON text, so amounts become exact decimals (never floats)."""
+    stripped = body.lstrip()
+    if not stripped:
+        return [], [ItemError(index=None, field="body", reason="empty body: send an event or a list of events")]
+    batch = stripped.startswith(b"[")
+    try:
+        if not batch:
+            return [_ONE.validate_json(stripped)], []
+        events = _MANY.validate_json(stripped)
+    except ValidationError as error:
+        return [], [_item_error(problem, batch=batch) for problem in error.errors(include_url=False)]
+    if not events:
+        return [], [ItemError(index=None, field="body", reason="the batch is empty")]
+    return events, []
+
+
+_MANY: TypeAdapter[list[CustomerEvent]] = TypeAdapter(list[CustomerEvent])
+
+
+def _item_error(problem: Any, *, batch: bool) -> ItemError:
+    loc = list(problem["loc"])
+    index = loc.pop(0) if batch and loc and isinstance(loc[0], int) else None
+    if loc and loc[0] in _EVENT_TYPE_NAMES:
+        loc = loc[1:]  # the union's tag: the event type is already known from `type`
+    field = ".".join(str(part) for part in loc) or ("type" if problem["type"].startswith("union_tag") else "(event)")
+    reason = problem["msg"]
+    if problem["type"] != "missing" and "input" in problem and not isinstance(problem["input"], dict | list):
+        reason = f"{reason} (got {problem['input']!r})"[:300]
+    return ItemError(index=index, field=field, reason=reason)
+
+
+def add_event_schemas(openapi: dict[str, Any]) -> dict[str, Any]:
+    """The body of POST /v1/events is read by hand (for exact decimals and per-item errors), so its
+    schema, the event contracts, is added to the OpenAPI components here."""
+    schema = _ONE.json_schema(ref_template="#/components/schemas/{model}")
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components["CustomerEvent"] = schema
+    return openapi

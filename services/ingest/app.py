@@ -1,0 +1,158 @@
+"""The ingest service: the HTTP front door for events, tag definitions, manual tags, and reads.
+
+`create_app(settings)` builds a FastAPI app; its lifespan opens the adapters behind the ports
+(Kafka publisher and definitions view, Redis reads, audiences and customer store) and closes them.
+Another set of adapters (the embedded mode) can be passed as `adapters`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.ingest.api import customers, events, groups, manual, ops, reads
+from services.ingest.audiences import RedisAudiences
+from services.ingest.auth import load_keys
+from services.ingest.context import Context
+from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
+from services.ingest.metrics import IngestMetrics
+from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
+from services.runtime.customers import CustomerStore, RedisCustomers
+from services.runtime.redis import redis_client
+from services.runtime.settings import Settings
+from services.tagger.engine import Clock, SystemClock
+from services.tagger.readmodel import ReadModel
+
+
+@dataclass
+class Adapters:
+    publisher: Publisher
+    definitions: Definitions
+    reads: TagReads
+    audiences: Audiences
+    customers: CustomerStore
+
+
+AdapterFactory = Callable[[Settings, Clock, IngestMetrics], AbstractAsyncContextManager[Adapters]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    adapters: AdapterFactory | None = None,
+) -> FastAPI:
+    """The app for these settings. Nothing connects until the lifespan starts."""
+    clock = clock or SystemClock()
+    metrics = IngestMetrics(registry or CollectorRegistry())
+    keys = load_keys(settings.ingest)
+    open_adapters = adapters or kafka_redis_adapters
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_adapters(settings, clock, metrics) as opened:
+            app.state.context = Context(
+                settings=settings,
+                clock=clock,
+                metrics=metrics,
+                keys=keys,
+                publisher=opened.publisher,
+                definitions=opened.definitions,
+                reads=opened.reads,
+                audiences=opened.audiences,
+                customers=opened.customers,
+            )
+            yield
+
+    app = FastAPI(
+        title="tagstream ingest",
+        version="1",
+        summary="Events, tag definitions, manual tags, and reads of customer tags and audiences.",
+        lifespan=lifespan,
+    )
+    for module in (events, groups, manual, reads, customers, ops):
+        app.include_router(module.router)
+    app.add_exception_handler(RedisError, _redis_unavailable)
+    app.add_middleware(_RedMetrics, metrics=metrics)
+    _with_event_schemas(app)
+    return app
+
+
+def _with_event_schemas(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = events.add_event_schemas(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend the schema
+
+
+@asynccontextmanager
+async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: IngestMetrics) -> AsyncIterator[Adapters]:
+    """The service's adapters: Kafka for writes and definitions, Redis for reads and consent."""
+    publisher = KafkaPublisher(settings.kafka, settings.ingest, metrics)
+    definitions = KafkaDefinitions(settings.kafka, settings.topics.tag_definitions)
+    redis = redis_client(settings.redis)
+    prefix = settings.redis.key_prefix
+    read_model = ReadModel(redis, key_prefix=prefix)
+    await publisher.start()
+    await definitions.start()
+    try:
+        yield Adapters(
+            publisher=publisher,
+            definitions=definitions,
+            reads=read_model,
+            audiences=RedisAudiences(redis, read_model.keys, settings.ingest.audience_ttl_s, clock),
+            customers=RedisCustomers(redis, prefix),
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await definitions.stop()
+        await publisher.stop()
+        await redis.aclose()
+
+
+async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"the read model is unavailable: {type(error).__name__}"}, status_code=503)
+
+
+class _RedMetrics:
+    """Requests, errors and duration per route template (not the raw path: ids would explode labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, record_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self._metrics.requests.labels(route, method, str(status)).inc()
+            self._metrics.duration.labels(route, method).observe(time.perf_counter() - started)

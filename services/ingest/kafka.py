@@ -1,0 +1,158 @@
+"""Kafka implementations of the ingest ports: the acknowledged publisher and the definitions view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from schemas.tags import TagGroup
+from services.ingest.metrics import IngestMetrics
+from services.ingest.ports import Record, Throttled, Unavailable
+from services.runtime.kafka import producer_options
+from services.runtime.settings import IngestSettings, KafkaSettings
+from services.tagger.feed import DefinitionsFeed
+
+log = logging.getLogger(__name__)
+
+_RECONNECT_S = 1.0
+
+
+class KafkaPublisher:
+    """An idempotent acks=all producer that refuses work (Throttled) instead of buffering without bound.
+
+    It connects in the background, so the service starts (and answers 503) while Kafka is away.
+    """
+
+    def __init__(self, kafka: KafkaSettings, ingest: IngestSettings, metrics: IngestMetrics) -> None:
+        self._kafka = kafka
+        self._ingest = ingest
+        self._metrics = metrics
+        self._producer: AIOKafkaProducer | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._inflight = 0
+
+    @property
+    def ready(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        self._connecting = asyncio.create_task(self._connect())
+
+    async def stop(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self._producer is not None:
+            await self._producer.stop()  # flushes what is still in flight
+            self._producer = None
+
+    async def send(self, topic: str, records: Sequence[Record]) -> None:
+        producer = self._producer
+        if producer is None:
+            raise Unavailable(f"Kafka at {self._kafka.bootstrap_servers} is not reachable yet")
+        size = sum(len(key) + len(value or b"") for key, value in records)
+        if self._inflight and self._inflight + size > self._ingest.producer_buffer_bytes:
+            raise Throttled(retry_after_s=1)
+        self._inflight += size
+        self._metrics.buffer_bytes.set(self._inflight)
+        try:
+            await asyncio.wait_for(self._send_all(producer, topic, records), self._ingest.send_timeout_s)
+        except (KafkaError, TimeoutError) as error:
+            raise Unavailable(f"Kafka did not acknowledge the write: {type(error).__name__}: {error}") from None
+        finally:
+            self._inflight -= size
+            self._metrics.buffer_bytes.set(self._inflight)
+
+    @staticmethod
+    async def _send_all(producer: AIOKafkaProducer, topic: str, records: Sequence[Record]) -> None:
+        pending = [await producer.send(topic, key=key, value=value) for key, value in records]
+        await asyncio.gather(*pending)
+
+    async def _connect(self) -> None:
+        options = producer_options(self._kafka) | {
+            "linger_ms": self._ingest.linger_ms,
+            "request_timeout_ms": int(self._ingest.send_timeout_s * 1000),
+        }
+        while True:
+            producer = AIOKafkaProducer(**options)
+            try:
+                await producer.start()
+            except KafkaError as error:
+                log.warning("Kafka not reachable (%s); retrying in %.0fs", error, _RECONNECT_S)
+                await producer.stop()
+                await asyncio.sleep(_RECONNECT_S)
+                continue
+            self._producer = producer
+            return
+
+
+class KafkaDefinitions:
+    """The tag groups as the compacted definitions topic holds them, plus this process's own writes
+    until the topic reads them back (so an API client reads what it has just written)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._feed = DefinitionsFeed(kafka, topic, self._on_definitions)
+        self._pending: dict[str, tuple[TagGroup | None, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._feed.ready.is_set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._follow())
+
+    async def wait_ready(self) -> None:
+        await self._feed.ready.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def groups(self) -> Mapping[str, TagGroup]:
+        merged = dict(self._feed.groups)
+        for group_id, (group, _) in self._pending.items():
+            if group is None:
+                merged.pop(group_id, None)
+            else:
+                merged[group_id] = group
+        return merged
+
+    def written(self, upserts: Sequence[TagGroup], deletions: Sequence[str]) -> None:
+        for group in upserts:
+            self._pending[group.id] = (group, group.version)
+        current = self._feed.groups
+        for group_id in deletions:
+            deleted = self._pending.get(group_id, (current.get(group_id), 0))[0]
+            self._pending[group_id] = (None, deleted.version if deleted is not None else 0)
+
+    def _on_definitions(self, groups: dict[str, TagGroup]) -> None:
+        for group_id, (group, version) in list(self._pending.items()):
+            seen = groups.get(group_id)
+            if group is not None:
+                caught_up = seen is not None and seen.version >= version
+            else:
+                caught_up = seen is None or seen.version != version
+            if caught_up:
+                del self._pending[group_id]
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                await self._feed.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # Kafka away at start or later: keep trying, stay not-ready meanwhile
+                log.warning("reading %s failed (%s); retrying in %.0fs", self._topic, error, _RECONNECT_S)
+                self._feed = DefinitionsFeed(self._kafka, self._topic, self._on_definitions)
+                await asyncio.sleep(_RECONNECT_S)

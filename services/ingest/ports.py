@@ -1,0 +1,98 @@
+"""The narrow ports the HTTP layer talks through, so the embedded mode can plug in in-process versions.
+
+Kafka and Redis implementations live in kafka.py and audiences.py; the customer store is
+services/runtime/customers.py (CustomerStore) and tag reads are services/tagger/readmodel.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from schemas.tags import TagChanged, TagGroup
+from services.tagger.readmodel import HeldTag
+
+Record = tuple[bytes, bytes | None]
+"""(key, value) of one message; a None value is a tombstone."""
+
+
+class Throttled(Exception):
+    """The producer holds as many unacknowledged bytes as allowed: the client should retry later."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"the event buffer is full; retry after {retry_after_s}s")
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(Exception):
+    """Kafka (or Redis) cannot be reached, or did not acknowledge in time: nothing was accepted."""
+
+
+class Publisher(Protocol):
+    async def send(self, topic: str, records: Sequence[Record]) -> None:
+        """Return once every record is acknowledged by all in-sync replicas.
+
+        Raises Throttled before sending anything when the buffer is full, Unavailable when the
+        broker cannot be reached in time (then some records may have been written: clients retry
+        with the same event ids, which the tagger de-duplicates)."""
+        ...
+
+    @property
+    def ready(self) -> bool: ...
+
+
+class Definitions(Protocol):
+    """The current tag groups, rebuilt from the compacted definitions topic and kept current."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    def groups(self) -> Mapping[str, TagGroup]: ...
+
+    def written(self, upserts: Sequence[TagGroup], deletions: Sequence[str]) -> None:
+        """This process has just published these: show them now, before the topic reads them back."""
+        ...
+
+
+class TagReads(Protocol):
+    """The read model (services/tagger/readmodel.py: ReadModel satisfies it)."""
+
+    async def held_tags(self, customer_id: str) -> dict[str, dict[str, HeldTag]]: ...
+
+    async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]: ...
+
+
+@dataclass(frozen=True)
+class AudienceQuery:
+    """Tags as "group/tag"; members of all of `all_of`, at least one of `any_of`, none of `none_of`."""
+
+    all_of: tuple[str, ...]
+    any_of: tuple[str, ...]
+    none_of: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AudiencePage:
+    count: int
+    customer_ids: list[str]
+    cursor: str | None
+    """Pass back to get the next page; None on the last page."""
+    expires_at: datetime
+
+
+class CursorExpired(Exception):
+    """The snapshot an audience cursor points into is gone (older than audience_ttl_s)."""
+
+
+class Audiences(Protocol):
+    async def query(self, query: AudienceQuery, limit: int) -> AudiencePage:
+        """Snapshot the audience and return its first page (ids in ascending order, each once)."""
+        ...
+
+    async def page(self, cursor: str, limit: int) -> AudiencePage: ...
+
+    def export(self, query: AudienceQuery) -> AsyncIterator[str]:
+        """Every customer id of the audience, once each, in ascending order."""
+        ...
