@@ -1,0 +1,39 @@
+# syntax=docker/dockerfile:1
+# One image for the three services: `tagstream tagger | ingest | notifier` (docs/deploy.md).
+# Stage 1 builds the project wheel and installs it with its dependencies into a virtualenv;
+# stage 2 copies only that virtualenv into a slim runtime: no compiler, no pip cache, no sources,
+# no dev tools. Runs as a fixed non-root uid and works with a read-only root filesystem: the only
+# writable paths are the volumes /tmp and /var/lib/tagstream (RocksDB state of the tagger).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY schemas ./schemas
+COPY services ./services
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/tagstream \
+ && /opt/tagstream/bin/pip install /wheels/tagstream-*.whl \
+ && /opt/tagstream/bin/pip uninstall --yes pip \
+ && find /opt/tagstream -name '__pycache__' -prune -exec rm -rf {} + \
+ && /opt/tagstream/bin/python -m compileall -q /opt/tagstream/lib
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG UID=10001
+RUN groupadd --system --gid ${UID} tagstream \
+ && useradd --system --uid ${UID} --gid ${UID} --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin tagstream \
+ && mkdir -p /var/lib/tagstream \
+ && chown ${UID}:${UID} /var/lib/tagstream
+COPY --from=build /opt/tagstream /opt/tagstream
+ENV PATH=/opt/tagstream/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    TAGSTREAM_TAGGER__DATADIR=/var/lib/tagstream
+VOLUME ["/tmp", "/var/lib/tagstream"]
+WORKDIR /var/lib/tagstream
+USER ${UID}:${UID}
+# tagger web (metrics, health), ingest HTTP API, notifier web
+EXPOSE 6066 8080 8081
+ENTRYPOINT ["tagstream"]
+CMD ["--help"]
