@@ -103,7 +103,14 @@ def _with_event_schemas(app: FastAPI) -> None:
 @asynccontextmanager
 async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: IngestMetrics) -> AsyncIterator[Adapters]:
     """The service's adapters: Kafka for writes and definitions, Redis for reads and consent."""
-    publisher = KafkaPublisher(settings.kafka, settings.ingest, metrics)
+    topics = settings.topics
+    publisher = KafkaPublisher(
+        settings.kafka,
+        settings.ingest,
+        metrics,
+        topics=[topics.events, topics.tag_commands, topics.tag_definitions],
+        compacted=[topics.tag_definitions],
+    )
     definitions = KafkaDefinitions(settings.kafka, settings.topics.tag_definitions)
     redis = redis_client(settings.redis)
     prefix = settings.redis.key_prefix
