@@ -71,6 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     notifier.add_argument("--check", metavar="PLAYBOOKS", help="only validate a playbooks file and exit")
     notifier.set_defaults(run=_notifier)
 
+    ingest = commands.add_parser(
+        "ingest",
+        help="run the ingest HTTP API (needs Kafka and Redis; settings from TAGSTREAM_* variables)",
+        description="Serve the HTTP API (uvicorn) for events, tag definitions, manual tags and reads.",
+    )
+    ingest.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    ingest.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
+    ingest.set_defaults(run=_ingest)
+
+    tags = commands.add_parser("tags", help="manage tag definitions on Kafka")
+    tag_commands = tags.add_subparsers(title="tags commands", required=True)
+    apply = tag_commands.add_parser(
+        "apply",
+        help="publish a rules file's groups (GitOps): validate, print the diff, publish",
+        description="Create the file's new groups, replace changed ones (version + 1), leave identical ones; "
+        "groups missing from the file are kept unless --prune. Exit 0 applied, 1 invalid, 2 unusable.",
+    )
+    apply.add_argument("-f", "--file", required=True, help="rules file (YAML, `groups: [...]`)")
+    apply.add_argument("--dry-run", action="store_true", help="print the diff, publish nothing")
+    apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
+    apply.set_defaults(run=_tags_apply)
+
     template = commands.add_parser("templates", help="built-in tag group templates")
     template_commands = template.add_subparsers(title="template commands", required=True)
     listing = template_commands.add_parser("list", help="list the templates and their parameters")
@@ -175,6 +197,65 @@ def _notifier(args: argparse.Namespace) -> int:
         await app.run()
 
     asyncio.run(serve())
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from services.ingest.app import create_app
+    from services.ingest.auth import KeyFileError
+    from services.runtime.settings import Settings
+
+    try:
+        settings = Settings()
+        app = create_app(settings)
+    except (ValidationError, KeyFileError) as error:
+        print(f"tagstream ingest: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=settings.ingest.host,
+        port=settings.ingest.port,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+    )
+    return 0
+
+
+def _tags_apply(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from services.ingest.catalog import CatalogError
+    from services.ingest.gitops import apply_rules
+    from services.runtime.settings import Settings
+    from services.tagger.engine import SystemClock
+
+    try:
+        settings = Settings()
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (ValidationError, OSError) as error:
+        print(f"tagstream tags apply: {error}", file=sys.stderr)
+        return 2
+    try:
+        applied = asyncio.run(
+            apply_rules(settings, text, args.file, SystemClock(), dry_run=args.dry_run, prune=args.prune)
+        )
+    except (RulesFileError, CatalogError) as error:
+        print(f"tagstream tags apply: {error}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"tagstream tags apply: Kafka at {settings.kafka.bootstrap_servers} did not answer", file=sys.stderr)
+        return 2
+    for line in applied.plan.lines:
+        print(line)
+    changes = len(applied.plan.change.upserts) + len(applied.plan.change.deletions)
+    if args.dry_run:
+        print(f"dry run: {changes} change(s) not published")
+    else:
+        print(f"published {applied.published} change(s)")
     return 0
 
 

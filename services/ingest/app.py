@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.ingest.api import customers, events, groups, manual, ops, reads
 from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
-from services.ingest.context import Context
+from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
@@ -81,8 +81,9 @@ def create_app(
         summary="Events, tag definitions, manual tags, and reads of customer tags and audiences.",
         lifespan=lifespan,
     )
-    for module in (events, groups, manual, reads, customers, ops):
-        app.include_router(module.router)
+    for module in (events, groups, manual, reads, customers):
+        app.include_router(module.router, responses=ERRORS)
+    app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_middleware(_RedMetrics, metrics=metrics)
     _with_event_schemas(app)
@@ -103,7 +104,14 @@ def _with_event_schemas(app: FastAPI) -> None:
 @asynccontextmanager
 async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: IngestMetrics) -> AsyncIterator[Adapters]:
     """The service's adapters: Kafka for writes and definitions, Redis for reads and consent."""
-    publisher = KafkaPublisher(settings.kafka, settings.ingest, metrics)
+    topics = settings.topics
+    publisher = KafkaPublisher(
+        settings.kafka,
+        settings.ingest,
+        metrics,
+        topics=[topics.events, topics.tag_commands, topics.tag_definitions],
+        compacted=[topics.tag_definitions],
+    )
     definitions = KafkaDefinitions(settings.kafka, settings.topics.tag_definitions)
     redis = redis_client(settings.redis)
     prefix = settings.redis.key_prefix

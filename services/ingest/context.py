@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from schemas.tags import TagGroup
 from services.ingest.auth import ApiKeys, Caller, Role
@@ -20,6 +21,21 @@ from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
 from services.tagger.engine import Clock
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: `detail` is a message, or a list of problems (strings or located errors)."""
+
+    detail: str | list[Any]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "no API key, or an unknown one"},
+    403: {"model": ErrorBody, "description": "the key's role is not enough"},
+    422: {"model": ErrorBody, "description": "invalid request: every problem, with where it is"},
+    503: {"model": ErrorBody, "description": "Kafka or Redis unreachable, or definitions not loaded yet"},
+}
+"""Answers every authenticated route can give."""
 
 
 @dataclass

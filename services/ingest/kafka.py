@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaError
 from schemas.tags import TagGroup
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record, Throttled, Unavailable
-from services.runtime.kafka import producer_options
+from services.runtime.kafka import ensure_topics, producer_options
 from services.runtime.settings import IngestSettings, KafkaSettings
 from services.tagger.feed import DefinitionsFeed
 
@@ -28,8 +28,19 @@ class KafkaPublisher:
     It connects in the background, so the service starts (and answers 503) while Kafka is away.
     """
 
-    def __init__(self, kafka: KafkaSettings, ingest: IngestSettings, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        ingest: IngestSettings,
+        metrics: IngestMetrics,
+        *,
+        topics: Sequence[str] = (),
+        compacted: Sequence[str] = (),
+    ) -> None:
         self._kafka = kafka
+        self._topics = topics
+        """Created (if missing) before the first write, so the broker's defaults never apply to them."""
+        self._compacted = compacted
         self._ingest = ingest
         self._metrics = metrics
         self._producer: AIOKafkaProducer | None = None
@@ -42,6 +53,10 @@ class KafkaPublisher:
 
     async def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect())
+
+    async def wait_ready(self) -> None:
+        if self._connecting is not None:
+            await asyncio.shield(self._connecting)
 
     async def stop(self) -> None:
         if self._connecting is not None:
@@ -82,8 +97,10 @@ class KafkaPublisher:
         while True:
             producer = AIOKafkaProducer(**options)
             try:
+                if self._topics:
+                    await ensure_topics(self._kafka, self._topics, compacted=self._compacted)
                 await producer.start()
-            except KafkaError as error:
+            except (KafkaError, OSError, RuntimeError) as error:
                 log.warning("Kafka not reachable (%s); retrying in %.0fs", error, _RECONNECT_S)
                 await producer.stop()
                 await asyncio.sleep(_RECONNECT_S)

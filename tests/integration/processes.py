@@ -154,3 +154,73 @@ async def wait_caught_up(bootstrap: str, group_id: str, topic: str, partitions: 
         raise AssertionError(f"group {group_id} did not catch up on {topic} within {timeout}s")
     finally:
         await admin.close()
+
+
+def ingest_environment(
+    bootstrap: str, redis_url: str, prefix: str, topics: dict[str, str], api_keys: list[dict[str, str]], **ingest: str
+) -> dict[str, str]:
+    """TAGSTREAM_* variables for `tagstream ingest` on these topics and Redis prefix, on a free port."""
+    env = dict(os.environ)
+    env.update({f"TAGSTREAM_TOPICS__{name.upper()}": value for name, value in topics.items()})
+    env.update(
+        {
+            "TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "TAGSTREAM_KAFKA__REPLICATION_FACTOR": "1",
+            "TAGSTREAM_REDIS__URL": redis_url,
+            "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:",
+            "TAGSTREAM_INGEST__HOST": "127.0.0.1",
+            "TAGSTREAM_INGEST__PORT": str(free_port()),
+            "TAGSTREAM_INGEST__API_KEYS": orjson.dumps(api_keys).decode(),
+        }
+    )
+    env.update({f"TAGSTREAM_INGEST__{name.upper()}": value for name, value in ingest.items()})
+    return env
+
+
+class IngestProcess:
+    """`tagstream ingest` (uvicorn) in a child process, logging to a file."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._env = env
+        self._log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = int(env["TAGSTREAM_INGEST__PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        tagstream = Path(sys.executable).parent / "tagstream"
+        with open(self._log, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(tagstream), "ingest", "--no-access-log", "--log-level", "warning"],
+                env=self._env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"ingest exited with {self.process.returncode}; see {self._log}")
+            if await asyncio.to_thread(self._ready):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"ingest not ready after {timeout}s; see {self._log}")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from schemas.tags import TagGroup
 from services.ingest import catalog
 from services.ingest.auth import Caller
-from services.ingest.context import Context, Ctx, require
+from services.ingest.context import Context, Ctx, ErrorBody, require
 from services.ingest.ports import Record, Throttled, Unavailable
 from services.tagger.feed import definition_record, deletion_record
 
@@ -34,14 +34,10 @@ class Reorder(BaseModel):
     group_ids: list[str] = Field(description="every group id once, in the wanted display order")
 
 
-class Problems(BaseModel):
-    detail: list[str]
-
-
 _ERRORS: dict[int | str, dict[str, object]] = {
     404: {"description": "no such group"},
     409: {"description": "the group already exists"},
-    422: {"model": Problems, "description": "the definitions would be invalid: every problem"},
+    422: {"model": ErrorBody, "description": "the definitions would be invalid: every problem"},
     503: {"description": "Kafka unreachable or definitions not loaded yet"},
 }
 

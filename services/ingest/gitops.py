@@ -1,0 +1,61 @@
+"""`tagstream tags apply`: bring the tag definitions in line with a rules file (GitOps).
+
+It talks to Kafka directly, with the same planning and validation as the API (catalog.apply_file,
+RuleBook.compile): a pipeline needs only the broker, not a running ingest service and an admin key.
+Run one apply at a time (the pipeline serialises them); it does not lock against concurrent API edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from services.ingest import catalog
+from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
+from services.ingest.metrics import IngestMetrics
+from services.ingest.ports import Record
+from services.runtime.settings import Settings
+from services.tagger.definitions import parse_groups
+from services.tagger.engine import Clock
+from services.tagger.feed import definition_record, deletion_record
+
+
+@dataclass(frozen=True)
+class Applied:
+    plan: catalog.Plan
+    published: int
+    """Records written to the definitions topic (0 on a dry run or when nothing changed)."""
+
+
+async def apply_rules(
+    settings: Settings, text: str, source: str, clock: Clock, *, dry_run: bool, prune: bool, timeout_s: float = 60.0
+) -> Applied:
+    """Plan (and unless `dry_run`, publish) the changes. Raises RulesFileError or catalog.CatalogError."""
+    wanted = parse_groups(text, source)
+    limits = catalog.Limits(horizon_days=settings.tagger.horizon_days, today=clock.now().date())
+    topics = settings.topics
+    publisher = KafkaPublisher(
+        settings.kafka,
+        settings.ingest,
+        IngestMetrics(CollectorRegistry()),
+        topics=[topics.tag_definitions],
+        compacted=[topics.tag_definitions],
+    )
+    await publisher.start()
+    definitions = KafkaDefinitions(settings.kafka, topics.tag_definitions)
+    try:
+        await asyncio.wait_for(publisher.wait_ready(), timeout_s)
+        await definitions.start()
+        await asyncio.wait_for(definitions.wait_ready(), timeout_s)
+        plan = catalog.apply_file(definitions.groups(), wanted, limits, prune=prune)
+        if dry_run or plan.change.empty:
+            return Applied(plan, 0)
+        records: list[Record] = [definition_record(group) for group in plan.change.upserts]
+        records += [deletion_record(group_id) for group_id in plan.change.deletions]
+        await publisher.send(topics.tag_definitions, records)
+        return Applied(plan, len(records))
+    finally:
+        await definitions.stop()
+        await publisher.stop()

@@ -1,0 +1,65 @@
+"""Schemathesis against the running service's own OpenAPI: no generated request may get a 5xx.
+
+Bounded for the suite (10 examples per operation, fixed seed, ~15 s). A longer run by hand:
+    schemathesis run http://127.0.0.1:8080/openapi.json -H "Authorization: Bearer $ADMIN_KEY" \\
+        --checks not_a_server_error -n 200
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from schemas.topics import TopicNames
+from tests.integration.ingest_harness import KEYS, create_topics, ingest_settings
+from tests.integration.processes import IngestProcess, ingest_environment
+
+pytestmark = pytest.mark.integration
+
+
+async def test_fuzzing_every_operation_from_the_openapi_finds_no_server_error(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    prefix = f"it-fuzz-{uuid.uuid4().hex[:8]}"
+    settings = ingest_settings(kafka_bootstrap, redis_url, prefix)
+    await create_topics(settings)
+    topics = {name: getattr(settings.topics, name) for name in TopicNames.model_fields}
+    keys = [{"key": key, "role": role, "name": role} for role, key in KEYS.items()]
+    server = IngestProcess(
+        ingest_environment(kafka_bootstrap, redis_url, prefix, topics, keys), tmp_path / "ingest.log"
+    )
+    server.start()
+    try:
+        await server.wait_ready()
+        schemathesis = Path(sys.executable).parent / "schemathesis"
+        command = [
+            str(schemathesis),
+            "run",
+            f"{server.url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {KEYS['admin']}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "10",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--no-shrink",
+            "--request-timeout",
+            "20",
+        ]
+        run = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=300)
+    finally:
+        server.stop()
+    log = (tmp_path / "ingest.log").read_text()
+    assert run.returncode == 0, run.stdout[-5000:]
+    assert "generated" in run.stdout
+    assert "failed" not in run.stdout.split("SUMMARY")[-1]
+    assert "Traceback" not in log, log[-5000:]

@@ -1,0 +1,114 @@
+"""Tag group changes as the ingest API and `tagstream tags apply` plan them: engine validation, versions."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from schemas.tags import TagGroup
+from services.ingest import catalog
+from services.ingest.catalog import GroupExists, InvalidDefinitions, Limits, UnknownGroup
+from tests.unit.builders import cond, group, order_bands, value_tiers
+
+LIMITS = Limits(horizon_days=400, today=date(2026, 11, 23))
+
+
+def current() -> dict[str, TagGroup]:
+    return {g.id: g for g in (value_tiers(), order_bands())}
+
+
+def test_a_new_group_starts_at_version_one_whatever_the_body_says() -> None:
+    new = group("fresh", [("yes", [cond("order_count", "gte", 1)])]).model_copy(update={"version": 7})
+    change = catalog.create(current(), new, LIMITS)
+    assert [(g.id, g.version) for g in change.upserts] == [("fresh", 1)]
+
+
+def test_creating_an_existing_group_is_a_conflict() -> None:
+    with pytest.raises(GroupExists, match="already exists"):
+        catalog.create(current(), value_tiers(), LIMITS)
+
+
+def test_replacing_bumps_the_version_and_the_path_id_must_match() -> None:
+    groups = current()
+    change = catalog.replace(groups, "value", value_tiers().model_copy(update={"name": "new"}), LIMITS)
+    assert change.upserts[0].version == groups["value"].version + 1
+    with pytest.raises(InvalidDefinitions, match="differs"):
+        catalog.replace(groups, "orders", value_tiers(), LIMITS)
+    with pytest.raises(UnknownGroup):
+        catalog.replace(groups, "nope", value_tiers().model_copy(update={"id": "nope"}), LIMITS)
+
+
+def test_windows_beyond_the_horizon_and_unknown_tags_are_rejected_with_every_problem() -> None:
+    bad = group(
+        "bad",
+        [
+            ("wide", [cond("browse_count", "gte", 1, last="500d")]),
+            ("ref", [cond("has_tag", "eq", "value/nope")]),
+        ],
+    )
+    with pytest.raises(InvalidDefinitions) as raised:
+        catalog.create(current(), bad, LIMITS)
+    assert len(raised.value.problems) == 2
+    assert "horizon" in raised.value.problems[0]
+    assert "unknown tag 'nope'" in raised.value.problems[1]
+
+
+def test_a_dependency_cycle_is_rejected() -> None:
+    a = group("a", [("x", [cond("has_tag", "eq", "b/y")])])
+    b = group("b", [("y", [cond("order_count", "gte", 1)])])
+    groups = {"b": b, "a": a}
+    cyclic = group("b", [("y", [cond("has_tag", "eq", "a/x")])])
+    with pytest.raises(InvalidDefinitions, match="cycle"):
+        catalog.replace(groups, "b", cyclic, LIMITS)
+
+
+def test_reorder_needs_every_group_once_and_bumps_only_moved_groups() -> None:
+    groups = {g.id: g for g in (value_tiers(), order_bands().model_copy(update={"order": 1}))}
+    change = catalog.reorder(groups, ["orders", "value"], LIMITS)
+    assert sorted((g.id, g.order, g.version) for g in change.upserts) == [("orders", 0, 2), ("value", 1, 2)]
+    with pytest.raises(InvalidDefinitions) as raised:
+        catalog.reorder(groups, ["value", "value", "ghost"], LIMITS)
+    assert raised.value.problems == [
+        "group_ids: ['value'] appear more than once",
+        "group_ids: unknown groups ['ghost']",
+        "group_ids: must list every group; missing ['orders']",
+    ]
+
+
+def test_disabling_bumps_the_version_once_and_repeating_it_changes_nothing() -> None:
+    groups = current()
+    change = catalog.set_disabled(groups, "value", True, LIMITS)
+    assert (change.upserts[0].disabled, change.upserts[0].version) == (True, 2)
+    groups["value"] = change.upserts[0]
+    assert catalog.set_disabled(groups, "value", True, LIMITS).empty
+
+
+def test_a_group_other_rules_refer_to_cannot_be_deleted() -> None:
+    groups = current() | {"vip": group("vip", [("yes", [cond("has_tag", "eq", "value/high")])])}
+    with pytest.raises(InvalidDefinitions, match="unknown group 'value'"):
+        catalog.delete(groups, "value", LIMITS)
+    assert catalog.delete(groups, "vip", LIMITS).deletions == ["vip"]
+
+
+def test_applying_a_file_creates_replaces_and_keeps_unlisted_groups_unless_pruned() -> None:
+    groups = current()
+    renamed = value_tiers().model_copy(update={"name": "价值"})
+    added = group("fresh", [("yes", [cond("order_count", "gte", 1)])])
+    plan = catalog.apply_file(groups, [renamed, added], LIMITS, prune=False)
+    assert [(g.id, g.version) for g in plan.change.upserts] == [("value", 2), ("fresh", 1)]
+    assert plan.change.deletions == []
+    assert plan.lines == [
+        "~ value (价值): changes name, version 2",
+        "+ fresh (fresh): create, version 1",
+        "! orders (orders): not in the file, kept (--prune deletes it)",
+    ]
+    pruned = catalog.apply_file(groups, [value_tiers()], LIMITS, prune=True)
+    assert pruned.change.upserts == []
+    assert pruned.change.deletions == ["orders"]
+    assert pruned.lines[0] == "= value (value): unchanged, version 1"
+
+
+def test_a_file_defining_a_group_twice_is_rejected() -> None:
+    with pytest.raises(InvalidDefinitions, match="defined twice"):
+        catalog.apply_file({}, [value_tiers(), value_tiers()], LIMITS, prune=False)
