@@ -80,7 +80,7 @@ class NotifierSettings(_Section):
     web_host: str = "0.0.0.0"
     web_port: int = Field(default=8081, ge=1, le=65535)
     default_timezone: str = Field(default="UTC", description="IANA zone for customers without one")
-    quiet_hours: str | None = Field(default="21:00-08:00", description="local time window, or null for none")
+    quiet_hours: str | None = Field(default="21:00-08:00", description="local time window; 'off' for none")
     quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = ("push", "sms")
     caps: tuple[str, ...] = Field(
         default=("sms:1/1d", "push:3/7d"), description="global caps, channel:limit/window, e.g. sms:1/1d"
@@ -113,9 +113,11 @@ class NotifierSettings(_Section):
             raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Asia/Shanghai'") from None
         return value
 
-    @field_validator("quiet_hours")
+    @field_validator("quiet_hours", mode="before")
     @classmethod
     def _window(cls, value: str | None) -> str | None:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off", "null"):
+            return None
         if value is not None and not re.fullmatch(r"\d{1,2}:\d{2}-\d{1,2}:\d{2}", value.strip()):
             raise ValueError(f"quiet_hours must look like 21:00-08:00, got {value!r}")
         return value

@@ -17,6 +17,7 @@ from aiohttp import web
 from schemas.tags import Reason, TagChanged
 from schemas.topics import TopicNames
 from services.runtime.settings import KafkaSettings, NotifierSettings, RedisSettings, Settings
+from tests.integration.processes import free_port
 
 
 @dataclass
@@ -99,7 +100,7 @@ def notifier_settings(
         "playbooks_file": playbooks,
         "group_id": f"nt-{uuid.uuid4().hex[:8]}",
         "web_host": "127.0.0.1",
-        "web_port": 0,
+        "web_port": free_port(),
         "push_url": providers.url("push"),
         "sms_url": providers.url("sms"),
         "coupon_url": providers.url("coupon"),

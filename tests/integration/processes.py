@@ -224,3 +224,67 @@ class IngestProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=30)
+
+
+def notifier_environment(settings: dict[str, str]) -> dict[str, str]:
+    """TAGSTREAM_* variables from `{"KAFKA__BOOTSTRAP_SERVERS": ..., "NOTIFIER__LEASE_S": ...}`."""
+    env = dict(os.environ)
+    env.update({f"TAGSTREAM_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+class NotifierProcess:
+    """`tagstream notifier` in a child process, logging to a file; ready when its /readyz says so."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._env = env
+        self._log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = int(env["TAGSTREAM_NOTIFIER__WEB_PORT"])
+
+    def start(self) -> None:
+        tagstream = Path(sys.executable).parent / "tagstream"
+        with open(self._log, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(tagstream), "notifier", "--log-level", "warning"],
+                env=self._env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"notifier exited with {self.process.returncode}; see {self._log}")
+            if await asyncio.to_thread(self._ready):
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"notifier not ready after {timeout}s; see {self._log}")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int | None:
+        """SIGTERM (graceful: in-flight sends finish), then the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        return self.process.returncode
