@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from schemas.events import CustomerEvent
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagCommand, TagGroup, TagGroupSet
+from schemas.topics import DeadLetter, SyncPartition, Tick
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -29,6 +30,9 @@ def documents() -> dict[str, dict[str, Any]]:
         "tag-changed.json": TagChanged.model_json_schema(mode="serialization"),
         "tag-command.json": TagCommand.model_json_schema(),
         "notification-outcome.json": NotificationOutcome.model_json_schema(mode="serialization"),
+
+        "dead-letter.json": DeadLetter.model_json_schema(mode="serialization"),
+        "tagger-tick.json": TypeAdapter(Annotated[Tick | SyncPartition, Field(discriminator="kind")]).json_schema(),
     }
     for name, document in found.items():
         document["$schema"] = "https://json-schema.org/draft/2020-12/schema"
