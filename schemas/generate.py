@@ -30,7 +30,6 @@ def documents() -> dict[str, dict[str, Any]]:
         "tag-changed.json": TagChanged.model_json_schema(mode="serialization"),
         "tag-command.json": TagCommand.model_json_schema(),
         "notification-outcome.json": NotificationOutcome.model_json_schema(mode="serialization"),
-
         "dead-letter.json": DeadLetter.model_json_schema(mode="serialization"),
         "tagger-tick.json": TypeAdapter(Annotated[Tick | SyncPartition, Field(discriminator="kind")]).json_schema(),
     }
