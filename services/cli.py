@@ -197,6 +197,7 @@ def _notifier(args: argparse.Namespace) -> int:
         await app.run()
 
     asyncio.run(serve())
+    return 0
 
 
 def _ingest(args: argparse.Namespace) -> int:
