@@ -93,6 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
     apply.set_defaults(run=_tags_apply)
 
+    run = commands.add_parser(
+        "run",
+        help="run all of tagstream in one process for a small shop (--embedded: no Kafka, no Redis)",
+        description="Serve the ingest HTTP API with the tagger, read model and notifier in this process; state is "
+        "journaled in --data-dir, so a restart loses nothing. Settings (API keys, notifier) from TAGSTREAM_*.",
+    )
+    run.add_argument("--embedded", action="store_true", required=True, help="the one-process mode (required)")
+    run.add_argument("--data-dir", default=".tagstream", help="where the journal is kept (default: .tagstream)")
+    run.add_argument("--playbooks", help="notifier playbooks file; without it no messages are sent")
+    run.add_argument("--host", help="listen address (default: TAGSTREAM_INGEST__HOST)")
+    run.add_argument("--port", type=int, help="listen port (default: TAGSTREAM_INGEST__PORT)")
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(run=_run_embedded)
+
     template = commands.add_parser("templates", help="built-in tag group templates")
     template_commands = template.add_subparsers(title="template commands", required=True)
     listing = template_commands.add_parser("list", help="list the templates and their parameters")
@@ -197,6 +211,55 @@ def _notifier(args: argparse.Namespace) -> int:
         await app.run()
 
     asyncio.run(serve())
+    return 0
+
+
+def _run_embedded(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+    from pydantic import ValidationError
+
+    from services.embedded.node import EmbeddedNode
+    from services.ingest.app import create_app
+    from services.ingest.auth import KeyFileError
+    from services.notifier.app import providers_from
+    from services.notifier.metrics import NotifierMetrics
+    from services.notifier.policy import PlaybookError, load_playbooks
+    from services.runtime.settings import Settings
+    from services.tagger.engine import SystemClock
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+        playbooks = None
+        if args.playbooks:
+            playbooks = load_playbooks(Path(args.playbooks).read_text(encoding="utf-8"), args.playbooks)
+        registry = CollectorRegistry()
+        node = EmbeddedNode(
+            settings,
+            Path(args.data_dir),
+            SystemClock(),
+            playbooks=playbooks,
+            providers=providers_from(settings.notifier, NotifierMetrics(registry)),
+        )
+        app = create_app(settings, registry=registry, adapters=node.adapters())
+    except (ValidationError, KeyFileError, PlaybookError, OSError) as error:
+        print(f"tagstream run: {error}", file=sys.stderr)
+        return 2
+    if not settings.ingest.api_keys and settings.ingest.api_keys_file is None:
+        print(
+            "tagstream run: no API keys: every request will get 401. Set e.g. "
+            """TAGSTREAM_INGEST__API_KEYS='[{"key": "a-long-random-secret-key", "role": "admin", "name": "me"}]'""",
+            file=sys.stderr,
+        )
+    uvicorn.run(
+        app,
+        host=args.host or settings.ingest.host,
+        port=args.port or settings.ingest.port,
+        log_level=args.log_level,
+    )
     return 0
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagGroup
 from services.embedded.pipeline import EmbeddedTagger
-from services.embedded.readmodel import MemoryReadModel
+from services.embedded.readmodel import ReadModelFacts
 from services.embedded.shop import Shop
 from services.notifier.core import Notifier
 from services.notifier.memory import MemoryLedger, MemoryScheduler
@@ -90,25 +90,6 @@ class CouponDesk:
 
     async def close(self) -> None:
         await self._log.close()
-
-
-class ReadModelFacts:
-    """The notifier's TagFacts over a read model (what cancel conditions need)."""
-
-    def __init__(self, readmodel: MemoryReadModel) -> None:
-        self._readmodel = readmodel
-
-    async def holds(self, customer_id: str, group_id: str, tag_id: str) -> bool | None:
-        if await self._readmodel.activity(customer_id) is None and not await self._readmodel.last_seq(customer_id):
-            return None
-        return tag_id in (await self._readmodel.current_tags(customer_id)).get(group_id, [])
-
-    async def last_activity(self, customer_id: str) -> datetime | None:
-        activity = await self._readmodel.activity(customer_id)
-        if activity is None:
-            return None
-        moments = [moment for moment in (activity.last_order_at, activity.last_seen_at) if moment is not None]
-        return max(moments) if moments else None
 
 
 class _Outcomes:

@@ -153,3 +153,22 @@ class MemoryReadModel:
 
 def _holds_group(customer: _Customer, group_id: str) -> bool:
     return any(held_group == group_id for held_group, _ in customer.tags)
+
+
+class ReadModelFacts:
+    """The notifier's TagFacts (services/notifier/ports.py) over the in-memory read model."""
+
+    def __init__(self, readmodel: MemoryReadModel) -> None:
+        self._readmodel = readmodel
+
+    async def holds(self, customer_id: str, group_id: str, tag_id: str) -> bool | None:
+        if not await self._readmodel.last_seq(customer_id):
+            return None  # like the Redis facts: a customer without any tag change is unknown
+        return tag_id in (await self._readmodel.current_tags(customer_id)).get(group_id, [])
+
+    async def last_activity(self, customer_id: str) -> datetime | None:
+        activity = await self._readmodel.activity(customer_id)
+        if activity is None:
+            return None
+        moments = [moment for moment in (activity.last_order_at, activity.last_seen_at) if moment is not None]
+        return max(moments) if moments else None

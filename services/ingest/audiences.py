@@ -43,7 +43,7 @@ class RedisAudiences:
         return await self._page(snapshot, None, limit)
 
     async def page(self, cursor: str, limit: int) -> AudiencePage:
-        snapshot, after = _decode_cursor(cursor)
+        snapshot, after = decode_cursor(cursor)
         if not await self._redis.exists(self._snapshot_key(snapshot)):
             raise CursorExpired(f"the audience behind this cursor expired after {self._ttl_s}s; run the query again")
         return await self._page(snapshot, after, limit)
@@ -95,7 +95,7 @@ class RedisAudiences:
         ids = [_text(member) for member in members]
         more = len(ids) > limit
         ids = ids[:limit]
-        cursor = _encode_cursor(snapshot, ids[-1]) if more else None
+        cursor = encode_cursor(snapshot, ids[-1]) if more else None
         return AudiencePage(
             count=int(count),
             customer_ids=ids,
@@ -114,11 +114,11 @@ def _after(customer_id: str | None) -> str:
     return "-" if customer_id is None else "(" + customer_id
 
 
-def _encode_cursor(snapshot: str, after: str) -> str:
+def encode_cursor(snapshot: str, after: str) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"s": snapshot, "a": after})).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[str, str]:
+def decode_cursor(cursor: str) -> tuple[str, str]:
     try:
         document: Any = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         snapshot, after = document["s"], document["a"]
