@@ -164,7 +164,7 @@ def _tagger(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services.runtime.settings import Settings
-    from services.tagger.app import build_app
+    from services.tagger.app import TopicLayoutError, build_app
 
     try:
         settings = Settings()
@@ -172,7 +172,11 @@ def _tagger(args: argparse.Namespace) -> int:
         print(f"tagstream tagger: invalid settings:\n{error}", file=sys.stderr)
         return 2
     tagger = build_app(settings)
-    asyncio.run(tagger.create_topics())
+    try:
+        asyncio.run(tagger.create_topics())
+    except TopicLayoutError as error:
+        print(f"tagstream tagger: {error}", file=sys.stderr)
+        return 2
     worker = faust.Worker(tagger.app, loglevel=args.log_level.upper())
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from schemas.events import event_adapter
 from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
-from services.runtime.kafka import ensure_topics
+from services.runtime.kafka import ensure_topics, partitions_of
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.core import Incoming, Result, TaggerCore
@@ -60,6 +60,10 @@ _MARKER_PREFIX = b"\x00definitions:"
 _POSITION_PREFIX = b"\x00position:"
 _BACKFILL_CHUNK = 200
 _STUCK_CHECKS = 3  # lag timer runs (5 s apart) without progress before a partition is re-read
+
+
+class TopicLayoutError(RuntimeError):
+    """The Kafka topics exist in a shape the tagger cannot work with; the message says how to fix it."""
 
 
 class Tagger:
@@ -99,10 +103,16 @@ class Tagger:
         self._wire()
 
     async def create_topics(self) -> None:
-        """Create the topics the tagger reads and writes (faust creates only its own changelog)."""
+        """Create the topics the tagger reads and writes (faust creates only its own changelog).
+
+        Events, commands and ticks are joined per customer with the table, so all of them must have
+        TAGSTREAM_KAFKA__PARTITIONS partitions. A topic created earlier with another count (by a
+        service configured differently) stops the worker with the fix, instead of failing later.
+        """
         topics = self.settings.topics
+        kafka = self.settings.kafka
         await ensure_topics(
-            self.settings.kafka,
+            kafka,
             [
                 topics.events,
                 topics.tag_commands,
@@ -115,6 +125,15 @@ class Tagger:
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
+        for topic in (topics.events, topics.tag_commands, topics.tagger_ticks):
+            found = len(await partitions_of(kafka, topic))
+            if found != kafka.partitions:
+                raise TopicLayoutError(
+                    f"{topic} has {found} partitions but TAGSTREAM_KAFKA__PARTITIONS is {kafka.partitions}: events, "
+                    "tag commands and ticks are joined per customer with the tagger's table, so they need the same "
+                    f"count. Set TAGSTREAM_KAFKA__PARTITIONS={found} for every tagstream service if all three topics "
+                    "have that many, or recreate the odd one out."
+                )
 
     @property
     def ready(self) -> bool:

@@ -1,0 +1,254 @@
+"""The whole product as deployed: broker, Redis, the three services as processes, and Prometheus.
+
+Events go in over HTTP; the tagger tags the customers, the projector makes the tags readable over
+HTTP, the notifier sends a push to a local provider, and a real Prometheus server (Debian's package,
+with our alert rules loaded) scrapes all three services and answers queries for their series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from aiohttp import web
+
+from schemas.topics import TopicNames
+from tests.integration.processes import (
+    IngestProcess,
+    NotifierProcess,
+    TaggerProcess,
+    free_port,
+    ingest_environment,
+    notifier_environment,
+    tagger_environment,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ALERTS = REPO / "deploy/helm/tagstream/files/alerts.yaml"
+ADMIN = "admin-key-0123456789abcdef"
+OPERATOR = "operator-key-0123456789abcdef"
+PARTITIONS = 3
+PLAYBOOKS = """
+templates:
+  thanks: "Thank you ${name}!"
+playbooks:
+  - id: big-spender
+    trigger: {group: value, tag: high, on: added}
+    steps:
+      - {channel: push, template: thanks}
+"""
+SPENT = {"metric": "total_spent", "value": 2000}
+VALUE_GROUP = {
+    "id": "value",
+    "name": "会员贡献价值",
+    "mode": "exclusive",
+    "tagging": "auto",
+    "auto_remove": True,
+    "tags": [
+        {"id": "high", "name": "高价值", "rule": {"match": "all", "conditions": [SPENT | {"op": "gte"}]}},
+        {"id": "low", "name": "低价值", "rule": {"match": "all", "conditions": [SPENT | {"op": "lt"}]}},
+    ],
+}
+
+
+class Provider:
+    def __init__(self) -> None:
+        self.keys: list[str | None] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.keys.append(request.headers.get("Idempotency-Key"))
+        return web.json_response({"ok": True})
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[Provider]:
+    found = Provider()
+    app = web.Application()
+    app.router.add_post("/push", found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    found.url = f"http://127.0.0.1:{port}/push"
+    yield found
+    await runner.cleanup()
+
+
+class Prometheus:
+    """Debian's Prometheus server (installed by scripts/promtool.sh with promtool) on a free port."""
+
+    def __init__(self, workdir: Path, targets: dict[str, int]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._workdir = workdir
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(ALERTS)],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                for job, port in targets.items()
+            ],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        promtool = subprocess.run(
+            [str(REPO / "scripts/promtool.sh"), "path"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        server = Path(promtool).with_name("prometheus")
+        assert server.exists(), f"no Prometheus server next to {promtool}"
+        with (self._workdir / "prometheus.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(server),
+                    f"--config.file={self._workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self._workdir / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+    async def value(self, client: httpx.AsyncClient, query: str) -> float | None:
+        answer = (await client.get(f"{self.url}/api/v1/query", params={"query": query})).json()
+        assert answer["status"] == "success", answer
+        results = answer["data"]["result"]
+        return sum(float(result["value"][1]) for result in results) if results else None
+
+
+@pytest.fixture
+def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: Provider) -> Iterator[dict[str, Any]]:
+    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
+    topics = {name: f"{prefix}.{name}" for name in TopicNames.model_fields}
+    redis = {"TAGSTREAM_REDIS__URL": redis_url, "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:"}
+    tagger_env = tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "tagger", PROJECTOR="true")
+    tagger = TaggerProcess(tagger_env | redis, tmp_path / "tagger.log")
+    keys = [{"key": ADMIN, "role": "admin", "name": "admin"}, {"key": OPERATOR, "role": "operator", "name": "ops"}]
+    ingest_env = ingest_environment(kafka_bootstrap, redis_url, prefix, topics, keys)
+    ingest = IngestProcess(ingest_env | {"TAGSTREAM_KAFKA__PARTITIONS": str(PARTITIONS)}, tmp_path / "ingest.log")
+    playbooks = tmp_path / "playbooks.yaml"
+    playbooks.write_text(PLAYBOOKS)
+    notifier_port = free_port()
+    notifier = NotifierProcess(
+        notifier_environment(
+            {
+                "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "KAFKA__REPLICATION_FACTOR": "1",
+                "KAFKA__PARTITIONS": str(PARTITIONS),
+                "REDIS__URL": redis_url,
+                "REDIS__KEY_PREFIX": f"{prefix}:",
+                "NOTIFIER__GROUP_ID": f"{prefix}-notifier",
+                "NOTIFIER__WEB_HOST": "127.0.0.1",
+                "NOTIFIER__WEB_PORT": str(notifier_port),
+                "NOTIFIER__PLAYBOOKS_FILE": str(playbooks),
+                "NOTIFIER__PUSH_URL": provider.url,
+                "NOTIFIER__QUIET_HOURS": "00:00-00:00",  # none: the test may run at night
+            }
+            | {f"TOPICS__{name}": topic for name, topic in topics.items()}
+        ),
+        tmp_path / "notifier.log",
+    )
+    prometheus = Prometheus(
+        tmp_path,
+        {"tagstream-tagger": tagger.port, "tagstream-ingest": ingest.port, "tagstream-notifier": notifier_port},
+    )
+    parts = [tagger, ingest, notifier, prometheus]
+    try:
+        for part in parts:
+            part.start()
+        yield {"ingest": ingest, "tagger": tagger, "notifier": notifier, "prometheus": prometheus, "logs": tmp_path}
+    finally:
+        for part in reversed(parts):
+            part.stop()
+
+
+def _order(customer: str, amount: str) -> dict[str, Any]:
+    return {
+        "type": "order_paid",
+        "event_id": uuid.uuid4().hex,
+        "customer_id": customer,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "order_id": uuid.uuid4().hex,
+        "amount": amount,
+        "currency": "CNY",
+    }
+
+
+async def _until(what: str, check: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_events_over_http_become_tags_a_notification_and_series_in_prometheus(
+    stack: dict[str, Any], provider: Provider
+) -> None:
+    ingest, prometheus = stack["ingest"], stack["prometheus"]
+    await asyncio.gather(stack["tagger"].wait_ready(), ingest.wait_ready(), stack["notifier"].wait_ready())
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    operator = {"Authorization": f"Bearer {OPERATOR}"}
+    async with httpx.AsyncClient(base_url=ingest.url, timeout=15) as http:
+        assert (await http.post("/v1/groups", json=VALUE_GROUP, headers=admin)).status_code == 201
+        events = [_order("alice", "1500"), _order("alice", "700"), _order("bob", "80")]
+        assert (await http.post("/v1/events", json=events, headers=operator)).status_code == 202
+
+        async def alice_is_high() -> bool:
+            tags = (await http.get("/v1/customers/alice/tags", headers=admin)).json()
+            return "high" in str(tags)
+
+        await _until("alice's high value tag over HTTP", alice_is_high)
+        bob = (await http.get("/v1/customers/bob/tags", headers=admin)).json()
+        assert "low" in str(bob)
+        assert "high" not in str(bob)
+
+    async def pushed() -> bool:
+        return len(provider.keys) >= 1
+
+    await _until("the push at the local provider", pushed)
+    assert len(provider.keys) == 1  # alice only: bob is low value
+
+    async with httpx.AsyncClient(timeout=10) as client:
+        await _until("Prometheus up", lambda: _ready(client, prometheus.url))
+        for query in (
+            'sum(up{job=~"tagstream-.*"}) == 3',
+            "tagstream_events_processed_total > 0",
+            "tagstream_tag_changes_total > 0",
+            'tagstream_http_requests_total{route="/v1/events",status="202"} > 0',
+            'tagstream_notifications_total{channel="push",outcome="sent"} > 0',
+            "tagstream_notifier_provider_seconds_count > 0",
+        ):
+
+            async def present(query: str = query) -> bool:
+                return await prometheus.value(client, query) is not None
+
+            await _until(f"Prometheus series for {query}", present, timeout=60)
+        rules = (await client.get(f"{prometheus.url}/api/v1/rules")).json()["data"]["groups"]
+        assert sum(len(group["rules"]) for group in rules) > 0, "our alert rules are loaded"
+
+
+async def _ready(client: httpx.AsyncClient, url: str) -> bool:
+    try:
+        return (await client.get(f"{url}/-/ready")).status_code == 200
+    except httpx.TransportError:
+        return False
