@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from schemas.events import CustomerEvent
 from schemas.tags import TagChanged, TagCommand, TagGroup, TagGroupSet
+from schemas.topics import DeadLetter, SyncPartition, Tick
 
 SCHEMA_DIR = Path(__file__).parent / "json"
 
@@ -27,6 +28,8 @@ def documents() -> dict[str, dict[str, Any]]:
         "tag-group-set.json": TagGroupSet.model_json_schema(),
         "tag-changed.json": TagChanged.model_json_schema(mode="serialization"),
         "tag-command.json": TagCommand.model_json_schema(),
+        "dead-letter.json": DeadLetter.model_json_schema(mode="serialization"),
+        "tagger-tick.json": TypeAdapter(Annotated[Tick | SyncPartition, Field(discriminator="kind")]).json_schema(),
     }
     for name, document in found.items():
         document["$schema"] = "https://json-schema.org/draft/2020-12/schema"

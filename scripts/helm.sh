@@ -31,9 +31,20 @@ ensure_built() {
     local staging="${TOOL_DIR}/.staging"
     rm -rf "${staging}"
     mkdir -p "${staging}"
-    # Stamp the version into the binary as helm's own release build does, so `helm version` is truthful.
-    CGO_ENABLED=0 GOBIN="${staging}" GOFLAGS=-trimpath go install \
-        -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}" \
+    # Link flags as helm's own release build (its Makefile) sets them: the version, and the Kubernetes
+    # version of its client-go as the default for `helm template`/`lint` (1.20 otherwise).
+    local gomod client_go kube_minor
+    gomod="$(go mod download -json "helm.sh/helm/v3@${HELM_VERSION}" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+    [[ -f "${gomod}" ]] || die "could not download helm.sh/helm/v3@${HELM_VERSION} from the Go module proxy"
+    client_go="$(awk '$1 == "k8s.io/client-go" { print $2 }' "${gomod}")"
+    kube_minor="$(printf '%s' "${client_go}" | cut -d. -f2)"
+    [[ "${kube_minor}" =~ ^[0-9]+$ ]] || die "no k8s.io/client-go version in ${gomod}"
+    local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${HELM_VERSION}"
+    local package
+    for package in pkg/lint/rules pkg/chartutil; do
+        ldflags+=" -X helm.sh/helm/v3/${package}.k8sVersionMajor=1 -X helm.sh/helm/v3/${package}.k8sVersionMinor=${kube_minor}"
+    done
+    CGO_ENABLED=0 GOBIN="${staging}" GOFLAGS=-trimpath go install -ldflags "${ldflags}" \
         "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}" >&2 || die "go install helm.sh/helm/v3/cmd/helm@${HELM_VERSION} failed"
     mkdir -p "${TOOL_DIR}/bin"
     mv "${staging}/helm" "${HELM_BIN}"  # last, so a half-built binary is never picked up

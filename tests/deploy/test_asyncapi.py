@@ -1,0 +1,85 @@
+"""docs/asyncapi.yaml describes every topic, its key and its payload's JSON Schema."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from schemas.generate import SCHEMA_DIR
+from schemas.topics import TopicNames
+from tests.deploy.tools import REPO_ROOT
+
+ASYNCAPI = REPO_ROOT / "docs" / "asyncapi.yaml"
+# Payload schemas the notifier's contracts add (another branch); every other reference must exist.
+PENDING_SCHEMAS = {
+    (SCHEMA_DIR / name).resolve() for name in ("notification-outcome.json", "notification-dead-letter.json")
+}
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+    return loaded
+
+
+def references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                yield value
+            else:
+                yield from references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from references(item)
+
+
+def resolve(document: dict[str, Any], pointer: str) -> Any:
+    node: Any = document
+    for part in pointer.removeprefix("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def test_it_is_an_asyncapi_3_document_for_kafka(document):
+    assert document["asyncapi"] == "3.0.0"
+    assert document["info"]["title"]
+    assert document["servers"]["kafka"]["protocol"] == "kafka"
+
+
+def test_every_topic_tagstream_uses_is_a_channel(document):
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == set(TopicNames().model_dump().values())
+    for channel in document["channels"].values():
+        assert channel["bindings"]["kafka"]["topic"] == channel["address"]
+        assert channel["description"]
+
+
+def test_every_message_names_its_key_and_a_json_schema_payload(document):
+    for name, message in document["components"]["messages"].items():
+        assert "key" in message["bindings"]["kafka"], name
+        assert message["payload"]["$ref"].startswith("../schemas/json/"), name
+
+
+def test_every_reference_resolves_and_every_schema_file_exists_but_the_notifiers(document):
+    external = set()
+    for reference in references(document):
+        if reference.startswith("#/"):
+            resolve(document, reference)
+        else:
+            external.add((ASYNCAPI.parent / reference).resolve())
+    missing = {path for path in external if not path.is_file()}
+    assert missing == {path for path in PENDING_SCHEMAS if not path.is_file()}
+    generated = {path.resolve() for path in Path(SCHEMA_DIR).glob("*.json")}
+    assert generated - {(SCHEMA_DIR / "tag-group-set.json").resolve()} <= external  # every contract is on a topic
+    assert external - generated <= PENDING_SCHEMAS
+
+
+def test_every_operation_refers_to_a_channel(document):
+    for name, operation in document["operations"].items():
+        assert operation["action"] in {"send", "receive"}, name
+        assert resolve(document, operation["channel"]["$ref"]) in document["channels"].values()

@@ -1,0 +1,292 @@
+"""The Helm chart: lint, Kubernetes schema validity of every scenario, and what the manifests promise."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.deploy import settings_check
+from tests.deploy.chart import (
+    SCENARIOS,
+    containers,
+    helm_template,
+    literal_env,
+    of_kind,
+    one,
+    render,
+    selects,
+    workloads,
+)
+from tests.deploy.tools import CHART, CHART_FILES, run, tool
+
+# Validated against the oldest Kubernetes the chart supports and the newest the schemas cover.
+KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]
+CRD_GROUPS = {"monitoring.coreos.com/v1"}
+
+
+def test_there_are_scenarios_for_the_default_a_minimal_and_a_production_install():
+    assert {"default-values.yaml", "minimal-values.yaml", "production-values.yaml"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_helm_lint_passes_in_strict_mode(scenario):
+    done = run(tool("helm.sh"), "lint", "--strict", CHART, "-f", CHART / "ci" / scenario)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(scenario, kube_version):
+    manifests = render(scenario)
+    checked = 0
+    for manifest in manifests:
+        if manifest["apiVersion"] in CRD_GROUPS:
+            continue  # no schemas for CRDs in kubernetes-validate: see test_the_prometheus_operator_resources_...
+        kubernetes_validate.validate(manifest, kube_version, strict=True)
+        checked += 1
+    assert checked >= 4
+
+
+def test_the_kubernetes_schema_check_rejects_a_broken_manifest():
+    statefulset = copy.deepcopy(one(render("default-values.yaml"), "StatefulSet", "tagger"))
+    statefulset["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError, match="three"):
+        kubernetes_validate.validate(statefulset, KUBE_VERSIONS[-1], strict=True)
+    statefulset["spec"]["replicas"] = 3
+    statefulset["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolcy"):
+        kubernetes_validate.validate(statefulset, KUBE_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("tagger.standbyReplicas=-1", "standbyReplicas"),
+        ("tagger.store=leveldb", "store"),
+        ("ingest.replica=3", "replica"),
+        ("kafka.bootstrapServers=kafka", "bootstrapServers"),
+        ("redis.url=http://redis:6379", "url"),
+        ("metrics.serviceMonitor.interval=often", "interval"),
+    ],
+)
+def test_the_values_schema_rejects_a_bad_value_naming_it(override, named):
+    code, _, err = helm_template("-f", str(CHART / "ci" / "default-values.yaml"), "--set", override)
+    assert code != 0
+    assert "values don't meet the specifications of the schema" in err
+    assert named in err
+
+
+def test_kafka_and_redis_addresses_are_required():
+    code, _, err = helm_template()
+    assert code != 0
+    assert "bootstrapServers" in err
+    assert "url" in err
+
+
+def test_the_three_services_have_their_workloads_services_and_disruption_budgets():
+    manifests = render("default-values.yaml")
+    assert one(manifests, "Deployment", "ingest")["spec"]["template"]["spec"]["containers"][0]["args"] == ["ingest"]
+    assert one(manifests, "StatefulSet", "tagger")["spec"]["template"]["spec"]["containers"][0]["args"] == ["tagger"]
+    assert one(manifests, "Deployment", "notifier")["spec"]["template"]["spec"]["containers"][0]["args"] == ["notifier"]
+    hpa = one(manifests, "HorizontalPodAutoscaler", "ingest")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == one(manifests, "Deployment", "ingest")["metadata"]["name"]
+    assert "replicas" not in one(manifests, "Deployment", "ingest")["spec"]  # the HPA owns it
+    assert {
+        pdb["metadata"]["labels"]["app.kubernetes.io/component"] for pdb in of_kind(manifests, "PodDisruptionBudget")
+    } == {
+        "ingest",
+        "tagger",
+        "notifier",
+    }
+    assert of_kind(manifests, "ServiceAccount")[0]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_service_and_disruption_budget_selects_the_pods_of_exactly_one_workload(scenario):
+    manifests = render(scenario)
+    pods = [w["spec"]["template"]["metadata"]["labels"] for w in workloads(manifests) if w["kind"] != "Job"]
+    for service in of_kind(manifests, "Service"):
+        assert sum(selects(service["spec"]["selector"], labels) for labels in pods) == 1, service["metadata"]["name"]
+    for pdb in of_kind(manifests, "PodDisruptionBudget"):
+        assert sum(selects(pdb["spec"]["selector"]["matchLabels"], labels) for labels in pods) == 1
+    for workload in workloads(manifests):
+        if workload["kind"] != "Job":
+            assert selects(
+                workload["spec"]["selector"]["matchLabels"], workload["spec"]["template"]["metadata"]["labels"]
+            )
+
+
+def test_the_tagger_keeps_rocksdb_on_a_volume_per_replica_behind_a_headless_service():
+    manifests = render("default-values.yaml")
+    tagger = one(manifests, "StatefulSet", "tagger")
+    headless = [s for s in of_kind(manifests, "Service") if s["metadata"]["name"] == tagger["spec"]["serviceName"]]
+    assert headless
+    assert headless[0]["spec"]["clusterIP"] == "None"
+    claims = tagger["spec"]["volumeClaimTemplates"]
+    assert [claim["metadata"]["name"] for claim in claims] == ["data"]
+    assert claims[0]["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    container = tagger["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "data", "mountPath": "/var/lib/tagstream"} in container["volumeMounts"]
+    env = literal_env(container)
+    assert env["TAGSTREAM_TAGGER__STORE"] == "rocksdb"
+    assert env["TAGSTREAM_TAGGER__DATADIR"] == "/var/lib/tagstream"
+    assert env["TAGSTREAM_TAGGER__STANDBY_REPLICAS"] == "1"
+
+
+def test_standby_replicas_are_configurable_and_the_memory_store_needs_no_volume():
+    manifests = render("minimal-values.yaml", "tagger.standbyReplicas=2")
+    tagger = one(manifests, "StatefulSet", "tagger")
+    assert literal_env(tagger["spec"]["template"]["spec"]["containers"][0])["TAGSTREAM_TAGGER__STANDBY_REPLICAS"] == "2"
+    assert "volumeClaimTemplates" not in tagger["spec"]
+    assert {"name": "data", "emptyDir": {}} in tagger["spec"]["template"]["spec"]["volumes"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_pod_runs_as_non_root_with_a_read_only_root_filesystem_and_no_capabilities(scenario):
+    manifests = render(scenario)
+    for workload, container in containers(manifests):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["automountServiceAccountToken"] is False
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True, container["name"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_service_container_probes_healthz_and_readyz_on_its_http_port(scenario):
+    for workload, container in containers(render(scenario)):
+        if workload["kind"] == "Job":
+            continue
+        assert [port["name"] for port in container["ports"]] == ["http"]
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_container_environment_names_real_settings_and_loads(scenario):
+    for workload, container in containers(render(scenario)):
+        env = literal_env(container)
+        assert settings_check.unknown_settings(env) == [], workload["metadata"]["name"]
+        settings = settings_check.load(env)
+        assert settings.kafka.bootstrap_servers == env["TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS"]
+
+
+def test_credentials_come_only_from_the_existing_secret():
+    manifests = render("production-values.yaml")
+    assert of_kind(manifests, "Secret") == []
+    ingest = one(manifests, "Deployment", "ingest")
+    for _, container in containers(manifests):
+        for variable in container["env"]:
+            if "valueFrom" in variable:
+                assert variable["valueFrom"]["secretKeyRef"]["name"] == "tagstream-credentials"
+            assert "password" not in variable.get("value", "").lower()
+        names = {variable["name"] for variable in container["env"]}
+        assert {"TAGSTREAM_KAFKA__SASL_PASSWORD", "TAGSTREAM_REDIS__PASSWORD"} <= names
+    keys_volume = next(v for v in ingest["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-keys")
+    assert keys_volume["secret"]["secretName"] == "tagstream-credentials"
+    env = literal_env(ingest["spec"]["template"]["spec"]["containers"][0])
+    assert env["TAGSTREAM_INGEST__API_KEYS_FILE"] == "/etc/tagstream/api-keys/ingest-api-keys.json"
+
+
+def test_notifier_secret_settings_are_read_from_the_existing_secret():
+    manifests = render("production-values.yaml", "notifier.secretSettings.push_auth_header=push-auth")
+    container = one(manifests, "Deployment", "notifier")["spec"]["template"]["spec"]["containers"][0]
+    variable = next(v for v in container["env"] if v["name"] == "TAGSTREAM_NOTIFIER__PUSH_AUTH_HEADER")
+    assert variable["valueFrom"]["secretKeyRef"] == {"name": "tagstream-credentials", "key": "push-auth"}
+
+
+def test_a_playbooks_change_rolls_the_notifier_and_the_seed_groups_reach_a_post_install_job():
+    before = render("production-values.yaml")
+    after = render("production-values.yaml", "notifier.playbooks=playbooks: []")
+    checksum = [
+        one(m, "Deployment", "notifier")["spec"]["template"]["metadata"]["annotations"]["checksum/playbooks"]
+        for m in (before, after)
+    ]
+    assert checksum[0] != checksum[1]
+    playbooks = one(after, "ConfigMap", "notifier")
+    assert playbooks["data"]["playbooks.yaml"].strip() == "playbooks: []"
+
+    job = one(before, "Job", "seed")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["tags", "apply", "-f", "/seed/groups.yaml"]
+    groups = one(before, "ConfigMap", "seed")
+    assert yaml.safe_load(groups["data"]["groups.yaml"])["groups"][0]["id"] == "value"
+    reseeded = render("production-values.yaml", "seed.groups=groups: []")
+    assert (
+        one(reseeded, "Job", "seed")["spec"]["template"]["metadata"]["annotations"]["checksum/groups"]
+        != job["spec"]["template"]["metadata"]["annotations"]["checksum/groups"]
+    )
+
+
+def test_network_policies_admit_only_the_http_port_and_the_configured_peers():
+    manifests = render("production-values.yaml")
+    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in of_kind(manifests, "NetworkPolicy")}
+    assert set(policies) == {"ingest", "tagger", "notifier", "seed"}
+    ingest_from = policies["ingest"]["spec"]["ingress"][0]["from"]
+    names = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in ingest_from]
+    assert names == ["shop", "monitoring"]
+    tagger_from = policies["tagger"]["spec"]["ingress"][0]["from"]
+    assert [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in tagger_from] == [
+        "monitoring"
+    ]
+    assert policies["seed"]["spec"]["ingress"] == []
+    for policy in policies.values():
+        assert {"port": 53, "protocol": "UDP"} in policy["spec"]["egress"][0]["ports"]
+
+
+def test_the_prometheus_operator_resources_are_well_formed_and_read_the_charts_files():
+    manifests = render("production-values.yaml")
+    [monitor] = of_kind(manifests, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selector = monitor["spec"]["selector"]
+    [expression] = selector["matchExpressions"]
+    scraped = [
+        service
+        for service in of_kind(manifests, "Service")
+        if selects(selector["matchLabels"], service["metadata"]["labels"])
+        and service["metadata"]["labels"][expression["key"]] in expression["values"]
+    ]
+    assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == [
+        "ingest",
+        "notifier",
+        "tagger",
+    ]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    for service in scraped:
+        assert endpoint["port"] in [port["name"] for port in service["spec"]["ports"]]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["crm"]}
+
+    [rule] = of_kind(manifests, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"] == yaml.safe_load((CHART_FILES / "alerts.yaml").read_text(encoding="utf-8"))
+    for group in rule["spec"]["groups"]:
+        assert group["name"]
+        assert group["rules"]
+        for alert in group["rules"]:
+            assert set(alert) <= {"alert", "expr", "for", "labels", "annotations"}
+            assert alert["expr"]
+
+    dashboard = one(manifests, "ConfigMap", "metrics")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["tagstream.json"]) == json.loads((CHART_FILES / "dashboard.json").read_text())
+
+
+def test_monitoring_resources_are_off_unless_asked_for():
+    manifests = render("default-values.yaml")
+    assert of_kind(manifests, "ServiceMonitor") == of_kind(manifests, "PrometheusRule") == []
+    assert [m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")] == []
