@@ -290,3 +290,17 @@ def test_monitoring_resources_are_off_unless_asked_for():
     manifests = render("default-values.yaml")
     assert of_kind(manifests, "ServiceMonitor") == of_kind(manifests, "PrometheusRule") == []
     assert [m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("kafka.securityProtocol=SASL_SSL", "/kafka/saslMechanism"),
+        ("kafka.securityProtocol=SASL_SSL,kafka.saslMechanism=PLAIN,kafka.saslUsername=u", "set existingSecret"),
+        ("redis.auth=true", "redis.auth is true"),
+    ],
+)
+def test_credentials_that_would_be_missing_at_start_are_refused_at_install(overrides, message):
+    code, _, err = helm_template("-f", str(CHART / "ci" / "default-values.yaml"), "--set", overrides)
+    assert code != 0
+    assert message in err
