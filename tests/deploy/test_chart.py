@@ -201,9 +201,9 @@ def test_credentials_come_only_from_the_existing_secret():
 
 
 def test_notifier_secret_settings_are_read_from_the_existing_secret():
-    manifests = render("production-values.yaml", "notifier.secretSettings.push_auth_header=push-auth")
+    manifests = render("production-values.yaml")
     container = one(manifests, "Deployment", "notifier")["spec"]["template"]["spec"]["containers"][0]
-    variable = next(v for v in container["env"] if v["name"] == "TAGSTREAM_NOTIFIER__PUSH_AUTH_HEADER")
+    variable = next(v for v in container["env"] if v["name"] == "TAGSTREAM_NOTIFIER__PUSH_AUTH")
     assert variable["valueFrom"]["secretKeyRef"] == {"name": "tagstream-credentials", "key": "push-auth"}
 
 
