@@ -26,7 +26,9 @@ def test_the_dashboard_has_a_stable_uid_and_a_prometheus_datasource_variable():
     assert (variable["name"], variable["type"], variable["query"]) == ("datasource", "datasource", "prometheus")
 
 
-@pytest.mark.parametrize("path", [DASHBOARD, PENDING_PANELS], ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path", [path for path in (DASHBOARD, PENDING_PANELS) if path.exists()], ids=lambda path: path.name
+)
 def test_every_panel_has_a_unique_id_a_place_on_the_grid_and_queries_the_chosen_datasource(path):
     panels = load(path)["panels"]
     ids = [panel["id"] for panel in panels]
@@ -49,5 +51,6 @@ def test_every_panel_has_a_unique_id_a_place_on_the_grid_and_queries_the_chosen_
         assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
 
 
-def test_pending_panels_have_ids_apart_from_the_dashboards_so_they_can_be_appended():
-    assert not {p["id"] for p in load(DASHBOARD)["panels"]} & {p["id"] for p in load(PENDING_PANELS)["panels"]}
+def test_panel_ids_stay_unique_when_the_pending_panels_are_appended():
+    ids = [panel["id"] for path in (DASHBOARD, PENDING_PANELS) if path.exists() for panel in load(path)["panels"]]
+    assert len(ids) == len(set(ids))
