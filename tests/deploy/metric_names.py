@@ -1,55 +1,70 @@
-"""Which metric names do the services export, and which does a PromQL expression read?
+"""Which series do the services export, and which metric names and labels does PromQL read?
 
-The dashboard and the alert rules may only read what the services really export. The exported names
-come from each service's metrics class built on a fresh registry, the way the service builds it.
+The dashboard and the alert rules may only read what the services really export. The exported series
+(sample names and their label names) come from each service's metrics class built on a fresh registry,
+the way the service builds it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
 
 from services.tagger.metrics import TaggerMetrics
 
+# Sample name -> the label names it carries.
+Series = dict[str, frozenset[str]]
+
 # One entry per service: its metrics class (constructor taking the registry). After merging the ingest
-# and notifier branches, add IngestMetrics and NotifierMetrics here and empty PLANNED accordingly.
+# and notifier branches, add IngestMetrics and NotifierMetrics here and drop them from PLANNED.
 EXPORTERS: dict[str, Callable[[CollectorRegistry], object]] = {
     "tagger": TaggerMetrics,
 }
 
+# Labels Prometheus attaches to every scraped series (static configs; ServiceMonitor targets).
+TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "container", "endpoint"})
+# Series Prometheus itself writes for every scrape target.
+PROMETHEUS_SERIES: Series = {name: frozenset() for name in ("up", "scrape_duration_seconds", "scrape_samples_scraped")}
+
+
+def _counter(name: str, *labels: str) -> Series:
+    return {f"{name}_total": frozenset(labels)}
+
+
+def _gauge(name: str, *labels: str) -> Series:
+    return {name: frozenset(labels)}
+
+
+def _histogram(name: str, *labels: str) -> Series:
+    return {
+        f"{name}_bucket": frozenset({*labels, "le"}),
+        f"{name}_sum": frozenset(labels),
+        f"{name}_count": frozenset(labels),
+    }
+
+
 # The metric names contract for the services still being written; the pending panels and alerts
-# (files/pending-*) are built against these. A name moves out of here when its service exports it.
-PLANNED: dict[str, frozenset[str]] = {
-    "ingest": frozenset(
-        {
-            "tagstream_http_requests_total",
-            "tagstream_http_request_duration_seconds_bucket",
-            "tagstream_http_request_duration_seconds_sum",
-            "tagstream_http_request_duration_seconds_count",
-            "tagstream_ingest_events_total",
-            "tagstream_ingest_producer_buffer_bytes",
-        }
-    ),
-    "notifier": frozenset(
-        {
-            "tagstream_notifications_total",
-            "tagstream_notifier_provider_seconds_bucket",
-            "tagstream_notifier_provider_seconds_sum",
-            "tagstream_notifier_provider_seconds_count",
-            "tagstream_notifier_scheduler_backlog",
-            "tagstream_notifier_scheduler_lag_seconds",
-            "tagstream_notifier_dlq_total",
-            "tagstream_notifier_circuit_open",
-        }
-    ),
+# (files/pending-*) are built against these. A service moves out of here when it exports them.
+PLANNED: dict[str, Series] = {
+    "ingest": {
+        **_counter("tagstream_http_requests", "route", "method", "status"),
+        **_histogram("tagstream_http_request_duration_seconds", "route", "method"),
+        **_counter("tagstream_ingest_events", "outcome"),
+        **_gauge("tagstream_ingest_producer_buffer_bytes"),
+    },
+    "notifier": {
+        **_counter("tagstream_notifications", "channel", "outcome", "reason"),
+        **_histogram("tagstream_notifier_provider_seconds", "channel"),
+        **_gauge("tagstream_notifier_scheduler_backlog"),
+        **_gauge("tagstream_notifier_scheduler_lag_seconds"),
+        **_counter("tagstream_notifier_dlq", "channel"),
+        **_gauge("tagstream_notifier_circuit_open", "channel"),
+    },
 }
 
-# Series Prometheus itself attaches to every scrape target.
-PROMETHEUS_SERIES = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped"})
-
-# The sample names prometheus_client writes for each metric type.
+# The sample names prometheus_client writes for each metric type (histogram buckets add "le").
 _SUFFIXES = {
     "counter": ("_total", "_created"),
     "gauge": ("",),
@@ -61,20 +76,33 @@ _SUFFIXES = {
 }
 
 
-def exported() -> dict[str, frozenset[str]]:
-    """Service -> every sample name its metrics class exposes."""
+def exported() -> dict[str, Series]:
+    """Service -> every series its metrics class exposes."""
     found = {}
     for service, build in EXPORTERS.items():
         registry = CollectorRegistry()
         build(registry)
-        found[service] = frozenset(
-            family.name + suffix for family in registry.collect() for suffix in _SUFFIXES[family.type]
-        )
+        series: Series = {}
+        # prometheus_client has no public accessor for a metric's label names; its collectors keep
+        # them in _labelnames (and a registry maps collectors in _collector_to_names).
+        for collector in registry._collector_to_names:
+            labels = frozenset(getattr(collector, "_labelnames", ()))
+            for family in collector.collect():
+                for suffix in _SUFFIXES[family.type]:
+                    series[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+        found[service] = series
     return found
 
 
-def exported_names() -> frozenset[str]:
-    return frozenset().union(*exported().values())
+def exported_series() -> Series:
+    return merged(exported().values())
+
+
+def merged(parts: Iterable[Series]) -> Series:
+    out: Series = {}
+    for part in parts:
+        out.update(part)
+    return out
 
 
 _AGGREGATIONS = {
@@ -134,3 +162,26 @@ def metric_names(expression: str) -> set[str]:
             continue
         names.add(word)
     return names
+
+
+_LABEL_LIST = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^()]*)\)")
+_MATCHER_LABEL = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def label_names(expression: str) -> set[str]:
+    """The label names an expression groups, joins or matches on."""
+    text = _GRAFANA_VARIABLES.sub("", expression)
+    names = set()
+    for group in _LABEL_LIST.findall(text):
+        names.update(name.strip() for name in group.split(",") if name.strip())
+    for matchers in _MATCHERS.findall(_STRINGS.sub('""', text)):
+        names.update(_MATCHER_LABEL.findall(matchers))
+    return names
+
+
+def problems(expression: str, known: Series) -> set[str]:
+    """Metric names the services do not export, and labels none of the expression's metrics carries."""
+    names = metric_names(expression)
+    unknown = {name for name in names if name not in known}
+    carried = set(TARGET_LABELS).union(*(known[name] for name in names if name in known))
+    return unknown | {f"label {label!r}" for label in label_names(expression) - carried}

@@ -9,7 +9,8 @@ import yaml
 
 from tests.deploy.tools import CHART_FILES, REPO_ROOT, run_ok, tool
 
-RULE_FILES = [CHART_FILES / "alerts.yaml", CHART_FILES / "pending-alerts.yaml"]
+# pending-alerts.yaml goes away once merged into alerts.yaml.
+RULE_FILES = [path for path in (CHART_FILES / "alerts.yaml", CHART_FILES / "pending-alerts.yaml") if path.exists()]
 RULE_TESTS = sorted((REPO_ROOT / "tests" / "deploy" / "rules").glob("*.test.yaml"))
 RUNBOOKS = REPO_ROOT / "docs" / "deploy.md"
 

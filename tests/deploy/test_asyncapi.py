@@ -1,17 +1,20 @@
-"""docs/asyncapi.yaml describes every topic, its key and its payload's JSON Schema."""
+"""docs/asyncapi.yaml is a valid AsyncAPI 3.0 document describing every topic, its key and its payload."""
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from schemas.generate import SCHEMA_DIR
 from schemas.topics import TopicNames
-from tests.deploy.tools import REPO_ROOT
+from tests.deploy.tools import REPO_ROOT, tool
 
 ASYNCAPI = REPO_ROOT / "docs" / "asyncapi.yaml"
 # Payload schemas the notifier's contracts add (another branch); every other reference must exist.
@@ -45,10 +48,15 @@ def resolve(document: dict[str, Any], pointer: str) -> Any:
     return node
 
 
-def test_it_is_an_asyncapi_3_document_for_kafka(document):
+def test_it_is_valid_against_the_official_asyncapi_3_schema(document):
     assert document["asyncapi"] == "3.0.0"
-    assert document["info"]["title"]
     assert document["servers"]["kafka"]["protocol"] == "kafka"
+    validator = jsonschema.Draft7Validator(json.loads(tool("asyncapi-spec.sh").read_text(encoding="utf-8")))
+    assert [f"{list(error.absolute_path)}: {error.message}" for error in validator.iter_errors(document)] == []
+
+    broken = copy.deepcopy(document)
+    broken["channels"]["events"]["messages"]["customerEvent"] = {"payload": {"type": "object"}, "bindings": []}
+    assert not validator.is_valid(broken)
 
 
 def test_every_topic_tagstream_uses_is_a_channel(document):

@@ -201,9 +201,9 @@ def test_credentials_come_only_from_the_existing_secret():
 
 
 def test_notifier_secret_settings_are_read_from_the_existing_secret():
-    manifests = render("production-values.yaml", "notifier.secretSettings.push_auth_header=push-auth")
+    manifests = render("production-values.yaml")
     container = one(manifests, "Deployment", "notifier")["spec"]["template"]["spec"]["containers"][0]
-    variable = next(v for v in container["env"] if v["name"] == "TAGSTREAM_NOTIFIER__PUSH_AUTH_HEADER")
+    variable = next(v for v in container["env"] if v["name"] == "TAGSTREAM_NOTIFIER__PUSH_AUTH")
     assert variable["valueFrom"]["secretKeyRef"] == {"name": "tagstream-credentials", "key": "push-auth"}
 
 
@@ -290,3 +290,17 @@ def test_monitoring_resources_are_off_unless_asked_for():
     manifests = render("default-values.yaml")
     assert of_kind(manifests, "ServiceMonitor") == of_kind(manifests, "PrometheusRule") == []
     assert [m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"].endswith("-dashboard")] == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ("kafka.securityProtocol=SASL_SSL", "/kafka/saslMechanism"),
+        ("kafka.securityProtocol=SASL_SSL,kafka.saslMechanism=PLAIN,kafka.saslUsername=u", "set existingSecret"),
+        ("redis.auth=true", "redis.auth is true"),
+    ],
+)
+def test_credentials_that_would_be_missing_at_start_are_refused_at_install(overrides, message):
+    code, _, err = helm_template("-f", str(CHART / "ci" / "default-values.yaml"), "--set", overrides)
+    assert code != 0
+    assert message in err

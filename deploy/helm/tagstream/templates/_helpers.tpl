@@ -54,6 +54,12 @@ app.kubernetes.io/part-of: tagstream
 
 {{/* Settings every service reads (services/runtime/settings.py); secrets only from existingSecret. */}}
 {{- define "tagstream.commonEnv" -}}
+{{- if and .Values.kafka.saslMechanism (not .Values.existingSecret) }}
+{{- fail "kafka.saslMechanism is set: the SASL password comes from existingSecret (key secretKeys.kafkaSaslPassword); set existingSecret" }}
+{{- end }}
+{{- if and .Values.redis.auth (not .Values.existingSecret) }}
+{{- fail "redis.auth is true: the Redis password comes from existingSecret (key secretKeys.redisPassword); set existingSecret" }}
+{{- end }}
 - name: TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS
   value: {{ .Values.kafka.bootstrapServers | quote }}
 - name: TAGSTREAM_KAFKA__SECURITY_PROTOCOL
