@@ -12,15 +12,18 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry
 
+from services.ingest.metrics import IngestMetrics
+from services.notifier.metrics import NotifierMetrics
 from services.tagger.metrics import TaggerMetrics
 
 # Sample name -> the label names it carries.
 Series = dict[str, frozenset[str]]
 
-# One entry per service: its metrics class (constructor taking the registry). After merging the ingest
-# and notifier branches, add IngestMetrics and NotifierMetrics here and drop them from PLANNED.
+# One entry per service: its metrics class (constructor taking the registry).
 EXPORTERS: dict[str, Callable[[CollectorRegistry], object]] = {
     "tagger": TaggerMetrics,
+    "ingest": IngestMetrics,
+    "notifier": NotifierMetrics,
 }
 
 # Labels Prometheus attaches to every scraped series (static configs; ServiceMonitor targets).
@@ -45,24 +48,9 @@ def _histogram(name: str, *labels: str) -> Series:
     }
 
 
-# The metric names contract for the services still being written; the pending panels and alerts
-# (files/pending-*) are built against these. A service moves out of here when it exports them.
-PLANNED: dict[str, Series] = {
-    "ingest": {
-        **_counter("tagstream_http_requests", "route", "method", "status"),
-        **_histogram("tagstream_http_request_duration_seconds", "route", "method"),
-        **_counter("tagstream_ingest_events", "outcome"),
-        **_gauge("tagstream_ingest_producer_buffer_bytes"),
-    },
-    "notifier": {
-        **_counter("tagstream_notifications", "channel", "outcome", "reason"),
-        **_histogram("tagstream_notifier_provider_seconds", "channel"),
-        **_gauge("tagstream_notifier_scheduler_backlog"),
-        **_gauge("tagstream_notifier_scheduler_lag_seconds"),
-        **_counter("tagstream_notifier_dlq", "channel"),
-        **_gauge("tagstream_notifier_circuit_open", "channel"),
-    },
-}
+# Metrics of services still being written, which pending panels and alerts (files/pending-*) may use
+# before they exist. Empty: every service exports what the dashboard and alerts read.
+PLANNED: dict[str, Series] = {}
 
 # The sample names prometheus_client writes for each metric type (histogram buckets add "le").
 _SUFFIXES = {
