@@ -22,16 +22,20 @@ class _Section(BaseModel):
 
 
 class KafkaSettings(_Section):
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="comma-separated host:port list")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how clients connect to the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="needed with SASL_*"
+    )
+    sasl_username: str | None = Field(default=None, description="needed with SASL_*")
+    sasl_password: SecretStr | None = Field(default=None, description="needed with SASL_*")
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle for SSL / SASL_SSL")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(default=None, description="client key (mutual TLS)")
     partitions: int = Field(default=12, ge=1, description="partitions of the topics tagstream creates")
-    replication_factor: int = Field(default=3, ge=1)
+    replication_factor: int = Field(default=3, ge=1, description="replicas of the topics tagstream creates")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
@@ -45,27 +49,35 @@ class KafkaSettings(_Section):
 
 
 class RedisSettings(_Section):
-    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^rediss?://")
-    password: SecretStr | None = None
+    url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        pattern=r"^rediss?://",
+        description="redis:// or rediss:// (TLS), with the database number",
+    )
+    password: SecretStr | None = Field(default=None, description="AUTH password (or put it in the URL)")
     ssl_ca_certs: Path | None = Field(default=None, description="CA bundle for rediss:// URLs")
-    key_prefix: str = "ts:"
-    history_limit: int = Field(default=200, ge=1)
+    key_prefix: str = Field(default="ts:", description="prefix of every key tagstream writes")
+    history_limit: int = Field(default=200, ge=1, description="tag changes kept per customer in the read model")
 
 
 class TaggerSettings(_Section):
-    app_id: str = "tagstream-tagger"
-    store: Literal["memory", "rocksdb"] = "rocksdb"
-    datadir: Path = Path("/var/lib/tagstream")
+    app_id: str = Field(default="tagstream-tagger", description="consumer group and changelog topic prefix")
+    store: Literal["memory", "rocksdb"] = Field(default="rocksdb", description="where customer state is kept")
+    datadir: Path = Field(default=Path("/var/lib/tagstream"), description="RocksDB files (a volume per replica)")
     rocksdb_block_cache_mb: int = Field(default=64, ge=8, description="per partition; faust's default is 2 GiB")
-    web_host: str = "0.0.0.0"
-    web_port: int = Field(default=6066, ge=1, le=65535)
-    standby_replicas: int = Field(default=1, ge=0)
+    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
+    standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
     batch_size: int = Field(default=500, ge=1, description="events taken per batch")
-    batch_within_s: float = Field(default=0.05, gt=0)
-    timer_interval_s: float = Field(default=0.5, gt=0)
-    horizon_days: int = Field(default=400, ge=1, le=3650)
+    batch_within_s: float = Field(default=0.05, gt=0, description="longest wait to fill a batch")
+    timer_interval_s: float = Field(default=0.5, gt=0, description="how often due time-based re-evaluations are sent")
+    horizon_days: int = Field(
+        default=400, ge=1, le=3650, description="days of history kept per customer; windows may not reach further"
+    )
     projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
-    producer_request_timeout_s: float = Field(default=30.0, gt=0)
+    producer_request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
+    )
     session_timeout_s: float = Field(
         default=30.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
     )
@@ -74,35 +86,41 @@ class TaggerSettings(_Section):
 class NotifierSettings(_Section):
     """The notifier (docs/notifier.md). A provider without a URL is the `log` provider (local use)."""
 
-    playbooks_file: Path = Path("/etc/tagstream/playbooks.yaml")
+    playbooks_file: Path = Field(default=Path("/etc/tagstream/playbooks.yaml"), description="YAML, reloaded on change")
     reload_interval_s: float = Field(default=5.0, gt=0, description="how often the playbooks file is checked")
-    group_id: str = "tagstream-notifier"
-    web_host: str = "0.0.0.0"
-    web_port: int = Field(default=8081, ge=1, le=65535)
+    group_id: str = Field(default="tagstream-notifier", description="Kafka consumer group of the replicas")
+    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    web_port: int = Field(default=8081, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     default_timezone: str = Field(default="UTC", description="IANA zone for customers without one")
     quiet_hours: str | None = Field(default="21:00-08:00", description="local time window; 'off' for none")
-    quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = ("push", "sms")
+    quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = Field(
+        default=("push", "sms"), description="channels held during quiet hours"
+    )
     caps: tuple[str, ...] = Field(
         default=("sms:1/1d", "push:3/7d"), description="global caps, channel:limit/window, e.g. sms:1/1d"
     )
     coupon_period: str = Field(default="30d", pattern=r"^\d+[smhdw]$", description="one coupon kind per customer per")
     lease_s: float = Field(default=30.0, gt=0, description="a claimed step is hidden from other replicas this long")
-    poll_interval_s: float = Field(default=0.2, gt=0)
+    poll_interval_s: float = Field(default=0.2, gt=0, description="how often due steps are claimed")
     batch: int = Field(default=100, ge=1, description="steps claimed and sent concurrently")
-    max_claims: int = Field(default=5, ge=1)
-    keep_decisions_days: int = Field(default=90, ge=1)
-    push_url: str | None = None
-    sms_url: str | None = None
-    coupon_url: str | None = None
+    max_claims: int = Field(default=5, ge=1, description="a step claimed this often without finishing goes to the DLQ")
+    keep_decisions_days: int = Field(
+        default=90, ge=1, description="how long a decided step is remembered for deduplication"
+    )
+    push_url: str | None = Field(default=None, description="push webhook; none: the log provider")
+    sms_url: str | None = Field(default=None, description="SMS webhook; none: the log provider")
+    coupon_url: str | None = Field(default=None, description="coupon webhook; none: the log provider")
     push_auth: SecretStr | None = Field(default=None, description="Authorization header value")
-    sms_auth: SecretStr | None = None
-    coupon_auth: SecretStr | None = None
-    provider_timeout_s: float = Field(default=5.0, gt=0)
-    provider_attempts: int = Field(default=4, ge=1)
-    backoff_base_s: float = Field(default=0.2, ge=0)
-    backoff_cap_s: float = Field(default=10.0, ge=0)
-    breaker_threshold: int = Field(default=5, ge=1)
-    breaker_reset_s: float = Field(default=30.0, gt=0)
+    sms_auth: SecretStr | None = Field(default=None, description="Authorization header value")
+    coupon_auth: SecretStr | None = Field(default=None, description="Authorization header value")
+    provider_timeout_s: float = Field(default=5.0, gt=0, description="per provider request")
+    provider_attempts: int = Field(default=4, ge=1, description="requests per send before the DLQ")
+    backoff_base_s: float = Field(default=0.2, ge=0, description="first retry delay (exponential, full jitter)")
+    backoff_cap_s: float = Field(default=10.0, ge=0, description="longest retry delay")
+    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
+    breaker_reset_s: float = Field(
+        default=30.0, gt=0, description="how long an open circuit waits before a trial request"
+    )
 
     @field_validator("default_timezone")
     @classmethod
@@ -140,21 +158,21 @@ class ApiKey(_Section):
 
 
 class IngestSettings(_Section):
-    host: str = "0.0.0.0"
-    port: int = Field(default=8080, ge=1, le=65535)
+    host: str = Field(default="0.0.0.0", description="listen address")
+    port: int = Field(default=8080, ge=1, le=65535, description="HTTP port")
     max_batch: int = Field(default=1000, ge=1, description="events in one POST /v1/events")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     producer_buffer_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="bytes sent but not yet acknowledged by Kafka; beyond: 429"
     )
     send_timeout_s: float = Field(default=10.0, gt=0, description="Kafka acknowledgement wait before a 503")
-    linger_ms: int = Field(default=2, ge=0)
+    linger_ms: int = Field(default=2, ge=0, description="producer batching delay")
     api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {key, role, name}")
     api_keys_file: Path | None = Field(
         default=None, description="a mounted Secret: a JSON list of {key, role, name}, read at start"
     )
     audience_ttl_s: int = Field(default=600, ge=10, description="how long an audience cursor stays valid")
-    audience_page_max: int = Field(default=10_000, ge=1)
+    audience_page_max: int = Field(default=10_000, ge=1, description="largest page of customer ids")
 
 
 class Settings(BaseSettings):
