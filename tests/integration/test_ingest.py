@@ -229,6 +229,10 @@ async def test_group_lifecycle_validates_versions_reorders_disables_and_deletes(
     assert (await client.get(f"/v1/groups/{gid}")).status_code == 404
     assert gid not in await client.tags_of(customer)
     assert (await client.delete(f"/v1/groups/{gid}", "admin")).status_code == 404
+    recreated = await client.post("/v1/groups", "admin", json=group)
+    assert recreated.json()["version"] == 7  # versions continue past the deletion
+    assert (await client.get(f"/v1/groups/{gid}")).json()["version"] == 7
+    assert (await client.delete(f"/v1/groups/{gid}", "admin")).status_code == 204
     referenced = await client.delete("/v1/groups/value", "operator")
     assert referenced.status_code == 403
 
