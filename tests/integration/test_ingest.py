@@ -456,3 +456,17 @@ async def test_kafka_unreachable_answers_503_and_not_ready(redis_url: str) -> No
         assert (await client.http.get("/readyz")).status_code == 503
         assert (await client.get("/v1/groups")).status_code == 503
         assert (await client.http.get("/healthz")).status_code == 200
+
+
+async def test_redis_unreachable_answers_503_on_reads_while_events_are_still_accepted(
+    kafka_bootstrap: str, stack: Stack
+) -> None:
+    from tests.integration.processes import free_port
+
+    prefix = stack.settings.redis.key_prefix.rstrip(":")
+    settings = ingest_settings(kafka_bootstrap, f"redis://127.0.0.1:{free_port()}/0", prefix)
+    async with running_ingest(settings) as client:
+        assert (await client.get("/v1/customers/c1/tags")).status_code == 503
+        assert (await client.post("/v1/audiences/query", json={"all_of": ["care/vip"]})).status_code == 503
+        assert (await client.put("/v1/customers/c1/opt-outs/sms")).status_code == 503
+        assert (await client.post("/v1/events", json=browse(unique("no-redis")))).status_code == 202
