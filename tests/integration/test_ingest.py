@@ -419,6 +419,10 @@ async def test_metrics_count_requests_by_route_template_and_events_by_outcome(st
     assert 'tagstream_ingest_events_total{outcome="rejected"}' in text
     assert "tagstream_ingest_producer_buffer_bytes" in text
     assert "some-one" not in text
+    assert (await client.http.get("/docs")).status_code == 200
+    openapi = (await client.http.get("/openapi.json")).json()
+    assert "CustomerEvent" in openapi["components"]["schemas"]
+    assert {"/v1/events", "/v1/audiences/query", "/v1/manual-tags/import"} <= set(openapi["paths"])
 
 
 async def test_a_restarted_service_rebuilds_the_definitions_from_the_topic(stack: Stack) -> None:

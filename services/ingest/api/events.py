@@ -69,7 +69,7 @@ async def post_events(
     body = await read_body(request, ctx.settings.ingest.max_body_bytes)
     events, errors = parse_events(body)
     if errors:
-        ctx.metrics.events.labels("rejected").inc(max(1, len(events)))
+        ctx.metrics.events.labels("rejected").inc(len({error.index for error in errors}))  # the bad items
         return JSONResponse({"detail": [error.model_dump() for error in errors]}, status_code=422)
     limit = ctx.settings.ingest.max_batch
     if len(events) > limit:
