@@ -61,7 +61,7 @@ def create_app(
     metrics = IngestMetrics(registry or CollectorRegistry())
     keys = load_keys(settings.ingest)
     if not len(keys):
-        log.warning("no API keys configured (TAGSTREAM_INGEST__API_KEYS / _FILE): every request will get 401")
+        log.warning("no API keys configured (TAGSTREAM_INGEST__API_KEYS / _FILE): every API request gets 401")
     open_adapters = adapters or kafka_redis_adapters
 
     @asynccontextmanager
