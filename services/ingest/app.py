@@ -8,6 +8,7 @@ Another set of adapters (the embedded mode) can be passed as `adapters`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,6 +34,8 @@ from services.runtime.settings import Settings
 from services.tagger.engine import Clock, SystemClock
 from services.tagger.readmodel import ReadModel
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Adapters:
@@ -57,6 +60,8 @@ def create_app(
     clock = clock or SystemClock()
     metrics = IngestMetrics(registry or CollectorRegistry())
     keys = load_keys(settings.ingest)
+    if not len(keys):
+        log.warning("no API keys configured (TAGSTREAM_INGEST__API_KEYS / _FILE): every API request gets 401")
     open_adapters = adapters or kafka_redis_adapters
 
     @asynccontextmanager

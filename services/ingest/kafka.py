@@ -51,6 +51,10 @@ class KafkaPublisher:
     def ready(self) -> bool:
         return self._producer is not None
 
+    @property
+    def saturated(self) -> bool:
+        return self._inflight >= self._ingest.producer_buffer_bytes
+
     async def start(self) -> None:
         self._connecting = asyncio.create_task(self._connect())
 
@@ -118,6 +122,7 @@ class KafkaDefinitions:
         self._topic = topic
         self._feed = DefinitionsFeed(kafka, topic, self._on_definitions)
         self._pending: dict[str, tuple[TagGroup | None, int]] = {}
+        self._versions: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -145,18 +150,22 @@ class KafkaDefinitions:
                 merged[group_id] = group
         return merged
 
+    def last_version(self, group_id: str) -> int:
+        return self._versions.get(group_id, 0)
+
     def written(self, upserts: Sequence[TagGroup], deletions: Sequence[str]) -> None:
         for group in upserts:
             self._pending[group.id] = (group, group.version)
-        current = self._feed.groups
+            self._versions[group.id] = max(self._versions.get(group.id, 0), group.version)
         for group_id in deletions:
-            deleted = self._pending.get(group_id, (current.get(group_id), 0))[0]
-            self._pending[group_id] = (None, deleted.version if deleted is not None else 0)
+            self._pending[group_id] = (None, self._versions.get(group_id, 0))
 
     def _on_definitions(self, groups: dict[str, TagGroup]) -> None:
-        for group_id, (group, version) in list(self._pending.items()):
+        for group in groups.values():
+            self._versions[group.id] = max(self._versions.get(group.id, 0), group.version)
+        for group_id, (pending, version) in list(self._pending.items()):
             seen = groups.get(group_id)
-            if group is not None:
+            if pending is not None:
                 caught_up = seen is not None and seen.version >= version
             else:
                 caught_up = seen is None or seen.version != version

@@ -30,9 +30,19 @@ class ManualTagging:
         self._engine = Engine(RuleBook.compile(groups.values(), horizon_days=horizon_days))
         self._groups = groups
         self._by_name = _names(groups)
+        self._refusals: dict[tuple[str, str, str], str | None] = {}
 
     def refusal(self, command: TagCommand) -> str | None:
         """Why the tagger would refuse this command, or None when it would apply it."""
+        if command.expires_at is not None:
+            return self._run(command)
+        # without an expiry the answer depends on the group and tag only: one engine run per tag
+        key = (command.group_id, command.tag_id, command.action)
+        if key not in self._refusals:
+            self._refusals[key] = self._run(command)
+        return self._refusals[key]
+
+    def _run(self, command: TagCommand) -> str | None:
         state = self._engine.new_state(command.customer_id)
         try:
             self._engine.on_command(state, command, command.occurred_at)

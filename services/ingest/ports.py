@@ -42,6 +42,11 @@ class Publisher(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def saturated(self) -> bool:
+        """The buffer is full already: refuse new work before even reading it."""
+        ...
+
 
 class Definitions(Protocol):
     """The current tag groups, rebuilt from the compacted definitions topic and kept current."""
@@ -53,6 +58,11 @@ class Definitions(Protocol):
 
     def written(self, upserts: Sequence[TagGroup], deletions: Sequence[str]) -> None:
         """This process has just published these: show them now, before the topic reads them back."""
+        ...
+
+    def last_version(self, group_id: str) -> int:
+        """The highest version of the group seen since start, deleted or not (0: never seen), so a
+        re-created group continues its versions."""
         ...
 
 

@@ -166,7 +166,7 @@ class IngestSettings(_Section):
         default=32 * 1024 * 1024, ge=1024, description="bytes sent but not yet acknowledged by Kafka; beyond: 429"
     )
     send_timeout_s: float = Field(default=10.0, gt=0, description="Kafka acknowledgement wait before a 503")
-    linger_ms: int = Field(default=2, ge=0, description="producer batching delay")
+    linger_ms: int = Field(default=0, ge=0, description="a request is a batch already: waiting only adds latency")
     api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {key, role, name}")
     api_keys_file: Path | None = Field(
         default=None, description="a mounted Secret: a JSON list of {key, role, name}, read at start"

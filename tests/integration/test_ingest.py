@@ -229,6 +229,10 @@ async def test_group_lifecycle_validates_versions_reorders_disables_and_deletes(
     assert (await client.get(f"/v1/groups/{gid}")).status_code == 404
     assert gid not in await client.tags_of(customer)
     assert (await client.delete(f"/v1/groups/{gid}", "admin")).status_code == 404
+    recreated = await client.post("/v1/groups", "admin", json=group)
+    assert recreated.json()["version"] == 7  # versions continue past the deletion
+    assert (await client.get(f"/v1/groups/{gid}")).json()["version"] == 7
+    assert (await client.delete(f"/v1/groups/{gid}", "admin")).status_code == 204
     referenced = await client.delete("/v1/groups/value", "operator")
     assert referenced.status_code == 403
 
@@ -415,6 +419,10 @@ async def test_metrics_count_requests_by_route_template_and_events_by_outcome(st
     assert 'tagstream_ingest_events_total{outcome="rejected"}' in text
     assert "tagstream_ingest_producer_buffer_bytes" in text
     assert "some-one" not in text
+    assert (await client.http.get("/docs")).status_code == 200
+    openapi = (await client.http.get("/openapi.json")).json()
+    assert "CustomerEvent" in openapi["components"]["schemas"]
+    assert {"/v1/events", "/v1/audiences/query", "/v1/manual-tags/import"} <= set(openapi["paths"])
 
 
 async def test_a_restarted_service_rebuilds_the_definitions_from_the_topic(stack: Stack) -> None:
@@ -452,3 +460,17 @@ async def test_kafka_unreachable_answers_503_and_not_ready(redis_url: str) -> No
         assert (await client.http.get("/readyz")).status_code == 503
         assert (await client.get("/v1/groups")).status_code == 503
         assert (await client.http.get("/healthz")).status_code == 200
+
+
+async def test_redis_unreachable_answers_503_on_reads_while_events_are_still_accepted(
+    kafka_bootstrap: str, stack: Stack
+) -> None:
+    from tests.integration.processes import free_port
+
+    prefix = stack.settings.redis.key_prefix.rstrip(":")
+    settings = ingest_settings(kafka_bootstrap, f"redis://127.0.0.1:{free_port()}/0", prefix)
+    async with running_ingest(settings) as client:
+        assert (await client.get("/v1/customers/c1/tags")).status_code == 503
+        assert (await client.post("/v1/audiences/query", json={"all_of": ["care/vip"]})).status_code == 503
+        assert (await client.put("/v1/customers/c1/opt-outs/sms")).status_code == 503
+        assert (await client.post("/v1/events", json=browse(unique("no-redis")))).status_code == 202

@@ -55,7 +55,9 @@ async def test_fuzzing_every_operation_from_the_openapi_finds_no_server_error(
             "--request-timeout",
             "20",
         ]
-        run = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=300)
+        run = await asyncio.to_thread(  # in tmp_path: schemathesis keeps a cache folder where it runs
+            subprocess.run, command, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
     finally:
         server.stop()
     log = (tmp_path / "ingest.log").read_text()

@@ -64,10 +64,12 @@ async def post_events(
     request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
 ) -> Accepted | JSONResponse:
     """Validate every event, then publish all of them keyed by customer_id; all or nothing is accepted."""
+    if ctx.publisher.saturated:  # overloaded: answer before spending time on the body
+        return _throttled(ctx, Throttled(retry_after_s=1), 1)
     body = await read_body(request, ctx.settings.ingest.max_body_bytes)
     events, errors = parse_events(body)
     if errors:
-        ctx.metrics.events.labels("rejected").inc(max(1, len(events)))
+        ctx.metrics.events.labels("rejected").inc(len({error.index for error in errors}))  # the bad items
         return JSONResponse({"detail": [error.model_dump() for error in errors]}, status_code=422)
     limit = ctx.settings.ingest.max_batch
     if len(events) > limit:
@@ -81,15 +83,19 @@ async def _publish(ctx: Context, events: list[CustomerEvent]) -> Accepted | JSON
     try:
         await ctx.publisher.send(ctx.settings.topics.events, records)
     except Throttled as throttled:
-        ctx.metrics.events.labels("throttled").inc(len(events))
-        return JSONResponse(
-            {"detail": str(throttled)}, status_code=429, headers={"Retry-After": str(throttled.retry_after_s)}
-        )
+        return _throttled(ctx, throttled, len(events))
     except Unavailable as unavailable:
         ctx.metrics.events.labels("unavailable").inc(len(events))
         return JSONResponse({"detail": str(unavailable)}, status_code=503, headers={"Retry-After": "5"})
     ctx.metrics.events.labels("accepted").inc(len(events))
     return Accepted(accepted=len(events))
+
+
+def _throttled(ctx: Context, throttled: Throttled, events: int) -> JSONResponse:
+    ctx.metrics.events.labels("throttled").inc(events)
+    return JSONResponse(
+        {"detail": str(throttled)}, status_code=429, headers={"Retry-After": str(throttled.retry_after_s)}
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -57,8 +57,9 @@ async def get_group(group_id: str, ctx: Ctx, caller: Viewer) -> TagGroup:
 
 @router.post("/v1/groups", status_code=201, response_model=TagGroup, responses=_ERRORS)
 async def create_group(group: TagGroup, ctx: Ctx, caller: Admin) -> TagGroup | JSONResponse:
-    """Create a group (version 1); the tagger backfills its existing customers."""
-    failed = await _change(ctx, lambda groups: catalog.create(groups, group, ctx.limits()))
+    """Create a group (version 1, or one past a deleted group's); the tagger backfills its customers."""
+    last = ctx.definitions.last_version(group.id)
+    failed = await _change(ctx, lambda groups: catalog.create(groups, group, ctx.limits(), last_version=last))
     return failed or ctx.groups()[group.id]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Annotated, Literal
 
@@ -109,7 +110,8 @@ async def import_tags(
     (re-running the same file changes nothing more); bad rows are reported with their line and reason."""
     data = await read_body(request, ctx.settings.ingest.max_body_bytes)
     try:
-        plan = plan_import(data, ctx.manual_tagging(), actor=caller.name, now=ctx.now())
+        # a large file takes seconds of CPU: in a thread, so the event loop keeps answering meanwhile
+        plan = await asyncio.to_thread(plan_import, data, ctx.manual_tagging(), actor=caller.name, now=ctx.now())
     except ImportFileError as error:
         raise HTTPException(422, str(error)) from None
     if not dry_run:

@@ -106,7 +106,7 @@ async def audience_query(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> Aud
         if body.cursor is not None:
             page = await ctx.audiences.page(body.cursor, limit)
         else:
-            query = _effective(body, ctx.groups())
+            query = effective_query(body, ctx.groups())
             page = await ctx.audiences.query(query, limit) if query is not None else _empty(ctx)
     except InvalidCursor as error:
         raise HTTPException(422, str(error)) from None
@@ -124,7 +124,7 @@ async def audience_query(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> Aud
 )
 async def audience_export(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> StreamingResponse:
     """The whole audience as CSV (`customer_id` header, one id per line), streamed."""
-    query = _effective(body, ctx.groups())
+    query = effective_query(body, ctx.groups())
 
     async def lines() -> AsyncIterator[bytes]:
         yield b"customer_id\r\n"
@@ -138,7 +138,7 @@ async def audience_export(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> St
     )
 
 
-def _effective(body: AudienceRequest, groups: Mapping[str, TagGroup]) -> AudienceQuery | None:
+def effective_query(body: AudienceRequest, groups: Mapping[str, TagGroup]) -> AudienceQuery | None:
     """The query over enabled groups' tags; None when it can only be empty. 422 for unknown tags."""
     unknown = [
         ref
