@@ -66,6 +66,8 @@ class EmbeddedNode:
         self.customers = JournaledCustomers(self)
         self.outcomes = MemoryOutcomes()
         self.refused_commands = 0
+        self.versions: dict[str, int] = {}
+        """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.notifier: Notifier | None = None
         self._tick_s = tick_s
         self._lock = asyncio.Lock()
@@ -182,7 +184,8 @@ class EmbeddedNode:
                 if value is None:
                     groups.pop(key, None)
                 else:
-                    groups[key] = TagGroup.model_validate_json(value)
+                    groups[key] = group = TagGroup.model_validate_json(value)
+                    self.versions[key] = max(self.versions.get(key, 0), group.version)
             try:
                 await self.tagger.define(groups, at)
             except DefinitionError as error:  # the API validated them as a whole: the same check
@@ -229,6 +232,11 @@ class EmbeddedPublisher:
     def ready(self) -> bool:
         return True
 
+    @property
+    def saturated(self) -> bool:
+        """Never: a write is journaled and applied before the next one is read."""
+        return False
+
     async def send(self, topic: str, records: Sequence[Record]) -> None:
         await self._node.publish(topic, records)
 
@@ -243,6 +251,9 @@ class EmbeddedDefinitions:
 
     def groups(self) -> Mapping[str, TagGroup]:
         return self._node.tagger.groups
+
+    def last_version(self, group_id: str) -> int:
+        return self._node.versions.get(group_id, 0)
 
     def written(self, upserts: Sequence[TagGroup], deletions: Sequence[str]) -> None:
         """Nothing to do: `send` applied them before answering."""

@@ -199,6 +199,8 @@ async def test_a_killed_embedded_node_restarts_with_everything_and_sends_the_del
         assert (await http.get("/v1/customers/c2/opt-outs", headers=admin)).json()["opted_out"] == ["sms"]
         audience = await http.post("/v1/audiences/query", json={"any_of": ["value/high"]}, headers=admin)
         assert audience.json()["customer_ids"] == ["c1", "c3"]
+        replaced = await http.put("/v1/groups/value", json=VALUE_GROUP | {"name": "价值"}, headers=admin)
+        assert replaced.json()["version"] == 2  # the version history survived the restart too
 
         deadline = time.monotonic() + 20
         while not provider.requests and time.monotonic() < deadline:
