@@ -6,6 +6,7 @@ tag changes are produced straight onto tag-changes, and the read model is seeded
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -207,16 +208,21 @@ async def test_the_web_endpoints_report_health_readiness_and_metrics(
 ) -> None:
     n = await start()
     await n.send(tag_changed("c1", "value", "vip", T0))
-    await eventually(lambda: len(providers.of("coupon")) == 1, what="a coupon")
+    sent = 'tagstream_notifications_total{channel="coupon",outcome="sent",reason=""} 1.0'
     base = f"http://127.0.0.1:{n.app.port}"
     async with aiohttp.ClientSession() as http:  # the app serves on this very loop: no blocking client
         async with http.get(f"{base}/healthz") as response:
             assert response.status == 200
         async with http.get(f"{base}/readyz") as response:
             assert (await response.json())["ready"] is True
-        async with http.get(f"{base}/metrics") as response:
-            text = await response.text()
-    assert 'tagstream_notifications_total{channel="coupon",outcome="sent",reason=""} 1.0' in text
+        text = ""
+        for _ in range(300):  # the counter moves once the outcome is on Kafka, just after the provider call
+            async with http.get(f"{base}/metrics") as response:
+                text = await response.text()
+            if sent in text:
+                break
+            await asyncio.sleep(0.1)
+    assert sent in text
     assert "tagstream_notifier_provider_seconds_bucket" in text
     assert "tagstream_notifier_scheduler_backlog" in text
     assert "c1" not in text
