@@ -90,9 +90,10 @@ class Notifier:
         if jobs:
             await self.scheduler.schedule(jobs)
             now = self.clock.now()
-            for job in jobs:
-                if job.due_at > now:
-                    await self._report(job, "scheduled", Decision("defer"), attempts=0)
+            later = [job for job in jobs if job.due_at > now]
+            await asyncio.gather(
+                *(self._report(job, "scheduled", Decision("defer", until=job.due_at), attempts=0) for job in later)
+            )
         return jobs
 
     async def run_due(self, limit: int | None = None) -> int:
