@@ -84,13 +84,16 @@ class Notifier:
         return self._playbooks()
 
     async def on_changes(self, changes: Iterable[TagChanged]) -> list[ScheduledStep]:
-        """Plan and durably schedule every step the changes trigger; idempotent per (step, trigger)."""
+        """Plan and durably schedule every step the changes trigger; idempotent per (step, trigger).
+
+        Steps due later are reported `scheduled` once, when first stored (not on a redelivery).
+        """
         playbooks = self.playbooks
         jobs = [job for change in changes for job in plan(playbooks, change)]
         if jobs:
-            await self.scheduler.schedule(jobs)
+            new = await self.scheduler.schedule(jobs)
             now = self.clock.now()
-            later = [job for job in jobs if job.due_at > now]
+            later = [job for job in jobs if job.key in new and job.due_at > now]
             await asyncio.gather(
                 *(self._report(job, "scheduled", Decision("defer", until=job.due_at), attempts=0) for job in later)
             )

@@ -24,12 +24,12 @@ class MemoryScheduler:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
-        new = 0
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
+        new = set()
         for job in jobs:
             if job.key not in self._entries:
                 self._entries[job.key] = _Entry(job, job.due_at)
-                new += 1
+                new.add(job.key)
         return new
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:

@@ -28,8 +28,8 @@ class Claim:
 class Scheduler(Protocol):
     """Due steps, with lease-based claiming: a claimed job is invisible to others until its lease ends."""
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
-        """Store the jobs; a key already stored is left alone (scheduling is idempotent). Returns how many were new."""
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
+        """Store the jobs; a key already stored is left alone (scheduling is idempotent). Returns the new keys."""
         ...
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:

@@ -50,11 +50,11 @@ class RedisScheduler:
         self._complete = redis.register_script(_COMPLETE)
         self._defer = redis.register_script(_DEFER)
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
         args: list[str | int] = []
         for job in jobs:
             args += [job.key, _ms(job.due_at), job.model_dump_json()]
-        return int(await self._schedule(self._keys[:2], args)) if args else 0
+        return {_text(key) for key in await self._schedule(self._keys[:2], args)} if args else set()
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
         token = uuid.uuid4().hex
@@ -161,13 +161,13 @@ class RedisTagFacts:
         return max(seen, default=None)
 
 
-# KEYS: due, jobs. ARGV: (key, due ms, payload)*. A key already stored is left alone.
+# KEYS: due, jobs. ARGV: (key, due ms, payload)*. A key already stored is left alone. Returns the new keys.
 _SCHEDULE = """
-local added = 0
+local added = {}
 for i = 1, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-    added = added + 1
+    added[#added + 1] = ARGV[i]
   end
 end
 return added

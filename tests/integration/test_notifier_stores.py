@@ -71,8 +71,8 @@ def job(customer: str = "c1", seq: int = 1, due: datetime = T0, step: int = 0) -
 
 async def test_scheduling_is_idempotent_and_only_due_jobs_are_claimed_in_due_order(scheduler: Scheduler) -> None:
     later, now, earlier = job(seq=1, due=T0 + timedelta(days=3)), job(seq=2, due=T0), job(seq=3, due=T0 - timedelta(1))
-    assert await scheduler.schedule([later, now, earlier]) == 3
-    assert await scheduler.schedule([now]) == 0
+    assert await scheduler.schedule([later, now, earlier]) == {later.key, now.key, earlier.key}
+    assert await scheduler.schedule([now]) == set()
     claims = await scheduler.claim(T0, 10, LEASE)
     assert [claim.job for claim in claims] == [earlier, now]
     assert [claim.claims for claim in claims] == [1, 1]

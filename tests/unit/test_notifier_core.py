@@ -283,3 +283,13 @@ async def test_outcomes_never_carry_the_phone_number_or_the_text() -> None:
         assert "138" not in document
         assert "Mei" not in document
     assert "138" not in repr(h.sent("sms")[0])
+
+
+async def test_a_redelivered_change_reports_its_delayed_step_as_scheduled_only_once() -> None:
+    h = Harness()
+    await phone(h, "c1")
+    await h.tag("c1", "value", "high_churned", seq=7)
+    await h.tag("c1", "value", "high_churned", seq=7)
+    assert h.outcomes_of("sms") == [("scheduled", "")]
+    [scheduled] = h.outcomes.outcomes
+    assert scheduled.deferred_until == T0 + timedelta(days=3)
