@@ -39,6 +39,8 @@ from services.tagger.engine.clock import Clock
 
 log = logging.getLogger("tagstream.notifier")
 
+LOCK_RETRY = timedelta(seconds=1)
+
 
 @dataclass(frozen=True, slots=True)
 class Tuning:
@@ -100,11 +102,22 @@ class Notifier:
         return jobs
 
     async def run_due(self, limit: int | None = None) -> int:
-        """Claim the steps due now and handle them concurrently; returns how many were claimed."""
+        """Claim the steps due now and handle them; returns how many were claimed.
+
+        Steps for different customers or channels run concurrently; one customer's steps on one
+        channel run in turn, so each decision sees the sends before it (caps, one coupon per kind).
+        """
         claims = await self.scheduler.claim(self.clock.now(), limit or self.tuning.batch, self.tuning.lease)
-        if claims:
-            await asyncio.gather(*(self.handle(claim) for claim in claims))
+        lanes: dict[tuple[str, str], list[Claim]] = {}
+        for claim in claims:
+            lanes.setdefault((claim.job.customer_id, claim.job.channel), []).append(claim)
+        if lanes:
+            await asyncio.gather(*(self._run_lane(lane) for lane in lanes.values()))
         return len(claims)
+
+    async def _run_lane(self, claims: list[Claim]) -> None:
+        for claim in claims:
+            await self.handle(claim)
 
     async def update_backlog(self) -> None:
         if self.metrics is None:
@@ -127,6 +140,18 @@ class Notifier:
         if claim.claims > self.tuning.max_claims:
             await self._give_up(claim, f"claimed {claim.claims} times without completing", attempts=0, reason="gave_up")
             return
+        # Another replica may be deciding a step for this customer and channel right now: the lock
+        # makes the cap and coupon checks see its send. Busy: try again in a second.
+        if not await self.ledger.lock(job.customer_id, job.channel, job.key, self.tuning.lease):
+            await self.scheduler.defer(claim, self.clock.now() + LOCK_RETRY)
+            return
+        try:
+            await self._decide_and_act(claim)
+        finally:
+            await self.ledger.unlock(job.customer_id, job.channel, job.key)
+
+    async def _decide_and_act(self, claim: Claim) -> None:
+        job = claim.job
         playbook = self.playbooks.get(job.playbook_id)
         profile = await self.customers.profile(job.customer_id)
         facts = await self._facts(job, playbook, profile)

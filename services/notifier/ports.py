@@ -72,6 +72,15 @@ class Ledger(Protocol):
         """Mark the step decided for `keep`, and count a send in the customer's history."""
         ...
 
+    async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
+        """Take the customer's channel for one decision and send; False when another holder has it.
+
+        The lock expires after `ttl` (the claim's lease), so a crashed holder never blocks it for long.
+        """
+        ...
+
+    async def unlock(self, customer_id: str, channel: str, holder: str) -> None: ...
+
 
 class TagFacts(Protocol):
     """The narrow read of the tag read model that cancel conditions need."""

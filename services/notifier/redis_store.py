@@ -9,6 +9,7 @@ Key layout (prefix `ts:` by default):
     ts:n:d:<step key>            string  the final decision ("sent", "suppressed", ...), expires
     ts:c:{<customer>}:sent:<ch>  zset    "<playbook>|<step key>" -> sent at (ms): what the caps count
     ts:c:{<customer>}:coupon:<k> string  "<step key>|<until ms>": who holds the coupon kind, until when
+    ts:c:{<customer>}:lock:<ch>  string  the step key deciding and sending on that channel now (expires)
 
 A claim leaves the job in `due` with its score pushed to the lease's end, so a replica that dies
 holding it simply lets the score come due again: no reaper is needed. Completion and deferral check
@@ -90,6 +91,7 @@ class RedisLedger:
         self._prefix = key_prefix
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
+        self._unlock = redis.register_script(_UNLOCK)
 
     def decided_key(self, key: str) -> str:
         return f"{self._prefix}n:d:{key}"
@@ -99,6 +101,16 @@ class RedisLedger:
 
     def coupon_key(self, customer_id: str, coupon: str) -> str:
         return f"{self._prefix}c:{{{customer_id}}}:coupon:{coupon}"
+
+    def lock_key(self, customer_id: str, channel: str) -> str:
+        return f"{self._prefix}c:{{{customer_id}}}:lock:{channel}"
+
+    async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
+        ttl_ms = max(1, int(ttl.total_seconds() * 1000))
+        return bool(await self._redis.set(self.lock_key(customer_id, channel), holder, nx=True, px=ttl_ms))
+
+    async def unlock(self, customer_id: str, channel: str, holder: str) -> None:
+        await self._unlock([self.lock_key(customer_id, channel)], [holder])
 
     async def decided(self, key: str) -> bool:
         return bool(await self._redis.exists(self.decided_key(key)))
@@ -221,6 +233,12 @@ if value then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[3], 'PX', ARGV[4])
 return ARGV[1]
+"""
+
+# KEYS: lock key. ARGV: holder.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 # KEYS: coupon key. ARGV: step key.

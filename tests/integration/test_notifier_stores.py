@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -160,3 +161,20 @@ async def test_tag_facts_read_what_the_projector_wrote(client: aioredis.Redis, p
     assert await facts.last_activity("c1") is None
     await projector.record_activity("c1", T0 + timedelta(days=1), T0 + timedelta(days=2))
     assert await facts.last_activity("c1") == T0 + timedelta(days=2)
+
+
+async def test_a_customer_channel_lock_has_one_holder_and_only_the_holder_unlocks(ledger: Ledger) -> None:
+    assert await ledger.lock("c1", "sms", "step-a", LEASE)
+    assert not await ledger.lock("c1", "sms", "step-b", LEASE)
+    assert await ledger.lock("c1", "push", "step-b", LEASE)
+    await ledger.unlock("c1", "sms", "step-b")
+    assert not await ledger.lock("c1", "sms", "step-b", LEASE)
+    await ledger.unlock("c1", "sms", "step-a")
+    assert await ledger.lock("c1", "sms", "step-b", LEASE)
+
+
+async def test_a_redis_lock_expires_with_its_ttl(client: aioredis.Redis, prefix: str) -> None:
+    ledger = RedisLedger(client, key_prefix=prefix)
+    assert await ledger.lock("c1", "sms", "crashed", timedelta(milliseconds=50))
+    await asyncio.sleep(0.1)
+    assert await ledger.lock("c1", "sms", "next", LEASE)

@@ -293,3 +293,21 @@ async def test_a_redelivered_change_reports_its_delayed_step_as_scheduled_only_o
     assert h.outcomes_of("sms") == [("scheduled", "")]
     [scheduled] = h.outcomes.outcomes
     assert scheduled.deferred_until == T0 + timedelta(days=3)
+
+
+async def test_two_playbooks_sending_sms_at_once_respect_a_cap_of_one_a_day() -> None:
+    two = PLAYBOOKS.replace(
+        "steps: [{channel: coupon, coupon: HV-50}]\n  - id: loyal",
+        "steps: [{channel: sms, template: miss-you}]\n  - id: loyal",
+    ).replace(
+        "trigger: {group: loyalty, tag: loyal}\n    steps: [{channel: coupon, coupon: HV-50}]",
+        "trigger: {group: loyalty, tag: loyal}\n    steps: [{channel: sms, template: miss-you}]",
+    )
+    h = Harness(policy=Policy(caps=(CapRule(channel="sms", limit=1, window=timedelta(days=1)),)))
+    h.notifier._playbooks = lambda: load_playbooks(two)
+    await phone(h, "c1")
+    await h.tag("c1", "value", "vip")
+    await h.tag("c1", "loyalty", "loyal")
+    await h.drain()  # both steps are claimed in one batch
+    assert len(h.sent("sms")) == 1
+    assert sorted(h.outcomes_of("sms")) == [("sent", ""), ("suppressed", "cap")]
