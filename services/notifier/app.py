@@ -162,6 +162,7 @@ class NotifierApp:
             tuning=Tuning(
                 lease=timedelta(seconds=tuning.lease_s),
                 batch=tuning.batch,
+                concurrency=tuning.concurrency,
                 max_claims=tuning.max_claims,
                 keep_decisions=timedelta(days=tuning.keep_decisions_days),
             ),

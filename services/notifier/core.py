@@ -47,6 +47,9 @@ class Tuning:
     lease: timedelta = timedelta(seconds=30)
     """A claimed job is invisible to other replicas this long; longer than the slowest send with retries."""
     batch: int = 100
+    concurrency: int = 12
+    """Steps decided and sent at once. Each reads the stores with up to 6 Redis calls in parallel, and
+    redis-py's pool refuses a 101st connection rather than waiting, so keep 6 x this well under 100."""
     max_claims: int = 5
     """A job claimed this often without completing (replicas crashing on it) goes to the DLQ."""
     keep_decisions: timedelta = timedelta(days=90)
@@ -112,12 +115,14 @@ class Notifier:
         for claim in claims:
             lanes.setdefault((claim.job.customer_id, claim.job.channel), []).append(claim)
         if lanes:
-            await asyncio.gather(*(self._run_lane(lane) for lane in lanes.values()))
+            slots = asyncio.Semaphore(self.tuning.concurrency)
+            await asyncio.gather(*(self._run_lane(lane, slots) for lane in lanes.values()))
         return len(claims)
 
-    async def _run_lane(self, claims: list[Claim]) -> None:
-        for claim in claims:
-            await self.handle(claim)
+    async def _run_lane(self, claims: list[Claim], slots: asyncio.Semaphore) -> None:
+        async with slots:
+            for claim in claims:
+                await self.handle(claim)
 
     async def update_backlog(self) -> None:
         if self.metrics is None:

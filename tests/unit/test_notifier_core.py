@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -311,3 +312,26 @@ async def test_two_playbooks_sending_sms_at_once_respect_a_cap_of_one_a_day() ->
     await h.drain()  # both steps are claimed in one batch
     assert len(h.sent("sms")) == 1
     assert sorted(h.outcomes_of("sms")) == [("sent", ""), ("suppressed", "cap")]
+
+
+async def test_no_more_steps_than_the_concurrency_are_sent_at_once() -> None:
+    h = Harness()
+    h.notifier.tuning = Tuning(concurrency=3)
+    in_flight = peak = 0
+
+    class Slow(RecordingProvider):
+        async def send(self, message: Message) -> int:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+            return await super().send(message)
+
+    h.providers["coupon"] = Slow()
+    h.notifier.providers = h.providers
+    for n in range(20):
+        await h.tag(f"c{n}", "value", "vip")
+    await h.drain()
+    assert len(h.sent("coupon")) == 20
+    assert peak == 3
