@@ -75,7 +75,8 @@ class Ledger(Protocol):
     async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
         """Take the customer's channel for one decision and send; False when another holder has it.
 
-        The lock expires after `ttl` (the claim's lease), so a crashed holder never blocks it for long.
+        The lock expires after `ttl` (the claim's lease), so a crashed holder never blocks it for long;
+        the same holder (the step, re-claimed after a crash) gets it back at once.
         """
         ...
 

@@ -91,6 +91,7 @@ class RedisLedger:
         self._prefix = key_prefix
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
+        self._lock = redis.register_script(_LOCK)
         self._unlock = redis.register_script(_UNLOCK)
 
     def decided_key(self, key: str) -> str:
@@ -107,7 +108,7 @@ class RedisLedger:
 
     async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
         ttl_ms = max(1, int(ttl.total_seconds() * 1000))
-        return bool(await self._redis.set(self.lock_key(customer_id, channel), holder, nx=True, px=ttl_ms))
+        return bool(await self._lock([self.lock_key(customer_id, channel)], [holder, ttl_ms]))
 
     async def unlock(self, customer_id: str, channel: str, holder: str) -> None:
         await self._unlock([self.lock_key(customer_id, channel)], [holder])
@@ -233,6 +234,15 @@ if value then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[3], 'PX', ARGV[4])
 return ARGV[1]
+"""
+
+# KEYS: lock key. ARGV: holder, ttl ms. Re-entrant: a step re-claimed after its replica died takes
+# its own lock back at once (only one claim of a step is live at a time, so this is safe).
+_LOCK = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 
 # KEYS: lock key. ARGV: holder.

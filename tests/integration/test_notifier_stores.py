@@ -166,6 +166,7 @@ async def test_tag_facts_read_what_the_projector_wrote(client: aioredis.Redis, p
 async def test_a_customer_channel_lock_has_one_holder_and_only_the_holder_unlocks(ledger: Ledger) -> None:
     assert await ledger.lock("c1", "sms", "step-a", LEASE)
     assert not await ledger.lock("c1", "sms", "step-b", LEASE)
+    assert await ledger.lock("c1", "sms", "step-a", LEASE)  # the same step, re-claimed after a crash
     assert await ledger.lock("c1", "push", "step-b", LEASE)
     await ledger.unlock("c1", "sms", "step-b")
     assert not await ledger.lock("c1", "sms", "step-b", LEASE)
