@@ -138,6 +138,7 @@ class NotifierApp:
         self._wake = asyncio.Event()
         self.notifier: Notifier | None = None
         self.ready = False
+        self._stopped = False
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -161,6 +162,7 @@ class NotifierApp:
             tuning=Tuning(
                 lease=timedelta(seconds=tuning.lease_s),
                 batch=tuning.batch,
+                concurrency=tuning.concurrency,
                 max_claims=tuning.max_claims,
                 keep_decisions=timedelta(days=tuning.keep_decisions_days),
             ),
@@ -196,7 +198,10 @@ class NotifierApp:
             await self.stop()
 
     async def stop(self) -> None:
-        """Stop taking work, let in-flight sends finish, then close every client."""
+        """Stop taking work, let in-flight sends finish, then close every client. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.ready = False
         self.request_stop()
         if self._tasks:

@@ -39,12 +39,17 @@ from services.tagger.engine.clock import Clock
 
 log = logging.getLogger("tagstream.notifier")
 
+LOCK_RETRY = timedelta(seconds=1)
+
 
 @dataclass(frozen=True, slots=True)
 class Tuning:
     lease: timedelta = timedelta(seconds=30)
     """A claimed job is invisible to other replicas this long; longer than the slowest send with retries."""
     batch: int = 100
+    concurrency: int = 12
+    """Steps decided and sent at once. Each reads the stores with up to 6 Redis calls in parallel, and
+    redis-py's pool refuses a 101st connection rather than waiting, so keep 6 x this well under 100."""
     max_claims: int = 5
     """A job claimed this often without completing (replicas crashing on it) goes to the DLQ."""
     keep_decisions: timedelta = timedelta(days=90)
@@ -84,23 +89,40 @@ class Notifier:
         return self._playbooks()
 
     async def on_changes(self, changes: Iterable[TagChanged]) -> list[ScheduledStep]:
-        """Plan and durably schedule every step the changes trigger; idempotent per (step, trigger)."""
+        """Plan and durably schedule every step the changes trigger; idempotent per (step, trigger).
+
+        Steps due later are reported `scheduled` once, when first stored (not on a redelivery).
+        """
         playbooks = self.playbooks
         jobs = [job for change in changes for job in plan(playbooks, change)]
         if jobs:
-            await self.scheduler.schedule(jobs)
+            new = await self.scheduler.schedule(jobs)
             now = self.clock.now()
-            for job in jobs:
-                if job.due_at > now:
-                    await self._report(job, "scheduled", Decision("defer"), attempts=0)
+            later = [job for job in jobs if job.key in new and job.due_at > now]
+            await asyncio.gather(
+                *(self._report(job, "scheduled", Decision("defer", until=job.due_at), attempts=0) for job in later)
+            )
         return jobs
 
     async def run_due(self, limit: int | None = None) -> int:
-        """Claim the steps due now and handle them concurrently; returns how many were claimed."""
+        """Claim the steps due now and handle them; returns how many were claimed.
+
+        Steps for different customers or channels run concurrently; one customer's steps on one
+        channel run in turn, so each decision sees the sends before it (caps, one coupon per kind).
+        """
         claims = await self.scheduler.claim(self.clock.now(), limit or self.tuning.batch, self.tuning.lease)
-        if claims:
-            await asyncio.gather(*(self.handle(claim) for claim in claims))
+        lanes: dict[tuple[str, str], list[Claim]] = {}
+        for claim in claims:
+            lanes.setdefault((claim.job.customer_id, claim.job.channel), []).append(claim)
+        if lanes:
+            slots = asyncio.Semaphore(self.tuning.concurrency)
+            await asyncio.gather(*(self._run_lane(lane, slots) for lane in lanes.values()))
         return len(claims)
+
+    async def _run_lane(self, claims: list[Claim], slots: asyncio.Semaphore) -> None:
+        async with slots:
+            for claim in claims:
+                await self.handle(claim)
 
     async def update_backlog(self) -> None:
         if self.metrics is None:
@@ -123,6 +145,18 @@ class Notifier:
         if claim.claims > self.tuning.max_claims:
             await self._give_up(claim, f"claimed {claim.claims} times without completing", attempts=0, reason="gave_up")
             return
+        # Another replica may be deciding a step for this customer and channel right now: the lock
+        # makes the cap and coupon checks see its send. Busy: try again in a second.
+        if not await self.ledger.lock(job.customer_id, job.channel, job.key, self.tuning.lease):
+            await self.scheduler.defer(claim, self.clock.now() + LOCK_RETRY)
+            return
+        try:
+            await self._decide_and_act(claim)
+        finally:
+            await self.ledger.unlock(job.customer_id, job.channel, job.key)
+
+    async def _decide_and_act(self, claim: Claim) -> None:
+        job = claim.job
         playbook = self.playbooks.get(job.playbook_id)
         profile = await self.customers.profile(job.customer_id)
         facts = await self._facts(job, playbook, profile)

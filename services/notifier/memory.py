@@ -24,12 +24,12 @@ class MemoryScheduler:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
-        new = 0
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
+        new = set()
         for job in jobs:
             if job.key not in self._entries:
                 self._entries[job.key] = _Entry(job, job.due_at)
-                new += 1
+                new.add(job.key)
         return new
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
@@ -70,6 +70,7 @@ class MemoryLedger:
         self._decided: dict[str, tuple[str, datetime | None]] = {}
         self._sent: dict[tuple[str, str], list[SendRecord]] = {}
         self._coupons: dict[tuple[str, str], tuple[str, datetime]] = {}
+        self._locks: dict[tuple[str, str], str] = {}
 
     async def decided(self, key: str) -> bool:
         return key in self._decided
@@ -92,6 +93,14 @@ class MemoryLedger:
         held = self._coupons.get((customer_id, coupon))
         if held is not None and held[0] == key:
             del self._coupons[(customer_id, coupon)]
+
+    async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
+        # one process: holders always unlock (in a finally), so no expiry is needed
+        return self._locks.setdefault((customer_id, channel), holder) == holder
+
+    async def unlock(self, customer_id: str, channel: str, holder: str) -> None:
+        if self._locks.get((customer_id, channel)) == holder:
+            del self._locks[(customer_id, channel)]
 
     async def record(self, key: str, outcome: str, sent: SendRecord | None, customer_id: str, keep: timedelta) -> None:
         self._decided[key] = (outcome, None)

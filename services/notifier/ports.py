@@ -28,8 +28,8 @@ class Claim:
 class Scheduler(Protocol):
     """Due steps, with lease-based claiming: a claimed job is invisible to others until its lease ends."""
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
-        """Store the jobs; a key already stored is left alone (scheduling is idempotent). Returns how many were new."""
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
+        """Store the jobs; a key already stored is left alone (scheduling is idempotent). Returns the new keys."""
         ...
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
@@ -71,6 +71,16 @@ class Ledger(Protocol):
     async def record(self, key: str, outcome: str, sent: SendRecord | None, customer_id: str, keep: timedelta) -> None:
         """Mark the step decided for `keep`, and count a send in the customer's history."""
         ...
+
+    async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
+        """Take the customer's channel for one decision and send; False when another holder has it.
+
+        The lock expires after `ttl` (the claim's lease), so a crashed holder never blocks it for long;
+        the same holder (the step, re-claimed after a crash) gets it back at once.
+        """
+        ...
+
+    async def unlock(self, customer_id: str, channel: str, holder: str) -> None: ...
 
 
 class TagFacts(Protocol):

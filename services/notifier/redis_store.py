@@ -9,6 +9,7 @@ Key layout (prefix `ts:` by default):
     ts:n:d:<step key>            string  the final decision ("sent", "suppressed", ...), expires
     ts:c:{<customer>}:sent:<ch>  zset    "<playbook>|<step key>" -> sent at (ms): what the caps count
     ts:c:{<customer>}:coupon:<k> string  "<step key>|<until ms>": who holds the coupon kind, until when
+    ts:c:{<customer>}:lock:<ch>  string  the step key deciding and sending on that channel now (expires)
 
 A claim leaves the job in `due` with its score pushed to the lease's end, so a replica that dies
 holding it simply lets the score come due again: no reaper is needed. Completion and deferral check
@@ -50,11 +51,11 @@ class RedisScheduler:
         self._complete = redis.register_script(_COMPLETE)
         self._defer = redis.register_script(_DEFER)
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
         args: list[str | int] = []
         for job in jobs:
             args += [job.key, _ms(job.due_at), job.model_dump_json()]
-        return int(await self._schedule(self._keys[:2], args)) if args else 0
+        return {_text(key) for key in await self._schedule(self._keys[:2], args)} if args else set()
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
         token = uuid.uuid4().hex
@@ -90,6 +91,8 @@ class RedisLedger:
         self._prefix = key_prefix
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
+        self._lock = redis.register_script(_LOCK)
+        self._unlock = redis.register_script(_UNLOCK)
 
     def decided_key(self, key: str) -> str:
         return f"{self._prefix}n:d:{key}"
@@ -99,6 +102,16 @@ class RedisLedger:
 
     def coupon_key(self, customer_id: str, coupon: str) -> str:
         return f"{self._prefix}c:{{{customer_id}}}:coupon:{coupon}"
+
+    def lock_key(self, customer_id: str, channel: str) -> str:
+        return f"{self._prefix}c:{{{customer_id}}}:lock:{channel}"
+
+    async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
+        ttl_ms = max(1, int(ttl.total_seconds() * 1000))
+        return bool(await self._lock([self.lock_key(customer_id, channel)], [holder, ttl_ms]))
+
+    async def unlock(self, customer_id: str, channel: str, holder: str) -> None:
+        await self._unlock([self.lock_key(customer_id, channel)], [holder])
 
     async def decided(self, key: str) -> bool:
         return bool(await self._redis.exists(self.decided_key(key)))
@@ -161,13 +174,13 @@ class RedisTagFacts:
         return max(seen, default=None)
 
 
-# KEYS: due, jobs. ARGV: (key, due ms, payload)*. A key already stored is left alone.
+# KEYS: due, jobs. ARGV: (key, due ms, payload)*. A key already stored is left alone. Returns the new keys.
 _SCHEDULE = """
-local added = 0
+local added = {}
 for i = 1, #ARGV, 3 do
   if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
     redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i])
-    added = added + 1
+    added[#added + 1] = ARGV[i]
   end
 end
 return added
@@ -221,6 +234,21 @@ if value then
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[3], 'PX', ARGV[4])
 return ARGV[1]
+"""
+
+# KEYS: lock key. ARGV: holder, ttl ms. Re-entrant: a step re-claimed after its replica died takes
+# its own lock back at once (only one claim of a step is live at a time, so this is safe).
+_LOCK = """
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lock key. ARGV: holder.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
 """
 
 # KEYS: coupon key. ARGV: step key.

@@ -102,7 +102,8 @@ class NotifierSettings(_Section):
     coupon_period: str = Field(default="30d", pattern=r"^\d+[smhdw]$", description="one coupon kind per customer per")
     lease_s: float = Field(default=30.0, gt=0, description="a claimed step is hidden from other replicas this long")
     poll_interval_s: float = Field(default=0.2, gt=0, description="how often due steps are claimed")
-    batch: int = Field(default=100, ge=1, description="steps claimed and sent concurrently")
+    batch: int = Field(default=100, ge=1, description="steps claimed per round")
+    concurrency: int = Field(default=12, ge=1, le=15, description="steps sent at once (6 Redis connections each)")
     max_claims: int = Field(default=5, ge=1, description="a step claimed this often without finishing goes to the DLQ")
     keep_decisions_days: int = Field(
         default=90, ge=1, description="how long a decided step is remembered for deduplication"

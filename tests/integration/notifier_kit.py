@@ -26,6 +26,7 @@ class Request:
     key: str
     body: dict[str, Any]
     status: int
+    authorization: str | None = None
 
 
 @dataclass
@@ -37,6 +38,8 @@ class ProviderServer:
     """
 
     failing: dict[str, int] = field(default_factory=dict)
+    slow: dict[str, float] = field(default_factory=dict)
+    """channel -> seconds to wait before answering"""
     requests: list[Request] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -62,7 +65,10 @@ class ProviderServer:
         channel = request.match_info["channel"]
         status = self.failing.get(channel, 200)
         body = await request.json()
-        self.requests.append(Request(channel, request.headers.get("Idempotency-Key", ""), body, status))
+        key = request.headers.get("Idempotency-Key", "")
+        self.requests.append(Request(channel, key, body, status, request.headers.get("Authorization")))
+        if channel in self.slow:
+            await asyncio.sleep(self.slow[channel])
         return web.json_response({"ok": status < 300}, status=status)
 
     def delivered(self, channel: str | None = None) -> set[str]:

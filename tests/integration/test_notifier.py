@@ -6,6 +6,7 @@ tag changes are produced straight onto tag-changes, and the read model is seeded
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.notifier.app import NotifierApp, build_app
+from services.notifier.redis_store import RedisScheduler
 from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
 from services.tagger.engine.clock import ManualClock
@@ -207,16 +209,21 @@ async def test_the_web_endpoints_report_health_readiness_and_metrics(
 ) -> None:
     n = await start()
     await n.send(tag_changed("c1", "value", "vip", T0))
-    await eventually(lambda: len(providers.of("coupon")) == 1, what="a coupon")
+    sent = 'tagstream_notifications_total{channel="coupon",outcome="sent",reason=""} 1.0'
     base = f"http://127.0.0.1:{n.app.port}"
     async with aiohttp.ClientSession() as http:  # the app serves on this very loop: no blocking client
         async with http.get(f"{base}/healthz") as response:
             assert response.status == 200
         async with http.get(f"{base}/readyz") as response:
             assert (await response.json())["ready"] is True
-        async with http.get(f"{base}/metrics") as response:
-            text = await response.text()
-    assert 'tagstream_notifications_total{channel="coupon",outcome="sent",reason=""} 1.0' in text
+        text = ""
+        for _ in range(300):  # the counter moves once the outcome is on Kafka, just after the provider call
+            async with http.get(f"{base}/metrics") as response:
+                text = await response.text()
+            if sent in text:
+                break
+            await asyncio.sleep(0.1)
+    assert sent in text
     assert "tagstream_notifier_provider_seconds_bucket" in text
     assert "tagstream_notifier_scheduler_backlog" in text
     assert "c1" not in text
@@ -234,3 +241,49 @@ async def test_a_changed_playbooks_file_is_used_without_a_restart_and_a_bad_one_
     path.write_text("playbooks: [{id: broken}]", encoding="utf-8")
     await eventually(lambda: n.app.metrics.playbook_errors._value.get() == 1, what="the refused file")
     assert n.app.playbooks.current.get("vip-coupon-v2") is not None
+
+
+async def test_a_request_a_retry_cannot_fix_fails_at_once_and_auth_and_key_headers_are_sent(
+    start: Callable[..., Any], providers: ProviderServer
+) -> None:
+    providers.failing["push"] = 400
+    n = await start(push_auth="Bearer s3cret")
+    await n.send(tag_changed("c1", "value", "high_churned", T0))
+    [dead] = await n.outcomes(lambda found: len(found) == 1, topic=n.settings.topics.notifications_dlq)
+    assert (dead["outcome"], dead["attempts"]) == ("failed", 1)
+    [request] = providers.of("push")
+    assert request.authorization == "Bearer s3cret"
+    assert request.key == dead["idempotency_key"]
+    assert "s3cret" not in repr(n.settings)
+
+
+async def test_an_open_circuit_defers_steps_instead_of_failing_them(
+    start: Callable[..., Any], providers: ProviderServer
+) -> None:
+    providers.failing["push"] = 503
+    n = await start(provider_attempts=3, breaker_threshold=2, breaker_reset_s=2.0, batch=1)
+    await n.send(tag_changed("c1", "value", "high_churned", T0), tag_changed("c2", "value", "high_churned", T0))
+    outcomes = await n.outcomes(lambda found: len(of(found, "push")) == 2)
+    assert sorted(of(outcomes, "push")) == [("deferred", "circuit_open"), ("failed", "provider_error")]
+    assert len(providers.of("push")) == 2  # the second step never reached the provider
+    providers.failing.clear()
+    await asyncio.sleep(2.1)  # the breaker's reset time (monotonic), then the deferred step's due time:
+    n.clock.advance(timedelta(seconds=3))
+    await eventually(lambda: len(providers.delivered("push")) == 1, what="the deferred push after recovery")
+
+
+async def test_stopping_lets_an_in_flight_send_finish_and_complete_its_step(
+    start: Callable[..., Any], providers: ProviderServer, redis_url: str
+) -> None:
+    providers.slow["coupon"] = 1.0
+    n = await start()
+    await n.send(tag_changed("c1", "value", "vip", T0))
+    await eventually(lambda: len(providers.of("coupon")) == 1, what="the coupon request to start")
+    await n.app.stop()
+    outcomes = await n.outcomes(lambda found: len(found) == 1)
+    assert of(outcomes, "coupon") == [("sent", "")]
+    redis = aioredis.from_url(redis_url)
+    try:
+        assert await RedisScheduler(redis, key_prefix=n.settings.redis.key_prefix).size() == 0
+    finally:
+        await redis.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -71,8 +72,8 @@ def job(customer: str = "c1", seq: int = 1, due: datetime = T0, step: int = 0) -
 
 async def test_scheduling_is_idempotent_and_only_due_jobs_are_claimed_in_due_order(scheduler: Scheduler) -> None:
     later, now, earlier = job(seq=1, due=T0 + timedelta(days=3)), job(seq=2, due=T0), job(seq=3, due=T0 - timedelta(1))
-    assert await scheduler.schedule([later, now, earlier]) == 3
-    assert await scheduler.schedule([now]) == 0
+    assert await scheduler.schedule([later, now, earlier]) == {later.key, now.key, earlier.key}
+    assert await scheduler.schedule([now]) == set()
     claims = await scheduler.claim(T0, 10, LEASE)
     assert [claim.job for claim in claims] == [earlier, now]
     assert [claim.claims for claim in claims] == [1, 1]
@@ -160,3 +161,21 @@ async def test_tag_facts_read_what_the_projector_wrote(client: aioredis.Redis, p
     assert await facts.last_activity("c1") is None
     await projector.record_activity("c1", T0 + timedelta(days=1), T0 + timedelta(days=2))
     assert await facts.last_activity("c1") == T0 + timedelta(days=2)
+
+
+async def test_a_customer_channel_lock_has_one_holder_and_only_the_holder_unlocks(ledger: Ledger) -> None:
+    assert await ledger.lock("c1", "sms", "step-a", LEASE)
+    assert not await ledger.lock("c1", "sms", "step-b", LEASE)
+    assert await ledger.lock("c1", "sms", "step-a", LEASE)  # the same step, re-claimed after a crash
+    assert await ledger.lock("c1", "push", "step-b", LEASE)
+    await ledger.unlock("c1", "sms", "step-b")
+    assert not await ledger.lock("c1", "sms", "step-b", LEASE)
+    await ledger.unlock("c1", "sms", "step-a")
+    assert await ledger.lock("c1", "sms", "step-b", LEASE)
+
+
+async def test_a_redis_lock_expires_with_its_ttl(client: aioredis.Redis, prefix: str) -> None:
+    ledger = RedisLedger(client, key_prefix=prefix)
+    assert await ledger.lock("c1", "sms", "crashed", timedelta(milliseconds=50))
+    await asyncio.sleep(0.1)
+    assert await ledger.lock("c1", "sms", "next", LEASE)

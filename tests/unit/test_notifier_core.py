@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -283,3 +284,54 @@ async def test_outcomes_never_carry_the_phone_number_or_the_text() -> None:
         assert "138" not in document
         assert "Mei" not in document
     assert "138" not in repr(h.sent("sms")[0])
+
+
+async def test_a_redelivered_change_reports_its_delayed_step_as_scheduled_only_once() -> None:
+    h = Harness()
+    await phone(h, "c1")
+    await h.tag("c1", "value", "high_churned", seq=7)
+    await h.tag("c1", "value", "high_churned", seq=7)
+    assert h.outcomes_of("sms") == [("scheduled", "")]
+    [scheduled] = h.outcomes.outcomes
+    assert scheduled.deferred_until == T0 + timedelta(days=3)
+
+
+async def test_two_playbooks_sending_sms_at_once_respect_a_cap_of_one_a_day() -> None:
+    two = PLAYBOOKS.replace(
+        "steps: [{channel: coupon, coupon: HV-50}]\n  - id: loyal",
+        "steps: [{channel: sms, template: miss-you}]\n  - id: loyal",
+    ).replace(
+        "trigger: {group: loyalty, tag: loyal}\n    steps: [{channel: coupon, coupon: HV-50}]",
+        "trigger: {group: loyalty, tag: loyal}\n    steps: [{channel: sms, template: miss-you}]",
+    )
+    h = Harness(policy=Policy(caps=(CapRule(channel="sms", limit=1, window=timedelta(days=1)),)))
+    h.notifier._playbooks = lambda: load_playbooks(two)
+    await phone(h, "c1")
+    await h.tag("c1", "value", "vip")
+    await h.tag("c1", "loyalty", "loyal")
+    await h.drain()  # both steps are claimed in one batch
+    assert len(h.sent("sms")) == 1
+    assert sorted(h.outcomes_of("sms")) == [("sent", ""), ("suppressed", "cap")]
+
+
+async def test_no_more_steps_than_the_concurrency_are_sent_at_once() -> None:
+    h = Harness()
+    h.notifier.tuning = Tuning(concurrency=3)
+    in_flight = peak = 0
+
+    class Slow(RecordingProvider):
+        async def send(self, message: Message) -> int:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.001)
+            in_flight -= 1
+            return await super().send(message)
+
+    h.providers["coupon"] = Slow()
+    h.notifier.providers = h.providers
+    for n in range(20):
+        await h.tag(f"c{n}", "value", "vip")
+    await h.drain()
+    assert len(h.sent("coupon")) == 20
+    assert peak == 3

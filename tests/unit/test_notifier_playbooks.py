@@ -141,6 +141,15 @@ def test_a_playbook_matches_only_its_group_tag_and_direction() -> None:
     assert playbooks.matching(change(group="churn")) == []
 
 
+def test_a_trigger_limited_to_some_sources_ignores_the_others() -> None:
+    playbooks = load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [rule, time]}"))
+    assert playbooks.matching(change())  # source "rule"
+    backfill = change().model_copy(update={"source": "rule_change"})
+    assert playbooks.matching(backfill) == []
+    with pytest.raises(PlaybookError, match=r"trigger\.sources"):
+        load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [magic]}"))
+
+
 def test_a_disabled_playbook_matches_nothing() -> None:
     playbooks = load_playbooks(WINBACK.replace("holdout: 5%", "holdout: 5%\n    disabled: true"))
     assert playbooks.matching(change()) == []

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.common import Identifier
-from schemas.tags import TagChanged
+from schemas.tags import ChangeSource, TagChanged
 from services.notifier.policy.templates import check_template
 
 Channel = Literal["push", "sms", "coupon"]
@@ -66,6 +66,9 @@ class Trigger(_Model):
     group: Identifier
     tag: Identifier
     on: Literal["added", "removed"] = "added"
+    sources: tuple[ChangeSource, ...] = Field(
+        default=(), description="only changes from these sources (e.g. leave out rule_change backfills); empty = any"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +79,12 @@ class Trigger(_Model):
         return data
 
     def matches(self, change: TagChanged) -> bool:
-        return change.group_id == self.group and change.tag_id == self.tag and change.change == self.on
+        return (
+            change.group_id == self.group
+            and change.tag_id == self.tag
+            and change.change == self.on
+            and (not self.sources or change.source in self.sources)
+        )
 
 
 class Step(_Model):

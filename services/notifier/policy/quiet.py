@@ -40,7 +40,8 @@ class QuietHours:
 
         Wall-clock arithmetic in the zone: on a DST day the window is an hour shorter or longer. An end
         time skipped by a spring-forward resolves with the offset before the change (PEP 495, fold=0),
-        i.e. one hour later on the new wall clock; a repeated one resolves to its first occurrence.
+        i.e. one hour later on the new wall clock; a repeated one resolves to its first occurrence
+        still ahead of `now`.
         """
         local = now.astimezone(zone)
         if not self.contains(local.time().replace(tzinfo=None)):
@@ -48,5 +49,9 @@ class QuietHours:
         end_day = local.date()
         if self.start > self.end and local.time() >= self.start:
             end_day += timedelta(days=1)
-        until = datetime.combine(end_day, self.end, tzinfo=zone).astimezone(UTC)
-        return max(until, now)  # a skipped end time never resolves before `now`
+        wall = datetime.combine(end_day, self.end, tzinfo=zone)
+        for fold in (0, 1):  # a repeated end time (autumn) may have passed in its first occurrence
+            until = wall.replace(fold=fold).astimezone(UTC)
+            if until > now:
+                return until
+        return now + timedelta(minutes=1)  # unreachable for real zones; never hold a step in a loop
