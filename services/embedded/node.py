@@ -367,7 +367,7 @@ class JournaledScheduler(MemoryScheduler):
         super().__init__()
         self._node = node
 
-    async def schedule(self, jobs: Sequence[ScheduledStep]) -> int:
+    async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
         self._node.journaled({"k": "schedule", "v": _STEPS.dump_python(list(jobs), mode="json")})
         return await super().schedule(jobs)
 
