@@ -11,6 +11,7 @@ import pytest
 from schemas.tags import Reason, TagChanged
 from services.notifier.policy import PlaybookError, load_playbooks, parse_duration, plan
 from services.notifier.policy.templates import render
+from services.tagger.definitions import parse_groups
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "playbooks.yaml"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -54,7 +55,14 @@ def test_the_issue_s_winback_playbook_loads_with_its_delays_and_holdout() -> Non
 
 def test_the_example_playbooks_file_is_valid() -> None:
     playbooks = load_playbooks(EXAMPLE.read_text(encoding="utf-8"), str(EXAMPLE))
-    assert {playbook.id for playbook in playbooks.playbooks} == {"winback-high-value", "welcome-new"}
+    assert {playbook.id for playbook in playbooks.playbooks} == {"winback-likely-to-churn", "welcome-first-purchase"}
+
+
+def test_the_example_playbooks_trigger_on_tags_the_example_rules_define() -> None:
+    playbooks = load_playbooks(EXAMPLE.read_text(encoding="utf-8"), str(EXAMPLE))
+    rules = EXAMPLE.with_name("rules.yaml")
+    defined = {(g.id, t.id) for g in parse_groups(rules.read_text(encoding="utf-8"), str(rules)) for t in g.tags}
+    assert {(p.trigger.group, p.trigger.tag) for p in playbooks.playbooks} <= defined
 
 
 @pytest.mark.parametrize(
