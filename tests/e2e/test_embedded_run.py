@@ -11,20 +11,19 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
-from aiohttp import web
+
+from tests.e2e.builders import order, value_group
+from tests.e2e.conftest import LocalProvider
+from tests.integration.processes import free_port
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"
@@ -38,57 +37,11 @@ playbooks:
       - {channel: push, template: hello}
       - {channel: sms, template: hello, delay: 6s}
 """
-SPENT = {"metric": "total_spent", "value": 2000}
-VALUE_GROUP = {
-    "id": "value",
-    "name": "会员贡献价值",
-    "mode": "exclusive",
-    "tagging": "both",
-    "auto_remove": True,
-    "tags": [
-        {"id": "high", "name": "高价值", "rule": {"match": "all", "conditions": [SPENT | {"op": "gte"}]}},
-        {"id": "low", "name": "低价值", "rule": {"match": "all", "conditions": [SPENT | {"op": "lt"}]}},
-    ],
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Provider:
-    """A stand-in SMS gateway that counts requests per idempotency key."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.requests.append({"key": request.headers.get("Idempotency-Key"), "to": body.get("to")})
-        return web.json_response({"accepted": True})
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[Provider]:
-    found = Provider()
-    app = web.Application()
-    app.router.add_post("/sms", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = _free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    found.url = f"http://127.0.0.1:{port}/sms"
-    yield found
-    await runner.cleanup()
 
 
 class Node:
     def __init__(self, data_dir: Path, playbooks: Path, sms_url: str, log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = log
         self._command = [
@@ -148,7 +101,7 @@ class Node:
 
 
 @pytest.fixture
-def node(tmp_path: Path, provider: Provider) -> Iterator[Node]:
+def node(tmp_path: Path, provider: LocalProvider) -> Iterator[Node]:
     playbooks = tmp_path / "playbooks.yaml"
     playbooks.write_text(PLAYBOOKS)
     started = Node(tmp_path / "data", playbooks, provider.url, tmp_path / "node.log")
@@ -156,31 +109,19 @@ def node(tmp_path: Path, provider: Provider) -> Iterator[Node]:
     started.stop()
 
 
-def _order(customer: str, amount: str) -> dict[str, Any]:
-    return {
-        "type": "order_paid",
-        "event_id": uuid.uuid4().hex,
-        "customer_id": customer,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "order_id": uuid.uuid4().hex,
-        "amount": amount,
-        "currency": "CNY",
-    }
-
-
 async def test_a_killed_embedded_node_restarts_with_everything_and_sends_the_delayed_sms_once(
-    node: Node, provider: Provider
+    node: Node, provider: LocalProvider
 ) -> None:
     node.start()
     await node.wait_ready()
     admin = {"Authorization": f"Bearer {ADMIN}"}
     operator = {"Authorization": f"Bearer {OPERATOR}"}
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
-        assert (await http.post("/v1/groups", json=VALUE_GROUP, headers=admin)).status_code == 201
+        assert (await http.post("/v1/groups", json=value_group("both"), headers=admin)).status_code == 201
         profile = {"name": "李雷", "phone": "+86 138 0000 0000", "timezone": "Asia/Shanghai"}
         assert (await http.put("/v1/customers/c1/profile", json=profile, headers=operator)).status_code == 204
         assert (await http.put("/v1/customers/c2/opt-outs/sms", headers=operator)).status_code == 200
-        events = [_order("c1", "1500"), _order("c1", "800.50"), _order("c2", "99"), _order("c3", "5000")]
+        events = [order("c1", "1500"), order("c1", "800.50"), order("c2", "99"), order("c3", "5000")]
         assert (await http.post("/v1/events", json=events, headers=operator)).status_code == 202
         before = {c: (await http.get(f"/v1/customers/{c}/tags", headers=admin)).json() for c in ("c1", "c2", "c3")}
         history = (await http.get("/v1/customers/c1/history", headers=admin)).json()
@@ -199,7 +140,7 @@ async def test_a_killed_embedded_node_restarts_with_everything_and_sends_the_del
         assert (await http.get("/v1/customers/c2/opt-outs", headers=admin)).json()["opted_out"] == ["sms"]
         audience = await http.post("/v1/audiences/query", json={"any_of": ["value/high"]}, headers=admin)
         assert audience.json()["customer_ids"] == ["c1", "c3"]
-        replaced = await http.put("/v1/groups/value", json=VALUE_GROUP | {"name": "价值"}, headers=admin)
+        replaced = await http.put("/v1/groups/value", json=value_group("both") | {"name": "价值"}, headers=admin)
         assert replaced.json()["version"] == 2  # the version history survived the restart too
 
         deadline = time.monotonic() + 20
@@ -207,4 +148,4 @@ async def test_a_killed_embedded_node_restarts_with_everything_and_sends_the_del
             await asyncio.sleep(0.2)
         await asyncio.sleep(2.5)  # a duplicate would come within a tick or two
     # c3 is high value too but has no phone number, so only c1 gets the SMS: once, across the kill
-    assert [request["to"] for request in provider.requests] == ["+86 138 0000 0000"]
+    assert [request["body"]["to"] for request in provider.requests] == ["+86 138 0000 0000"]

@@ -11,17 +11,17 @@ import asyncio
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from aiohttp import web
 
 from schemas.topics import TopicNames
+from tests.e2e.builders import order, value_group
+from tests.e2e.conftest import LocalProvider
 from tests.integration.processes import (
     IngestProcess,
     NotifierProcess,
@@ -46,43 +46,6 @@ playbooks:
     steps:
       - {channel: push, template: thanks}
 """
-SPENT = {"metric": "total_spent", "value": 2000}
-VALUE_GROUP = {
-    "id": "value",
-    "name": "会员贡献价值",
-    "mode": "exclusive",
-    "tagging": "auto",
-    "auto_remove": True,
-    "tags": [
-        {"id": "high", "name": "高价值", "rule": {"match": "all", "conditions": [SPENT | {"op": "gte"}]}},
-        {"id": "low", "name": "低价值", "rule": {"match": "all", "conditions": [SPENT | {"op": "lt"}]}},
-    ],
-}
-
-
-class Provider:
-    def __init__(self) -> None:
-        self.keys: list[str | None] = []
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        await request.read()
-        self.keys.append(request.headers.get("Idempotency-Key"))
-        return web.json_response({"ok": True})
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[Provider]:
-    found = Provider()
-    app = web.Application()
-    app.router.add_post("/push", found.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    found.url = f"http://127.0.0.1:{port}/push"
-    yield found
-    await runner.cleanup()
 
 
 class Prometheus:
@@ -134,7 +97,7 @@ class Prometheus:
 
 
 @pytest.fixture
-def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: Provider) -> Iterator[dict[str, Any]]:
+def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: LocalProvider) -> Iterator[dict[str, Any]]:
     prefix = f"e2e-{uuid.uuid4().hex[:8]}"
     topics = {name: f"{prefix}.{name}" for name in TopicNames.model_fields}
     redis = {"TAGSTREAM_REDIS__URL": redis_url, "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:"}
@@ -179,18 +142,6 @@ def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: Provid
             part.stop()
 
 
-def _order(customer: str, amount: str) -> dict[str, Any]:
-    return {
-        "type": "order_paid",
-        "event_id": uuid.uuid4().hex,
-        "customer_id": customer,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "order_id": uuid.uuid4().hex,
-        "amount": amount,
-        "currency": "CNY",
-    }
-
-
 async def _until(what: str, check: Any, timeout: float = 90.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -202,15 +153,15 @@ async def _until(what: str, check: Any, timeout: float = 90.0) -> Any:
 
 
 async def test_events_over_http_become_tags_a_notification_and_series_in_prometheus(
-    stack: dict[str, Any], provider: Provider
+    stack: dict[str, Any], provider: LocalProvider
 ) -> None:
     ingest, prometheus = stack["ingest"], stack["prometheus"]
     await asyncio.gather(stack["tagger"].wait_ready(), ingest.wait_ready(), stack["notifier"].wait_ready())
     admin = {"Authorization": f"Bearer {ADMIN}"}
     operator = {"Authorization": f"Bearer {OPERATOR}"}
     async with httpx.AsyncClient(base_url=ingest.url, timeout=15) as http:
-        assert (await http.post("/v1/groups", json=VALUE_GROUP, headers=admin)).status_code == 201
-        events = [_order("alice", "1500"), _order("alice", "700"), _order("bob", "80")]
+        assert (await http.post("/v1/groups", json=value_group("auto"), headers=admin)).status_code == 201
+        events = [order("alice", "1500"), order("alice", "700"), order("bob", "80")]
         assert (await http.post("/v1/events", json=events, headers=operator)).status_code == 202
 
         async def alice_is_high() -> bool:
@@ -223,10 +174,10 @@ async def test_events_over_http_become_tags_a_notification_and_series_in_prometh
         assert "high" not in str(bob)
 
     async def pushed() -> bool:
-        return len(provider.keys) >= 1
+        return len(provider.requests) >= 1
 
     await _until("the push at the local provider", pushed)
-    assert len(provider.keys) == 1  # alice only: bob is low value
+    assert len(provider.requests) == 1  # alice only: bob is low value
 
     async with httpx.AsyncClient(timeout=10) as client:
         await _until("Prometheus up", lambda: _ready(client, prometheus.url))

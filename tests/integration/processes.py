@@ -1,4 +1,4 @@
-"""A tagger worker as a real process, and the Kafka plumbing around it (crash test, benchmarks)."""
+"""The services as real processes, and the Kafka plumbing around them (crash test, end-to-end, benchmarks)."""
 
 from __future__ import annotations
 
@@ -50,59 +50,6 @@ def tagger_environment(
     )
     env.update({f"TAGSTREAM_TAGGER__{name.upper()}": value for name, value in tagger.items()})
     return env
-
-
-class TaggerProcess:
-    """`tagstream tagger` in a child process, logging to a file."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._env = env
-        self._log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = int(env["TAGSTREAM_TAGGER__WEB_PORT"])
-
-    def start(self) -> None:
-        tagstream = Path(sys.executable).parent / "tagstream"
-        with open(self._log, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(tagstream), "tagger", "--log-level", "info"],
-                env=self._env,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-
-    async def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"tagger exited with {self.process.returncode}; see {self._log}")
-            if await asyncio.to_thread(self._ready):
-                return
-            await asyncio.sleep(0.3)
-        raise AssertionError(f"tagger not ready after {timeout}s; see {self._log}")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
 
 
 async def produce_at_rate(
@@ -177,55 +124,6 @@ def ingest_environment(
     return env
 
 
-class IngestProcess:
-    """`tagstream ingest` (uvicorn) in a child process, logging to a file."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self._env = env
-        self._log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = int(env["TAGSTREAM_INGEST__PORT"])
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        tagstream = Path(sys.executable).parent / "tagstream"
-        with open(self._log, "ab") as log:
-            self.process = subprocess.Popen(
-                [str(tagstream), "ingest", "--no-access-log", "--log-level", "warning"],
-                env=self._env,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-
-    async def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"ingest exited with {self.process.returncode}; see {self._log}")
-            if await asyncio.to_thread(self._ready):
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"ingest not ready after {timeout}s; see {self._log}")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
-
-
 def notifier_environment(settings: dict[str, str]) -> dict[str, str]:
     """TAGSTREAM_* variables from `{"KAFKA__BOOTSTRAP_SERVERS": ..., "NOTIFIER__LEASE_S": ...}`."""
     env = dict(os.environ)
@@ -233,40 +131,45 @@ def notifier_environment(settings: dict[str, str]) -> dict[str, str]:
     return env
 
 
-class NotifierProcess:
-    """`tagstream notifier` in a child process, logging to a file; ready when its /readyz says so."""
+class ServiceProcess:
+    """`tagstream <command>` in a child process, logging to a file; ready when its /readyz says so."""
+
+    name = "service"
+    arguments: tuple[str, ...] = ()
+    port_variable = ""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self._env = env
         self._log = log
         self.process: subprocess.Popen[bytes] | None = None
-        self.port = int(env["TAGSTREAM_NOTIFIER__WEB_PORT"])
+        self.port = int(env[self.port_variable])
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         tagstream = Path(sys.executable).parent / "tagstream"
         with open(self._log, "ab") as log:
             self.process = subprocess.Popen(
-                [str(tagstream), "notifier", "--log-level", "warning"],
+                [str(tagstream), self.name, *self.arguments],
                 env=self._env,
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
 
-    async def wait_ready(self, timeout: float = 60.0) -> None:
+    async def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"notifier exited with {self.process.returncode}; see {self._log}")
+                raise AssertionError(f"{self.name} exited with {self.process.returncode}; see {self._log}")
             if await asyncio.to_thread(self._ready):
                 return
             await asyncio.sleep(0.2)
-        raise AssertionError(f"notifier not ready after {timeout}s; see {self._log}")
+        raise AssertionError(f"{self.name} not ready after {timeout}s; see {self._log}")
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -277,7 +180,7 @@ class NotifierProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> int | None:
-        """SIGTERM (graceful: in-flight sends finish), then the exit code."""
+        """SIGTERM (graceful: in-flight work finishes), then the exit code."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -288,3 +191,21 @@ class NotifierProcess:
                 self.process.kill()
                 self.process.wait(timeout=30)
         return self.process.returncode
+
+
+class TaggerProcess(ServiceProcess):
+    name = "tagger"
+    arguments = ("--log-level", "info")
+    port_variable = "TAGSTREAM_TAGGER__WEB_PORT"
+
+
+class IngestProcess(ServiceProcess):
+    name = "ingest"
+    arguments = ("--no-access-log", "--log-level", "warning")
+    port_variable = "TAGSTREAM_INGEST__PORT"
+
+
+class NotifierProcess(ServiceProcess):
+    name = "notifier"
+    arguments = ("--log-level", "warning")
+    port_variable = "TAGSTREAM_NOTIFIER__WEB_PORT"
