@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -270,7 +270,7 @@ class NotifierApp:
             key=record.key.decode(errors="replace") if record.key is not None else None,
             original=raw.decode(errors="replace"),
             original_base64=base64.b64encode(raw).decode(),
-            failed_at=datetime.now(UTC),
+            failed_at=self.clock.now(),
         )
         await self._producer.send_and_wait(
             self.settings.topics.notifications_dlq, key=record.key, value=letter.model_dump_json().encode()
