@@ -86,8 +86,6 @@ class Tagger:
         self.app = self._faust_app()
         topics = settings.topics
         self.source = self.app.topic(topics.events, topics.tag_commands, topics.tagger_ticks, **_RAW)
-        self.changes_topic = self.app.topic(topics.tag_changes, **_RAW)
-        self.dlq_topic = self.app.topic(topics.events_dlq, **_RAW)
         self.ticks_topic = self.app.topic(topics.tagger_ticks, **_RAW)
         self.table = self.app.Table(
             "customers",
@@ -485,10 +483,12 @@ class _Batch:
     async def add(self, event: EventT[bytes], result: Result) -> None:
         tagger = self._tagger
         if result.dead_letter is not None:
-            await self._send(tagger.dlq_topic, event.message.key, _dead_letter_json(result.dead_letter))
+            await self._send(
+                tagger.settings.topics.events_dlq, event.message.key, _dead_letter_json(result.dead_letter)
+            )
             tagger.metrics.dead_letters.labels(result.dead_letter.error).inc()
         for change in result.changes:
-            await self._send(tagger.changes_topic, change.customer_id.encode(), change.to_json())
+            await self._send(tagger.settings.topics.tag_changes, change.customer_id.encode(), change.to_json())
             self._changes.append((change, event.message.timestamp))
         if result.customer_id is not None and result.state is not None:
             self._states[result.customer_id] = result.state
@@ -517,8 +517,10 @@ class _Batch:
         self._writes.clear()
         self._positions.clear()
 
-    async def _send(self, topic: Any, key: bytes | None, value: bytes) -> None:
-        self._sends.append(await topic.send(key=key, value=value, force=True))
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        # Straight to the producer: faust's Topic.send wraps every message in a FutureMessage and a
+        # channel round, which cost ~18% of the worker's time at ~3.5 tag changes per event.
+        self._sends.append(await self._tagger.app.producer.send(topic, key, value, None, None, None))
 
 
 def _tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
