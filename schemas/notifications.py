@@ -21,6 +21,7 @@ OutcomeReason = Literal[
     "provider_error",
     "circuit_open",
     "gave_up",
+    "stale",
 ]
 
 

@@ -165,6 +165,7 @@ class NotifierApp:
                 concurrency=tuning.concurrency,
                 max_claims=tuning.max_claims,
                 keep_decisions=timedelta(days=tuning.keep_decisions_days),
+                max_trigger_age=parse_duration(tuning.max_trigger_age),
             ),
             metrics=self.metrics,
         )

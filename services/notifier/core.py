@@ -54,6 +54,12 @@ class Tuning:
     """A job claimed this often without completing (replicas crashing on it) goes to the DLQ."""
     keep_decisions: timedelta = timedelta(days=90)
     """How long a step's decision is remembered for deduplication; longer than any playbook's delays."""
+    max_trigger_age: timedelta = timedelta(days=1)
+    """A tag change older than this when read (a new consumer group reading the topic's history, a
+    long outage) starts nothing: its steps are reported suppressed as `stale`, never sent."""
+
+
+_STALE = Decision("suppress", detail="the tag change is older than max_trigger_age: nothing is sent for it")
 
 
 class Notifier:
@@ -94,10 +100,18 @@ class Notifier:
         Steps due later are reported `scheduled` once, when first stored (not on a redelivery).
         """
         playbooks = self.playbooks
-        jobs = [job for change in changes for job in plan(playbooks, change)]
+        now = self.clock.now()
+        jobs: list[ScheduledStep] = []
+        stale: list[ScheduledStep] = []
+        for change in changes:
+            planned = plan(playbooks, change)
+            (stale if now - change.occurred_at > self.tuning.max_trigger_age else jobs).extend(planned)
+        if stale:
+            await asyncio.gather(
+                *(self._report(job, "suppressed", _STALE, attempts=0, reason="stale") for job in stale)
+            )
         if jobs:
             new = await self.scheduler.schedule(jobs)
-            now = self.clock.now()
             later = [job for job in jobs if job.key in new and job.due_at > now]
             await asyncio.gather(
                 *(self._report(job, "scheduled", Decision("defer", until=job.due_at), attempts=0) for job in later)

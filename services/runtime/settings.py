@@ -100,6 +100,9 @@ class NotifierSettings(_Section):
         default=("sms:1/1d", "push:3/7d"), description="global caps, channel:limit/window, e.g. sms:1/1d"
     )
     coupon_period: str = Field(default="30d", pattern=r"^\d+[smhdw]$", description="one coupon kind per customer per")
+    max_trigger_age: str = Field(
+        default="1d", pattern=r"^\d+[smhdw]$", description="older tag changes (history, long outages) send nothing"
+    )
     lease_s: float = Field(default=30.0, gt=0, description="a claimed step is hidden from other replicas this long")
     poll_interval_s: float = Field(default=0.2, gt=0, description="how often due steps are claimed")
     batch: int = Field(default=100, ge=1, description="steps claimed per round")

@@ -335,3 +335,41 @@ async def test_no_more_steps_than_the_concurrency_are_sent_at_once() -> None:
     await h.drain()
     assert len(h.sent("coupon")) == 20
     assert peak == 3
+
+
+def _changed_at(customer: str, tag: str, at: datetime) -> TagChanged:
+    return TagChanged(
+        customer_id=customer,
+        group_id="value",
+        tag_id=tag,
+        change="added",
+        source="rule",
+        reason=Reason(summary="test"),
+        group_version=1,
+        occurred_at=at,
+        seq=1,
+    )
+
+
+async def test_a_tag_change_read_long_after_it_happened_starts_nothing_and_says_so() -> None:
+    h = Harness()
+    await phone(h, "c1")
+    h.clock.advance(timedelta(days=1, seconds=1))  # read a day late: a new consumer group, a long outage
+    await h.notifier.on_changes([_changed_at("c1", "high_churned", T0)])
+    await h.drain()
+
+    assert h.sent("push") == h.sent("coupon") == h.sent("sms") == []
+    assert h.scheduler.pending() == []
+    assert {(o.channel, o.outcome, o.reason) for o in h.outcomes.outcomes} == {
+        ("push", "suppressed", "stale"),
+        ("coupon", "suppressed", "stale"),
+        ("sms", "suppressed", "stale"),
+    }
+
+
+async def test_a_tag_change_read_late_but_within_the_age_limit_is_acted_on() -> None:
+    h = Harness()
+    h.clock.advance(timedelta(hours=23))
+    await h.notifier.on_changes([_changed_at("c2", "vip", T0)])
+    await h.drain()
+    assert [message.customer_id for message in h.sent("coupon")] == ["c2"]
