@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.tags import TagChanged
-from services.embedded.node import MemoryAudiences
+from services.embedded.stores import MemoryAudiences
 from services.embedded.readmodel import MemoryReadModel
 from services.ingest.ports import AudienceQuery, CursorExpired
 from services.tagger.engine.clock import ManualClock

@@ -1,0 +1,69 @@
+"""`tagstream ingest` and `tagstream tags apply`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from services.tagger.definitions import RulesFileError
+
+
+def ingest(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from services.ingest.app import create_app
+    from services.ingest.auth import KeyFileError
+    from services.runtime.settings import Settings
+
+    try:
+        settings = Settings()
+        app = create_app(settings)
+    except (ValidationError, KeyFileError) as error:
+        print(f"tagstream ingest: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        app,
+        host=settings.ingest.host,
+        port=settings.ingest.port,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+    )
+    return 0
+
+
+def tags_apply(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from services.ingest.catalog import CatalogError
+    from services.ingest.gitops import apply_rules
+    from services.runtime.settings import Settings
+    from services.tagger.engine import SystemClock
+
+    try:
+        settings = Settings()
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (ValidationError, OSError) as error:
+        print(f"tagstream tags apply: {error}", file=sys.stderr)
+        return 2
+    try:
+        applied = asyncio.run(
+            apply_rules(settings, text, args.file, SystemClock(), dry_run=args.dry_run, prune=args.prune)
+        )
+    except (RulesFileError, CatalogError) as error:
+        print(f"tagstream tags apply: {error}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print(f"tagstream tags apply: Kafka at {settings.kafka.bootstrap_servers} did not answer", file=sys.stderr)
+        return 2
+    for line in applied.plan.lines:
+        print(line)
+    changes = len(applied.plan.change.upserts) + len(applied.plan.change.deletions)
+    if args.dry_run:
+        print(f"dry run: {changes} change(s) not published")
+    else:
+        print(f"published {applied.published} change(s)")
+    return 0

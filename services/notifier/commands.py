@@ -1,0 +1,43 @@
+"""`tagstream notifier`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def notifier(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    import signal
+
+    from pydantic import ValidationError
+
+    from services.notifier.app import build_app
+    from services.notifier.policy import PlaybookError, load_playbooks
+    from services.runtime.settings import Settings
+
+    if args.check is not None:
+        try:
+            found = load_playbooks(Path(args.check).read_text(encoding="utf-8"), args.check)
+        except (OSError, PlaybookError) as error:
+            print(f"tagstream notifier: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.check}: {len(found.playbooks)} playbooks, {len(found.templates)} templates: valid")
+        return 0
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = build_app(Settings())
+    except (ValidationError, PlaybookError) as error:
+        print(f"tagstream notifier: {error}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(stop_signal, app.request_stop)
+        await app.run()
+
+    asyncio.run(serve())
+    return 0
