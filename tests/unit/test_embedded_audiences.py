@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schemas.tags import TagChanged
-from services.embedded.stores import MemoryAudiences
 from services.embedded.readmodel import MemoryReadModel
+from services.embedded.stores import MemoryAudiences
 from services.ingest.ports import AudienceQuery, CursorExpired
 from services.tagger.engine.clock import ManualClock
 
