@@ -28,38 +28,15 @@ START_TIMEOUT="${TAGSTREAM_REDIS_START_TIMEOUT:-30}"
 
 log() { printf 'redis.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-
-as_root() {
-    if [[ "$(id -u)" -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        die "need root (or sudo) to run: $*"
-    fi
-}
+# shellcheck source=lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 ensure_installed() {
     if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
         return 0
     fi
-    command -v apt-get >/dev/null 2>&1 || die "redis-server is missing and apt-get is not available"
     log "installing Debian redis-server"
-    # Keep the package's init script from starting a system-wide redis on :6379:
-    # a policy-rc.d that denies service starts (Docker images ship one already).
-    local policy=/usr/sbin/policy-rc.d added_policy=0
-    if [[ ! -e "${policy}" ]]; then
-        as_root sh -c "printf '#!/bin/sh\nexit 101\n' >${policy} && chmod 755 ${policy}"
-        added_policy=1
-    fi
-    local rc=0
-    {
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
-            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-                --no-install-recommends redis-server
-    } >&2 || rc=$?
-    if ((added_policy)); then as_root rm -f "${policy}"; fi
-    ((rc == 0)) || die "apt-get install redis-server failed (exit ${rc})"
+    apt_install redis-server
     command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install"
 }
 
