@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(_REPO_ROOT) not in sys.path:
@@ -112,3 +114,21 @@ def redis_url() -> Iterator[str]:
         infra.start_redis,
         infra.stop_redis,
     )
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test Redis, closed after the test."""
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix(redis_client: aioredis.Redis) -> AsyncIterator[str]:
+    """A key prefix of the test's own; its keys are deleted after the test."""
+    prefix = f"ts-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis_client.delete(*keys)

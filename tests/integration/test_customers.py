@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 import redis.asyncio as aioredis
 
@@ -14,17 +11,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 
 @pytest.fixture(params=["redis", "memory"])
-async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[CustomerStore]:
+def store(request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_prefix: str) -> CustomerStore:
     if request.param == "memory":
-        yield MemoryCustomers()
-        return
-    client = aioredis.from_url(redis_url)
-    prefix = f"ts-test:{uuid.uuid4().hex[:12]}:"
-    yield RedisCustomers(client, prefix=prefix)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+        return MemoryCustomers()
+    return RedisCustomers(redis_client, prefix=redis_prefix)
 
 
 async def test_an_opt_out_is_per_channel_and_undone_by_opting_in(store: CustomerStore) -> None:

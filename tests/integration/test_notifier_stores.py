@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,30 +22,14 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 
 
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def prefix(client: aioredis.Redis) -> AsyncIterator[str]:
-    name = f"ts-test:{uuid.uuid4().hex[:12]}:"
-    yield name
-    keys = [key async for key in client.scan_iter(match=f"{name}*")]
-    if keys:
-        await client.delete(*keys)
+@pytest.fixture(params=["redis", "memory"])
+def scheduler(request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_prefix: str) -> Scheduler:
+    return RedisScheduler(redis_client, key_prefix=redis_prefix) if request.param == "redis" else MemoryScheduler()
 
 
 @pytest.fixture(params=["redis", "memory"])
-def scheduler(request: pytest.FixtureRequest, client: aioredis.Redis, prefix: str) -> Scheduler:
-    return RedisScheduler(client, key_prefix=prefix) if request.param == "redis" else MemoryScheduler()
-
-
-@pytest.fixture(params=["redis", "memory"])
-def ledger(request: pytest.FixtureRequest, client: aioredis.Redis, prefix: str) -> Ledger:
-    return RedisLedger(client, key_prefix=prefix) if request.param == "redis" else MemoryLedger()
+def ledger(request: pytest.FixtureRequest, redis_client: aioredis.Redis, redis_prefix: str) -> Ledger:
+    return RedisLedger(redis_client, key_prefix=redis_prefix) if request.param == "redis" else MemoryLedger()
 
 
 def job(customer: str = "c1", seq: int = 1, due: datetime = T0, step: int = 0) -> ScheduledStep:
@@ -144,9 +126,9 @@ async def test_only_the_holder_releases_a_coupon_reservation(ledger: Ledger) -> 
     assert await ledger.coupon_holder("c1", "HV-50", T0) is None
 
 
-async def test_tag_facts_read_what_the_projector_wrote(client: aioredis.Redis, prefix: str) -> None:
-    projector = Projector(client, key_prefix=prefix)
-    facts = RedisTagFacts(client, key_prefix=prefix)
+async def test_tag_facts_read_what_the_projector_wrote(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    projector = Projector(redis_client, key_prefix=redis_prefix)
+    facts = RedisTagFacts(redis_client, key_prefix=redis_prefix)
     memory = MemoryTagFacts()
     assert await facts.holds("c1", "value", "high_churned") is None
     assert await memory.holds("c1", "value", "high_churned") is None
@@ -174,8 +156,8 @@ async def test_a_customer_channel_lock_has_one_holder_and_only_the_holder_unlock
     assert await ledger.lock("c1", "sms", "step-b", LEASE)
 
 
-async def test_a_redis_lock_expires_with_its_ttl(client: aioredis.Redis, prefix: str) -> None:
-    ledger = RedisLedger(client, key_prefix=prefix)
+async def test_a_redis_lock_expires_with_its_ttl(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    ledger = RedisLedger(redis_client, key_prefix=redis_prefix)
     assert await ledger.lock("c1", "sms", "crashed", timedelta(milliseconds=50))
     await asyncio.sleep(0.1)
     assert await ledger.lock("c1", "sms", "next", LEASE)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,27 +24,13 @@ INTERESTS = ("tea", "coffee", "snacks")
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    redis = aioredis.from_url(redis_url)
-    yield redis
-    await redis.aclose()
+def projector(redis_client: aioredis.Redis, redis_prefix: str) -> Projector:
+    return Projector(redis_client, key_prefix=redis_prefix)
 
 
 @pytest.fixture
-async def prefix(client: aioredis.Redis) -> AsyncIterator[str]:
-    name = f"ts-test:{uuid.uuid4().hex[:12]}:"
-    yield name
-    await _delete_prefix(client, name)
-
-
-@pytest.fixture
-def projector(client: aioredis.Redis, prefix: str) -> Projector:
-    return Projector(client, key_prefix=prefix)
-
-
-@pytest.fixture
-def reads(client: aioredis.Redis, prefix: str) -> ReadModel:
-    return ReadModel(client, key_prefix=prefix)
+def reads(redis_client: aioredis.Redis, redis_prefix: str) -> ReadModel:
+    return ReadModel(redis_client, key_prefix=redis_prefix)
 
 
 def changed(
@@ -103,26 +88,28 @@ async def test_an_added_then_removed_tag_updates_tags_members_and_history(
     assert await reads.gaps() == 0
 
 
-async def test_a_redelivered_change_changes_nothing(projector: Projector, client: aioredis.Redis, prefix: str) -> None:
+async def test_a_redelivered_change_changes_nothing(
+    projector: Projector, redis_client: aioredis.Redis, redis_prefix: str
+) -> None:
     await projector.apply(changed("c1", 1, "tier", "gold"))
     await projector.apply(changed("c1", 2, "interest", "tea"))
-    before = await _dump(client, prefix)
+    before = await _dump(redis_client, redis_prefix)
 
     assert await projector.apply(changed("c1", 2, "interest", "tea")) is Outcome.DUPLICATE
 
-    assert await _dump(client, prefix) == before
+    assert await _dump(redis_client, redis_prefix) == before
 
 
 async def test_an_older_change_is_stale_and_changes_nothing(
-    projector: Projector, client: aioredis.Redis, prefix: str
+    projector: Projector, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await projector.apply(changed("c1", 1, "tier", "gold"))
     await projector.apply(changed("c1", 2, "tier", "gold", "removed"))
-    before = await _dump(client, prefix)
+    before = await _dump(redis_client, redis_prefix)
 
     assert await projector.apply(changed("c1", 1, "tier", "gold")) is Outcome.STALE
 
-    assert await _dump(client, prefix) == before
+    assert await _dump(redis_client, redis_prefix) == before
 
 
 async def test_a_seq_jump_is_applied_and_counted_as_a_gap(projector: Projector, reads: ReadModel) -> None:
@@ -140,9 +127,9 @@ async def test_a_seq_jump_is_applied_and_counted_as_a_gap(projector: Projector, 
     assert await projector.apply(changed("c1", 2, "tier", "bronze", "removed")) is Outcome.STALE
 
 
-async def test_history_is_capped_newest_first_with_reason(client: aioredis.Redis, prefix: str) -> None:
-    projector = Projector(client, key_prefix=prefix, history_limit=5)
-    reads = ReadModel(client, key_prefix=prefix)
+async def test_history_is_capped_newest_first_with_reason(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    projector = Projector(redis_client, key_prefix=redis_prefix, history_limit=5)
+    reads = ReadModel(redis_client, key_prefix=redis_prefix)
     stream = [
         changed("c1", seq, "interest", "tea", "added" if seq % 2 else "removed", summary=f"step {seq}")
         for seq in range(1, 9)
@@ -191,7 +178,7 @@ async def test_a_group_counts_a_customer_once_whatever_the_number_of_its_tags(
 
 
 async def test_member_sets_combine_with_redis_set_operations(
-    projector: Projector, client: aioredis.Redis, prefix: str
+    projector: Projector, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await projector.apply_many(
         [
@@ -203,9 +190,9 @@ async def test_member_sets_combine_with_redis_set_operations(
     )
     gold, tea = projector.keys.members("tier", "gold"), projector.keys.members("interest", "tea")
 
-    assert await client.sinter([gold, tea]) == {b"c1"}
-    assert await client.sunion([gold, tea]) == {b"c1", b"c2", b"c3"}
-    assert await client.sdiff([gold, tea]) == {b"c2"}
+    assert await redis_client.sinter([gold, tea]) == {b"c1"}
+    assert await redis_client.sunion([gold, tea]) == {b"c1", b"c2", b"c3"}
+    assert await redis_client.sdiff([gold, tea]) == {b"c2"}
 
 
 async def test_activity_only_moves_forward(projector: Projector, reads: ReadModel) -> None:
@@ -222,11 +209,11 @@ async def test_activity_only_moves_forward(projector: Projector, reads: ReadMode
     )
 
 
-async def test_reads_work_on_a_client_that_decodes_responses(redis_url: str, prefix: str) -> None:
-    client = aioredis.from_url(redis_url, decode_responses=True)
+async def test_reads_work_on_a_client_that_decodes_responses(redis_url: str, redis_prefix: str) -> None:
+    decoding = aioredis.from_url(redis_url, decode_responses=True)
     try:
-        projector = Projector(client, key_prefix=prefix)
-        reads = ReadModel(client, key_prefix=prefix)
+        projector = Projector(decoding, key_prefix=redis_prefix)
+        reads = ReadModel(decoding, key_prefix=redis_prefix)
         assert await projector.apply_many([changed("c1", 1, "tier", "gold")]) == [Outcome.APPLIED]
         assert await projector.apply(changed("c1", 1, "tier", "gold")) is Outcome.DUPLICATE
         await projector.record_activity("c1", T0, T0)
@@ -236,18 +223,18 @@ async def test_reads_work_on_a_client_that_decodes_responses(redis_url: str, pre
         assert [c.seq for c in await reads.history("c1")] == [1]
         assert await reads.activity("c1") == Activity(last_order_at=T0, last_seen_at=T0)
     finally:
-        await client.aclose()
+        await decoding.aclose()
 
 
 async def test_concurrent_customers_end_in_the_state_their_streams_describe(
-    client: aioredis.Redis, prefix: str
+    redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     rng = random.Random(7)
     streams = {f"cust-{n:02}": _customer_stream(f"cust-{n:02}", 10, rng) for n in range(20)}
     assert sum(len(s) for s in streams.values()) == 200
-    concurrent_prefix, batched_prefix = f"{prefix}gather:", f"{prefix}batched:"
-    concurrent = Projector(client, key_prefix=concurrent_prefix, history_limit=6)
-    batched = Projector(client, key_prefix=batched_prefix, history_limit=6)
+    concurrent_prefix, batched_prefix = f"{redis_prefix}gather:", f"{redis_prefix}batched:"
+    concurrent = Projector(redis_client, key_prefix=concurrent_prefix, history_limit=6)
+    batched = Projector(redis_client, key_prefix=batched_prefix, history_limit=6)
 
     async def apply_in_order(stream: list[TagChanged]) -> list[Outcome]:
         outcomes = []
@@ -263,20 +250,20 @@ async def test_concurrent_customers_end_in_the_state_their_streams_describe(
         assert set(await batched.apply_many(interleaved[start : start + 37])) == {Outcome.APPLIED}
 
     assert {outcome for outcomes in results for outcome in outcomes} == {Outcome.APPLIED}
-    await _assert_matches_streams(ReadModel(client, key_prefix=concurrent_prefix), streams, history_limit=6)
-    await _assert_matches_streams(ReadModel(client, key_prefix=batched_prefix), streams, history_limit=6)
-    assert await _dump(client, concurrent_prefix) == await _dump(client, batched_prefix)
+    await _assert_matches_streams(ReadModel(redis_client, key_prefix=concurrent_prefix), streams, history_limit=6)
+    await _assert_matches_streams(ReadModel(redis_client, key_prefix=batched_prefix), streams, history_limit=6)
+    assert await _dump(redis_client, concurrent_prefix) == await _dump(redis_client, batched_prefix)
 
 
 async def test_applying_the_stream_twice_leaves_identical_state(
-    projector: Projector, client: aioredis.Redis, prefix: str
+    projector: Projector, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     rng = random.Random(11)
     streams = {f"cust-{n}": _customer_stream(f"cust-{n}", 15, rng) for n in range(10)}
     stream = list(_interleave(streams, rng))
     await projector.apply_many(stream)
     await projector.record_activity("cust-0", T0, T0)
-    once = await _dump(client, prefix)
+    once = await _dump(redis_client, redis_prefix)
 
     again = await projector.apply_many(stream)
     for change in rng.sample(stream, 30):
@@ -284,7 +271,7 @@ async def test_applying_the_stream_twice_leaves_identical_state(
     await projector.record_activity("cust-0", T0, T0)
 
     assert set(again) <= {Outcome.DUPLICATE, Outcome.STALE}
-    assert await _dump(client, prefix) == once
+    assert await _dump(redis_client, redis_prefix) == once
 
 
 def _customer_stream(customer: str, length: int, rng: random.Random) -> list[TagChanged]:
@@ -352,30 +339,24 @@ async def _assert_matches_streams(
     assert await reads.gaps() == 0
 
 
-async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
-    """Every key under the prefix (named without it) with its type and full content."""
+async def _dump(redis_client: aioredis.Redis, redis_prefix: str) -> dict[str, Any]:
+    """Every key under the redis_prefix (named without it) with its type and full content."""
     dump: dict[str, Any] = {}
-    async for raw in client.scan_iter(match=f"{prefix}*", count=1000):
+    async for raw in redis_client.scan_iter(match=f"{redis_prefix}*", count=1000):
         key = _text(raw)
-        kind = _text(await client.type(key))
+        kind = _text(await redis_client.type(key))
         if kind == "string":
-            value: Any = await client.get(key)
+            value: Any = await redis_client.get(key)
         elif kind == "hash":
-            value = await client.hgetall(key)
+            value = await redis_client.hgetall(key)
         elif kind == "list":
-            value = await client.lrange(key, 0, -1)
+            value = await redis_client.lrange(key, 0, -1)
         elif kind == "set":
-            value = sorted(await client.smembers(key))
+            value = sorted(await redis_client.smembers(key))
         else:
             raise AssertionError(f"unexpected {kind} key {key}")
-        dump[key.removeprefix(prefix)] = (kind, value)
+        dump[key.removeprefix(redis_prefix)] = (kind, value)
     return dump
-
-
-async def _delete_prefix(client: aioredis.Redis, prefix: str) -> None:
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-    if keys:
-        await client.delete(*keys)
 
 
 def _text(value: bytes | str) -> str:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,14 +20,9 @@ GROUPS = {"tier": ("bronze", "silver", "gold"), "interest": ("tea", "coffee")}
 
 
 @pytest.fixture
-async def redis_side(redis_url: str) -> AsyncIterator[tuple[Projector, ReadModel]]:
-    client = aioredis.from_url(redis_url)
-    prefix = f"ts-test:{uuid.uuid4().hex[:12]}:"
-    yield Projector(client, key_prefix=prefix, history_limit=5), ReadModel(client, key_prefix=prefix)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
+def redis_side(redis_client: aioredis.Redis, redis_prefix: str) -> tuple[Projector, ReadModel]:
+    projector = Projector(redis_client, key_prefix=redis_prefix, history_limit=5)
+    return projector, ReadModel(redis_client, key_prefix=redis_prefix)
 
 
 def _stream(rng: random.Random, customers: int, length: int) -> list[TagChanged]:
