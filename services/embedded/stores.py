@@ -150,21 +150,22 @@ class JournaledScheduler(MemoryScheduler):
         if entry["k"] == "schedule":
             await super().schedule(_STEPS.validate_python(entry["v"]))
             return
-        claims = await self._claim_key(entry["key"])
-        if claims is None:
+        claim = self._replay_claim(entry["key"])
+        if claim is None:
             return
         if entry["k"] == "complete":
-            await super().complete(claims)
+            await super().complete(claim)
         else:
-            await super().defer(claims, datetime.fromisoformat(entry["until"]))
+            await super().defer(claim, datetime.fromisoformat(entry["until"]))
 
-    async def _claim_key(self, key: str) -> Claim | None:
-        for job in self.pending():
-            if job.key == key:
-                entry = self._entries[key]
-                entry.token = "replay"
-                return Claim(job, "replay", entry.claims)
-        return None
+    def _replay_claim(self, key: str) -> Claim | None:
+        """Take the stored job's lease as the journaled replica held it (a lookup, not a scan: the
+        journal is replayed entry by entry at start)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        entry.token = "replay"
+        return Claim(entry.job, "replay", entry.claims)
 
 
 class JournaledLedger(MemoryLedger):
