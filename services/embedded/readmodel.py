@@ -168,7 +168,4 @@ class ReadModelFacts:
 
     async def last_activity(self, customer_id: str) -> datetime | None:
         activity = await self._readmodel.activity(customer_id)
-        if activity is None:
-            return None
-        moments = [moment for moment in (activity.last_order_at, activity.last_seen_at) if moment is not None]
-        return max(moments) if moments else None
+        return None if activity is None else activity.latest

@@ -168,10 +168,7 @@ class RedisTagFacts:
 
     async def last_activity(self, customer_id: str) -> datetime | None:
         activity = await self._reads.activity(customer_id)
-        if activity is None:
-            return None
-        seen = [moment for moment in (activity.last_order_at, activity.last_seen_at) if moment is not None]
-        return max(seen, default=None)
+        return None if activity is None else activity.latest
 
 
 # KEYS: due, jobs. ARGV: (key, due ms, payload)*. A key already stored is left alone. Returns the new keys.

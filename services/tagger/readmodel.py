@@ -111,6 +111,12 @@ class Activity:
     last_order_at: datetime | None
     last_seen_at: datetime | None
 
+    @property
+    def latest(self) -> datetime | None:
+        """The later of the last order and the last event of any kind (a "returned" customer's mark)."""
+        moments = [moment for moment in (self.last_order_at, self.last_seen_at) if moment is not None]
+        return max(moments, default=None)
+
 
 class ReadModel:
     """Reads over the projection. Works with clients built with or without `decode_responses`."""
