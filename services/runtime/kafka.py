@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -90,17 +90,26 @@ async def _wait_until_led(admin: AIOKafkaAdminClient, names: list[str], attempts
 
 async def partitions_of(settings: KafkaSettings, topic: str, attempts: int = 100) -> list[int]:
     """The partition ids of a topic (waiting briefly for a topic being created)."""
+    return (await partition_ids(settings, [topic], attempts))[topic]
+
+
+async def partition_ids(settings: KafkaSettings, topics: Sequence[str], attempts: int = 100) -> dict[str, list[int]]:
+    """The partition ids of each topic, over one admin connection (waiting briefly for topics being created)."""
+    found: dict[str, list[int]] = {}
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         for _ in range(attempts):
-            [described] = await admin.describe_topics([topic])
-            if described["error_code"] == 0 and described["partitions"]:
-                return sorted(partition["partition"] for partition in described["partitions"])
+            for described in await admin.describe_topics([topic for topic in topics if topic not in found]):
+                if described["error_code"] == 0 and described["partitions"]:
+                    found[described["topic"]] = sorted(partition["partition"] for partition in described["partitions"])
+            if len(found) == len(set(topics)):
+                return found
             await asyncio.sleep(0.1)
     finally:
         await admin.close()
-    raise RuntimeError(f"topic {topic!r} does not exist: create the tagstream topics first")
+    missing = sorted(set(topics) - set(found))
+    raise RuntimeError(f"topics {missing} do not exist: create the tagstream topics first")
 
 
 def _topic_configs(name: str, compacted: set[str], kept_forever: set[str]) -> dict[str, str]:

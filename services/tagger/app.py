@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from schemas.events import event_adapter
 from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
-from services.runtime.kafka import ensure_topics, partitions_of
+from services.runtime.kafka import ensure_topics, partition_ids
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.core import Incoming, Result, TaggerCore
@@ -123,8 +123,10 @@ class Tagger:
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
-        for topic in (topics.events, topics.tag_commands, topics.tagger_ticks):
-            found = len(await partitions_of(kafka, topic))
+        joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
+        ids = await partition_ids(kafka, joined)
+        for topic in joined:
+            found = len(ids[topic])
             if found != kafka.partitions:
                 raise TopicLayoutError(
                     f"{topic} has {found} partitions but TAGSTREAM_KAFKA__PARTITIONS is {kafka.partitions}: events, "
