@@ -23,16 +23,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.events import event_adapter
-from schemas.tags import TagCommand, TagGroup
+from schemas.tags import TagChanged, TagCommand, TagGroup
 from services.embedded.journal import Entry, Journal
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import MemoryReadModel, ReadModelFacts
-from services.embedded.stores import JournaledCustomers, JournaledLedger, JournaledScheduler, MemoryAudiences
+from services.embedded.stores import (
+    JournaledCustomers,
+    JournaledLedger,
+    JournaledScheduler,
+    LoggedOutcomes,
+    MemoryAudiences,
+)
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record
-from services.notifier.core import Notifier, Tuning
-from services.notifier.memory import MemoryOutcomes
+from services.notifier.core import Notifier
 from services.notifier.policy import PlaybookSet
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
@@ -63,8 +68,7 @@ class EmbeddedNode:
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
         self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
         self.customers = JournaledCustomers(self)
-        self.outcomes = MemoryOutcomes()
-        self.refused_commands = 0
+        self._events = event_adapter()
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.notifier: Notifier | None = None
@@ -82,9 +86,8 @@ class EmbeddedNode:
                 self.customers,
                 ReadModelFacts(self.readmodel),
                 providers or {},
-                self.outcomes,
+                LoggedOutcomes(),
                 clock,
-                tuning=Tuning(),
             )
             self.tagger.listen(self._schedule)
 
@@ -162,10 +165,9 @@ class EmbeddedNode:
         await self.tagger.advance(at)
         records: list[list[Any]] = entry["r"]
         if entry["k"] == "events":
-            adapter = event_adapter()
             for _, value in records:
                 try:
-                    event = adapter.validate_json(value)
+                    event = self._events.validate_json(value)
                 except ValidationError as error:  # the API validated it: only a hand-edited journal gets here
                     log.error("embedded: skipping an invalid journaled event: %s", error)
                     continue
@@ -175,7 +177,6 @@ class EmbeddedNode:
                 try:
                     await self.tagger.command(TagCommand.model_validate_json(value))
                 except CommandRefused as error:  # the Kafka tagger dead-letters these
-                    self.refused_commands += 1
                     log.warning("embedded: refused a manual tag command: %s", error)
         else:
             groups = dict(self.tagger.groups)
@@ -190,8 +191,10 @@ class EmbeddedNode:
             except DefinitionError as error:  # the API validated them as a whole: the same check
                 log.error("embedded: keeping the previous tag groups: %s", error)
 
-    async def _schedule(self, changes: Any) -> None:
-        if self.notifier is not None and not self._replaying:
+    async def _schedule(self, changes: list[TagChanged]) -> None:
+        """Tag changes to the notifier, live only: a replayed journal restores its steps itself."""
+        assert self.notifier is not None
+        if not self._replaying:
             await self.notifier.on_changes(changes)
 
     def _kind(self, topic: str) -> str:

@@ -3,6 +3,7 @@ profile and notifier stores with every change journaled (journal.py) so a restar
 
 from __future__ import annotations
 
+import logging
 import uuid
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Sequence
@@ -11,6 +12,7 @@ from typing import Literal, Protocol
 
 from pydantic import TypeAdapter
 
+from schemas.notifications import NotificationOutcome
 from services.embedded.journal import Entry
 from services.embedded.readmodel import MemoryReadModel
 from services.ingest.audiences import decode_cursor, encode_cursor
@@ -22,6 +24,7 @@ from services.runtime.customers import Channel, MemoryCustomers, Profile
 from services.tagger.engine import Clock
 
 _STEPS = TypeAdapter(list[ScheduledStep])
+log = logging.getLogger("tagstream.embedded")
 
 
 class Journaling(Protocol):
@@ -203,3 +206,29 @@ class JournaledLedger(MemoryLedger):
             if raw is not None:
                 sent = SendRecord(raw["channel"], raw["playbook_id"], datetime.fromisoformat(raw["at"]))
             await super().record(entry["key"], entry["o"], sent, entry["c"], timedelta(seconds=entry["keep"]))
+
+
+class LoggedOutcomes:
+    """The notifier's decisions in the one-process mode: logged (no personal data in an outcome), not
+    kept: a long-running process must not hold every decision it ever made."""
+
+    async def emit(self, outcome: NotificationOutcome) -> None:
+        log.info(
+            "notification %s%s: %s step %d of %s for customer %s",
+            outcome.outcome,
+            f" ({outcome.reason})" if outcome.reason else "",
+            outcome.channel,
+            outcome.step,
+            outcome.playbook_id,
+            outcome.customer_id,
+        )
+
+    async def dead_letter(self, outcome: NotificationOutcome) -> None:
+        log.warning(
+            "notification failed for good: %s step %d of %s for customer %s: %s",
+            outcome.channel,
+            outcome.step,
+            outcome.playbook_id,
+            outcome.customer_id,
+            outcome.detail,
+        )
