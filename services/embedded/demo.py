@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -23,12 +23,14 @@ from schemas.tags import TagChanged, TagGroup
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import ReadModelFacts
 from services.embedded.shop import Shop
+from services.notifier.app import policy_from
 from services.notifier.core import Notifier
 from services.notifier.memory import MemoryLedger, MemoryScheduler
-from services.notifier.policy import CapRule, PlaybookSet, Policy, QuietHours, load_playbooks
+from services.notifier.policy import PlaybookSet, Policy, load_playbooks
 from services.notifier.ports import Message
 from services.notifier.providers import LogProvider
 from services.runtime.customers import MemoryCustomers, Profile
+from services.runtime.settings import NotifierSettings
 from services.tagger.definitions import parse_groups, templates
 from services.tagger.engine.clock import ManualClock
 
@@ -49,7 +51,6 @@ class DemoSummary:
     outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """(channel, outcome, reason) -> count."""
     returned_after_coupon: int = 0
-    seconds_simulated: float = 0
 
 
 def demo_groups() -> list[TagGroup]:
@@ -65,15 +66,8 @@ def demo_playbooks() -> PlaybookSet:
 
 
 def demo_policy() -> Policy:
-    return Policy(
-        caps=(
-            CapRule(channel="sms", limit=1, window=timedelta(days=1)),
-            CapRule(channel="push", limit=3, window=timedelta(days=7)),
-        ),
-        quiet_hours=QuietHours(time(21), time(8)),
-        coupon_period=timedelta(days=30),
-        default_zone=ZoneInfo(SHOP_ZONE),
-    )
+    """The notifier's default policy (caps, quiet hours, coupon period), in the shop's time zone."""
+    return policy_from(NotifierSettings(default_timezone=SHOP_ZONE))
 
 
 class CouponDesk:
@@ -182,7 +176,6 @@ async def run_demo(out: TextIO, *, customers: int = 400, days: int = 91, seed: i
     summary.tag_changes = tagger.changes
     summary.outcomes = outcomes.counts
     summary.returned_after_coupon = len(shop.returned_after_coupon)
-    summary.seconds_simulated = (end - START).total_seconds()
     for group in groups:
         for tag in group.ordered_tags():
             summary.tags.append((group.name, tag.name, await tagger.readmodel.member_count(group.id, tag.id)))
