@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +20,7 @@ import pytest
 
 from tests.e2e.builders import order, value_group
 from tests.e2e.conftest import LocalProvider
-from tests.integration.processes import free_port
+from tests.integration.processes import EmbeddedProcess, free_port
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"
@@ -39,78 +36,28 @@ playbooks:
 """
 
 
-class Node:
-    def __init__(self, data_dir: Path, playbooks: Path, sms_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log
-        self._command = [
-            str(Path(sys.executable).parent / "tagstream"),
-            "run",
-            "--embedded",
-            "--data-dir",
-            str(data_dir),
-            "--playbooks",
-            str(playbooks),
-            "--port",
-            str(self.port),
-            "--host",
-            "127.0.0.1",
-        ]
-        keys = [
-            {"key": ADMIN, "role": "admin", "name": "admin@shop"},
-            {"key": OPERATOR, "role": "operator", "name": "ops@shop"},
-        ]
-        self._env = dict(os.environ) | {
-            "TAGSTREAM_INGEST__API_KEYS": orjson.dumps(keys).decode(),
-            "TAGSTREAM_NOTIFIER__SMS_URL": sms_url,
-            "TAGSTREAM_NOTIFIER__QUIET_HOURS": "00:00-00:00",  # no quiet hours: the test may run at night
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self._log.open("ab") as log:
-            self.process = subprocess.Popen(self._command, env=self._env, stdout=log, stderr=subprocess.STDOUT)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    async def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                assert self.process is not None
-                assert self.process.poll() is None, self._log.read_text()
-                try:
-                    if (await client.get(f"{self.url}/readyz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"not ready in {timeout}s:\n{self._log.read_text()}")
-
-
 @pytest.fixture
-def node(tmp_path: Path, provider: LocalProvider) -> Iterator[Node]:
+def node(tmp_path: Path, provider: LocalProvider) -> Iterator[EmbeddedProcess]:
     playbooks = tmp_path / "playbooks.yaml"
     playbooks.write_text(PLAYBOOKS)
-    started = Node(tmp_path / "data", playbooks, provider.url, tmp_path / "node.log")
+    keys = [
+        {"key": ADMIN, "role": "admin", "name": "admin@shop"},
+        {"key": OPERATOR, "role": "operator", "name": "ops@shop"},
+    ]
+    env = dict(os.environ) | {
+        "TAGSTREAM_INGEST__HOST": "127.0.0.1",
+        "TAGSTREAM_INGEST__PORT": str(free_port()),
+        "TAGSTREAM_INGEST__API_KEYS": orjson.dumps(keys).decode(),
+        "TAGSTREAM_NOTIFIER__SMS_URL": provider.url,
+        "TAGSTREAM_NOTIFIER__QUIET_HOURS": "00:00-00:00",  # no quiet hours: the test may run at night
+    }
+    started = EmbeddedProcess(env, tmp_path / "node.log", data_dir=tmp_path / "data", playbooks=playbooks)
     yield started
     started.stop()
 
 
 async def test_a_killed_embedded_node_restarts_with_everything_and_sends_the_delayed_sms_once(
-    node: Node, provider: LocalProvider
+    node: EmbeddedProcess, provider: LocalProvider
 ) -> None:
     node.start()
     await node.wait_ready()

@@ -209,3 +209,14 @@ class NotifierProcess(ServiceProcess):
     name = "notifier"
     arguments = ("--log-level", "warning")
     port_variable = "TAGSTREAM_NOTIFIER__WEB_PORT"
+
+
+class EmbeddedProcess(ServiceProcess):
+    """`tagstream run --embedded`: the ingest API with everything else in one process."""
+
+    name = "run"
+    port_variable = "TAGSTREAM_INGEST__PORT"
+
+    def __init__(self, env: dict[str, str], log: Path, *, data_dir: Path, playbooks: Path) -> None:
+        super().__init__(env, log)
+        self.arguments = ("--embedded", "--data-dir", str(data_dir), "--playbooks", str(playbooks))
