@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.tagger.engine.changes import Change
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -81,3 +86,14 @@ class TaggerMetrics:
         self.projector_gaps = Counter(
             "tagstream_projector_gaps_total", "Tag changes that skipped a seq (a missing change)", registry=registry
         )
+
+    def count_changes(self, changes: Iterable[tuple[Change, float]], acknowledged: float) -> None:
+        """Record a batch of acknowledged tag changes (each with its message's timestamp), one metric
+        update per distinct label set rather than per change."""
+        tally: Tally[tuple[str, str, str, str]] = Tally()
+        observe = self.event_to_change.observe
+        for change, produced_at in changes:
+            observe(max(0.0, acknowledged - produced_at))
+            tally[change.group_id, change.tag_id, change.change, change.source] += 1
+        for labels, count in tally.items():
+            self.tag_changes.labels(*labels).inc(count)
