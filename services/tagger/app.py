@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from schemas.events import event_adapter
 from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
-from services.runtime.kafka import ensure_topics, partition_ids
+from services.runtime.kafka import ensure_topics, partition_ids, send_keyed
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.core import Incoming, Result, TaggerCore
@@ -503,7 +503,10 @@ class _Batch:
         tagger = self._tagger
         if self._outgoing:
             topic = tagger.settings.topics.tag_changes
-            self._sends.extend(await send_keyed(tagger.app.producer, topic, self._outgoing))
+            producer = tagger.app.producer  # faust's Producer around an AIOKafkaProducer
+            kafka = producer._ensure_producer()  # type: ignore[attr-defined]
+            assert producer.partitioner is not None  # faust sets aiokafka's DefaultPartitioner at start
+            self._sends.extend(await send_keyed(kafka, producer.partitioner, topic, self._outgoing))
         if self._sends:
             await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
         acknowledged = time.time()
@@ -529,35 +532,6 @@ class _Batch:
         # Straight to the producer: faust's Topic.send wraps every message in a FutureMessage and a
         # channel round, which cost ~18% of the worker's time at ~3.5 tag changes per event.
         self._sends.append(await self._tagger.app.producer.send(topic, key, value, None, None, None))
-
-
-async def send_keyed(producer: Any, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> list[Awaitable[Any]]:
-    """Send keyed messages as one record batch per partition (or a few, when one fills up).
-
-    The partition of each key is the producer's own partitioner's choice, so a message lands where
-    `producer.send(topic, key, value)` would have put it, in the order given. One future per batch
-    instead of one per message: at ~3 tag changes per event, aiokafka's per-message `send` (a
-    future, a partition lookup and an `await` each, then a callback per message on the ack) cost
-    more than evaluating the event. Returns the batches' futures; each resolves once Kafka has
-    acknowledged the whole batch (the producer retries a batch as a unit).
-    """
-    kafka = producer._ensure_producer()  # faust's Producer wraps an AIOKafkaProducer
-    partitions = sorted(await kafka.partitions_for(topic))
-    choose = producer.partitioner
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-    for key, value in messages:
-        by_partition.setdefault(choose(key, partitions, partitions), []).append((key, value))
-    futures: list[Awaitable[Any]] = []
-    for partition, items in by_partition.items():
-        batch = kafka.create_batch()
-        for key, value in items:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                futures.append(await kafka.send_batch(batch, topic, partition=partition))
-                batch = kafka.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a {len(value)}-byte message does not fit in an empty record batch")
-        futures.append(await kafka.send_batch(batch, topic, partition=partition))
-    return futures
 
 
 def _tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
