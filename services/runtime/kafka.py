@@ -134,17 +134,27 @@ async def send_keyed(
     by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
     for key, value in messages:
         by_partition.setdefault(partitioner(key, partitions, partitions), []).append((key, value))
-    futures: list[Awaitable[Any]] = []
-    for partition, items in by_partition.items():
+    return [future for _, future, _ in await send_partitioned(kafka, topic, by_partition)]
+
+
+async def send_partitioned(
+    kafka: AIOKafkaProducer, topic: str, messages: dict[int, list[tuple[bytes, bytes]]]
+) -> list[tuple[int, Awaitable[Any], int]]:
+    """Send each partition's messages, in order, as record batches: (partition, future, messages)
+    per batch. A batch's future resolves to its RecordMetadata (the offset is its first message's)."""
+    sent: list[tuple[int, Awaitable[Any], int]] = []
+    for partition, items in messages.items():
         batch = kafka.create_batch()
         for key, value in items:
             if batch.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
-                futures.append(await kafka.send_batch(batch, topic, partition=partition))
+                count = batch.record_count()
+                sent.append((partition, await kafka.send_batch(batch, topic, partition=partition), count))
                 batch = kafka.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     raise ValueError(f"a {len(value)}-byte message does not fit in an empty record batch")
-        futures.append(await kafka.send_batch(batch, topic, partition=partition))
-    return futures
+        count = batch.record_count()
+        sent.append((partition, await kafka.send_batch(batch, topic, partition=partition), count))
+    return sent
 
 
 def _topic_configs(name: str, compacted: set[str], kept_forever: set[str]) -> dict[str, str]:

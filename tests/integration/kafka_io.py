@@ -69,5 +69,8 @@ class TopicReader:
                 self.records.extend(records)
         return self.records
 
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        return dict(await self._consumer.end_offsets(self._tps))
+
     def json(self) -> list[dict[str, Any]]:
         return [orjson.loads(record.value) for record in self.records]

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 async def test_send_keyed_puts_every_message_where_a_keyed_send_would_in_order(kafka_bootstrap: str) -> None:
     prefix = f"it-batches-{uuid.uuid4().hex[:8]}"
     batched, single = f"{prefix}.batched", f"{prefix}.single"
-    await ensure_topics(KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=5, replication_factor=1), [batched, single])
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=5, replication_factor=1)
+    await ensure_topics(kafka, [batched, single])
     # ~1 MB: many times the 16 KiB record batch, so every partition's messages span several batches
     messages = [(f"c{i % 97}".encode(), f"{i:06d}".encode() + b"x" * 400) for i in range(2_500)]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True)
