@@ -9,6 +9,9 @@ in the same run on the same broker:
   topic (acks=all), committing as it goes: the ceiling for any consume-process-produce service;
 - tagger throughput: a backlog of the same events drained by one `tagstream tagger` process
   (RocksDB store, 4 partitions), from ready to offsets committed;
+- CPU per event of both (the passthrough's process, the worker's process): on a machine whose cores
+  the broker and other work share, events per CPU-second compares the two with less noise than
+  events per second;
 - tagger latency at 50% of that throughput: events produced at that rate, and for each tag change
   the time from the event's send to the change's record timestamp (p50 / p99).
 """
@@ -58,18 +61,24 @@ def main(argv: list[str] | None = None) -> int:
 
 async def run(bootstrap: str, count: int, customers: int) -> int:
     lines = [orjson.dumps(event) for event in generated_events(count, customers, seed=5)]
-    passthrough = await measure_passthrough(bootstrap, lines)
+    passthrough, passthrough_cpu = await measure_passthrough(bootstrap, lines)
     print(f"passthrough (aiokafka consume -> produce, acks=all): {passthrough:,.0f} events/s", file=sys.stderr)
     with tempfile.TemporaryDirectory() as workdir:
-        throughput = await measure_tagger_throughput(bootstrap, lines, Path(workdir))
+        throughput, tagger_cpu = await measure_tagger_throughput(bootstrap, lines, Path(workdir))
         print(f"tagger throughput: {throughput:,.0f} events/s", file=sys.stderr)
         rate = throughput / 2
         p50, p99, changes = await measure_tagger_latency(bootstrap, lines, Path(workdir), rate)
     print(f"\nworkload: {count:,} events, {customers:,} customers, 20 groups / 100 tags, {PARTITIONS} partitions")
-    print("\n| run | events/s | vs passthrough |")
-    print("| --- | ---: | ---: |")
-    print(f"| aiokafka passthrough (consume -> produce, acks=all) | {passthrough:,.0f} | 1.00x |")
-    print(f"| tagger, one worker (RocksDB) | {throughput:,.0f} | {throughput / passthrough:.2f}x |")
+    print("\n| run | events/s | vs passthrough | CPU per event | events per CPU-second | vs passthrough |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        f"| aiokafka passthrough (consume -> produce, acks=all) | {passthrough:,.0f} | 1.00x | "
+        f"{passthrough_cpu * 1e6 / count:.0f} µs | {count / passthrough_cpu:,.0f} | 1.00x |"
+    )
+    print(
+        f"| tagger, one worker (RocksDB) | {throughput:,.0f} | {throughput / passthrough:.2f}x | "
+        f"{tagger_cpu * 1e6 / count:.0f} µs | {count / tagger_cpu:,.0f} | {passthrough_cpu / tagger_cpu:.2f}x |"
+    )
     print(
         f"\nevent -> tag change latency at {rate:,.0f} events/s (50% of the tagger's rate), "
         f"{changes:,} changes: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
@@ -77,7 +86,8 @@ async def run(bootstrap: str, count: int, customers: int) -> int:
     return 0
 
 
-async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> float:
+async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> tuple[float, float]:
+    """Events/s and the CPU seconds this process spent (the passthrough runs in it)."""
     prefix = f"bench-pass-{uuid.uuid4().hex[:6]}"
     kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1)
     source, sink = f"{prefix}.in", f"{prefix}.out"
@@ -95,7 +105,7 @@ async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> float:
         while done < len(lines):
             batch = await consumer.getmany(timeout_ms=500, max_records=1000)
             if started is None and batch:
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), time.process_time()
             futures = [
                 await producer.send(sink, key=record.key, value=record.value)
                 for records in batch.values()
@@ -105,7 +115,7 @@ async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> float:
             await consumer.commit()
             done += len(futures)
         assert started is not None
-        return len(lines) / (time.perf_counter() - started)
+        return len(lines) / (time.perf_counter() - started), time.process_time() - cpu
     finally:
         await consumer.stop()
         await producer.stop()
@@ -120,7 +130,8 @@ async def _tagger_topics(bootstrap: str, prefix: str) -> dict[str, str]:
     return topics
 
 
-async def measure_tagger_throughput(bootstrap: str, lines: list[bytes], workdir: Path) -> float:
+async def measure_tagger_throughput(bootstrap: str, lines: list[bytes], workdir: Path) -> tuple[float, float]:
+    """Events/s and the CPU seconds the worker process spent draining the backlog."""
     prefix = f"bench-tagger-{uuid.uuid4().hex[:6]}"
     topics = await _tagger_topics(bootstrap, prefix)
     await produce(
@@ -132,9 +143,10 @@ async def measure_tagger_throughput(bootstrap: str, lines: list[bytes], workdir:
     tagger.start()
     try:
         await tagger.wait_ready()
-        started = time.perf_counter()
+        assert tagger.process is not None
+        started, cpu = time.perf_counter(), _cpu_seconds(tagger.process.pid)
         await wait_caught_up(bootstrap, prefix, topics["events"], PARTITIONS, timeout=1800)
-        return len(lines) / (time.perf_counter() - started)
+        return len(lines) / (time.perf_counter() - started), _cpu_seconds(tagger.process.pid) - cpu
     finally:
         tagger.stop()
 
@@ -168,6 +180,12 @@ async def measure_tagger_latency(
                 latencies.append(max(0.0, record.timestamp / 1000 - sent[cause]))
     quantiles = statistics.quantiles(latencies, n=100)
     return quantiles[49], quantiles[98], len(latencies)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
