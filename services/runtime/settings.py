@@ -69,7 +69,9 @@ class TaggerSettings(_Section):
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
     batch_size: int = Field(default=500, ge=1, description="events taken per batch")
-    batch_within_s: float = Field(default=0.05, gt=0, description="longest wait to fill a batch")
+    batch_within_s: float = Field(
+        default=0.01, gt=0, description="longest wait to fill a batch (bounds the latency added at low rates)"
+    )
     timer_interval_s: float = Field(default=0.5, gt=0, description="how often due time-based re-evaluations are sent")
     horizon_days: int = Field(
         default=400, ge=1, le=3650, description="days of history kept per customer; windows may not reach further"
