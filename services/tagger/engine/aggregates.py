@@ -114,9 +114,12 @@ def apply(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_H
     return state
 
 
-def fold(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS) -> bool:
-    """Fold one event; False when it was a duplicate and changed nothing."""
-    at = to_us(event.occurred_at)
+def fold(
+    state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS, occurred_us: int | None = None
+) -> bool:
+    """Fold one event; False when it was a duplicate and changed nothing. `occurred_us` is the
+    event's `occurred_at` in epoch microseconds when the caller has already converted it."""
+    at = to_us(event.occurred_at) if occurred_us is None else occurred_us
     if isinstance(event, Browse | Click):
         applied = _fold_activity(state, event, at, horizon_days)
     elif isinstance(event, OrderPaid):
