@@ -64,7 +64,11 @@ class Replay:
         self._until_us = to_us(until) if until is not None else None
         self._clock_us: int | None = None
         self._clock: datetime | None = None
-        self._timers: list[tuple[int, str]] = []
+        self._timers: list[int] = []
+        """A heap of the instants (µs) some customer is due at; `_due_at` lists who. Many customers
+        fall due at the same instant (midnight, when windows move), and a heap of plain ints is
+        cheaper than one of (instant, customer) tuples."""
+        self._due_at: dict[int, list[str]] = {}
 
     def feed(self, lines: Iterable[bytes | str]) -> None:
         for line in lines:
@@ -146,10 +150,15 @@ class Replay:
         self.apply(event, number)
 
     def _fire(self, until_us: int) -> None:
+        """Wake every customer due up to `until_us`: by instant, and at one instant by customer id."""
         timers = self._timers
-        while timers and timers[0][0] <= until_us:
-            at, customer_id = heapq.heappop(timers)
-            self._fire_one(at, customer_id)
+        while timers and timers[0] <= until_us:
+            at = heapq.heappop(timers)
+            customers = self._due_at.pop(at)
+            if len(customers) > 1:
+                customers.sort()
+            for customer_id in customers:
+                self._fire_one(at, customer_id)
 
     def _fire_one(self, at: int, customer_id: str) -> None:
         state = self.states[customer_id]
@@ -165,7 +174,12 @@ class Replay:
         if due:
             at = min(due.values())
             if at != before:
-                heapq.heappush(self._timers, (at, state.customer_id))
+                waiting = self._due_at.get(at)
+                if waiting is None:
+                    self._due_at[at] = [state.customer_id]
+                    heapq.heappush(self._timers, at)
+                else:
+                    waiting.append(state.customer_id)
 
     def _emit(self, changes: list[Change]) -> None:
         if changes:
