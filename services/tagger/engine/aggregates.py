@@ -98,7 +98,8 @@ class Aggregates:
         """Counted orders per day of payment: the buckets behind windowed order counts."""
         days: dict[int, int] = {}
         for order in self.orders.values():
-            if order.paid_us is not None and order.counts:
+            paid = order.paid
+            if paid is not None and order.refunded < paid and order.paid_us is not None:  # order.counts, inline
                 day = order.paid_us // DAY_US
                 days[day] = days.get(day, 0) + 1
         return days

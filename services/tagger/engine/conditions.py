@@ -359,13 +359,22 @@ def series_reader(metric: Metric) -> Callable[[EvalContext], Series]:
         cached: Series | None = ctx.cache.get(key)
         if cached is None:
             buckets = buckets_of(ctx.agg)
-            days = sorted(buckets)
-            cached = ctx.cache[key] = (days, list(accumulate(map(buckets.__getitem__, days), initial=0)))
+            if len(buckets) > 1:
+                days = sorted(buckets)
+                cached = (days, list(accumulate(map(buckets.__getitem__, days), initial=0)))
+            elif buckets:  # most customers have one day of a kind, or none: no sort, no accumulate
+                ((day, count),) = buckets.items()
+                cached = ([day], [0, count])
+            else:
+                cached = _NO_SERIES
+            ctx.cache[key] = cached
         return cached
 
     return read
 
 
+_NO_SERIES: Series = ([], [0])
+"""The series of no buckets, shared: series are only ever read."""
 _SERIES = {metric: series_reader(metric) for metric in BUCKETS}
 
 
