@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -132,11 +132,15 @@ class _open_output:
             self._file.close()
 
 
-def _progress(source: IO[bytes], name: str) -> Iterator[bytes]:
-    """Yield the lines; on a terminal, draw a progress bar on stderr as they go."""
+def _progress(source: IO[bytes], name: str) -> Iterable[bytes]:
+    """The lines; on a terminal, drawing a progress bar on stderr as they go (elsewhere the file
+    itself, without a generator between it and the replay)."""
     if not sys.stderr.isatty():
-        yield from source
-        return
+        return source
+    return _drawing_progress(source, name)
+
+
+def _drawing_progress(source: IO[bytes], name: str) -> Iterator[bytes]:
     try:
         total = Path(name).stat().st_size if name != "-" else 0
     except OSError:

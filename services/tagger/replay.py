@@ -71,10 +71,11 @@ class Replay:
         self._due_at: dict[int, list[str]] = {}
 
     def feed(self, lines: Iterable[bytes | str]) -> None:
+        summary = self.summary
         for line in lines:
-            self.summary.lines += 1
-            if line.strip():
-                self._line(self.summary.lines, line)
+            summary.lines += 1
+            if line and not line.isspace():  # not blank: `line.strip()` without copying the line
+                self._line(summary.lines, line)
 
     def finish(self, now: datetime | None = None) -> ReplaySummary:
         """Move the clock to `now` (default: the latest event time) and fire everything due."""

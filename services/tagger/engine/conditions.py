@@ -92,7 +92,10 @@ class CompiledRule:
         object.__setattr__(self, "flat", tuple(flat))
 
     def outcomes(self, ctx: EvalContext) -> tuple[Outcome, ...]:
-        return tuple([leaf.outcome(ctx) for leaf in self.flat])
+        flat = self.flat
+        if len(flat) == 1:  # most rules: no list to build and copy
+            return (flat[0].outcome(ctx),)
+        return tuple([leaf.outcome(ctx) for leaf in flat])
 
     def leaves(self) -> list[CompiledCondition]:
         return list(self.flat)
