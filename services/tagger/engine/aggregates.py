@@ -38,12 +38,19 @@ class OrderRecord:
 
     __slots__ = ("paid", "paid_us", "points", "refund_ids", "refunded")
 
-    def __init__(self) -> None:
-        self.paid: Decimal | None = None
-        self.paid_us: int | None = None
-        self.points = 0
-        self.refunded = _ZERO
-        self.refund_ids: list[str] | None = None
+    def __init__(
+        self,
+        paid: Decimal | None = None,
+        paid_us: int | None = None,
+        points: int = 0,
+        refunded: Decimal = _ZERO,
+        refund_ids: list[str] | None = None,
+    ) -> None:
+        self.paid = paid
+        self.paid_us = paid_us
+        self.points = points
+        self.refunded = refunded
+        self.refund_ids = refund_ids
 
     @property
     def counts(self) -> bool:

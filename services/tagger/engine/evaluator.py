@@ -66,9 +66,9 @@ class CustomerState:
 
     __slots__ = ("agg", "clock_us", "customer_id", "due", "seq", "tags")
 
-    def __init__(self, customer_id: str) -> None:
+    def __init__(self, customer_id: str, agg: Aggregates | None = None) -> None:
         self.customer_id = customer_id
-        self.agg = Aggregates()
+        self.agg = Aggregates() if agg is None else agg
         self.tags: Held = {}
         self.seq = 0
         self.clock_us: int | None = None
