@@ -9,8 +9,10 @@ had these events arrived in this order.
 
 from __future__ import annotations
 
+import gc
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -212,12 +214,28 @@ def replay_to(
             changes_out.write(change.to_json_line())
 
     run = Replay(engine, on_change=write_change if changes_out is not None else None, on_reject=on_reject, until=now)
-    run.feed(lines)
-    summary = run.finish(now)
+    with _no_cyclic_gc():
+        run.feed(lines)
+        summary = run.finish(now)
     if summary.now is not None:
         for customer_id in sorted(run.states):
             out.write(orjson.dumps(customer_snapshot(run.states[customer_id], summary.now)) + b"\n")
     return run
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while folding: a replay builds every customer's state (a
+    few KiB of objects each, ~0.4 GB for 100,000 customers) and creates no reference cycles, so the
+    collector's full passes over that growing heap find nothing (they were ~3% of a 1M-event run).
+    Reference counting still frees everything as usual; the collector is restored afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def customer_snapshot(state: CustomerState, now: datetime) -> dict[str, Any]:

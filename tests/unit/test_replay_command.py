@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from services.tagger.commands import _progress
-from services.tagger.replay import Replay
+from services.tagger.replay import Replay, replay_to
 from tests.unit.builders import engine, value_tiers
 
 
@@ -35,3 +37,21 @@ def test_blank_lines_are_counted_and_skipped_whatever_their_whitespace() -> None
     replay.feed([b"\n", b"  \t\r\n", "", " \u3000\n", b"\x0b\x0c\n", b"x\n", "  y "])
     assert replay.summary.lines == 7
     assert rejected == [6, 7]
+
+
+def test_replay_to_pauses_the_cyclic_collector_and_restores_it() -> None:
+    seen: list[bool] = []
+    source = io.BytesIO(b"")
+
+    def lines() -> Iterator[bytes]:
+        seen.append(gc.isenabled())
+        yield from source
+
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            replay_to(lines(), engine(value_tiers()), io.BytesIO())
+            assert gc.isenabled() is enabled
+        finally:
+            gc.enable()
+    assert seen == [False, False]
