@@ -58,7 +58,7 @@ class Change(NamedTuple):
     def _serialise(self, end: bytes) -> bytes:
         """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract
         order, Decimals as strings, the instant with a Z), assembled from cached pieces."""
-        outcomes = self.outcomes
+        customer_id, group_id, tag_id, change, source, summary, outcomes, version, caused_by, us, seq = self
         if len(outcomes) == 1:  # most changes: one condition, no list to build and join
             condition, observed, matched = outcomes[0]
             conditions = _outcome_json(condition, observed, matched)
@@ -66,21 +66,20 @@ class Change(NamedTuple):
             conditions = b",".join(
                 [_outcome_json(condition, observed, matched) for condition, observed, matched in outcomes]
             )
-        head = _HEADS.get((self.group_id, self.tag_id, self.change, self.source, self.summary))
+        head = _HEADS.get((group_id, tag_id, change, source, summary))
         if head is None:
-            head = _head(self.group_id, self.tag_id, self.change, self.source, self.summary)
-        us = self.occurred_us
+            head = _head(group_id, tag_id, change, source, summary)
         return b"".join(
             (
                 _HEAD,
-                orjson.dumps(self.customer_id),
+                orjson.dumps(customer_id),
                 head,
                 conditions,
-                b']},"group_version":%d,"caused_by":' % self.group_version,
-                orjson.dumps(self.caused_by),
+                b']},"group_version":%d,"caused_by":' % version,
+                orjson.dumps(caused_by),
                 b',"occurred_at":',
                 _last_instant[1] if _last_instant[0] == us else _instant_json(us),
-                b',"seq":%d}' % self.seq,
+                b',"seq":%d}' % seq,
                 end,
             )
         )
