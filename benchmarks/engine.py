@@ -27,7 +27,7 @@ from schemas.tags import TagGroupSet
 from services.tagger.engine import Engine, RuleBook
 from services.tagger.engine.codec import encode
 from services.tagger.engine.evaluator import CustomerState
-from services.tagger.replay import replay_to
+from services.tagger.replay import OUTPUT_BUFFER, replay_to
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +94,8 @@ def _timed_replay(events_path: Path, workdir: Path, engine: Engine) -> dict[str,
     started = time.perf_counter()
     with (
         open(events_path, "rb") as source,
-        open(workdir / "changes.jsonl", "wb") as changes,
-        open(workdir / "tags.jsonl", "wb") as out,
+        open(workdir / "changes.jsonl", "wb", buffering=OUTPUT_BUFFER) as changes,
+        open(workdir / "tags.jsonl", "wb", buffering=OUTPUT_BUFFER) as out,
     ):
         run = replay_to(source, engine, out, changes_out=changes)
     seconds = time.perf_counter() - started

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 from services.tagger.definitions import RulesFileError, parse_groups, templates
 from services.tagger.engine import DefinitionError, Engine, RuleBook
-from services.tagger.replay import replay_to
+from services.tagger.replay import OUTPUT_BUFFER, replay_to
 
 
 def tagger(args: argparse.Namespace) -> int:
@@ -53,7 +53,11 @@ def replay(args: argparse.Namespace) -> int:
     def report(number: int, reason: str) -> None:
         print(f"{args.events}:{number}: rejected: {reason}", file=sys.stderr)
 
-    with _open_input(args.events) as source, _open_output(args.changes) as changes_out, open(args.out, "wb") as out:
+    with (
+        _open_input(args.events) as source,
+        _open_output(args.changes) as changes_out,
+        open(args.out, "wb", buffering=OUTPUT_BUFFER) as out,
+    ):
         run = replay_to(
             _progress(source, args.events), engine, out, changes_out=changes_out, now=args.now, on_reject=report
         )
@@ -120,7 +124,7 @@ class _open_output:
 
     def __enter__(self) -> IO[bytes] | None:
         if self._name is not None:
-            self._file = open(self._name, "wb")
+            self._file = open(self._name, "wb", buffering=OUTPUT_BUFFER)
         return self._file
 
     def __exit__(self, *exc: object) -> None:
@@ -128,11 +132,15 @@ class _open_output:
             self._file.close()
 
 
-def _progress(source: IO[bytes], name: str) -> Iterator[bytes]:
-    """Yield the lines; on a terminal, draw a progress bar on stderr as they go."""
+def _progress(source: IO[bytes], name: str) -> Iterable[bytes]:
+    """The lines; on a terminal, drawing a progress bar on stderr as they go (elsewhere the file
+    itself, without a generator between it and the replay)."""
     if not sys.stderr.isatty():
-        yield from source
-        return
+        return source
+    return _drawing_progress(source, name)
+
+
+def _drawing_progress(source: IO[bytes], name: str) -> Iterator[bytes]:
     try:
         total = Path(name).stat().st_size if name != "-" else 0
     except OSError:

@@ -95,7 +95,7 @@ class TaggerCore:
             return self._rejected(message, "mismatched_key", mismatch)
         state = self._load(event.customer_id, load)
         duplicates = self.engine.duplicates
-        changes = self.engine.on_event(state, event, from_us(message.timestamp_us))
+        changes = self.engine.on_event_us(state, event, message.timestamp_us)
         outcome: Outcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
         return Result(outcome, event.type, event.customer_id, encode(state), _next_check(state), changes)
 
@@ -126,7 +126,7 @@ class TaggerCore:
         if stored is None:
             return Result("ignored", "tick")
         state = decode(stored)
-        changes = self.engine.advance(state, from_us(tick.until_us))
+        changes = self.engine.advance_us(state, tick.until_us)
         return Result("tick", "tick", tick.customer_id, encode(state), _next_check(state), changes)
 
     def _rejected(

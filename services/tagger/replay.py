@@ -9,8 +9,10 @@ had these events arrived in this order.
 
 from __future__ import annotations
 
+import gc
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -25,6 +27,10 @@ from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
+
+OUTPUT_BUFFER = 1 << 20
+"""Buffer size for the replay's output files: a replay writes ~1.5 KB of change JSON per event, and
+1 MiB buffers make a hundredth of the write calls 8 KiB ones do."""
 
 
 @dataclass
@@ -60,13 +66,18 @@ class Replay:
         self._until_us = to_us(until) if until is not None else None
         self._clock_us: int | None = None
         self._clock: datetime | None = None
-        self._timers: list[tuple[int, str]] = []
+        self._timers: list[int] = []
+        """A heap of the instants (µs) some customer is due at; `_due_at` lists who. Many customers
+        fall due at the same instant (midnight, when windows move), and a heap of plain ints is
+        cheaper than one of (instant, customer) tuples."""
+        self._due_at: dict[int, list[str]] = {}
 
     def feed(self, lines: Iterable[bytes | str]) -> None:
+        summary = self.summary
         for line in lines:
-            self.summary.lines += 1
-            if line.strip():
-                self._line(self.summary.lines, line)
+            summary.lines += 1
+            if line and not line.isspace():  # not blank: `line.strip()` without copying the line
+                self._line(summary.lines, line)
 
     def finish(self, now: datetime | None = None) -> ReplaySummary:
         """Move the clock to `now` (default: the latest event time) and fire everything due."""
@@ -76,7 +87,7 @@ class Replay:
             now_us = to_us(now)
             self._fire(now_us)
             for state in self.states.values():
-                self._emit(self.engine.advance(state, now))
+                self._emit(self.engine.advance_us(state, now_us))
         self.summary.now = now
         self.summary.customers = len(self.states)
         self.summary.duplicates = self.engine.duplicates
@@ -95,9 +106,9 @@ class Replay:
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
-        before = _next_due(state)
-        assert self._clock is not None
-        self._emit(self.engine.on_event(state, event, self._clock))
+        due = state.due
+        before = min(due.values()) if due else None  # _next_due, inline: twice per event
+        self._emit(self.engine.on_event_us(state, event, self._clock_us, at))
         self.summary.events += 1
         self._schedule(state, before)
 
@@ -142,23 +153,36 @@ class Replay:
         self.apply(event, number)
 
     def _fire(self, until_us: int) -> None:
+        """Wake every customer due up to `until_us`: by instant, and at one instant by customer id."""
         timers = self._timers
-        while timers and timers[0][0] <= until_us:
-            at, customer_id = heapq.heappop(timers)
-            self._fire_one(at, customer_id)
+        while timers and timers[0] <= until_us:
+            at = heapq.heappop(timers)
+            customers = self._due_at.pop(at)
+            if len(customers) > 1:
+                customers.sort()
+            for customer_id in customers:
+                self._fire_one(at, customer_id)
 
     def _fire_one(self, at: int, customer_id: str) -> None:
         state = self.states[customer_id]
-        if _next_due(state) != at:
+        due = state.due
+        if not due or min(due.values()) != at:
             return  # superseded: a newer entry for this customer is in the heap
         self.summary.timer_wakeups += 1
-        self._emit(self.engine.advance(state, from_us(at)))
+        self._emit(self.engine.advance_us(state, at))
         self._schedule(state, None)
 
     def _schedule(self, state: CustomerState, before: int | None) -> None:
-        due = _next_due(state)
-        if due is not None and due != before:
-            heapq.heappush(self._timers, (due, state.customer_id))
+        due = state.due
+        if due:
+            at = min(due.values())
+            if at != before:
+                waiting = self._due_at.get(at)
+                if waiting is None:
+                    self._due_at[at] = [state.customer_id]
+                    heapq.heappush(self._timers, at)
+                else:
+                    waiting.append(state.customer_id)
 
     def _emit(self, changes: list[Change]) -> None:
         if changes:
@@ -190,12 +214,28 @@ def replay_to(
             changes_out.write(change.to_json_line())
 
     run = Replay(engine, on_change=write_change if changes_out is not None else None, on_reject=on_reject, until=now)
-    run.feed(lines)
-    summary = run.finish(now)
+    with _no_cyclic_gc():
+        run.feed(lines)
+        summary = run.finish(now)
     if summary.now is not None:
         for customer_id in sorted(run.states):
             out.write(orjson.dumps(customer_snapshot(run.states[customer_id], summary.now)) + b"\n")
     return run
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while folding: a replay builds every customer's state (a
+    few KiB of objects each, ~0.4 GB for 100,000 customers) and creates no reference cycles, so the
+    collector's full passes over that growing heap find nothing (they were ~3% of a 1M-event run).
+    Reference counting still frees everything as usual; the collector is restored afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def customer_snapshot(state: CustomerState, now: datetime) -> dict[str, Any]:

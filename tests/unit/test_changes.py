@@ -1,6 +1,9 @@
+from decimal import Decimal
+
 import orjson
 
-from schemas.tags import TagChanged
+from schemas.tags import Condition, TagChanged
+from services.tagger.engine.changes import Change, _default, _outcome
 from services.tagger.engine.timeutil import from_us
 from tests.unit.builders import at, browse, cond, engine, group, paid, value_tiers
 
@@ -27,3 +30,67 @@ def test_the_fast_json_of_a_change_is_exactly_the_tag_changed_contract():
         assert orjson.loads(change.to_json()) == orjson.loads(message.model_dump_json())
         assert message.occurred_at == from_us(change.occurred_us)
         assert message.seq == change.seq
+
+
+def _document(change: Change) -> bytes:
+    """The TagChanged document of a change as one `orjson.dumps`: what `to_json` must equal byte for byte."""
+    return orjson.dumps(
+        {
+            "schema_version": 1,
+            "customer_id": change.customer_id,
+            "group_id": change.group_id,
+            "tag_id": change.tag_id,
+            "change": change.change,
+            "source": change.source,
+            "reason": {
+                "summary": change.summary,
+                "conditions": [
+                    _outcome(condition, observed, matched) for condition, observed, matched in change.outcomes
+                ],
+            },
+            "group_version": change.group_version,
+            "caused_by": change.caused_by,
+            "occurred_at": from_us(change.occurred_us),
+            "seq": change.seq,
+        },
+        default=_default,
+        option=orjson.OPT_UTC_Z,
+    )
+
+
+def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observed_value():
+    count = Condition(metric="browse_count", op="gte", value=3, window={"last": "7d"})
+    money = Condition(metric="total_spent", op="gte", value="300")
+    days = Condition(metric="days_since_last_order", op="lte", value=3)
+    products = Condition(metric="bought_any", op="in", value=["sku-1", "sku-2"])
+    outcomes_cases = [
+        ((count, 0, False),),
+        ((count, 12345678901, True),),
+        ((money, Decimal("320.50"), True),),
+        ((money, Decimal("0"), False),),
+        ((money, Decimal("1E+3"), True),),
+        ((money, Decimal("-0.0001"), False),),
+        ((days, None, False),),
+        ((products, ["sku-2"], True),),
+        ((count, 3, True), (money, Decimal("12.3400"), False), (days, 2, True)),
+        (),
+    ]
+    summaries = ["matches", 'replaced by "vip" (exclusive group) \\ ü 雪', "added by operator@shop"]
+    for number, outcomes in enumerate(outcomes_cases):
+        for summary_text in summaries:
+            for caused_by in (None, f"e{number}", 'odd "id"'):
+                change = Change(
+                    "c1",
+                    "g",
+                    "t",
+                    "added" if number % 2 else "removed",
+                    "rule",
+                    summary_text,
+                    outcomes,
+                    2,
+                    caused_by,
+                    1_780_000_000_123_456 + number * 86_400_000_000,
+                    number + 1,
+                )
+                assert change.to_json() == _document(change)
+                assert change.to_json_line() == _document(change) + b"\n"

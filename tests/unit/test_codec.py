@@ -1,3 +1,5 @@
+from decimal import Decimal
+
 from services.tagger.engine.codec import decode, encode
 from tests.unit.builders import at, browse, click, command, cond, engine, group, paid, refunded, value_tiers
 
@@ -35,3 +37,29 @@ def test_a_typical_customer_is_stored_in_well_under_a_kibibyte():
     for event in events:
         eng.on_event(state, event, event.occurred_at)
     assert len(encode(state)) < 1024
+
+
+def test_a_stored_blob_decodes_field_for_field_and_encodes_back_byte_for_byte():
+    stored = (
+        b'[1,"c7",4,1780000000000000,{"value":{"mid":[0,null]},"care":{"vip":[1,1780900000000000]}},'
+        b'{"order_window":1782000000000000},[2,"320.50",7,1779000000000000,1779500000000000,1780000000000000,'
+        b'20601,["sku-1","sku-2"],{"o1":["300.50",1779000000000000,5,"0",null],'
+        b'"o2":["20.00",1779500000000000,2,"0.00",["r1"]],"o3":[null,null,0,"5",["r2"]]},'
+        b'[20590,2,20601,1],[20600,3],"AQAAAAAAAAACAAAAAAAAAA==",2]]'
+    )
+    state = decode(stored)
+    assert encode(state) == stored
+    agg = state.agg
+    assert (state.customer_id, state.seq, state.clock_us) == ("c7", 4, 1780000000000000)
+    assert state.tags == {"value": {"mid": (False, None)}, "care": {"vip": (True, 1780900000000000)}}
+    assert state.due == {"order_window": 1782000000000000}
+    assert (agg.order_count, agg.total_spent, agg.points_total) == (2, Decimal("320.50"), 7)
+    assert str(agg.orders["o2"].refunded) == "0.00"  # exact: not the shared zero
+    assert agg.orders["o1"].refunded == 0
+    assert agg.orders["o1"].refund_ids is None
+    assert agg.orders["o3"].paid is None
+    assert agg.orders["o3"].refunded == Decimal(5)
+    assert agg.browse == {20590: 2, 20601: 1}
+    assert agg.click == {20600: 3}
+    assert list(agg.recent) == [1, 2]
+    assert agg.recent_next == 2

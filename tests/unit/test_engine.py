@@ -4,7 +4,8 @@ import pytest
 
 from schemas.events import OrderPaid
 from services.tagger.engine import CommandRefused, RuleBook
-from services.tagger.engine.timeutil import from_us
+from services.tagger.engine.codec import encode
+from services.tagger.engine.timeutil import from_us, to_us
 from tests.unit.builders import (
     T0,
     at,
@@ -410,3 +411,23 @@ def test_a_first_order_arriving_after_other_events_can_make_a_days_since_tag_tru
     feed(eng, state, browse(when=at(40)))
     changes = eng.on_event(state, paid("10", when=at(0)), at(40))  # a backfilled old order
     assert summary(changes) == [("recency", "lapsed", "added", "rule")]
+
+
+def test_the_microsecond_entry_points_give_what_the_datetime_ones_give():
+    groups = (
+        value_tiers(),
+        group("recency", [("recent", [cond("days_since_last_order", "lte", 7)])], mode="multi"),
+        group("active", [("browser", [cond("browse_count", "gte", 2, last="7d")])], mode="multi"),
+    )
+    events = [paid("400", when=at(0)), browse(when=at(1)), browse(when=at(2, hours=3)), paid("50", when=at(20))]
+    by_datetime, by_us = engine(*groups), engine(*groups)
+    first, second = by_datetime.new_state("c1"), by_us.new_state("c1")
+    expected, got = [], []
+    for event in events:
+        expected += by_datetime.on_event(first, event, event.occurred_at)
+        got += by_us.on_event_us(second, event, to_us(event.occurred_at), to_us(event.occurred_at))
+    expected += by_datetime.advance(first, at(60))
+    got += by_us.advance_us(second, to_us(at(60)))
+    assert [change.to_json() for change in got] == [change.to_json() for change in expected]
+    assert {change.tag_id for change in got} >= {"mid", "recent", "browser"}
+    assert encode(second) == encode(first)

@@ -63,3 +63,17 @@ def test_time_passing_without_events_fires_flips_at_their_instants() -> None:
     assert summary(changes)[-1] == ("recent", "buyer", "removed", "time")
     # windows count whole days: the order leaves the 7-day window at the start of the 8th day
     assert changes[-1].to_message().occurred_at == at(7).replace(hour=0, minute=0)
+
+
+def test_customers_due_at_one_instant_wake_in_customer_id_order_and_instants_in_time_order() -> None:
+    recent = group("recent", [("buyer", [cond("order_count", "gte", 1, last="7d")])], mode="multi")
+    replay, changes = _run(recent)
+    # c3 and c1 fall due at the same midnight (scheduled in that order), c2 at the one before.
+    replay.apply(paid(10, when=at(0, hours=1), customer="c2"))
+    replay.apply(paid(10, when=at(1, hours=1), customer="c3"))
+    replay.apply(paid(10, when=at(1, hours=2), customer="c1"))
+    replay.advance_to(at(20))
+    removals = [(change.customer_id, change.occurred_us) for change in changes if change.change == "removed"]
+    assert [customer for customer, _ in removals] == ["c2", "c1", "c3"]
+    assert removals[0][1] < removals[1][1] == removals[2][1]
+    assert replay.summary.timer_wakeups == 3

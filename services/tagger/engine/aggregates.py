@@ -38,12 +38,19 @@ class OrderRecord:
 
     __slots__ = ("paid", "paid_us", "points", "refund_ids", "refunded")
 
-    def __init__(self) -> None:
-        self.paid: Decimal | None = None
-        self.paid_us: int | None = None
-        self.points = 0
-        self.refunded = _ZERO
-        self.refund_ids: list[str] | None = None
+    def __init__(
+        self,
+        paid: Decimal | None = None,
+        paid_us: int | None = None,
+        points: int = 0,
+        refunded: Decimal = _ZERO,
+        refund_ids: list[str] | None = None,
+    ) -> None:
+        self.paid = paid
+        self.paid_us = paid_us
+        self.points = points
+        self.refunded = refunded
+        self.refund_ids = refund_ids
 
     @property
     def counts(self) -> bool:
@@ -98,7 +105,8 @@ class Aggregates:
         """Counted orders per day of payment: the buckets behind windowed order counts."""
         days: dict[int, int] = {}
         for order in self.orders.values():
-            if order.paid_us is not None and order.counts:
+            paid = order.paid
+            if paid is not None and order.refunded < paid and order.paid_us is not None:  # order.counts, inline
                 day = order.paid_us // DAY_US
                 days[day] = days.get(day, 0) + 1
         return days
@@ -114,9 +122,12 @@ def apply(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_H
     return state
 
 
-def fold(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS) -> bool:
-    """Fold one event; False when it was a duplicate and changed nothing."""
-    at = to_us(event.occurred_at)
+def fold(
+    state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS, occurred_us: int | None = None
+) -> bool:
+    """Fold one event; False when it was a duplicate and changed nothing. `occurred_us` is the
+    event's `occurred_at` in epoch microseconds when the caller has already converted it."""
+    at = to_us(event.occurred_at) if occurred_us is None else occurred_us
     if isinstance(event, Browse | Click):
         applied = _fold_activity(state, event, at, horizon_days)
     elif isinstance(event, OrderPaid):

@@ -6,8 +6,8 @@ Money stays exact (decimal strings); instants are integer microseconds; day buck
 
 from __future__ import annotations
 
-import base64
 from array import array
+from binascii import a2b_base64, b2a_base64
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,7 @@ from services.tagger.engine.aggregates import Aggregates, OrderRecord
 from services.tagger.engine.evaluator import CustomerState
 
 FORMAT_VERSION = 1
+_ZERO = Decimal(0)
 
 
 def encode(state: CustomerState) -> bytes:
@@ -55,7 +56,7 @@ def encode(state: CustomerState) -> bytes:
                 orders,
                 _flat(agg.browse),
                 _flat(agg.click),
-                base64.b64encode(agg.recent.tobytes()).decode(),
+                b2a_base64(agg.recent.tobytes(), newline=False).decode(),  # base64.b64encode, less wrapping
                 agg.recent_next,
             ],
         ]
@@ -66,14 +67,13 @@ def decode(data: bytes) -> CustomerState:
     version, customer_id, seq, clock_us, tags, due, packed = orjson.loads(data)
     if version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
-    state = CustomerState(customer_id)
+    state = CustomerState(customer_id, _aggregates(packed))
     state.seq = seq
     state.clock_us = clock_us
     state.tags = {
         group: {tag: (bool(manual), expires) for tag, (manual, expires) in held.items()} for group, held in tags.items()
     }
-    state.due = dict(due)
-    state.agg = _aggregates(packed)
+    state.due = due  # a fresh dict from orjson, owned by nobody else
     return state
 
 
@@ -102,16 +102,19 @@ def _aggregates(packed: list[Any]) -> Aggregates:
     agg.last_seen_us = last_seen_us
     agg.max_day = max_day
     agg.products = set(products)
-    for order_id, (paid, paid_us, points, refunded, refund_ids) in orders.items():
-        order = agg.orders[order_id] = OrderRecord()
-        order.paid = None if paid is None else Decimal(paid)
-        order.paid_us = paid_us
-        order.points = points
-        order.refunded = Decimal(refunded)
-        order.refund_ids = refund_ids
+    agg.orders = {
+        order_id: OrderRecord(
+            None if paid is None else Decimal(paid),
+            paid_us,
+            points,
+            _ZERO if refunded == "0" else Decimal(refunded),  # most orders: never refunded
+            refund_ids,
+        )
+        for order_id, (paid, paid_us, points, refunded, refund_ids) in orders.items()
+    }
     agg.browse = _buckets(browse)
     agg.click = _buckets(click)
-    agg.recent = array("Q", base64.b64decode(recent))
+    agg.recent = array("Q", a2b_base64(recent))  # base64.b64decode, less wrapping
     agg.recent_next = recent_next
     return agg
 

@@ -92,7 +92,10 @@ class CompiledRule:
         object.__setattr__(self, "flat", tuple(flat))
 
     def outcomes(self, ctx: EvalContext) -> tuple[Outcome, ...]:
-        return tuple([leaf.outcome(ctx) for leaf in self.flat])
+        flat = self.flat
+        if len(flat) == 1:  # most rules: no list to build and copy
+            return (flat[0].outcome(ctx),)
+        return tuple([leaf.outcome(ctx) for leaf in flat])
 
     def leaves(self) -> list[CompiledCondition]:
         return list(self.flat)
@@ -155,11 +158,12 @@ def _window_matcher(spec: Condition, read: Callable[[EvalContext], int], test: C
     if span is None:
         return _present_matcher(read, test)
     key = _window_key(spec.metric, span)
+    count_now = _window_count(spec.metric, span)
 
     def matches(ctx: EvalContext) -> bool:
         count: int | None = ctx.cache.get(key)
         if count is None:
-            count = read(ctx)
+            count = count_now(ctx)
         return test(count)
 
     return matches
@@ -324,14 +328,31 @@ def _window_reader(spec: Condition) -> Callable[[EvalContext], int]:
         return read_fixed
 
     key = _window_key(metric, span)
+    count_now = _window_count(metric, span)
 
     def read(ctx: EvalContext) -> int:
         count: int | None = ctx.cache.get(key)
         if count is None:
-            count = ctx.cache[key] = count_between(series_of(ctx), ctx.today - span + 1, ctx.today)
+            count = count_now(ctx)
         return count
 
     return read
+
+
+def _window_count(metric: Metric, span: int) -> Callable[[EvalContext], int]:
+    """Count a relative window and cache the count for the evaluation; the callers have just looked
+    in the cache (`count_between`, inline: this runs for every window an evaluation reads)."""
+    series_of = series_reader(metric)
+    key = _window_key(metric, span)
+
+    def count_now(ctx: EvalContext) -> int:
+        days, prefix = series_of(ctx)
+        today = ctx.today
+        count: int = prefix[bisect_right(days, today)] - prefix[bisect_left(days, today - span + 1)]
+        ctx.cache[key] = count
+        return count
+
+    return count_now
 
 
 def _window_key(metric: Metric, span: int) -> str:
@@ -359,13 +380,22 @@ def series_reader(metric: Metric) -> Callable[[EvalContext], Series]:
         cached: Series | None = ctx.cache.get(key)
         if cached is None:
             buckets = buckets_of(ctx.agg)
-            days = sorted(buckets)
-            cached = ctx.cache[key] = (days, list(accumulate(map(buckets.__getitem__, days), initial=0)))
+            if len(buckets) > 1:
+                days = sorted(buckets)
+                cached = (days, list(accumulate(map(buckets.__getitem__, days), initial=0)))
+            elif buckets:  # most customers have one day of a kind, or none: no sort, no accumulate
+                ((day, count),) = buckets.items()
+                cached = ([day], [0, count])
+            else:
+                cached = _NO_SERIES
+            ctx.cache[key] = cached
         return cached
 
     return read
 
 
+_NO_SERIES: Series = ([], [0])
+"""The series of no buckets, shared: series are only ever read."""
 _SERIES = {metric: series_reader(metric) for metric in BUCKETS}
 
 

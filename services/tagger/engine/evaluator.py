@@ -66,9 +66,9 @@ class CustomerState:
 
     __slots__ = ("agg", "clock_us", "customer_id", "due", "seq", "tags")
 
-    def __init__(self, customer_id: str) -> None:
+    def __init__(self, customer_id: str, agg: Aggregates | None = None) -> None:
         self.customer_id = customer_id
-        self.agg = Aggregates()
+        self.agg = Aggregates() if agg is None else agg
         self.tags: Held = {}
         self.seq = 0
         self.clock_us: int | None = None
@@ -113,10 +113,17 @@ class Engine:
     def on_event(self, state: CustomerState, event: CustomerEvent, now: datetime) -> list[Change]:
         """Fold one event and re-evaluate the groups whose metrics it changed (all groups when not
         incremental). Flips that fell due before `now` are applied first, at their own instants."""
-        now_us = _monotonic(state, to_us(now))
+        return self.on_event_us(state, event, to_us(now))
+
+    def on_event_us(
+        self, state: CustomerState, event: CustomerEvent, now_us: int, occurred_us: int | None = None
+    ) -> list[Change]:
+        """`on_event` with `now` (and optionally the event's `occurred_at`, when the caller has it)
+        as epoch microseconds: callers that keep time as integers skip the datetime conversions."""
+        now_us = _monotonic(state, now_us)
         changes = self._advance(state, now_us)
         first = state.agg.last_seen_us is None
-        if not fold(state.agg, event, self._rulebook.horizon_days):
+        if not fold(state.agg, event, self._rulebook.horizon_days, occurred_us):
             self.duplicates += 1
             return changes
         ctx = EvalContext(state.agg, state.tags, now_us)
@@ -188,6 +195,10 @@ class Engine:
     def advance(self, state: CustomerState, now: datetime) -> list[Change]:
         """Let time pass up to `now`: apply every flip that fell due, each at its own instant."""
         return self._advance(state, _monotonic(state, to_us(now)))
+
+    def advance_us(self, state: CustomerState, now_us: int) -> list[Change]:
+        """`advance` with `now` as epoch microseconds."""
+        return self._advance(state, _monotonic(state, now_us))
 
     def evaluate(
         self,

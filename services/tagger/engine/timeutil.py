@@ -23,7 +23,7 @@ def to_us(moment: datetime) -> int:
 
 
 def from_us(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + timedelta(0, 0, us)  # (days, seconds, microseconds): positional is cheaper
 
 
 def day_of(us: int) -> int:
