@@ -69,6 +69,17 @@ class TaggerSettings(_Section):
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
     batch_size: int = Field(default=500, ge=1, description="events taken per batch")
+    stream_buffer: int = Field(
+        default=16384,
+        ge=1,
+        description="messages fetched ahead of the agent (faust's stream_buffer_maxsize, 4096 by default): "
+        "more keeps a busy worker fed (~1.5 KB each); a rebalance waits until the buffered ones are processed",
+    )
+    direct_delivery: bool = Field(
+        default=True,
+        description="hand fetched messages to the stream without faust's four tasks per message when nothing can "
+        "block the hand-over (services/tagger/consumer.py); false: faust's own delivery loop",
+    )
     batch_within_s: float = Field(
         default=0.01, gt=0, description="longest wait to fill a batch (bounds the latency added at low rates)"
     )

@@ -38,6 +38,7 @@ from schemas.topics import DeadLetter, SyncPartition, Tick
 from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
+from services.tagger.consumer import DirectDeliveryConsumer
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
 from services.tagger.engine.changes import Change
@@ -145,7 +146,7 @@ class Tagger:
     def _faust_app(self) -> faust.App:
         settings = self.settings
         tagger = settings.tagger
-        return faust.App(
+        app = faust.App(
             tagger.app_id,
             broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
             broker_credentials=_credentials(settings),
@@ -165,7 +166,11 @@ class Tagger:
             broker_commit_interval=1.0,
             broker_session_timeout=tagger.session_timeout_s,
             broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
+            stream_buffer_maxsize=tagger.stream_buffer,
         )
+        if tagger.direct_delivery:  # before anything creates the consumer (see services/tagger/consumer.py)
+            cast(Any, app.transport).Consumer = DirectDeliveryConsumer
+        return app
 
     def _wire(self) -> None:
         app = self.app

@@ -8,12 +8,9 @@ allowed (at-least-once delivery) and are counted and reported.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import uuid
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -22,9 +19,7 @@ import rocksdict
 from benchmarks.workload import events as generated_events
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.engine import Engine, RuleBook
 from services.tagger.feed import definition_record
-from services.tagger.replay import Replay
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.processes import (
     TAGGER_TOPICS,
@@ -33,7 +28,7 @@ from tests.integration.processes import (
     tagger_environment,
     wait_caught_up,
 )
-from tests.unit.builders import cond, group, order_bands, value_tiers
+from tests.integration.tag_streams import check_tag_changes, definitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
 
@@ -41,32 +36,6 @@ EVENTS = 50_000
 CUSTOMERS = 2_000
 PARTITIONS = 4
 KILLS = 3
-
-
-def definitions() -> list[Any]:
-    lifecycle = group(
-        "lifecycle",
-        [
-            ("never", [cond("order_count", "eq", 0)]),
-            ("repeat", [cond("order_count", "gte", 2)]),
-            ("first", [cond("order_count", "gte", 1)]),
-        ],
-    )
-    points = group("points", [("p100", [cond("points_total", "gte", 100)]), ("p10", [cond("points_total", "gte", 10)])])
-    interests = group(
-        "interests",
-        [
-            ("cheap", [cond("bought_any", "in", [f"p{n:04d}" for n in range(0, 400)])]),
-            ("premium", [cond("bought_any", "in", [f"p{n:04d}" for n in range(1600, 2000)])]),
-        ],
-        mode="multi",
-    )
-    vip = group(
-        "vip",
-        [("important", [cond("has_tag", "eq", "value/high"), cond("has_tag", "eq", "lifecycle/repeat")])],
-        mode="multi",
-    )
-    return [value_tiers(), order_bands(), lifecycle, points, interests, vip]
 
 
 async def test_sigkill_during_a_stream_loses_nothing_and_never_reuses_a_seq(
@@ -110,30 +79,7 @@ async def test_sigkill_during_a_stream_loses_nothing_and_never_reuses_a_seq(
         await reader.drain()
         stream = reader.json()
 
-    by_customer: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for change in stream:
-        by_customer[change["customer_id"]][change["seq"]].append(change)
-    repeats = 0
-    final: dict[str, dict[str, list[str]]] = {}
-    for customer, by_seq in by_customer.items():
-        assert sorted(by_seq) == list(range(1, max(by_seq) + 1)), f"{customer} has a gap: {sorted(by_seq)}"
-        held: dict[str, set[str]] = defaultdict(set)
-        for seq in sorted(by_seq):
-            versions = by_seq[seq]
-            distinct = {json.dumps(v, sort_keys=True) for v in versions}
-            assert len(distinct) == 1, f"{customer} seq {seq} has different changes: {distinct}"
-            repeats += len(versions) - 1
-            change = versions[0]
-            (held[change["group_id"]].add if change["change"] == "added" else held[change["group_id"]].discard)(
-                change["tag_id"]
-            )
-        final[customer] = {g: sorted(t) for g, t in sorted(held.items()) if t}
-
-    replay = Replay(Engine(RuleBook.compile(groups)))
-    replay.feed(lines)
-    replay.finish()
-    expected = {customer: state.tag_ids() for customer, state in replay.states.items()}
-    assert dict(final.items()) == {c: t for c, t in expected.items() if t}
+    repeats, final = check_tag_changes(stream, lines, groups)
     print(
         f"\ncrash test: {len(stream)} tag changes for {len(final)} customers, {KILLS} SIGKILLs, "
         f"{repeats} identical repeats ({repeats / max(1, len(stream)):.2%})"

@@ -1,0 +1,153 @@
+"""Rebalance test: a second worker joins and the first leaves (gracefully) while events stream in.
+
+Partitions move between workers twice with events in flight, messages buffered ahead of the agent
+and batches being committed: the tag-change stream must stay gapless per customer, never hold two
+different changes under one seq, and end with the tags `tagstream replay` gives for the same events.
+
+Known issue, kept visible here: after such rebalances faust's committed offset of a partition can
+stay behind what the workers processed (the worker resumes a partition from the position stored with
+its states, and faust's commit bookkeeping never sees the skipped offsets acknowledged). Processing
+and tags are exact — the first test — but the group's committed offsets can lag (the second test,
+expected to fail until fixed; docs/tagger.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from benchmarks.workload import events as generated_events
+from services.runtime.kafka import ensure_topics
+from services.runtime.settings import KafkaSettings
+from services.tagger.feed import definition_record
+from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.processes import TAGGER_TOPICS, TaggerProcess, produce_at_rate, tagger_environment
+from tests.integration.tag_streams import check_tag_changes, definitions
+
+pytestmark = [pytest.mark.integration, pytest.mark.crash]
+
+EVENTS = 30_000
+CUSTOMERS = 1_500
+PARTITIONS = 4
+
+
+@dataclass
+class Outcome:
+    stream: list[dict[str, Any]]
+    lines: list[bytes]
+    groups: list[Any]
+    ends: dict[int, int]
+    committed: dict[int, int | None]
+
+
+@pytest.fixture(scope="module")
+async def rebalanced(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Outcome]:
+    tmp_path = tmp_path_factory.mktemp("rebalance")
+    prefix = f"it-rebalance-{uuid.uuid4().hex[:8]}"
+    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS, replication_factor=1)
+    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
+    groups = definitions()
+    await produce(kafka_bootstrap, topics["tag_definitions"], [(*definition_record(g), None) for g in groups])
+    lines = [orjson.dumps(event) for event in generated_events(EVENTS, CUSTOMERS, seed=7)]
+
+    first = TaggerProcess(
+        tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "first"), tmp_path / "first.log"
+    )
+    second = TaggerProcess(
+        tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "second"), tmp_path / "second.log"
+    )
+    first.start()
+    try:
+        await first.wait_ready()
+        producing = asyncio.create_task(
+            produce_at_rate(kafka_bootstrap, topics["events"], lines, per_second=EVENTS / 15)
+        )
+        await asyncio.sleep(3)
+        second.start()  # joins: the group rebalances, some partitions move to it
+        await asyncio.sleep(5)
+        assert first.stop() == 0  # leaves gracefully: the rest move to the second worker
+        await producing
+        ends = await _end_offsets(kafka_bootstrap, topics["events"])
+        await _processed_to(second, topics["events"], ends)
+        committed = await _committed(kafka_bootstrap, prefix, topics["events"], ends)
+    finally:
+        first.stop()
+        second.stop()
+
+    async with TopicReader(kafka_bootstrap, topics["tag_changes"], isolation_level="read_committed") as reader:
+        await reader.drain()
+        yield Outcome(reader.json(), lines, groups, ends, committed)
+
+
+async def test_partitions_moving_between_workers_lose_nothing_and_never_reuse_a_seq(rebalanced: Outcome) -> None:
+    repeats, final = check_tag_changes(rebalanced.stream, rebalanced.lines, rebalanced.groups)
+    print(
+        f"\nrebalance test: {len(rebalanced.stream)} tag changes for {len(final)} customers, 2 rebalances, "
+        f"{repeats} identical repeats ({repeats / max(1, len(rebalanced.stream)):.2%}); "
+        f"committed {rebalanced.committed} of {rebalanced.ends}"
+    )
+
+
+@pytest.mark.xfail(reason="known issue: faust's committed offsets can stay behind after a rebalance", strict=False)
+async def test_the_group_commits_every_processed_offset_after_rebalances(rebalanced: Outcome) -> None:
+    assert rebalanced.committed == rebalanced.ends
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _processed_to(worker: TaggerProcess, topic: str, ends: dict[int, int], timeout: float = 120) -> None:
+    """Until the worker's lag metric (end offset minus the offset it processed) is 0 on every partition."""
+    deadline = time.monotonic() + timeout
+    lag: dict[int, float] = {}
+    while time.monotonic() < deadline:
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{worker.url}/metrics", timeout=5).read())
+        lag = {}
+        for line in text.decode().splitlines():
+            if line.startswith("tagstream_consumer_lag{") and f'topic="{topic}"' in line:
+                partition = int(line.split('partition="')[1].split('"')[0])
+                lag[partition] = float(line.rsplit(" ", 1)[1])
+        if len(lag) == len(ends) and not any(lag.values()):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the worker did not process every partition to its end within {timeout}s: lag {lag}")
+
+
+async def _committed(
+    bootstrap: str, group: str, topic: str, ends: dict[int, int], within: float = 15
+) -> dict[int, int | None]:
+    """The group's committed offsets once they reach `ends`, or as they stand after `within` seconds
+    (the worker commits every second)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + within
+        while True:
+            offsets = await admin.list_consumer_group_offsets(group)
+            committed = {
+                p: (offsets[tp].offset if (tp := TopicPartition(topic, p)) in offsets else None)
+                for p in range(PARTITIONS)
+            }
+            if committed == ends or time.monotonic() > deadline:
+                return committed
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
