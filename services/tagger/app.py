@@ -38,7 +38,7 @@ from schemas.topics import DeadLetter, SyncPartition, Tick
 from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
-from services.tagger.consumer import DirectDeliveryConsumer
+from services.tagger.consumer import TaggerConsumer
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
 from services.tagger.engine.changes import Change
@@ -168,8 +168,9 @@ class Tagger:
             broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
             stream_buffer_maxsize=tagger.stream_buffer,
         )
-        if tagger.direct_delivery:  # before anything creates the consumer (see services/tagger/consumer.py)
-            cast(Any, app.transport).Consumer = DirectDeliveryConsumer
+        # before anything creates the consumer; the transport instantiates the class (see consumer.py)
+        consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
+        cast(Any, app.transport).Consumer = consumer
         return app
 
     def _wire(self) -> None:

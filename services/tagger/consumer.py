@@ -1,19 +1,27 @@
-"""faust's aiokafka consumer with a cheaper per-message delivery step (pinned: faust-streaming 0.15.3).
+"""faust's aiokafka consumer with two changes (pinned: faust-streaming 0.15.3).
 
-faust's delivery loop (`Consumer._drain_messages`) hands every fetched message to the conductor inside
-`Service.wait_first(callback(message), suspend_flow.wait())`: four asyncio tasks and an
-`asyncio.wait` per message, so that a rebalance (which sets `suspend_flow`) can interrupt a delivery
-blocked on a full stream buffer, suspended flow control or a full producer buffer. On the tagger's
-workload that machinery was about a quarter of the worker's CPU (benchmarks.kafka: ~150 -> ~112 µs
-of CPU per event with the delivery awaited directly).
+1. A cheaper per-message delivery step. faust's delivery loop (`Consumer._drain_messages`) hands every
+   fetched message to the conductor inside `Service.wait_first(callback(message), suspend_flow.wait())`:
+   four asyncio tasks and an `asyncio.wait` per message, so that a rebalance (which sets
+   `suspend_flow`) can interrupt a delivery blocked on a full stream buffer, suspended flow control or
+   a full producer buffer. On the tagger's workload that was about a fifth of the worker's CPU
+   (benchmarks.kafka: ~142 -> ~111 µs of CPU per event with the delivery awaited directly).
+   `_drain_messages` below is faust 0.15.3's (BSD-3-Clause, faust-streaming/faust
+   `faust/transport/consumer.py`) with one change: when nothing the delivery could wait on is in the
+   way — flow not suspended, flow control active, the conductor's callback lock free, faust's producer
+   buffer under its limit and no subscribed channel's queue full — the delivery cannot suspend (the
+   conductor then only decodes and `put_nowait`s), so it is awaited directly. Otherwise it goes
+   through `wait_first` exactly as upstream. The check and the delivery run without yielding to the
+   event loop in between, so nothing can change the answer between them. Off with
+   `TAGSTREAM_TAGGER__DIRECT_DELIVERY=false`.
 
-This loop is faust 0.15.3's `_drain_messages` (BSD-3-Clause, faust-streaming/faust
-`faust/transport/consumer.py`) with one change: when nothing the delivery could wait on is
-in the way — flow not suspended, flow control active, the conductor's callback lock free, faust's
-producer buffer under its limit and no subscribed channel's queue full — the delivery cannot
-suspend (the conductor then only decodes and `put_nowait`s), so it is awaited directly. Otherwise it
-goes through `wait_first` exactly as upstream. The check and the delivery run without yielding to
-the event loop in between, so nothing can change the answer between them.
+2. Commits that keep up after rebalances. faust commits the highest offset it has seen acknowledged
+   contiguously (`_new_offset`, from its list of acknowledged offsets). After a rebalance that list
+   can hold the same offset twice (messages buffered before the rebalance and fetched again after
+   it), and faust's run detection stops at a repeated number: the committed offset then crawled
+   forward a few offsets per commit — thousands behind for an hour in the rebalance test, although
+   every message was processed. `_new_offset` below drops the repeats before faust's own computation;
+   it cannot commit an offset that was not acknowledged.
 """
 
 from __future__ import annotations
@@ -24,16 +32,31 @@ from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP
+from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
 
 
-class DirectDeliveryConsumer(AIOKafkaConsumer):
+class TaggerConsumer(AIOKafkaConsumer):
+    direct_delivery = True
+    """Set per app by subclassing (the transport instantiates the class itself)."""
+
+    def _new_offset(self, tp: TP) -> int | None:
+        with ack_lock:  # the lock faust's `ack` holds while it appends to these
+            acked = self._acked[tp]
+            if len(acked) > 1:
+                distinct = sorted(set(acked))
+                if len(distinct) != len(acked):
+                    acked[:] = distinct
+            offset: int | None = super()._new_offset(tp)
+            return offset
+
     async def _drain_messages(self, fetcher: ServiceT) -> None:
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-        deliverable_now = _deliverable_now(self)
+        deliverable_now = _deliverable_now(self) if self.direct_delivery else _never
 
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
@@ -101,6 +124,10 @@ class DirectDeliveryConsumer(AIOKafkaConsumer):
             raise
         finally:
             unset_flag(flag_consumer_fetching)
+
+
+def _never() -> bool:
+    return False
 
 
 def _deliverable_now(consumer: Any) -> Any:
