@@ -36,14 +36,13 @@ from benchmarks.workload import rules
 from schemas.tags import TagGroupSet
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
 from tests import infra
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.processes import (
-    TAGGER_TOPICS,
     TaggerProcess,
     produce_at_rate,
     tagger_environment,
+    tagger_topics,
     wait_caught_up,
 )
 
@@ -122,12 +121,7 @@ async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> tuple[float
 
 
 async def _tagger_topics(bootstrap: str, prefix: str) -> dict[str, str]:
-    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
-    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1)
-    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
-    groups = TagGroupSet.model_validate(rules()).groups
-    await produce(bootstrap, topics["tag_definitions"], [(*definition_record(group), None) for group in groups])
-    return topics
+    return await tagger_topics(bootstrap, prefix, PARTITIONS, TagGroupSet.model_validate(rules()).groups)
 
 
 async def measure_tagger_throughput(bootstrap: str, lines: list[bytes], workdir: Path) -> tuple[float, float]:

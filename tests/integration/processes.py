@@ -11,14 +11,29 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.runtime.kafka import ensure_topics
+from services.runtime.settings import KafkaSettings
+from services.tagger.feed import definition_record
+from tests.integration.kafka_io import produce
+
 TAGGER_TOPICS = ("events", "tag_commands", "tag_definitions", "tag_changes", "events_dlq", "tagger_ticks")
+
+
+async def tagger_topics(bootstrap: str, prefix: str, partitions: int, groups: Sequence[Any]) -> dict[str, str]:
+    """A tagger's topics named `<prefix>.<name>`, created, with `groups` published as its definitions."""
+    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=partitions, replication_factor=1)
+    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
+    await produce(bootstrap, topics["tag_definitions"], [(*definition_record(group), None) for group in groups])
+    return topics
 
 
 def free_port() -> int:

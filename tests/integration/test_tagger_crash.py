@@ -17,15 +17,12 @@ import pytest
 import rocksdict
 
 from benchmarks.workload import events as generated_events
-from services.runtime.kafka import ensure_topics
-from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
-from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.kafka_io import TopicReader
 from tests.integration.processes import (
-    TAGGER_TOPICS,
     TaggerProcess,
     produce_at_rate,
     tagger_environment,
+    tagger_topics,
     wait_caught_up,
 )
 from tests.integration.tag_streams import check_tag_changes, definitions
@@ -43,11 +40,8 @@ async def test_sigkill_during_a_stream_loses_nothing_and_never_reuses_a_seq(
 ) -> None:
     rng = random.Random(2026)
     prefix = f"it-crash-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS, replication_factor=1)
-    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
     groups = definitions()
-    await produce(kafka_bootstrap, topics["tag_definitions"], [(*definition_record(g), None) for g in groups])
+    topics = await tagger_topics(kafka_bootstrap, prefix, PARTITIONS, groups)
 
     env = tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "data")
     tagger = TaggerProcess(env, tmp_path / "tagger.log")

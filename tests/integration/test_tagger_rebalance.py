@@ -25,11 +25,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.workload import events as generated_events
-from services.runtime.kafka import ensure_topics
-from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.processes import TAGGER_TOPICS, TaggerProcess, produce_at_rate, tagger_environment
+from tests.integration.kafka_io import TopicReader
+from tests.integration.processes import TaggerProcess, produce_at_rate, tagger_environment, tagger_topics
 from tests.integration.tag_streams import check_tag_changes, definitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
@@ -52,11 +49,8 @@ class Outcome:
 async def rebalanced(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Outcome]:
     tmp_path = tmp_path_factory.mktemp("rebalance")
     prefix = f"it-rebalance-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
-    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS, replication_factor=1)
-    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
     groups = definitions()
-    await produce(kafka_bootstrap, topics["tag_definitions"], [(*definition_record(g), None) for g in groups])
+    topics = await tagger_topics(kafka_bootstrap, prefix, PARTITIONS, groups)
     lines = [orjson.dumps(event) for event in generated_events(EVENTS, CUSTOMERS, seed=7)]
 
     first = TaggerProcess(
