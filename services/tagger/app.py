@@ -25,6 +25,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 import faust
+from aiokafka import AIOKafkaProducer
 from faust.streams import _current_event  # the partition of a table write comes from here
 from faust.types import TP, EventT
 from faust.types.stores import StoreT
@@ -351,6 +352,11 @@ class Tagger:
         self._store(event, marker, value)
         await self._send_changelog({partition: [(marker, value)]})
 
+    def _kafka_producer(self) -> AIOKafkaProducer:
+        """The AIOKafkaProducer inside faust's producer, for record batches (faust has no batch API)."""
+        producer: AIOKafkaProducer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
+        return producer
+
     def _store(self, event: EventT[bytes], key: bytes, value: bytes) -> None:
         """Write a value to the local store (RocksDB: the partition's database), not the changelog."""
         token = _current_event.set(weakref.ref(event))  # RocksDB takes the partition from the event
@@ -371,8 +377,7 @@ class Tagger:
         durable — the crash test lost states that way.
         """
         topic = self.table.changelog_topic.get_topic_name()
-        kafka = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        sent = await send_partitioned(kafka, topic, records)
+        sent = await send_partitioned(self._kafka_producer(), topic, records)
         acknowledged = await asyncio.gather(*(future for _, future, _ in sent))
         last: dict[int, int] = {}
         for (partition, _, count), metadata in zip(sent, acknowledged, strict=True):
@@ -489,7 +494,6 @@ class _Batch:
         self._writes: list[tuple[EventT[bytes], str, bytes, int | None]] = []
         self._sends: list[Awaitable[Any]] = []
         self._changes: list[tuple[Change, float]] = []
-        self._outgoing: list[tuple[bytes, bytes]] = []  # tag changes, sent at commit as record batches
         self._positions: dict[TP, EventT[bytes]] = {}
 
     def position(self, event: EventT[bytes]) -> None:
@@ -510,23 +514,20 @@ class _Batch:
                 tagger.settings.topics.events_dlq, event.message.key, _dead_letter_json(result.dead_letter)
             )
             tagger.metrics.dead_letters.labels(result.dead_letter.error).inc()
-        if result.changes:
-            produced_at = event.message.timestamp
-            for change in result.changes:
-                self._outgoing.append((change.customer_id.encode(), change.to_json()))
-                self._changes.append((change, produced_at))
+        produced_at = event.message.timestamp
+        self._changes.extend((change, produced_at) for change in result.changes)
         if result.customer_id is not None and result.state is not None:
             self._states[result.customer_id] = result.state
             self._writes.append((event, result.customer_id, result.state, result.next_check_us))
 
     async def commit(self) -> None:
         tagger = self._tagger
-        if self._outgoing:
+        if self._changes:  # sent as record batches, one or a few per partition
+            outgoing = [(change.customer_id.encode(), change.to_json()) for change, _ in self._changes]
+            partitioner = tagger.app.producer.partitioner
+            assert partitioner is not None  # faust sets aiokafka's DefaultPartitioner at start
             topic = tagger.settings.topics.tag_changes
-            producer = tagger.app.producer  # faust's Producer around an AIOKafkaProducer
-            kafka = producer._ensure_producer()  # type: ignore[attr-defined]
-            assert producer.partitioner is not None  # faust sets aiokafka's DefaultPartitioner at start
-            self._sends.extend(await send_keyed(kafka, producer.partitioner, topic, self._outgoing))
+            self._sends.extend(await send_keyed(tagger._kafka_producer(), partitioner, topic, outgoing))
         if self._sends:
             await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
         acknowledged = time.time()
@@ -540,14 +541,13 @@ class _Batch:
             changelog.setdefault(event.message.partition, []).append((key, state))
             tagger.index.put(customer_id, event.message.partition, due)
         for tp, event in self._positions.items():
-            key, position = _POSITION_PREFIX + f"{tp.topic}:{tp.partition}".encode(), str(event.message.offset + 1)
-            tagger._store(event, key, position.encode())
-            changelog.setdefault(event.message.partition, []).append((key, position.encode()))
+            key, position = _POSITION_PREFIX + f"{tp.topic}:{tp.partition}".encode(), b"%d" % (event.message.offset + 1)
+            tagger._store(event, key, position)
+            changelog.setdefault(event.message.partition, []).append((key, position))
         if changelog:  # durable in the changelog before the messages are acknowledged
             await tagger._send_changelog(changelog)
         self._sends.clear()
         self._changes.clear()
-        self._outgoing.clear()
         self._writes.clear()
         self._positions.clear()
 

@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -130,7 +130,7 @@ def _never() -> bool:
     return False
 
 
-def _deliverable_now(consumer: Any) -> Any:
+def _deliverable_now(consumer: Any) -> Callable[[], bool]:
     """A check that the conductor's delivery of the next message cannot wait on anything.
 
     What `Conductor.on_message` and the per-partition handler (`ConductorCompiler.build`) may wait on:
