@@ -25,6 +25,7 @@ import yaml
 from benchmarks.workload import rules, write_events
 from schemas.tags import TagGroupSet
 from services.tagger.engine import Engine, RuleBook
+from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import encode
 from services.tagger.engine.evaluator import CustomerState
 from services.tagger.replay import OUTPUT_BUFFER, replay_to
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--workdir", default=".run/bench")
     args = parser.parse_args(argv)
+    build = engine_build()
+    if build.stale:
+        parser.exit(2, f"refusing to measure a stale build: engine {build.describe()}\n")
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = TagGroupSet.model_validate(definitions).groups
     print(
         f"workload: {args.events:,} events, {args.customers:,} customers, {len(groups)} groups / "
-        f"{sum(len(group.tags) for group in groups)} tags",
+        f"{sum(len(group.tags) for group in groups)} tags; engine: {engine_build().describe()}",
         file=sys.stderr,
     )
 
@@ -134,8 +138,10 @@ def _deep_size(root: object) -> int:
             stack.extend(item.values())
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend(item)
-        elif hasattr(item, "__slots__"):
-            stack.extend(getattr(item, slot) for slot in item.__slots__ if hasattr(item, slot))
+        else:
+            # attributes of a plain class with __slots__, or of a mypyc-compiled (native) class
+            names: Iterable[str] = getattr(type(item), "__mypyc_attrs__", ()) or getattr(item, "__slots__", ())
+            stack.extend(getattr(item, name) for name in names if not name.startswith("__") and hasattr(item, name))
     return total
 
 

@@ -36,6 +36,7 @@ from benchmarks.workload import rules
 from schemas.tags import TagGroupSet
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
+from services.tagger.engine.build import engine_build
 from tests import infra
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.processes import (
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--customers", type=int, default=5_000)
     args = parser.parse_args(argv)
+    build = engine_build()
+    if build.stale:
+        parser.exit(2, f"refusing to measure a stale build: engine {build.describe()}\n")
     bootstrap = os.environ.get("TAGSTREAM_TEST_KAFKA_BOOTSTRAP") or infra.start_kafka()
     return asyncio.run(run(bootstrap, args.events, args.customers))
 
@@ -68,6 +72,7 @@ async def run(bootstrap: str, count: int, customers: int) -> int:
         rate = throughput / 2
         p50, p99, changes = await measure_tagger_latency(bootstrap, lines, Path(workdir), rate)
     print(f"\nworkload: {count:,} events, {customers:,} customers, 20 groups / 100 tags, {PARTITIONS} partitions")
+    print(f"engine: {engine_build().describe()}")
     print("\n| run | events/s | vs passthrough | CPU per event | events per CPU-second | vs passthrough |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     print(

@@ -42,6 +42,7 @@ from services.runtime.settings import Settings
 from services.tagger.consumer import TaggerConsumer
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
+from services.tagger.engine.build import engine_build
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode
 from services.tagger.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
@@ -619,4 +620,5 @@ def _credentials(settings: Settings) -> Any:
 
 def build_app(settings: Settings, clock: Clock | None = None, registry: CollectorRegistry | None = None) -> Tagger:
     """The tagger for these settings. Nothing connects until the app is started."""
+    log.info("tagger engine: %s", engine_build().describe())
     return Tagger(settings, clock or SystemClock(), registry or CollectorRegistry())

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.tagger.engine.build import engine_build
 from services.tagger.engine.changes import Change
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -15,6 +16,13 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class TaggerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.build_info = Gauge(
+            "tagstream_tagger_build_info",
+            "Always 1; labels say which engine build this worker runs: mypyc (compiled) or python",
+            ["engine"],
+            registry=registry,
+        )
+        self.build_info.labels(engine_build().kind).set(1)
         self.messages = Counter(
             "tagstream_events_processed_total",
             "Messages the tagger consumed, by kind (event type, command, tick, sync) and outcome",

@@ -57,8 +57,14 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
         for source in sources:
             assert source in context or any(path.startswith(source + "/") for path in context), source
     tops = {path.split("/")[0] for path in context}
-    assert tops == {"pyproject.toml", "README.md", "schemas", "services"}
-    assert not [path for path in context if "__pycache__" in path or path.endswith(".pyc")]
+    assert tops == {"pyproject.toml", "setup.py", "README.md", "schemas", "services"}
+    assert not [path for path in context if "__pycache__" in path or path.endswith((".pyc", ".so"))]
+
+
+def test_the_image_ships_the_engine_compiled_with_mypyc():
+    build = stages(DOCKERFILE)[0]
+    assert "TAGSTREAM_USE_MYPYC=1" in " ".join(build.all("ENV")).split()
+    assert "gcc" in " ".join(build.all("RUN"))  # the compiler stays in the build stage (see above)
 
 
 def test_the_wheel_built_from_the_docker_context_carries_the_templates_schemas_and_the_command(tmp_path):

@@ -21,6 +21,7 @@ from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
 from services.tagger.app import Tagger, build_app
 from services.tagger.engine import ManualClock
+from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import decode
 from services.tagger.feed import definition_record
 from services.tagger.readmodel import ReadModel
@@ -248,6 +249,7 @@ async def test_health_readiness_and_metrics_are_served(harness: Harness) -> None
     assert 'tagstream_events_processed_total{kind="order_paid",outcome="applied"}' in text
     assert "tagstream_tag_changes_total" in text
     assert "tagstream_dlq_total" in text
+    assert f'tagstream_tagger_build_info{{engine="{engine_build().kind}"}} 1.0' in text
 
 
 async def test_the_redis_read_model_matches_the_table(harness: Harness) -> None:

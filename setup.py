@@ -1,0 +1,38 @@
+"""Build hook for the optional compiled engine (everything else is declared in pyproject.toml).
+
+With TAGSTREAM_USE_MYPYC=1 the pure tagging engine is compiled with mypyc (the mypy project's
+compiler: the same type-checked Python source, built into C extensions); without it the build is
+pure Python, as a development checkout is. This follows black and mypy, which ship mypyc-compiled
+wheels from the same sources. The container image builds with it (Dockerfile); in a checkout,
+`scripts/compile-engine.sh` builds the extensions in place and `--clean` removes them.
+`services.tagger.engine.build.engine_build()` tells at run time which one is loaded.
+"""
+
+import os
+
+from setuptools import setup
+
+COMPILED_MODULES = [
+    # The per-event hot path: fold, conditions, evaluation, schedule, change JSON, state codec.
+    "services/tagger/engine/aggregates.py",
+    "services/tagger/engine/changes.py",
+    "services/tagger/engine/codec.py",
+    "services/tagger/engine/conditions.py",
+    "services/tagger/engine/evaluator.py",
+    "services/tagger/engine/rulebook.py",
+    "services/tagger/engine/schedule.py",
+    "services/tagger/engine/timeutil.py",
+]
+
+
+def _ext_modules() -> list:
+    if os.environ.get("TAGSTREAM_USE_MYPYC", "0") != "1":
+        return []
+    from mypyc.build import mypycify  # only needed (and only a build requirement) for this build
+
+    # The project's [tool.mypy] settings apply (strict on the engine); sections for modules outside
+    # this compile set are expected, not a mistake.
+    return mypycify(["--no-warn-unused-configs", *COMPILED_MODULES], opt_level="3")
+
+
+setup(ext_modules=_ext_modules())
