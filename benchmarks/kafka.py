@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ import uuid
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.workload import events as generated_events
 from benchmarks.workload import rules
@@ -67,6 +68,8 @@ async def run(bootstrap: str, count: int, customers: int) -> int:
     passthrough, passthrough_cpu = await measure_passthrough(bootstrap, lines)
     print(f"passthrough (aiokafka consume -> produce, acks=all): {passthrough:,.0f} events/s", file=sys.stderr)
     with tempfile.TemporaryDirectory() as workdir:
+        floor, floor_cpu, floor_events = await measure_faust_passthrough(bootstrap, lines, Path(workdir))
+        print(f"faust passthrough: {floor:,.0f} events/s", file=sys.stderr)
         throughput, tagger_cpu = await measure_tagger_throughput(bootstrap, lines, Path(workdir))
         print(f"tagger throughput: {throughput:,.0f} events/s", file=sys.stderr)
         rate = throughput / 2
@@ -78,6 +81,11 @@ async def run(bootstrap: str, count: int, customers: int) -> int:
     print(
         f"| aiokafka passthrough (consume -> produce, acks=all) | {passthrough:,.0f} | 1.00x | "
         f"{passthrough_cpu * 1e6 / count:.0f} µs | {count / passthrough_cpu:,.0f} | 1.00x |"
+    )
+    print(
+        f"| faust passthrough (the tagger minus engine and state) | {floor:,.0f} | {floor / passthrough:.2f}x | "
+        f"{floor_cpu * 1e6 / floor_events:.0f} µs | {floor_events / floor_cpu:,.0f} | "
+        f"{(passthrough_cpu / count) / (floor_cpu / floor_events):.2f}x |"
     )
     print(
         f"| tagger, one worker (RocksDB) | {throughput:,.0f} | {throughput / passthrough:.2f}x | "
@@ -123,6 +131,53 @@ async def measure_passthrough(bootstrap: str, lines: list[bytes]) -> tuple[float
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def measure_faust_passthrough(bootstrap: str, lines: list[bytes], workdir: Path) -> tuple[float, float, int]:
+    """The faust floor (benchmarks/faust_passthrough.py) in its own process: events/s, CPU seconds and
+    events measured, from its first forwarded batch to its offsets committed at the end (startup
+    excluded, as the tagger's is)."""
+    prefix = f"bench-faust-{uuid.uuid4().hex[:6]}"
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1)
+    source, sink = f"{prefix}.in", f"{prefix}.out"
+    await ensure_topics(kafka, [source, sink])
+    await produce(bootstrap, source, [(orjson.loads(line)["customer_id"].encode(), line, None) for line in lines])
+    with open(workdir / f"{prefix}.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.faust_passthrough",
+                bootstrap,
+                prefix,
+                source,
+                sink,
+                str(workdir / prefix),
+            ],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+        await probe.start()
+        try:
+            sink_partitions = [TopicPartition(sink, partition) for partition in range(PARTITIONS)]
+            deadline = time.monotonic() + 120
+            while not (forwarded := sum((await probe.end_offsets(sink_partitions)).values())):
+                assert process.poll() is None, f"faust passthrough exited; see {workdir / prefix}.log"
+                assert time.monotonic() < deadline, "faust passthrough forwarded nothing in 120 s"
+                await asyncio.sleep(0.02)
+        finally:
+            await probe.stop()
+        started, cpu = time.perf_counter(), _cpu_seconds(process.pid)
+        await wait_caught_up(bootstrap, prefix, source, PARTITIONS, timeout=1800)
+        measured = len(lines) - forwarded
+        return measured / (time.perf_counter() - started), _cpu_seconds(process.pid) - cpu, measured
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 async def _tagger_topics(bootstrap: str, prefix: str) -> dict[str, str]:
