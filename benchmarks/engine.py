@@ -3,6 +3,10 @@
     python -m benchmarks.engine                      # 1,000,000 events, 100,000 customers, 20 groups / 100 tags
     python -m benchmarks.engine --events 100000 --customers 10000
 
+Measures the engine build this checkout imports and prints which: pure Python by default;
+`scripts/compile-engine.sh` first measures the mypyc-compiled engine the container image ships
+(`--clean` goes back). A stale compiled build (sources edited since) is refused.
+
 Every figure is measured in this run, next to its baseline from the same run:
 - baseline: the same replay (JSON in, validation, fold, JSON out) with no rules at all;
 - full: the engine re-evaluating every group on every event instead of only what the event touched.

@@ -3,13 +3,20 @@
     python -m benchmarks.kafka                     # 50,000 events, 5,000 customers, 20 groups / 100 tags
     python -m benchmarks.kafka --events 20000
 
+Measures the engine build this checkout imports and prints which: pure Python by default;
+`scripts/compile-engine.sh` first measures the mypyc-compiled engine the container image ships
+(`--clean` goes back). A stale compiled build (sources edited since) is refused.
+
 Starts the local broker with scripts/kafka.sh (or uses TAGSTREAM_TEST_KAFKA_BOOTSTRAP) and measures,
 in the same run on the same broker:
 - passthrough: an aiokafka consumer group reading the events and producing each one to another
   topic (acks=all), committing as it goes: the ceiling for any consume-process-produce service;
+- faust passthrough: benchmarks/faust_passthrough.py, the tagger minus its engine and state (same
+  faust settings, consumer, batches and record-batch sender), forwarding each event: the floor any
+  faust-based worker pays per event before doing work of its own;
 - tagger throughput: a backlog of the same events drained by one `tagstream tagger` process
   (RocksDB store, 4 partitions), from ready to offsets committed;
-- CPU per event of both (the passthrough's process, the worker's process): on a machine whose cores
+- CPU per event of each (the passthrough's process, the workers' processes): on a machine whose cores
   the broker and other work share, events per CPU-second compares the two with less noise than
   events per second;
 - tagger latency at 50% of that throughput: events produced at that rate, and for each tag change
