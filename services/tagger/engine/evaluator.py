@@ -376,15 +376,15 @@ class Engine:
         group = step.group
         held = state.tags.get(step.id)
         changed = False
-        for tag_id, matches, direction, tag in checks:
+        for tag_id, matcher, direction, tag in checks:
             if held is not None and tag_id in held:
                 # Held: only a rule that may have become false, on a tag the rules own, can go.
-                if direction > 0 or not step.auto_remove or held[tag_id][0] or matches(ctx):
+                if direction > 0 or not step.auto_remove or held[tag_id][0] or matcher.matches(ctx):
                     continue
                 self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, tag))
                 held = state.tags.get(step.id)
             else:
-                if direction < 0 or not matches(ctx):
+                if direction < 0 or not matcher.matches(ctx):
                     continue
                 self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, tag))
                 held = state.tags[step.id]
@@ -408,8 +408,8 @@ class Engine:
             if held[current][0]:
                 return False  # a manual tag pins an exclusive group until removed by hand
         winner = None
-        for _, matches, _, tag in step.checks:
-            if matches(ctx):
+        for _, matcher, _, tag in step.checks:
+            if matcher.matches(ctx):
                 winner = tag
                 break
         if winner is None:
@@ -567,7 +567,7 @@ class Engine:
 
 
 Check = tuple[str, Matcher, int, CompiledTag]
-"""One tag to evaluate: its id, its rule's matcher, the direction its truth can move (+1 only truer,
+"""One tag to evaluate: its id, what evaluates its rule, the direction its truth can move (+1 only truer,
 -1 only falser, 0 either; always 0 when evaluated whole) and the tag."""
 Checks = tuple[Check, ...]
 
@@ -582,7 +582,7 @@ class _Step:
         self.group = group
         self.exclusive = group.spec.mode == "exclusive"
         self.auto_remove = group.spec.auto_remove
-        self.checks: Checks = tuple((tag.id, tag.rule.matches, 0, tag) for tag in group.tags if tag.rule is not None)
+        self.checks: Checks = tuple((tag.id, tag.rule.matcher, 0, tag) for tag in group.tags if tag.rule is not None)
         """Every tag with a rule, in group order, with direction 0: the whole group."""
         self.dependants = dependants
 
@@ -636,7 +636,7 @@ def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _R
         groups = rulebook.groups_reading(deltas)
         checks = {
             group_id: tuple(
-                (tag.id, tag.rule.matches, _direction(tag, deltas), tag)
+                (tag.id, tag.rule.matcher, _direction(tag, deltas), tag)
                 for tag in rulebook.groups[group_id].tags_reading(deltas)
                 if tag.rule is not None
             )
