@@ -24,7 +24,7 @@ from schemas.events import CustomerEvent, event_adapter
 from schemas.tags import TagCommand
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import CustomerState, Engine, RuleBook
-from services.tagger.engine.changes import Change
+from services.tagger.engine.changes import Change, json_line
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 
@@ -56,8 +56,12 @@ class Replay:
         on_change: Callable[[Change], None] | None = None,
         on_reject: Callable[[int, str], None] | None = None,
         until: datetime | None = None,
+        changes_out: IO[bytes] | None = None,
     ) -> None:
+        """`changes_out` receives every change as a JSON line (before `on_change` sees it): written
+        here rather than by an `on_change` callback, a call per change cheaper."""
         self.engine = engine
+        self._changes_out = changes_out
         self.states: dict[str, CustomerState] = {}
         self.summary = ReplaySummary()
         self._adapter = event_adapter()
@@ -187,6 +191,10 @@ class Replay:
     def _emit(self, changes: list[Change]) -> None:
         if changes:
             self.summary.changes += len(changes)
+            if self._changes_out is not None:
+                write = self._changes_out.write
+                for change in changes:
+                    write(json_line(change))
             if self._on_change is not None:
                 for change in changes:
                     self._on_change(change)
@@ -209,11 +217,7 @@ def replay_to(
     """The whole replay as the command runs it: JSON lines in; tag changes (as they happen) and one
     snapshot per customer (sorted by id, at the end) out."""
 
-    def write_change(change: Change) -> None:
-        if changes_out is not None:
-            changes_out.write(change.to_json_line())
-
-    run = Replay(engine, on_change=write_change if changes_out is not None else None, on_reject=on_reject, until=now)
+    run = Replay(engine, on_reject=on_reject, until=now, changes_out=changes_out)
     with _no_cyclic_gc():
         run.feed(lines)
         summary = run.finish(now)

@@ -16,7 +16,7 @@ byte-identical: compare `tagstream replay --changes` output before and after.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -46,43 +46,82 @@ class Change(NamedTuple):
     seq: int
 
     def to_json(self) -> bytes:
-        return self._serialise(b"")
+        return serialise(self, b"")
 
     def to_json_line(self) -> bytes:
         """`to_json()` and a newline, for JSON-lines output."""
-        return self._serialise(b"\n")
+        return serialise(self, b"\n")
 
     def to_message(self) -> TagChanged:
         return TagChanged.model_validate_json(self.to_json())
 
-    def _serialise(self, end: bytes) -> bytes:
-        """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract
-        order, Decimals as strings, the instant with a Z), assembled from cached pieces."""
-        customer_id, group_id, tag_id, change, source, summary, outcomes, version, caused_by, us, seq = self
-        if len(outcomes) == 1:  # most changes: one condition, no list to build and join
-            condition, observed, matched = outcomes[0]
-            conditions = _outcome_json(condition, observed, matched)
-        else:
-            conditions = b",".join(
-                [_outcome_json(condition, observed, matched) for condition, observed, matched in outcomes]
-            )
-        head = _HEADS.get((group_id, tag_id, change, source, summary))
-        if head is None:
-            head = _head(group_id, tag_id, change, source, summary)
-        return b"".join(
-            (
-                _HEAD,
-                orjson.dumps(customer_id),
-                head,
-                conditions,
-                b']},"group_version":%d,"caused_by":' % version,
-                orjson.dumps(caused_by),
-                b',"occurred_at":',
-                _last_instant[1] if _last_instant[0] == us else _instant_json(us),
-                b',"seq":%d}' % seq,
-                end,
-            )
+
+new_change = tuple.__new__
+"""Build a Change from a tuple of its fields in order: `new_change(Change, (...))`. The engine builds
+one per flip, and the named tuple's own `__new__` is a generated Python function, a frame per change
+even when the engine is compiled; this is the C-level constructor it calls."""
+
+
+def json_line(change: Change) -> bytes:
+    """`change.to_json_line()` as a plain function: compiled callers call it directly, where a method
+    of a named tuple is looked up and called like any Python object's."""
+    return serialise(change, b"\n")
+
+
+def serialise(change: Change, end: bytes) -> bytes:
+    """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract order,
+    Decimals as strings, the instant with a Z), assembled from cached pieces, then `end`."""
+    customer_id, group_id, tag_id, kind, source, summary, outcomes, version, caused_by, us, seq = change
+    if len(outcomes) == 1:  # most changes: one condition, no list to build and join
+        condition, observed, matched = outcomes[0]
+        conditions = _outcome_json(condition, observed, matched)
+    else:
+        conditions = b",".join(
+            [_outcome_json(condition, observed, matched) for condition, observed, matched in outcomes]
         )
+    head = _HEADS.get((group_id, tag_id, kind, source, summary))
+    if head is None:
+        head = _head(group_id, tag_id, kind, source, summary)
+    last = _LAST
+    if last.customer_id != customer_id:
+        last.customer_id = customer_id
+        last.customer_json = orjson.dumps(customer_id)
+    if last.caused_by != caused_by:
+        last.caused_by = caused_by
+        last.caused_json = orjson.dumps(caused_by)
+    if last.us != us:
+        last.us = us
+        last.instant_json = orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z)
+    return b"".join(
+        (
+            _HEAD,
+            last.customer_json,
+            head,
+            conditions,
+            b']},"group_version":%d,"caused_by":' % version,
+            last.caused_json,
+            b',"occurred_at":',
+            last.instant_json,
+            b',"seq":%d}' % seq,
+            end,
+        )
+    )
+
+
+class _Last:
+    """The pieces consecutive changes usually share (the same customer, cause and instant: the
+    changes of one event or one timer), serialised once."""
+
+    def __init__(self) -> None:
+        self.customer_id = ""
+        self.customer_json = orjson.dumps("")
+        self.caused_by: str | None = None
+        self.caused_json = orjson.dumps(None)
+        self.us = 0
+        self.instant_json = orjson.dumps(from_us(0), option=orjson.OPT_UTC_Z)
+
+
+_LAST: Final = _Last()
 
 
 _HEAD = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
@@ -155,18 +194,6 @@ def _outcome_json(condition: Condition, observed: Any, matched: bool) -> bytes:
         return b'%b"%b"%b' % (cached[1], str(observed).encode(), _MATCHED[matched])
     observed_json = orjson.dumps(observed, default=_default, option=orjson.OPT_UTC_Z)
     return cached[1] + observed_json + _MATCHED[matched]
-
-
-_last_instant: tuple[int, bytes] = (0, orjson.dumps(from_us(0), option=orjson.OPT_UTC_Z))
-
-
-def _instant_json(us: int) -> bytes:
-    """The JSON of `from_us(us)` as orjson writes it with OPT_UTC_Z; consecutive changes usually
-    share their instant, so the last one is remembered."""
-    global _last_instant
-    if _last_instant[0] != us:
-        _last_instant = (us, orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z))
-    return _last_instant[1]
 
 
 def _default(value: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Literal
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
 from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
-from services.tagger.engine.changes import Change, Outcome
+from services.tagger.engine.changes import Change, Outcome, new_change
 from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held, Matcher
 from services.tagger.engine.errors import CommandRefused
 from services.tagger.engine.fingerprint import DefinitionChange, definition_change
@@ -535,18 +535,21 @@ class Engine:
     ) -> None:
         state.seq += 1
         changes.append(
-            Change(  # positional: a change is built per tag flip, and keywords cost more
-                state.customer_id,
-                group_id,
-                tag_id,
-                change,
-                source,
-                reason[0],
-                reason[1],
-                version,
-                cause,
-                ctx.now_us,
-                state.seq,
+            new_change(  # a change is built per tag flip: the C-level constructor, fields in order
+                Change,
+                (
+                    state.customer_id,
+                    group_id,
+                    tag_id,
+                    change,
+                    source,
+                    reason[0],
+                    reason[1],
+                    version,
+                    cause,
+                    ctx.now_us,
+                    state.seq,
+                ),
             )
         )
 
