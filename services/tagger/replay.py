@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Final
 
 import orjson
 from pydantic import ValidationError
@@ -28,7 +28,7 @@ from services.tagger.engine.changes import Change, json_line
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 
-OUTPUT_BUFFER = 1 << 20
+OUTPUT_BUFFER: Final = 1 << 20
 """Buffer size for the replay's output files: a replay writes ~1.5 KB of change JSON per event, and
 1 MiB buffers make a hundredth of the write calls 8 KiB ones do."""
 

@@ -124,9 +124,9 @@ class _Last:
 _LAST: Final = _Last()
 
 
-_HEAD = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
-_HEADS: dict[tuple[str, str, str, str, str], bytes] = {}
-_MAX_CACHED = 10_000
+_HEAD: Final = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
+_HEADS: Final[dict[tuple[str, str, str, str, str], bytes]] = {}
+_MAX_CACHED: Final = 10_000
 """Bound on each cache below: they hold what repeats across changes (labels, summaries, condition
 JSON), which is bounded by the rule book, but a cache must not grow with odd inputs forever."""
 
@@ -174,8 +174,8 @@ def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, An
     }
 
 
-_MATCHED = (b',"matched":false}', b',"matched":true}')
-_PREFIXES: dict[int, tuple[Condition, bytes]] = {}
+_MATCHED: Final = (b',"matched":false}', b',"matched":true}')
+_PREFIXES: Final[dict[int, tuple[Condition, bytes]]] = {}
 """id(condition) -> (the condition, its outcome JSON up to the observed value). Holding the condition
 keeps its id from being reused while the entry exists."""
 

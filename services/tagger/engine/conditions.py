@@ -30,6 +30,11 @@ from services.tagger.engine.aggregates import Aggregates
 from services.tagger.engine.changes import Outcome
 from services.tagger.engine.timeutil import DAY_US, date_to_day
 
+_bisect_left: Final = bisect_left
+_bisect_right: Final = bisect_right
+"""The bisect functions under Final names: compiled, a Final name is a C static, where an imported
+name is looked up in the module's dict on every call (a window count makes two)."""
+
 Held = dict[str, dict[str, tuple[bool, int | None]]]
 """A customer's tags: group id -> tag id -> (given by hand, expires at µs or None)."""
 
@@ -66,7 +71,7 @@ class Series:
 
     def count(self, first_day: int, last_day: int) -> int:
         """Events in days [first_day, last_day], both inclusive."""
-        return self.prefix[bisect_right(self.days, last_day)] - self.prefix[bisect_left(self.days, first_day)]
+        return self.prefix[_bisect_right(self.days, last_day)] - self.prefix[_bisect_left(self.days, first_day)]
 
 
 def _build_series(found: dict[int, int]) -> Series:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
@@ -25,11 +25,11 @@ from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
 from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
 from services.tagger.engine.timeutil import from_us, to_us
 
-MANUAL_EXPIRY = "@expiry"
+MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, MANUAL_EXPIRY)
 
-_EVENT_METRICS: dict[type, dict[Metric, int]] = {
+_EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     # How folding one event of each type moves each metric it touches: +1 only up (or unchanged),
     # -1 only down, 0 either way. A window count only grows with an event of its kind, and an order
     # can only make the last order later (days since it smaller) and the first one earlier.
@@ -51,9 +51,9 @@ _EVENT_METRICS: dict[type, dict[Metric, int]] = {
     Browse: {Metric.BROWSE_COUNT: 1},
     Click: {Metric.CLICK_COUNT: 1},
 }
-_MAY_APPEAR = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
+_MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
 """Metrics absent until the first order: appearing can only make a condition truer."""
-_EVENT_FAMILIES: dict[type, tuple[str, ...]] = {
+_EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
     OrderPaid: (ORDER_TIME, ORDER_WINDOW),
     OrderRefunded: (ORDER_WINDOW,),
     Browse: (BROWSE_WINDOW,),
@@ -335,7 +335,7 @@ class Engine:
         ctx: EvalContext,
         steps: tuple[_Step, ...],
         pending: frozenset[str] | set[str],
-        subsets: Mapping[str, Checks] | None,
+        subsets: dict[str, Checks] | None,
         source: ChangeSource,
         cause: str | None,
         changes: list[Change],
@@ -613,7 +613,7 @@ class _Route:
     they may reach, and the time families whose next change it can move."""
 
     groups: frozenset[str]
-    checks: Mapping[str, Checks]
+    checks: dict[str, Checks]
     families: tuple[str, ...]
     steps: tuple[_Step, ...]
 
@@ -624,7 +624,7 @@ class _Timed:
 
     groups: frozenset[str]
     steps: tuple[_Step, ...]
-    checks: Mapping[str, Checks]
+    checks: dict[str, Checks]
 
 
 def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _Route]:

@@ -34,8 +34,15 @@ ORDER_WINDOW: Final = "order_window"
 BROWSE_WINDOW: Final = "browse_window"
 CLICK_WINDOW: Final = "click_window"
 
-WINDOW_METRIC = {ORDER_WINDOW: Metric.ORDER_COUNT, BROWSE_WINDOW: Metric.BROWSE_COUNT, CLICK_WINDOW: Metric.CLICK_COUNT}
-_DAYS_SINCE = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
+WINDOW_METRIC: Final = {
+    ORDER_WINDOW: Metric.ORDER_COUNT,
+    BROWSE_WINDOW: Metric.BROWSE_COUNT,
+    CLICK_WINDOW: Metric.CLICK_COUNT,
+}
+_DAYS_SINCE: Final = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
+
+_bisect_right: Final = bisect_right
+"""Compiled, a Final name is a C static, not a module dict lookup per call."""
 
 Fired = tuple[str, tuple[int, ...] | tuple[Metric, ...], bool]
 """What one family changes at one instant: (family, the window spans in days, or the days-since
@@ -127,10 +134,10 @@ class TimePlan:
             return None
         days = ctx.series(window.kind).days
         today = ctx.today
-        entering = bisect_right(days, today)
+        entering = _bisect_right(days, today)
         best = days[entering] if entering < len(days) else None
         for span in window.spans:
-            oldest = bisect_right(days, today - span)
+            oldest = _bisect_right(days, today - span)
             if oldest < len(days):
                 leaves = days[oldest] + span
                 if best is None or leaves < best:
@@ -189,7 +196,7 @@ class TimePlan:
                 continue  # only an order makes the metric present
             elapsed_days = max(0, (now_us - since) // DAY_US)
             points = days_since.points
-            index = bisect_right(points, elapsed_days)
+            index = _bisect_right(points, elapsed_days)
             if index < len(points):
                 at = since + points[index] * DAY_US
                 if best is None or at < best:
