@@ -56,7 +56,7 @@ class Change(NamedTuple):
         return TagChanged.model_validate_json(self.to_json())
 
 
-new_change = tuple.__new__
+new_change: Final = tuple.__new__
 """Build a Change from a tuple of its fields in order: `new_change(Change, (...))`. The engine builds
 one per flip, and the named tuple's own `__new__` is a generated Python function, a frame per change
 even when the engine is compiled; this is the C-level constructor it calls."""
@@ -85,43 +85,36 @@ def serialise(change: Change, end: bytes) -> bytes:
     last = _LAST
     if last.customer_id != customer_id:
         last.customer_id = customer_id
-        last.customer_json = orjson.dumps(customer_id)
-    if last.caused_by != caused_by:
-        last.caused_by = caused_by
-        last.caused_json = orjson.dumps(caused_by)
-    if last.us != us:
-        last.us = us
-        last.instant_json = orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z)
-    return b"".join(
-        (
-            _HEAD,
-            last.customer_json,
-            head,
-            conditions,
-            b']},"group_version":%d,"caused_by":' % version,
-            last.caused_json,
-            b',"occurred_at":',
-            last.instant_json,
-            b',"seq":%d}' % seq,
-            end,
-        )
-    )
+        last.start = _HEAD + orjson.dumps(customer_id)
+    if last.caused_by != caused_by or last.us != us:
+        if last.caused_by != caused_by:
+            last.caused_by = caused_by
+            last.caused_json = orjson.dumps(caused_by)
+        if last.us != us:
+            last.us = us
+            last.instant_json = orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z)
+        last.tail = b'%b%b%b%b%b' % (_CAUSED_BY, last.caused_json, _OCCURRED_AT, last.instant_json, _SEQ)
+    return b'%b%b%b]},"group_version":%d%b%d}%b' % (last.start, head, conditions, version, last.tail, seq, end)
+
+
+_CAUSED_BY: Final = b',"caused_by":'
+_OCCURRED_AT: Final = b',"occurred_at":'
+_SEQ: Final = b',"seq":'
 
 
 class _Last:
     """The pieces consecutive changes usually share (the same customer, cause and instant: the
-    changes of one event or one timer), serialised once."""
+    changes of one event or one timer), serialised once: the document up to the customer id, and
+    from the cause to the sequence number."""
 
     def __init__(self) -> None:
         self.customer_id = ""
-        self.customer_json = orjson.dumps("")
+        self.start = _HEAD + orjson.dumps("")
         self.caused_by: str | None = None
         self.caused_json = orjson.dumps(None)
         self.us = 0
         self.instant_json = orjson.dumps(from_us(0), option=orjson.OPT_UTC_Z)
-
-
-_LAST: Final = _Last()
+        self.tail = b"%b%b%b%b%b" % (_CAUSED_BY, self.caused_json, _OCCURRED_AT, self.instant_json, _SEQ)
 
 
 _HEAD: Final = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
@@ -200,3 +193,6 @@ def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__} in a tag change")
+
+
+_LAST: Final = _Last()
