@@ -25,6 +25,7 @@ from schemas.tags import TagCommand
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change, json_line
+from services.tagger.engine.evaluator import next_due
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 
@@ -110,8 +111,7 @@ class Replay:
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
-        due = state.due
-        before = min(due.values()) if due else None  # _next_due, inline: twice per event
+        before = next_due(state)
         self._emit(self.engine.on_event_us(state, event, self._clock_us, at))
         self.summary.events += 1
         self._schedule(state, before)
@@ -123,7 +123,7 @@ class Replay:
         state = self.states.get(command.customer_id)
         if state is None:
             state = self.engine.new_state(command.customer_id)
-        before = _next_due(state)
+        before = next_due(state)
         changes = self.engine.on_command(state, command, now)
         self.states[command.customer_id] = state
         self._emit(changes)
@@ -135,7 +135,7 @@ class Replay:
         change = self.engine.load(rulebook)
         if not change.empty:
             for state in self.states.values():
-                before = _next_due(state)
+                before = next_due(state)
                 self._emit(self.engine.backfill(state, change, now))
                 self._schedule(state, before)
         return change
@@ -169,24 +169,21 @@ class Replay:
 
     def _fire_one(self, at: int, customer_id: str) -> None:
         state = self.states[customer_id]
-        due = state.due
-        if not due or min(due.values()) != at:
+        if next_due(state) != at:
             return  # superseded: a newer entry for this customer is in the heap
         self.summary.timer_wakeups += 1
         self._emit(self.engine.advance_us(state, at))
         self._schedule(state, None)
 
     def _schedule(self, state: CustomerState, before: int | None) -> None:
-        due = state.due
-        if due:
-            at = min(due.values())
-            if at != before:
-                waiting = self._due_at.get(at)
-                if waiting is None:
-                    self._due_at[at] = [state.customer_id]
-                    heapq.heappush(self._timers, at)
-                else:
-                    waiting.append(state.customer_id)
+        at = next_due(state)
+        if at is not None and at != before:
+            waiting = self._due_at.get(at)
+            if waiting is None:
+                self._due_at[at] = [state.customer_id]
+                heapq.heappush(self._timers, at)
+            else:
+                waiting.append(state.customer_id)
 
     def _emit(self, changes: list[Change]) -> None:
         if changes:
@@ -271,7 +268,3 @@ def customer_snapshot(state: CustomerState, now: datetime) -> dict[str, Any]:
             "click_count": sum(agg.click.values()),
         },
     }
-
-
-def _next_due(state: CustomerState) -> int | None:
-    return min(state.due.values()) if state.due else None

@@ -261,7 +261,8 @@ class Engine:
 
     def next_check_at(self, state: CustomerState) -> datetime | None:
         """When this customer must next be re-evaluated though no event arrives (None: never)."""
-        return from_us(min(state.due.values())) if state.due else None
+        at = next_due(state)
+        return from_us(at) if at is not None else None
 
     # -- evaluation -------------------------------------------------------------------------------
 
@@ -269,9 +270,9 @@ class Engine:
         changes: list[Change] = []
         due = state.due
         plan = self._rulebook.time_plan
-        while due:
-            at = min(due.values())
-            if at > now_us:
+        while True:
+            at = next_due(state)
+            if at is None or at > now_us:
                 break
             keys = [key for key, when in due.items() if when <= at]
             ctx = EvalContext(state.agg, state.tags, at)
@@ -683,6 +684,16 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
     if spec.metric in _MAY_APPEAR and direction < 0:
         return 0  # a first order makes the metric present: false (absent) may turn true
     return direction
+
+
+def next_due(state: CustomerState) -> int | None:
+    """The earliest instant in `state.due` (None: nothing is due). A loop rather than `min()`:
+    compiled, builtin min() is a generic call, and `due` holds at most five instants."""
+    earliest: int | None = None
+    for at in state.due.values():
+        if earliest is None or at < earliest:
+            earliest = at
+    return earliest
 
 
 def _monotonic(state: CustomerState, now_us: int) -> int:
