@@ -48,15 +48,6 @@ WINDOW_KINDS: Final[dict[Metric, int]] = {
 }
 
 
-def buckets(agg: Aggregates, kind: int) -> dict[int, int]:
-    """A customer's day buckets for one window metric (day -> count, every count >= 1)."""
-    if kind == BROWSES:
-        return agg.browse
-    if kind == CLICKS:
-        return agg.click
-    return agg.order_days()
-
-
 class Series:
     """A customer's buckets for one window metric: sorted days and prefix sums (prefix[i] = events
     before days[i]). A class rather than a tuple: compiled, a tuple would be unboxed and boxed again
@@ -96,7 +87,7 @@ class EvalContext:
     """One customer at one instant. Window series and counts are cached for the duration of one
     evaluation."""
 
-    __slots__ = ("_browses", "_clicks", "_orders", "agg", "cache", "now_us", "tags", "today")
+    __slots__ = ("_browses", "_clicks", "_order_days", "_orders", "agg", "cache", "now_us", "tags", "today")
 
     def __init__(self, agg: Aggregates, tags: Held, now_us: int) -> None:
         self.agg = agg
@@ -108,6 +99,19 @@ class EvalContext:
         self._orders: Series | None = None
         self._browses: Series | None = None
         self._clicks: Series | None = None
+        self._order_days: dict[int, int] | None = None
+
+    def buckets(self, kind: int) -> dict[int, int]:
+        """The customer's day buckets for one window metric (day -> count, every count >= 1); order
+        buckets are derived from the orders, once per evaluation."""
+        if kind == BROWSES:
+            return self.agg.browse
+        if kind == CLICKS:
+            return self.agg.click
+        found = self._order_days
+        if found is None:
+            found = self._order_days = self.agg.order_days()
+        return found
 
     def series(self, kind: int) -> Series:
         """The series of one window metric (ORDERS, BROWSES or CLICKS), built at most once per
@@ -123,7 +127,7 @@ class EvalContext:
         else:
             found = self._orders
             if found is None:
-                found = self._orders = _build_series(self.agg.order_days())
+                found = self._orders = _build_series(self.buckets(ORDERS))
         return found
 
 

@@ -335,7 +335,7 @@ class Engine:
         state: CustomerState,
         ctx: EvalContext,
         steps: tuple[_Step, ...],
-        pending: frozenset[str] | set[str],
+        pending: frozenset[str],
         subsets: dict[str, Checks] | None,
         source: ChangeSource,
         cause: str | None,
@@ -348,7 +348,7 @@ class Engine:
         have moved), and says which of those can only have become truer (+1) or falser (-1): a held
         tag that can only become truer stays, an absent one that can only become falser stays absent.
         A group reached through a dependency is always evaluated whole."""
-        reached: frozenset[str] | set[str] = frozenset()
+        reached: frozenset[str] = frozenset()
         for step in steps:
             group_id = step.id
             if group_id not in pending:

@@ -24,7 +24,6 @@ from services.tagger.engine.conditions import (
     WINDOW_KINDS,
     CompiledCondition,
     EvalContext,
-    buckets,
     change_points,
 )
 from services.tagger.engine.timeutil import DAY_US
@@ -162,7 +161,7 @@ class TimePlan:
         # A window's count changes at midnight only if a bucket enters it (today's, when events were
         # dated ahead of the customer's clock) or leaves it (the day `span` days back). The bucket
         # dict answers both without building the sorted series.
-        present = buckets(ctx.agg, window.kind)
+        present = ctx.buckets(window.kind)
         today = ctx.today
         entering = today in present
         spans = tuple(span for span in window.spans if entering or today - span in present)
