@@ -259,6 +259,52 @@ class _Comparison:
     def holds(self, observed: Number) -> bool:
         raise NotImplementedError
 
+    def holds_int(self, observed: int) -> bool:
+        """`holds` for the metrics that are whole numbers (counts, days): the comparisons below on
+        int values compare them as ints, which compiled is a machine comparison, not a generic
+        rich comparison of two boxed objects."""
+        return self.holds(observed)
+
+
+class _IntAtLeast(_Comparison):
+    """gte (and gt, as gte the next int) on an int value."""
+
+    def __init__(self, low: int) -> None:
+        self.low = low
+
+    def holds(self, observed: Number) -> bool:
+        return self.low <= observed
+
+    def holds_int(self, observed: int) -> bool:
+        return self.low <= observed
+
+
+class _IntAtMost(_Comparison):
+    """lte (and lt, as lte the int before) on an int value."""
+
+    def __init__(self, high: int) -> None:
+        self.high = high
+
+    def holds(self, observed: Number) -> bool:
+        return observed <= self.high
+
+    def holds_int(self, observed: int) -> bool:
+        return observed <= self.high
+
+
+class _IntBetween(_Comparison):
+    """between (and eq, as between the value and itself) on int values."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
+
+    def holds(self, observed: Number) -> bool:
+        return self.low <= observed <= self.high
+
+    def holds_int(self, observed: int) -> bool:
+        return self.low <= observed <= self.high
+
 
 class _Equal(_Comparison):
     def __init__(self, value: Number) -> None:
@@ -336,7 +382,20 @@ class _NotAmong(_Comparison):
 def _comparison(op: Op, value: Any) -> _Comparison:
     if op is Op.BETWEEN:
         low, high = value
+        if type(low) is int and type(high) is int:
+            return _IntBetween(low, high)
         return _Between(low, high)
+    if type(value) is int:  # whole-number metrics (money is Decimal): observed is an int too
+        if op is Op.GTE:
+            return _IntAtLeast(value)
+        if op is Op.GT:
+            return _IntAtLeast(value + 1)
+        if op is Op.LTE:
+            return _IntAtMost(value)
+        if op is Op.LT:
+            return _IntAtMost(value - 1)
+        if op is Op.EQ:
+            return _IntBetween(value, value)
     if op is Op.IN:
         return _Among(frozenset(value))
     if op is Op.NOT_IN:
@@ -373,7 +432,7 @@ class _OrderCount(_Number):
         return ctx.agg.order_count
 
     def matches(self, ctx: EvalContext) -> bool:
-        return self.comparison.holds(ctx.agg.order_count)
+        return self.comparison.holds_int(ctx.agg.order_count)
 
 
 class _PointsTotal(_Number):
@@ -381,7 +440,7 @@ class _PointsTotal(_Number):
         return ctx.agg.points_total
 
     def matches(self, ctx: EvalContext) -> bool:
-        return self.comparison.holds(ctx.agg.points_total)
+        return self.comparison.holds_int(ctx.agg.points_total)
 
 
 class _TotalSpent(_Number):
@@ -409,7 +468,7 @@ class _DaysSinceLastOrder(_Number):
 
     def matches(self, ctx: EvalContext) -> bool:
         since = ctx.agg.last_order_us
-        return since is not None and self.comparison.holds(max(0, (ctx.now_us - since) // DAY_US))
+        return since is not None and self.comparison.holds_int(max(0, (ctx.now_us - since) // DAY_US))
 
 
 class _DaysSinceFirstOrder(_Number):
@@ -421,7 +480,7 @@ class _DaysSinceFirstOrder(_Number):
 
     def matches(self, ctx: EvalContext) -> bool:
         since = ctx.agg.first_order_us
-        return since is not None and self.comparison.holds(max(0, (ctx.now_us - since) // DAY_US))
+        return since is not None and self.comparison.holds_int(max(0, (ctx.now_us - since) // DAY_US))
 
 
 class _RelativeWindow(_Number):
@@ -444,7 +503,7 @@ class _RelativeWindow(_Number):
         count = ctx.cache.get(self.key)  # `read`, inline: this runs for every window an evaluation reads
         if count is None:
             count = self._count(ctx)
-        return self.comparison.holds(count)
+        return self.comparison.holds_int(count)
 
     def _count(self, ctx: EvalContext) -> int:
         today = ctx.today
@@ -466,7 +525,7 @@ class _FixedWindow(_Number):
         return ctx.series(self.kind).count(self.first_day, self.last_day)
 
     def matches(self, ctx: EvalContext) -> bool:
-        return self.comparison.holds(ctx.series(self.kind).count(self.first_day, self.last_day))
+        return self.comparison.holds_int(ctx.series(self.kind).count(self.first_day, self.last_day))
 
 
 class _BoughtAny(CompiledCondition):

@@ -688,12 +688,15 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
 
 def next_due(state: CustomerState) -> int | None:
     """The earliest instant in `state.due` (None: nothing is due). A loop rather than `min()`:
-    compiled, builtin min() is a generic call, and `due` holds at most five instants."""
-    earliest: int | None = None
+    compiled, builtin min() is a generic call, and `due` holds at most five instants. (`earliest` is
+    a plain int beside a flag, not an optional int: compiled, an optional int is a boxed object.)"""
+    found = False
+    earliest = 0
     for at in state.due.values():
-        if earliest is None or at < earliest:
+        if not found or at < earliest:
             earliest = at
-    return earliest
+            found = True
+    return earliest if found else None
 
 
 def _monotonic(state: CustomerState, now_us: int) -> int:
