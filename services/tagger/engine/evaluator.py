@@ -502,7 +502,7 @@ class Engine:
         reason: Reason,
     ) -> None:
         state.tags.setdefault(group.id, {})[tag_id] = hold
-        self._emit(state, ctx, group.id, group.spec.version, tag_id, "added", source, cause, reason, changes)
+        self._emit(state, ctx, group.id, group.version, tag_id, "added", source, cause, reason, changes)
 
     def _remove(
         self,
@@ -519,7 +519,7 @@ class Engine:
         del held[tag_id]
         if not held:
             del state.tags[group.id]
-        self._emit(state, ctx, group.id, group.spec.version, tag_id, "removed", source, cause, reason, changes)
+        self._emit(state, ctx, group.id, group.version, tag_id, "removed", source, cause, reason, changes)
 
     @staticmethod
     def _emit(
