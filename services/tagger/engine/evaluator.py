@@ -306,9 +306,9 @@ class Engine:
             groups = frozenset(touched)
             checks = {
                 group_id: tuple(
-                    (check[0], check[1], _direction(check[3], moves), check[3])
+                    Check(check.tag, check.matcher, _direction(check.tag, moves))
                     for check in self._plan.by_id[group_id].checks
-                    if check[0] in tag_ids
+                    if check.tag_id in tag_ids
                 )
                 for group_id, tag_ids in touched.items()
                 if not self._plan.by_id[group_id].exclusive
@@ -377,17 +377,18 @@ class Engine:
         group = step.group
         held = state.tags.get(step.id)
         changed = False
-        for tag_id, matcher, direction, tag in checks:
+        for check in checks:
+            tag_id = check.tag_id
             if held is not None and tag_id in held:
                 # Held: only a rule that may have become false, on a tag the rules own, can go.
-                if direction > 0 or not step.auto_remove or held[tag_id][0] or matcher.matches(ctx):
+                if check.direction > 0 or not step.auto_remove or held[tag_id][0] or check.matcher.matches(ctx):
                     continue
-                self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, tag))
+                self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, check.tag))
                 held = state.tags.get(step.id)
             else:
-                if direction < 0 or not matcher.matches(ctx):
+                if check.direction < 0 or not check.matcher.matches(ctx):
                     continue
-                self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, tag))
+                self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, check.tag))
                 held = state.tags[step.id]
             changed = True
         return changed
@@ -409,9 +410,9 @@ class Engine:
             if held[current][0]:
                 return False  # a manual tag pins an exclusive group until removed by hand
         winner = None
-        for _, matcher, _, tag in step.checks:
-            if matcher.matches(ctx):
-                winner = tag
+        for check in step.checks:
+            if check.matcher.matches(ctx):
+                winner = check.tag
                 break
         if winner is None:
             if current is None or not step.auto_remove:
@@ -570,9 +571,21 @@ class Engine:
         return group, tag
 
 
-Check = tuple[str, Matcher, int, CompiledTag]
-"""One tag to evaluate: its id, what evaluates its rule, the direction its truth can move (+1 only truer,
--1 only falser, 0 either; always 0 when evaluated whole) and the tag."""
+class Check:
+    """One tag to evaluate: the tag and its id, what evaluates its rule, and the direction its truth
+    can move (+1 only truer, -1 only falser, 0 either; always 0 when evaluated whole). A class
+    rather than a tuple: compiled, every item read from a tuple has its type checked, an attribute
+    of a native class is read as it is."""
+
+    __slots__ = ("direction", "matcher", "tag", "tag_id")
+
+    def __init__(self, tag: CompiledTag, matcher: Matcher, direction: int) -> None:
+        self.tag = tag
+        self.tag_id = tag.id
+        self.matcher = matcher
+        self.direction = direction
+
+
 Checks = tuple[Check, ...]
 
 
@@ -586,7 +599,7 @@ class _Step:
         self.group = group
         self.exclusive = group.spec.mode == "exclusive"
         self.auto_remove = group.spec.auto_remove
-        self.checks: Checks = tuple((tag.id, tag.rule.matcher, 0, tag) for tag in group.tags if tag.rule is not None)
+        self.checks: Checks = tuple(Check(tag, tag.rule.matcher, 0) for tag in group.tags if tag.rule is not None)
         """Every tag with a rule, in group order, with direction 0: the whole group."""
         self.dependants = dependants
 
@@ -640,7 +653,7 @@ def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _R
         groups = rulebook.groups_reading(deltas)
         checks = {
             group_id: tuple(
-                (tag.id, tag.rule.matcher, _direction(tag, deltas), tag)
+                Check(tag, tag.rule.matcher, _direction(tag, deltas))
                 for tag in rulebook.groups[group_id].tags_reading(deltas)
                 if tag.rule is not None
             )
