@@ -61,7 +61,10 @@ class Series:
 
     def count(self, first_day: int, last_day: int) -> int:
         """Events in days [first_day, last_day], both inclusive."""
-        return self.prefix[_bisect_right(self.days, last_day)] - self.prefix[_bisect_left(self.days, first_day)]
+        days = self.days
+        if len(days) == 1:  # most customers have one day of a kind: no search
+            return self.prefix[1] if first_day <= days[0] <= last_day else 0
+        return self.prefix[_bisect_right(days, last_day)] - self.prefix[_bisect_left(days, first_day)]
 
 
 def _build_series(found: dict[int, int]) -> Series:
