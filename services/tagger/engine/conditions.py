@@ -186,12 +186,13 @@ class CompiledRule(Matcher):
         no call is spent on the rule itself."""
 
     def matches(self, ctx: EvalContext) -> bool:
+        children: tuple[Matcher, ...] = self.children  # compiled: one method call, no per-kind dispatch
         if self.match_all:
-            for child in self.children:  # noqa: SIM110 - all() over a generator costs a frame per item
+            for child in children:  # noqa: SIM110 - all() over a generator costs a frame per item
                 if not child.matches(ctx):
                     return False
             return True
-        for child in self.children:  # noqa: SIM110 - any() over a generator costs a frame per item
+        for child in children:  # noqa: SIM110 - any() over a generator costs a frame per item
             if child.matches(ctx):
                 return True
         return False
