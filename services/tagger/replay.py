@@ -113,7 +113,7 @@ class Replay:
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
-        before = next_due(state)
+        before = next_due(state) if state.due else None  # nothing due: not even a call
         self._emit(self.engine.on_event_us(state, event, self._clock_us, at))
         self.summary.events += 1
         self._schedule(state, before)
@@ -178,7 +178,7 @@ class Replay:
         self._schedule(state, None)
 
     def _schedule(self, state: CustomerState, before: int | None) -> None:
-        at = next_due(state)
+        at = next_due(state) if state.due else None
         if at is not None and at != before:
             waiting = self._due_at.get(at)
             if waiting is None:

@@ -270,7 +270,7 @@ class Engine:
         changes: list[Change] = []
         due = state.due
         plan = self._rulebook.time_plan
-        while True:
+        while due:  # nothing due (every event when no rule reads time): not even a call
             at = next_due(state)
             if at is None or at > now_us:
                 break
