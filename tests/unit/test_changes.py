@@ -1,10 +1,11 @@
+import random
 from decimal import Decimal
 
 import orjson
 
 from schemas.tags import Condition, TagChanged
-from services.tagger.engine.changes import Change, _default, _outcome
-from services.tagger.engine.timeutil import from_us
+from services.tagger.engine.changes import Change, _default, _instant_json, _outcome
+from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 from tests.unit.builders import at, browse, cond, engine, group, paid, value_tiers
 
 
@@ -94,3 +95,14 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
                 )
                 assert change.to_json() == _document(change)
                 assert change.to_json_line() == _document(change) + b"\n"
+
+
+def test_an_instant_is_written_exactly_as_orjson_writes_its_datetime():
+    rng = random.Random(7)
+    first, last = to_us(from_us(0).replace(year=1)), to_us(from_us(0).replace(year=9999, month=12, day=31))
+    moments = [0, -1, 1, DAY_US - 1, DAY_US, first, last + DAY_US - 1, 1_777_593_608_000_000, 1_777_593_608_000_120]
+    moments += [rng.randrange(first, last + DAY_US) for _ in range(20_000)]
+    moments += [rng.randrange(0, 4_000_000_000) * 1_000_000 for _ in range(5_000)]  # whole seconds
+    moments += sorted(moments[-3_000:])  # runs within a day, as a replay writes them
+    for us in moments:
+        assert _instant_json(us) == orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z), us

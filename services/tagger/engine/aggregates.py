@@ -19,18 +19,19 @@ from __future__ import annotations
 import hashlib
 from array import array
 from decimal import Decimal
+from typing import Final
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from services.tagger.engine.timeutil import DAY_US, day_of, to_us
 
 CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
 
-DEFAULT_HORIZON_DAYS = 400
-RECENT_IDS = 32
+DEFAULT_HORIZON_DAYS: Final = 400
+RECENT_IDS: Final = 32
 """How many browse/click event ids each customer remembers for de-duplication. Orders and refunds
 are de-duplicated exactly (by order id and refund event id), whatever their age."""
 
-_ZERO = Decimal(0)
+_ZERO: Final = Decimal(0)
 
 
 class OrderRecord:

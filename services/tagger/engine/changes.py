@@ -16,13 +16,13 @@ byte-identical: compare `tagstream replay --changes` output before and after.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
 from schemas.common import SCHEMA_VERSION
 from schemas.tags import ChangeSource, Condition, TagChanged
-from services.tagger.engine.timeutil import from_us
+from services.tagger.engine.timeutil import DAY_US, SECOND_US, from_us
 
 Outcome = tuple[Condition, Any, bool]
 """A condition, the customer's observed value (None when absent) and whether it matched."""
@@ -46,48 +46,102 @@ class Change(NamedTuple):
     seq: int
 
     def to_json(self) -> bytes:
-        return self._serialise(b"")
+        return serialise(self, b"")
 
     def to_json_line(self) -> bytes:
         """`to_json()` and a newline, for JSON-lines output."""
-        return self._serialise(b"\n")
+        return serialise(self, b"\n")
 
     def to_message(self) -> TagChanged:
         return TagChanged.model_validate_json(self.to_json())
 
-    def _serialise(self, end: bytes) -> bytes:
-        """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract
-        order, Decimals as strings, the instant with a Z), assembled from cached pieces."""
-        customer_id, group_id, tag_id, change, source, summary, outcomes, version, caused_by, us, seq = self
-        if len(outcomes) == 1:  # most changes: one condition, no list to build and join
-            condition, observed, matched = outcomes[0]
-            conditions = _outcome_json(condition, observed, matched)
-        else:
-            conditions = b",".join(
-                [_outcome_json(condition, observed, matched) for condition, observed, matched in outcomes]
-            )
-        head = _HEADS.get((group_id, tag_id, change, source, summary))
-        if head is None:
-            head = _head(group_id, tag_id, change, source, summary)
-        return b"".join(
-            (
-                _HEAD,
-                orjson.dumps(customer_id),
-                head,
-                conditions,
-                b']},"group_version":%d,"caused_by":' % version,
-                orjson.dumps(caused_by),
-                b',"occurred_at":',
-                _last_instant[1] if _last_instant[0] == us else _instant_json(us),
-                b',"seq":%d}' % seq,
-                end,
-            )
+
+new_change: Final = tuple.__new__
+"""Build a Change from a tuple of its fields in order: `new_change(Change, (...))`. The engine builds
+one per flip, and the named tuple's own `__new__` is a generated Python function, a frame per change
+even when the engine is compiled; this is the C-level constructor it calls."""
+
+
+def json_line(change: Change) -> bytes:
+    """`change.to_json_line()` as a plain function: compiled callers call it directly, where a method
+    of a named tuple is looked up and called like any Python object's."""
+    return serialise(change, b"\n")
+
+
+def serialise(change: Change, end: bytes) -> bytes:
+    """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract order,
+    Decimals as strings, the instant with a Z), assembled from cached pieces, then `end`."""
+    customer_id, group_id, tag_id, kind, source, summary, outcomes, version, caused_by, us, seq = change
+    if len(outcomes) == 1:  # most changes: one condition, no list to build and join
+        condition, observed, matched = outcomes[0]
+        conditions = _outcome_json(condition, observed, matched)
+    else:
+        conditions = b",".join(
+            [_outcome_json(condition, observed, matched) for condition, observed, matched in outcomes]
         )
+    head = _HEADS.get((group_id, tag_id, kind, source, summary))
+    if head is None:
+        head = _head(group_id, tag_id, kind, source, summary)
+    last = _LAST
+    if last.customer_id != customer_id:
+        last.customer_id = customer_id
+        last.start = _HEAD + orjson.dumps(customer_id)
+    if last.caused_by != caused_by or last.us != us:
+        if last.caused_by != caused_by:
+            last.caused_by = caused_by
+            last.caused_json = orjson.dumps(caused_by)
+        if last.us != us:
+            last.us = us
+            last.instant_json = _instant_json(us)
+        last.tail = b'%b%b%b%b%b' % (_CAUSED_BY, last.caused_json, _OCCURRED_AT, last.instant_json, _SEQ)
+    return b'%b%b%b]},"group_version":%d%b%d}%b' % (last.start, head, conditions, version, last.tail, seq, end)
 
 
-_HEAD = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
-_HEADS: dict[tuple[str, str, str, str, str], bytes] = {}
-_MAX_CACHED = 10_000
+_CAUSED_BY: Final = b',"caused_by":'
+_OCCURRED_AT: Final = b',"occurred_at":'
+_SEQ: Final = b',"seq":'
+
+
+def _instant_json(us: int) -> bytes:
+    """The JSON of `from_us(us)` exactly as orjson writes it with OPT_UTC_Z: the date as orjson
+    writes it (cached per day), then HH:MM:SS, then .ffffff when there are microseconds, then Z.
+    Building a datetime (and a timedelta) per instant cost more than the rest of a change."""
+    last = _LAST
+    day = us // DAY_US
+    if day != last.day:
+        whole = orjson.dumps(from_us(day * DAY_US), option=orjson.OPT_UTC_Z)
+        last.day = day
+        last.day_json = whole[: whole.index(b"T") + 1]
+    seconds = (us - day * DAY_US) // SECOND_US
+    micro = us - day * DAY_US - seconds * SECOND_US
+    hours = seconds // 3600
+    minutes = seconds // 60 - hours * 60
+    seconds = seconds - (hours * 60 + minutes) * 60
+    if micro:
+        return b'%b%02d:%02d:%02d.%06dZ"' % (last.day_json, hours, minutes, seconds, micro)
+    return b'%b%02d:%02d:%02dZ"' % (last.day_json, hours, minutes, seconds)
+
+
+class _Last:
+    """The pieces consecutive changes usually share (the same customer, cause and instant: the
+    changes of one event or one timer), serialised once: the document up to the customer id, and
+    from the cause to the sequence number."""
+
+    def __init__(self) -> None:
+        self.customer_id = ""
+        self.start = _HEAD + orjson.dumps("")
+        self.caused_by: str | None = None
+        self.caused_json = orjson.dumps(None)
+        self.us = 0
+        self.instant_json = orjson.dumps(from_us(0), option=orjson.OPT_UTC_Z)
+        self.day = 0
+        self.day_json = self.instant_json[: self.instant_json.index(b"T") + 1]
+        self.tail = b"%b%b%b%b%b" % (_CAUSED_BY, self.caused_json, _OCCURRED_AT, self.instant_json, _SEQ)
+
+
+_HEAD: Final = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"customer_id":'
+_HEADS: Final[dict[tuple[str, str, str, str, str], bytes]] = {}
+_MAX_CACHED: Final = 10_000
 """Bound on each cache below: they hold what repeats across changes (labels, summaries, condition
 JSON), which is bounded by the rule book, but a cache must not grow with odd inputs forever."""
 
@@ -135,8 +189,8 @@ def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, An
     }
 
 
-_MATCHED = (b',"matched":false}', b',"matched":true}')
-_PREFIXES: dict[int, tuple[Condition, bytes]] = {}
+_MATCHED: Final = (b',"matched":false}', b',"matched":true}')
+_PREFIXES: Final[dict[int, tuple[Condition, bytes]]] = {}
 """id(condition) -> (the condition, its outcome JSON up to the observed value). Holding the condition
 keeps its id from being reused while the entry exists."""
 
@@ -149,27 +203,18 @@ def _outcome_json(condition: Condition, observed: Any, matched: bool) -> bytes:
         whole = orjson.dumps(_outcome(condition, None, False), default=_default, option=orjson.OPT_UTC_Z)
         prefix = whole[: whole.rindex(b"null")]  # up to the observed value (the last null)
         cached = _PREFIXES[id(condition)] = (condition, prefix)
-    if observed.__class__ is int:  # counts, most observed values: %d writes what orjson writes
+    if type(observed) is int:  # counts, most observed values: %d writes what orjson writes
         return b"%b%d%b" % (cached[1], observed, _MATCHED[matched])
-    if observed.__class__ is Decimal:  # money: the string _default gives; it never needs escaping
+    if type(observed) is Decimal:  # money: the string _default gives; it never needs escaping
         return b'%b"%b"%b' % (cached[1], str(observed).encode(), _MATCHED[matched])
     observed_json = orjson.dumps(observed, default=_default, option=orjson.OPT_UTC_Z)
     return cached[1] + observed_json + _MATCHED[matched]
-
-
-_last_instant: tuple[int, bytes] = (0, orjson.dumps(from_us(0), option=orjson.OPT_UTC_Z))
-
-
-def _instant_json(us: int) -> bytes:
-    """The JSON of `from_us(us)` as orjson writes it with OPT_UTC_Z; consecutive changes usually
-    share their instant, so the last one is remembered."""
-    global _last_instant
-    if _last_instant[0] != us:
-        _last_instant = (us, orjson.dumps(from_us(us), option=orjson.OPT_UTC_Z))
-    return _last_instant[1]
 
 
 def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"cannot serialise {type(value).__name__} in a tag change")
+
+
+_LAST: Final = _Last()

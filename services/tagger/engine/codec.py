@@ -9,15 +9,15 @@ from __future__ import annotations
 from array import array
 from binascii import a2b_base64, b2a_base64
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from services.tagger.engine.aggregates import Aggregates, OrderRecord
 from services.tagger.engine.evaluator import CustomerState
 
-FORMAT_VERSION = 1
-_ZERO = Decimal(0)
+FORMAT_VERSION: Final = 1
+_ZERO: Final = Decimal(0)
 
 
 def encode(state: CustomerState) -> bytes:

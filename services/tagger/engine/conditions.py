@@ -1,67 +1,160 @@
 """Compiled conditions and rules: read a metric, test it, explain it, and tell when it may next flip.
 
-Conditions are compiled once per definition change into closures, so that evaluating one costs a
-couple of attribute reads and a comparison. An absent metric (days since the last order of a customer
-who never ordered) makes every condition on it false, whatever the operator.
+Conditions are compiled once per definition change into small objects, one class per kind of metric,
+so that evaluating one costs a couple of attribute reads and a comparison. An absent metric (days
+since the last order of a customer who never ordered) makes every condition on it false, whatever
+the operator.
 
 Window counts are answered from each customer's day buckets through sorted days and prefix sums,
-built at most once per evaluation (`EvalContext.cache`), so many windows over the same buckets cost a
+built at most once per evaluation (on the `EvalContext`), so many windows over the same buckets cost a
 binary search each; the counts themselves are cached the same way. (Keeping series between
 evaluations was measured: no gain worth ~1 KiB more memory per customer.)
 
-Evaluation is the engine's hot loop (tens of condition tests per event), so `matches` is built to
-cost as few Python frames as possible: scalar metrics are read with C-level `attrgetter`s, tests are
-C-level `partial`s of `operator` functions where the operator allows it, a relative window reads its
-cached count inline, and cache keys are plain strings (an Enum's `__hash__` is a Python function).
+Evaluation is the engine's hot loop (tens of condition tests per event). The engine ships compiled
+with mypyc (pure Python is the fallback), and mypyc turns a method call on a known class into a
+direct C call while every closure, lambda or `functools.partial` stays a generic Python call: so a
+condition is a class with a typed `matches`, a rule calls its children's `matches` in a plain loop,
+and a comparison is a class too, not an `operator` function. Cache keys are plain strings or small
+ints (an Enum's `__hash__` is a Python function).
 """
 
 from __future__ import annotations
 
-import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import partial
-from itertools import accumulate
-from operator import attrgetter
-from typing import Any
+from typing import Any, Final
 
 from schemas.tags import Condition, Metric, Op, Rule
 from services.tagger.engine.aggregates import Aggregates
 from services.tagger.engine.changes import Outcome
 from services.tagger.engine.timeutil import DAY_US, date_to_day
 
+_bisect_left: Final = bisect_left
+_bisect_right: Final = bisect_right
+"""The bisect functions under Final names: compiled, a Final name is a C static, where an imported
+name is looked up in the module's dict on every call (a window count makes two)."""
+
 Held = dict[str, dict[str, tuple[bool, int | None]]]
 """A customer's tags: group id -> tag id -> (given by hand, expires at µs or None)."""
 
-Matcher = Callable[["EvalContext"], bool]
+ORDERS: Final = 0
+BROWSES: Final = 1
+CLICKS: Final = 2
+"""The window metrics' day buckets, as small ints (what `EvalContext.series` takes)."""
+WINDOW_KINDS: Final[dict[Metric, int]] = {
+    Metric.ORDER_COUNT: ORDERS,
+    Metric.BROWSE_COUNT: BROWSES,
+    Metric.CLICK_COUNT: CLICKS,
+}
+
+
+class Series:
+    """A customer's buckets for one window metric: sorted days and prefix sums (prefix[i] = events
+    before days[i]). A class rather than a tuple: compiled, a tuple would be unboxed and boxed again
+    on every read, and this is read many times per evaluation."""
+
+    __slots__ = ("days", "prefix")
+
+    def __init__(self, days: list[int], prefix: list[int]) -> None:
+        self.days = days
+        self.prefix = prefix
+
+    def count(self, first_day: int, last_day: int) -> int:
+        """Events in days [first_day, last_day], both inclusive."""
+        days = self.days
+        if len(days) == 1:  # most customers have one day of a kind: no search
+            return self.prefix[1] if first_day <= days[0] <= last_day else 0
+        return self.prefix[_bisect_right(days, last_day)] - self.prefix[_bisect_left(days, first_day)]
+
+
+def _build_series(found: dict[int, int]) -> Series:
+    if len(found) > 1:
+        days = sorted(found)
+        prefix = [0]
+        total = 0
+        for day in days:  # a loop: for a few days cheaper than accumulate(map(...)), compiled or not
+            total += found[day]
+            prefix.append(total)
+        return Series(days, prefix)
+    if found:  # most customers have one day of a kind, or none: no sort
+        for day, count in found.items():
+            return Series([day], [0, count])
+    return _NO_SERIES
+
+
+_NO_SERIES: Final = Series([], [0])
+"""The series of no buckets, shared: series are only ever read."""
 
 
 class EvalContext:
-    """One customer at one instant. Window counts are cached for the duration of one evaluation."""
+    """One customer at one instant. Window series and counts are cached for the duration of one
+    evaluation."""
 
-    __slots__ = ("agg", "cache", "now_us", "tags", "today")
+    __slots__ = ("_browses", "_clicks", "_order_days", "_orders", "agg", "cache", "now_us", "tags", "today")
 
     def __init__(self, agg: Aggregates, tags: Held, now_us: int) -> None:
         self.agg = agg
         self.tags = tags
         self.now_us = now_us
         self.today = now_us // DAY_US
-        self.cache: dict[object, Any] = {}
+        self.cache: dict[str, int] = {}
+        """Relative window counts by `_window_key`."""
+        self._orders: Series | None = None
+        self._browses: Series | None = None
+        self._clicks: Series | None = None
+        self._order_days: dict[int, int] | None = None
+
+    def buckets(self, kind: int) -> dict[int, int]:
+        """The customer's day buckets for one window metric (day -> count, every count >= 1); order
+        buckets are derived from the orders, once per evaluation."""
+        if kind == BROWSES:
+            return self.agg.browse
+        if kind == CLICKS:
+            return self.agg.click
+        found = self._order_days
+        if found is None:
+            found = self._order_days = self.agg.order_days()
+        return found
+
+    def series(self, kind: int) -> Series:
+        """The series of one window metric (ORDERS, BROWSES or CLICKS), built at most once per
+        evaluation."""
+        if kind == BROWSES:
+            found = self._browses
+            if found is None:
+                found = self._browses = _build_series(self.agg.browse)
+        elif kind == CLICKS:
+            found = self._clicks
+            if found is None:
+                found = self._clicks = _build_series(self.agg.click)
+        else:
+            found = self._orders
+            if found is None:
+                found = self._orders = _build_series(self.buckets(ORDERS))
+        return found
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class CompiledCondition:
-    spec: Condition
-    read: Callable[[EvalContext], Any]
-    test: Callable[[Any], bool]
-    matches: Matcher
-    plain: bool = field(init=False)
-    """Whether the observed value is shown as read (numbers), not narrowed to the listed items."""
+class Matcher:
+    """Anything a tag's rule evaluates: a condition, or a rule of conditions."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "plain", self.spec.metric not in (Metric.BOUGHT_ANY, Metric.HAS_TAG))
+    def matches(self, ctx: EvalContext) -> bool:
+        raise NotImplementedError
+
+
+class CompiledCondition(Matcher):
+    """One condition: `read` gives what the customer has (None: absent), `test` says whether that
+    satisfies the condition, and `matches` is the two together, as directly as each kind allows."""
+
+    def __init__(self, spec: Condition) -> None:
+        self.spec = spec
+        self.plain = spec.metric not in (Metric.BOUGHT_ANY, Metric.HAS_TAG)
+        """Whether the observed value is shown as read (numbers), not narrowed to the listed items."""
+
+    def read(self, ctx: EvalContext) -> Any:
+        raise NotImplementedError
+
+    def test(self, observed: Any) -> bool:
+        raise NotImplementedError
 
     def outcome(self, ctx: EvalContext) -> Outcome:
         """The condition with what the customer had: products bought and tags held show only the
@@ -77,19 +170,32 @@ class CompiledCondition:
         return (self.spec, observed, matched)
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class CompiledRule:
-    match_all: bool
-    children: tuple[CompiledCondition | CompiledRule, ...]
-    matches: Matcher
-    flat: tuple[CompiledCondition, ...] = field(init=False)
-    """Every leaf condition, depth first: explaining a change walks this instead of the tree."""
+class CompiledRule(Matcher):
+    flat: tuple[CompiledCondition, ...]
 
-    def __post_init__(self) -> None:
+    def __init__(self, match_all: bool, children: tuple[CompiledCondition | CompiledRule, ...]) -> None:
+        self.match_all = match_all
+        self.children = children
         flat: list[CompiledCondition] = []
-        for child in self.children:
+        for child in children:
             flat.extend(child.flat if isinstance(child, CompiledRule) else (child,))
-        object.__setattr__(self, "flat", tuple(flat))
+        self.flat = tuple(flat)
+        """Every leaf condition, depth first: explaining a change walks this instead of the tree."""
+        self.matcher: Matcher = children[0] if len(children) == 1 else self
+        """What to call to evaluate the rule: its only child when it has one (most rules), so that
+        no call is spent on the rule itself."""
+
+    def matches(self, ctx: EvalContext) -> bool:
+        children: tuple[Matcher, ...] = self.children  # compiled: one method call, no per-kind dispatch
+        if self.match_all:
+            for child in children:  # noqa: SIM110 - all() over a generator costs a frame per item
+                if not child.matches(ctx):
+                    return False
+            return True
+        for child in children:  # noqa: SIM110 - any() over a generator costs a frame per item
+            if child.matches(ctx):
+                return True
+        return False
 
     def outcomes(self, ctx: EvalContext) -> tuple[Outcome, ...]:
         flat = self.flat
@@ -105,32 +211,38 @@ def compile_rule(rule: Rule) -> CompiledRule:
     children = tuple(
         compile_rule(child) if isinstance(child, Rule) else compile_condition(child) for child in rule.conditions
     )
-    match_all = rule.match == "all"
-    return CompiledRule(match_all, children, _combine(match_all, [child.matches for child in children]))
+    return CompiledRule(rule.match == "all", children)
 
 
 def compile_condition(spec: Condition) -> CompiledCondition:
     metric = spec.metric
-    read: Callable[[EvalContext], Any]
-    matches: Matcher
     if metric is Metric.BOUGHT_ANY:
-        read, test = _read_products, _set_test(spec)
-        matches = _products_matcher(spec)
-    elif metric is Metric.HAS_TAG:
-        read, test = _read_tags, _tag_test(spec)
-        matches = _tags_matcher(spec)
-    else:
-        test = _number_test(spec.op, spec.value)
-        if spec.window is not None:
-            read = _window_reader(spec)
-            matches = _window_matcher(spec, read, test)
-        elif metric in (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER):
-            read = _days_since_reader(metric)
-            matches = _matcher(read, test)
-        else:
-            read = _SCALAR_READERS[metric]
-            matches = _present_matcher(read, test)
-    return CompiledCondition(spec, read, test, matches)
+        return _BoughtAny(spec)
+    if metric is Metric.HAS_TAG:
+        return _HasTag(spec)
+    comparison = _comparison(spec.op, spec.value)
+    if spec.window is not None:
+        kind = WINDOW_KINDS[metric]
+        span = spec.window.last_days
+        if span is not None:
+            return _RelativeWindow(spec, comparison, kind, span)
+        assert spec.window.from_ is not None
+        assert spec.window.to is not None
+        first_day, last_day = date_to_day(spec.window.from_), date_to_day(spec.window.to) - 1
+        return _FixedWindow(spec, comparison, kind, first_day, last_day)
+    if metric is Metric.DAYS_SINCE_LAST_ORDER:
+        return _DaysSinceLastOrder(spec, comparison)
+    if metric is Metric.DAYS_SINCE_FIRST_ORDER:
+        return _DaysSinceFirstOrder(spec, comparison)
+    if metric is Metric.ORDER_COUNT:
+        return _OrderCount(spec, comparison)
+    if metric is Metric.TOTAL_SPENT:
+        return _TotalSpent(spec, comparison)
+    if metric is Metric.AVG_ORDER_VALUE:
+        return _AverageOrderValue(spec, comparison)
+    if metric is Metric.POINTS_TOTAL:
+        return _PointsTotal(spec, comparison)
+    raise ValueError(f"no condition on {metric.value!r} without a window")
 
 
 def referenced_tags(spec: Condition) -> list[tuple[str, str]]:
@@ -138,159 +250,325 @@ def referenced_tags(spec: Condition) -> list[tuple[str, str]]:
     return [_split(ref) for ref in _listed(spec.value)]
 
 
-def _matcher(read: Callable[[EvalContext], Any], test: Callable[[Any], bool]) -> Matcher:
-    def matches(ctx: EvalContext) -> bool:
-        observed = read(ctx)
-        return observed is not None and test(observed)
-
-    return matches
+# -- comparisons --------------------------------------------------------------------------------
 
 
-def _present_matcher(read: Callable[[EvalContext], Any], test: Callable[[Any], bool]) -> Matcher:
-    """For metrics that are never absent (counts and totals): no None check."""
-    return lambda ctx: test(read(ctx))
+Number = int | Decimal
+"""What numeric conditions compare: counts, days and money."""
 
 
-def _window_matcher(spec: Condition, read: Callable[[EvalContext], int], test: Callable[[Any], bool]) -> Matcher:
-    """A relative window reads its count from the evaluation cache inline (one frame, not three)."""
-    assert spec.window is not None
-    span = spec.window.last_days
-    if span is None:
-        return _present_matcher(read, test)
-    key = _window_key(spec.metric, span)
-    count_now = _window_count(spec.metric, span)
+class _Comparison:
+    """`observed OP value` for numbers (ints and Decimals alike)."""
 
-    def matches(ctx: EvalContext) -> bool:
-        count: int | None = ctx.cache.get(key)
-        if count is None:
-            count = count_now(ctx)
-        return test(count)
+    def holds(self, observed: Number) -> bool:
+        raise NotImplementedError
 
-    return matches
+    def holds_int(self, observed: int) -> bool:
+        """`holds` for the metrics that are whole numbers (counts, days): the comparisons below on
+        int values compare them as ints, which compiled is a machine comparison, not a generic
+        rich comparison of two boxed objects."""
+        return self.holds(observed)
 
 
-def _products_matcher(spec: Condition) -> Matcher:
-    wanted = frozenset(_listed(spec.value))
-    if spec.op in (Op.EQ, Op.IN):
-        return lambda ctx: not wanted.isdisjoint(ctx.agg.products)
-    return lambda ctx: wanted.isdisjoint(ctx.agg.products)
+class _IntAtLeast(_Comparison):
+    """gte (and gt, as gte the next int) on an int value."""
+
+    def __init__(self, low: int) -> None:
+        self.low = low
+
+    def holds(self, observed: Number) -> bool:
+        return self.low <= observed
+
+    def holds_int(self, observed: int) -> bool:
+        return self.low <= observed
 
 
-def _tags_matcher(spec: Condition) -> Matcher:
-    """`_tag_test` on the context's tags, without a generator per test (has_tag groups are
-    re-evaluated whole whenever a group they depend on changes)."""
-    refs = tuple(_split(ref) for ref in _listed(spec.value))
-    holds_wanted = spec.op in (Op.EQ, Op.IN)
-    if len(refs) == 1:
-        ((group, tag),) = refs
+class _IntAtMost(_Comparison):
+    """lte (and lt, as lte the int before) on an int value."""
 
-        def holds_one(ctx: EvalContext) -> bool:
-            held = ctx.tags.get(group)
-            return (held is not None and tag in held) is holds_wanted
+    def __init__(self, high: int) -> None:
+        self.high = high
 
-        return holds_one
+    def holds(self, observed: Number) -> bool:
+        return observed <= self.high
 
-    def holds_any(ctx: EvalContext) -> bool:
-        tags = ctx.tags
-        for group, tag in refs:
-            held = tags.get(group)
-            if held is not None and tag in held:
-                return holds_wanted
-        return not holds_wanted
-
-    return holds_any
+    def holds_int(self, observed: int) -> bool:
+        return observed <= self.high
 
 
-def _combine(match_all: bool, matchers: list[Matcher]) -> Matcher:
-    # Unrolled for the common short rules: a closure call per condition and nothing else.
-    if len(matchers) == 1:
-        return matchers[0]
-    if len(matchers) == 2:
-        first, second = matchers
-        if match_all:
-            return lambda ctx: first(ctx) and second(ctx)
-        return lambda ctx: first(ctx) or second(ctx)
-    if len(matchers) == 3:
-        first, second, third = matchers
-        if match_all:
-            return lambda ctx: first(ctx) and second(ctx) and third(ctx)
-        return lambda ctx: first(ctx) or second(ctx) or third(ctx)
-    if len(matchers) == 4:
-        first, second, third, fourth = matchers
-        if match_all:
-            return lambda ctx: first(ctx) and second(ctx) and third(ctx) and fourth(ctx)
-        return lambda ctx: first(ctx) or second(ctx) or third(ctx) or fourth(ctx)
-    chosen = tuple(matchers)
-    if match_all:
+class _IntBetween(_Comparison):
+    """between (and eq, as between the value and itself) on int values."""
 
-        def every(ctx: EvalContext) -> bool:
-            for matcher in chosen:  # noqa: SIM110 - all() over a generator costs a frame per item
-                if not matcher(ctx):
-                    return False
-            return True
+    def __init__(self, low: int, high: int) -> None:
+        self.low = low
+        self.high = high
 
-        return every
+    def holds(self, observed: Number) -> bool:
+        return self.low <= observed <= self.high
 
-    def some(ctx: EvalContext) -> bool:
-        for matcher in chosen:  # noqa: SIM110 - as above
-            if matcher(ctx):
-                return True
-        return False
-
-    return some
+    def holds_int(self, observed: int) -> bool:
+        return self.low <= observed <= self.high
 
 
-_SCALAR_READERS: dict[Metric, Callable[[EvalContext], Any]] = {
-    Metric.ORDER_COUNT: attrgetter("agg.order_count"),
-    Metric.TOTAL_SPENT: attrgetter("agg.total_spent"),
-    Metric.AVG_ORDER_VALUE: attrgetter("agg.avg_order_value"),
-    Metric.POINTS_TOTAL: attrgetter("agg.points_total"),
-}
+class _Equal(_Comparison):
+    def __init__(self, value: Number) -> None:
+        self.value = value
+
+    def holds(self, observed: Number) -> bool:
+        return self.value == observed
 
 
-def _read_products(ctx: EvalContext) -> set[str]:
-    return ctx.agg.products
+class _NotEqual(_Comparison):
+    def __init__(self, value: Number) -> None:
+        self.value = value
+
+    def holds(self, observed: Number) -> bool:
+        return self.value != observed
 
 
-def _read_tags(ctx: EvalContext) -> Held:
-    return ctx.tags
+class _Below(_Comparison):
+    def __init__(self, value: Number) -> None:
+        self.value = value
+
+    def holds(self, observed: Number) -> bool:
+        return self.value > observed
 
 
-def _number_test(op: Op, value: Any) -> Callable[[Any], bool]:
+class _AtMost(_Comparison):
+    def __init__(self, value: Number) -> None:
+        self.value = value
+
+    def holds(self, observed: Number) -> bool:
+        return self.value >= observed
+
+
+class _Above(_Comparison):
+    def __init__(self, value: Number) -> None:
+        self.value = value
+
+    def holds(self, observed: Number) -> bool:
+        return self.value < observed
+
+
+class _AtLeast(_Comparison):
+    def __init__(self, value: Number) -> None:
+        self.value = value
+
+    def holds(self, observed: Number) -> bool:
+        return self.value <= observed
+
+
+class _Between(_Comparison):
+    def __init__(self, low: Number, high: Number) -> None:
+        self.low = low
+        self.high = high
+
+    def holds(self, observed: Number) -> bool:
+        return self.low <= observed <= self.high
+
+
+class _Among(_Comparison):
+    def __init__(self, members: frozenset[Number]) -> None:
+        self.members = members
+
+    def holds(self, observed: Number) -> bool:
+        return observed in self.members
+
+
+class _NotAmong(_Comparison):
+    def __init__(self, members: frozenset[Number]) -> None:
+        self.members = members
+
+    def holds(self, observed: Number) -> bool:
+        return observed not in self.members
+
+
+def _comparison(op: Op, value: Any) -> _Comparison:
     if op is Op.BETWEEN:
         low, high = value
-        return lambda observed: low <= observed <= high
+        if type(low) is int and type(high) is int:
+            return _IntBetween(low, high)
+        return _Between(low, high)
+    if type(value) is int:  # whole-number metrics (money is Decimal): observed is an int too
+        if op is Op.GTE:
+            return _IntAtLeast(value)
+        if op is Op.GT:
+            return _IntAtLeast(value + 1)
+        if op is Op.LTE:
+            return _IntAtMost(value)
+        if op is Op.LT:
+            return _IntAtMost(value - 1)
+        if op is Op.EQ:
+            return _IntBetween(value, value)
     if op is Op.IN:
-        return frozenset(value).__contains__
+        return _Among(frozenset(value))
     if op is Op.NOT_IN:
-        members = frozenset(value)
-        return lambda observed: observed not in members
-    # `observed OP value` as `MIRROR(value, observed)`: a C-level partial, no Python frame per test.
-    return partial(_MIRRORED[op], value)
+        return _NotAmong(frozenset(value))
+    if op is Op.EQ:
+        return _Equal(value)
+    if op is Op.NE:
+        return _NotEqual(value)
+    if op is Op.LT:
+        return _Below(value)
+    if op is Op.LTE:
+        return _AtMost(value)
+    if op is Op.GT:
+        return _Above(value)
+    return _AtLeast(value)
 
 
-_MIRRORED: dict[Op, Callable[[Any, Any], bool]] = {
-    Op.EQ: operator.eq,
-    Op.NE: operator.ne,
-    Op.LT: operator.gt,
-    Op.LTE: operator.ge,
-    Op.GT: operator.lt,
-    Op.GTE: operator.le,
-}
+# -- conditions, one class per kind of metric ---------------------------------------------------
 
 
-def _set_test(spec: Condition) -> Callable[[Any], bool]:
-    wanted = frozenset(_listed(spec.value))
-    if spec.op in (Op.EQ, Op.IN):
-        return lambda products: not wanted.isdisjoint(products)
-    return lambda products: wanted.isdisjoint(products)
+class _Number(CompiledCondition):
+    def __init__(self, spec: Condition, comparison: _Comparison) -> None:
+        super().__init__(spec)
+        self.comparison = comparison
+
+    def test(self, observed: Any) -> bool:
+        return self.comparison.holds(observed)
 
 
-def _tag_test(spec: Condition) -> Callable[[Any], bool]:
-    refs = tuple(_split(ref) for ref in _listed(spec.value))
-    if spec.op in (Op.EQ, Op.IN):
-        return lambda tags: any(_holds(tags, ref) for ref in refs)
-    return lambda tags: not any(_holds(tags, ref) for ref in refs)
+class _OrderCount(_Number):
+    """Counts and totals are never absent: no None check."""
+
+    def read(self, ctx: EvalContext) -> int:
+        return ctx.agg.order_count
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds_int(ctx.agg.order_count)
+
+
+class _PointsTotal(_Number):
+    def read(self, ctx: EvalContext) -> int:
+        return ctx.agg.points_total
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds_int(ctx.agg.points_total)
+
+
+class _TotalSpent(_Number):
+    def read(self, ctx: EvalContext) -> Decimal:
+        return ctx.agg.total_spent
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds(ctx.agg.total_spent)
+
+
+class _AverageOrderValue(_Number):
+    def read(self, ctx: EvalContext) -> Decimal:
+        return ctx.agg.avg_order_value
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds(ctx.agg.avg_order_value)
+
+
+class _DaysSinceLastOrder(_Number):
+    def read(self, ctx: EvalContext) -> int | None:
+        since = ctx.agg.last_order_us
+        if since is None:
+            return None
+        return max(0, (ctx.now_us - since) // DAY_US)
+
+    def matches(self, ctx: EvalContext) -> bool:
+        since = ctx.agg.last_order_us
+        return since is not None and self.comparison.holds_int(max(0, (ctx.now_us - since) // DAY_US))
+
+
+class _DaysSinceFirstOrder(_Number):
+    def read(self, ctx: EvalContext) -> int | None:
+        since = ctx.agg.first_order_us
+        if since is None:
+            return None
+        return max(0, (ctx.now_us - since) // DAY_US)
+
+    def matches(self, ctx: EvalContext) -> bool:
+        since = ctx.agg.first_order_us
+        return since is not None and self.comparison.holds_int(max(0, (ctx.now_us - since) // DAY_US))
+
+
+class _RelativeWindow(_Number):
+    """The last `span` days including today; the count is cached for the evaluation (the same
+    window is often read by several groups)."""
+
+    def __init__(self, spec: Condition, comparison: _Comparison, kind: int, span: int) -> None:
+        super().__init__(spec, comparison)
+        self.kind = kind
+        self.span = span
+        self.key = _window_key(spec.metric, span)
+
+    def read(self, ctx: EvalContext) -> int:
+        count = ctx.cache.get(self.key)
+        if count is None:
+            count = self._count(ctx)
+        return count
+
+    def matches(self, ctx: EvalContext) -> bool:
+        count = ctx.cache.get(self.key)  # `read`, inline: this runs for every window an evaluation reads
+        if count is None:
+            count = self._count(ctx)
+        return self.comparison.holds_int(count)
+
+    def _count(self, ctx: EvalContext) -> int:
+        today = ctx.today
+        count = ctx.series(self.kind).count(today - self.span + 1, today)
+        ctx.cache[self.key] = count
+        return count
+
+
+class _FixedWindow(_Number):
+    """Days [first_day, last_day] (the rule's `to` is exclusive)."""
+
+    def __init__(self, spec: Condition, comparison: _Comparison, kind: int, first_day: int, last_day: int) -> None:
+        super().__init__(spec, comparison)
+        self.kind = kind
+        self.first_day = first_day
+        self.last_day = last_day
+
+    def read(self, ctx: EvalContext) -> int:
+        return ctx.series(self.kind).count(self.first_day, self.last_day)
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds_int(ctx.series(self.kind).count(self.first_day, self.last_day))
+
+
+class _BoughtAny(CompiledCondition):
+    def __init__(self, spec: Condition) -> None:
+        super().__init__(spec)
+        self.wanted = frozenset(_listed(spec.value))
+        self.holds_wanted = spec.op in (Op.EQ, Op.IN)
+
+    def read(self, ctx: EvalContext) -> set[str]:
+        return ctx.agg.products
+
+    def test(self, observed: Any) -> bool:
+        return self.wanted.isdisjoint(observed) is not self.holds_wanted
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.wanted.isdisjoint(ctx.agg.products) is not self.holds_wanted
+
+
+class _HasTag(CompiledCondition):
+    """Holds any of the listed tags (eq/in), or none of them (ne/not_in)."""
+
+    def __init__(self, spec: Condition) -> None:
+        super().__init__(spec)
+        self.refs = tuple(_split(ref) for ref in _listed(spec.value))
+        self.holds_wanted = spec.op in (Op.EQ, Op.IN)
+
+    def read(self, ctx: EvalContext) -> Held:
+        return ctx.tags
+
+    def test(self, observed: Any) -> bool:
+        tags: Held = observed
+        for group, tag in self.refs:
+            held = tags.get(group)
+            if held is not None and tag in held:
+                return self.holds_wanted
+        return not self.holds_wanted
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.test(ctx.tags)
 
 
 def _holds(tags: Held, ref: tuple[str, str]) -> bool:
@@ -298,115 +576,18 @@ def _holds(tags: Held, ref: tuple[str, str]) -> bool:
     return held is not None and ref[1] in held
 
 
-def _days_since_reader(metric: Metric) -> Callable[[EvalContext], int | None]:
-    moment: Callable[[Aggregates], int | None] = (
-        (lambda agg: agg.last_order_us) if metric is Metric.DAYS_SINCE_LAST_ORDER else (lambda agg: agg.first_order_us)
-    )
-
-    def read(ctx: EvalContext) -> int | None:
-        since = moment(ctx.agg)
-        if since is None:
-            return None
-        return max(0, (ctx.now_us - since) // DAY_US)
-
-    return read
-
-
-def _window_reader(spec: Condition) -> Callable[[EvalContext], int]:
-    assert spec.window is not None
-    metric = spec.metric
-    span = spec.window.last_days
-    series_of = series_reader(metric)
-    if span is None:
-        assert spec.window.from_ is not None
-        assert spec.window.to is not None
-        first_day, last_day = date_to_day(spec.window.from_), date_to_day(spec.window.to) - 1
-
-        def read_fixed(ctx: EvalContext) -> int:
-            return count_between(series_of(ctx), first_day, last_day)
-
-        return read_fixed
-
-    key = _window_key(metric, span)
-    count_now = _window_count(metric, span)
-
-    def read(ctx: EvalContext) -> int:
-        count: int | None = ctx.cache.get(key)
-        if count is None:
-            count = count_now(ctx)
-        return count
-
-    return read
-
-
-def _window_count(metric: Metric, span: int) -> Callable[[EvalContext], int]:
-    """Count a relative window and cache the count for the evaluation; the callers have just looked
-    in the cache (`count_between`, inline: this runs for every window an evaluation reads)."""
-    series_of = series_reader(metric)
-    key = _window_key(metric, span)
-
-    def count_now(ctx: EvalContext) -> int:
-        days, prefix = series_of(ctx)
-        today = ctx.today
-        count: int = prefix[bisect_right(days, today)] - prefix[bisect_left(days, today - span + 1)]
-        ctx.cache[key] = count
-        return count
-
-    return count_now
-
-
 def _window_key(metric: Metric, span: int) -> str:
     return f"{metric.value}/{span}d"
 
 
-Series = tuple[list[int], list[int]]
-"""A customer's buckets for one metric: sorted days and prefix sums (prefix[i] = events before days[i])."""
-
-BUCKETS: dict[Metric, Callable[[Aggregates], dict[int, int]]] = {
-    Metric.ORDER_COUNT: Aggregates.order_days,
-    Metric.BROWSE_COUNT: attrgetter("browse"),
-    Metric.CLICK_COUNT: attrgetter("click"),
-}
-"""Window metric -> the customer's day buckets for it (day -> count, every count >= 1)."""
-
-
-def series_reader(metric: Metric) -> Callable[[EvalContext], Series]:
-    """The series of one window metric, built at most once per evaluation, as a function of the
-    context (no per-call dispatch on the metric)."""
-    buckets_of = BUCKETS[metric]
-    key = metric.value
-
-    def read(ctx: EvalContext) -> Series:
-        cached: Series | None = ctx.cache.get(key)
-        if cached is None:
-            buckets = buckets_of(ctx.agg)
-            if len(buckets) > 1:
-                days = sorted(buckets)
-                cached = (days, list(accumulate(map(buckets.__getitem__, days), initial=0)))
-            elif buckets:  # most customers have one day of a kind, or none: no sort, no accumulate
-                ((day, count),) = buckets.items()
-                cached = ([day], [0, count])
-            else:
-                cached = _NO_SERIES
-            ctx.cache[key] = cached
-        return cached
-
-    return read
-
-
-_NO_SERIES: Series = ([], [0])
-"""The series of no buckets, shared: series are only ever read."""
-_SERIES = {metric: series_reader(metric) for metric in BUCKETS}
-
-
 def series(ctx: EvalContext, metric: Metric) -> Series:
-    return _SERIES[metric](ctx)
+    """The series of one window metric, built at most once per evaluation."""
+    return ctx.series(WINDOW_KINDS[metric])
 
 
 def count_between(days_and_prefix: Series, first_day: int, last_day: int) -> int:
     """Events in days [first_day, last_day], both inclusive."""
-    days, prefix = days_and_prefix
-    return prefix[bisect_right(days, last_day)] - prefix[bisect_left(days, first_day)]
+    return days_and_prefix.count(first_day, last_day)
 
 
 def change_points(spec: Condition) -> list[int]:

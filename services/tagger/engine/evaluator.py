@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
 from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
-from services.tagger.engine.changes import Change, Outcome
+from services.tagger.engine.changes import Change, Outcome, new_change
 from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held, Matcher
 from services.tagger.engine.errors import CommandRefused
 from services.tagger.engine.fingerprint import DefinitionChange, definition_change
@@ -25,11 +25,11 @@ from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
 from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
 from services.tagger.engine.timeutil import from_us, to_us
 
-MANUAL_EXPIRY = "@expiry"
+MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, MANUAL_EXPIRY)
 
-_EVENT_METRICS: dict[type, dict[Metric, int]] = {
+_EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     # How folding one event of each type moves each metric it touches: +1 only up (or unchanged),
     # -1 only down, 0 either way. A window count only grows with an event of its kind, and an order
     # can only make the last order later (days since it smaller) and the first one earlier.
@@ -51,9 +51,9 @@ _EVENT_METRICS: dict[type, dict[Metric, int]] = {
     Browse: {Metric.BROWSE_COUNT: 1},
     Click: {Metric.CLICK_COUNT: 1},
 }
-_MAY_APPEAR = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
+_MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
 """Metrics absent until the first order: appearing can only make a condition truer."""
-_EVENT_FAMILIES: dict[type, tuple[str, ...]] = {
+_EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
     OrderPaid: (ORDER_TIME, ORDER_WINDOW),
     OrderRefunded: (ORDER_WINDOW,),
     Browse: (BROWSE_WINDOW,),
@@ -261,7 +261,8 @@ class Engine:
 
     def next_check_at(self, state: CustomerState) -> datetime | None:
         """When this customer must next be re-evaluated though no event arrives (None: never)."""
-        return from_us(min(state.due.values())) if state.due else None
+        at = next_due(state)
+        return from_us(at) if at is not None else None
 
     # -- evaluation -------------------------------------------------------------------------------
 
@@ -269,9 +270,9 @@ class Engine:
         changes: list[Change] = []
         due = state.due
         plan = self._rulebook.time_plan
-        while due:
-            at = min(due.values())
-            if at > now_us:
+        while due:  # nothing due (every event when no rule reads time): not even a call
+            at = next_due(state)
+            if at is None or at > now_us:
                 break
             keys = [key for key, when in due.items() if when <= at]
             ctx = EvalContext(state.agg, state.tags, at)
@@ -305,9 +306,9 @@ class Engine:
             groups = frozenset(touched)
             checks = {
                 group_id: tuple(
-                    (check[0], check[1], _direction(check[3], moves), check[3])
+                    Check(check.tag, check.matcher, _direction(check.tag, moves))
                     for check in self._plan.by_id[group_id].checks
-                    if check[0] in tag_ids
+                    if check.tag_id in tag_ids
                 )
                 for group_id, tag_ids in touched.items()
                 if not self._plan.by_id[group_id].exclusive
@@ -334,8 +335,8 @@ class Engine:
         state: CustomerState,
         ctx: EvalContext,
         steps: tuple[_Step, ...],
-        pending: frozenset[str] | set[str],
-        subsets: Mapping[str, Checks] | None,
+        pending: frozenset[str],
+        subsets: dict[str, Checks] | None,
         source: ChangeSource,
         cause: str | None,
         changes: list[Change],
@@ -347,7 +348,7 @@ class Engine:
         have moved), and says which of those can only have become truer (+1) or falser (-1): a held
         tag that can only become truer stays, an absent one that can only become falser stays absent.
         A group reached through a dependency is always evaluated whole."""
-        reached: frozenset[str] | set[str] = frozenset()
+        reached: frozenset[str] = frozenset()
         for step in steps:
             group_id = step.id
             if group_id not in pending:
@@ -376,17 +377,18 @@ class Engine:
         group = step.group
         held = state.tags.get(step.id)
         changed = False
-        for tag_id, matches, direction, tag in checks:
+        for check in checks:
+            tag_id = check.tag_id
             if held is not None and tag_id in held:
                 # Held: only a rule that may have become false, on a tag the rules own, can go.
-                if direction > 0 or not step.auto_remove or held[tag_id][0] or matches(ctx):
+                if check.direction > 0 or not step.auto_remove or held[tag_id][0] or check.matcher.matches(ctx):
                     continue
-                self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, tag))
+                self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, check.tag))
                 held = state.tags.get(step.id)
             else:
-                if direction < 0 or not matches(ctx):
+                if check.direction < 0 or not check.matcher.matches(ctx):
                     continue
-                self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, tag))
+                self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, check.tag))
                 held = state.tags[step.id]
             changed = True
         return changed
@@ -408,9 +410,9 @@ class Engine:
             if held[current][0]:
                 return False  # a manual tag pins an exclusive group until removed by hand
         winner = None
-        for _, matches, _, tag in step.checks:
-            if matches(ctx):
-                winner = tag
+        for check in step.checks:
+            if check.matcher.matches(ctx):
+                winner = check.tag
                 break
         if winner is None:
             if current is None or not step.auto_remove:
@@ -501,7 +503,7 @@ class Engine:
         reason: Reason,
     ) -> None:
         state.tags.setdefault(group.id, {})[tag_id] = hold
-        self._emit(state, ctx, group.id, group.spec.version, tag_id, "added", source, cause, reason, changes)
+        self._emit(state, ctx, group.id, group.version, tag_id, "added", source, cause, reason, changes)
 
     def _remove(
         self,
@@ -518,7 +520,7 @@ class Engine:
         del held[tag_id]
         if not held:
             del state.tags[group.id]
-        self._emit(state, ctx, group.id, group.spec.version, tag_id, "removed", source, cause, reason, changes)
+        self._emit(state, ctx, group.id, group.version, tag_id, "removed", source, cause, reason, changes)
 
     @staticmethod
     def _emit(
@@ -535,18 +537,21 @@ class Engine:
     ) -> None:
         state.seq += 1
         changes.append(
-            Change(  # positional: a change is built per tag flip, and keywords cost more
-                state.customer_id,
-                group_id,
-                tag_id,
-                change,
-                source,
-                reason[0],
-                reason[1],
-                version,
-                cause,
-                ctx.now_us,
-                state.seq,
+            new_change(  # a change is built per tag flip: the C-level constructor, fields in order
+                Change,
+                (
+                    state.customer_id,
+                    group_id,
+                    tag_id,
+                    change,
+                    source,
+                    reason[0],
+                    reason[1],
+                    version,
+                    cause,
+                    ctx.now_us,
+                    state.seq,
+                ),
             )
         )
 
@@ -566,9 +571,21 @@ class Engine:
         return group, tag
 
 
-Check = tuple[str, Matcher, int, CompiledTag]
-"""One tag to evaluate: its id, its rule's matcher, the direction its truth can move (+1 only truer,
--1 only falser, 0 either; always 0 when evaluated whole) and the tag."""
+class Check:
+    """One tag to evaluate: the tag and its id, what evaluates its rule, and the direction its truth
+    can move (+1 only truer, -1 only falser, 0 either; always 0 when evaluated whole). A class
+    rather than a tuple: compiled, every item read from a tuple has its type checked, an attribute
+    of a native class is read as it is."""
+
+    __slots__ = ("direction", "matcher", "tag", "tag_id")
+
+    def __init__(self, tag: CompiledTag, matcher: Matcher, direction: int) -> None:
+        self.tag = tag
+        self.tag_id = tag.id
+        self.matcher = matcher
+        self.direction = direction
+
+
 Checks = tuple[Check, ...]
 
 
@@ -582,7 +599,7 @@ class _Step:
         self.group = group
         self.exclusive = group.spec.mode == "exclusive"
         self.auto_remove = group.spec.auto_remove
-        self.checks: Checks = tuple((tag.id, tag.rule.matches, 0, tag) for tag in group.tags if tag.rule is not None)
+        self.checks: Checks = tuple(Check(tag, tag.rule.matcher, 0) for tag in group.tags if tag.rule is not None)
         """Every tag with a rule, in group order, with direction 0: the whole group."""
         self.dependants = dependants
 
@@ -610,7 +627,7 @@ class _Route:
     they may reach, and the time families whose next change it can move."""
 
     groups: frozenset[str]
-    checks: Mapping[str, Checks]
+    checks: dict[str, Checks]
     families: tuple[str, ...]
     steps: tuple[_Step, ...]
 
@@ -621,7 +638,7 @@ class _Timed:
 
     groups: frozenset[str]
     steps: tuple[_Step, ...]
-    checks: Mapping[str, Checks]
+    checks: dict[str, Checks]
 
 
 def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _Route]:
@@ -636,7 +653,7 @@ def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _R
         groups = rulebook.groups_reading(deltas)
         checks = {
             group_id: tuple(
-                (tag.id, tag.rule.matches, _direction(tag, deltas), tag)
+                Check(tag, tag.rule.matcher, _direction(tag, deltas))
                 for tag in rulebook.groups[group_id].tags_reading(deltas)
                 if tag.rule is not None
             )
@@ -680,6 +697,19 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
     if spec.metric in _MAY_APPEAR and direction < 0:
         return 0  # a first order makes the metric present: false (absent) may turn true
     return direction
+
+
+def next_due(state: CustomerState) -> int | None:
+    """The earliest instant in `state.due` (None: nothing is due). A loop rather than `min()`:
+    compiled, builtin min() is a generic call, and `due` holds at most five instants. (`earliest` is
+    a plain int beside a flag, not an optional int: compiled, an optional int is a boxed object.)"""
+    found = False
+    earliest = 0
+    for at in state.due.values():
+        if not found or at < earliest:
+            earliest = at
+            found = True
+    return earliest if found else None
 
 
 def _monotonic(state: CustomerState, now_us: int) -> int:

@@ -54,6 +54,11 @@ class CompiledGroup:
     tags: tuple[CompiledTag, ...]
     metrics: frozenset[Metric]
     depends_on: frozenset[str]
+    version: int = field(init=False)
+    """`spec.version`, read once: every change carries it, and a model's attribute is a dict lookup."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", self.spec.version)
 
     @property
     def evaluated(self) -> bool:

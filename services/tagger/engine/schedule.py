@@ -15,18 +15,16 @@ to be exact, not approximately on time.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from schemas.tags import Metric
 from services.tagger.engine.conditions import (
-    BUCKETS,
+    WINDOW_KINDS,
     CompiledCondition,
     EvalContext,
-    Series,
     change_points,
-    series_reader,
 )
 from services.tagger.engine.timeutil import DAY_US
 
@@ -35,12 +33,15 @@ ORDER_WINDOW: Final = "order_window"
 BROWSE_WINDOW: Final = "browse_window"
 CLICK_WINDOW: Final = "click_window"
 
-WINDOW_METRIC = {ORDER_WINDOW: Metric.ORDER_COUNT, BROWSE_WINDOW: Metric.BROWSE_COUNT, CLICK_WINDOW: Metric.CLICK_COUNT}
-_DAYS_SINCE = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
-_SINCE: dict[Metric, Callable[[EvalContext], int | None]] = {
-    Metric.DAYS_SINCE_LAST_ORDER: lambda ctx: ctx.agg.last_order_us,
-    Metric.DAYS_SINCE_FIRST_ORDER: lambda ctx: ctx.agg.first_order_us,
+WINDOW_METRIC: Final = {
+    ORDER_WINDOW: Metric.ORDER_COUNT,
+    BROWSE_WINDOW: Metric.BROWSE_COUNT,
+    CLICK_WINDOW: Metric.CLICK_COUNT,
 }
+_DAYS_SINCE: Final = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
+
+_bisect_right: Final = bisect_right
+"""Compiled, a Final name is a C static, not a module dict lookup per call."""
 
 Fired = tuple[str, tuple[int, ...] | tuple[Metric, ...], bool]
 """What one family changes at one instant: (family, the window spans in days, or the days-since
@@ -48,14 +49,25 @@ metrics, whose value changes, and whether a bucket enters the windows). Plain ha
 engine can remember what each combination means for evaluation instead of recomputing it."""
 
 
-@dataclass(frozen=True)
 class _Window:
-    """One window family, resolved once: how to read its series and the spans rules use."""
+    """One window family, resolved once: which buckets it reads and the spans rules use."""
 
-    metric: Metric
-    spans: tuple[int, ...]
-    series: Callable[[EvalContext], Series]
-    buckets: Callable[..., dict[int, int]]
+    def __init__(self, kind: int, spans: tuple[int, ...]) -> None:
+        self.kind = kind
+        self.spans = spans
+
+
+class _DaysSince:
+    """One days-since metric, resolved once: which order it counts from and the values rules compare
+    it with."""
+
+    def __init__(self, metric: Metric, points: tuple[int, ...]) -> None:
+        self.metric = metric
+        self.last = metric is Metric.DAYS_SINCE_LAST_ORDER
+        self.points = points
+
+    def since(self, ctx: EvalContext) -> int | None:
+        return ctx.agg.last_order_us if self.last else ctx.agg.first_order_us
 
 
 @dataclass(frozen=True)
@@ -68,19 +80,17 @@ class TimePlan:
     """days_since_* -> the values at which some condition on it can change truth."""
     day_tags: Mapping[Metric, Readers]
     _windows: Mapping[str, _Window] = field(init=False, repr=False, compare=False)
-    _days: tuple[tuple[Metric, Callable[[EvalContext], int | None], tuple[int, ...]], ...] = field(
-        init=False, repr=False, compare=False
-    )
+    _days: tuple[_DaysSince, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The hot paths below look families up by string and never hash a Metric (an Enum's hash is
         # a Python-level function).
         windows = {
-            family: _Window(metric, self.spans[metric], series_reader(metric), BUCKETS[metric])
+            family: _Window(WINDOW_KINDS[metric], self.spans[metric])
             for family, metric in WINDOW_METRIC.items()
             if self.spans.get(metric)
         }
-        days = tuple((metric, _SINCE[metric], points) for metric, points in self.day_points.items())
+        days = tuple(_DaysSince(metric, points) for metric, points in self.day_points.items())
         object.__setattr__(self, "_windows", windows)
         object.__setattr__(self, "_days", days)
 
@@ -121,12 +131,12 @@ class TimePlan:
         window = self._windows.get(family)
         if window is None:
             return None
-        days = window.series(ctx)[0]
+        days = ctx.series(window.kind).days
         today = ctx.today
-        entering = bisect_right(days, today)
+        entering = _bisect_right(days, today)
         best = days[entering] if entering < len(days) else None
         for span in window.spans:
-            oldest = bisect_right(days, today - span)
+            oldest = _bisect_right(days, today - span)
             if oldest < len(days):
                 leaves = days[oldest] + span
                 if best is None or leaves < best:
@@ -138,12 +148,12 @@ class TimePlan:
         now_us = ctx.now_us
         if family == ORDER_TIME:
             metrics = []
-            for metric, since_of, points in self._days:
-                since = since_of(ctx)
+            for days_since in self._days:
+                since = days_since.since(ctx)
                 if since is not None and now_us >= since:
                     elapsed = now_us - since
-                    if elapsed % DAY_US == 0 and elapsed // DAY_US in points:
-                        metrics.append(metric)
+                    if elapsed % DAY_US == 0 and elapsed // DAY_US in days_since.points:
+                        metrics.append(days_since.metric)
             return (family, tuple(metrics), False) if metrics else None
         window = self._windows.get(family)
         if window is None or now_us % DAY_US:
@@ -151,7 +161,7 @@ class TimePlan:
         # A window's count changes at midnight only if a bucket enters it (today's, when events were
         # dated ahead of the customer's clock) or leaves it (the day `span` days back). The bucket
         # dict answers both without building the sorted series.
-        present = window.buckets(ctx.agg)
+        present = ctx.buckets(window.kind)
         today = ctx.today
         entering = today in present
         spans = tuple(span for span in window.spans if entering or today - span in present)
@@ -179,12 +189,13 @@ class TimePlan:
     def _next_day_point(self, ctx: EvalContext) -> int | None:
         best = None
         now_us = ctx.now_us
-        for _, since_of, points in self._days:
-            since = since_of(ctx)
+        for days_since in self._days:
+            since = days_since.since(ctx)
             if since is None:
                 continue  # only an order makes the metric present
             elapsed_days = max(0, (now_us - since) // DAY_US)
-            index = bisect_right(points, elapsed_days)
+            points = days_since.points
+            index = _bisect_right(points, elapsed_days)
             if index < len(points):
                 at = since + points[index] * DAY_US
                 if best is None or at < best:

@@ -7,11 +7,12 @@ datetimes appear only at the edges (events in, tag changes out).
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Final
 
-SECOND_US = 1_000_000
-DAY_US = 86_400 * SECOND_US
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_DATE = _EPOCH.date()
+SECOND_US: Final = 1_000_000
+DAY_US: Final = 86_400 * SECOND_US
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE: Final = _EPOCH.date()
 
 
 def to_us(moment: datetime) -> int:
