@@ -34,7 +34,12 @@ def _ext_modules() -> list:
 
     # The project's [tool.mypy] settings apply (strict on the engine); sections for modules outside
     # this compile set are expected, not a mistake.
-    return mypycify(["--no-warn-unused-configs", *COMPILED_MODULES], opt_level="3")
+    # group_name: the runtime library all compiled modules share goes inside the package
+    # (services/tagger/_compiled__mypyc*.so) instead of beside the top-level packages, where an
+    # editable install's import path (the packages, not the checkout) would not find it.
+    return mypycify(
+        ["--no-warn-unused-configs", *COMPILED_MODULES], opt_level="3", group_name="services.tagger._compiled"
+    )
 
 
 setup(ext_modules=_ext_modules())

@@ -37,5 +37,5 @@ if ! TAGSTREAM_USE_MYPYC=1 "${python}" setup.py --quiet build_ext --inplace >"${
     exit 1
 fi
 # the sources each extension was built from, to tell a stale build (an edit since) at run time
-find schemas services -name '*.so' | sed -E 's/\.[^/]*\.so$/.py/' | sort | xargs sha256sum >"${manifest}"
+find schemas services -name '*.so' ! -name '*__mypyc*' | sed -E 's/\.[^/]*\.so$/.py/' | sort | xargs sha256sum >"${manifest}"
 "${python}" -c 'from services.tagger.engine.build import engine_build; print("engine:", engine_build().describe())'

@@ -91,6 +91,10 @@ def test_the_wheel_compiles_every_module_setup_lists(compiled_site: Path, pure_s
     for module in build.compiled:  # the sources ship too (tracebacks, inspection)
         assert (compiled_site / (module.replace(".", "/") + ".py")).is_file()
     assert engine_build(pure_site).kind == "python"
+    # mypyc's runtime library lives inside the package too: at the top level, beside `services`, an
+    # editable install (which maps the packages, not the checkout, onto the import path) misses it
+    assert not list(compiled_site.glob("*.so"))
+    assert list((compiled_site / "services" / "tagger").glob("_compiled__mypyc.*.so"))
 
 
 def test_the_unit_tests_pass_against_the_compiled_engine(compiled_site: Path, tmp_path: Path):

@@ -52,7 +52,7 @@ def engine_build(root: Path | None = None) -> EngineBuild:
         folder = root / package
         if folder.is_dir():
             for path in folder.rglob("*.so"):
-                if path.name.endswith(suffixes):
+                if path.name.endswith(suffixes) and "__mypyc" not in path.name:  # not mypyc's runtime library
                     relative = path.relative_to(root)
                     stem = path.name.split(".", 1)[0]
                     compiled.append(".".join((*relative.parent.parts, stem)))
