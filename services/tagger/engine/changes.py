@@ -93,7 +93,7 @@ def serialise(change: Change, end: bytes) -> bytes:
         if last.us != us:
             last.us = us
             last.instant_json = _instant_json(us)
-        last.tail = b'%b%b%b%b%b' % (_CAUSED_BY, last.caused_json, _OCCURRED_AT, last.instant_json, _SEQ)
+        last.tail = b"%b%b%b%b%b" % (_CAUSED_BY, last.caused_json, _OCCURRED_AT, last.instant_json, _SEQ)
     return b'%b%b%b]},"group_version":%d%b%d}%b' % (last.start, head, conditions, version, last.tail, seq, end)
 
 
