@@ -5,9 +5,10 @@ so that evaluating one costs a couple of attribute reads and a comparison. An ab
 since the last order of a customer who never ordered) makes every condition on it false, whatever
 the operator.
 
-Window counts are answered from each customer's day buckets through sorted days and prefix sums,
-built at most once per evaluation (on the `EvalContext`), so many windows over the same buckets cost a
-binary search each; the counts themselves are cached the same way. (Keeping series between
+Window counts are answered from each customer's day buckets: by a scan of the bucket dict when it
+is small (most customers), else through sorted days and prefix sums built at most once per evaluation
+(on the `EvalContext`), so many windows over the same buckets cost a binary search each; the counts
+themselves are cached the same way. (Keeping series between
 evaluations was measured: no gain worth ~1 KiB more memory per customer.)
 
 Evaluation is the engine's hot loop (tens of condition tests per event). The engine ships compiled
@@ -82,6 +83,13 @@ def _build_series(found: dict[int, int]) -> Series:
     return _NO_SERIES
 
 
+SCAN_MAX: Final = 16
+"""Up to this many day buckets, windows are counted (and their next change found) by scanning the
+bucket dict rather than through a sorted series: a scan of a few entries costs less than the sort,
+the prefix sums and their allocations, rebuilt per evaluation. (Measured compiled, instructions on
+100k events: 16 buckets 0.6% fewer than 8, 32 another 0.4%; 16 keeps the scans of heavy customers
+short in pure Python too.)"""
+
 _NO_SERIES: Final = Series([], [0])
 """The series of no buckets, shared: series are only ever read."""
 
@@ -115,6 +123,19 @@ class EvalContext:
         if found is None:
             found = self._order_days = self.agg.order_days()
         return found
+
+    def count(self, kind: int, first_day: int, last_day: int) -> int:
+        """Events of one window metric in days [first_day, last_day], both inclusive. A customer with
+        few day buckets of the kind (most of them) is answered by a scan of the bucket dict: cheaper
+        than sorting the days and summing prefixes for the two or three windows an evaluation reads."""
+        found = self.buckets(kind)
+        if len(found) > SCAN_MAX:
+            return self.series(kind).count(first_day, last_day)
+        total = 0
+        for day, events in found.items():
+            if first_day <= day <= last_day:
+                total += events
+        return total
 
     def series(self, kind: int) -> Series:
         """The series of one window metric (ORDERS, BROWSES or CLICKS), built at most once per
@@ -511,7 +532,7 @@ class _RelativeWindow(_Number):
 
     def _count(self, ctx: EvalContext) -> int:
         today = ctx.today
-        count = ctx.series(self.kind).count(today - self.span + 1, today)
+        count = ctx.count(self.kind, today - self.span + 1, today)
         ctx.cache[self.key] = count
         return count
 
@@ -526,10 +547,10 @@ class _FixedWindow(_Number):
         self.last_day = last_day
 
     def read(self, ctx: EvalContext) -> int:
-        return ctx.series(self.kind).count(self.first_day, self.last_day)
+        return ctx.count(self.kind, self.first_day, self.last_day)
 
     def matches(self, ctx: EvalContext) -> bool:
-        return self.comparison.holds_int(ctx.series(self.kind).count(self.first_day, self.last_day))
+        return self.comparison.holds_int(ctx.count(self.kind, self.first_day, self.last_day))
 
 
 class _BoughtAny(CompiledCondition):

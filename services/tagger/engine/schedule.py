@@ -21,6 +21,7 @@ from typing import Final
 
 from schemas.tags import Metric
 from services.tagger.engine.conditions import (
+    SCAN_MAX,
     WINDOW_KINDS,
     CompiledCondition,
     EvalContext,
@@ -131,8 +132,11 @@ class TimePlan:
         window = self._windows.get(family)
         if window is None:
             return None
-        days = ctx.series(window.kind).days
         today = ctx.today
+        present = ctx.buckets(window.kind)
+        if len(present) <= SCAN_MAX:
+            return _next_window_change(present, today, window.spans)
+        days = ctx.series(window.kind).days
         entering = _bisect_right(days, today)
         best = days[entering] if entering < len(days) else None
         for span in window.spans:
@@ -201,6 +205,29 @@ class TimePlan:
                 if best is None or at < best:
                     best = at
         return best
+
+
+def _next_window_change(present: dict[int, int], today: int, spans: tuple[int, ...]) -> int | None:
+    """`next_change` for a window family from a few buckets, without sorting them: the first of a
+    future bucket's day (it enters every window) and, for a bucket in the past, the day it leaves
+    the shortest window that still holds it (`spans` ascending). The same minimum as the series
+    path's first future day and first bucket leaving each window."""
+    found = False
+    best = 0
+    for day in present:
+        if day > today:
+            at = day
+        else:
+            for span in spans:
+                if day + span > today:
+                    at = day + span
+                    break
+            else:
+                continue  # out of every window already: it changes nothing any more
+        if not found or at < best:
+            best = at
+            found = True
+    return best * DAY_US if found else None
 
 
 Readers = Mapping[str, frozenset[str]]
