@@ -4,7 +4,7 @@ from itertools import accumulate
 
 from schemas.tags import Condition, Metric
 from services.tagger.engine.aggregates import Aggregates
-from services.tagger.engine.conditions import EvalContext, compile_condition, count_between, series
+from services.tagger.engine.conditions import EvalContext, compile_condition, series
 from services.tagger.engine.timeutil import DAY_US
 
 
@@ -24,7 +24,7 @@ def test_series_of_none_one_and_many_buckets_count_like_the_sorted_prefix_sums()
         assert series(ctx, Metric.BROWSE_COUNT) is built  # once per evaluation (an object, not a tuple: compiled too)
         for first, last in [(20_400, 20_600), (20_500, 20_500), (20_501, 20_509), (20_511, 20_520), (0, 0)]:
             expected = sum(count for day, count in buckets.items() if first <= day <= last)
-            assert count_between(built, first, last) == expected
+            assert built.count(first, last) == expected
     # the shared empty series is never written to
     empty = series(EvalContext(Aggregates(), {}, 0), Metric.CLICK_COUNT)
     assert (empty.days, empty.prefix) == ([], [0])

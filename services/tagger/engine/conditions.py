@@ -331,50 +331,39 @@ class _IntBetween(_Comparison):
         return self.low <= observed <= self.high
 
 
-class _Equal(_Comparison):
+class _Against(_Comparison):
+    """A comparison with one value."""
+
     def __init__(self, value: Number) -> None:
         self.value = value
 
+
+class _Equal(_Against):
     def holds(self, observed: Number) -> bool:
         return self.value == observed
 
 
-class _NotEqual(_Comparison):
-    def __init__(self, value: Number) -> None:
-        self.value = value
-
+class _NotEqual(_Against):
     def holds(self, observed: Number) -> bool:
         return self.value != observed
 
 
-class _Below(_Comparison):
-    def __init__(self, value: Number) -> None:
-        self.value = value
-
+class _Below(_Against):
     def holds(self, observed: Number) -> bool:
         return self.value > observed
 
 
-class _AtMost(_Comparison):
-    def __init__(self, value: Number) -> None:
-        self.value = value
-
+class _AtMost(_Against):
     def holds(self, observed: Number) -> bool:
         return self.value >= observed
 
 
-class _Above(_Comparison):
-    def __init__(self, value: Number) -> None:
-        self.value = value
-
+class _Above(_Against):
     def holds(self, observed: Number) -> bool:
         return self.value < observed
 
 
-class _AtLeast(_Comparison):
-    def __init__(self, value: Number) -> None:
-        self.value = value
-
+class _AtLeast(_Against):
     def holds(self, observed: Number) -> bool:
         return self.value <= observed
 
@@ -604,11 +593,6 @@ def _window_key(metric: Metric, span: int) -> str:
 def series(ctx: EvalContext, metric: Metric) -> Series:
     """The series of one window metric, built at most once per evaluation."""
     return ctx.series(WINDOW_KINDS[metric])
-
-
-def count_between(days_and_prefix: Series, first_day: int, last_day: int) -> int:
-    """Events in days [first_day, last_day], both inclusive."""
-    return days_and_prefix.count(first_day, last_day)
 
 
 def change_points(spec: Condition) -> list[int]:
