@@ -1,12 +1,13 @@
 """The faust floor: a faust worker that forwards each event to another topic and does nothing else.
 
-    python -m benchmarks.faust_passthrough BOOTSTRAP APP_ID SOURCE SINK DATADIR
+    python -m benchmarks.faust_passthrough BOOTSTRAP APP_ID SOURCE SINK PARTITIONS DATADIR WEB_PORT
 
 `benchmarks.kafka` runs it as a third row beside the aiokafka passthrough and the tagger. It is the
-tagger with the engine and the state taken out and everything else kept: the same faust settings
-(acks=all, at-least-once, commit interval, stream buffer), the same consumer (`TaggerConsumer`,
-direct delivery), the same batches (`noack_take`, acknowledged after the batch's sends are acked)
-and the same record-batch sender. What it costs per event is what any faust-based worker pays
+tagger with the engine and the state taken out and everything else kept: the tagger's own faust app
+(`services.tagger.app.faust_app`: acks=all, at-least-once, commit interval, stream buffer, the
+`TaggerConsumer` with direct delivery; a memory store, as no table is used), the same batches
+(`noack_take`, acknowledged after the batch's sends are acked) and the same record-batch sender
+(`send_records`). What it costs per event is what any faust-based worker pays
 before doing any work of its own.
 """
 
@@ -14,44 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaProducer
 
-from services.runtime.kafka import send_keyed
-from services.runtime.settings import TaggerSettings
-from services.tagger.consumer import TaggerConsumer
-
-_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
+from services.tagger.app import RAW_TOPIC, faust_app, send_records
 
 
-def build_app(bootstrap: str, app_id: str, source: str, sink: str, datadir: str) -> faust.App:
-    tagger = TaggerSettings()
-    app = faust.App(
-        app_id,
-        broker=f"kafka://{bootstrap}",
-        store="memory://",
-        datadir=datadir,
-        processing_guarantee="at_least_once",
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        web_enabled=False,
-        broker_commit_interval=1.0,
-        stream_buffer_maxsize=tagger.stream_buffer,
-        topic_allow_declare=False,
-    )
-    cast(Any, app.transport).Consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
-    out = app.topic(sink, **_RAW)
+def build_app(settings: Settings, source: str, sink: str) -> faust.App:
+    """The tagger's own faust app (`faust_app`), with one agent that forwards each event."""
+    app = faust_app(settings)
+    tagger = settings.tagger
 
-    @app.agent(app.topic(source, **_RAW), concurrency=1, name="bench.forward")
+    @app.agent(app.topic(source, **RAW_TOPIC), concurrency=1, name="bench.forward")
     async def forward(stream: faust.StreamT[bytes]) -> None:
         async for events in cast(Any, stream).noack_take(tagger.batch_size, within=tagger.batch_within_s):
-            producer: AIOKafkaProducer = app.producer._ensure_producer()  # type: ignore[attr-defined]
-            partitioner = app.producer.partitioner
-            assert partitioner is not None
             messages = [(event.message.key, event.message.value) for event in events]
-            await asyncio.gather(*await send_keyed(producer, partitioner, out.get_topic_name(), messages))
+            await asyncio.gather(*await send_records(app, sink, messages))
             for event in events:
                 await stream.ack(event)
 
@@ -59,9 +41,14 @@ def build_app(bootstrap: str, app_id: str, source: str, sink: str, datadir: str)
 
 
 def main(argv: list[str]) -> int:
-    bootstrap, app_id, source, sink, datadir = argv
-    app = build_app(bootstrap, app_id, source, sink, datadir)
-    worker = faust.Worker(app, loglevel="warning", quiet=True)
+    bootstrap, app_id, source, sink, partitions, datadir, web_port = argv
+    settings = Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap, partitions=int(partitions), replication_factor=1),
+        tagger=TaggerSettings(
+            app_id=app_id, store="memory", datadir=Path(datadir), web_host="127.0.0.1", web_port=int(web_port)
+        ),
+    )
+    worker = faust.Worker(build_app(settings, source, sink), loglevel="warning", quiet=True)
     worker.execute_from_commandline()
     return 0
 

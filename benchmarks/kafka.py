@@ -11,8 +11,8 @@ Starts the local broker with scripts/kafka.sh (or uses TAGSTREAM_TEST_KAFKA_BOOT
 in the same run on the same broker:
 - passthrough: an aiokafka consumer group reading the events and producing each one to another
   topic (acks=all), committing as it goes: the ceiling for any consume-process-produce service;
-- faust passthrough: benchmarks/faust_passthrough.py, the tagger minus its engine and state (same
-  faust settings, consumer, batches and record-batch sender), forwarding each event: the floor any
+- faust passthrough: benchmarks/faust_passthrough.py, the tagger minus its engine and state (its
+  own faust app, consumer, batches and record-batch sender), forwarding each event: the floor any
   faust-based worker pays per event before doing work of its own;
 - tagger throughput: a backlog of the same events drained by one `tagstream tagger` process
   (RocksDB store, 4 partitions), from ready to offsets committed;
@@ -49,6 +49,7 @@ from tests import infra
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.processes import (
     TaggerProcess,
+    free_port,
     produce_at_rate,
     tagger_environment,
     tagger_topics,
@@ -159,7 +160,9 @@ async def measure_faust_passthrough(bootstrap: str, lines: list[bytes], workdir:
                 prefix,
                 source,
                 sink,
+                str(PARTITIONS),
                 str(workdir / prefix),
+                str(free_port()),
             ],
             cwd=Path(__file__).resolve().parents[1],
             stdout=log,

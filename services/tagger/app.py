@@ -45,6 +45,7 @@ from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, Sys
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode
+from services.tagger.engine.evaluator import next_due
 from services.tagger.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
 from services.tagger.engine.timeutil import to_us
 from services.tagger.feed import DefinitionsFeed
@@ -57,7 +58,7 @@ from services.tagger.projector import Projector
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_RAW: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+RAW_TOPIC: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 """Every topic the tagger touches carries bytes it (de)serialises itself."""
 _INTERNAL_PREFIX = b"\x00"  # table keys that are not customers
 _MARKER_PREFIX = b"\x00definitions:"
@@ -87,10 +88,10 @@ class Tagger:
         self._stuck: dict[TP, tuple[int, int]] = {}
         self._rewinding: dict[TP, int] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self.app = self._faust_app()
+        self.app = faust_app(settings)
         topics = settings.topics
-        self.source = self.app.topic(topics.events, topics.tag_commands, topics.tagger_ticks, **_RAW)
-        self.ticks_topic = self.app.topic(topics.tagger_ticks, **_RAW)
+        self.source = self.app.topic(topics.events, topics.tag_commands, topics.tagger_ticks, **RAW_TOPIC)
+        self.ticks_topic = self.app.topic(topics.tagger_ticks, **RAW_TOPIC)
         self.table = self.app.Table(
             "customers",
             default=None,
@@ -145,36 +146,6 @@ class Tagger:
 
     # -- wiring -------------------------------------------------------------------------------------
 
-    def _faust_app(self) -> faust.App:
-        settings = self.settings
-        tagger = settings.tagger
-        app = faust.App(
-            tagger.app_id,
-            broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
-            broker_credentials=_credentials(settings),
-            store="rocksdb://" if tagger.store == "rocksdb" else "memory://",
-            datadir=str(tagger.datadir),
-            topic_partitions=settings.kafka.partitions,
-            topic_replication_factor=settings.kafka.replication_factor,
-            table_standby_replicas=tagger.standby_replicas,
-            processing_guarantee="at_least_once",
-            consumer_auto_offset_reset="earliest",
-            producer_acks=-1,
-            producer_request_timeout=tagger.producer_request_timeout_s,
-            web_enabled=True,
-            web_port=tagger.web_port,
-            web_bind=tagger.web_host,
-            web_in_thread=False,
-            broker_commit_interval=1.0,
-            broker_session_timeout=tagger.session_timeout_s,
-            broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
-            stream_buffer_maxsize=tagger.stream_buffer,
-        )
-        # before anything creates the consumer; the transport instantiates the class (see consumer.py)
-        consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
-        cast(Any, app.transport).Consumer = consumer
-        return app
-
     def _wire(self) -> None:
         app = self.app
 
@@ -228,7 +199,9 @@ class Tagger:
     def _wire_projector(self) -> None:
         app = self.app
 
-        @app.agent(app.topic(self.settings.topics.tag_changes, **_RAW), concurrency=1, name="tagstream.tagger.project")
+        @app.agent(
+            app.topic(self.settings.topics.tag_changes, **RAW_TOPIC), concurrency=1, name="tagstream.tagger.project"
+        )
         async def project(stream: faust.StreamT[bytes]) -> None:
             # One coroutine: a customer's changes must reach Redis in seq order (see projector.py).
             redis = redis_client(self.settings.redis)
@@ -248,7 +221,7 @@ class Tagger:
             finally:
                 await redis.aclose()
 
-        @app.agent(app.topic(self.settings.topics.events, **_RAW), concurrency=1, name="tagstream.tagger.activity")
+        @app.agent(app.topic(self.settings.topics.events, **RAW_TOPIC), concurrency=1, name="tagstream.tagger.activity")
         async def activity(stream: faust.StreamT[bytes]) -> None:
             redis = redis_client(self.settings.redis)
             projector = Projector(redis, key_prefix=self.settings.redis.key_prefix)
@@ -353,11 +326,6 @@ class Tagger:
         self._store(event, marker, value)
         await self._send_changelog({partition: [(marker, value)]})
 
-    def _kafka_producer(self) -> AIOKafkaProducer:
-        """The AIOKafkaProducer inside faust's producer, for record batches (faust has no batch API)."""
-        producer: AIOKafkaProducer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]
-        return producer
-
     def _store(self, event: EventT[bytes], key: bytes, value: bytes) -> None:
         """Write a value to the local store (RocksDB: the partition's database), not the changelog."""
         token = _current_event.set(weakref.ref(event))  # RocksDB takes the partition from the event
@@ -378,7 +346,7 @@ class Tagger:
         durable — the crash test lost states that way.
         """
         topic = self.table.changelog_topic.get_topic_name()
-        sent = await send_partitioned(self._kafka_producer(), topic, records)
+        sent = await send_partitioned(kafka_producer(self.app), topic, records)
         acknowledged = await asyncio.gather(*(future for _, future, _ in sent))
         last: dict[int, int] = {}
         for (partition, _, count), metadata in zip(sent, acknowledged, strict=True):
@@ -417,7 +385,7 @@ class Tagger:
             partition = partition_for(key, count)
             if partition in active:
                 state = decode(value)
-                self.index.put(state.customer_id, partition, min(state.due.values()) if state.due else None)
+                self.index.put(state.customer_id, partition, next_due(state))
         self.recovered = True
         log.info("recovered %d customers in partitions %s", len(self.index), sorted(active))
         # faust starts app tasks (the definitions feed among them) only after recovery: don't wait here
@@ -525,10 +493,7 @@ class _Batch:
         tagger = self._tagger
         if self._changes:  # sent as record batches, one or a few per partition
             outgoing = [(change.customer_id.encode(), change.to_json()) for change, _ in self._changes]
-            partitioner = tagger.app.producer.partitioner
-            assert partitioner is not None  # faust sets aiokafka's DefaultPartitioner at start
-            topic = tagger.settings.topics.tag_changes
-            self._sends.extend(await send_keyed(tagger._kafka_producer(), partitioner, topic, outgoing))
+            self._sends.extend(await send_records(tagger.app, tagger.settings.topics.tag_changes, outgoing))
         if self._sends:
             await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
         acknowledged = time.time()
@@ -616,6 +581,53 @@ def _credentials(settings: Settings) -> Any:
             mechanism=kafka.sasl_mechanism,
         )
     return faust.SSLCredentials(options["ssl_context"])
+
+
+def faust_app(settings: Settings) -> faust.App:
+    """The tagger's faust app for these settings: its broker, store, delivery and commit settings and
+    its consumer (`TaggerConsumer`). Nothing is wired to it yet (see `Tagger`); `benchmarks.faust_passthrough`
+    builds its floor on the same app."""
+    tagger = settings.tagger
+    app = faust.App(
+        tagger.app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(settings),
+        store="rocksdb://" if tagger.store == "rocksdb" else "memory://",
+        datadir=str(tagger.datadir),
+        topic_partitions=settings.kafka.partitions,
+        topic_replication_factor=settings.kafka.replication_factor,
+        table_standby_replicas=tagger.standby_replicas,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_request_timeout=tagger.producer_request_timeout_s,
+        web_enabled=True,
+        web_port=tagger.web_port,
+        web_bind=tagger.web_host,
+        web_in_thread=False,
+        broker_commit_interval=1.0,
+        broker_session_timeout=tagger.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
+        stream_buffer_maxsize=tagger.stream_buffer,
+    )
+    # before anything creates the consumer; the transport instantiates the class (see consumer.py)
+    consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
+    cast(Any, app.transport).Consumer = consumer
+    return app
+
+
+def kafka_producer(app: faust.App) -> AIOKafkaProducer:
+    """The AIOKafkaProducer inside faust's producer, for record batches (faust has no batch API)."""
+    producer: AIOKafkaProducer = app.producer._ensure_producer()  # type: ignore[attr-defined]
+    return producer
+
+
+async def send_records(app: faust.App, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> list[Awaitable[Any]]:
+    """Keyed messages through the app's producer as record batches, where its partitioner puts each
+    key (`send_keyed`); the futures resolve once Kafka has acknowledged each batch."""
+    partitioner = app.producer.partitioner
+    assert partitioner is not None  # faust sets aiokafka's DefaultPartitioner at start
+    return await send_keyed(kafka_producer(app), partitioner, topic, messages)
 
 
 def build_app(settings: Settings, clock: Clock | None = None, registry: CollectorRegistry | None = None) -> Tagger:

@@ -21,6 +21,7 @@ from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode, encode
+from services.tagger.engine.evaluator import next_due
 from services.tagger.engine.timeutil import from_us
 
 Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
@@ -83,7 +84,7 @@ class TaggerCore:
         """Bring one stored customer in line with new definitions (see Engine.backfill)."""
         state = decode(stored)
         changes = self.engine.backfill(state, change, from_us(now_us))
-        return encode(state), changes, _next_check(state)
+        return encode(state), changes, next_due(state)
 
     def _event(self, message: Incoming, load: Loader) -> Result:
         try:
@@ -97,7 +98,7 @@ class TaggerCore:
         duplicates = self.engine.duplicates
         changes = self.engine.on_event_us(state, event, message.timestamp_us)
         outcome: Outcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
-        return Result(outcome, event.type, event.customer_id, encode(state), _next_check(state), changes)
+        return Result(outcome, event.type, event.customer_id, encode(state), next_due(state), changes)
 
     def _command(self, message: Incoming, load: Loader) -> Result:
         try:
@@ -112,7 +113,7 @@ class TaggerCore:
             changes = self.engine.on_command(state, command, from_us(message.timestamp_us))
         except CommandRefused as refused:
             return self._rejected(message, "refused", str(refused), kind="command")
-        return Result("applied", "command", command.customer_id, encode(state), _next_check(state), changes)
+        return Result("applied", "command", command.customer_id, encode(state), next_due(state), changes)
 
     def _internal(self, message: Incoming, load: Loader) -> Result:
         try:
@@ -127,7 +128,7 @@ class TaggerCore:
             return Result("ignored", "tick")
         state = decode(stored)
         changes = self.engine.advance_us(state, tick.until_us)
-        return Result("tick", "tick", tick.customer_id, encode(state), _next_check(state), changes)
+        return Result("tick", "tick", tick.customer_id, encode(state), next_due(state), changes)
 
     def _rejected(
         self,
@@ -153,10 +154,6 @@ class TaggerCore:
     def _load(self, customer_id: str, load: Loader) -> CustomerState:
         stored = load(customer_id)
         return decode(stored) if stored is not None else self.engine.new_state(customer_id)
-
-
-def _next_check(state: CustomerState) -> int | None:
-    return min(state.due.values()) if state.due else None
 
 
 def _key_mismatch(message: Incoming, customer_id: str) -> str | None:
