@@ -231,12 +231,20 @@ def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while folding: a replay builds every customer's state (a
     few KiB of objects each, ~0.4 GB for 100,000 customers) and creates no reference cycles, so the
     collector's full passes over that growing heap find nothing (they were ~3% of a 1M-event run).
-    Reference counting still frees everything as usual; the collector is restored afterwards."""
+    Reference counting still frees everything as usual.
+
+    Afterwards the objects made meanwhile go straight to the oldest generation (`freeze` then
+    `unfreeze`: two list splices) instead of waiting in the youngest one, where the next allocation
+    after re-enabling would have the collector walk all of them (~2% of a 1M-event run, ~1.5 s per
+    million objects). They are collected as usual from there."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if gc.get_freeze_count() == 0:  # unfreeze would also release what the process froze itself
+            gc.freeze()
+            gc.unfreeze()
         if enabled:
             gc.enable()
 

@@ -1,6 +1,7 @@
+import hashlib
 from decimal import Decimal
 
-from services.tagger.engine.aggregates import RECENT_IDS, apply, fold, initial
+from services.tagger.engine.aggregates import RECENT_IDS, apply, fingerprint, fold, initial
 from services.tagger.engine.timeutil import DAY_US, to_us
 from tests.unit.builders import T0, at, browse, click, paid, refunded
 
@@ -81,6 +82,19 @@ def test_browse_ids_are_remembered_up_to_the_documented_bound():
     assert fold(state, first) is False  # still remembered
     fold(state, browse(event_id="one-more"))
     assert fold(state, first) is True  # pushed out of the bounded memory
+    assert len(state.recent) == RECENT_IDS * 8
+
+
+def test_fingerprints_are_stable_64_bit_digests_matched_only_whole():
+    digest = hashlib.blake2b(b"e-1", digest_size=8).digest()
+    assert fingerprint("e-1") == digest  # what stored states hold: the format must not drift
+    state = initial()
+    wanted = fingerprint("wanted")
+    # a remembered pair of fingerprints whose bytes contain `wanted` across their boundary
+    state.recent = bytearray(b"\0" * 4 + wanted + b"\0" * 4)
+    state.recent_next = 2
+    assert fold(state, browse(event_id="wanted")) is True  # not a duplicate: no whole match
+    assert fold(state, browse(event_id="wanted")) is False  # now it is remembered
 
 
 def test_first_and_last_order_times_do_not_depend_on_arrival_order():
@@ -111,3 +125,23 @@ def test_buckets_older_than_the_horizon_are_dropped_whatever_the_arrival_order()
 def test_windowed_order_days_exclude_fully_refunded_orders():
     state = fold_all(paid("10", order="o1", when=at(0)), paid("10", order="o2", when=at(1)), refunded("o2", "10"))
     assert state.order_days() == {to_us(at(0)) // DAY_US: 1}
+
+
+def test_order_days_once_read_follow_every_later_order_and_refund():
+    day = to_us(at(0)) // DAY_US
+    state = fold_all(paid("10", order="o1", when=at(0)))
+    assert state.order_days() == {day: 1}  # built now, then kept up to date by the fold
+    for event in (
+        paid("10", order="o2", when=at(0, hours=2)),
+        refunded("o3", "5"),  # before its order: nothing counts yet
+        paid("10", order="o3", when=at(1)),  # counts, partly refunded
+        refunded("o2", "4"),  # partial: still counts
+        refunded("o2", "6"),  # now fully refunded
+        refunded("o1", "10"),
+        paid("10", order="o1", when=at(0)),  # a re-sent payment: a duplicate
+    ):
+        fold(state, event)
+        rebuilt = fold_all(*[])
+        rebuilt.orders = state.orders
+        assert state.order_days() == rebuilt.order_days()
+    assert state.order_days() == {day + 1: 1}

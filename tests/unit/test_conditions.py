@@ -1,10 +1,11 @@
-"""Window series: sorted days and prefix sums, whatever the number of day buckets."""
+"""Window series (sorted days and prefix sums, whatever the number of day buckets) and the relative
+window counts every window condition of a metric shares."""
 
 from itertools import accumulate
 
 from schemas.tags import Condition, Metric
 from services.tagger.engine.aggregates import Aggregates
-from services.tagger.engine.conditions import EvalContext, compile_condition, series
+from services.tagger.engine.conditions import EvalContext, compile_condition, series, share_spans
 from services.tagger.engine.timeutil import DAY_US
 
 
@@ -39,9 +40,36 @@ def test_a_relative_window_condition_counts_the_last_days_once_per_evaluation():
         agg.browse = dict(buckets)
         ctx = EvalContext(agg, {}, today * DAY_US + 123)
         assert compiled.matches(ctx) is (expected >= 3)
-        assert ctx.cache["browse_count/7d"] == expected
+        assert ctx.windows(1, compiled.spans) == [expected]  # type: ignore[attr-defined]
         agg.browse.clear()  # cached: the same evaluation keeps its count
         assert compiled.read(ctx) == expected
         assert compiled.outcome(ctx) == (spec, expected, expected >= 3)
         fresh = EvalContext(agg, {}, today * DAY_US)
         assert compiled.read(fresh) == 0
+
+
+def test_relative_windows_of_a_metric_are_counted_together_once_per_evaluation():
+    specs = [
+        Condition(metric="browse_count", op="gte", value=1, window={"last": f"{days}d"}) for days in (30, 1, 7, 90, 7)
+    ]
+    clicks = Condition(metric="click_count", op="gte", value=1, window={"last": "7d"})
+    compiled = [compile_condition(spec) for spec in [*specs, clicks]]
+    share_spans(compiled)
+    # buckets around today (20_513): future-dated, today, the edges of each window, out of all of them
+    buckets = {20_514: 100, 20_513: 1, 20_507: 2, 20_506: 4, 20_484: 8, 20_483: 16, 20_424: 32, 20_423: 64}
+    agg = Aggregates()
+    agg.browse = dict(buckets)
+    agg.click = {20_513: 3}
+    ctx = EvalContext(agg, {}, 20_513 * DAY_US + 5)
+
+    def reference(days: int) -> int:
+        return sum(count for day, count in buckets.items() if 20_513 - days < day <= 20_513)
+
+    assert [leaf.read(ctx) for leaf in compiled] == [reference(30), 1, reference(7), reference(90), reference(7), 3]
+    assert [reference(days) for days in (1, 7, 30, 90)] == [1, 3, 15, 63]
+    shared = compiled[0].spans  # type: ignore[attr-defined]
+    assert shared == (1, 7, 30, 90)
+    assert all(leaf.spans is shared for leaf in compiled[:5])  # type: ignore[attr-defined]
+    assert ctx.windows(1, shared) == [1, 3, 15, 63]
+    agg.browse.clear()  # counted once: the evaluation keeps its counts
+    assert compiled[3].read(ctx) == 63

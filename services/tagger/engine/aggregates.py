@@ -17,7 +17,6 @@ Business rules (Youzan-style CRM):
 from __future__ import annotations
 
 import hashlib
-from array import array
 from decimal import Decimal
 from typing import Final
 
@@ -30,6 +29,9 @@ DEFAULT_HORIZON_DAYS: Final = 400
 RECENT_IDS: Final = 32
 """How many browse/click event ids each customer remembers for de-duplication. Orders and refunds
 are de-duplicated exactly (by order id and refund event id), whatever their age."""
+FINGERPRINT_BYTES: Final = 8
+
+_blake2b: Final = hashlib.blake2b
 
 _ZERO: Final = Decimal(0)
 
@@ -73,6 +75,7 @@ class Aggregates:
         "last_seen_us",
         "max_day",
         "order_count",
+        "order_day_counts",
         "orders",
         "points_total",
         "products",
@@ -93,8 +96,13 @@ class Aggregates:
         self.orders: dict[str, OrderRecord] = {}
         self.browse: dict[int, int] = {}
         self.click: dict[int, int] = {}
-        self.recent = array("Q")
+        self.recent = bytearray()
+        """The fingerprints of the last RECENT_IDS browse/click events, FINGERPRINT_BYTES each, a ring
+        whose next slot to overwrite is `recent_next`: one flat buffer, so that a membership test is a
+        byte search, not a comparison of Python ints."""
         self.recent_next = 0
+        self.order_day_counts: dict[int, int] | None = None
+        """`order_days()`, kept up to date by the fold once first asked for (never stored: derived)."""
 
     @property
     def avg_order_value(self) -> Decimal:
@@ -103,13 +111,17 @@ class Aggregates:
         return (self.total_spent / self.order_count).quantize(Decimal("0.0001"))
 
     def order_days(self) -> dict[int, int]:
-        """Counted orders per day of payment: the buckets behind windowed order counts."""
-        days: dict[int, int] = {}
-        for order in self.orders.values():
-            paid = order.paid
-            if paid is not None and order.refunded < paid and order.paid_us is not None:  # order.counts, inline
-                day = order.paid_us // DAY_US
-                days[day] = days.get(day, 0) + 1
+        """Counted orders per day of payment: the buckets behind windowed order counts. Built from
+        the orders once, then moved by the fold as orders start or stop counting (evaluations read
+        it far more often than orders change). Read only: callers must not change it."""
+        days = self.order_day_counts
+        if days is None:
+            days = self.order_day_counts = {}
+            for order in self.orders.values():
+                paid = order.paid
+                if paid is not None and order.refunded < paid and order.paid_us is not None:  # order.counts, inline
+                    day = order.paid_us // DAY_US
+                    days[day] = days.get(day, 0) + 1
         return days
 
 
@@ -140,14 +152,24 @@ def fold(
     return applied
 
 
-def fingerprint(event_id: str) -> int:
+def fingerprint(event_id: str) -> bytes:
     """A stable 64-bit digest (Python's hash() is salted per process, so it cannot be persisted)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    return _blake2b(event_id.encode(), digest_size=FINGERPRINT_BYTES).digest()
+
+
+def _seen(recent: bytearray, print_: bytes) -> bool:
+    """Whether `print_` is one of the fingerprints in `recent` (a match must start on a boundary)."""
+    at = recent.find(print_)
+    while at >= 0:
+        if at % FINGERPRINT_BYTES == 0:
+            return True
+        at = recent.find(print_, at + 1)
+    return False
 
 
 def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_days: int) -> bool:
     print_ = fingerprint(event.event_id)
-    if print_ in state.recent:
+    if _seen(state.recent, print_):
         return False
     _remember(state, print_)
     day = day_of(at)
@@ -205,14 +227,24 @@ def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_
     if after_counts != before_counts:
         state.order_count += 1 if after_counts else -1
         state.points_total += order.points if after_counts else -order.points
+        days = state.order_day_counts
+        if days is not None and order.paid_us is not None:  # an order counts only once paid
+            day = order.paid_us // DAY_US
+            left = days.get(day, 0) + (1 if after_counts else -1)
+            if left:
+                days[day] = left
+            else:
+                del days[day]
     state.total_spent += order.spent - before_spent
 
 
-def _remember(state: Aggregates, print_: int) -> None:
-    if len(state.recent) < RECENT_IDS:
-        state.recent.append(print_)
+def _remember(state: Aggregates, print_: bytes) -> None:
+    recent = state.recent
+    if len(recent) < RECENT_IDS * FINGERPRINT_BYTES:
+        recent += print_
     else:
-        state.recent[state.recent_next] = print_
+        start = state.recent_next * FINGERPRINT_BYTES
+        recent[start : start + FINGERPRINT_BYTES] = print_
     state.recent_next = (state.recent_next + 1) % RECENT_IDS
 
 

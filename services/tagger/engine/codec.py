@@ -6,14 +6,13 @@ Money stays exact (decimal strings); instants are integer microseconds; day buck
 
 from __future__ import annotations
 
-from array import array
 from binascii import a2b_base64, b2a_base64
 from decimal import Decimal
 from typing import Any, Final
 
 import orjson
 
-from services.tagger.engine.aggregates import Aggregates, OrderRecord
+from services.tagger.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
 from services.tagger.engine.evaluator import CustomerState
 
 FORMAT_VERSION: Final = 1
@@ -56,7 +55,7 @@ def encode(state: CustomerState) -> bytes:
                 orders,
                 _flat(agg.browse),
                 _flat(agg.click),
-                b2a_base64(agg.recent.tobytes(), newline=False).decode(),  # base64.b64encode, less wrapping
+                b2a_base64(agg.recent, newline=False).decode(),  # base64.b64encode, less wrapping
                 agg.recent_next,
             ],
         ]
@@ -114,7 +113,9 @@ def _aggregates(packed: list[Any]) -> Aggregates:
     }
     agg.browse = _buckets(browse)
     agg.click = _buckets(click)
-    agg.recent = array("Q", a2b_base64(recent))  # base64.b64decode, less wrapping
+    agg.recent = bytearray(a2b_base64(recent))  # base64.b64decode, less wrapping
+    if len(agg.recent) % FINGERPRINT_BYTES:
+        raise ValueError(f"recent event fingerprints: {len(agg.recent)} bytes, not a whole number of fingerprints")
     agg.recent_next = recent_next
     return agg
 

@@ -5,11 +5,11 @@ so that evaluating one costs a couple of attribute reads and a comparison. An ab
 since the last order of a customer who never ordered) makes every condition on it false, whatever
 the operator.
 
-Window counts are answered from each customer's day buckets: by a scan of the bucket dict when it
-is small (most customers), else through sorted days and prefix sums built at most once per evaluation
-(on the `EvalContext`), so many windows over the same buckets cost a binary search each; the counts
-themselves are cached the same way. (Keeping series between
-evaluations was measured: no gain worth ~1 KiB more memory per customer.)
+Window counts are answered from each customer's day buckets. Relative windows (the last N days)
+of one metric are all counted in one pass over its buckets, at most once per evaluation (on the
+`EvalContext`). Absolute windows are counted by a scan of the bucket dict when it is small (most
+customers), else through sorted days and prefix sums built at most once per evaluation. (Keeping
+series between evaluations was measured: no gain worth ~1 KiB more memory per customer.)
 
 Evaluation is the engine's hot loop (tens of condition tests per event). The engine ships compiled
 with mypyc (pure Python is the fallback), and mypyc turns a method call on a known class into a
@@ -22,6 +22,7 @@ ints (an Enum's `__hash__` is a Python function).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any, Final
 
@@ -94,23 +95,45 @@ _NO_SERIES: Final = Series([], [0])
 """The series of no buckets, shared: series are only ever read."""
 
 
+class Windows:
+    """One window metric's counts over every relative window the rules use, for one customer at
+    one instant: `counts[i]` events in the last `spans[i]` days, today included."""
+
+    __slots__ = ("counts", "spans")
+
+    def __init__(self, spans: tuple[int, ...], counts: list[int]) -> None:
+        self.spans = spans
+        self.counts = counts
+
+
 class EvalContext:
-    """One customer at one instant. Window series and counts are cached for the duration of one
+    """One customer at one instant. Window counts and series are cached for the duration of one
     evaluation."""
 
-    __slots__ = ("_browses", "_clicks", "_order_days", "_orders", "agg", "cache", "now_us", "tags", "today")
+    __slots__ = (
+        "_browse_windows",
+        "_browses",
+        "_click_windows",
+        "_clicks",
+        "_order_windows",
+        "_orders",
+        "agg",
+        "now_us",
+        "tags",
+        "today",
+    )
 
     def __init__(self, agg: Aggregates, tags: Held, now_us: int) -> None:
         self.agg = agg
         self.tags = tags
         self.now_us = now_us
         self.today = now_us // DAY_US
-        self.cache: dict[str, int] = {}
-        """Relative window counts by `_window_key`."""
         self._orders: Series | None = None
         self._browses: Series | None = None
         self._clicks: Series | None = None
-        self._order_days: dict[int, int] | None = None
+        self._order_windows: Windows | None = None
+        self._browse_windows: Windows | None = None
+        self._click_windows: Windows | None = None
 
     def buckets(self, kind: int) -> dict[int, int]:
         """The customer's day buckets for one window metric (day -> count, every count >= 1); order
@@ -119,10 +142,41 @@ class EvalContext:
             return self.agg.browse
         if kind == CLICKS:
             return self.agg.click
-        found = self._order_days
-        if found is None:
-            found = self._order_days = self.agg.order_days()
-        return found
+        return self.agg.order_days()
+
+    def windows(self, kind: int, spans: tuple[int, ...]) -> list[int]:
+        """Events of one window metric in each of the last `spans[i]` days (today included; `spans`
+        ascending), all counted in one pass over the day buckets and cached for the evaluation: an
+        evaluation reading one window of a kind usually reads its others too (rules share one
+        `spans` tuple per kind)."""
+        if kind == BROWSES:
+            found = self._browse_windows
+        elif kind == CLICKS:
+            found = self._click_windows
+        else:
+            found = self._order_windows
+        if found is not None and found.spans is spans:
+            return found.counts
+        last = len(spans) - 1
+        counts = [0] * (last + 1)
+        longest = spans[last]
+        today = self.today
+        for day, events in self.buckets(kind).items():
+            age = today - day
+            if age < 0 or age >= longest:
+                continue  # dated ahead of the customer's clock, or older than every window
+            index = last
+            while index >= 0 and spans[index] > age:
+                counts[index] += events
+                index -= 1
+        found = Windows(spans, counts)
+        if kind == BROWSES:
+            self._browse_windows = found
+        elif kind == CLICKS:
+            self._click_windows = found
+        else:
+            self._order_windows = found
+        return counts
 
     def count(self, kind: int, first_day: int, last_day: int) -> int:
         """Events of one window metric in days [first_day, last_day], both inclusive. A customer with
@@ -498,32 +552,38 @@ class _DaysSinceFirstOrder(_Number):
 
 
 class _RelativeWindow(_Number):
-    """The last `span` days including today; the count is cached for the evaluation (the same
-    window is often read by several groups)."""
+    """The last `span` days including today, read from the counts of every relative window of its
+    metric (`EvalContext.windows`): the rule book makes the conditions of one metric share one
+    `spans` tuple (`share_spans`), so an evaluation counts each metric's windows once."""
 
     def __init__(self, spec: Condition, comparison: _Comparison, kind: int, span: int) -> None:
         super().__init__(spec, comparison)
         self.kind = kind
         self.span = span
-        self.key = _window_key(spec.metric, span)
+        self.spans: tuple[int, ...] = (span,)
+        self.index = 0
 
     def read(self, ctx: EvalContext) -> int:
-        count = ctx.cache.get(self.key)
-        if count is None:
-            count = self._count(ctx)
-        return count
+        return ctx.windows(self.kind, self.spans)[self.index]
 
     def matches(self, ctx: EvalContext) -> bool:
-        count = ctx.cache.get(self.key)  # `read`, inline: this runs for every window an evaluation reads
-        if count is None:
-            count = self._count(ctx)
-        return self.comparison.holds_int(count)
+        return self.comparison.holds_int(ctx.windows(self.kind, self.spans)[self.index])
 
-    def _count(self, ctx: EvalContext) -> int:
-        today = ctx.today
-        count = ctx.count(self.kind, today - self.span + 1, today)
-        ctx.cache[self.key] = count
-        return count
+    def share(self, spans: tuple[int, ...]) -> None:
+        self.spans = spans
+        self.index = spans.index(self.span)
+
+
+def share_spans(leaves: Iterable[CompiledCondition]) -> None:
+    """Make every relative window condition among `leaves` read its metric's windows through one
+    `spans` tuple per metric (every span of that metric, ascending)."""
+    windows = [leaf for leaf in leaves if isinstance(leaf, _RelativeWindow)]
+    spans: dict[int, set[int]] = {}
+    for leaf in windows:
+        spans.setdefault(leaf.kind, set()).add(leaf.span)
+    shared = {kind: tuple(sorted(values)) for kind, values in spans.items()}
+    for leaf in windows:
+        leaf.share(shared[leaf.kind])
 
 
 class _FixedWindow(_Number):
@@ -584,10 +644,6 @@ class _HasTag(CompiledCondition):
 def _holds(tags: Held, ref: tuple[str, str]) -> bool:
     held = tags.get(ref[0])
     return held is not None and ref[1] in held
-
-
-def _window_key(metric: Metric, span: int) -> str:
-    return f"{metric.value}/{span}d"
 
 
 def series(ctx: EvalContext, metric: Metric) -> Series:

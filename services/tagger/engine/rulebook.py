@@ -18,6 +18,7 @@ from services.tagger.engine.conditions import (
     CompiledRule,
     compile_rule,
     referenced_tags,
+    share_spans,
 )
 from services.tagger.engine.errors import DefinitionError
 from services.tagger.engine.schedule import TimePlan
@@ -105,6 +106,7 @@ class RuleBook:
         if problems:
             raise DefinitionError(problems)
         compiled = {spec.id: _compile_group(spec) for spec in specs}
+        share_spans(leaf for group in compiled.values() for tag in group.tags if tag.rule for leaf in tag.rule.leaves())
         order = _topological(compiled)
         dependants: dict[str, set[str]] = {group_id: set() for group_id in compiled}
         for group in compiled.values():
