@@ -117,9 +117,13 @@ def _instant_json(us: int) -> bytes:
     hours = seconds // 3600
     minutes = seconds // 60 - hours * 60
     seconds = seconds - (hours * 60 + minutes) * 60
+    two = _TWO_DIGITS  # zero-padded pieces concatenated: compiled, `%02d` formatting is a generic call
     if micro:
-        return b'%b%02d:%02d:%02d.%06dZ"' % (last.day_json, hours, minutes, seconds, micro)
-    return b'%b%02d:%02d:%02dZ"' % (last.day_json, hours, minutes, seconds)
+        return b'%b%b:%b:%b.%06dZ"' % (last.day_json, two[hours], two[minutes], two[seconds], micro)
+    return last.day_json + two[hours] + b":" + two[minutes] + b":" + two[seconds] + b'Z"'
+
+
+_TWO_DIGITS: Final = [b"%02d" % number for number in range(100)]
 
 
 class _Last:

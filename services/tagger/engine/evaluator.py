@@ -18,12 +18,20 @@ from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
 from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
 from services.tagger.engine.changes import Change, Outcome, new_change
-from services.tagger.engine.conditions import CompiledCondition, CompiledRule, EvalContext, Held, Matcher
+from services.tagger.engine.conditions import (
+    BROWSES,
+    CLICKS,
+    CompiledCondition,
+    CompiledRule,
+    EvalContext,
+    Held,
+    Matcher,
+)
 from services.tagger.engine.errors import CommandRefused
 from services.tagger.engine.fingerprint import DefinitionChange, definition_change
 from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
 from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
-from services.tagger.engine.timeutil import from_us, to_us
+from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
@@ -51,6 +59,7 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     Browse: {Metric.BROWSE_COUNT: 1},
     Click: {Metric.CLICK_COUNT: 1},
 }
+_ACTIVITY: Final[dict[type, int]] = {Browse: BROWSES, Click: CLICKS}
 _MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
 """Metrics absent until the first order: appearing can only make a condition truer."""
 _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
@@ -122,18 +131,38 @@ class Engine:
         as epoch microseconds: callers that keep time as integers skip the datetime conversions."""
         now_us = _monotonic(state, now_us)
         changes = self._advance(state, now_us)
-        first = state.agg.last_seen_us is None
-        if not fold(state.agg, event, self._rulebook.horizon_days, occurred_us):
+        agg = state.agg
+        first = agg.last_seen_us is None
+        route = self._routes[type(event)]
+        buckets = agg.browse if route.activity == BROWSES else agg.click if route.activity == CLICKS else None
+        day = 0
+        had_day = True
+        if buckets is not None and not first:
+            if occurred_us is None:
+                occurred_us = to_us(event.occurred_at)
+            day = occurred_us // DAY_US
+            had_day = day in buckets
+        if not fold(agg, event, self._rulebook.horizon_days, occurred_us):
             self.duplicates += 1
             return changes
-        ctx = EvalContext(state.agg, state.tags, now_us)
+        ctx = EvalContext(agg, state.tags, now_us)
         if first:  # a first event evaluates every group: "never bought" must appear on a first browse
             self._evaluate(state, ctx, self._every_group, "rule", event.event_id, changes)
             self._reschedule_all(state, ctx)
         else:
-            route = self._routes[type(event)]
             self._run(state, ctx, route.steps, route.groups, route.checks, "rule", event.event_id, changes)
-            self._reschedule(state, ctx, route.families)
+            if buckets is None:
+                self._reschedule(state, ctx, route.families)
+            elif not had_day and route.families and day in buckets:
+                # A browse or click changes when its family next changes only by adding a day bucket
+                # (counts do not move boundaries; buckets pruned past the horizon had none): the
+                # earlier of the family's next change and the new bucket's, no scan of the others.
+                family = route.families[0]
+                at = self._rulebook.time_plan.next_change_for_day(family, day, ctx)
+                if at is not None:
+                    current = state.due.get(family)
+                    if current is None or at < current:
+                        state.due[family] = at
         return changes
 
     def on_command(self, state: CustomerState, command: TagCommand, now: datetime) -> list[Change]:
@@ -277,7 +306,7 @@ class Engine:
             keys = [key for key, when in due.items() if when <= at]
             ctx = EvalContext(state.agg, state.tags, at)
             fired: list[Fired] = []
-            reopened: set[str] = set()
+            reopened: set[str] | None = None
             for key in keys:
                 if key == MANUAL_EXPIRY:
                     reopened = self._expire_manual(state, ctx, changes)
@@ -286,7 +315,7 @@ class Engine:
                     if found is not None:
                         fired.append(found)
             if fired or reopened:
-                timed = self._timed_for(tuple(sorted(fired)))
+                timed = self._timed_for((fired[0],) if len(fired) == 1 else tuple(sorted(fired)))
                 if reopened:  # rare (manual expiries): the reopened groups are evaluated whole
                     pending = timed.groups | reopened
                     subsets = {key: value for key, value in timed.checks.items() if key not in reopened}
@@ -630,6 +659,8 @@ class _Route:
     checks: dict[str, Checks]
     families: tuple[str, ...]
     steps: tuple[_Step, ...]
+    activity: int = -1
+    """BROWSES or CLICKS for the events counted in day buckets of their own, else -1."""
 
 
 @dataclass(frozen=True)
@@ -646,9 +677,10 @@ def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _R
     watched = set(rulebook.time_plan.families)
     for kind, deltas in _EVENT_METRICS.items():
         families = tuple(family for family in _EVENT_FAMILIES[kind] if family in watched)
+        activity = _ACTIVITY.get(kind, -1)
         if not incremental:
             every = frozenset(group.id for group in rulebook.evaluation_order)
-            routes[kind] = _Route(every, {}, families, plan.steps)
+            routes[kind] = _Route(every, {}, families, plan.steps, activity)
             continue
         groups = rulebook.groups_reading(deltas)
         checks = {
@@ -660,7 +692,7 @@ def _routes(rulebook: RuleBook, plan: _Plan, incremental: bool) -> dict[type, _R
             for group_id in groups
             if rulebook.groups[group_id].spec.mode == "multi"
         }
-        routes[kind] = _Route(groups, checks, families, plan.candidates(groups))
+        routes[kind] = _Route(groups, checks, families, plan.candidates(groups), activity)
     return routes
 
 

@@ -147,6 +147,20 @@ class TimePlan:
                     best = leaves
         return None if best is None else best * DAY_US
 
+    def next_change_for_day(self, family: str, day: int, ctx: EvalContext) -> int | None:
+        """`next_change` of a window family as far as the customer's bucket of `day` alone goes: a
+        family's next change is the earliest of its buckets' own."""
+        window = self._windows.get(family)
+        if window is None:
+            return None
+        today = ctx.today
+        if day > today:
+            return day * DAY_US  # dated ahead of the customer's clock: it enters every window then
+        for span in window.spans:
+            if day + span > today:
+                return (day + span) * DAY_US
+        return None
+
     def fired(self, family: str, ctx: EvalContext) -> Fired | None:
         """What of this family changes exactly at ctx.now_us (None: nothing)."""
         now_us = ctx.now_us
