@@ -95,6 +95,10 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
                 )
                 assert change.to_json() == _document(change)
                 assert change.to_json_line() == _document(change) + b"\n"
+                twin = Change(*change.fields())
+                assert twin == change
+                assert repr(twin) == repr(change)
+                assert twin != Change(*change.fields()[:-1], change.seq + 1)
 
 
 def test_an_instant_is_written_exactly_as_orjson_writes_its_datetime():

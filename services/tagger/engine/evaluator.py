@@ -17,7 +17,7 @@ from typing import Final, Literal
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
 from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
-from services.tagger.engine.changes import Change, Outcome, new_change
+from services.tagger.engine.changes import Change, Outcome
 from services.tagger.engine.conditions import (
     BROWSES,
     CLICKS,
@@ -566,21 +566,18 @@ class Engine:
     ) -> None:
         state.seq += 1
         changes.append(
-            new_change(  # a change is built per tag flip: the C-level constructor, fields in order
-                Change,
-                (
-                    state.customer_id,
-                    group_id,
-                    tag_id,
-                    change,
-                    source,
-                    reason[0],
-                    reason[1],
-                    version,
-                    cause,
-                    ctx.now_us,
-                    state.seq,
-                ),
+            Change(
+                state.customer_id,
+                group_id,
+                tag_id,
+                change,
+                source,
+                reason[0],
+                reason[1],
+                version,
+                cause,
+                ctx.now_us,
+                state.seq,
             )
         )
 
