@@ -1,12 +1,15 @@
 """Window series (sorted days and prefix sums, whatever the number of day buckets) and the relative
 window counts every window condition of a metric shares."""
 
+import random
+from datetime import timedelta
 from itertools import accumulate
 
 from schemas.tags import Condition, Metric
-from services.tagger.engine.aggregates import Aggregates
+from services.tagger.engine.aggregates import Aggregates, fold, initial
 from services.tagger.engine.conditions import EvalContext, compile_condition, series, share_spans
-from services.tagger.engine.timeutil import DAY_US
+from services.tagger.engine.timeutil import DAY_US, to_us
+from tests.unit.builders import T0, browse, click
 
 
 def _reference(buckets: dict[int, int]) -> tuple[list[int], list[int]]:
@@ -41,11 +44,11 @@ def test_a_relative_window_condition_counts_the_last_days_once_per_evaluation():
         ctx = EvalContext(agg, {}, today * DAY_US + 123)
         assert compiled.matches(ctx) is (expected >= 3)
         assert ctx.windows(1, compiled.spans) == [expected]  # type: ignore[attr-defined]
-        agg.browse.clear()  # cached: the same evaluation keeps its count
+        agg.browse.clear()  # behind the fold's back: the counts kept for the day still answer
         assert compiled.read(ctx) == expected
         assert compiled.outcome(ctx) == (spec, expected, expected >= 3)
-        fresh = EvalContext(agg, {}, today * DAY_US)
-        assert compiled.read(fresh) == 0
+        assert compiled.read(EvalContext(agg, {}, today * DAY_US)) == expected  # same day
+        assert compiled.read(EvalContext(agg, {}, (today + 1) * DAY_US)) == 0  # a new day: counted again
 
 
 def test_relative_windows_of_a_metric_are_counted_together_once_per_evaluation():
@@ -73,3 +76,19 @@ def test_relative_windows_of_a_metric_are_counted_together_once_per_evaluation()
     assert ctx.windows(1, shared) == [1, 3, 15, 63]
     agg.browse.clear()  # counted once: the evaluation keeps its counts
     assert compiled[3].read(ctx) == 63
+
+
+def test_window_counts_kept_for_the_day_follow_the_fold_like_a_fresh_count():
+    spans = (1, 7, 30)
+    rng = random.Random(3)
+    today = to_us(T0) // DAY_US
+    state = initial()
+    for number in range(400):
+        when = T0 + timedelta(days=rng.randint(-40, 10), hours=rng.randint(0, 23))  # late, today, ahead
+        fold(state, rng.choice([browse, click])(when=when), horizon_days=35)
+        now = today + rng.choice([0, 0, 0, 1, 2])  # mostly the same day, sometimes the next
+        for kind in (1, 2):
+            kept = list(EvalContext(state, {}, now * DAY_US).windows(kind, spans))
+            fresh = initial()
+            fresh.browse, fresh.click = state.browse, state.click
+            assert kept == EvalContext(fresh, {}, now * DAY_US).windows(kind, spans), number

@@ -36,6 +36,30 @@ _blake2b: Final = hashlib.blake2b
 _ZERO: Final = Decimal(0)
 
 
+class Windows:
+    """One window metric's event counts over every relative window the rules use, for one customer
+    on one day: `counts[i]` events in the last `spans[i]` days up to `today`, today included."""
+
+    __slots__ = ("counts", "spans", "today")
+
+    def __init__(self, spans: tuple[int, ...], today: int, counts: list[int]) -> None:
+        self.spans = spans
+        self.today = today
+        self.counts = counts
+
+    def count_in(self, day: int) -> None:
+        """One more event on `day` (kept in step with the buckets by the fold)."""
+        age = self.today - day
+        if age < 0:
+            return  # dated ahead of `today`: in no window yet
+        spans = self.spans
+        counts = self.counts
+        index = len(spans) - 1
+        while index >= 0 and spans[index] > age:
+            counts[index] += 1
+            index -= 1
+
+
 class OrderRecord:
     """What one order contributes. `paid_us` is None while only a refund has been seen."""
 
@@ -69,13 +93,16 @@ class OrderRecord:
 class Aggregates:
     __slots__ = (
         "browse",
+        "browse_windows",
         "click",
+        "click_windows",
         "first_order_us",
         "last_order_us",
         "last_seen_us",
         "max_day",
         "order_count",
         "order_day_counts",
+        "order_windows",
         "orders",
         "points_total",
         "products",
@@ -103,6 +130,12 @@ class Aggregates:
         self.recent_next = 0
         self.order_day_counts: dict[int, int] | None = None
         """`order_days()`, kept up to date by the fold once first asked for (never stored: derived)."""
+        self.browse_windows: Windows | None = None
+        self.click_windows: Windows | None = None
+        self.order_windows: Windows | None = None
+        """The latest relative window counts evaluation asked for (`EvalContext.windows`), kept in
+        step by the fold (browses and clicks) or dropped when they change (orders, pruning): a
+        customer's events come in sessions, evaluated on the same day. Never stored: derived."""
 
     @property
     def avg_order_value(self) -> Decimal:
@@ -141,7 +174,7 @@ def fold(
     """Fold one event; False when it was a duplicate and changed nothing. `occurred_us` is the
     event's `occurred_at` in epoch microseconds when the caller has already converted it."""
     at = to_us(event.occurred_at) if occurred_us is None else occurred_us
-    if isinstance(event, Browse | Click):
+    if isinstance(event, Browse) or isinstance(event, Click):  # noqa: SIM101 - compiled, `A | B` is built per call
         applied = _fold_activity(state, event, at, horizon_days)
     elif isinstance(event, OrderPaid):
         applied = _fold_paid(state, event, at)
@@ -159,6 +192,8 @@ def fingerprint(event_id: str) -> bytes:
 
 def _seen(recent: bytearray, print_: bytes) -> bool:
     """Whether `print_` is one of the fingerprints in `recent` (a match must start on a boundary)."""
+    if print_ not in recent:  # most events are new: one search, no method call
+        return False
     at = recent.find(print_)
     while at >= 0:
         if at % FINGERPRINT_BYTES == 0:
@@ -178,8 +213,14 @@ def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_da
         _prune(state, day - horizon_days + 1)
     if day <= state.max_day - horizon_days:
         return True  # older than anything a window may look at: seen, not counted
-    buckets = state.browse if isinstance(event, Browse) else state.click
-    buckets[day] = buckets.get(day, 0) + 1
+    if isinstance(event, Browse):
+        state.browse[day] = state.browse.get(day, 0) + 1
+        windows = state.browse_windows
+    else:
+        state.click[day] = state.click.get(day, 0) + 1
+        windows = state.click_windows
+    if windows is not None:
+        windows.count_in(day)
     return True
 
 
@@ -227,6 +268,7 @@ def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_
     if after_counts != before_counts:
         state.order_count += 1 if after_counts else -1
         state.points_total += order.points if after_counts else -order.points
+        state.order_windows = None
         days = state.order_day_counts
         if days is not None and order.paid_us is not None:  # an order counts only once paid
             day = order.paid_us // DAY_US
@@ -253,3 +295,5 @@ def _prune(state: Aggregates, first_kept_day: int) -> None:
         stale = [day for day in buckets if day < first_kept_day]
         for day in stale:
             del buckets[day]
+        if stale:  # out of every window as of the latest event, but maybe not as of a cached day
+            state.browse_windows = state.click_windows = None

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from schemas.tags import Condition, Metric, Op, Rule
-from services.tagger.engine.aggregates import Aggregates
+from services.tagger.engine.aggregates import Aggregates, Windows
 from services.tagger.engine.changes import Outcome
 from services.tagger.engine.timeutil import DAY_US, date_to_day
 
@@ -95,33 +95,11 @@ _NO_SERIES: Final = Series([], [0])
 """The series of no buckets, shared: series are only ever read."""
 
 
-class Windows:
-    """One window metric's counts over every relative window the rules use, for one customer at
-    one instant: `counts[i]` events in the last `spans[i]` days, today included."""
-
-    __slots__ = ("counts", "spans")
-
-    def __init__(self, spans: tuple[int, ...], counts: list[int]) -> None:
-        self.spans = spans
-        self.counts = counts
-
-
 class EvalContext:
     """One customer at one instant. Window counts and series are cached for the duration of one
     evaluation."""
 
-    __slots__ = (
-        "_browse_windows",
-        "_browses",
-        "_click_windows",
-        "_clicks",
-        "_order_windows",
-        "_orders",
-        "agg",
-        "now_us",
-        "tags",
-        "today",
-    )
+    __slots__ = ("_browses", "_clicks", "_orders", "agg", "now_us", "tags", "today")
 
     def __init__(self, agg: Aggregates, tags: Held, now_us: int) -> None:
         self.agg = agg
@@ -131,9 +109,6 @@ class EvalContext:
         self._orders: Series | None = None
         self._browses: Series | None = None
         self._clicks: Series | None = None
-        self._order_windows: Windows | None = None
-        self._browse_windows: Windows | None = None
-        self._click_windows: Windows | None = None
 
     def buckets(self, kind: int) -> dict[int, int]:
         """The customer's day buckets for one window metric (day -> count, every count >= 1); order
@@ -146,21 +121,23 @@ class EvalContext:
 
     def windows(self, kind: int, spans: tuple[int, ...]) -> list[int]:
         """Events of one window metric in each of the last `spans[i]` days (today included; `spans`
-        ascending), all counted in one pass over the day buckets and cached for the evaluation: an
-        evaluation reading one window of a kind usually reads its others too (rules share one
-        `spans` tuple per kind)."""
+        ascending), all counted in one pass over the day buckets. Kept on the customer's aggregates
+        for the day (the fold keeps them in step): an evaluation reading one window of a kind
+        usually reads its others too (rules share one `spans` tuple per kind), and a customer's
+        events come in sessions."""
+        agg = self.agg
         if kind == BROWSES:
-            found = self._browse_windows
+            found = agg.browse_windows
         elif kind == CLICKS:
-            found = self._click_windows
+            found = agg.click_windows
         else:
-            found = self._order_windows
-        if found is not None and found.spans is spans:
+            found = agg.order_windows
+        today = self.today
+        if found is not None and found.spans is spans and found.today == today:
             return found.counts
         last = len(spans) - 1
         counts = [0] * (last + 1)
         longest = spans[last]
-        today = self.today
         for day, events in self.buckets(kind).items():
             age = today - day
             if age < 0 or age >= longest:
@@ -169,13 +146,13 @@ class EvalContext:
             while index >= 0 and spans[index] > age:
                 counts[index] += events
                 index -= 1
-        found = Windows(spans, counts)
+        found = Windows(spans, today, counts)
         if kind == BROWSES:
-            self._browse_windows = found
+            agg.browse_windows = found
         elif kind == CLICKS:
-            self._click_windows = found
+            agg.click_windows = found
         else:
-            self._order_windows = found
+            agg.order_windows = found
         return counts
 
     def count(self, kind: int, first_day: int, last_day: int) -> int:
