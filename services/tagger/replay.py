@@ -25,7 +25,6 @@ from schemas.tags import TagCommand
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change, json_line
-from services.tagger.engine.evaluator import next_due
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 
@@ -113,7 +112,7 @@ class Replay:
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
-        before = next_due(state) if state.due else None  # nothing due: not even a call
+        before = state.next_at
         self._emit(self.engine.on_event_us(state, event, self._clock_us, at))
         self.summary.events += 1
         self._schedule(state, before)
@@ -125,7 +124,7 @@ class Replay:
         state = self.states.get(command.customer_id)
         if state is None:
             state = self.engine.new_state(command.customer_id)
-        before = next_due(state)
+        before = state.next_at
         changes = self.engine.on_command(state, command, now)
         self.states[command.customer_id] = state
         self._emit(changes)
@@ -137,7 +136,7 @@ class Replay:
         change = self.engine.load(rulebook)
         if not change.empty:
             for state in self.states.values():
-                before = next_due(state)
+                before = state.next_at
                 self._emit(self.engine.backfill(state, change, now))
                 self._schedule(state, before)
         return change
@@ -171,14 +170,14 @@ class Replay:
 
     def _fire_one(self, at: int, customer_id: str) -> None:
         state = self.states[customer_id]
-        if next_due(state) != at:
+        if state.next_at != at:
             return  # superseded: a newer entry for this customer is in the heap
         self.summary.timer_wakeups += 1
         self._emit(self.engine.advance_us(state, at))
         self._schedule(state, None)
 
     def _schedule(self, state: CustomerState, before: int | None) -> None:
-        at = next_due(state) if state.due else None
+        at = state.next_at
         if at is not None and at != before:
             waiting = self._due_at.get(at)
             if waiting is None:

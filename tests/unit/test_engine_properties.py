@@ -576,4 +576,5 @@ def test_next_checks_kept_per_event_equal_a_full_recomputation(scenario: Scenari
         twin = decode(encode(state))
         assert engine.evaluate(twin, clock) == []  # nothing left to change: the state is up to date
         assert state.due == twin.due, f"after {event!r}"
+        assert state.next_at == min(state.due.values(), default=None)
         assert engine.next_check_at(state) == engine.next_check_at(twin)

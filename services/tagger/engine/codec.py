@@ -13,7 +13,7 @@ from typing import Any, Final
 import orjson
 
 from services.tagger.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
-from services.tagger.engine.evaluator import CustomerState
+from services.tagger.engine.evaluator import CustomerState, earliest
 
 FORMAT_VERSION: Final = 1
 _ZERO: Final = Decimal(0)
@@ -73,6 +73,7 @@ def decode(data: bytes) -> CustomerState:
         group: {tag: (bool(manual), expires) for tag, (manual, expires) in held.items()} for group, held in tags.items()
     }
     state.due = due  # a fresh dict from orjson, owned by nobody else
+    state.next_at = earliest(due)
     return state
 
 

@@ -73,7 +73,7 @@ _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
 class CustomerState:
     """Everything the tagger keeps for one customer."""
 
-    __slots__ = ("agg", "clock_us", "customer_id", "due", "seq", "tags")
+    __slots__ = ("agg", "clock_us", "customer_id", "due", "next_at", "seq", "tags")
 
     def __init__(self, customer_id: str, agg: Aggregates | None = None) -> None:
         self.customer_id = customer_id
@@ -85,6 +85,9 @@ class CustomerState:
         whatever the skew between the clocks that stamp its events."""
         self.due: dict[str, int] = {}
         """Time family (or MANUAL_EXPIRY) -> the next instant (µs) at which time alone changes an input."""
+        self.next_at: int | None = None
+        """The earliest instant in `due` (None: nothing due), kept with it: read per event and timer.
+        Whatever changes `due` sets it (`earliest(due)`)."""
 
     def tag_ids(self) -> dict[str, list[str]]:
         return {group: sorted(tags) for group, tags in sorted(self.tags.items()) if tags}
@@ -163,6 +166,8 @@ class Engine:
                     current = state.due.get(family)
                     if current is None or at < current:
                         state.due[family] = at
+                        if state.next_at is None or at < state.next_at:
+                            state.next_at = at
         return changes
 
     def on_command(self, state: CustomerState, command: TagCommand, now: datetime) -> list[Change]:
@@ -510,6 +515,7 @@ class Engine:
                 state.due.pop(key, None)
             else:
                 state.due[key] = at
+        state.next_at = earliest(state.due)
 
     def _reschedule_all(self, state: CustomerState, ctx: EvalContext) -> None:
         stale = [key for key in state.due if key not in ALL_TIME_KEYS]
@@ -729,16 +735,21 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
 
 
 def next_due(state: CustomerState) -> int | None:
-    """The earliest instant in `state.due` (None: nothing is due). A loop rather than `min()`:
-    compiled, builtin min() is a generic call, and `due` holds at most five instants. (`earliest` is
-    a plain int beside a flag, not an optional int: compiled, an optional int is a boxed object.)"""
-    found = False
-    earliest = 0
-    for at in state.due.values():
-        if not found or at < earliest:
-            earliest = at
-            found = True
-    return earliest if found else None
+    """The earliest instant in `state.due` (None: nothing is due)."""
+    return state.next_at
+
+
+def earliest(due: dict[str, int]) -> int | None:
+    """The earliest instant in `due`. A loop rather than `min()`: compiled, builtin min() is a
+    generic call, and `due` holds at most five instants. (`found` is a plain int beside a flag, not
+    an optional int: compiled, an optional int is a boxed object.)"""
+    ok = False
+    found = 0
+    for at in due.values():
+        if not ok or at < found:
+            found = at
+            ok = True
+    return found if ok else None
 
 
 def _monotonic(state: CustomerState, now_us: int) -> int:
