@@ -382,21 +382,23 @@ class Engine:
         have moved), and says which of those can only have become truer (+1) or falser (-1): a held
         tag that can only become truer stays, an absent one that can only become falser stays absent.
         A group reached through a dependency is always evaluated whole."""
-        reached: frozenset[str] = frozenset()
+        reached: set[str] | None = None  # groups brought in by a dependency (None: none yet)
         for step in steps:
             group_id = step.id
-            if group_id not in pending:
+            if group_id not in pending and (reached is None or group_id not in reached):
                 continue
             if step.exclusive:
                 changed = self._evaluate_exclusive(state, ctx, step, source, cause, changes)
             else:
                 checks = step.checks
-                if subsets is not None and group_id not in reached:
+                if subsets is not None and (reached is None or group_id not in reached):
                     checks = subsets.get(group_id, checks)
                 changed = self._evaluate_multi(state, ctx, step, checks, source, cause, changes)
             if changed and step.dependants:
-                pending = pending | step.dependants  # a new set: `pending` may be a shared route's
-                reached = reached | step.dependants
+                if reached is None:
+                    reached = set(step.dependants)  # not into `pending`: it may be a shared route's
+                else:
+                    reached |= step.dependants
 
     def _evaluate_multi(
         self,
