@@ -17,9 +17,12 @@ _EPOCH_DATE: Final = _EPOCH.date()
 
 def to_us(moment: datetime) -> int:
     """Microseconds since the epoch for an aware datetime (exact, no float rounding)."""
-    if moment.tzinfo is None:
-        raise ValueError(f"naive datetime {moment.isoformat()} given; tagstream needs timezone-aware UTC")
-    delta = moment - _EPOCH
+    try:
+        delta = moment - _EPOCH  # a naive datetime cannot be subtracted from an aware one
+    except TypeError:
+        if moment.tzinfo is None:
+            raise ValueError(f"naive datetime {moment.isoformat()} given; tagstream needs timezone-aware UTC") from None
+        raise
     return (delta.days * 86_400 + delta.seconds) * SECOND_US + delta.microseconds
 
 
