@@ -52,6 +52,17 @@ def test_replay_to_pauses_the_cyclic_collector_and_restores_it() -> None:
         try:
             replay_to(lines(), engine(value_tiers()), io.BytesIO())
             assert gc.isenabled() is enabled
+            assert gc.get_freeze_count() == 0  # moved to the oldest generation, not left frozen
         finally:
             gc.enable()
     assert seen == [False, False]
+
+
+def test_replay_to_leaves_objects_the_process_froze_itself_frozen() -> None:
+    gc.freeze()  # everything tracked so far: modules, functions, classes
+    try:
+        frozen = gc.get_freeze_count()
+        replay_to(iter([]), engine(value_tiers()), io.BytesIO())
+        assert gc.get_freeze_count() == frozen > 0
+    finally:
+        gc.unfreeze()
