@@ -158,8 +158,9 @@ class Engine:
                 self._reschedule(state, ctx, route.families)
             elif not had_day and route.families and day in buckets:
                 # A browse or click changes when its family next changes only by adding a day bucket
-                # (counts do not move boundaries; buckets pruned past the horizon had none): the
-                # earlier of the family's next change and the new bucket's, no scan of the others.
+                # (counts do not move boundaries): the earlier of the family's next change and the new
+                # bucket's, no scan of the others. (Buckets pruned past the horizon can only remove a
+                # change point: at worst a wake-up that finds nothing, never a flip missed.)
                 family = route.families[0]
                 at = self._rulebook.time_plan.next_change_for_day(family, day, ctx)
                 if at is not None:
