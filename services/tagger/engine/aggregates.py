@@ -47,16 +47,17 @@ class Windows:
         self.today = today
         self.counts = counts
 
-    def count_in(self, day: int) -> None:
-        """One more event on `day` (kept in step with the buckets by the fold)."""
+    def count_in(self, day: int, events: int = 1) -> None:
+        """`events` more on `day`: every window that holds the day counts them (how the counts are
+        built from the buckets, and kept in step with them by the fold)."""
         age = self.today - day
         if age < 0:
             return  # dated ahead of `today`: in no window yet
         spans = self.spans
         counts = self.counts
         index = len(spans) - 1
-        while index >= 0 and spans[index] > age:
-            counts[index] += 1
+        while index >= 0 and spans[index] > age:  # spans ascending: the longest ones hold it
+            counts[index] += events
             index -= 1
 
 

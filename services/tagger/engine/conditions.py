@@ -135,25 +135,16 @@ class EvalContext:
         today = self.today
         if found is not None and found.spans is spans and found.today == today:
             return found.counts
-        last = len(spans) - 1
-        counts = [0] * (last + 1)
-        longest = spans[last]
+        found = Windows(spans, today, [0] * len(spans))
         for day, events in self.buckets(kind).items():
-            age = today - day
-            if age < 0 or age >= longest:
-                continue  # dated ahead of the customer's clock, or older than every window
-            index = last
-            while index >= 0 and spans[index] > age:
-                counts[index] += events
-                index -= 1
-        found = Windows(spans, today, counts)
+            found.count_in(day, events)
         if kind == BROWSES:
             agg.browse_windows = found
         elif kind == CLICKS:
             agg.click_windows = found
         else:
             agg.order_windows = found
-        return counts
+        return found.counts
 
     def count(self, kind: int, first_day: int, last_day: int) -> int:
         """Events of one window metric in days [first_day, last_day], both inclusive. A customer with
