@@ -153,13 +153,7 @@ class TimePlan:
         window = self._windows.get(family)
         if window is None:
             return None
-        today = ctx.today
-        if day > today:
-            return day * DAY_US  # dated ahead of the customer's clock: it enters every window then
-        for span in window.spans:
-            if day + span > today:
-                return (day + span) * DAY_US
-        return None
+        return _next_window_change({day: 1}, ctx.today, window.spans)  # rare: a customer's first event of a day
 
     def fired(self, family: str, ctx: EvalContext) -> Fired | None:
         """What of this family changes exactly at ctx.now_us (None: nothing)."""
