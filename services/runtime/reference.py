@@ -17,6 +17,7 @@ from pydantic_core import PydanticUndefined
 from services.runtime.settings import Settings
 
 _SECTIONS = {
+    "shop": "The shop: its time zone, currency and clock tolerance (every service, `replay` and embedded mode).",
     "kafka": "Kafka connection and the topics tagstream creates (every service).",
     "redis": "Redis: the read model, consent and profiles, the notifier's scheduler (every service but the tagger "
     "without its projector).",

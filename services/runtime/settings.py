@@ -21,6 +21,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class ShopSettings(_Section):
+    """The shop itself: where its days start, the one currency it sells in, how far ahead a clock may run.
+
+    Read by every service and command alike (ingest validation, the tagger's engine, the notifier, replay
+    and the embedded node), so that a day, a window and an amount mean the same thing everywhere.
+    """
+
+    timezone: str = Field(
+        default="UTC",
+        description="IANA zone whose local days are the shop's days (day buckets, windows, days_since_*, "
+        "'today'), e.g. Asia/Shanghai",
+    )
+    currency: str = Field(
+        default="CNY", pattern=r"^[A-Z]{3}$", description="ISO 4217 code; orders in another currency are refused"
+    )
+    max_future_skew: str = Field(
+        default="5m",
+        pattern=r"^\d{1,6}[smhdw]$",
+        description="events dated further ahead of the wall clock than this are refused (422, or the DLQ)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _known_zone(value)
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = Field(default="127.0.0.1:9092", description="comma-separated host:port list")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -142,11 +169,7 @@ class NotifierSettings(_Section):
     @field_validator("default_timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Asia/Shanghai'") from None
-        return value
+        return _known_zone(value)
 
     @field_validator("quiet_hours", mode="before")
     @classmethod
@@ -195,9 +218,18 @@ class IngestSettings(_Section):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
+    shop: ShopSettings = ShopSettings()
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     topics: TopicNames = TopicNames()
     tagger: TaggerSettings = TaggerSettings()
     notifier: NotifierSettings = NotifierSettings()
     ingest: IngestSettings = IngestSettings()
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value[:64]!r}; use an IANA name such as 'Asia/Shanghai'") from None
+    return value
