@@ -26,26 +26,18 @@ def run_embedded(args: argparse.Namespace) -> int:
     from services.embedded.node import EmbeddedNode
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
-    from services.notifier.app import providers_from
-    from services.notifier.metrics import NotifierMetrics
-    from services.notifier.policy import PlaybookError, load_playbooks
+    from services.notifier.policy import PlaybookError
     from services.runtime.settings import Settings
     from services.tagger.engine import SystemClock
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
-        playbooks = None
-        if args.playbooks:
-            playbooks = load_playbooks(Path(args.playbooks).read_text(encoding="utf-8"), args.playbooks)
+        playbooks = Path(args.playbooks) if args.playbooks else None
+        if playbooks is None and "playbooks_file" in settings.notifier.model_fields_set:
+            playbooks = settings.notifier.playbooks_file  # the notifier service's own setting, when given
         registry = CollectorRegistry()
-        node = EmbeddedNode(
-            settings,
-            Path(args.data_dir),
-            SystemClock(),
-            playbooks=playbooks,
-            providers=providers_from(settings.notifier, NotifierMetrics(registry)),
-        )
+        node = EmbeddedNode(settings, Path(args.data_dir), SystemClock(), registry=registry, playbooks=playbooks)
         app = create_app(settings, registry=registry, adapters=node.adapters())
     except (ValidationError, KeyFileError, PlaybookError, OSError) as error:
         print(f"tagstream run: {error}", file=sys.stderr)
