@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.runtime.settings import Settings
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -33,9 +37,7 @@ def run_embedded(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings()
-        playbooks = Path(args.playbooks) if args.playbooks else None
-        if playbooks is None and "playbooks_file" in settings.notifier.model_fields_set:
-            playbooks = settings.notifier.playbooks_file  # the notifier service's own setting, when given
+        playbooks = playbooks_file(args.playbooks, settings)
         registry = CollectorRegistry()
         node = EmbeddedNode(settings, Path(args.data_dir), SystemClock(), registry=registry, playbooks=playbooks)
         app = create_app(settings, registry=registry, adapters=node.adapters())
@@ -55,3 +57,13 @@ def run_embedded(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     return 0
+
+
+def playbooks_file(given: str | None, settings: Settings) -> Path | None:
+    """`--playbooks`, else the notifier service's TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE when it is set (its
+    default path is the service's container layout, not a file a laptop has); None: no notifier."""
+    if given:
+        return Path(given)
+    if "playbooks_file" in settings.notifier.model_fields_set:
+        return settings.notifier.playbooks_file
+    return None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import time, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from services.embedded.commands import playbooks_file
 from services.notifier.composition import policy_from
 from services.notifier.policy import CapRule, QuietHours
 from services.runtime.settings import NotifierSettings, Settings, ShopSettings
@@ -60,3 +62,14 @@ def test_a_bad_value_is_refused_naming_it(field: str, value: object, named: str)
 def test_provider_secrets_are_not_shown() -> None:
     settings = NotifierSettings.model_validate({"sms_auth": "Bearer s3cret"})
     assert "s3cret" not in repr(settings)
+
+
+def test_run_embedded_reads_the_playbooks_option_else_the_notifier_services_file_when_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE", raising=False)
+    assert playbooks_file(None, Settings()) is None  # the service's default path is not a laptop's file
+    assert playbooks_file("mine.yaml", Settings()) == Path("mine.yaml")
+    monkeypatch.setenv("TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE", "/srv/playbooks.yaml")
+    assert playbooks_file(None, Settings()) == Path("/srv/playbooks.yaml")
+    assert playbooks_file("mine.yaml", Settings()) == Path("mine.yaml")
