@@ -53,6 +53,7 @@ from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
 from services.tagger.projector import Projector
+from services.tagger.watchdog import RebalanceWatch, exit_after
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ class Tagger:
             else None,
         )
         self.table.on_recover(self._on_recovered)
+        self.rebalances = RebalanceWatch()
+        self.app.sensors.add(self.rebalances)
         self._wire()
 
     async def create_topics(self) -> None:
@@ -113,6 +116,10 @@ class Tagger:
         """
         topics = self.settings.topics
         kafka = self.settings.kafka
+        # The changelog too, although faust would create it: created after the consumer subscribed,
+        # its partitions appear at the next metadata refresh (a broker failure forces one), and that
+        # change restarts the group's rebalance in the middle of the failure.
+        changelog = self.table.changelog_topic.get_topic_name()
         await ensure_topics(
             kafka,
             [
@@ -122,8 +129,9 @@ class Tagger:
                 topics.tag_changes,
                 topics.events_dlq,
                 topics.tag_definitions,
+                changelog,
             ],
-            compacted=[topics.tag_definitions],
+            compacted=[topics.tag_definitions, changelog],
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
@@ -178,7 +186,14 @@ class Tagger:
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok"})
+            # the liveness probe: a worker stuck in a rebalance past the limit is restarted
+            verdict = self.rebalances.liveness(self.settings.tagger.rebalance_stuck_s)
+            return web.json(verdict.body(), status=200 if verdict.alive else 503)
+
+        async def bound_the_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
+            exit_after(self.settings.tagger.shutdown_timeout_s)
+
+        app.on_before_shutdown.connect(cast(Any, bound_the_shutdown))  # mode's stub rejects coroutine receivers
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
@@ -606,7 +621,11 @@ def faust_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=tagger.stream_buffer,
     )
     # before anything creates the consumer; the transport instantiates the class (see consumer.py)
-    consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
+    consumer = type(
+        "Consumer",
+        (TaggerConsumer,),
+        {"direct_delivery": tagger.direct_delivery, "revoke_wait_s": tagger.revoke_wait_s},
+    )
     cast(Any, app.transport).Consumer = consumer
     return app
 

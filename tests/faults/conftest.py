@@ -1,0 +1,37 @@
+"""Fixtures of the fault tests: the replicated 3-node cluster (`scripts/kafka.sh --nodes 3`).
+
+The cluster is started for the session when it is not already running, and then reset (stopped,
+its data deleted) at the end: three JVMs are too much to leave behind on a small machine. One the
+developer started (`scripts/kafka.sh --nodes 3 start`) is reused and left running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import cluster, infra
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture(scope="session")
+def cluster_bootstrap() -> Iterator[str]:
+    """The bootstrap list of the 3-node cluster (RF 3, min.insync 2)."""
+    started_here = not cluster.cluster_running()
+    try:
+        bootstrap = cluster.start_cluster()
+    except infra.InfraError as error:
+        pytest.fail(f"the 3-node Kafka cluster did not start (scripts/kafka.sh --nodes 3 start):\n{error}")
+    try:
+        yield bootstrap
+    finally:
+        if started_here:
+            cluster.reset_cluster()

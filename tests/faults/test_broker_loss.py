@@ -1,0 +1,106 @@
+"""A tagger survives the SIGKILL of the broker that coordinates its group and leads most partitions.
+
+On the 3-node cluster (RF 3, min.insync 2) a tagger consumes ~80 events/s; the node coordinating
+its group is killed and started again later. The tagger must be ready again within a bound, lose
+no tag change (the stream equals `tagstream replay` of every produced event, gapless per customer)
+and stop within a bound on SIGTERM. Once with a freshly started tagger (its changelog topic created
+while it starts), once with a warm one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+
+from benchmarks.workload import events as generated_events
+from services.runtime.kafka import ensure_topics
+from services.runtime.settings import KafkaSettings
+from services.tagger.feed import definition_record
+from tests import cluster
+from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.processes import (
+    TAGGER_TOPICS,
+    TaggerProcess,
+    produce_at_rate,
+    tagger_environment,
+    wait_caught_up,
+)
+from tests.integration.tag_streams import check_tag_changes, definitions
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+PARTITIONS = 12
+RATE = 80.0
+SECONDS = 40
+CUSTOMERS = 300
+READY_AGAIN_S = 90.0
+"""From the kill until /readyz answers 200 again (two of three nodes are enough)."""
+SIGTERM_S = 20.0
+
+
+async def test_a_fresh_tagger_recovers_from_losing_its_group_coordinator(
+    cluster_bootstrap: str, tmp_path: Path
+) -> None:
+    await _lose_the_coordinator(cluster_bootstrap, tmp_path, warm_s=0.0)
+
+
+async def test_a_warm_tagger_recovers_from_losing_its_group_coordinator(cluster_bootstrap: str, tmp_path: Path) -> None:
+    await _lose_the_coordinator(cluster_bootstrap, tmp_path, warm_s=20.0)
+
+
+async def _lose_the_coordinator(bootstrap: str, tmp_path: Path, warm_s: float) -> None:
+    prefix = f"ft-broker-{uuid.uuid4().hex[:8]}"
+    groups = definitions()
+    topics = {name: f"{prefix}.{name}" for name in TAGGER_TOPICS}
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=3)
+    await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
+    await produce(bootstrap, topics["tag_definitions"], [(*definition_record(group), None) for group in groups])
+    env = tagger_environment(bootstrap, prefix, topics, PARTITIONS, tmp_path / "data")
+    env["TAGSTREAM_KAFKA__REPLICATION_FACTOR"] = "3"
+    tagger = TaggerProcess(env, tmp_path / "tagger.log")
+    total = int(RATE * (SECONDS + warm_s))
+    lines = [orjson.dumps(event) for event in generated_events(total, CUSTOMERS, seed=19)]
+
+    tagger.start()
+    victim = 0
+    try:
+        await tagger.wait_ready()
+        producing = asyncio.create_task(produce_at_rate(bootstrap, topics["events"], lines, per_second=RATE))
+        await asyncio.sleep(warm_s + 3.0)
+        victim = killed_node = await cluster.group_coordinator(bootstrap, prefix)
+        leaders = await cluster.partition_leaders(bootstrap, topics["events"])
+        await asyncio.to_thread(cluster.kill_node, victim)
+        killed = time.monotonic()
+        await asyncio.sleep(2.0)
+        await tagger.wait_ready(timeout=READY_AGAIN_S)
+        ready_again = time.monotonic() - killed
+        await asyncio.sleep(max(0.0, 20.0 - (time.monotonic() - killed)))
+        await asyncio.to_thread(cluster.start_node, victim)
+        victim = 0
+        await producing
+        await wait_caught_up(bootstrap, prefix, topics["events"], PARTITIONS, timeout=120.0)
+        caught_up = time.monotonic() - killed
+        stopping = time.monotonic()
+        code = tagger.stop()
+        stopped_in = time.monotonic() - stopping
+    finally:
+        tagger.stop()
+        if victim:
+            await asyncio.to_thread(cluster.start_node, victim)
+
+    assert stopped_in < SIGTERM_S, f"SIGTERM took {stopped_in:.1f}s (exit {code})"
+    async with TopicReader(bootstrap, topics["tag_changes"]) as reader:
+        await reader.drain()
+        stream = reader.json()
+    repeats, final = check_tag_changes(stream, lines, groups)
+    led = sum(1 for leader in leaders.values() if leader == killed_node)
+    print(
+        f"\nkilled node (coordinator, led {led}/{PARTITIONS}): ready again {ready_again:.1f}s, "
+        f"caught up {caught_up:.1f}s after the kill, SIGTERM {stopped_in:.1f}s; "
+        f"{len(stream)} changes for {len(final)} customers, {repeats} repeats"
+    )
