@@ -55,4 +55,3 @@ def test_a_stop_that_outlasts_the_timeout_exits_with_the_code() -> None:
     assert done.wait(5.0)
     timer.join(5.0)
     assert exited == [3]
-
