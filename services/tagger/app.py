@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event  # the partition of a table write comes from here
 from faust.types import TP, EventT
 from faust.types.stores import StoreT
@@ -165,7 +166,7 @@ class Tagger:
             batches = cast(Any, stream).noack_take  # missing from faust's StreamT stub
             size, within = self.settings.tagger.batch_size, self.settings.tagger.batch_within_s
             async for events in batches(size, within=within):
-                for event in await self._process(events):
+                for event in await self._process_or_abandon(events):
                     await stream.ack(event)
 
         if self.settings.tagger.projector:
@@ -246,6 +247,33 @@ class Tagger:
                 await redis.aclose()
 
     # -- processing ---------------------------------------------------------------------------------
+
+    async def _process_or_abandon(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+        """`_process`, again after a Kafka send failed; abandoned (nothing acknowledged) once a rebalance
+        or a stop is under way.
+
+        A batch must not fail out of the agent: the exception faust keeps for the crashed agent holds
+        the batch's messages, so faust waits for them in every later rebalance and at stop (for good),
+        and commits stay below them. A send fails when a leader died and the producer's metadata stayed
+        stale past its request timeout. Processing the batch again is safe: its states were not
+        written, and the engine repeats the same changes under the same seq. An abandoned batch is not
+        committed: whoever owns its partitions next reads it again.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await self._process(events)
+            except KafkaError as error:
+                if self.app.rebalancing or self.app.should_stop:
+                    log.warning(
+                        "leaving %d messages unacknowledged, to be read again (a rebalance or stop is under way): %r",
+                        len(events),
+                        error,
+                    )
+                    return []
+                log.warning("processing a batch failed (%r); again in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _process(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
         """Process a batch; returns the events that were processed (and may be acknowledged).

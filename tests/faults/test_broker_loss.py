@@ -62,6 +62,7 @@ async def _lose_the_coordinator(bootstrap: str, tmp_path: Path, warm_s: float) -
     await produce(bootstrap, topics["tag_definitions"], [(*definition_record(group), None) for group in groups])
     env = tagger_environment(bootstrap, prefix, topics, PARTITIONS, tmp_path / "data")
     env["TAGSTREAM_KAFKA__REPLICATION_FACTOR"] = "3"
+    env["TAGSTREAM_TAGGER__SESSION_TIMEOUT_S"] = "30"  # the default, as in production
     tagger = TaggerProcess(env, tmp_path / "tagger.log")
     total = int(RATE * (SECONDS + warm_s))
     lines = [orjson.dumps(event) for event in generated_events(total, CUSTOMERS, seed=19)]

@@ -1,9 +1,15 @@
-"""The tagger's bounds on a stuck rebalance (liveness) and a stuck shutdown (services/tagger/watchdog.py)."""
+"""The tagger's bounds on a stuck rebalance (liveness), a stuck shutdown (services/tagger/watchdog.py) and a
+batch whose Kafka send failed (retried, or left unacknowledged once a rebalance is under way)."""
 
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
+from typing import Any, cast
 
+from aiokafka.errors import KafkaTimeoutError
+
+from services.tagger.app import Tagger
 from services.tagger.watchdog import RebalanceWatch, exit_after, liveness
 
 
@@ -55,3 +61,31 @@ def test_a_stop_that_outlasts_the_timeout_exits_with_the_code() -> None:
     assert done.wait(5.0)
     timer.join(5.0)
     assert exited == [3]
+
+
+class FakeTagger:
+    """What `Tagger._process_or_abandon` touches: the app's rebalance/stop flags and `_process`."""
+
+    def __init__(self, failures: int, rebalancing: bool = False) -> None:
+        self.app = SimpleNamespace(rebalancing=rebalancing, should_stop=False)
+        self.failures = failures
+        self.calls = 0
+
+    async def _process(self, events: list[str]) -> list[str]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaTimeoutError()
+        return list(events)
+
+
+async def test_a_batch_whose_send_failed_is_processed_again_and_then_acknowledged() -> None:
+    fake = FakeTagger(failures=2)
+    processed = await Tagger._process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"]))
+    assert processed == ["e1", "e2"]
+    assert fake.calls == 3
+
+
+async def test_a_batch_whose_send_failed_during_a_rebalance_is_left_unacknowledged() -> None:
+    fake = FakeTagger(failures=1, rebalancing=True)
+    assert await Tagger._process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"])) == []
+    assert fake.calls == 1
