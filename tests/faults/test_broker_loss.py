@@ -63,6 +63,9 @@ async def _lose_the_coordinator(bootstrap: str, tmp_path: Path, warm_s: float) -
     env = tagger_environment(bootstrap, prefix, topics, PARTITIONS, tmp_path / "data")
     env["TAGSTREAM_KAFKA__REPLICATION_FACTOR"] = "3"
     env["TAGSTREAM_TAGGER__SESSION_TIMEOUT_S"] = "30"  # the default, as in production
+    # Shorter than the leaders' re-election plus the producer's stale metadata: sends of the batch in
+    # flight fail, the case that wedged the worker (the default 30 s makes it a race).
+    env["TAGSTREAM_TAGGER__PRODUCER_REQUEST_TIMEOUT_S"] = "5"
     tagger = TaggerProcess(env, tmp_path / "tagger.log")
     total = int(RATE * (SECONDS + warm_s))
     lines = [orjson.dumps(event) for event in generated_events(total, CUSTOMERS, seed=19)]
