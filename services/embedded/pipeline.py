@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 
 from schemas.events import CustomerEvent, OrderPaid
-from schemas.tags import TagChanged, TagCommand, TagGroup
+from schemas.tags import ChangeSource, TagChanged, TagCommand, TagGroup
 from services.embedded.readmodel import MemoryReadModel
 from services.tagger.engine import Engine, RuleBook
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
@@ -42,8 +42,10 @@ class EmbeddedTagger:
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
-    async def event(self, event: CustomerEvent) -> list[TagChanged]:
-        self.replay.apply(event)
+    async def event(self, event: CustomerEvent, now: datetime, source: ChangeSource = "rule") -> list[TagChanged]:
+        """One event arriving at `now` (the node's clock, never the event's own date: see arrival.py);
+        its changes carry `source`."""
+        self.replay.apply_at(event, now, source)
         last_order = event.occurred_at if isinstance(event, OrderPaid) else None
         self.readmodel.record_activity_now(event.customer_id, last_order, event.occurred_at)
         return await self._flush()
