@@ -19,10 +19,10 @@ from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
+from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode, encode
 from services.tagger.engine.evaluator import next_due
-from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.timeutil import from_us, to_us
 
 Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
