@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +21,7 @@ from services.embedded.shop import Shop
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
+_ORDERS = {"metric": "order_count"}
 GROUPS: list[dict[str, Any]] = [
     {
         "id": "lifecycle",
@@ -31,7 +31,11 @@ GROUPS: list[dict[str, Any]] = [
         "auto_remove": True,
         "tags": [
             {"id": "new", "name": "新客", "rule": {"conditions": [{"metric": "order_count", "op": "eq", "value": 1}]}},
-            {"id": "repeat", "name": "回头客", "rule": {"conditions": [{"metric": "order_count", "op": "gte", "value": 2}]}},
+            {
+                "id": "repeat",
+                "name": "回头客",
+                "rule": {"conditions": [{"metric": "order_count", "op": "gte", "value": 2}]},
+            },
         ],
     },
     {

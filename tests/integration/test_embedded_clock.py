@@ -46,7 +46,9 @@ def _settings() -> Settings:
 
 
 @asynccontextmanager
-async def _node(data: Path, clock: ManualClock, outbox: Outbox) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
+async def _node(
+    data: Path, clock: ManualClock, outbox: Outbox
+) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
     settings = _settings()
     node = EmbeddedNode(
         settings, data, clock, playbooks=load_playbooks(PLAYBOOKS), providers={"push": outbox}, tick_s=3600
@@ -69,7 +71,9 @@ def _event(kind: str, customer: str, when: datetime, **fields: str) -> dict[str,
 
 
 def _order(customer: str, when: datetime) -> dict[str, str]:
-    return _event("order_paid", customer, when, order_id=f"o-{customer}-{when.timestamp():.0f}", amount="99", currency="CNY")
+    return _event(
+        "order_paid", customer, when, order_id=f"o-{customer}-{when.timestamp():.0f}", amount="99", currency="CNY"
+    )
 
 
 async def _tags(http: httpx.AsyncClient, customer: str) -> set[str]:
@@ -90,7 +94,8 @@ async def test_one_browse_dated_next_year_fires_nothing_before_or_after_a_restar
         assert refused.status_code == 422
         [problem] = refused.json()["detail"]
         assert (problem["index"], problem["field"]) == (1, "occurred_at")
-        assert "ahead of the clock" in problem["reason"] and "at most 5m" in problem["reason"]
+        assert "ahead of the clock" in problem["reason"]
+        assert "at most 5m" in problem["reason"]
         clock.advance(timedelta(hours=1))
         await node.tick()
         assert [await _tags(http, f"c{n}") for n in range(1, 4)] == [{"lifecycle/new"}] * 3

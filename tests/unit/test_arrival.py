@@ -49,9 +49,12 @@ def test_an_event_dated_beyond_the_skew_goes_to_the_dlq_naming_occurred_at_and_c
     core = _core()
     result = core.handle(_record(browse(when=at(400)), at(0), offset=7), {}.get)
     assert result.outcome == "invalid"
-    assert result.state is None and result.changes == []
+    assert result.state is None
+    assert result.changes == []
     letter = result.dead_letter
-    assert letter is not None and letter.offset == 7 and letter.error == "invalid"
+    assert letter is not None
+    assert letter.offset == 7
+    assert letter.error == "invalid"
     assert letter.reason.startswith("occurred_at 2027-04-06T09:30:00Z is ")
     assert "ahead of the clock (2026-03-02T09:30:00Z); at most 5m is allowed" in letter.reason
     assert '"event_id"' in letter.original

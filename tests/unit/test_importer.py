@@ -61,7 +61,13 @@ def _history(path: Path, lines: int) -> Path:
 
 def _importer(source: Path, server: FakeServer, batch: int = 10) -> Importer:
     return Importer(
-        source, default_state_path(source), server, batch=batch, attempts=2, sleep=lambda _: None, progress=io.StringIO()
+        source,
+        default_state_path(source),
+        server,
+        batch=batch,
+        attempts=2,
+        sleep=lambda _: None,
+        progress=io.StringIO(),
     )
 
 
@@ -81,7 +87,8 @@ def test_an_interrupted_import_resumes_without_losing_or_double_counting_a_line(
     with pytest.raises(Interrupted, match="run the import again to resume"):
         _importer(source, down).run()
     saved = orjson.loads(default_state_path(source).read_bytes())
-    assert saved["accepted"] == len(down.accepted) > 0 and not saved["done"]
+    assert saved["accepted"] == len(down.accepted) > 0
+    assert not saved["done"]
 
     back = FakeServer()
     progress = _importer(source, back).run()
