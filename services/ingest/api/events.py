@@ -52,17 +52,26 @@ _BODY_SCHEMA: dict[str, Any] = {
 }
 
 
-@router.post(
-    "/v1/events",
-    status_code=202,
-    response_model=Accepted,
-    openapi_extra={"requestBody": _BODY_SCHEMA},
-    responses={
+_EVENT_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": Accepted,
+    "openapi_extra": {"requestBody": _BODY_SCHEMA},
+    "responses": {
         413: {"description": "body over max_body_bytes or batch over max_batch"},
-        422: {"model": Rejected, "description": "nothing accepted: each bad item's index, field and reason"},
+        422: {
+            "model": Rejected,
+            "description": "nothing accepted: each bad item's index, field and reason (occurred_at: dated past "
+            "shop.max_future_skew)",
+        },
         429: {"description": "the producer buffer is full: retry after Retry-After seconds"},
         503: {"description": "Kafka unreachable: nothing accepted"},
     },
+}
+
+
+@router.post(
+    "/v1/events",
+    **_EVENT_ROUTE,
 )
 async def post_events(
     request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
@@ -73,15 +82,7 @@ async def post_events(
 
 @router.post(
     "/v1/events:import",
-    status_code=202,
-    response_model=Accepted,
-    openapi_extra={"requestBody": _BODY_SCHEMA},
-    responses={
-        413: {"description": "body over max_body_bytes or batch over max_batch"},
-        422: {"model": Rejected, "description": "nothing accepted: each bad item's index, field and reason"},
-        429: {"description": "the producer buffer is full: retry after Retry-After seconds"},
-        503: {"description": "Kafka unreachable: nothing accepted"},
-    },
+    **_EVENT_ROUTE,
 )
 async def import_events(
     request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
