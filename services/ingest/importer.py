@@ -127,6 +127,7 @@ class Importer:
         self._sleep = sleep
         self._size = source.stat().st_size
         self._digest = hashlib.sha256()
+        self._reported = 0
         self.progress = Progress()
 
     def run(self, *, restart: bool = False) -> Progress:
@@ -238,10 +239,12 @@ class Importer:
         share = 100 * p.offset // self._size if self._size else 100
         text = f"import: line {p.line:,} ({share}%)  accepted {p.accepted:,}  duplicate {p.duplicate:,}  "
         text += f"rejected {p.rejected:,}"
-        interactive = self._out.isatty()
-        if interactive or final:
-            self._out.write(("\r" if interactive else "") + text + ("\n" if final else ""))
-            self._out.flush()
+        if self._out.isatty():  # one line, rewritten in place
+            self._out.write("\r" + text + ("\n" if final else ""))
+        elif final or share // 10 > self._reported // 10:  # a log: a line per tenth of the input
+            self._out.write(text + "\n")
+            self._reported = share
+        self._out.flush()
 
 
 def _event_id(text: bytes) -> str | None:
@@ -256,6 +259,8 @@ def _event_id(text: bytes) -> str | None:
 def _refusals(response: Response, size: int) -> dict[int, str]:
     """The batch positions the server refused (a 422 names each), with why; anything else is fatal."""
     excerpt = response.body[:300].decode("utf-8", "replace")
+    if response.status == 413:
+        raise ImportFailed(f"the server refused a batch as too large (413: {excerpt}); use a smaller --batch")
     if response.status != 422:
         raise ImportFailed(f"the server answered {response.status}: {excerpt}")
     try:

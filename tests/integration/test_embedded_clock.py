@@ -133,3 +133,18 @@ async def test_history_turns_into_churn_only_when_the_wall_clock_gets_there(tmp_
         assert await _tags(http, "c1") == {"lifecycle/new", "churn/likely"}
     # The customer really went quiet while the shop was live: that one is a live message.
     assert [(message.playbook_id, message.customer_id) for message in outbox.sent] == [("winback", "c1")]
+
+
+async def test_a_live_event_dated_days_ago_is_history_and_messages_no_one(tmp_path: Path) -> None:
+    clock = ManualClock(NOW)
+    outbox = Outbox()
+    async with _node(tmp_path, clock, outbox) as (node, http):
+        for group in GROUPS:
+            assert (await http.post("/v1/groups", json=group)).status_code == 201
+        late = [_order("c1", NOW - timedelta(days=3)), _order("c2", NOW - timedelta(hours=23))]
+        assert (await http.post("/v1/events", json=late)).status_code == 202
+        await node.tick()
+        history = (await http.get("/v1/customers/c1/history")).json()["changes"]
+        assert [(c["tag_id"], c["source"]) for c in history] == [("new", "import")]
+    # c2's order is within the notifier's max_trigger_age (1d): live, so welcomed.
+    assert [(message.playbook_id, message.customer_id) for message in outbox.sent] == [("welcome", "c2")]

@@ -55,7 +55,7 @@ def test_an_event_dated_beyond_the_skew_goes_to_the_dlq_naming_occurred_at_and_c
     assert letter is not None
     assert letter.offset == 7
     assert letter.error == "invalid"
-    assert letter.reason.startswith("occurred_at 2027-04-06T09:30:00Z is ")
+    assert letter.reason.startswith("occurred_at 2027-04-06T09:30:00Z is 400d ahead")
     assert "ahead of the clock (2026-03-02T09:30:00Z); at most 5m is allowed" in letter.reason
     assert '"event_id"' in letter.original
 
@@ -77,3 +77,12 @@ def test_a_live_event_older_than_the_history_age_is_history() -> None:
     event = paid(1, when=at(0))
     assert arrival.source(event, to_us(at(0)), to_us(at(1))) == "rule"  # exactly the age: still live
     assert arrival.source(event, to_us(at(0)), to_us(at(1, hours=0.01))) == "import"
+
+
+def test_the_refusal_says_how_far_ahead_in_the_two_largest_units() -> None:
+    arrival = Arrival.of(timedelta(minutes=5), timedelta(days=1))
+    now = to_us(at(0))
+    assert arrival.too_far_ahead(now + 5 * 60 * 1_000_000, now) is None  # exactly the skew: accepted
+    reason = arrival.too_far_ahead(to_us(at(364, hours=23.5)), now)
+    assert reason is not None
+    assert "is 364d23h ahead" in reason

@@ -59,8 +59,13 @@ def _iso(us: int) -> str:
 
 
 def _span(us: int) -> str:
+    """`5m`, `2h30m`, `364d23h`: the two largest units, rounded down."""
     seconds = us // SECOND_US
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        if len(parts) == 2 or (parts and not seconds):
+            break
+    return "".join(parts)
