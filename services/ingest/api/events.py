@@ -69,10 +69,7 @@ _EVENT_ROUTE: dict[str, Any] = {
 }
 
 
-@router.post(
-    "/v1/events",
-    **_EVENT_ROUTE,
-)
+@router.post("/v1/events", **_EVENT_ROUTE)
 async def post_events(
     request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
 ) -> Accepted | JSONResponse:
@@ -80,10 +77,7 @@ async def post_events(
     return await _accept(request, ctx, history=False)
 
 
-@router.post(
-    "/v1/events:import",
-    **_EVENT_ROUTE,
-)
+@router.post("/v1/events:import", **_EVENT_ROUTE)
 async def import_events(
     request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
 ) -> Accepted | JSONResponse:
