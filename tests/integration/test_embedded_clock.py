@@ -18,7 +18,6 @@ import orjson
 from services.embedded.journal import Journal
 from services.embedded.node import JOURNAL_FILE, EmbeddedNode
 from services.ingest.app import create_app
-from services.notifier.policy import load_playbooks
 from services.notifier.ports import Message
 from services.runtime.settings import Settings
 from services.tagger.engine import ManualClock
@@ -50,9 +49,9 @@ async def _node(
     data: Path, clock: ManualClock, outbox: Outbox
 ) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
     settings = _settings()
-    node = EmbeddedNode(
-        settings, data, clock, playbooks=load_playbooks(PLAYBOOKS), providers={"push": outbox}, tick_s=3600
-    )
+    playbooks = data / "playbooks.yaml"
+    playbooks.write_text(PLAYBOOKS)
+    node = EmbeddedNode(settings, data, clock, playbooks=playbooks, providers={"push": outbox}, tick_s=3600)
     app = create_app(settings, clock=clock, adapters=node.adapters())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
