@@ -38,6 +38,9 @@ class Outbox:
     async def close(self) -> None:
         pass
 
+    def who(self) -> list[tuple[str, str]]:
+        return [(message.playbook_id, message.customer_id) for message in self.sent]
+
 
 def _settings() -> Settings:
     keys = [{"key": ADMIN, "role": "admin", "name": "admin@shop"}]
@@ -75,6 +78,11 @@ def _order(customer: str, when: datetime) -> dict[str, str]:
     )
 
 
+async def _define(http: httpx.AsyncClient) -> None:
+    for group in GROUPS:
+        assert (await http.post("/v1/groups", json=group)).status_code == 201
+
+
 async def _tags(http: httpx.AsyncClient, customer: str) -> set[str]:
     answer = (await http.get(f"/v1/customers/{customer}/tags")).json()
     return {f"{group['id']}/{tag['id']}" for group in answer["groups"] for tag in group["tags"]}
@@ -85,8 +93,7 @@ async def test_one_browse_dated_next_year_fires_nothing_before_or_after_a_restar
     outbox = Outbox()
     next_year = _event("browse", "c9", NOW + timedelta(days=365), product_id="p1")
     async with _node(tmp_path, clock, outbox) as (node, http):
-        for group in GROUPS:
-            assert (await http.post("/v1/groups", json=group)).status_code == 201
+        await _define(http)
         history = [_order(f"c{n}", NOW - timedelta(days=5)) for n in range(1, 4)]
         assert (await http.post("/v1/events:import", json=history)).status_code == 202
         refused = await http.post("/v1/events", json=[_order("c4", NOW), next_year])
@@ -113,15 +120,14 @@ async def test_one_browse_dated_next_year_fires_nothing_before_or_after_a_restar
         assert await _tags(http, "c9") == set()
         assert (await http.post("/v1/events", json=_order("c5", NOW + timedelta(hours=2)))).status_code == 202
         await node.tick()
-    assert [(message.playbook_id, message.customer_id) for message in outbox.sent] == [("welcome", "c5")]
+    assert outbox.who() == [("welcome", "c5")]
 
 
 async def test_history_turns_into_churn_only_when_the_wall_clock_gets_there(tmp_path: Path) -> None:
     clock = ManualClock(NOW)
     outbox = Outbox()
     async with _node(tmp_path, clock, outbox) as (node, http):
-        for group in GROUPS:
-            assert (await http.post("/v1/groups", json=group)).status_code == 201
+        await _define(http)
         # Ordered 20 days ago (history): churn is due in a day, by the wall clock, not at import.
         assert (await http.post("/v1/events:import", json=_order("c1", NOW - timedelta(days=20)))).status_code == 202
         clock.advance(timedelta(hours=23))
@@ -131,19 +137,18 @@ async def test_history_turns_into_churn_only_when_the_wall_clock_gets_there(tmp_
         await node.tick()
         assert await _tags(http, "c1") == {"lifecycle/new", "churn/likely"}
     # The customer really went quiet while the shop was live: that one is a live message.
-    assert [(message.playbook_id, message.customer_id) for message in outbox.sent] == [("winback", "c1")]
+    assert outbox.who() == [("winback", "c1")]
 
 
 async def test_a_live_event_dated_days_ago_is_history_and_messages_no_one(tmp_path: Path) -> None:
     clock = ManualClock(NOW)
     outbox = Outbox()
     async with _node(tmp_path, clock, outbox) as (node, http):
-        for group in GROUPS:
-            assert (await http.post("/v1/groups", json=group)).status_code == 201
+        await _define(http)
         late = [_order("c1", NOW - timedelta(days=3)), _order("c2", NOW - timedelta(hours=23))]
         assert (await http.post("/v1/events", json=late)).status_code == 202
         await node.tick()
         history = (await http.get("/v1/customers/c1/history")).json()["changes"]
         assert [(c["tag_id"], c["source"]) for c in history] == [("new", "import")]
     # c2's order is within the notifier's max_trigger_age (1d): live, so welcomed.
-    assert [(message.playbook_id, message.customer_id) for message in outbox.sent] == [("welcome", "c2")]
+    assert outbox.who() == [("welcome", "c2")]
