@@ -12,11 +12,15 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.workload import events as generated_events
-from tests.integration.processes import TaggerProcess, produce_at_rate, tagger_environment, tagger_topics
+from tests.integration.processes import (
+    TaggerProcess,
+    produce_at_rate,
+    tagger_environment,
+    tagger_topics,
+    wait_caught_up,
+)
 from tests.integration.tag_streams import definitions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -54,39 +58,14 @@ async def resume_seconds(
     tagger.start()
     try:
         await tagger.wait_ready()
-        await _until_committed(bootstrap, prefix, await _ends(bootstrap, topics["events"]), 60.0)
+        await wait_caught_up(bootstrap, prefix, topics["events"], PARTITIONS, timeout=60.0)
         tagger.kill()
         tagger.start()
         restarted = time.monotonic()
-        await _until_committed(bootstrap, prefix, await _ends(bootstrap, topics["events"]), bound_s)
+        await wait_caught_up(bootstrap, prefix, topics["events"], PARTITIONS, timeout=bound_s)
         return time.monotonic() - restarted
     finally:
         producing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await producing
         tagger.stop()
-
-
-async def _ends(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(topic, partition) for partition in range(PARTITIONS)])
-        return {tp: int(offset) for tp, offset in ends.items()}
-    finally:
-        await consumer.stop()
-
-
-async def _until_committed(bootstrap: str, group: str, ends: dict[TopicPartition, int], timeout: float) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            committed = await admin.list_consumer_group_offsets(group)
-            if all(tp in committed and committed[tp].offset >= end for tp, end in ends.items()):
-                return
-            await asyncio.sleep(0.2)
-        raise AssertionError(f"group {group} did not commit {ends} within {timeout:.0f}s")
-    finally:
-        await admin.close()
