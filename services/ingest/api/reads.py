@@ -18,10 +18,13 @@ from services.ingest.auth import Caller
 from services.ingest.context import Ctx, ErrorBody, require
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
 
+Viewer = Annotated[Caller, require("viewer")]
 
-async def _read_model_whole(ctx: Ctx) -> None:
+
+async def _read_model_whole(ctx: Ctx, caller: Viewer) -> None:
     """Every read here waits for a whole read model: after Redis lost its data, an empty or half-rebuilt
-    one would answer wrong tags and audiences as if they were true."""
+    one would answer wrong tags and audiences as if they were true. After the key check (`caller`), so
+    an unauthenticated request gets its 401, not the read model's state."""
     reason = await ctx.reads.unavailable()
     if reason is not None:
         raise HTTPException(503, reason, headers={"Retry-After": "5"})
@@ -39,7 +42,6 @@ router = APIRouter(
     },
 )
 
-Viewer = Annotated[Caller, require("viewer")]
 TagRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=129)]
 
 
