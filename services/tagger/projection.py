@@ -229,6 +229,14 @@ class Projection:
         )
         values = [record.value for record in records]
         now = self._clock.now
+        if position.from_start and position.first > 0 and tp.topic == self._changes_topic:
+            log.error(
+                "%s[%d] now starts at offset %d: the records before it were deleted (is the topic's retention.ms "
+                "-1, as tagstream creates it?), so the read model misses them",
+                tp.topic,
+                tp.partition,
+                position.first,
+            )
         if tp.topic == self._changes_topic:
             changes = decode_tag_changes(values)
             result = await _until_done(lambda: self._projector.apply_batch(position, changes, now()), "project")
@@ -238,6 +246,8 @@ class Projection:
                 lambda: self._projector.record_activity_batch(position, seen, now()), "record activity"
             )
         self._settle(tp, position, result)
+        if result.kind == "paused":
+            await asyncio.sleep(_PAUSED_RETRY_S)
 
     def _settle(self, tp: TopicPartition, position: Position, result: BatchResult) -> None:
         if result.kind == "ok":
@@ -250,7 +260,6 @@ class Projection:
             return
         if result.kind == "paused":
             self._seek(tp, position.first)  # read it again once the reset is over
-            self._last_reconcile = time.monotonic() - _RECONCILE_EVERY_S + _PAUSED_RETRY_S
             return
         log.info(
             "%s[%d]: Redis holds the read model up to %s, not %d: re-reading from there",
