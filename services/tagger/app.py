@@ -278,8 +278,7 @@ class Tagger:
         except Exception as error:  # a bug must not stall the partition: dead-letter the message
             log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
             result = self.core.failed(incoming, error)
-        self.metrics.evaluation.observe(time.perf_counter() - started)
-        self.metrics.messages.labels(result.kind, result.outcome).inc()
+        self.metrics.count_message(result.kind, result.outcome, time.perf_counter() - started)
         return result
 
     async def _sync(self, event: EventT[bytes], sync: SyncPartition) -> None:

@@ -35,7 +35,7 @@ from services.runtime.settings import Settings
 from services.tagger.engine import Clock
 from services.tagger.marker import Marker
 from services.tagger.metrics import TaggerMetrics
-from services.tagger.projector import BatchResult, Outcome, Position, Projector
+from services.tagger.projector import BatchResult, Position, Projector
 from services.tagger.readmodel import ReadModelStatus, offset_field
 
 log = logging.getLogger(__name__)
@@ -253,10 +253,7 @@ class Projection:
         if result.kind == "ok":
             self._from_start.discard(tp)
             self._position[tp] = position.next
-            for outcome in result.outcomes:
-                self._metrics.projector_changes.labels(outcome.value).inc()
-                if outcome is Outcome.APPLIED_AFTER_GAP:
-                    self._metrics.projector_gaps.inc()
+            self._metrics.count_projected(result.outcomes)
             return
         if result.kind == "paused":
             self._seek(tp, position.first)  # read it again once the reset is over
