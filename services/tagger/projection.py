@@ -103,7 +103,7 @@ class Projection:
             if self._group_id is None:
                 tps = await self._partitions()
                 consumer.assign(tps)
-                await self._seek_to_stored(tps)
+                await self.seek_to_stored(tps)
             else:
                 consumer.subscribe(list(self._topics), listener=_Listener(self))
             while True:
@@ -120,7 +120,7 @@ class Projection:
 
     # -- positions ----------------------------------------------------------------------------------
 
-    async def _seek_to_stored(self, tps: Iterable[TopicPartition]) -> None:
+    async def seek_to_stored(self, tps: Iterable[TopicPartition]) -> None:
         """Seek each partition to the offset Redis holds for it, or to its beginning when it holds none."""
         tps = list(tps)
         if not tps:
@@ -276,7 +276,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._projection.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self._projection._seek_to_stored(assigned)
+        await self._projection.seek_to_stored(assigned)
 
 
 def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
