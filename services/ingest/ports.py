@@ -73,6 +73,10 @@ class TagReads(Protocol):
 
     async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]: ...
 
+    async def unavailable(self) -> str | None:
+        """Why reads cannot be trusted now (the read model is missing or rebuilding); None when they can."""
+        ...
+
 
 @dataclass(frozen=True)
 class AudienceQuery:

@@ -15,6 +15,7 @@ def notifier(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services.notifier.app import build_app
+    from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError, load_playbooks
     from services.runtime.settings import Settings
 
@@ -39,5 +40,9 @@ def notifier(args: argparse.Namespace) -> int:
             loop.add_signal_handler(stop_signal, app.request_stop)
         await app.run()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except VolatileRedis as error:
+        print(f"tagstream notifier: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -130,7 +130,15 @@ class TaggerSettings(_Section):
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
     session_timeout_s: float = Field(
-        default=30.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
+        default=30.0, gt=0, le=300, description="a worker that stops heartbeating loses its partitions after this"
+    )
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="static group membership: a stable name per worker (the chart uses the pod name), so a "
+        "restarted worker takes its partitions back at once instead of after session_timeout_s",
     )
 
 
@@ -140,6 +148,11 @@ class NotifierSettings(_Section):
     playbooks_file: Path = Field(default=Path("/etc/tagstream/playbooks.yaml"), description="YAML, reloaded on change")
     reload_interval_s: float = Field(default=5.0, gt=0, description="how often the playbooks file is checked")
     group_id: str = Field(default="tagstream-notifier", description="Kafka consumer group of the replicas")
+    allow_volatile_redis: bool = Field(
+        default=False,
+        description="start on a Redis without AOF persistence, accepting that its restart loses pending steps, "
+        "consent and profiles (docs/notifier.md)",
+    )
     web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
     web_port: int = Field(default=8081, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     default_timezone: str | None = Field(

@@ -19,9 +19,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
-from functools import partial
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import faust
@@ -30,11 +28,8 @@ from faust.streams import _current_event  # the partition of a table write comes
 from faust.types import TP, EventT
 from faust.types.stores import StoreT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import ValidationError
-from redis.exceptions import RedisError
 
-from schemas.events import event_adapter
-from schemas.tags import TagChanged, TagGroup
+from schemas.tags import TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
 from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
 from services.runtime.redis import redis_client
@@ -53,7 +48,7 @@ from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
-from services.tagger.projector import Projector
+from services.tagger.projection import Projection
 
 log = logging.getLogger(__name__)
 
@@ -199,37 +194,31 @@ class Tagger:
             return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     def _wire_projector(self) -> None:
-        app = self.app
+        @self.app.task  # type: ignore[untyped-decorator]
+        async def project() -> None:
+            await self._project()
 
-        @app.agent(
-            app.topic(self.settings.topics.tag_changes, **RAW_TOPIC), concurrency=1, name="tagstream.tagger.project"
-        )
-        async def project(stream: faust.StreamT[bytes]) -> None:
-            # One coroutine: a customer's changes must reach Redis in seq order (see projector.py).
+    async def _project(self) -> None:
+        """Run the read model's projection (projection.py) until the worker stops; restart it after a failure."""
+        tagger = self.settings.tagger
+        instance = tagger.group_instance_id
+        while True:
             redis = redis_client(self.settings.redis)
-            projector = Projector(
-                redis, key_prefix=self.settings.redis.key_prefix, history_limit=self.settings.redis.history_limit
+            projection = Projection(
+                self.settings,
+                redis,
+                self.clock,
+                self.metrics,
+                group_id=f"{tagger.app_id}-projector",
+                group_instance_id=None if instance is None else f"{instance}-projector",
             )
             try:
-                async for events in cast(Any, stream).noack_take(500, within=0.05):
-                    changes = _tag_changes(event.value for event in events)
-                    outcomes = await _until_done(partial(projector.apply_many, changes), "project tag changes")
-                    self.metrics.count_projected(outcomes)
-                    for event in events:
-                        await stream.ack(event)
-            finally:
-                await redis.aclose()
-
-        @app.agent(app.topic(self.settings.topics.events, **RAW_TOPIC), concurrency=1, name="tagstream.tagger.activity")
-        async def activity(stream: faust.StreamT[bytes]) -> None:
-            redis = redis_client(self.settings.redis)
-            projector = Projector(redis, key_prefix=self.settings.redis.key_prefix)
-            try:
-                async for events in cast(Any, stream).noack_take(500, within=0.05):
-                    seen = _activity(event.value for event in events)
-                    await _until_done(partial(projector.record_activity_many, seen), "record activity")
-                    for event in events:
-                        await stream.ack(event)
+                await projection.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the read model's projection failed; restarting it in 5 s")
+                await asyncio.sleep(5.0)
             finally:
                 await redis.aclose()
 
@@ -521,45 +510,6 @@ class _Batch:
         self._sends.append(await self._tagger.app.producer.send(topic, key, value, None, None, None))
 
 
-def _tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
-    changes = []
-    for value in values:
-        try:
-            changes.append(TagChanged.model_validate_json(value))
-        except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
-            log.error("skipping an invalid tag change: %s", error)
-    return changes
-
-
-def _activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:
-    """Per customer in a batch: the latest order and the latest event of any kind."""
-    adapter = event_adapter()
-    latest: dict[str, tuple[datetime | None, datetime]] = {}
-    for value in values:
-        try:
-            event = adapter.validate_json(value)
-        except ValidationError:
-            continue  # the tagger dead-letters it
-        last_order, last_seen = latest.get(event.customer_id, (None, event.occurred_at))
-        if event.type == "order_paid" and (last_order is None or event.occurred_at > last_order):
-            last_order = event.occurred_at
-        latest[event.customer_id] = (last_order, max(last_seen, event.occurred_at))
-    return [(customer_id, order, seen) for customer_id, (order, seen) in latest.items()]
-
-
-async def _until_done(work: Callable[[], Awaitable[_T]], what: str) -> _T:
-    """Retry with backoff until it succeeds: Redis being away must not drop a batch, and the writes
-    are idempotent, so repeating them is safe."""
-    delay = 0.1
-    while True:
-        try:
-            return await work()
-        except (RedisError, OSError) as error:
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 def _dead_letter_json(letter: DeadLetter) -> bytes:
     return letter.model_dump_json().encode()
 
@@ -605,6 +555,9 @@ def faust_app(settings: Settings) -> faust.App:
         web_in_thread=False,
         broker_commit_interval=1.0,
         broker_session_timeout=tagger.session_timeout_s,
+        # static membership (docs/tagger.md): a worker back under the same name within the session
+        # timeout gets its partitions back without a rebalance
+        consumer_group_instance_id=tagger.group_instance_id,
         broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
         stream_buffer_maxsize=tagger.stream_buffer,
     )

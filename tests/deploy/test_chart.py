@@ -183,14 +183,25 @@ def test_every_container_environment_names_real_settings_and_loads(scenario):
         assert settings.kafka.bootstrap_servers == env["TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS"]
 
 
+def test_each_tagger_pod_joins_the_consumer_group_as_a_static_member_named_after_itself():
+    tagger = one(render("production-values.yaml"), "StatefulSet", "tagger")
+    [container] = tagger["spec"]["template"]["spec"]["containers"]
+    [instance] = [
+        variable for variable in container["env"] if variable["name"] == "TAGSTREAM_TAGGER__GROUP_INSTANCE_ID"
+    ]
+    assert instance["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
 def test_credentials_come_only_from_the_existing_secret():
     manifests = render("production-values.yaml")
     assert of_kind(manifests, "Secret") == []
     ingest = one(manifests, "Deployment", "ingest")
     for _, container in containers(manifests):
         for variable in container["env"]:
-            if "valueFrom" in variable:
+            if "secretKeyRef" in variable.get("valueFrom", {}):
                 assert variable["valueFrom"]["secretKeyRef"]["name"] == "tagstream-credentials"
+            elif "valueFrom" in variable:  # only the pod's own name (static group membership)
+                assert variable["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
             assert "password" not in variable.get("value", "").lower()
         names = {variable["name"] for variable in container["env"]}
         assert {"TAGSTREAM_KAFKA__SASL_PASSWORD", "TAGSTREAM_REDIS__PASSWORD"} <= names

@@ -22,6 +22,7 @@ from services.notifier.redis_store import RedisScheduler
 from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
 from services.tagger.engine.clock import ManualClock
+from services.tagger.marker import Marker
 from services.tagger.projector import Projector
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
@@ -89,6 +90,7 @@ async def start(
         path.write_text(playbooks, encoding="utf-8")
         settings = notifier_settings(kafka_bootstrap, redis_url, path, providers, **notifier)
         clock = ManualClock(at)
+        await Marker(redis, key_prefix=settings.redis.key_prefix).begin({}, at, reason="a new read model")
         app = build_app(settings, clock=clock)
         await app.start()
         started.append(app)
