@@ -161,7 +161,12 @@ class NotifierSettings(_Section):
     provider_attempts: int = Field(default=4, ge=1, description="requests per send before the DLQ")
     backoff_base_s: float = Field(default=0.2, ge=0, description="first retry delay (exponential, full jitter)")
     backoff_cap_s: float = Field(default=10.0, ge=0, description="longest retry delay")
-    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
+    breaker_threshold: int = Field(
+        default=4,
+        ge=1,
+        description="consecutive failures that open a channel's circuit; at most provider_attempts, so that one "
+        "step's retries in an outage open it (deferred) rather than fail the step",
+    )
     breaker_reset_s: float = Field(
         default=30.0, gt=0, description="how long an open circuit waits before a trial request"
     )
