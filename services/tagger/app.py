@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from schemas.events import event_adapter
 from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
+from services.runtime.files import private_directory
 from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
@@ -588,6 +589,7 @@ def faust_app(settings: Settings) -> faust.App:
     its consumer (`TaggerConsumer`). Nothing is wired to it yet (see `Tagger`); `benchmarks.faust_passthrough`
     builds its floor on the same app."""
     tagger = settings.tagger
+    private_directory(tagger.datadir)
     app = faust.App(
         tagger.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
