@@ -92,7 +92,10 @@ class TaggerSettings(_Section):
     store: Literal["memory", "rocksdb"] = Field(default="rocksdb", description="where customer state is kept")
     datadir: Path = Field(default=Path("/var/lib/tagstream"), description="RocksDB files (a volume per replica)")
     rocksdb_block_cache_mb: int = Field(default=64, ge=8, description="per partition; faust's default is 2 GiB")
-    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
     batch_size: int = Field(default=500, ge=1, description="events taken per batch")
@@ -129,7 +132,10 @@ class NotifierSettings(_Section):
     playbooks_file: Path = Field(default=Path("/etc/tagstream/playbooks.yaml"), description="YAML, reloaded on change")
     reload_interval_s: float = Field(default=5.0, gt=0, description="how often the playbooks file is checked")
     group_id: str = Field(default="tagstream-notifier", description="Kafka consumer group of the replicas")
-    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
     web_port: int = Field(default=8081, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     default_timezone: str = Field(default="UTC", description="IANA zone for customers without one")
     quiet_hours: str | None = Field(default="21:00-08:00", description="local time window; 'off' for none")
@@ -203,7 +209,7 @@ class ApiKey(_Section):
 
 
 class IngestSettings(_Section):
-    host: str = Field(default="0.0.0.0", description="listen address")
+    host: str = Field(default="127.0.0.1", description="listen address (the image and the chart set 0.0.0.0)")
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port")
     max_batch: int = Field(default=1000, ge=1, description="events in one POST /v1/events")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
