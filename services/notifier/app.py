@@ -143,7 +143,11 @@ class NotifierApp:
 
     async def start(self) -> None:
         settings, topics = self.settings, self.settings.topics
-        await ensure_topics(settings.kafka, [topics.tag_changes, topics.notifications, topics.notifications_dlq])
+        await ensure_topics(
+            settings.kafka,
+            [topics.tag_changes, topics.notifications, topics.notifications_dlq],
+            kept_forever=[topics.tag_changes],  # as the tagger creates it, whichever service starts first
+        )
         self._redis = redis_client(settings.redis)
         prefix = settings.redis.key_prefix
         self._producer = AIOKafkaProducer(**producer_options(settings.kafka), linger_ms=5)

@@ -37,7 +37,14 @@ from schemas.events import event_adapter
 from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
 from services.runtime.files import private_directory
-from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
+from services.runtime.kafka import (
+    durability_problems,
+    ensure_topics,
+    min_insync_replicas,
+    partition_ids,
+    send_keyed,
+    send_partitioned,
+)
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.consumer import TaggerConsumer
@@ -53,6 +60,7 @@ from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
+from services.tagger.producer import TaggerProducer
 from services.tagger.projector import Outcome as ProjectionOutcome
 from services.tagger.projector import Projector
 
@@ -99,6 +107,8 @@ class Tagger:
             key_type=bytes,  # bytes types make faust store raw bytes (json otherwise, even in RocksDB)
             value_type=bytes,
             partitions=settings.kafka.partitions,
+            # faust creates the changelog: the states behind acknowledged changes need the same durability
+            extra_topic_configs={"min.insync.replicas": str(min_insync_replicas(settings.kafka.replication_factor))},
             options={"block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024, "driver": "rocksdict"}
             if settings.tagger.store == "rocksdb"
             else None,
@@ -129,6 +139,9 @@ class Tagger:
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
+        # faust creates the changelog itself (with min.insync.replicas, see the table): check one made earlier
+        for problem in await durability_problems(kafka, [self.table.changelog_topic.get_topic_name()]):
+            log.warning("%s", problem)
         joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
         ids = await partition_ids(kafka, joined)
         for topic in joined:
@@ -615,6 +628,7 @@ def faust_app(settings: Settings) -> faust.App:
     # before anything creates the consumer; the transport instantiates the class (see consumer.py)
     consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
     cast(Any, app.transport).Consumer = consumer
+    cast(Any, app.transport).Producer = TaggerProducer
     return app
 
 

@@ -19,13 +19,13 @@ from schemas.tags import TagGroup
 from schemas.topics import TopicNames
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
-from services.tagger.app import Tagger, build_app
+from services.tagger.app import Tagger, build_app, kafka_producer
 from services.tagger.engine import ManualClock
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import decode
 from services.tagger.feed import definition_record
 from services.tagger.readmodel import ReadModel
-from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.kafka_io import TopicReader, produce, topic_config
 from tests.unit.builders import cond, group, order_bands, value_tiers
 
 pytestmark = pytest.mark.integration
@@ -276,3 +276,13 @@ async def test_the_redis_read_model_matches_the_table(harness: Harness) -> None:
         assert await model.gaps() == 0
     finally:
         await redis.aclose()
+
+
+async def test_the_changelog_asks_for_its_in_sync_replicas_and_tag_changes_go_through_an_idempotent_producer(
+    harness: Harness,
+) -> None:
+    changelog = harness.tagger.table.changelog_topic.get_topic_name()
+    assert await topic_config(harness.bootstrap, changelog, "min.insync.replicas") == ("1", True)
+    producer = kafka_producer(harness.tagger.app)
+    # aiokafka keeps a transaction manager (producer id + sequence numbers) exactly when idempotent
+    assert producer._txn_manager is not None
