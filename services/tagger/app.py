@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -90,7 +90,9 @@ class Tagger:
         self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
         self.core = TaggerCore(self.engine, settings.topics, clock)
         self.index = CustomerIndex()
-        self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
+        self.feed = DefinitionsFeed(
+            settings.kafka, settings.topics.tag_definitions, self._on_definitions, self._on_rejected_definition
+        )
         self.recovered = False
         self._next_offset: dict[TP, int] = {}
         """Per source partition: the offset after the last one processed (stored with the states)."""
@@ -383,6 +385,29 @@ class Tagger:
         self.metrics.definitions_groups.set(len(rulebook.groups))
         if self.recovered:
             self._spawn(self._request_sync(self._active_partitions()))
+
+    def _on_rejected_definition(self, record: Any, error: Literal["invalid", "mismatched_key"], reason: str) -> None:
+        """Every worker reads the whole definitions topic, so each dead-letters what it could not apply:
+        the copies are the same record (topic, partition, offset), and come again on each start until
+        the record is replaced or removed (compaction keeps the latest per key)."""
+        incoming = Incoming(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_us=record.timestamp * 1000,
+        )
+        letter = self.core.dead_letter(incoming, error, reason)
+        self.metrics.dead_letters.labels(error).inc()
+        self._spawn(self._send_dead_letter(record.key, _dead_letter_json(letter)))
+
+    async def _send_dead_letter(self, key: bytes | None, value: bytes) -> None:
+        topic = self.settings.topics.events_dlq
+        try:
+            await (await self.app.producer.send(topic, key, value, None, None, None))
+        except Exception:  # the reason is logged by the feed already; the record stays on its topic
+            log.exception("could not dead-letter a definitions record to %s", topic)
 
     async def _on_recovered(self) -> None:
         active = self._active_partitions()
