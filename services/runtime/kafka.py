@@ -116,6 +116,20 @@ async def durability_problems(settings: KafkaSettings, topics: Iterable[str]) ->
         await admin.close()
 
 
+async def required_in_sync(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
+    """Each topic's `min.insync.replicas` as the brokers apply it (the topic's own, or their default)."""
+    if not topics:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"min.insync.replicas": None}) for name in topics]
+    required: dict[str, int] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            for entry in resource["config_entries"]:
+                if entry["config_names"] == "min.insync.replicas" and entry["config_value"]:
+                    required[resource["resource_name"]] = int(entry["config_value"])
+    return required
+
+
 async def _durability_problems(admin: AIOKafkaAdminClient, settings: KafkaSettings, topics: Iterable[str]) -> list[str]:
     names = sorted(set(topics))
     if not names:
@@ -125,14 +139,7 @@ async def _durability_problems(admin: AIOKafkaAdminClient, settings: KafkaSettin
         for topic in await admin.describe_topics(names)
         if topic["error_code"] == 0 and topic["partitions"]
     }
-    required: dict[str, int] = {}
-    for response in await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name, {"min.insync.replicas": None}) for name in replicas]
-    ):
-        for resource in response.to_object()["resources"]:
-            for entry in resource["config_entries"]:
-                if entry["config_names"] == "min.insync.replicas":
-                    required[resource["resource_name"]] = int(entry["config_value"])
+    required = await required_in_sync(admin, list(replicas))
     servers = settings.bootstrap_servers.split(",")[0]
     problems = []
     for name, count in sorted(replicas.items()):

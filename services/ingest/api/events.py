@@ -57,7 +57,11 @@ _BODY_SCHEMA: dict[str, Any] = {
         413: {"description": "body over max_body_bytes or batch over max_batch"},
         422: {"model": Rejected, "description": "nothing accepted: each bad item's index, field and reason"},
         429: {"description": "the producer buffer is full: retry after Retry-After seconds"},
-        503: {"description": "Kafka unreachable: nothing accepted"},
+        503: {
+            "description": "Kafka unreachable or it did not acknowledge within send_timeout_s: some events of the "
+            "batch may have been written. Send the same batch again (after Retry-After): the tagger drops "
+            "repeated event_ids, so a retry is safe"
+        },
     },
 )
 async def post_events(
