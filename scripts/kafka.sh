@@ -6,6 +6,7 @@
 #                               or crashed before resumes with its data on the same ports, a first
 #                               start formats a new one (about 20 s)
 #   scripts/kafka.sh stop       stop the broker, keeping its data (the next start resumes it)
+#   scripts/kafka.sh kill       SIGKILL the broker, keeping its data: a crash, for fault tests
 #   scripts/kafka.sh reset      stop the broker and delete its data (the next start is fresh)
 #   scripts/kafka.sh status     exit 0 when the broker is running and answers metadata requests
 #   scripts/kafka.sh bootstrap  print the bootstrap address of the running broker
@@ -469,6 +470,17 @@ cmd_stop() {
     stop_broker
 }
 
+cmd_kill() {
+    lock_run_dir
+    local pid
+    if pid="$(read_pid)" && broker_alive; then
+        log "killing broker (pid ${pid}) with SIGKILL"
+        kill -KILL "${pid}" 2>/dev/null || true
+        while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
+    fi
+    rm -f "${PID_FILE}" "${BOOTSTRAP_FILE}"
+}
+
 cmd_reset() {
     lock_run_dir
     stop_broker
@@ -496,7 +508,7 @@ cmd_bootstrap() {
 }
 
 usage() {
-    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -506,6 +518,7 @@ main() {
         fetch) cmd_fetch ;;
         start) cmd_start ;;
         stop) cmd_stop ;;
+        kill) cmd_kill ;;
         reset) cmd_reset ;;
         status) cmd_status ;;
         bootstrap) cmd_bootstrap ;;
