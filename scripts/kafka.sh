@@ -447,6 +447,12 @@ launch_broker() {
     printf '%s\n' "${address}"
 }
 
+# SIGKILL and wait until the process is gone.
+kill_now() {
+    kill -KILL "$1" 2>/dev/null || true
+    while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+}
+
 stop_broker() {
     local pid
     if pid="$(read_pid)" && broker_alive; then
@@ -458,8 +464,7 @@ stop_broker() {
         done
         if kill -0 "${pid}" 2>/dev/null; then
             log "broker did not stop within 30s; sending SIGKILL"
-            kill -KILL "${pid}" 2>/dev/null || true
-            while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
+            kill_now "${pid}"
         fi
     fi
     rm -f "${PID_FILE}" "${BOOTSTRAP_FILE}"
@@ -475,8 +480,7 @@ cmd_kill() {
     local pid
     if pid="$(read_pid)" && broker_alive; then
         log "killing broker (pid ${pid}) with SIGKILL"
-        kill -KILL "${pid}" 2>/dev/null || true
-        while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
+        kill_now "${pid}"
     fi
     rm -f "${PID_FILE}" "${BOOTSTRAP_FILE}"
 }
