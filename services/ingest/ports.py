@@ -27,7 +27,8 @@ class Throttled(Exception):
 
 
 class Unavailable(Exception):
-    """Kafka (or Redis) cannot be reached, or did not acknowledge in time: nothing was accepted."""
+    """Kafka (or Redis) cannot be reached, or did not acknowledge in time: the write may or may not have
+    happened (a retry with the same ids is safe)."""
 
 
 class Publisher(Protocol):

@@ -100,7 +100,11 @@ class NotifierApp:
 
     async def start(self) -> None:
         settings, topics = self.settings, self.settings.topics
-        await ensure_topics(settings.kafka, [topics.tag_changes, topics.notifications, topics.notifications_dlq])
+        await ensure_topics(
+            settings.kafka,
+            [topics.tag_changes, topics.notifications, topics.notifications_dlq],
+            kept_forever=[topics.tag_changes],  # as the tagger creates it, whichever service starts first
+        )
         self._redis = redis_client(settings.redis)
         await self._check_durable(self._redis)
         prefix = settings.redis.key_prefix

@@ -17,6 +17,7 @@ def notifier(args: argparse.Namespace) -> int:
     from services.notifier.app import build_app
     from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError, load_playbooks
+    from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import Settings
 
     if args.check is not None:
@@ -28,6 +29,7 @@ def notifier(args: argparse.Namespace) -> int:
         print(f"{args.check}: {len(found.playbooks)} playbooks, {len(found.templates)} templates: valid")
         return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_back_repeats()
     try:
         app = build_app(Settings())
     except (ValidationError, PlaybookError) as error:

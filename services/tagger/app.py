@@ -20,7 +20,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -31,7 +31,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from schemas.tags import TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
-from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
+from services.runtime.files import private_directory
+from services.runtime.kafka import (
+    durability_problems,
+    ensure_topics,
+    min_insync_replicas,
+    partition_ids,
+    send_keyed,
+    send_partitioned,
+)
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.consumer import TaggerConsumer
@@ -48,6 +56,7 @@ from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
+from services.tagger.producer import TaggerProducer
 from services.tagger.projection import Projection
 
 log = logging.getLogger(__name__)
@@ -78,7 +87,9 @@ class Tagger:
             self.engine, settings.topics, clock, Arrival.of(settings.shop.future_skew, settings.history_age)
         )
         self.index = CustomerIndex()
-        self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
+        self.feed = DefinitionsFeed(
+            settings.kafka, settings.topics.tag_definitions, self._on_definitions, self._on_rejected_definition
+        )
         self.recovered = False
         self._next_offset: dict[TP, int] = {}
         """Per source partition: the offset after the last one processed (stored with the states)."""
@@ -95,6 +106,8 @@ class Tagger:
             key_type=bytes,  # bytes types make faust store raw bytes (json otherwise, even in RocksDB)
             value_type=bytes,
             partitions=settings.kafka.partitions,
+            # faust creates the changelog: the states behind acknowledged changes need the same durability
+            extra_topic_configs={"min.insync.replicas": str(min_insync_replicas(settings.kafka.replication_factor))},
             options={"block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024, "driver": "rocksdict"}
             if settings.tagger.store == "rocksdb"
             else None,
@@ -125,6 +138,9 @@ class Tagger:
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
+        # faust creates the changelog itself (with min.insync.replicas, see the table): check one made earlier
+        for problem in await durability_problems(kafka, [self.table.changelog_topic.get_topic_name()]):
+            log.warning("%s", problem)
         joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
         ids = await partition_ids(kafka, joined)
         for topic in joined:
@@ -357,6 +373,29 @@ class Tagger:
         if self.recovered:
             self._spawn(self._request_sync(self._active_partitions()))
 
+    def _on_rejected_definition(self, record: Any, error: Literal["invalid", "mismatched_key"], reason: str) -> None:
+        """Every worker reads the whole definitions topic, so each dead-letters what it could not apply:
+        the copies are the same record (topic, partition, offset), and come again on each start until
+        the record is replaced or removed (compaction keeps the latest per key)."""
+        incoming = Incoming(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_us=record.timestamp * 1000,
+        )
+        letter = self.core.dead_letter(incoming, error, reason)
+        self.metrics.dead_letters.labels(error).inc()
+        self._spawn(self._send_dead_letter(record.key, _dead_letter_json(letter)))
+
+    async def _send_dead_letter(self, key: bytes | None, value: bytes) -> None:
+        topic = self.settings.topics.events_dlq
+        try:
+            await (await self.app.producer.send(topic, key, value, None, None, None))
+        except Exception:  # the reason is logged by the feed already; the record stays on its topic
+            log.exception("could not dead-letter a definitions record to %s", topic)
+
     async def _on_recovered(self) -> None:
         active = self._active_partitions()
         self._next_offset = {tp: offset for tp, offset in self._next_offset.items() if tp.partition in active}
@@ -536,6 +575,7 @@ def faust_app(settings: Settings) -> faust.App:
     its consumer (`TaggerConsumer`). Nothing is wired to it yet (see `Tagger`); `benchmarks.faust_passthrough`
     builds its floor on the same app."""
     tagger = settings.tagger
+    private_directory(tagger.datadir)
     app = faust.App(
         tagger.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
@@ -564,6 +604,7 @@ def faust_app(settings: Settings) -> faust.App:
     # before anything creates the consumer; the transport instantiates the class (see consumer.py)
     consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
     cast(Any, app.transport).Consumer = consumer
+    cast(Any, app.transport).Producer = TaggerProducer
     return app
 
 
