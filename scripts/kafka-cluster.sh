@@ -159,8 +159,7 @@ stop_node() {
         while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
         if kill -0 "${pid}" 2>/dev/null; then
             log "node ${id} did not stop within 30s; SIGKILL"
-            kill -KILL "${pid}" 2>/dev/null || true
-            while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
+            kill_now "${pid}"
         fi
     fi
     rm -f "${PID_FILE}"

@@ -1,9 +1,10 @@
-"""Fixtures of the fault tests: the replicated 3-node cluster (`scripts/kafka.sh --nodes 3`).
+"""Fault-injection fixtures: the real Kafka broker of the integration tests, Redis servers of a
+test's own (on their own ports and data directories), so killing one disturbs no other test, and
+the replicated 3-node cluster (`scripts/kafka.sh --nodes 3`) whose brokers the tests kill.
 
-The cluster is started for the session when it is not already running, and then reset (stopped,
-its data deleted) at the end: three JVMs are too much to leave behind on a small machine. One the
-developer started (`scripts/kafka.sh --nodes 3 start`) is reused and left running.
-"""
+The cluster is started for the session when it is not already running, and reset (stopped, its
+data deleted) at the end: three JVMs are too much to leave behind on a small machine. One the
+developer started (`scripts/kafka.sh --nodes 3 start`) is reused and left running."""
 
 from __future__ import annotations
 
@@ -13,13 +14,28 @@ from pathlib import Path
 import pytest
 
 from tests import cluster, infra
+from tests.faults.redis_server import RedisServer
+from tests.integration.conftest import kafka_bootstrap, redis_url
+
+__all__ = ["cluster_bootstrap", "kafka_bootstrap", "private_redis", "redis_url"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).resolve().parent
     for item in items:
         if here in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture
+def private_redis(redis_url: str, tmp_path: Path) -> Iterator[RedisServer]:
+    """A durable redis-server (AOF, fsync every second) of this test's own, not started yet.
+
+    Depends on `redis_url` only so that scripts/redis.sh has installed redis-server."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
