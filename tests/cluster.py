@@ -67,7 +67,7 @@ async def group_coordinator(bootstrap: str, group_id: str) -> int:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        return await admin.find_coordinator(group_id)
+        return int(await admin.find_coordinator(group_id))
     finally:
         await admin.close()
 

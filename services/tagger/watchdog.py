@@ -1,7 +1,7 @@
 """Bounds on the two waits a tagger worker can otherwise sit in for good.
 
-1. A rebalance that never ends (faust waits in `Consumer.wait_empty` for messages an agent holds, or
-   in table recovery): `RebalanceWatch` records when the current rebalance began, through faust's
+1. A rebalance that never ends (faust waits in `Consumer.wait_empty` for messages an agent holds):
+   `RebalanceWatch` records when the current rebalance began, through faust's
    sensor hooks, and `liveness` fails the worker's /healthz once it has lasted longer than
    TAGSTREAM_TAGGER__REBALANCE_STUCK_S, so Kubernetes' livenessProbe restarts it. A restart is safe:
    the tagger repeats at most an identical change (see docs/tagger.md, delivery).
@@ -51,8 +51,9 @@ def liveness(started: float | None, now: float, limit_s: float) -> Liveness:
 
 
 class RebalanceWatch(Sensor):
-    """faust sensor: when the rebalance in progress began (faust calls `on_rebalance_end` once
-    the new assignment is recovered, so a stuck recovery counts as a stuck rebalance)."""
+    """faust sensor: when the rebalance in progress began. It ends when faust has taken the new
+    assignment (`on_rebalance_return`), before the tables are recovered: restoring a large state is
+    progress, bounded by the chart's startupProbe, and must not make the worker look stuck."""
 
     def __init__(self, clock: Monotonic = time.monotonic, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -64,7 +65,7 @@ class RebalanceWatch(Sensor):
             self.began = self._clock()
         return {"time_start": self.began}
 
-    def on_rebalance_end(self, app: Any, state: dict[str, Any]) -> None:
+    def on_rebalance_return(self, app: Any, state: dict[str, Any]) -> None:
         self.began = None
 
     def liveness(self, limit_s: float) -> Liveness:

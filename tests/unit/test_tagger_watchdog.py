@@ -42,7 +42,7 @@ def test_the_watch_counts_from_the_first_start_of_a_rebalance_that_restarts_befo
     watch.on_rebalance_start(None)  # the group's rebalance began again (a second broker event)
     clock.now += 100
     assert not watch.liveness(limit_s=180.0).alive
-    watch.on_rebalance_end(None, {})
+    watch.on_rebalance_return(None, {})  # the new assignment is taken
     assert watch.liveness(limit_s=180.0).alive
     watch.on_rebalance_start(None)
     clock.now += 10
