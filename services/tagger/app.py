@@ -158,6 +158,16 @@ class Tagger:
                     "have that many, or recreate the odd one out."
                 )
 
+    def exit_if_stopping_hangs(self) -> None:
+        """In a worker process (`tagstream tagger`) only: once the app begins to stop, end the process
+        if it is still stopping after TAGSTREAM_TAGGER__SHUTDOWN_TIMEOUT_S (an app started inside
+        another process, as the tests do, must not take that process down)."""
+
+        async def arm(sender: Any, *args: Any, **kwargs: Any) -> None:
+            exit_after(self.settings.tagger.shutdown_timeout_s)
+
+        self.app.on_before_shutdown.connect(cast(Any, arm))  # mode's stub rejects coroutine receivers
+
     @property
     def ready(self) -> bool:
         return self.recovered and self.feed.ready.is_set() and not self.app.rebalancing
@@ -200,11 +210,6 @@ class Tagger:
             # the liveness probe: a worker stuck in a rebalance past the limit is restarted
             verdict = self.rebalances.liveness(self.settings.tagger.rebalance_stuck_s)
             return web.json(verdict.body(), status=200 if verdict.alive else 503)
-
-        async def bound_the_shutdown(sender: Any, *args: Any, **kwargs: Any) -> None:
-            exit_after(self.settings.tagger.shutdown_timeout_s)
-
-        app.on_before_shutdown.connect(cast(Any, bound_the_shutdown))  # mode's stub rejects coroutine receivers
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:

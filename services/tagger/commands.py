@@ -34,6 +34,7 @@ def tagger(args: argparse.Namespace) -> int:
     except TopicLayoutError as error:
         print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
+    tagger.exit_if_stopping_hangs()
     worker = TaggerWorker(tagger.app, loglevel=args.log_level.upper())
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
