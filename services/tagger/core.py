@@ -15,9 +15,9 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.events import event_adapter
+from schemas.excerpt import describe_validation_error
 from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
-from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode, encode
