@@ -29,7 +29,7 @@ from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
+from services.ingest.ports import Audiences, Definitions, Publisher, RecordRefused, TagReads
 from services.runtime.customers import CustomerStore, RedisCustomers
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
@@ -93,6 +93,7 @@ def create_app(
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RecordRefused, _refused)
     app.add_middleware(_RedMetrics, metrics=metrics)
     _with_event_schemas(app)
     return app
@@ -150,6 +151,10 @@ async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
     echoes the whole offending value back, however large."""
     assert isinstance(error, RequestValidationError)
     return JSONResponse({"detail": problems(error.errors())}, status_code=422)
+
+
+async def _refused(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": [f"refused, nothing accepted: {error}"]}, status_code=422)
 
 
 class _RedMetrics:
