@@ -65,7 +65,9 @@ MAX_NUMBER_TEXT: Final = 40
 MAX_PLAYBOOKS: Final = 200
 MAX_STEPS: Final = 20
 MAX_YAML_DEPTH: Final = 32
-"""Nesting of a YAML document (a rule at MAX_RULE_DEPTH needs about 3 levels per rule level)."""
+"""Nesting of a YAML document (each rule level takes two: the rule and its conditions list)."""
+MAX_USER_FILE_BYTES: Final = 1024 * 1024
+"""Rules and playbooks files (a Kubernetes ConfigMap holds at most 1 MiB too)."""
 
 EXCERPT_CHARS: Final = 80
 """Errors quote at most this much of an offending value."""

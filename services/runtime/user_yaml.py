@@ -18,10 +18,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import Node
 from yaml.resolver import Resolver
 
-from schemas.limits import MAX_YAML_DEPTH
-
-MAX_USER_FILE_BYTES = 1024 * 1024
-"""Larger rules or playbooks files are refused unread (a ConfigMap holds at most 1 MiB too)."""
+from schemas.limits import MAX_USER_FILE_BYTES, MAX_YAML_DEPTH
 
 
 class UserYamlError(ValueError):
