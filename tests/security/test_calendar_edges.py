@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from services.cli import main
 from services.notifier.policy import PlaybookError, load_playbooks
+from services.runtime.settings import NotifierSettings
 from tests.security.node import OPERATOR, count_rule, group, order, running_node
 
 EDGE = "9999-12-31T23:59:59-12:00"
@@ -67,3 +69,14 @@ def test_cap_windows_are_bounded_like_delays() -> None:
     text = playbooks_with_delay("1d") + "    caps: [{channel: push, limit: 1, window: 999999999w}]\n"
     with pytest.raises(PlaybookError, match=r"caps\[0\]\.window"):
         load_playbooks(text)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("coupon_period", "99999999999999999999d"), ("max_trigger_age", "999999999d"), ("caps", ["sms:1/999999999d"])],
+)
+def test_notifier_settings_durations_are_bounded_naming_the_setting(setting: str, value: object) -> None:
+    with pytest.raises(ValidationError) as refused:
+        NotifierSettings.model_validate({setting: value})
+    assert refused.value.errors()[0]["loc"] == (setting,)
+    assert "at most 366d" in str(refused.value)
