@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.events import event_adapter
-from schemas.excerpt import describe_validation_error
+from schemas.excerpt import describe_validation_error, excerpt
 from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
@@ -78,7 +78,7 @@ class TaggerCore:
 
     def failed(self, message: Incoming, error: Exception) -> Result:
         """A message that made the tagger fail: dead-lettered so it cannot stall its partition."""
-        return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {error}")
+        return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {excerpt(str(error), 300)}")
 
     def backfill(self, stored: bytes, change: DefinitionChange, now_us: int) -> tuple[bytes, list[Change], int | None]:
         """Bring one stored customer in line with new definitions (see Engine.backfill)."""
