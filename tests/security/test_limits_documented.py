@@ -1,4 +1,4 @@
-"""docs/ingest.md's Limits table names every bound of schemas/limits.py."""
+"""docs/ingest.md's Limits table names every bound of schemas/limits.py (outside tests/unit: it reads the docs)."""
 
 from __future__ import annotations
 
