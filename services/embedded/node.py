@@ -51,8 +51,10 @@ from services.notifier.core import Notifier
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
 from services.tagger.engine import Clock, RuleBook
+from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.errors import CommandRefused, DefinitionError
 from services.tagger.engine.fingerprint import encode_fingerprint, fingerprint
+from services.tagger.engine.timeutil import to_us
 from services.tagger.metrics import TaggerMetrics
 
 log = logging.getLogger("tagstream.embedded")
@@ -83,6 +85,7 @@ class EmbeddedNode:
         self.registry = registry or CollectorRegistry()
         self.metrics = TaggerMetrics(self.registry)
         self.journal = Journal(data_dir / JOURNAL_FILE)
+        self.arrival = Arrival.of(settings.shop.future_skew, settings.history_age)
         self._events = event_adapter()
         self.composition: NotifierComposition | None = None
         if playbooks is not None:
@@ -278,9 +281,17 @@ class EmbeddedNode:
                 self.versions[key] = max(self.versions.get(key, 0), group.version)
             await self.tagger.define(parsed, at)
         elif kind == "events":
+            now_us = to_us(at)
             for event in parsed:
                 assert not isinstance(event, TagCommand)
-                await self.tagger.event(event)
+                # Evaluated at the instant it was accepted (journaled with it), never at its own date:
+                # a restart replays the same clock, and a wrong date cannot move anyone's time.
+                occurred_us = to_us(event.occurred_at)
+                ahead = self.arrival.too_far_ahead(occurred_us, now_us)
+                if ahead:  # the API refuses these (422); a journal written before it did may hold some
+                    log.warning("embedded: skipping journaled event %s: %s", event.event_id[:128], ahead)
+                    continue
+                await self.tagger.event(event, at, self.arrival.source(event, occurred_us, now_us))
         else:
             for command in parsed:
                 assert isinstance(command, TagCommand)
