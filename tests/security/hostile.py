@@ -91,7 +91,7 @@ EVENTS = [
         "type": "order_refunded",
         "event_id": "e2",
         "customer_id": "c1",
-        "occurred_at": "2026-11-23T09:00:00Z",
+        "occurred_at": "2026-11-23T08:00:00Z",
         "order_id": "o-e1",
         "amount": "1.50",
     },
@@ -99,10 +99,10 @@ EVENTS = [
         "type": "browse",
         "event_id": "e3",
         "customer_id": "c2",
-        "occurred_at": "2026-11-23T09:00:00Z",
+        "occurred_at": "2026-11-23T08:00:00Z",
         "product_id": "p1",
     },
-    {"type": "click", "event_id": "e4", "customer_id": "c2", "occurred_at": "2026-11-23T09:00:00Z", "target": "banner"},
+    {"type": "click", "event_id": "e4", "customer_id": "c2", "occurred_at": "2026-11-23T08:00:00Z", "target": "banner"},
 ]
 
 GROUP: dict[str, Any] = {

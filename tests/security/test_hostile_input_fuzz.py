@@ -51,7 +51,11 @@ _IDS = st.one_of(st.sampled_from(["vip", "c1", "c3"]), hostile.UNSAFE_TEXT, st.j
 )
 _EVENT = st.one_of(*(hostile.mutated(event) for event in hostile.EVENTS))
 REQUESTS: st.SearchStrategy[Request] = st.one_of(
-    st.tuples(st.just("POST"), st.just("/v1/events"), st.one_of(_EVENT, st.lists(_EVENT, min_size=1, max_size=3))),
+    st.tuples(
+        st.sampled_from(["POST"]),
+        st.sampled_from(["/v1/events", "/v1/events:import"]),
+        st.one_of(_EVENT, st.lists(_EVENT, min_size=1, max_size=3)),
+    ),
     st.tuples(st.just("POST"), st.just("/v1/groups"), hostile.mutated(hostile.GROUP)),
     st.tuples(st.just("PUT"), _IDS.map(lambda group: f"/v1/groups/{group}"), hostile.mutated(hostile.GROUP)),
     st.tuples(
@@ -71,7 +75,11 @@ REQUESTS: st.SearchStrategy[Request] = st.one_of(
         st.tuples(_IDS, st.sampled_from(["sms", "*", "fax"])).map(lambda p: f"/v1/customers/{p[0]}/opt-outs/{p[1]}"),
         st.none(),
     ),
-    st.tuples(st.just("POST"), st.just("/v1/audiences/query"), hostile.mutated(hostile.AUDIENCE)),
+    st.tuples(
+        st.just("POST"),
+        st.sampled_from(["/v1/audiences/query", "/v1/audiences/export"]),
+        hostile.mutated(hostile.AUDIENCE),
+    ),
 )  # fmt: skip
 
 
