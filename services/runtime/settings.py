@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.common import Text
 from schemas.excerpt import excerpt
 from schemas.topics import TopicNames
 from services.notifier.policy.playbooks import parse_duration
@@ -240,7 +241,8 @@ class ApiKey(_Section):
 
     key: SecretStr = Field(min_length=16)
     role: Literal["viewer", "operator", "admin"]
-    name: str = Field(min_length=1, max_length=128, description="who acts: recorded as the actor of manual tags")
+    # Text, as a manual tag's actor is: a name the contracts would refuse made every command of that key a 500
+    name: Text = Field(max_length=128, description="who acts: recorded as the actor of manual tags")
 
 
 class IngestSettings(_Section):

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.tags import TagCommand
+from services.runtime.settings import ApiKey
 from tests.security.node import OPERATOR, count_rule, group, order, running_node
 
 UNSAFE = {
@@ -74,3 +75,12 @@ def test_a_tag_command_from_kafka_with_an_unsafe_actor_is_invalid() -> None:
             '{"command_id":"m1","customer_id":"c1","group_id":"g","tag_id":"t","action":"add",'
             '"actor":"ops\\u2028forged","occurred_at":"2026-11-23T08:30:00Z"}'
         )
+
+
+@pytest.mark.parametrize(
+    "name", [UNSAFE["newline"], UNSAFE["right-to-left-override"], ""], ids=["newline", "rlo", "empty"]
+)
+def test_an_api_key_whose_name_the_contracts_would_refuse_as_an_actor_stops_the_start(name: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ApiKey(key="k" * 32, role="operator", name=name)  # type: ignore[arg-type]
+    assert refused.value.errors()[0]["loc"] == ("name",)
