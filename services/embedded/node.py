@@ -66,7 +66,9 @@ class EmbeddedNode:
         self.clock = clock
         self.journal = Journal(data_dir / JOURNAL_FILE)
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
-        self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
+        self.tagger = EmbeddedTagger(
+            readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days, currency=settings.shop.currency
+        )
         self.customers = JournaledCustomers(self)
         self._events = event_adapter()
         self.versions: dict[str, int] = {}

@@ -6,6 +6,7 @@ tag changes land in the in-memory read model and go to listeners (the embedded n
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 
@@ -20,6 +21,8 @@ from services.tagger.replay import Replay
 
 Listener = Callable[[list[TagChanged]], Awaitable[object]]
 
+log = logging.getLogger("tagstream.embedded")
+
 
 class EmbeddedTagger:
     """Call from one asyncio task at a time; each call returns once every listener has the changes."""
@@ -30,12 +33,17 @@ class EmbeddedTagger:
         *,
         readmodel: MemoryReadModel | None = None,
         horizon_days: int = DEFAULT_HORIZON_DAYS,
+        currency: str | None = None,
     ) -> None:
+        """`currency`: the shop's; the API refuses orders in another one, and so does this (a journal
+        written before the shop's currency was set, or edited by hand)."""
         self.readmodel = readmodel or MemoryReadModel()
         self.groups: dict[str, TagGroup] = {group.id: group for group in groups}
         self._horizon_days = horizon_days
         self._pending: list[Change] = []
-        self.replay = Replay(Engine(self._compile(self.groups)), on_change=self._pending.append)
+        self.replay = Replay(
+            Engine(self._compile(self.groups)), on_change=self._pending.append, on_reject=_refused, currency=currency
+        )
         self._listeners: list[Listener] = []
         self.changes = 0
 
@@ -78,3 +86,7 @@ class EmbeddedTagger:
         for listener in self._listeners:
             await listener(messages)
         return messages
+
+
+def _refused(_: int, reason: str) -> None:
+    log.error("embedded: skipping an event the shop refuses: %s", reason)

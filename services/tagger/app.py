@@ -79,7 +79,7 @@ class Tagger:
         self.clock = clock
         self.metrics = TaggerMetrics(registry)
         self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
-        self.core = TaggerCore(self.engine, settings.topics, clock)
+        self.core = TaggerCore(self.engine, settings.topics, clock, currency=settings.shop.currency)
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
         self.recovered = False

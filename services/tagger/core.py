@@ -17,6 +17,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 from schemas.events import event_adapter
 from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
+from services.tagger.admission import wrong_currency
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
 from services.tagger.engine.changes import Change
@@ -58,10 +59,12 @@ Loader = Callable[[str], bytes | None]
 
 
 class TaggerCore:
-    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock) -> None:
+    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock, *, currency: str = "CNY") -> None:
         self.engine = engine
         self._topics = topics
         self._clock = clock
+        self._currency = currency
+        """The shop's one currency: an order in another one is dead-lettered, never summed with it."""
         self._events = event_adapter()
         self._internal_messages: TypeAdapter[Tick | SyncPartition] = TypeAdapter(
             Annotated[Tick | SyncPartition, Field(discriminator="kind")]
@@ -94,6 +97,9 @@ class TaggerCore:
         mismatch = _key_mismatch(message, event.customer_id)
         if mismatch:
             return self._rejected(message, "mismatched_key", mismatch)
+        refused = wrong_currency(event, self._currency)
+        if refused:
+            return self._rejected(message, "invalid", refused, kind=event.type)
         state = self._load(event.customer_id, load)
         duplicates = self.engine.duplicates
         changes = self.engine.on_event_us(state, event, message.timestamp_us)

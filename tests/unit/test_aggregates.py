@@ -53,6 +53,32 @@ def test_a_refund_that_arrives_before_its_order_is_applied_when_the_order_arrive
         assert (state.order_count, state.total_spent, state.points_total) == (0, Decimal("0"), 0)
 
 
+def test_an_order_paid_at_zero_counts_as_an_order():
+    state = fold_all(paid("0", order="free", points=5), paid("80", order="o2"))
+    assert state.order_count == 2
+    assert state.total_spent == Decimal("80")
+    assert state.avg_order_value == Decimal("40.0000")
+    assert state.points_total == 5
+    assert sum(state.order_days().values()) == 2
+
+
+def test_any_refund_of_an_order_paid_at_zero_uncounts_it_in_either_arrival_order():
+    in_order = fold_all(paid("0", order="free", points=5), refunded("free", "0.01"))
+    reversed_ = fold_all(refunded("free", "0.01"), paid("0", order="free", points=5))
+    for state in (in_order, reversed_):
+        assert (state.order_count, state.total_spent, state.points_total) == (0, Decimal("0"), 0)
+        assert state.order_days() == {}
+
+
+def test_order_days_read_before_a_free_order_follow_it_and_its_refund():
+    state = fold_all(paid("10", order="o1"))
+    assert sum(state.order_days().values()) == 1
+    apply(state, paid("0", order="free"))
+    assert sum(state.order_days().values()) == 2
+    apply(state, refunded("free", "1"))
+    assert sum(state.order_days().values()) == 1
+
+
 def test_a_duplicate_event_id_changes_nothing():
     event = browse(event_id="same")
     state = initial()

@@ -7,7 +7,9 @@ per-event cost matters more here than immutability, and every caller owns the st
 
 Business rules (Youzan-style CRM):
 - `order_count` counts paid orders that are not fully refunded; `total_spent` is paid minus refunded;
-  `points_total` counts points of orders that still count.
+  `points_total` counts points of orders that still count. An order paid at 0 (covered by a coupon or
+  points) counts like any other; refunds carry an amount above 0, so any refund of a 0 order refunds
+  it fully and it stops counting.
 - `first_order_at` / `last_order_at` and `bought_any` ignore refunds: a refund does not undo a visit.
 - A refund that arrives before its order is kept and applied when the order arrives.
 - browse / click counts are kept as daily buckets for `horizon_days`, pruned relative to the latest
@@ -82,7 +84,8 @@ class OrderRecord:
 
     @property
     def counts(self) -> bool:
-        return self.paid is not None and self.refunded < self.paid
+        # `not refunded`: an order paid at 0 counts until a refund (always > 0) refunds it fully
+        return self.paid is not None and (not self.refunded or self.refunded < self.paid)
 
     @property
     def spent(self) -> Decimal:
@@ -153,7 +156,8 @@ class Aggregates:
             days = self.order_day_counts = {}
             for order in self.orders.values():
                 paid = order.paid
-                if paid is not None and order.refunded < paid and order.paid_us is not None:  # order.counts, inline
+                refunded = order.refunded
+                if paid is not None and (not refunded or refunded < paid) and order.paid_us is not None:  # counts
                     day = order.paid_us // DAY_US
                     days[day] = days.get(day, 0) + 1
         return days
