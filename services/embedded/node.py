@@ -90,6 +90,7 @@ class EmbeddedNode:
                 providers or {},
                 LoggedOutcomes(),
                 clock,
+                definitions=lambda: self.tagger.groups,
             )
             self.tagger.listen(self._schedule)
 
