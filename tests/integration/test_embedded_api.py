@@ -13,9 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
-from services.notifier.policy import load_playbooks
 from services.notifier.ports import Message
-from services.runtime.settings import Settings
+from services.runtime.settings import NotifierSettings, Settings
 from services.tagger.engine import SystemClock
 from tests.integration.ingest_harness import CARE, VALUE, Client, ingest_settings, paid
 from tests.integration.shop_semantics import (
@@ -68,7 +67,10 @@ playbooks:
 
 async def test_an_embedded_message_names_the_tag_and_greets_a_customer_without_a_profile(tmp_path: Path) -> None:
     push = Recorded()
-    node = EmbeddedNode(settings(), tmp_path, SystemClock(), playbooks=load_playbooks(THANKS), providers={"push": push})
+    playbooks = tmp_path / "playbooks.yaml"
+    playbooks.write_text(THANKS, encoding="utf-8")
+    quiet_free = settings().model_copy(update={"notifier": NotifierSettings(quiet_hours=None)})  # may run at night
+    node = EmbeddedNode(quiet_free, tmp_path, SystemClock(), playbooks=playbooks, providers={"push": push})
     async with serving(node) as client:
         assert (await client.post("/v1/groups", "admin", json=CARE)).status_code == 201
         assert (await client.put("/v1/customers/named/profile", json={"name": "李雷"})).status_code == 204
