@@ -196,3 +196,12 @@ def test_a_template_that_could_lose_every_line_or_names_unknown_data_is_refused(
         check_template("leak", "${phone|none}")
     with pytest.raises(ValueError, match=r"bad placeholder syntax at '\$ 5 off'"):
         check_template("money", "$ 5 off")
+
+
+def test_an_imported_change_triggers_only_a_playbook_that_lists_the_import_source() -> None:
+    imported = change().model_copy(update={"source": "import"})
+    assert plan(load_playbooks(WINBACK), imported) == []
+    assert plan(load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [rule, time]}")), imported) == []
+    opted_in = load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [import]}"))
+    assert [step.channel for step in plan(opted_in, imported)] == ["push", "coupon", "sms"]
+    assert plan(opted_in, change()) == []  # only the sources it lists
