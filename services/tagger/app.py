@@ -85,7 +85,11 @@ class Tagger:
         self.metrics = TaggerMetrics(registry)
         self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
         self.core = TaggerCore(
-            self.engine, settings.topics, clock, Arrival.of(settings.shop.future_skew, settings.history_age)
+            self.engine,
+            settings.topics,
+            clock,
+            Arrival.of(settings.shop.future_skew, settings.history_age),
+            currency=settings.shop.currency,
         )
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(

@@ -11,9 +11,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from schemas.events import EVENT_TYPES, CustomerEvent
+from schemas.excerpt import problems
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, require
 from services.ingest.ports import Throttled, Unavailable
+from services.tagger.admission import wrong_currency
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.timeutil import to_us
 
@@ -96,7 +98,10 @@ async def _accept(request: Request, ctx: Context, *, history: bool) -> Accepted 
     body = await read_body(request, ctx.settings.ingest.max_body_bytes)
     events, errors = parse_events(body)
     if not errors:
-        errors = _ahead_of_clock(events, ctx, batch=body.lstrip().startswith(b"["))
+        batch = body.lstrip().startswith(b"[")
+        errors = _ahead_of_clock(events, ctx, batch=batch) + shop_refusals(
+            events, ctx.settings.shop.currency, batch=batch
+        )
     if errors:
         ctx.metrics.events.labels("rejected").inc(len({error.index for error in errors}))  # the bad items
         return JSONResponse({"detail": [error.model_dump() for error in errors]}, status_code=422)
@@ -167,13 +172,23 @@ def parse_events(body: bytes) -> tuple[list[CustomerEvent], list[ItemError]]:
             return [_ONE.validate_json(stripped)], []
         events = _MANY.validate_json(stripped)
     except ValidationError as error:
-        return [], [_item_error(problem, batch=batch) for problem in error.errors(include_url=False)]
+        return [], [_item_error(problem, batch=batch) for problem in problems(error)]
     if not events:
         return [], [ItemError(index=None, field="body", reason="the batch is empty")]
     return events, []
 
 
 _MANY: TypeAdapter[list[CustomerEvent]] = TypeAdapter(list[CustomerEvent])
+
+
+def shop_refusals(events: list[CustomerEvent], currency: str, *, batch: bool) -> list[ItemError]:
+    """Valid events the shop cannot take: an order in another currency than the shop's."""
+    errors = []
+    for index, event in enumerate(events):
+        reason = wrong_currency(event, currency)
+        if reason is not None:
+            errors.append(ItemError(index=index if batch else None, field="currency", reason=reason))
+    return errors
 
 
 def _item_error(problem: Any, *, batch: bool) -> ItemError:
@@ -183,8 +198,8 @@ def _item_error(problem: Any, *, batch: bool) -> ItemError:
         loc = loc[1:]  # the union's tag: the event type is already known from `type`
     field = ".".join(str(part) for part in loc) or ("type" if problem["type"].startswith("union_tag") else "(event)")
     reason = problem["msg"]
-    if problem["type"] != "missing" and "input" in problem and not isinstance(problem["input"], dict | list):
-        reason = f"{reason} (got {problem['input']!r})"[:300]
+    if "input" in problem and not problem["input"].startswith("a dict "):
+        reason = f"{reason} (got {problem['input']})"
     return ItemError(index=index, field=field, reason=reason)
 
 
