@@ -479,10 +479,27 @@ class Tagger:
             return
         now_us = to_us(self.clock.now())
         due = self.index.pop_due(now_us, self._active_partitions())
-        for customer_id, _ in due:
-            tick = Tick(customer_id=customer_id, until_us=now_us).model_dump_json().encode()
-            await self.ticks_topic.send(key=customer_id.encode(), value=tick, force=True)
-        self.metrics.ticks.inc(len(due))
+        sent: list[tuple[str, int, Awaitable[Any]]] = []
+        try:
+            for customer_id, due_us in due:
+                tick = Tick(customer_id=customer_id, until_us=now_us).model_dump_json().encode()
+                sent.append(
+                    (customer_id, due_us, await self.ticks_topic.send(key=customer_id.encode(), value=tick, force=True))
+                )
+        except Exception as error:  # the broker is away: what was not sent is tried again at the next run
+            log.error("sending wake-ups failed (%s); %d will be tried again", error, len(due) - len(sent))
+        acknowledged = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
+        # A wake-up is off the index once handed out: one whose tick Kafka did not take would otherwise
+        # leave its customer's time-based flip undone until the customer's next event.
+        delivered = {
+            customer_id
+            for (customer_id, _, _), ack in zip(sent, acknowledged, strict=True)
+            if not isinstance(ack, BaseException)
+        }
+        for customer_id, due_us in due:
+            if customer_id not in delivered:
+                self.index.restore(customer_id, due_us)
+        self.metrics.ticks.inc(len(delivered))
         self.metrics.timer_backlog.set(len(due) + self.index.overdue(now_us))
         self.metrics.timer_scheduled.set(self.index.pending())
 
