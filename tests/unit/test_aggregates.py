@@ -3,6 +3,7 @@ from decimal import Decimal
 
 from services.tagger.engine.aggregates import RECENT_IDS, apply, fingerprint, fold, initial
 from services.tagger.engine.timeutil import DAY_US, to_us
+from services.tagger.engine.zone import UTC_ZONE
 from tests.unit.builders import T0, at, browse, click, paid, refunded
 
 
@@ -124,13 +125,13 @@ def test_buckets_older_than_the_horizon_are_dropped_whatever_the_arrival_order()
 
 def test_windowed_order_days_exclude_fully_refunded_orders():
     state = fold_all(paid("10", order="o1", when=at(0)), paid("10", order="o2", when=at(1)), refunded("o2", "10"))
-    assert state.order_days() == {to_us(at(0)) // DAY_US: 1}
+    assert state.order_days(UTC_ZONE) == {to_us(at(0)) // DAY_US: 1}
 
 
 def test_order_days_once_read_follow_every_later_order_and_refund():
     day = to_us(at(0)) // DAY_US
     state = fold_all(paid("10", order="o1", when=at(0)))
-    assert state.order_days() == {day: 1}  # built now, then kept up to date by the fold
+    assert state.order_days(UTC_ZONE) == {day: 1}  # built now, then kept up to date by the fold
     for event in (
         paid("10", order="o2", when=at(0, hours=2)),
         refunded("o3", "5"),  # before its order: nothing counts yet
@@ -143,5 +144,5 @@ def test_order_days_once_read_follow_every_later_order_and_refund():
         fold(state, event)
         rebuilt = fold_all(*[])
         rebuilt.orders = state.orders
-        assert state.order_days() == rebuilt.order_days()
-    assert state.order_days() == {day + 1: 1}
+        assert state.order_days(UTC_ZONE) == rebuilt.order_days(UTC_ZONE)
+    assert state.order_days(UTC_ZONE) == {day + 1: 1}
