@@ -6,9 +6,12 @@ import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from services.embedded import commands as embedded_commands
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
+from services.runtime.settings import ShopSettings
 from services.tagger import commands as tagger_commands
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 
@@ -38,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", required=True, help="JSON-lines output, one line per customer")
     replay.add_argument("--changes", help="also write every tag change, in order, as JSON lines")
     replay.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON_DAYS, help="days of history kept")
+    replay.add_argument(
+        "--timezone",
+        type=_zone,
+        help="IANA zone whose local days are the shop's days (default: TAGSTREAM_SHOP__TIMEZONE, else UTC)",
+    )
     replay.add_argument("--full", action="store_true", help="re-evaluate every group on every event (slower)")
     replay.set_defaults(run=tagger_commands.replay)
 
@@ -113,6 +121,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
     show.set_defaults(run=tagger_commands.templates_show)
     return parser
+
+
+def _zone(text: str) -> str:
+    try:
+        return ShopSettings(timezone=text).timezone
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {text[:64]!r}; use an IANA name such as 'Asia/Shanghai'"
+        ) from None
 
 
 def _instant(text: str) -> datetime:

@@ -41,6 +41,7 @@ from services.notifier.core import Notifier
 from services.notifier.policy import PlaybookSet
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.engine import Clock
 from services.tagger.engine.errors import CommandRefused, DefinitionError
 
@@ -66,7 +67,11 @@ class EmbeddedNode:
         self.clock = clock
         self.journal = Journal(data_dir / JOURNAL_FILE)
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
-        self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
+        self.tagger = EmbeddedTagger(
+            readmodel=self.readmodel,
+            horizon_days=settings.tagger.horizon_days,
+            zone=day_zone(settings.shop.timezone),
+        )
         self.customers = JournaledCustomers(self)
         self._events = event_adapter()
         self.versions: dict[str, int] = {}

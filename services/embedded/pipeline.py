@@ -16,6 +16,7 @@ from services.tagger.engine import Engine, RuleBook
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 from services.tagger.engine.changes import Change
 from services.tagger.engine.fingerprint import DefinitionChange
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 from services.tagger.replay import Replay
 
 Listener = Callable[[list[TagChanged]], Awaitable[object]]
@@ -30,10 +31,12 @@ class EmbeddedTagger:
         *,
         readmodel: MemoryReadModel | None = None,
         horizon_days: int = DEFAULT_HORIZON_DAYS,
+        zone: DayZone = UTC_ZONE,
     ) -> None:
         self.readmodel = readmodel or MemoryReadModel()
         self.groups: dict[str, TagGroup] = {group.id: group for group in groups}
         self._horizon_days = horizon_days
+        self._zone = zone
         self._pending: list[Change] = []
         self.replay = Replay(Engine(self._compile(self.groups)), on_change=self._pending.append)
         self._listeners: list[Listener] = []
@@ -66,7 +69,7 @@ class EmbeddedTagger:
         return await self._flush()
 
     def _compile(self, groups: Mapping[str, TagGroup]) -> RuleBook:
-        return RuleBook.compile(list(groups.values()), horizon_days=self._horizon_days)
+        return RuleBook.compile(list(groups.values()), horizon_days=self._horizon_days, zone=self._zone)
 
     async def _flush(self) -> list[TagChanged]:
         if not self._pending:

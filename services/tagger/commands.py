@@ -40,10 +40,20 @@ def tagger(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from services.runtime.settings import Settings
+    from services.runtime.zone import day_zone
+
+    try:
+        zone = day_zone(args.timezone if args.timezone is not None else Settings().shop.timezone)
+    except ValidationError as error:
+        print(f"tagstream replay: invalid settings:\n{error}", file=sys.stderr)
+        return 2
     try:
         groups = parse_groups(Path(args.rules).read_text(encoding="utf-8"), args.rules)
-        today = args.now.date() if args.now is not None else None
-        rulebook = RuleBook.compile(groups, horizon_days=args.horizon_days, today=today)
+        today = zone.date_of(args.now) if args.now is not None else None
+        rulebook = RuleBook.compile(groups, horizon_days=args.horizon_days, today=today, zone=zone)
     except (OSError, RulesFileError, DefinitionError) as error:
         print(f"tagstream replay: {error}", file=sys.stderr)
         return 2
