@@ -104,3 +104,12 @@ def test_every_service_environment_names_real_settings_and_loads(project):
         settings = settings_check.load(env)
         assert settings.kafka.bootstrap_servers == "kafka:9092"
         assert settings.redis.url == "redis://redis:6379/0"
+
+
+def test_every_service_gets_the_shop_time_zone_from_the_host_environment_or_utc(project, monkeypatch):
+    for name in [*SERVICES, "tags-apply"]:
+        assert project["services"][name]["environment"]["TAGSTREAM_SHOP__TIMEZONE"] == "UTC", name
+    monkeypatch.setenv("TAGSTREAM_SHOP__TIMEZONE", "Asia/Shanghai")  # the validator interpolates like compose
+    shanghai = compose_config()
+    for name in [*SERVICES, "tags-apply"]:
+        assert shanghai["services"][name]["environment"]["TAGSTREAM_SHOP__TIMEZONE"] == "Asia/Shanghai", name
