@@ -6,12 +6,9 @@ import argparse
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from services.embedded import commands as embedded_commands
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
-from services.runtime.settings import ShopSettings
 from services.tagger import commands as tagger_commands
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 
@@ -124,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _zone(text: str) -> str:
+    from pydantic import ValidationError
+
+    from services.runtime.settings import ShopSettings  # pydantic-settings: only when a zone is given
+
     try:
         return ShopSettings(timezone=text).timezone
     except ValidationError:

@@ -17,13 +17,17 @@ from __future__ import annotations
 from bisect import bisect_right
 from datetime import date, datetime
 from itertools import pairwise
-from typing import Final
+from typing import Final, final
 
 from services.tagger.engine.timeutil import DAY_US, SECOND_US, date_to_day, day_to_date, to_us
 
 _bisect_right: Final = bisect_right
+_FOREVER: Final = 1 << 61
+"""An instant beyond every table (73,000 years in µs) that still fits a machine int: compiled, ints
+from -2**62 to 2**62 - 1 are unboxed, larger ones are Python objects compared the slow way."""
 
 
+@final  # compiled: calls to its methods are direct, not through a vtable
 class DayZone:
     """UTC offsets (µs) by instant: `offsets[0]` before `changes[0]`, `offsets[i]` from
     `changes[i - 1]` until `changes[i]`, the last one from the last change on."""
@@ -42,8 +46,8 @@ class DayZone:
         self.offsets = offsets
         # The interval the last lookup fell in: events of a day come together, so most lookups of a
         # zone with changes hit it. For a zone without changes it is everything.
-        self._low = -(1 << 62)
-        self._high = 1 << 62
+        self._low = -_FOREVER
+        self._high = _FOREVER
         self._offset = offsets[0]
         if changes:
             self._remember(changes[-1])
@@ -106,8 +110,8 @@ class DayZone:
     def _remember(self, us: int) -> int:
         changes = self.changes
         index = _bisect_right(changes, us)
-        self._low = changes[index - 1] if index > 0 else -(1 << 62)
-        self._high = changes[index] if index < len(changes) else 1 << 62
+        self._low = changes[index - 1] if index > 0 else -_FOREVER
+        self._high = changes[index] if index < len(changes) else _FOREVER
         self._offset = self.offsets[index]
         return self._offset
 
