@@ -7,7 +7,7 @@ import pytest
 
 from services.runtime.zone import day_zone
 from services.tagger.engine import DefinitionError, RuleBook
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, date_to_day, from_us, to_us
+from services.tagger.engine.timeutil import DAY_US, SECOND_US, date_to_day, day_to_date, from_us, to_us
 from services.tagger.engine.zone import DayZone
 from tests.unit.builders import browse, cond, engine, group, paid
 
@@ -61,6 +61,20 @@ def test_every_local_midnight_of_two_years_is_where_the_zone_database_puts_it(na
         assert from_us(zone.start(date_to_day(value))) == midnight, value
         assert zone.day(to_us(midnight)) == date_to_day(value)
         assert zone.day(to_us(midnight) - 1) == date_to_day(value) - 1
+
+
+@pytest.mark.parametrize(
+    "name", ["America/New_York", "America/Sao_Paulo", "America/Santiago", "Asia/Tehran", "Pacific/Apia"]
+)
+def test_every_day_from_1970_to_2040_starts_at_its_first_instant_by_the_zone_database(name):
+    zone, database = day_zone(name), ZoneInfo(name)
+
+    def local_day(us: int) -> int:
+        return date_to_day(from_us(us).astimezone(database).date())
+
+    for day in range(date_to_day(date(1970, 1, 2)), date_to_day(date(2040, 1, 1))):
+        start = zone.start(day)  # Apia skipped 2011-12-30 whole: that day "starts" where 12-31 does
+        assert local_day(start - 1) < day <= local_day(start), day_to_date(day)
 
 
 def test_a_day_whose_midnight_is_skipped_starts_when_its_clock_starts():

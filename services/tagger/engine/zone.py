@@ -19,7 +19,7 @@ from datetime import date, datetime
 from itertools import pairwise
 from typing import Final, final
 
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, date_to_day, day_to_date, to_us
+from services.tagger.engine.timeutil import DAY_US, SECOND_US, day_to_date, to_us
 
 _bisect_right: Final = bisect_right
 _FOREVER: Final = 1 << 61
@@ -32,7 +32,7 @@ class DayZone:
     """UTC offsets (µs) by instant: `offsets[0]` before `changes[0]`, `offsets[i]` from
     `changes[i - 1]` until `changes[i]`, the last one from the last change on."""
 
-    __slots__ = ("_high", "_low", "_offset", "changes", "name", "offsets")
+    __slots__ = ("_before", "_high", "_low", "_offset", "_widest", "changes", "name", "offsets")
 
     def __init__(self, name: str, changes: list[int], offsets: list[int]) -> None:
         if len(offsets) != len(changes) + 1:
@@ -46,9 +46,12 @@ class DayZone:
         self.offsets = offsets
         # The interval the last lookup fell in: events of a day come together, so most lookups of a
         # zone with changes hit it. For a zone without changes it is everything.
+        self._widest = max(offsets)
         self._low = -_FOREVER
         self._high = _FOREVER
         self._offset = offsets[0]
+        self._before = 0
+        """The offset of the interval before the remembered one (0 when there is none)."""
         if changes:
             self._remember(changes[-1])
 
@@ -74,16 +77,23 @@ class DayZone:
         return (us + self._remember(us)) // DAY_US
 
     def start(self, day: int) -> int:
-        """The first instant (µs) of local day `day`."""
+        """The first instant (µs) of local day `day` (of the day after, for a date a clock change skips)."""
         wall = day * DAY_US
-        changes = self.changes
-        if not changes:
-            return wall - self._offset
-        offsets = self.offsets
         # An instant u is on or after the day's start when its wall time u + offset(u) reaches
-        # `wall`; within one interval that is u >= wall - offset. Intervals are in time order, so the
-        # first one holding such an instant holds the earliest; none starts before wall - max offset.
-        index = _bisect_right(changes, wall - max(offsets))
+        # `wall`; within one interval that is u >= wall - offset. The remembered interval answers
+        # when it holds that instant and the clock before the interval never reached `wall` (it
+        # could, had the clock been set back across midnight).
+        candidate = wall - self._offset
+        if self._low <= candidate < self._high and self._low + self._before <= wall:
+            return candidate
+        return self._start(wall)
+
+    def _start(self, wall: int) -> int:
+        changes = self.changes
+        offsets = self.offsets
+        # Intervals are in time order, so the first one holding an instant whose wall time reaches
+        # `wall` holds the earliest; none starts before wall - the widest offset.
+        index = _bisect_right(changes, wall - self._widest)
         while True:
             low = changes[index - 1] if index > 0 else None
             candidate = wall - offsets[index]
@@ -103,16 +113,13 @@ class DayZone:
         """The shop's local date at an aware instant ("today", for the horizon of absolute windows)."""
         return day_to_date(self.day(to_us(moment)))
 
-    def date_start(self, value: date) -> int:
-        """The first instant (µs) of a local date."""
-        return self.start(date_to_day(value))
-
     def _remember(self, us: int) -> int:
         changes = self.changes
         index = _bisect_right(changes, us)
         self._low = changes[index - 1] if index > 0 else -_FOREVER
         self._high = changes[index] if index < len(changes) else _FOREVER
         self._offset = self.offsets[index]
+        self._before = self.offsets[index - 1] if index > 0 else 0
         return self._offset
 
     def __repr__(self) -> str:
