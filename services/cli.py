@@ -10,6 +10,7 @@ from services.embedded import commands as embedded_commands
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
 from services.tagger import commands as tagger_commands
+from services.tagger import readmodel_commands
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 
 
@@ -82,6 +83,21 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     ingest.set_defaults(run=ingest_commands.ingest)
 
+    history = commands.add_parser(
+        "import",
+        help="load an event history without messaging anyone (resumable; through the HTTP API)",
+        description="Send a JSON-lines event history to POST /v1/events:import: its tag changes carry source "
+        "import, which playbooks ignore. Resumes where the last run stopped (see --state). Exit 0 imported, "
+        "1 interrupted (run again to resume), 2 unusable.",
+    )
+    history.add_argument("events", help="JSON-lines file of customer events")
+    history.add_argument("--url", default="http://127.0.0.1:8080", help="the ingest API (or `tagstream run`)")
+    history.add_argument("--api-key", help="an operator API key (default: TAGSTREAM_API_KEY)")
+    history.add_argument("--state", help="progress file (default: EVENTS.import-state.json beside the input)")
+    history.add_argument("--restart", action="store_true", help="ignore the progress file: start from line 1")
+    history.add_argument("--batch", type=int, default=500, help="events per request (at most ingest.max_batch)")
+    history.set_defaults(run=ingest_commands.import_history)
+
     tags = commands.add_parser("tags", help="manage tag definitions on Kafka")
     tag_commands = tags.add_subparsers(title="tags commands", required=True)
     apply = tag_commands.add_parser(
@@ -95,6 +111,25 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
     apply.set_defaults(run=ingest_commands.tags_apply)
 
+    readmodel = commands.add_parser("readmodel", help="the Redis read model: status, rebuild")
+    readmodel_subcommands = readmodel.add_subparsers(title="readmodel commands", required=True)
+    readmodel_status = readmodel_subcommands.add_parser(
+        "status", help="is the read model whole? (exit 0 ready, 1 missing or rebuilding)"
+    )
+    readmodel_status.set_defaults(run=readmodel_commands.status)
+    rebuild = readmodel_subcommands.add_parser(
+        "rebuild",
+        help="rebuild the read model from tag-changes and events, with progress (needs Kafka and Redis)",
+        description="Delete the projection's keys (consent, profiles and the notifier's keys are kept), then "
+        "apply tagstream.tag-changes and the events' activity from their beginning until the read model is whole. "
+        "Readers answer 503 meanwhile; running taggers pause, then help. Exit 0 rebuilt, 1 timed out, 2 unusable.",
+    )
+    rebuild.add_argument(
+        "--keep", action="store_true", help="keep the projection's keys: only finish a rebuild (e.g. after Redis loss)"
+    )
+    rebuild.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    rebuild.set_defaults(run=readmodel_commands.rebuild)
+
     run = commands.add_parser(
         "run",
         help="run all of tagstream in one process for a small shop (--embedded: no Kafka, no Redis)",
@@ -103,7 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--embedded", action="store_true", required=True, help="the one-process mode (required)")
     run.add_argument("--data-dir", default=".tagstream", help="where the journal is kept (default: .tagstream)")
-    run.add_argument("--playbooks", help="notifier playbooks file; without it no messages are sent")
+    run.add_argument(
+        "--playbooks",
+        help="notifier playbooks file, reloaded when it changes (default: TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE if set); "
+        "without one no messages are sent",
+    )
     run.add_argument("--host", help="listen address (default: TAGSTREAM_INGEST__HOST)")
     run.add_argument("--port", type=int, help="listen port (default: TAGSTREAM_INGEST__PORT)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -23,14 +23,14 @@ from schemas.tags import TagChanged, TagGroup
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import ReadModelFacts
 from services.embedded.shop import Shop
-from services.notifier.app import policy_from
+from services.notifier.composition import policy_from
 from services.notifier.core import Notifier
 from services.notifier.memory import MemoryLedger, MemoryScheduler
 from services.notifier.policy import PlaybookSet, Policy, load_playbooks
 from services.notifier.ports import Message
 from services.notifier.providers import LogProvider
 from services.runtime.customers import MemoryCustomers, Profile
-from services.runtime.settings import NotifierSettings
+from services.runtime.settings import NotifierSettings, ShopSettings
 from services.runtime.zone import day_zone
 from services.tagger.definitions import parse_groups, templates
 from services.tagger.engine.clock import ManualClock
@@ -70,7 +70,7 @@ def demo_playbooks() -> PlaybookSet:
 
 def demo_policy(zone: str = SHOP_ZONE) -> Policy:
     """The notifier's default policy (caps, quiet hours, coupon period), in the shop's time zone."""
-    return policy_from(NotifierSettings(default_timezone=zone))
+    return policy_from(NotifierSettings(), ShopSettings(timezone=zone))
 
 
 class CouponDesk:
@@ -171,7 +171,7 @@ async def run_demo(
                 week_events, week_changes = 0, tagger.changes
                 week_end += timedelta(days=7)
         clock.set(max(clock.now(), event.occurred_at))
-        await tagger.event(event)
+        await tagger.event(event, clock.now())
         summary.events += 1
         week_events += 1
     end = START + timedelta(days=days)

@@ -1,4 +1,4 @@
-"""`tagstream ingest` and `tagstream tags apply`."""
+"""`tagstream ingest`, `tagstream import` and `tagstream tags apply`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,36 @@ from pathlib import Path
 from services.tagger.definitions import RulesFileError
 
 
+def import_history(args: argparse.Namespace) -> int:
+    import os
+
+    from services.ingest.importer import main
+
+    api_key = args.api_key or os.environ.get("TAGSTREAM_API_KEY")
+    if not api_key:
+        print("tagstream import: no API key: pass --api-key or set TAGSTREAM_API_KEY", file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 10_000:
+        print(f"tagstream import: --batch must be 1..10000, got {args.batch}", file=sys.stderr)
+        return 2
+    state = Path(args.state) if args.state else None
+    return main(Path(args.events), url=args.url, api_key=api_key, state=state, restart=args.restart, batch=args.batch)
+
+
 def ingest(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
     from pydantic import ValidationError
 
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
+    from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import Settings
+
+    # uvicorn configures its own loggers; the rest (aiokafka, ours) log through the root logger
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_back_repeats()
 
     try:
         settings = Settings()

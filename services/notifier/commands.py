@@ -15,7 +15,9 @@ def notifier(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services.notifier.app import build_app
+    from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError, load_playbooks
+    from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import Settings
 
     if args.check is not None:
@@ -27,6 +29,7 @@ def notifier(args: argparse.Namespace) -> int:
         print(f"{args.check}: {len(found.playbooks)} playbooks, {len(found.templates)} templates: valid")
         return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_back_repeats()
     try:
         app = build_app(Settings())
     except (ValidationError, PlaybookError) as error:
@@ -39,5 +42,9 @@ def notifier(args: argparse.Namespace) -> int:
             loop.add_signal_handler(stop_signal, app.request_stop)
         await app.run()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except VolatileRedis as error:
+        print(f"tagstream notifier: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -7,6 +7,7 @@ TAGSTREAM_TAGGER__STORE=memory. Invalid values fail at start-up with the variabl
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -46,6 +47,10 @@ class ShopSettings(_Section):
     @classmethod
     def _zone(cls, value: str) -> str:
         return _known_zone(value)
+
+    @property
+    def future_skew(self) -> timedelta:
+        return duration(self.max_future_skew)
 
 
 class KafkaSettings(_Section):
@@ -92,7 +97,10 @@ class TaggerSettings(_Section):
     store: Literal["memory", "rocksdb"] = Field(default="rocksdb", description="where customer state is kept")
     datadir: Path = Field(default=Path("/var/lib/tagstream"), description="RocksDB files (a volume per replica)")
     rocksdb_block_cache_mb: int = Field(default=64, ge=8, description="per partition; faust's default is 2 GiB")
-    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
     batch_size: int = Field(default=500, ge=1, description="events taken per batch")
@@ -114,12 +122,26 @@ class TaggerSettings(_Section):
     horizon_days: int = Field(
         default=400, ge=1, le=3650, description="days of history kept per customer; windows may not reach further"
     )
+    history_age: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,6}[smhdw]$",
+        description="an event dated further back than this when it arrives is history: its tag changes carry "
+        "source import, which playbooks ignore; default: notifier.max_trigger_age (also the embedded node's)",
+    )
     projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
     producer_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
     session_timeout_s: float = Field(
-        default=30.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
+        default=30.0, gt=0, le=300, description="a worker that stops heartbeating loses its partitions after this"
+    )
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="static group membership: a stable name per worker (the chart uses the pod name), so a "
+        "restarted worker takes its partitions back at once instead of after session_timeout_s",
     )
 
 
@@ -129,9 +151,19 @@ class NotifierSettings(_Section):
     playbooks_file: Path = Field(default=Path("/etc/tagstream/playbooks.yaml"), description="YAML, reloaded on change")
     reload_interval_s: float = Field(default=5.0, gt=0, description="how often the playbooks file is checked")
     group_id: str = Field(default="tagstream-notifier", description="Kafka consumer group of the replicas")
-    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    allow_volatile_redis: bool = Field(
+        default=False,
+        description="start on a Redis without AOF persistence, accepting that its restart loses pending steps, "
+        "consent and profiles (docs/notifier.md)",
+    )
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
     web_port: int = Field(default=8081, ge=1, le=65535, description="port of /healthz /readyz /metrics")
-    default_timezone: str = Field(default="UTC", description="IANA zone for customers without one")
+    default_timezone: str | None = Field(
+        default=None, description="IANA zone for customers without one; unset: the shop's (TAGSTREAM_SHOP__TIMEZONE)"
+    )
     quiet_hours: str | None = Field(default="21:00-08:00", description="local time window; 'off' for none")
     quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = Field(
         default=("push", "sms"), description="channels held during quiet hours"
@@ -161,15 +193,20 @@ class NotifierSettings(_Section):
     provider_attempts: int = Field(default=4, ge=1, description="requests per send before the DLQ")
     backoff_base_s: float = Field(default=0.2, ge=0, description="first retry delay (exponential, full jitter)")
     backoff_cap_s: float = Field(default=10.0, ge=0, description="longest retry delay")
-    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
+    breaker_threshold: int = Field(
+        default=4,
+        ge=1,
+        description="consecutive failures that open a channel's circuit; at most provider_attempts, so that one "
+        "step's retries in an outage open it (deferred) rather than fail the step",
+    )
     breaker_reset_s: float = Field(
         default=30.0, gt=0, description="how long an open circuit waits before a trial request"
     )
 
     @field_validator("default_timezone")
     @classmethod
-    def _zone(cls, value: str) -> str:
-        return _known_zone(value)
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else _known_zone(value)
 
     @field_validator("quiet_hours", mode="before")
     @classmethod
@@ -198,7 +235,7 @@ class ApiKey(_Section):
 
 
 class IngestSettings(_Section):
-    host: str = Field(default="0.0.0.0", description="listen address")
+    host: str = Field(default="127.0.0.1", description="listen address (the image and the chart set 0.0.0.0)")
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port")
     max_batch: int = Field(default=1000, ge=1, description="events in one POST /v1/events")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
@@ -225,6 +262,20 @@ class Settings(BaseSettings):
     tagger: TaggerSettings = TaggerSettings()
     notifier: NotifierSettings = NotifierSettings()
     ingest: IngestSettings = IngestSettings()
+
+    @property
+    def history_age(self) -> timedelta:
+        """tagger.history_age, or the notifier's max_trigger_age: a change older than that sends nothing
+        anyway, so an event that old is history whichever service looks at it."""
+        return duration(self.tagger.history_age or self.notifier.max_trigger_age)
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def duration(text: str) -> timedelta:
+    """A settings duration (`5m`, `1d`: digits and one unit, as the fields' patterns require)."""
+    return timedelta(seconds=int(text[:-1]) * _UNIT_SECONDS[text[-1]])
 
 
 def _known_zone(value: str) -> str:

@@ -17,11 +17,11 @@ from services.tagger.replay import OUTPUT_BUFFER, replay_to
 def tagger(args: argparse.Namespace) -> int:
     import asyncio
 
-    import faust
     from pydantic import ValidationError
 
     from services.runtime.settings import Settings
     from services.tagger.app import TopicLayoutError, build_app
+    from services.tagger.worker import TaggerWorker
 
     try:
         settings = Settings()
@@ -34,7 +34,7 @@ def tagger(args: argparse.Namespace) -> int:
     except TopicLayoutError as error:
         print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
-    worker = faust.Worker(tagger.app, loglevel=args.log_level.upper())
+    worker = TaggerWorker(tagger.app, loglevel=args.log_level.upper())
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 

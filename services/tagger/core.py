@@ -19,10 +19,11 @@ from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
+from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode, encode
 from services.tagger.engine.evaluator import next_due
-from services.tagger.engine.timeutil import from_us
+from services.tagger.engine.timeutil import from_us, to_us
 
 Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
 
@@ -58,8 +59,9 @@ Loader = Callable[[str], bytes | None]
 
 
 class TaggerCore:
-    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock) -> None:
+    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock, arrival: Arrival | None = None) -> None:
         self.engine = engine
+        self._arrival = arrival or Arrival()
         self._topics = topics
         self._clock = clock
         self._events = event_adapter()
@@ -80,6 +82,14 @@ class TaggerCore:
         """A message that made the tagger fail: dead-lettered so it cannot stall its partition."""
         return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {error}")
 
+    def dead_letter(
+        self, message: Incoming, error: Literal["invalid", "refused", "mismatched_key", "failed"], reason: str
+    ) -> DeadLetter:
+        """The dead letter of a message read outside the agent (the definitions feed)."""
+        letter = self._rejected(message, error, reason).dead_letter
+        assert letter is not None
+        return letter
+
     def backfill(self, stored: bytes, change: DefinitionChange, now_us: int) -> tuple[bytes, list[Change], int | None]:
         """Bring one stored customer in line with new definitions (see Engine.backfill)."""
         state = decode(stored)
@@ -94,9 +104,16 @@ class TaggerCore:
         mismatch = _key_mismatch(message, event.customer_id)
         if mismatch:
             return self._rejected(message, "mismatched_key", mismatch)
+        # The record timestamp is the clock; the event's own date only picks its day (arrival.py).
+        now_us = message.timestamp_us
+        occurred_us = to_us(event.occurred_at)
+        ahead = self._arrival.too_far_ahead(occurred_us, now_us)
+        if ahead:
+            return self._rejected(message, "invalid", ahead, kind=event.type)
+        source = self._arrival.source(event, occurred_us, now_us)
         state = self._load(event.customer_id, load)
         duplicates = self.engine.duplicates
-        changes = self.engine.on_event_us(state, event, message.timestamp_us)
+        changes = self.engine.on_event_us(state, event, now_us, occurred_us, source)
         outcome: Outcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
         return Result(outcome, event.type, event.customer_id, encode(state), next_due(state), changes)
 
@@ -157,9 +174,10 @@ class TaggerCore:
 
 
 def _key_mismatch(message: Incoming, customer_id: str) -> str | None:
-    # Per-customer order needs every message of a customer in one partition: the key decides it.
+    # Per-customer order needs every message of a customer in one partition: the key decides it. A
+    # key-less message lands on any partition, so the customer's state would exist in several.
     if message.key is None:
-        return None
+        return f"the message has no key; key messages by customer_id ({customer_id!r})"
     key = message.key.decode("utf-8", "replace")
     if key != customer_id:
         return f"message key {key!r} does not match customer_id {customer_id!r}; key messages by customer_id"
