@@ -19,7 +19,7 @@ async def test_an_embedded_shop_in_shanghai_keeps_a_0730_order_on_its_day_until_
     node = EmbeddedNode(Settings(shop=ShopSettings(timezone="Asia/Shanghai")), tmp_path, ManualClock(morning))
     today = group("activity", [("ordered_today", [cond("days_since_last_order", "eq", 0)])], mode="multi")
     await node.tagger.define({"activity": today}, morning)
-    await node.tagger.event(paid(20, when=morning))
+    await node.tagger.event(paid(20, when=morning), morning)
     await node.tagger.advance(datetime(2026, 1, 2, 23, 59, tzinfo=SHANGHAI))
     assert await node.readmodel.current_tags("c1") == {"activity": ["ordered_today"]}
     [removed] = await node.tagger.advance(datetime(2026, 1, 3, tzinfo=SHANGHAI) + timedelta(hours=1))
