@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.common import ExternalId
+from schemas.excerpt import problems
 from schemas.tags import TagCommand, TagGroup
 from services.tagger.engine import CommandRefused, Engine, RuleBook
 
@@ -21,6 +25,7 @@ TAG_SEPARATORS = (";", "；")
 """Between several tags in one CSV cell (the ASCII or the full-width semicolon)."""
 NAME_SEPARATOR = "-"
 """Between the group name and the tag name: `组名-标签名`."""
+_CUSTOMER_ID: TypeAdapter[str] = TypeAdapter(ExternalId)
 
 
 class ManualTagging:
@@ -118,8 +123,11 @@ def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) ->
     if len(cells) != 2:
         return [], f"expected 2 columns (customer_id,tags), got {len(cells)}; quote a cell that holds a comma"
     customer_id, written = cells[0].strip(), cells[1]
-    if not customer_id or len(customer_id) > 128:
-        return [], f"customer_id must be 1 to 128 characters, got {customer_id!r}"
+    try:
+        _CUSTOMER_ID.validate_python(customer_id)
+    except ValidationError as error:
+        problem = problems(error)[0]
+        return [], f"customer_id: {problem['msg']} (got {problem['input']})"
     names = [name for name in _split(written) if name.strip()]
     if not names:
         return [], "tags: no tag given"
