@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -108,7 +108,9 @@ class Window(Contract):
         if self.from_ is not None and self.to is not None and _same_kind(self.from_, self.to) and self.from_ >= self.to:
             raise ValueError(f"window 'from' ({self.from_}) must be before 'to' ({self.to})")
         for day in (self.from_, self.to):
-            if day is not None and not MIN_INSTANT.date() <= day <= MAX_INSTANT.date():
+            # an instant by its UTC date: a local midnight lies within a day of it
+            on = day.astimezone(UTC).date() if isinstance(day, datetime) else day
+            if on is not None and not MIN_INSTANT.date() <= on <= MAX_INSTANT.date():
                 raise ValueError(f"window days lie in [{MIN_INSTANT.date()}, {MAX_INSTANT.date()}], got {day}")
         return self
 
