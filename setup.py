@@ -22,6 +22,7 @@ COMPILED_MODULES = [
     "services/tagger/engine/rulebook.py",
     "services/tagger/engine/schedule.py",
     "services/tagger/engine/timeutil.py",
+    "services/tagger/engine/zone.py",
     # The replay loop (`tagstream replay`, the embedded mode's journal replay): +5-8% on a replay.
     "services/tagger/replay.py",
 ]

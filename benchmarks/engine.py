@@ -2,6 +2,7 @@
 
     python -m benchmarks.engine                      # 1,000,000 events, 100,000 customers, 20 groups / 100 tags
     python -m benchmarks.engine --events 100000 --customers 10000
+    python -m benchmarks.engine --timezone Asia/Shanghai     # the shop's days in another zone (default UTC)
 
 Measures the engine build this checkout imports and prints which: pure Python by default;
 `scripts/compile-engine.sh` first measures the mypyc-compiled engine the container image ships
@@ -29,6 +30,7 @@ import yaml
 
 from benchmarks.workload import rules, write_events
 from schemas.tags import TagGroupSet
+from services.runtime.zone import day_zone
 from services.tagger.engine import Engine, RuleBook
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import encode
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--workdir", default=".run/bench")
+    parser.add_argument("--timezone", default="UTC", help="the shop's time zone (IANA name)")
     args = parser.parse_args(argv)
     build = engine_build()
     if build.stale:
@@ -56,15 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     definitions = rules()
     (workdir / "rules.yaml").write_text(yaml.safe_dump(definitions, allow_unicode=True, sort_keys=False))
     groups = TagGroupSet.model_validate(definitions).groups
+    zone = day_zone(args.timezone)
     print(
         f"workload: {args.events:,} events, {args.customers:,} customers, {len(groups)} groups / "
-        f"{sum(len(group.tags) for group in groups)} tags; engine: {engine_build().describe()}",
+        f"{sum(len(group.tags) for group in groups)} tags, days in {zone.name}; engine: {engine_build().describe()}",
         file=sys.stderr,
     )
 
-    baseline = _timed_replay(events_path, workdir, Engine(RuleBook.compile([])))
-    incremental = _timed_replay(events_path, workdir, Engine(RuleBook.compile(groups)))
-    full = _timed_replay(events_path, workdir, Engine(RuleBook.compile(groups), incremental=False))
+    baseline = _timed_replay(events_path, workdir, Engine(RuleBook.compile([], zone=zone)))
+    incremental = _timed_replay(events_path, workdir, Engine(RuleBook.compile(groups, zone=zone)))
+    full = _timed_replay(events_path, workdir, Engine(RuleBook.compile(groups, zone=zone), incremental=False))
     sizes = _state_sizes(incremental["run"].states.values())
 
     rows = [

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Discriminator, Field, WithJsonSchema, model_validator
+from pydantic import AwareDatetime, Discriminator, Field, WithJsonSchema, model_validator
 from pydantic import Tag as UnionTag
 
 from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, Text, UtcDatetime, check_safe
@@ -80,14 +80,21 @@ _LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
 _TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
+WindowBound = Annotated[AwareDatetime | date, Field(union_mode="left_to_right")]
+"""A date (the shop's local date) or an instant with an offset, which must be a local midnight of the
+shop's zone (checked where the zone is known: RuleBook.compile). Instants first: a string with an
+offset must not be read as a bare date."""
+
+
 class Window(Contract):
-    """Either the last N whole UTC days including today (`last: 30d`) or a half-open day range."""
+    """Either the last N whole local days of the shop including today (`last: 30d`) or a half-open
+    range of local days (`from`, `to`: dates in the shop's time zone, or local midnights as instants)."""
 
     model_config = Contract.model_config | {"populate_by_name": True}
 
     last: str | None = Field(default=None, examples=["30d"], pattern=_LAST.pattern)
-    from_: date | None = Field(default=None, alias="from")
-    to: date | None = None
+    from_: WindowBound | None = Field(default=None, alias="from")
+    to: WindowBound | None = None
 
     @model_validator(mode="after")
     def _one_shape(self) -> Self:
@@ -97,10 +104,13 @@ class Window(Contract):
             raise ValueError("a window is either {last: Nd} or {from: DATE, to: DATE}, not both or neither")
         if absolute and (self.from_ is None or self.to is None):
             raise ValueError("an absolute window needs both 'from' and 'to'")
-        if self.from_ is not None and self.to is not None and self.from_ >= self.to:
+        # A date and an instant compare only in the shop's zone (RuleBook.compile checks those).
+        if self.from_ is not None and self.to is not None and _same_kind(self.from_, self.to) and self.from_ >= self.to:
             raise ValueError(f"window 'from' ({self.from_}) must be before 'to' ({self.to})")
         for day in (self.from_, self.to):
-            if day is not None and not MIN_INSTANT.date() <= day <= MAX_INSTANT.date():
+            # an instant by its UTC date: a local midnight lies within a day of it
+            on = day.astimezone(UTC).date() if isinstance(day, datetime) else day
+            if on is not None and not MIN_INSTANT.date() <= on <= MAX_INSTANT.date():
                 raise ValueError(f"window days lie in [{MIN_INSTANT.date()}, {MAX_INSTANT.date()}], got {day}")
         return self
 
@@ -111,6 +121,10 @@ class Window(Contract):
         match = _LAST.match(self.last)
         assert match is not None  # guaranteed by the field pattern
         return int(match.group(1))
+
+
+def _same_kind(first: date, second: date) -> bool:
+    return isinstance(first, datetime) == isinstance(second, datetime)
 
 
 Scalar = int | Decimal | str

@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--out", required=True, help="JSON-lines output, one line per customer")
     replay.add_argument("--changes", help="also write every tag change, in order, as JSON lines")
     replay.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON_DAYS, help="days of history kept")
+    replay.add_argument(
+        "--timezone",
+        type=_zone,
+        help="IANA zone whose local days are the shop's days (default: TAGSTREAM_SHOP__TIMEZONE, else UTC)",
+    )
     replay.add_argument("--full", action="store_true", help="re-evaluate every group on every event (slower)")
     replay.add_argument(
         "--currency",
@@ -163,6 +168,19 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="set a parameter")
     show.set_defaults(run=tagger_commands.templates_show)
     return parser
+
+
+def _zone(text: str) -> str:
+    from pydantic import ValidationError
+
+    from services.runtime.settings import ShopSettings  # pydantic-settings: only when a zone is given
+
+    try:
+        return ShopSettings(timezone=text).timezone
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"unknown time zone {text[:64]!r}; use an IANA name such as 'Asia/Shanghai'"
+        ) from None
 
 
 def _instant(text: str) -> datetime:

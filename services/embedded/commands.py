@@ -14,9 +14,18 @@ if TYPE_CHECKING:
 def demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from services.embedded.demo import run_demo
+    from pydantic import ValidationError
 
-    asyncio.run(run_demo(sys.stdout, customers=args.customers, days=args.days, seed=args.seed))
+    from services.embedded.demo import SHOP_ZONE, run_demo
+    from services.runtime.settings import Settings
+
+    try:
+        shop = Settings().shop
+    except ValidationError as error:
+        print(f"tagstream demo: invalid settings:\n{error}", file=sys.stderr)
+        return 2
+    zone = shop.timezone if "timezone" in shop.model_fields_set else SHOP_ZONE  # a shop in Shanghai, unless told
+    asyncio.run(run_demo(sys.stdout, customers=args.customers, days=args.days, seed=args.seed, zone=zone))
     return 0
 
 

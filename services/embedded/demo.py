@@ -31,11 +31,14 @@ from services.notifier.ports import Message
 from services.notifier.providers import LogProvider
 from services.runtime.customers import MemoryCustomers, Profile
 from services.runtime.settings import NotifierSettings, ShopSettings
+from services.runtime.zone import day_zone
 from services.tagger.definitions import parse_groups, templates
 from services.tagger.engine.clock import ManualClock
 
 START = datetime(2026, 8, 1, tzinfo=UTC)
 SHOP_ZONE = "Asia/Shanghai"
+"""The demo shop's time zone unless TAGSTREAM_SHOP__TIMEZONE names another: its days, quiet hours,
+customers' profiles and the times printed."""
 TEMPLATES = ("value_tiers", "lifecycle", "rfm", "churn")
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = ("伟", "芳", "娜", "敏", "静", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "霞")
@@ -65,9 +68,9 @@ def demo_playbooks() -> PlaybookSet:
     return load_playbooks(text, "demo-playbooks.yaml")
 
 
-def demo_policy() -> Policy:
+def demo_policy(zone: str = SHOP_ZONE) -> Policy:
     """The notifier's default policy (caps, quiet hours, coupon period), in the shop's time zone."""
-    return policy_from(NotifierSettings(), ShopSettings(timezone=SHOP_ZONE))
+    return policy_from(NotifierSettings(), ShopSettings(timezone=zone))
 
 
 class CouponDesk:
@@ -89,10 +92,11 @@ class CouponDesk:
 class _Outcomes:
     """Collects the notifier's decisions and prints them as they happen."""
 
-    def __init__(self, out: TextIO, names: dict[str, str]) -> None:
+    def __init__(self, out: TextIO, names: dict[str, str], zone: str) -> None:
         self.counts: Counter[tuple[str, str, str]] = Counter()
         self._out = out
         self._names = names
+        self._zone = zone
 
     async def emit(self, outcome: NotificationOutcome) -> None:
         self.counts[(outcome.channel, outcome.outcome, outcome.reason)] += 1
@@ -100,11 +104,11 @@ class _Outcomes:
             return
         what = outcome.coupon or outcome.channel
         why = f" ({outcome.reason})" if outcome.reason and outcome.reason != outcome.outcome else ""
-        until = f" until {_local(outcome.deferred_until)[-5:]}" if outcome.deferred_until else ""
+        until = f" until {_local(outcome.deferred_until, self._zone)[-5:]}" if outcome.deferred_until else ""
         mark = _MARK.get(outcome.outcome, "·")
         who = self._names[outcome.customer_id]
         print(
-            f"{_local(outcome.decided_at)}  {mark} {outcome.outcome:<10} {what:<12} → {who}{why}{until}"
+            f"{_local(outcome.decided_at, self._zone)}  {mark} {outcome.outcome:<10} {what:<12} → {who}{why}{until}"
             f"  [{outcome.playbook_id}]",
             file=self._out,
         )
@@ -116,16 +120,18 @@ class _Outcomes:
 _MARK = {"sent": "✉", "suppressed": "✗", "deferred": "⏸", "cancelled": "↩", "failed": "!"}
 
 
-async def run_demo(out: TextIO, *, customers: int = 400, days: int = 91, seed: int = 7, follow: int = 3) -> DemoSummary:
-    """Simulate `days` of the shop; print what happens; return the summary."""
+async def run_demo(
+    out: TextIO, *, customers: int = 400, days: int = 91, seed: int = 7, follow: int = 3, zone: str = SHOP_ZONE
+) -> DemoSummary:
+    """Simulate `days` of a shop in `zone`; print what happens; return the summary."""
     clock = ManualClock(START)
     shop = Shop(customers=customers, start=START, days=days, seed=seed)
     groups = demo_groups()
     labels = {(group.id, tag.id): f"{group.name}: {tag.name}" for group in groups for tag in group.tags}
-    tagger = EmbeddedTagger(groups)
+    tagger = EmbeddedTagger(groups, zone=day_zone(zone))
     people = MemoryCustomers()
-    names = await _register(people, shop, seed)
-    outcomes = _Outcomes(out, names)
+    names = await _register(people, shop, seed, zone)
+    outcomes = _Outcomes(out, names, zone)
     notifier = Notifier(
         demo_playbooks(),
         MemoryScheduler(),
@@ -135,7 +141,7 @@ async def run_demo(out: TextIO, *, customers: int = 400, days: int = 91, seed: i
         {"push": LogProvider("push"), "sms": LogProvider("sms"), "coupon": CouponDesk(shop, clock)},
         outcomes,
         clock,
-        policy=demo_policy(),
+        policy=demo_policy(zone),
     )
     followed = _followed(shop, follow)
 
@@ -146,11 +152,11 @@ async def run_demo(out: TextIO, *, customers: int = 400, days: int = 91, seed: i
                 sign = "+" if change.change == "added" else "−"
                 who = names[change.customer_id]
                 why = f"{change.source}: {change.reason.summary}"
-                print(f"{_local(change.occurred_at)}  {sign} {who} {label}  ({why})", file=out)
+                print(f"{_local(change.occurred_at, zone)}  {sign} {who} {label}  ({why})", file=out)
 
     tagger.listen(narrate)
     tagger.listen(notifier.on_changes)
-    print(_banner(customers, days, groups, notifier.playbooks, followed, names), file=out)
+    print(_banner(customers, days, groups, notifier.playbooks, followed, names, zone), file=out)
 
     summary = DemoSummary(customers=customers)
     hour = START
@@ -190,7 +196,7 @@ async def _step(clock: ManualClock, tagger: EmbeddedTagger, notifier: Notifier, 
         pass
 
 
-async def _register(people: MemoryCustomers, shop: Shop, seed: int) -> dict[str, str]:
+async def _register(people: MemoryCustomers, shop: Shop, seed: int, zone: str) -> dict[str, str]:
     """Profiles for every customer (names, phones, the shop's zone); a few opt out of SMS."""
     rng = random.Random(seed)
     names: dict[str, str] = {}
@@ -198,7 +204,7 @@ async def _register(people: MemoryCustomers, shop: Shop, seed: int) -> dict[str,
         name = rng.choice(SURNAMES) + rng.choice(GIVEN) + (rng.choice(GIVEN) if rng.random() < 0.5 else "")
         names[customer_id] = f"{name}({customer_id})"
         phone = f"+86 13{rng.randint(0, 9)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}"
-        await people.set_profile(customer_id, Profile(name=name, phone=phone, timezone=SHOP_ZONE))
+        await people.set_profile(customer_id, Profile(name=name, phone=phone, timezone=zone))
         if rng.random() < 0.08:
             await people.opt_out(customer_id, "sms")
     return names
@@ -220,13 +226,14 @@ def _banner(
     playbooks: PlaybookSet,
     followed: set[str],
     names: dict[str, str],
+    zone: str,
 ) -> str:
     lines = [
         f"tagstream demo: {customers} customers, {days} simulated days from {START:%Y-%m-%d}, all in this process",
         "tag groups: " + ", ".join(f"{g.name} ({g.id})" for g in groups),
         "playbooks: " + ", ".join(p.id for p in playbooks.playbooks) + "  (providers: log)",
         "following every tag change of: " + ", ".join(names[c] for c in sorted(followed)),
-        "notifications: ✉ sent  ✗ suppressed  ⏸ deferred (quiet hours)  ↩ cancelled; times are Asia/Shanghai",
+        f"notifications: ✉ sent  ✗ suppressed  ⏸ deferred (quiet hours)  ↩ cancelled; times are {zone}",
         "",
     ]
     return "\n".join(lines)
@@ -254,8 +261,8 @@ def render_summary(summary: DemoSummary) -> str:
     return "\n".join(lines)
 
 
-def _local(at: datetime) -> str:
-    return f"{at.astimezone(ZoneInfo(SHOP_ZONE)):%m-%d %H:%M}"
+def _local(at: datetime, zone: str) -> str:
+    return f"{at.astimezone(ZoneInfo(zone)):%m-%d %H:%M}"
 
 
 def _pad(text: str, width: int) -> str:

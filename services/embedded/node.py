@@ -50,6 +50,7 @@ from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.engine import Clock, RuleBook
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.errors import CommandRefused, DefinitionError
@@ -82,6 +83,8 @@ class EmbeddedNode:
         `skip_bad_journal_lines`: see `start`."""
         self.settings = settings
         self.clock = clock
+        self.zone = day_zone(settings.shop.timezone)
+        """The shop's days, as the engine takes them."""
         self.registry = registry or CollectorRegistry()
         self.metrics = TaggerMetrics(self.registry)
         self.journal = Journal(data_dir / JOURNAL_FILE)
@@ -107,7 +110,10 @@ class EmbeddedNode:
         settings, clock = self.settings, self.clock
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
         self.tagger = EmbeddedTagger(
-            readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days, currency=settings.shop.currency
+            readmodel=self.readmodel,
+            horizon_days=settings.tagger.horizon_days,
+            currency=settings.shop.currency,
+            zone=self.zone,
         )
         self.customers = JournaledCustomers(self)
         self.versions: dict[str, int] = {}
@@ -269,7 +275,9 @@ class EmbeddedNode:
                 groups.pop(key, None)
             else:
                 groups[key] = TagGroup.model_validate_json(value)
-        rulebook = RuleBook.compile(list(groups.values()), horizon_days=self.settings.tagger.horizon_days)
+        rulebook = RuleBook.compile(
+            list(groups.values()), horizon_days=self.settings.tagger.horizon_days, zone=self.zone
+        )
         encode_fingerprint(fingerprint(rulebook))
         return groups
 

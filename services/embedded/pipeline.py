@@ -19,6 +19,7 @@ from services.tagger.engine import CommandRefused, DefinitionError, Engine, Rule
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 from services.tagger.engine.changes import Change
 from services.tagger.engine.fingerprint import DefinitionChange
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.replay import Replay
 
@@ -37,12 +38,14 @@ class EmbeddedTagger:
         readmodel: MemoryReadModel | None = None,
         horizon_days: int = DEFAULT_HORIZON_DAYS,
         currency: str | None = None,
+        zone: DayZone = UTC_ZONE,
     ) -> None:
         """`currency`: the shop's; the API refuses orders in another one, and so does this (a journal
         written before the shop's currency was set, or edited by hand)."""
         self.readmodel = readmodel or MemoryReadModel()
         self.groups: dict[str, TagGroup] = {group.id: group for group in groups}
         self._horizon_days = horizon_days
+        self._zone = zone
         self._pending: list[Change] = []
         self.replay = Replay(
             Engine(self._compile(self.groups)), on_change=self._pending.append, on_reject=_refused, currency=currency
@@ -112,7 +115,7 @@ class EmbeddedTagger:
         return await self._flush()
 
     def _compile(self, groups: Mapping[str, TagGroup]) -> RuleBook:
-        return RuleBook.compile(list(groups.values()), horizon_days=self._horizon_days)
+        return RuleBook.compile(list(groups.values()), horizon_days=self._horizon_days, zone=self._zone)
 
     async def _flush(self) -> list[TagChanged]:
         self._count_wakeups()

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from schemas.tags import TagGroup
 from services.tagger.engine import DefinitionError, RuleBook
 from services.tagger.engine.fingerprint import encode_fingerprint, fingerprint
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 
 
 class CatalogError(Exception):
@@ -50,10 +51,17 @@ class Change:
 
 @dataclass(frozen=True)
 class Limits:
-    """What validation needs beyond the groups: the tagger's retained horizon and today's date."""
+    """What validation needs beyond the groups: the tagger's retained horizon, the shop's time zone
+    (absolute windows are its local days) and today's date there."""
 
     horizon_days: int
     today: date
+    zone: DayZone = UTC_ZONE
+
+    @classmethod
+    def at(cls, now: datetime, *, horizon_days: int, zone: DayZone) -> Limits:
+        """The limits at instant `now` for a shop in `zone` (today is the shop's local date)."""
+        return cls(horizon_days=horizon_days, today=zone.date_of(now), zone=zone)
 
 
 def display_order(groups: Mapping[str, TagGroup]) -> list[TagGroup]:
@@ -174,7 +182,9 @@ def _validated(groups: Mapping[str, TagGroup], change: Change, limits: Limits) -
     for group in change.upserts:
         after[group.id] = group
     try:
-        rulebook = RuleBook.compile(after.values(), horizon_days=limits.horizon_days, today=limits.today)
+        rulebook = RuleBook.compile(
+            after.values(), horizon_days=limits.horizon_days, today=limits.today, zone=limits.zone
+        )
     except DefinitionError as error:
         raise InvalidDefinitions(error.problems) from None
     try:  # what every tagger stores beside its customers: it must encode, or no worker could start

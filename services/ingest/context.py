@@ -20,7 +20,9 @@ from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.engine import Clock
+from services.tagger.engine.zone import DayZone
 
 
 class ErrorBody(BaseModel):
@@ -56,8 +58,13 @@ class Context:
     def now(self) -> datetime:
         return self.clock.now()
 
+    @property
+    def zone(self) -> DayZone:
+        """The shop's days (the table is built once per process and zone: `day_zone` caches it)."""
+        return day_zone(self.settings.shop.timezone)
+
     def limits(self) -> Limits:
-        return Limits(horizon_days=self.settings.tagger.horizon_days, today=self.now().date())
+        return Limits.at(self.now(), horizon_days=self.settings.tagger.horizon_days, zone=self.zone)
 
     def groups(self) -> Mapping[str, TagGroup]:
         """The current definitions; 503 until they are read from the topic."""

@@ -17,6 +17,7 @@ from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.definitions import parse_groups
 from services.tagger.engine import Clock
 from services.tagger.feed import definition_record, deletion_record
@@ -34,7 +35,9 @@ async def apply_rules(
 ) -> Applied:
     """Plan (and unless `dry_run`, publish) the changes. Raises RulesFileError or catalog.CatalogError."""
     wanted = parse_groups(text, source)
-    limits = catalog.Limits(horizon_days=settings.tagger.horizon_days, today=clock.now().date())
+    limits = catalog.Limits.at(
+        clock.now(), horizon_days=settings.tagger.horizon_days, zone=day_zone(settings.shop.timezone)
+    )
     topics = settings.topics
     publisher = KafkaPublisher(
         settings.kafka,

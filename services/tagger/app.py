@@ -42,6 +42,7 @@ from services.runtime.kafka import (
 )
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.consumer import TaggerConsumer
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
@@ -83,7 +84,9 @@ class Tagger:
         self.settings = settings
         self.clock = clock
         self.metrics = TaggerMetrics(registry)
-        self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
+        self.zone = day_zone(settings.shop.timezone)
+        """The shop's days (built from the zone database once; the engine takes it as data)."""
+        self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days, zone=self.zone))
         self.core = TaggerCore(
             self.engine,
             settings.topics,
@@ -410,7 +413,10 @@ class Tagger:
     def _on_definitions(self, groups: dict[str, TagGroup]) -> None:
         try:
             rulebook = RuleBook.compile(
-                groups.values(), horizon_days=self.settings.tagger.horizon_days, today=self.clock.now().date()
+                groups.values(),
+                horizon_days=self.settings.tagger.horizon_days,
+                today=self.zone.date_of(self.clock.now()),
+                zone=self.zone,
             )
         except DefinitionError as error:
             self.metrics.definitions_errors.inc()

@@ -44,16 +44,20 @@ def replay(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from services.runtime.settings import Settings
+    from services.runtime.zone import day_zone
 
     try:
-        currency = args.currency or Settings().shop.currency
+        # the shop's settings only for what the command line leaves out
+        shop = Settings().shop if args.currency is None or args.timezone is None else None
+        currency = args.currency or (shop.currency if shop else "")
+        zone = day_zone(args.timezone if args.timezone is not None else shop.timezone if shop else "UTC")
     except ValidationError as error:
-        print(f"tagstream replay: invalid settings (or pass --currency):\n{error}", file=sys.stderr)
+        print(f"tagstream replay: invalid settings (or pass --currency and --timezone):\n{error}", file=sys.stderr)
         return 2
     try:
         groups = parse_groups(Path(args.rules).read_text(encoding="utf-8"), args.rules)
-        today = args.now.date() if args.now is not None else None
-        rulebook = RuleBook.compile(groups, horizon_days=args.horizon_days, today=today)
+        today = zone.date_of(args.now) if args.now is not None else None
+        rulebook = RuleBook.compile(groups, horizon_days=args.horizon_days, today=today, zone=zone)
     except (OSError, RulesFileError, DefinitionError) as error:
         print(f"tagstream replay: {error}", file=sys.stderr)
         return 2

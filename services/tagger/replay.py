@@ -27,7 +27,8 @@ from services.tagger.admission import wrong_currency
 from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change, json_line
 from services.tagger.engine.fingerprint import DefinitionChange
-from services.tagger.engine.timeutil import DAY_US, from_us, to_us
+from services.tagger.engine.timeutil import from_us, to_us
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 
 OUTPUT_BUFFER: Final = 1 << 20
 """Buffer size for the replay's output files: a replay writes ~1.5 KB of change JSON per event, and
@@ -241,8 +242,9 @@ def replay_to(
         run.feed(lines)
         summary = run.finish(now)
     if summary.now is not None:
+        zone = engine.rulebook.zone
         for customer_id in sorted(run.states):
-            out.write(orjson.dumps(customer_snapshot(run.states[customer_id], summary.now)) + b"\n")
+            out.write(orjson.dumps(customer_snapshot(run.states[customer_id], summary.now, zone)) + b"\n")
     return run
 
 
@@ -269,13 +271,14 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
-def customer_snapshot(state: CustomerState, now: datetime) -> dict[str, Any]:
-    """The replay output line for one customer: current tags and the aggregates behind them."""
+def customer_snapshot(state: CustomerState, now: datetime, zone: DayZone = UTC_ZONE) -> dict[str, Any]:
+    """The replay output line for one customer: current tags and the aggregates behind them (days
+    since an order in the shop's local days, as the rules read them)."""
     agg = state.agg
     now_us = to_us(now)
 
     def days_since(moment: int | None) -> int | None:
-        return None if moment is None else max(0, (now_us - moment) // DAY_US)
+        return None if moment is None else zone.days_between(moment, now_us)
 
     def instant(moment: int | None) -> str | None:
         return None if moment is None else from_us(moment).isoformat().replace("+00:00", "Z")

@@ -72,6 +72,7 @@ def test_the_kubernetes_schema_check_rejects_a_broken_manifest():
         ("kafka.bootstrapServers=kafka", "bootstrapServers"),
         ("redis.url=http://redis:6379", "url"),
         ("metrics.serviceMonitor.interval=often", "interval"),
+        ("shop.timezone=Shanghai time", "timezone"),
     ],
 )
 def test_the_values_schema_rejects_a_bad_value_naming_it(override, named):
@@ -181,6 +182,18 @@ def test_every_container_environment_names_real_settings_and_loads(scenario):
         assert settings_check.unknown_settings(env) == [], workload["metadata"]["name"]
         settings = settings_check.load(env)
         assert settings.kafka.bootstrap_servers == env["TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS"]
+
+
+@pytest.mark.parametrize(("sets", "zone"), [((), "UTC"), (("shop.timezone=Asia/Shanghai",), "Asia/Shanghai")])
+def test_every_workload_gets_the_shop_time_zone(sets, zone):
+    manifests = render("production-values.yaml", *sets)  # with the seed Job
+    kinds = set()
+    for workload, container in containers(manifests):
+        kinds.add(workload["kind"])
+        env = literal_env(container)
+        assert env["TAGSTREAM_SHOP__TIMEZONE"] == zone, workload["metadata"]["name"]
+        assert settings_check.load(env).shop.timezone == zone
+    assert {"Deployment", "StatefulSet", "Job"} <= kinds
 
 
 def test_each_tagger_pod_joins_the_consumer_group_as_a_static_member_named_after_itself():

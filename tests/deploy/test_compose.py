@@ -146,3 +146,10 @@ def test_without_a_redis_password_the_project_does_not_load_and_says_what_to_set
     done = run(tool("compose.sh"), alone, cwd=tmp_path, env={"TAGSTREAM_REDIS_PASSWORD": ""})
     assert done.returncode == 1
     assert "set TAGSTREAM_REDIS_PASSWORD in .env" in done.stderr
+
+
+def test_every_service_gets_the_shop_time_zone_from_the_host_environment_or_utc():
+    for zone, expected in (("", "UTC"), ("Asia/Shanghai", "Asia/Shanghai")):
+        project = compose_config(env={**DOT_ENV, "TAGSTREAM_SHOP__TIMEZONE": zone})  # interpolated like compose
+        for name in [*SERVICES, "tags-apply"]:
+            assert project["services"][name]["environment"]["TAGSTREAM_SHOP__TIMEZONE"] == expected, name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -60,3 +61,24 @@ def test_the_demo_sends_follow_ups_and_shows_every_kind_of_suppression(demo_outp
 def test_the_same_seed_prints_the_same_demo(demo_output: str) -> None:
     again = subprocess.run([*_tagstream(), "demo"], capture_output=True, text=True, timeout=120, check=True)
     assert again.stdout == demo_output
+
+
+def _time_flips(output: str) -> list[str]:
+    """The local "MM-DD HH:MM" of every narrated change that time alone made."""
+    return re.findall(r"^(\d\d-\d\d \d\d:\d\d)  [+−] .*\(time: ", output, re.MULTILINE)
+
+
+def test_the_demo_shop_is_in_shanghai_and_time_moves_its_tags_at_local_midnight(demo_output: str) -> None:
+    assert "times are Asia/Shanghai" in demo_output
+    flips = _time_flips(demo_output)
+    assert flips, "no time flip narrated"
+    assert {flip[-5:] for flip in flips} == {"00:00"}  # not 08:00, the UTC midnight
+
+
+def test_the_demo_runs_in_the_shop_zone_from_the_settings() -> None:
+    env = {**os.environ, "TAGSTREAM_SHOP__TIMEZONE": "America/New_York"}
+    done = subprocess.run([*_tagstream(), "demo"], capture_output=True, text=True, timeout=120, check=True, env=env)
+    assert "times are America/New_York" in done.stdout
+    flips = _time_flips(done.stdout)
+    assert flips
+    assert {flip[-5:] for flip in flips} == {"00:00"}

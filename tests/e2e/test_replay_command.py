@@ -103,7 +103,7 @@ def test_replay_writes_tags_and_changes_and_reports_bad_lines(history: Path, tmp
     assert alice["aggregates"]["total_spent"] == "350.00"
     assert alice["aggregates"]["order_count"] == 1
     assert alice["aggregates"]["last_order_at"] == "2026-11-03T10:00:00Z"  # refunds don't move it
-    assert alice["aggregates"]["days_since_last_order"] == 16
+    assert alice["aggregates"]["days_since_last_order"] == 17  # local (here UTC) days from 11-03 to 11-20
 
     stream = [json.loads(line) for line in changes.read_text().splitlines()]
     alice_changes = [
@@ -119,7 +119,7 @@ def test_replay_writes_tags_and_changes_and_reports_bad_lines(history: Path, tmp
         ("recency", "week", "removed", "time"),
     ]
     assert [c["seq"] for c in stream if c["customer_id"] == "alice"] == list(range(1, 8))
-    assert stream[-1]["occurred_at"] == "2026-11-11T10:00:00Z"  # 8 whole days after the last order
+    assert stream[-1]["occurred_at"] == "2026-11-11T00:00:00Z"  # the midnight 8 days after the last order's day
 
 
 def test_replay_defaults_now_to_the_latest_event(history: Path, tmp_path: Path):

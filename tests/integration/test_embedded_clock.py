@@ -128,12 +128,13 @@ async def test_history_turns_into_churn_only_when_the_wall_clock_gets_there(tmp_
     outbox = Outbox()
     async with _node(tmp_path, clock, outbox) as (node, http):
         await _define(http)
-        # Ordered 20 days ago (history): churn is due in a day, by the wall clock, not at import.
+        # Ordered 20 days ago (history): churn is due at the shop's (UTC) midnight 21 days after the
+        # order's day, 21.5 hours from now, by the wall clock, not at import.
         assert (await http.post("/v1/events:import", json=_order("c1", NOW - timedelta(days=20)))).status_code == 202
-        clock.advance(timedelta(hours=23))
+        clock.advance(timedelta(hours=21))
         await node.tick()
         assert await _tags(http, "c1") == {"lifecycle/new"}
-        clock.advance(timedelta(hours=2))
+        clock.advance(timedelta(hours=1))
         await node.tick()
         assert await _tags(http, "c1") == {"lifecycle/new", "churn/likely"}
     # The customer really went quiet while the shop was live: that one is a live message.

@@ -9,6 +9,7 @@ from typing import Any
 
 from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
 from schemas.tags import TagCommand, TagGroup
+from services.runtime.zone import day_zone
 from services.tagger.engine import Engine, RuleBook
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -109,8 +110,10 @@ def group(
     )
 
 
-def engine(*groups: TagGroup, incremental: bool = True, horizon_days: int = 400) -> Engine:
-    return Engine(RuleBook.compile(list(groups), horizon_days=horizon_days), incremental=incremental)
+def engine(*groups: TagGroup, incremental: bool = True, horizon_days: int = 400, zone: str = "UTC") -> Engine:
+    """An engine for a shop in `zone` (an IANA name)."""
+    book = RuleBook.compile(list(groups), horizon_days=horizon_days, zone=day_zone(zone))
+    return Engine(book, incremental=incremental)
 
 
 def value_tiers() -> TagGroup:

@@ -3,6 +3,7 @@ from decimal import Decimal
 
 from services.tagger.engine.aggregates import DAY_CAP, apply, fingerprint, fold, initial
 from services.tagger.engine.timeutil import DAY_US, to_us
+from services.tagger.engine.zone import UTC_ZONE
 from tests.unit.builders import T0, at, browse, click, paid, refunded
 
 
@@ -59,7 +60,7 @@ def test_an_order_paid_at_zero_counts_as_an_order():
     assert state.total_spent == Decimal("80")
     assert state.avg_order_value == Decimal("40.0000")
     assert state.points_total == 5
-    assert sum(state.order_days().values()) == 2
+    assert sum(state.order_days(UTC_ZONE).values()) == 2
 
 
 def test_any_refund_of_an_order_paid_at_zero_uncounts_it_in_either_arrival_order():
@@ -67,16 +68,16 @@ def test_any_refund_of_an_order_paid_at_zero_uncounts_it_in_either_arrival_order
     reversed_ = fold_all(refunded("free", "0.01"), paid("0", order="free", points=5))
     for state in (in_order, reversed_):
         assert (state.order_count, state.total_spent, state.points_total) == (0, Decimal("0"), 0)
-        assert state.order_days() == {}
+        assert state.order_days(UTC_ZONE) == {}
 
 
 def test_order_days_read_before_a_free_order_follow_it_and_its_refund():
     state = fold_all(paid("10", order="o1"))
-    assert sum(state.order_days().values()) == 1
+    assert sum(state.order_days(UTC_ZONE).values()) == 1
     apply(state, paid("0", order="free"))
-    assert sum(state.order_days().values()) == 2
+    assert sum(state.order_days(UTC_ZONE).values()) == 2
     apply(state, refunded("free", "1"))
-    assert sum(state.order_days().values()) == 1
+    assert sum(state.order_days(UTC_ZONE).values()) == 1
 
 
 def test_a_duplicate_event_id_changes_nothing():
@@ -168,13 +169,13 @@ def test_buckets_older_than_the_horizon_are_dropped_whatever_the_arrival_order()
 
 def test_windowed_order_days_exclude_fully_refunded_orders():
     state = fold_all(paid("10", order="o1", when=at(0)), paid("10", order="o2", when=at(1)), refunded("o2", "10"))
-    assert state.order_days() == {to_us(at(0)) // DAY_US: 1}
+    assert state.order_days(UTC_ZONE) == {to_us(at(0)) // DAY_US: 1}
 
 
 def test_order_days_once_read_follow_every_later_order_and_refund():
     day = to_us(at(0)) // DAY_US
     state = fold_all(paid("10", order="o1", when=at(0)))
-    assert state.order_days() == {day: 1}  # built now, then kept up to date by the fold
+    assert state.order_days(UTC_ZONE) == {day: 1}  # built now, then kept up to date by the fold
     for event in (
         paid("10", order="o2", when=at(0, hours=2)),
         refunded("o3", "5"),  # before its order: nothing counts yet
@@ -187,5 +188,5 @@ def test_order_days_once_read_follow_every_later_order_and_refund():
         fold(state, event)
         rebuilt = fold_all(*[])
         rebuilt.orders = state.orders
-        assert state.order_days() == rebuilt.order_days()
-    assert state.order_days() == {day + 1: 1}
+        assert state.order_days(UTC_ZONE) == rebuilt.order_days(UTC_ZONE)
+    assert state.order_days(UTC_ZONE) == {day + 1: 1}

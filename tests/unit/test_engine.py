@@ -312,7 +312,7 @@ def test_a_recency_tag_drops_exactly_when_its_condition_flips():
     eng = engine(recent_buyer())
     state = eng.new_state("c1")
     feed(eng, state, paid("10", when=T0))
-    flip = T0 + timedelta(days=8)  # floor((now - last) / 24h) = 8 > 7
+    flip = T0.replace(hour=0, minute=0) + timedelta(days=8)  # midnight: 8 days since the order's day > 7
     assert eng.next_check_at(state) == flip
     assert eng.advance(state, flip - timedelta(microseconds=1)) == []
     [dropped] = eng.advance(state, flip)
@@ -330,9 +330,10 @@ def test_a_late_timer_applies_each_flip_at_its_own_instant():
     state = eng.new_state("c1")
     feed(eng, state, paid("10", when=T0))
     changes = eng.advance(state, T0 + timedelta(days=90))  # one late wake-up sees both flips
+    midnight = T0.replace(hour=0, minute=0)
     assert [(change.tag_id, from_us(change.occurred_us)) for change in changes] == [
-        ("week", T0 + timedelta(days=8)),
-        ("month", T0 + timedelta(days=31)),
+        ("week", midnight + timedelta(days=8)),
+        ("month", midnight + timedelta(days=31)),
     ]
 
 
@@ -340,7 +341,7 @@ def test_a_new_order_moves_the_recency_deadline():
     eng = engine(recent_buyer())
     state = eng.new_state("c1")
     feed(eng, state, paid("10", when=T0), paid("10", when=at(5)))
-    assert eng.next_check_at(state) == at(13)
+    assert eng.next_check_at(state) == at(13).replace(hour=0, minute=0)
 
 
 def test_window_counts_cover_whole_utc_days_and_flip_when_a_day_leaves():

@@ -10,26 +10,37 @@ A second property checks that incremental evaluation (only the groups an event c
 multi groups, timers) emits exactly the same change stream as re-evaluating every group per event,
 and a third that the next checks the engine keeps up to date event by event (a browse or click only
 moves them by the day bucket it adds) are those a full recomputation gives.
+
+Every property runs for a shop in UTC, Asia/Shanghai (a constant +08:00) and two zones with daylight
+saving time, over histories that cross a clock change: days are the shop's local days (the batch side
+derives them with zoneinfo, the engine with its offset table).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
 from schemas.tags import TagGroup
+from services.runtime.zone import day_zone
 from services.tagger.engine import Engine, RuleBook
 from services.tagger.engine.codec import decode, encode
 
 HORIZON_DAYS = 400
 BASE = datetime(2025, 1, 6, tzinfo=UTC)
+FALL_BASE = datetime(2025, 9, 15, tzinfo=UTC)
+"""Histories start at one of these and span up to 100 days: spring forward (Mar 9 / Mar 30) or fall
+back (Oct 26 / Nov 2) lies inside."""
+ZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/Berlin"]
 ONE_DAY = timedelta(days=1)
 SPAN_DAYS = 60
 
@@ -177,12 +188,39 @@ STICKY_GROUPS: list[dict[str, Any]] = [
 ]
 
 
-def rulebook(groups: list[dict[str, Any]]) -> RuleBook:
-    return RuleBook.compile([TagGroup.model_validate(spec) for spec in groups], horizon_days=HORIZON_DAYS)
+def campaign(base: datetime) -> dict[str, Any]:
+    """Absolute windows (local dates) inside the history: the churn example (ordered in window A, browsed
+    0 times in window B, which follows it) and conditions bounding a count from above and below."""
+
+    def window(first: int, last: int) -> dict[str, str]:
+        return {"from": str((base + first * ONE_DAY).date()), "to": str((base + last * ONE_DAY).date())}
+
+    def fixed_c(metric: str, op: str, value: Any, first: int, last: int) -> dict[str, Any]:
+        return {"metric": metric, "op": op, "value": value, "window": window(first, last)}
+
+    return grp(
+        "campaign",
+        "multi",
+        [
+            ("churned", all_of(fixed_c("order_count", "gte", 1, 5, 20), fixed_c("browse_count", "eq", 0, 20, 45))),
+            ("few_clicks", all_of(fixed_c("click_count", "between", [1, 2], 10, 50))),
+            ("browsed", all_of(fixed_c("browse_count", "gte", 2, 30, 70))),
+            ("rare_buyer", all_of(fixed_c("order_count", "lt", 2, 0, 30), c("order_count", "gte", 1))),
+        ],
+    )
 
 
-BATCH_BOOK = rulebook(BATCH_GROUPS)
-ALL_BOOK = rulebook(BATCH_GROUPS + STICKY_GROUPS)
+def batch_groups(base: datetime) -> list[dict[str, Any]]:
+    return [*BATCH_GROUPS, campaign(base)]
+
+
+@cache
+def rulebook(zone: str, base: datetime, sticky: bool = False) -> RuleBook:
+    groups = batch_groups(base) + (STICKY_GROUPS if sticky else [])
+    return RuleBook.compile(
+        [TagGroup.model_validate(spec) for spec in groups], horizon_days=HORIZON_DAYS, zone=day_zone(zone)
+    )
+
 
 # --------------------------------------------------------------------------------------------------
 # The independent batch recomputation
@@ -203,6 +241,7 @@ class Batch:
     browse_days: list[date] = field(default_factory=list)
     click_days: list[date] = field(default_factory=list)
     counted_order_days: list[date] = field(default_factory=list)
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
     @property
     def avg_order_value(self) -> Decimal:
@@ -211,27 +250,27 @@ class Batch:
         return (self.total_spent / self.order_count).quantize(CENT4)
 
 
-def recompute(events: Iterable[Any]) -> Batch:
+def recompute(events: Iterable[Any], zone: str = "UTC") -> Batch:
     distinct = {event.event_id: event for event in events}
     paid: dict[str, OrderPaid] = {}
     refunded: dict[str, Decimal] = {}
-    batch = Batch()
+    batch = Batch(zone=ZoneInfo(zone))
     for event in distinct.values():
         if isinstance(event, OrderPaid):
             paid.setdefault(event.order_id, event)
         elif isinstance(event, OrderRefunded):
             refunded[event.order_id] = refunded.get(event.order_id, Decimal(0)) + event.amount
         elif isinstance(event, Browse):
-            batch.browse_days.append(event.occurred_at.astimezone(UTC).date())
+            batch.browse_days.append(event.occurred_at.astimezone(batch.zone).date())
         else:
-            batch.click_days.append(event.occurred_at.astimezone(UTC).date())
+            batch.click_days.append(event.occurred_at.astimezone(batch.zone).date())
     for order_id, order in paid.items():
         refund = refunded.get(order_id, Decimal(0))
         batch.total_spent += max(order.amount - refund, Decimal(0))
         if refund < order.amount or not refund:  # an order paid at 0 counts until any refund of it
             batch.order_count += 1
             batch.points_total += order.points_earned
-            batch.counted_order_days.append(order.occurred_at.astimezone(UTC).date())
+            batch.counted_order_days.append(order.occurred_at.astimezone(batch.zone).date())
         when = order.occurred_at
         batch.first_order_at = when if batch.first_order_at is None else min(batch.first_order_at, when)
         batch.last_order_at = when if batch.last_order_at is None else max(batch.last_order_at, when)
@@ -239,17 +278,27 @@ def recompute(events: Iterable[Any]) -> Batch:
     return batch
 
 
-def days_since(moment: datetime | None, now: datetime) -> int | None:
+def days_since(moment: datetime | None, now: datetime, zone: ZoneInfo) -> int | None:
+    """Local calendar days from the moment's date to now's."""
     if moment is None:
         return None
-    return max(0, (now - moment) // ONE_DAY)
+    return max(0, (now.astimezone(zone).date() - moment.astimezone(zone).date()).days)
 
 
-def in_window(days: list[date], last: str, now: datetime) -> int:
+def in_window(days: list[date], last: str, now: datetime, zone: ZoneInfo) -> int:
     span = int(last.removesuffix("d"))
-    today = now.astimezone(UTC).date()
+    today = now.astimezone(zone).date()
     first = today - timedelta(days=span - 1)
     return sum(1 for day in days if first <= day <= today)
+
+
+def window_pending(condition: dict[str, Any], now: datetime, zone: ZoneInfo) -> bool:
+    """An absolute window that has not ended, under a condition more events could make false."""
+    window = condition.get("window") or {}
+    if "to" not in window or condition["op"] in ("gte", "gt"):
+        return False
+    end = datetime.combine(date.fromisoformat(window["to"]), time(0), tzinfo=zone)  # these midnights exist
+    return now < end
 
 
 def observe(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
@@ -261,11 +310,14 @@ def observe(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
             "click_count": batch.click_days,
             "order_count": batch.counted_order_days,
         }[metric]
-        return in_window(days, window["last"], now)
+        if "last" in window:
+            return in_window(days, window["last"], now, batch.zone)
+        first, end = date.fromisoformat(window["from"]), date.fromisoformat(window["to"])
+        return sum(1 for day in days if first <= day < end)
     if metric == "days_since_last_order":
-        return days_since(batch.last_order_at, now)
+        return days_since(batch.last_order_at, now, batch.zone)
     if metric == "days_since_first_order":
-        return days_since(batch.first_order_at, now)
+        return days_since(batch.first_order_at, now, batch.zone)
     return getattr(batch, metric)
 
 
@@ -283,7 +335,7 @@ def condition_holds(batch: Batch, tags: dict[str, set[str]], condition: dict[str
             hits = [ref.split("/")[1] in tags.get(ref.split("/")[0], set()) for ref in wanted]
         return any(hits) if op in ("eq", "in") else not any(hits)
     observed = observe(batch, condition, now)
-    if observed is None:
+    if observed is None or window_pending(condition, now, batch.zone):
         return False
     if op == "between":
         low, high = (as_number(metric, bound) for bound in value)
@@ -354,7 +406,7 @@ SPEC = st.one_of(
 HISTORIES = st.lists(st.lists(SPEC, max_size=25), min_size=1, max_size=4)
 
 
-def build_events(specs_per_customer: list[list[tuple[Any, ...]]]) -> tuple[list[str], list[Any]]:
+def build_events(specs_per_customer: list[list[tuple[Any, ...]]], base: datetime = BASE) -> tuple[list[str], list[Any]]:
     """Distinct events for each customer (one payment per order id; refunds may precede or lack one)."""
     customers = [f"c{index}" for index in range(len(specs_per_customer))]
     events: list[Any] = []
@@ -371,7 +423,7 @@ def build_events(specs_per_customer: list[list[tuple[Any, ...]]]) -> tuple[list[
                 events.append(
                     OrderPaid(
                         **common,
-                        occurred_at=BASE + timedelta(days=day, seconds=second),
+                        occurred_at=base + timedelta(days=day, seconds=second),
                         order_id=f"{customer}-o{slot}",
                         amount=Decimal(amount),
                         currency="CNY",
@@ -384,7 +436,7 @@ def build_events(specs_per_customer: list[list[tuple[Any, ...]]]) -> tuple[list[
                 events.append(
                     OrderRefunded(
                         **common,
-                        occurred_at=BASE + timedelta(days=day, seconds=second),
+                        occurred_at=base + timedelta(days=day, seconds=second),
                         order_id=f"{customer}-o{slot}",
                         amount=Decimal(amount),
                     )
@@ -392,11 +444,11 @@ def build_events(specs_per_customer: list[list[tuple[Any, ...]]]) -> tuple[list[
             elif kind == "browse":
                 _, day, second, product = spec
                 events.append(
-                    Browse(**common, occurred_at=BASE + timedelta(days=day, seconds=second), product_id=product)
+                    Browse(**common, occurred_at=base + timedelta(days=day, seconds=second), product_id=product)
                 )
             else:
                 _, day, second = spec
-                events.append(Click(**common, occurred_at=BASE + timedelta(days=day, seconds=second), target="banner"))
+                events.append(Click(**common, occurred_at=base + timedelta(days=day, seconds=second), target="banner"))
     return customers, events
 
 
@@ -409,11 +461,23 @@ class Scenario:
     ticks: set[int]
     """Stream positions before which every customer's timers fire (at the current clock)."""
     now: datetime
+    zone: str = "UTC"
+    base: datetime = BASE
+
+    @property
+    def book(self) -> RuleBook:
+        return rulebook(self.zone, self.base)
+
+    @property
+    def sticky_book(self) -> RuleBook:
+        return rulebook(self.zone, self.base, sticky=True)
 
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
-    customers, events = build_events(draw(HISTORIES))
+    zone = draw(st.sampled_from(ZONES))
+    base = draw(st.sampled_from([BASE, FALL_BASE]))
+    customers, events = build_events(draw(HISTORIES), base)
     shuffled = [events[index] for index in draw(st.permutations(range(len(events))))]
     stream = list(shuffled)
     if shuffled:
@@ -428,14 +492,14 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         for position, lag in sorted(resend, reverse=True):
             stream.insert(min(position + lag, len(stream)), shuffled[position])
     ticks = draw(st.sets(st.integers(0, len(stream)), max_size=10))
-    latest = max((event.occurred_at for event in events), default=BASE)
+    latest = max((event.occurred_at for event in events), default=base)
     offset = draw(
         st.one_of(
             st.integers(0, 40).map(lambda days: timedelta(days=days)),
             st.integers(0, 40 * 86_400).map(lambda seconds: timedelta(seconds=seconds)),
         )
     )
-    return Scenario(customers, events, stream, ticks, latest + offset)
+    return Scenario(customers, events, stream, ticks, latest + offset, zone, base)
 
 
 def run(engine: Engine, scenario: Scenario) -> tuple[dict[str, Any], dict[str, list[Any]]]:
@@ -466,11 +530,11 @@ def replay(changes: list[Any]) -> dict[str, list[str]]:
     return {group_id: sorted(tags) for group_id, tags in sorted(held.items()) if tags}
 
 
-def fixed(stream: list[Any], now: datetime) -> Scenario:
+def fixed(stream: list[Any], now: datetime, zone: str = "UTC") -> Scenario:
     """An explicit scenario: the stream as given, no timer ticks."""
     events = list({event.event_id: event for event in stream}.values())
     customers = sorted({event.customer_id for event in events})
-    return Scenario(customers, events, list(stream), set(), now)
+    return Scenario(customers, events, list(stream), set(), now, zone)
 
 
 def _browse(when: datetime) -> Browse:
@@ -489,6 +553,11 @@ def _paid(when: datetime) -> OrderPaid:
 # lt 3) are never added by the incremental engine.
 LATE_FIRST_ORDER_LAPSED = fixed([_browse(BASE + 31 * ONE_DAY), _paid(BASE)], BASE + 31 * ONE_DAY)
 FIRST_ORDER_AFTER_BROWSE = fixed([_browse(BASE), _paid(BASE)], BASE)
+# A Shanghai shop: an order at 07:30 local (23:30 UTC the day before) is on the local day after the
+# UTC one; a day later by the local calendar it is "1 day since", though only 17 hours passed.
+SHANGHAI_MORNING = fixed(
+    [_paid(BASE + 4 * ONE_DAY - timedelta(minutes=30))], BASE + 4 * ONE_DAY + timedelta(hours=17), "Asia/Shanghai"
+)
 
 # --------------------------------------------------------------------------------------------------
 # Properties
@@ -500,12 +569,13 @@ PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_ch
 @PROPERTY_SETTINGS
 @given(scenarios())
 @example(LATE_FIRST_ORDER_LAPSED)
+@example(SHANGHAI_MORNING)
 def test_streaming_matches_batch_recomputation(scenario: Scenario) -> None:
-    states, changes = run(Engine(BATCH_BOOK), scenario)
+    states, changes = run(Engine(scenario.book), scenario)
     for customer in scenario.customers:
         state = states[customer]
         own = [event for event in scenario.events if event.customer_id == customer]
-        expected = recompute(own)
+        expected = recompute(own, scenario.zone)
         agg = state.agg
         assert agg.order_count == expected.order_count
         assert agg.total_spent == expected.total_spent
@@ -516,7 +586,7 @@ def test_streaming_matches_batch_recomputation(scenario: Scenario) -> None:
         assert agg.last_order_us == _us(expected.last_order_at)
 
         # The engine knows a customer only from their first event.
-        want = batch_tags(expected, BATCH_GROUPS, scenario.now) if own else {}
+        want = batch_tags(expected, batch_groups(scenario.base), scenario.now) if own else {}
         assert state.tag_ids() == want, f"{customer} at {scenario.now.isoformat()}"
 
         stream = changes[customer]
@@ -530,8 +600,8 @@ def test_streaming_matches_batch_recomputation(scenario: Scenario) -> None:
 @example(LATE_FIRST_ORDER_LAPSED)
 @example(FIRST_ORDER_AFTER_BROWSE)
 def test_incremental_evaluation_equals_full_reevaluation(scenario: Scenario) -> None:
-    inc_states, inc_changes = run(Engine(ALL_BOOK, incremental=True), scenario)
-    full_states, full_changes = run(Engine(ALL_BOOK, incremental=False), scenario)
+    inc_states, inc_changes = run(Engine(scenario.sticky_book, incremental=True), scenario)
+    full_states, full_changes = run(Engine(scenario.sticky_book, incremental=False), scenario)
     for customer in scenario.customers:
         assert _key(inc_changes[customer]) == _key(full_changes[customer])
         assert inc_states[customer].tag_ids() == full_states[customer].tag_ids()
@@ -563,7 +633,7 @@ def _key(changes: list[Any]) -> list[tuple[Any, ...]]:
 @PROPERTY_SETTINGS
 @given(scenarios())
 def test_next_checks_kept_per_event_equal_a_full_recomputation(scenario: Scenario) -> None:
-    engine = Engine(ALL_BOOK)
+    engine = Engine(scenario.sticky_book)
     states = {customer: engine.new_state(customer) for customer in scenario.customers}
     clock: datetime | None = None
     for position, event in enumerate(scenario.stream):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
 from schemas.tags import TagGroup
 from services.ingest import catalog
 from services.ingest.catalog import GroupExists, InvalidDefinitions, Limits, UnknownGroup
+from services.runtime.zone import day_zone
 from tests.unit.builders import cond, group, order_bands, value_tiers
 
 LIMITS = Limits(horizon_days=400, today=date(2026, 11, 23))
@@ -52,6 +53,25 @@ def test_windows_beyond_the_horizon_and_unknown_tags_are_rejected_with_every_pro
     assert len(raised.value.problems) == 2
     assert "horizon" in raised.value.problems[0]
     assert "unknown tag 'nope'" in raised.value.problems[1]
+
+
+def test_absolute_windows_are_checked_in_the_shop_zone_on_its_local_date() -> None:
+    # 2026-11-23T20:00Z is already 11-24 in Shanghai: the horizon's first day moves with it.
+    shanghai = Limits.at(datetime(2026, 11, 23, 20, tzinfo=UTC), horizon_days=10, zone=day_zone("Asia/Shanghai"))
+    assert shanghai.today == date(2026, 11, 24)
+    window = {"from": "2026-11-14", "to": "2026-11-20"}
+    edge = group("edge", [("t", [cond("order_count", "gte", 1) | {"window": window}])])
+    with pytest.raises(InvalidDefinitions, match="before the 10-day horizon"):
+        catalog.create(current(), edge, shanghai)
+    utc = Limits.at(datetime(2026, 11, 23, 20, tzinfo=UTC), horizon_days=10, zone=day_zone("UTC"))
+    assert catalog.create(current(), edge, utc)  # still 11-23 in UTC: 11-14 is the oldest retained day
+
+    beijing_midnight = {"from": "2026-11-20T00:00:00+08:00", "to": "2026-11-23T00:00:00+08:00"}
+    instants = group("instants", [("t", [cond("order_count", "gte", 1) | {"window": beijing_midnight}])])
+    assert catalog.create(current(), instants, shanghai)
+    berlin = Limits.at(datetime(2026, 11, 23, tzinfo=UTC), horizon_days=400, zone=day_zone("Europe/Berlin"))
+    with pytest.raises(InvalidDefinitions, match="not the start of a day in the shop's time zone Europe/Berlin"):
+        catalog.create(current(), instants, berlin)
 
 
 def test_a_dependency_cycle_is_rejected() -> None:

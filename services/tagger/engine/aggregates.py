@@ -13,7 +13,9 @@ Business rules (Youzan-style CRM):
 - `first_order_at` / `last_order_at` and `bought_any` ignore refunds: a refund does not undo a visit.
 - A refund that arrives before its order is kept and applied when the order arrives.
 - browse / click counts are kept as daily buckets for `horizon_days`, pruned relative to the latest
-  event the customer has, so pruning too is independent of arrival order.
+  event the customer has, so pruning too is independent of arrival order. A bucket's day is the
+  shop's local day (`DayZone.day`, an epoch day in the shop's calendar): stored buckets keep the days
+  they were folded into, so changing the shop's zone later moves no stored browse or click.
 - Every browse / click counted is remembered (a 64-bit fingerprint of its event id, under its day)
   for as long as its day bucket is kept, so a resent event never counts twice, however late. A day
   counts at most DAY_CAP browses and DAY_CAP clicks per customer: what bounds that memory (a resend
@@ -27,7 +29,8 @@ from decimal import Decimal
 from typing import Final
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
-from services.tagger.engine.timeutil import DAY_US, day_of, to_us
+from services.tagger.engine.timeutil import to_us
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 
 CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
 
@@ -150,10 +153,11 @@ class Aggregates:
             return _ZERO
         return (self.total_spent / self.order_count).quantize(Decimal("0.0001"))
 
-    def order_days(self) -> dict[int, int]:
-        """Counted orders per day of payment: the buckets behind windowed order counts. Built from
-        the orders once, then moved by the fold as orders start or stop counting (evaluations read
-        it far more often than orders change). Read only: callers must not change it."""
+    def order_days(self, zone: DayZone) -> dict[int, int]:
+        """Counted orders per (local) day of payment: the buckets behind windowed order counts. Built
+        from the orders once, then moved by the fold as orders start or stop counting (evaluations
+        read it far more often than orders change). Read only: callers must not change it. Derived
+        from the orders' instants, so unlike browse and click buckets they follow the zone given."""
         days = self.order_day_counts
         if days is None:
             days = self.order_day_counts = {}
@@ -161,7 +165,7 @@ class Aggregates:
                 paid = order.paid
                 refunded = order.refunded
                 if paid is not None and (not refunded or refunded < paid) and order.paid_us is not None:  # counts
-                    day = order.paid_us // DAY_US
+                    day = zone.day(order.paid_us)
                     days[day] = days.get(day, 0) + 1
         return days
 
@@ -170,24 +174,30 @@ def initial() -> Aggregates:
     return Aggregates()
 
 
-def apply(state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS) -> Aggregates:
-    """Fold one event into `state` (in place) and return it."""
-    fold(state, event, horizon_days)
+def apply(
+    state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS, zone: DayZone = UTC_ZONE
+) -> Aggregates:
+    """Fold one event into `state` (in place) and return it; days are `zone`'s local days."""
+    fold(state, event, horizon_days, None, zone)
     return state
 
 
 def fold(
-    state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS, occurred_us: int | None = None
+    state: Aggregates,
+    event: CustomerEvent,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    occurred_us: int | None = None,
+    zone: DayZone = UTC_ZONE,
 ) -> bool:
     """Fold one event; False when it was a duplicate and changed nothing. `occurred_us` is the
     event's `occurred_at` in epoch microseconds when the caller has already converted it."""
     at = to_us(event.occurred_at) if occurred_us is None else occurred_us
     if isinstance(event, Browse) or isinstance(event, Click):  # noqa: SIM101 - compiled, `A | B` is built per call
-        applied = _fold_activity(state, event, at, horizon_days)
+        applied = _fold_activity(state, event, at, horizon_days, zone)
     elif isinstance(event, OrderPaid):
-        applied = _fold_paid(state, event, at)
+        applied = _fold_paid(state, event, at, zone)
     else:
-        applied = _fold_refund(state, event)
+        applied = _fold_refund(state, event, zone)
     if applied and (state.last_seen_us is None or at > state.last_seen_us):
         state.last_seen_us = at
     return applied
@@ -208,8 +218,8 @@ def _seen(prints: bytearray, print_: bytes) -> bool:
     return False
 
 
-def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_days: int) -> bool:
-    day = day_of(at)
+def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_days: int, zone: DayZone) -> bool:
+    day = zone.day(at)
     print_ = fingerprint(event.event_id)
     prints = state.seen.get(day)
     if prints is not None and _seen(prints, print_):
@@ -238,7 +248,7 @@ def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_da
     return True
 
 
-def _fold_paid(state: Aggregates, event: OrderPaid, at: int) -> bool:
+def _fold_paid(state: Aggregates, event: OrderPaid, at: int, zone: DayZone) -> bool:
     order = state.orders.get(event.order_id)
     if order is None:
         order = state.orders[event.order_id] = OrderRecord()
@@ -248,20 +258,20 @@ def _fold_paid(state: Aggregates, event: OrderPaid, at: int) -> bool:
     order.paid = event.amount
     order.paid_us = at
     order.points = event.points_earned
-    _account(state, order, before_counts, before_spent)
+    _account(state, order, before_counts, before_spent, zone)
     if state.first_order_us is None or at < state.first_order_us:
         state.first_order_us = at
     if state.last_order_us is None or at > state.last_order_us:
         state.last_order_us = at
     for item in event.items:
         state.products.add(item.product_id)
-    day = day_of(at)
+    day = zone.day(at)
     if state.max_day is None or day > state.max_day:
         state.max_day = day
     return True
 
 
-def _fold_refund(state: Aggregates, event: OrderRefunded) -> bool:
+def _fold_refund(state: Aggregates, event: OrderRefunded, zone: DayZone) -> bool:
     order = state.orders.get(event.order_id)
     if order is None:
         order = state.orders[event.order_id] = OrderRecord()
@@ -272,11 +282,11 @@ def _fold_refund(state: Aggregates, event: OrderRefunded) -> bool:
     order.refund_ids.append(event.event_id)
     before_counts, before_spent = order.counts, order.spent
     order.refunded += event.amount
-    _account(state, order, before_counts, before_spent)
+    _account(state, order, before_counts, before_spent, zone)
     return True
 
 
-def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_spent: Decimal) -> None:
+def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_spent: Decimal, zone: DayZone) -> None:
     """Move the totals by the difference between an order's old and new contribution."""
     after_counts = order.counts
     if after_counts != before_counts:
@@ -285,7 +295,7 @@ def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_
         state.order_windows = None
         days = state.order_day_counts
         if days is not None and order.paid_us is not None:  # an order counts only once paid
-            day = order.paid_us // DAY_US
+            day = zone.day(order.paid_us)
             left = days.get(day, 0) + (1 if after_counts else -1)
             if left:
                 days[day] = left

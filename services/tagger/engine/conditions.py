@@ -23,13 +23,15 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from schemas.tags import Condition, Metric, Op, Rule
 from services.tagger.engine.aggregates import Aggregates, Windows
 from services.tagger.engine.changes import Outcome
-from services.tagger.engine.timeutil import DAY_US, date_to_day
+from services.tagger.engine.timeutil import date_to_day, to_us
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 
 _bisect_left: Final = bisect_left
 _bisect_right: Final = bisect_right
@@ -97,15 +99,16 @@ _NO_SERIES: Final = Series([], [0])
 
 class EvalContext:
     """One customer at one instant. Window counts and series are cached for the duration of one
-    evaluation."""
+    evaluation. `today` is the shop's local day of `now_us` (`zone`)."""
 
-    __slots__ = ("_browses", "_clicks", "_orders", "agg", "now_us", "tags", "today")
+    __slots__ = ("_browses", "_clicks", "_orders", "agg", "now_us", "tags", "today", "zone")
 
-    def __init__(self, agg: Aggregates, tags: Held, now_us: int) -> None:
+    def __init__(self, agg: Aggregates, tags: Held, now_us: int, zone: DayZone = UTC_ZONE) -> None:
         self.agg = agg
         self.tags = tags
         self.now_us = now_us
-        self.today = now_us // DAY_US
+        self.zone = zone
+        self.today = zone.day(now_us)
         self._orders: Series | None = None
         self._browses: Series | None = None
         self._clicks: Series | None = None
@@ -117,7 +120,7 @@ class EvalContext:
             return self.agg.browse
         if kind == CLICKS:
             return self.agg.click
-        return self.agg.order_days()
+        return self.agg.order_days(self.zone)
 
     def windows(self, kind: int, spans: tuple[int, ...]) -> list[int]:
         """Events of one window metric in each of the last `spans[i]` days (today included; `spans`
@@ -250,14 +253,15 @@ class CompiledRule(Matcher):
         return list(self.flat)
 
 
-def compile_rule(rule: Rule) -> CompiledRule:
+def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE) -> CompiledRule:
     children = tuple(
-        compile_rule(child) if isinstance(child, Rule) else compile_condition(child) for child in rule.conditions
+        compile_rule(child, zone) if isinstance(child, Rule) else compile_condition(child, zone)
+        for child in rule.conditions
     )
     return CompiledRule(rule.match == "all", children)
 
 
-def compile_condition(spec: Condition) -> CompiledCondition:
+def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCondition:
     metric = spec.metric
     if metric is Metric.BOUGHT_ANY:
         return _BoughtAny(spec)
@@ -271,8 +275,8 @@ def compile_condition(spec: Condition) -> CompiledCondition:
             return _RelativeWindow(spec, comparison, kind, span)
         assert spec.window.from_ is not None
         assert spec.window.to is not None
-        first_day, last_day = date_to_day(spec.window.from_), date_to_day(spec.window.to) - 1
-        return _FixedWindow(spec, comparison, kind, first_day, last_day)
+        first_day, end_day = window_day(spec.window.from_, zone), window_day(spec.window.to, zone)
+        return FixedWindow(spec, comparison, kind, first_day, end_day - 1, zone.start(end_day))
     if metric is Metric.DAYS_SINCE_LAST_ORDER:
         return _DaysSinceLastOrder(spec, comparison)
     if metric is Metric.DAYS_SINCE_FIRST_ORDER:
@@ -286,6 +290,28 @@ def compile_condition(spec: Condition) -> CompiledCondition:
     if metric is Metric.POINTS_TOTAL:
         return _PointsTotal(spec, comparison)
     raise ValueError(f"no condition on {metric.value!r} without a window")
+
+
+def window_day(bound: date, zone: DayZone) -> int:
+    """The local day an absolute window's `from` or `to` names: a date is a local date; an instant
+    (a datetime with an offset) must be the start of a local day, since windows count whole local
+    days (raises ValueError naming the bound otherwise)."""
+    if not isinstance(bound, datetime):
+        return date_to_day(bound)
+    at = to_us(bound)
+    day = zone.day(at)
+    if zone.start(day) != at:
+        raise ValueError(
+            f"{bound.isoformat()} is not the start of a day in the shop's time zone {zone.name}: windows count "
+            "whole local days; give a date (a local date) or a local midnight"
+        )
+    return day
+
+
+def upper_bounding(op: Op) -> bool:
+    """Whether a condition with `op` can turn false as its count grows: over an absolute window it
+    cannot be known to hold until the window has ended (only gte and gt may hold early)."""
+    return op not in (Op.GTE, Op.GT)
 
 
 def referenced_tags(spec: Condition) -> list[tuple[str, str]]:
@@ -496,15 +522,17 @@ class _AverageOrderValue(_Number):
 
 
 class _DaysSinceLastOrder(_Number):
+    """Local days from the order's day to today: it moves at the shop's midnight."""
+
     def read(self, ctx: EvalContext) -> int | None:
         since = ctx.agg.last_order_us
         if since is None:
             return None
-        return max(0, (ctx.now_us - since) // DAY_US)
+        return ctx.zone.days_between(since, ctx.now_us)
 
     def matches(self, ctx: EvalContext) -> bool:
         since = ctx.agg.last_order_us
-        return since is not None and self.comparison.holds_int(max(0, (ctx.now_us - since) // DAY_US))
+        return since is not None and self.comparison.holds_int(ctx.zone.days_between(since, ctx.now_us))
 
 
 class _DaysSinceFirstOrder(_Number):
@@ -512,11 +540,11 @@ class _DaysSinceFirstOrder(_Number):
         since = ctx.agg.first_order_us
         if since is None:
             return None
-        return max(0, (ctx.now_us - since) // DAY_US)
+        return ctx.zone.days_between(since, ctx.now_us)
 
     def matches(self, ctx: EvalContext) -> bool:
         since = ctx.agg.first_order_us
-        return since is not None and self.comparison.holds_int(max(0, (ctx.now_us - since) // DAY_US))
+        return since is not None and self.comparison.holds_int(ctx.zone.days_between(since, ctx.now_us))
 
 
 class _RelativeWindow(_Number):
@@ -554,20 +582,35 @@ def share_spans(leaves: Iterable[CompiledCondition]) -> None:
         leaf.share(shared[leaf.kind])
 
 
-class _FixedWindow(_Number):
-    """Days [first_day, last_day] (the rule's `to` is exclusive)."""
+class FixedWindow(_Number):
+    """Local days [first_day, last_day] (the rule's `to` is exclusive); the window ends at `end_us`.
 
-    def __init__(self, spec: Condition, comparison: _Comparison, kind: int, first_day: int, last_day: int) -> None:
+    Before its end a window's count can still grow, so a condition that more events could make false
+    (`upper_bounding`: eq, lt, lte, between, ne, in, not_in) does not hold yet: "browsed 0 times in
+    [01-05, 01-20)" is false on 01-02 and on 01-19, and may become true at the window's end, when the
+    engine evaluates it again (the time plan's WINDOW_END family). gte and gt may hold early."""
+
+    def __init__(
+        self, spec: Condition, comparison: _Comparison, kind: int, first_day: int, last_day: int, end_us: int
+    ) -> None:
         super().__init__(spec, comparison)
         self.kind = kind
         self.first_day = first_day
         self.last_day = last_day
+        self.end_us = end_us
+        self.waits = upper_bounding(spec.op)
+        """Whether the condition is false until the window has ended."""
 
     def read(self, ctx: EvalContext) -> int:
         return ctx.count(self.kind, self.first_day, self.last_day)
 
     def matches(self, ctx: EvalContext) -> bool:
+        if self.waits and ctx.now_us < self.end_us:
+            return False
         return self.comparison.holds_int(ctx.count(self.kind, self.first_day, self.last_day))
+
+    def outcome(self, ctx: EvalContext) -> Outcome:
+        return (self.spec, self.read(ctx), self.matches(ctx))
 
 
 class _BoughtAny(CompiledCondition):

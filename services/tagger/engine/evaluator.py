@@ -30,12 +30,12 @@ from services.tagger.engine.conditions import (
 from services.tagger.engine.errors import CommandRefused
 from services.tagger.engine.fingerprint import DefinitionChange, definition_change
 from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
-from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
-from services.tagger.engine.timeutil import DAY_US, from_us, to_us
+from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
+from services.tagger.engine.timeutil import from_us, to_us
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, MANUAL_EXPIRY)
 
 _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     # How folding one event of each type moves each metric it touches: +1 only up (or unchanged),
@@ -106,6 +106,7 @@ class Engine:
     def _compile(self, rulebook: RuleBook) -> None:
         """Precompute everything per-event work can look up instead of derive."""
         self._rulebook = rulebook
+        self._zone = rulebook.zone
         self._plan = _Plan(rulebook)
         self._routes = _routes(rulebook, self._plan, self._incremental)
         self._every_group = frozenset(group.id for group in rulebook.evaluation_order)
@@ -156,12 +157,12 @@ class Engine:
         if buckets is not None and not first:
             if occurred_us is None:
                 occurred_us = to_us(event.occurred_at)
-            day = occurred_us // DAY_US
+            day = self._zone.day(occurred_us)
             had_day = day in buckets
-        if not fold(agg, event, self._rulebook.horizon_days, occurred_us):
+        if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone):
             self.duplicates += 1
             return changes
-        ctx = EvalContext(agg, state.tags, now_us)
+        ctx = EvalContext(agg, state.tags, now_us, self._zone)
         if first:  # a first event evaluates every group: "never bought" must appear on a first browse
             self._evaluate(state, ctx, self._every_group, source, event.event_id, changes)
             self._reschedule_all(state, ctx)
@@ -189,7 +190,7 @@ class Engine:
         now_us = _monotonic(state, to_us(now))
         group, tag = self._commandable(command, now_us)
         changes = self._advance(state, now_us)
-        ctx = EvalContext(state.agg, state.tags, now_us)
+        ctx = EvalContext(state.agg, state.tags, now_us, self._zone)
         held = state.tags.setdefault(group.id, {})
         reevaluate: set[str] = set()
         if command.action == "clear":
@@ -267,7 +268,7 @@ class Engine:
         chosen = (
             frozenset(group.id for group in self._rulebook.evaluation_order) if groups is None else frozenset(groups)
         )
-        ctx = EvalContext(state.agg, state.tags, now_us)
+        ctx = EvalContext(state.agg, state.tags, now_us, self._zone)
         self._evaluate(state, ctx, chosen, source, caused_by, changes)
         self._reschedule_all(state, ctx)
         return changes
@@ -276,7 +277,7 @@ class Engine:
         """Bring one existing customer in line with new definitions (source `rule_change`)."""
         now_us = _monotonic(state, to_us(now))
         changes = self._advance(state, now_us)
-        ctx = EvalContext(state.agg, state.tags, now_us)
+        ctx = EvalContext(state.agg, state.tags, now_us, self._zone)
         _forget_blocks(state, self._rulebook)
         for group_id, version in sorted(change.deleted.items()):
             for tag_id in sorted(state.tags.get(group_id, {})):
@@ -328,7 +329,7 @@ class Engine:
             if at is None or at > now_us:
                 break
             keys = [key for key, when in due.items() if when <= at]
-            ctx = EvalContext(state.agg, state.tags, at)
+            ctx = EvalContext(state.agg, state.tags, at, self._zone)
             fired: list[Fired] = []
             reopened: set[str] | None = None
             for key in keys:

@@ -2,7 +2,8 @@
 
 A RuleBook knows, for every metric, which groups must be re-evaluated when it changes, when time
 alone changes something (its TimePlan), and the order to evaluate groups in so that `has_tag`
-conditions see up-to-date tags.
+conditions see up-to-date tags. It also carries the shop's time zone (a `DayZone`): the rules' days
+are the shop's local days.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from services.tagger.engine.conditions import (
     compile_rule,
     referenced_tags,
     share_spans,
+    window_day,
 )
 from services.tagger.engine.errors import DefinitionError
 from services.tagger.engine.schedule import TimePlan
 from services.tagger.engine.timeutil import date_to_day
+from services.tagger.engine.zone import UTC_ZONE, DayZone
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -86,6 +89,8 @@ class RuleBook:
     by_metric: Mapping[Metric, frozenset[str]]
     time_plan: TimePlan
     horizon_days: int = DEFAULT_HORIZON_DAYS
+    zone: DayZone = UTC_ZONE
+    """The shop's time zone: where its days start."""
     _positions: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -95,17 +100,19 @@ class RuleBook:
         *,
         horizon_days: int = DEFAULT_HORIZON_DAYS,
         today: date | None = None,
+        zone: DayZone = UTC_ZONE,
     ) -> RuleBook:
-        """Validate the definitions as a whole and compile them.
+        """Validate the definitions as a whole and compile them, for a shop whose days are `zone`'s.
 
-        `today` enables the horizon check of absolute windows: a window that starts before the oldest
-        retained day cannot be answered. Without it only relative windows are checked.
+        `today` (the shop's local date: `zone.date_of(now)`) enables the horizon check of absolute
+        windows: a window that starts before the oldest retained day cannot be answered. Without it
+        only relative windows are checked.
         """
         specs = list(groups)
-        problems = _problems(specs, horizon_days, today)
+        problems = _problems(specs, horizon_days, today, zone)
         if problems:
             raise DefinitionError(problems)
-        compiled = {spec.id: _compile_group(spec) for spec in specs}
+        compiled = {spec.id: _compile_group(spec, zone) for spec in specs}
         share_spans(leaf for group in compiled.values() for tag in group.tags if tag.rule for leaf in tag.rule.leaves())
         order = _topological(compiled)
         dependants: dict[str, set[str]] = {group_id: set() for group_id in compiled}
@@ -130,6 +137,7 @@ class RuleBook:
                 for leaf in tag.rule.leaves()
             ),
             horizon_days=horizon_days,
+            zone=zone,
             _positions={group.id: index for index, group in enumerate(evaluated)},
         )
 
@@ -149,8 +157,8 @@ class RuleBook:
         return sorted((group.spec for group in self.groups.values()), key=lambda spec: (spec.order, spec.id))
 
 
-def _compile_group(spec: TagGroup) -> CompiledGroup:
-    tags = tuple(_compile_tag(tag) for tag in spec.ordered_tags())
+def _compile_group(spec: TagGroup, zone: DayZone) -> CompiledGroup:
+    tags = tuple(_compile_tag(tag, zone) for tag in spec.ordered_tags())
     leaves = [leaf for tag in tags if tag.rule is not None for leaf in tag.rule.leaves()]
     depends_on = {group for leaf in leaves if leaf.spec.metric is Metric.HAS_TAG for group, _ in _refs(leaf)}
     return CompiledGroup(
@@ -162,10 +170,10 @@ def _compile_group(spec: TagGroup) -> CompiledGroup:
     )
 
 
-def _compile_tag(tag: Tag) -> CompiledTag:
+def _compile_tag(tag: Tag, zone: DayZone) -> CompiledTag:
     if tag.rule is None:
         return CompiledTag(tag.id, tag, None, frozenset())
-    rule = compile_rule(tag.rule)
+    rule = compile_rule(tag.rule, zone)
     return CompiledTag(tag.id, tag, rule, frozenset(leaf.spec.metric for leaf in rule.leaves()))
 
 
@@ -173,7 +181,7 @@ def _refs(leaf: CompiledCondition) -> list[tuple[str, str]]:
     return referenced_tags(leaf.spec)
 
 
-def _problems(specs: list[TagGroup], horizon_days: int, today: date | None) -> list[str]:
+def _problems(specs: list[TagGroup], horizon_days: int, today: date | None, zone: DayZone) -> list[str]:
     problems: list[str] = []
     tags_by_group: dict[str, set[str]] = {}
     for spec in specs:
@@ -185,7 +193,9 @@ def _problems(specs: list[TagGroup], horizon_days: int, today: date | None) -> l
         for tag in spec.tags:
             where = f"{spec.id}/{tag.id}"
             for condition in _conditions(tag.rule) if tag.rule is not None else []:
-                problems.extend(_condition_problems(where, spec.id, condition, tags_by_group, horizon_days, oldest_day))
+                problems.extend(
+                    _condition_problems(where, spec.id, condition, tags_by_group, horizon_days, oldest_day, zone)
+                )
     if not problems:
         problems.extend(_cycles(specs))
     return problems
@@ -198,6 +208,7 @@ def _condition_problems(
     tags_by_group: dict[str, set[str]],
     horizon_days: int,
     oldest_day: int | None,
+    zone: DayZone,
 ) -> list[str]:
     problems: list[str] = []
     if condition.metric is Metric.HAS_TAG:
@@ -213,7 +224,20 @@ def _condition_problems(
         last = window.last_days
         if last is not None and last > horizon_days:
             problems.append(f"{where}: window last {last}d is beyond the {horizon_days}-day horizon the tagger retains")
-        if window.from_ is not None and oldest_day is not None and date_to_day(window.from_) < oldest_day:
+        first_day = None
+        for name, bound in (("from", window.from_), ("to", window.to)):
+            if bound is None:
+                continue
+            try:
+                day = window_day(bound, zone)
+            except ValueError as error:
+                problems.append(f"{where}: window '{name}' {error}")
+                continue
+            if name == "from":
+                first_day = day
+            elif first_day is not None and day <= first_day:
+                problems.append(f"{where}: window 'to' ({bound}) must be after 'from' ({window.from_}) in {zone.name}")
+        if first_day is not None and oldest_day is not None and first_day < oldest_day:
             problems.append(
                 f"{where}: window starts {window.from_}, before the {horizon_days}-day horizon the tagger retains"
             )

@@ -60,6 +60,8 @@ app.kubernetes.io/part-of: tagstream
 {{- if and .Values.redis.auth (not .Values.existingSecret) }}
 {{- fail "redis.auth is true: the Redis password comes from existingSecret (key secretKeys.redisPassword); set existingSecret" }}
 {{- end }}
+- name: TAGSTREAM_SHOP__TIMEZONE
+  value: {{ .Values.shop.timezone | quote }}
 - name: TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS
   value: {{ .Values.kafka.bootstrapServers | quote }}
 - name: TAGSTREAM_KAFKA__SECURITY_PROTOCOL

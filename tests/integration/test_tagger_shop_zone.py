@@ -1,0 +1,78 @@
+"""The Kafka tagger counts the shop's local days (TAGSTREAM_SHOP__TIMEZONE), on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.runtime.settings import KafkaSettings, RedisSettings, Settings, ShopSettings, TaggerSettings
+from services.tagger.app import build_app
+from services.tagger.engine import ManualClock
+from tests.integration.test_tagger import Harness, free_port, paid_event, summary, topic_names
+from tests.unit.builders import cond, group
+
+pytestmark = pytest.mark.integration
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+@pytest.fixture(scope="module")
+async def shanghai(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Harness]:
+    prefix = f"it-zone-{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        shop=ShopSettings(timezone="Asia/Shanghai"),
+        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=1, replication_factor=1),
+        redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
+        topics=topic_names(prefix),
+        tagger=TaggerSettings(
+            app_id=prefix,
+            store="memory",
+            datadir=Path(tmp_path_factory.mktemp("tagger")),
+            web_port=free_port(),
+            web_host="127.0.0.1",
+            batch_within_s=0.02,
+            timer_interval_s=0.1,
+            standby_replicas=0,
+        ),
+    )
+    # 07:30 yesterday in Shanghai: 23:30 UTC the day before that
+    yesterday = datetime.now(SHANGHAI).date() - timedelta(days=1)
+    clock = ManualClock(datetime(yesterday.year, yesterday.month, yesterday.day, 7, 30, tzinfo=SHANGHAI))
+    tagger = build_app(settings, clock=clock)
+    await tagger.create_topics()
+    run = Harness(tagger, clock, kafka_bootstrap)
+    today = group("activity", [("ordered_today", [cond("days_since_last_order", "eq", 0)])], mode="multi")
+    await run.publish(today)
+    await asyncio.wait_for(tagger.app.start(), 60)
+    deadline = time.monotonic() + 60
+    while not tagger.ready:
+        assert time.monotonic() < deadline, "tagger did not become ready"
+        await asyncio.sleep(0.1)
+    yield run
+    await asyncio.wait_for(tagger.app.stop(), 60)
+
+
+async def test_a_0730_order_in_shanghai_is_of_that_day_until_local_midnight(shanghai: Harness) -> None:
+    morning = shanghai.clock.now()
+    await shanghai.send_events(paid_event("mei", "20", at=morning))
+    [added] = await shanghai.changes_for("mei", 1)
+    assert summary([added]) == [("activity", "ordered_today", "added", "rule")]
+    local_midnight = datetime.combine(
+        morning.astimezone(SHANGHAI).date() + timedelta(days=1), datetime.min.time(), SHANGHAI
+    )
+    shanghai.clock.set(local_midnight - timedelta(minutes=1))  # 15:59 UTC: a UTC shop flipped at 00:00 UTC
+    await asyncio.sleep(0.5)
+    shanghai.clock.set(local_midnight + timedelta(seconds=1))
+    changes = await shanghai.changes_for("mei", 2)
+    assert summary(changes)[-1] == ("activity", "ordered_today", "removed", "time")
+    assert changes[-1]["occurred_at"] == local_midnight.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    assert len(changes) == 2  # nothing flipped at 15:59 UTC or at UTC midnight before it
