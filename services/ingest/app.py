@@ -26,6 +26,7 @@ from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
+from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
 from services.runtime.customers import CustomerStore, RedisCustomers
@@ -90,7 +91,8 @@ def create_app(
         app.include_router(module.router, responses=ERRORS)
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
-    app.add_middleware(_RedMetrics, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.ingest.max_body_bytes)
+    app.add_middleware(_RedMetrics, metrics=metrics)  # outermost: counts the 413s too
     _with_event_schemas(app)
     return app
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from pydantic import ValidationError
+
 from schemas.tags import TagCommand, TagGroup
 from services.tagger.engine import CommandRefused, Engine, RuleBook
 
@@ -21,6 +23,11 @@ TAG_SEPARATORS = (";", "；")
 """Between several tags in one CSV cell (the ASCII or the full-width semicolon)."""
 NAME_SEPARATOR = "-"
 """Between the group name and the tag name: `组名-标签名`."""
+MAX_CELL = 4096
+"""Characters in one cell: a customer id is at most 128, a cell of tags far below this."""
+MAX_REPORTED_ERRORS = 100
+"""Bad rows listed in a report; the rest are counted. A file of bad rows then answers in a few KB."""
+_EXCERPT = 80
 
 
 class ManualTagging:
@@ -54,10 +61,10 @@ class ManualTagging:
         """(group id, tag id) of `组名-标签名`, or why it names no tag."""
         found = self._by_name.get(written.strip())
         if found is None:
-            return f"{written.strip()!r} names no tag: write 组名-标签名 (group name, '-', tag name)"
+            return f"{_excerpt(written.strip())} names no tag: write 组名-标签名 (group name, '-', tag name)"
         if len(found) > 1:
             ids = ", ".join(f"{group}/{tag}" for group, tag in found)
-            return f"{written.strip()!r} is ambiguous: it could be {ids}"
+            return f"{_excerpt(written.strip())} is ambiguous: it could be {ids}"
         return found[0]
 
 
@@ -80,14 +87,25 @@ class ImportPlan:
     rows: int = 0
     commands: list[TagCommand] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+    """The first MAX_REPORTED_ERRORS bad rows (one error each)."""
+    rows_failed: int = 0
 
     @property
     def rows_ok(self) -> int:
-        return self.rows - len({error.row for error in self.errors})
+        return self.rows - self.rows_failed
+
+    @property
+    def errors_omitted(self) -> int:
+        return self.rows_failed - len(self.errors)
+
+    def reject(self, error: RowError) -> None:
+        self.rows_failed += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
 
 
 class ImportFileError(ValueError):
-    """The file as a whole cannot be read (not UTF-8, no header)."""
+    """The file as a whole cannot be read (not UTF-8, no header, a malformed or oversized cell)."""
 
 
 def plan_import(data: bytes, tagging: ManualTagging, *, actor: str, now: datetime) -> ImportPlan:
@@ -97,29 +115,39 @@ def plan_import(data: bytes, tagging: ManualTagging, *, actor: str, now: datetim
     except UnicodeDecodeError as error:
         raise ImportFileError(f"the file is not UTF-8 (byte {error.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = [cell.strip().lower() for cell in next(reader, [])]
-    if header[:2] != ["customer_id", "tags"]:
-        raise ImportFileError(f"the first line must be the header 'customer_id,tags', got {','.join(header)!r}")
-    plan = ImportPlan()
-    for cells in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in cells):
-            continue
-        plan.rows += 1
-        commands, reason = _row(cells, tagging, actor, now)
-        if reason is not None:
-            plan.errors.append(RowError(line, cells[0].strip() if cells else None, reason))
-        else:
-            plan.commands.extend(commands)
+    try:
+        header = [cell.strip().lower() for cell in next(reader, [])]
+        if header[:2] != ["customer_id", "tags"]:
+            raise ImportFileError(
+                f"the first line must be the header 'customer_id,tags', got {_excerpt(','.join(header))}"
+            )
+        plan = ImportPlan()
+        for cells in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            plan.rows += 1
+            commands, reason = _row(cells, tagging, actor, now)
+            if reason is not None:
+                plan.reject(RowError(line, _excerpt(cells[0].strip(), quoted=False) if cells else None, reason))
+            else:
+                plan.commands.extend(commands)
+    except csv.Error as error:
+        # the reader cannot resync after a malformed line (a cell over csv's own 128 KiB field limit,
+        # a NUL byte): the file is refused whole, naming where it broke
+        raise ImportFileError(f"line {reader.line_num}: not readable as CSV: {error}") from None
     return plan
 
 
 def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) -> tuple[list[TagCommand], str | None]:
     if len(cells) != 2:
         return [], f"expected 2 columns (customer_id,tags), got {len(cells)}; quote a cell that holds a comma"
+    oversized = next((cell for cell in cells if len(cell) > MAX_CELL), None)
+    if oversized is not None:
+        return [], f"a cell of {len(oversized)} characters is over the limit of {MAX_CELL}"
     customer_id, written = cells[0].strip(), cells[1]
     if not customer_id or len(customer_id) > 128:
-        return [], f"customer_id must be 1 to 128 characters, got {customer_id!r}"
+        return [], f"customer_id must be 1 to 128 characters, got {len(customer_id)}: {_excerpt(customer_id)}"
     names = [name for name in _split(written) if name.strip()]
     if not names:
         return [], "tags: no tag given"
@@ -129,19 +157,23 @@ def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) ->
         if isinstance(resolved, str):
             return [], f"tags: {resolved}"
         group_id, tag_id = resolved
-        command = TagCommand(
-            command_id=command_id("import", customer_id, group_id, tag_id, "add"),
-            customer_id=customer_id,
-            group_id=group_id,
-            tag_id=tag_id,
-            action="add",
-            actor=actor,
-            source="import",
-            occurred_at=now,
-        )
+        try:
+            command = TagCommand(
+                command_id=command_id("import", customer_id, group_id, tag_id, "add"),
+                customer_id=customer_id,
+                group_id=group_id,
+                tag_id=tag_id,
+                action="add",
+                actor=actor,
+                source="import",
+                occurred_at=now,
+            )
+        except ValidationError as error:  # the contract's own rules on ids: the row, never a 500
+            problem = error.errors(include_input=False)[0]
+            return [], f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
         refusal = tagging.refusal(command)
         if refusal is not None:
-            return [], f"tags: {name.strip()!r}: {refusal}"
+            return [], f"tags: {_excerpt(name.strip())}: {refusal}"
         commands.append(command)
     return commands, None
 
@@ -150,6 +182,12 @@ def _split(cell: str) -> list[str]:
     for separator in TAG_SEPARATORS[1:]:
         cell = cell.replace(separator, TAG_SEPARATORS[0])
     return cell.split(TAG_SEPARATORS[0])
+
+
+def _excerpt(text: str, *, quoted: bool = True) -> str:
+    """At most _EXCERPT characters of `text`, never the whole of a huge cell."""
+    short = text if len(text) <= _EXCERPT else text[:_EXCERPT] + f"… ({len(text)} characters)"
+    return repr(short) if quoted else short
 
 
 def _names(groups: Mapping[str, TagGroup]) -> dict[str, list[tuple[str, str]]]:
