@@ -21,7 +21,6 @@ def run_embedded(args: argparse.Namespace) -> int:
 
     import uvicorn
     from prometheus_client import CollectorRegistry
-    from pydantic import ValidationError
 
     from services.embedded.node import EmbeddedNode
     from services.ingest.app import create_app
@@ -29,12 +28,13 @@ def run_embedded(args: argparse.Namespace) -> int:
     from services.notifier.app import providers_from
     from services.notifier.metrics import NotifierMetrics
     from services.notifier.policy import PlaybookError, load_playbooks
-    from services.runtime.settings import Settings
+    from services.notifier.providers import ProviderConfigError
+    from services.runtime.settings import SettingsError, load_settings
     from services.tagger.engine import SystemClock
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings()
+        settings = load_settings()
         playbooks = None
         if args.playbooks:
             playbooks = load_playbooks(Path(args.playbooks).read_text(encoding="utf-8"), args.playbooks)
@@ -47,7 +47,7 @@ def run_embedded(args: argparse.Namespace) -> int:
             providers=providers_from(settings.notifier, NotifierMetrics(registry)),
         )
         app = create_app(settings, registry=registry, adapters=node.adapters())
-    except (ValidationError, KeyFileError, PlaybookError, OSError) as error:
+    except (SettingsError, KeyFileError, PlaybookError, ProviderConfigError, OSError) as error:
         print(f"tagstream run: {error}", file=sys.stderr)
         return 2
     if not settings.ingest.api_keys and settings.ingest.api_keys_file is None:

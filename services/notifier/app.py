@@ -35,7 +35,7 @@ from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
 from services.notifier.ports import Provider
-from services.notifier.providers import LogProvider, WebhookProvider
+from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
 from services.notifier.reload import PlaybookFile
 from services.notifier.resilience import Backoff, CircuitBreaker
@@ -74,17 +74,27 @@ def policy_from(settings: NotifierSettings) -> Policy:
     )
 
 
-def providers_from(settings: NotifierSettings, metrics: NotifierMetrics) -> dict[str, Provider]:
+def providers_from(
+    settings: NotifierSettings, metrics: NotifierMetrics, clock: Clock | None = None
+) -> dict[str, Provider]:
+    """A webhook per channel with a URL, the log provider for the others. Raises ProviderConfigError when
+    the signing secret file or the CA bundle cannot be read."""
     found: dict[str, Provider] = {}
+    secret = signing_secret(settings)
+    tls = tls_context(settings.provider_ca_file)
     for channel in CHANNELS:
         url: str | None = getattr(settings, f"{channel}_url")
         auth: SecretStr | None = getattr(settings, f"{channel}_auth")
         if url is None:
             found[channel] = LogProvider(channel)
             continue
+        assert secret is not None  # NotifierSettings refuses a provider URL without a signing secret
         found[channel] = WebhookProvider(
             channel,
             url,
+            signing_secret=secret,
+            tls=tls,
+            clock=clock,
             auth_header=auth,
             timeout_s=settings.provider_timeout_s,
             backoff=Backoff(settings.provider_attempts, settings.backoff_base_s, settings.backoff_cap_s),
@@ -128,7 +138,9 @@ class NotifierApp:
         self.metrics = NotifierMetrics(registry)
         self.playbooks = PlaybookFile(settings.notifier.playbooks_file, self.metrics)
         self.policy = policy_from(settings.notifier)
-        self._providers = dict(providers) if providers is not None else providers_from(settings.notifier, self.metrics)
+        self._providers = (
+            dict(providers) if providers is not None else providers_from(settings.notifier, self.metrics, clock)
+        )
         self._redis: Redis | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None

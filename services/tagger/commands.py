@@ -18,16 +18,17 @@ def tagger(args: argparse.Namespace) -> int:
     import asyncio
 
     import faust
-    from pydantic import ValidationError
 
-    from services.runtime.settings import Settings
+    from services.runtime.files import private_directory
+    from services.runtime.settings import SettingsError, load_settings
     from services.tagger.app import TopicLayoutError, build_app
 
     try:
-        settings = Settings()
-    except ValidationError as error:
-        print(f"tagstream tagger: invalid settings:\n{error}", file=sys.stderr)
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
+    private_directory(settings.tagger.datadir)  # customer state: RocksDB writes it with the umask's modes
     tagger = build_app(settings)
     try:
         asyncio.run(tagger.create_topics())

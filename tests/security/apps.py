@@ -8,7 +8,9 @@ app the body chunk by chunk as the client produces it, as a server would.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,24 @@ def write_routes(app: FastAPI) -> Iterator[tuple[str, str]]:
     for route in app.routes:
         if isinstance(route, APIRoute):
             for method in sorted(route.methods & {"POST", "PUT", "PATCH", "DELETE"}):
-                yield method, route.path.replace("{channel}", "sms").replace("{customer_id}", "c1").replace(
-                    "{group_id}", "value"
+                yield (
+                    method,
+                    route.path.replace("{channel}", "sms")
+                    .replace("{customer_id}", "c1")
+                    .replace("{group_id}", "value"),
                 )
+
+
+async def until_ready(url: str, running: Callable[[], bool], log: Path, timeout: float = 60.0) -> None:
+    """Wait for a child `tagstream` process's /readyz; its log in the failure when it dies or never answers."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=url, timeout=2) as http:
+        while True:
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert running(), log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            await asyncio.sleep(0.2)

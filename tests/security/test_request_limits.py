@@ -18,7 +18,16 @@ import orjson
 import pytest
 
 from tests.integration.processes import free_port
-from tests.security.apps import ADMIN, AS_ADMIN, AS_OPERATOR, client, embedded_node, service_app, write_routes
+from tests.security.apps import (
+    ADMIN,
+    AS_ADMIN,
+    AS_OPERATOR,
+    client,
+    embedded_node,
+    service_app,
+    until_ready,
+    write_routes,
+)
 
 HUGE = 141 * 1024 * 1024
 """The body of the reproduction: 141 MB took the ingest service from 82 to 496 MB RSS before its 401."""
@@ -134,7 +143,9 @@ def _stream_unauthenticated(port: int, path: str, total: int) -> int:
     return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
 
 
-def test_the_running_embedded_node_answers_a_141_mb_body_with_413_and_its_memory_stays_flat(tmp_path: Path) -> None:
+async def test_the_running_embedded_node_answers_a_141_mb_body_with_413_and_its_memory_stays_flat(
+    tmp_path: Path,
+) -> None:
     port = free_port()
     env = dict(os.environ) | {
         "TAGSTREAM_INGEST__HOST": "127.0.0.1",
@@ -150,22 +161,15 @@ def test_the_running_embedded_node_answers_a_141_mb_body_with_413_and_its_memory
         stderr=log,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert node.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()
-            time.sleep(0.2)
+        await until_ready(f"http://127.0.0.1:{port}", lambda: node.poll() is None, tmp_path / "node.log")
         before = _rss_peak_kib(node.pid)
-        status = _stream_unauthenticated(port, "/v1/customers/c1/profile", HUGE)
+        status = await asyncio.to_thread(_stream_unauthenticated, port, "/v1/customers/c1/profile", HUGE)
         after = _rss_peak_kib(node.pid)
         assert status == 413
         print(f"embedded node peak RSS: {before} KiB before, {after} KiB after a {HUGE} byte body")
         assert after - before < 48 * 1024, f"peak RSS grew from {before} to {after} KiB"
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
     finally:
         node.terminate()
         node.wait(timeout=30)
@@ -207,9 +211,7 @@ async def test_four_mb_of_bad_rows_answer_a_short_report_while_healthz_keeps_ans
     assert len(text.encode()) > 4 * 1024 * 1024
     async with embedded_node(tmp_path / "data", max_body_bytes=16 * 1024 * 1024) as http:
         assert (await http.post("/v1/groups", json=GROUP, headers=AS_ADMIN)).status_code == 201
-        importing = asyncio.create_task(
-            http.post("/v1/manual-tags/import", content=text.encode(), headers=AS_OPERATOR)
-        )
+        importing = asyncio.create_task(http.post("/v1/manual-tags/import", content=text.encode(), headers=AS_OPERATOR))
         slowest = 0.0
         while not importing.done():
             started = time.perf_counter()
