@@ -98,7 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--embedded", action="store_true", required=True, help="the one-process mode (required)")
     run.add_argument("--data-dir", default=".tagstream", help="where the journal is kept (default: .tagstream)")
-    run.add_argument("--playbooks", help="notifier playbooks file; without it no messages are sent")
+    run.add_argument(
+        "--playbooks",
+        help="notifier playbooks file, reloaded when it changes (default: TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE if set); "
+        "without one no messages are sent",
+    )
     run.add_argument("--host", help="listen address (default: TAGSTREAM_INGEST__HOST)")
     run.add_argument("--port", type=int, help="listen port (default: TAGSTREAM_INGEST__PORT)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

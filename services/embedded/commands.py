@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.runtime.settings import Settings
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -25,9 +29,7 @@ def run_embedded(args: argparse.Namespace) -> int:
     from services.embedded.node import EmbeddedNode
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
-    from services.notifier.app import providers_from
-    from services.notifier.metrics import NotifierMetrics
-    from services.notifier.policy import PlaybookError, load_playbooks
+    from services.notifier.policy import PlaybookError
     from services.notifier.providers import ProviderConfigError
     from services.runtime.settings import SettingsError, load_settings
     from services.tagger.engine import SystemClock
@@ -35,17 +37,9 @@ def run_embedded(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
-        playbooks = None
-        if args.playbooks:
-            playbooks = load_playbooks(Path(args.playbooks).read_text(encoding="utf-8"), args.playbooks)
+        playbooks = playbooks_file(args.playbooks, settings)
         registry = CollectorRegistry()
-        node = EmbeddedNode(
-            settings,
-            Path(args.data_dir),
-            SystemClock(),
-            playbooks=playbooks,
-            providers=providers_from(settings.notifier, NotifierMetrics(registry)),
-        )
+        node = EmbeddedNode(settings, Path(args.data_dir), SystemClock(), registry=registry, playbooks=playbooks)
         app = create_app(settings, registry=registry, adapters=node.adapters())
     except (SettingsError, KeyFileError, PlaybookError, ProviderConfigError, OSError) as error:
         print(f"tagstream run: {error}", file=sys.stderr)
@@ -63,3 +57,13 @@ def run_embedded(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     return 0
+
+
+def playbooks_file(given: str | None, settings: Settings) -> Path | None:
+    """`--playbooks`, else the notifier service's TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE when it is set (its
+    default path is the service's container layout, not a file a laptop has); None: no notifier."""
+    if given:
+        return Path(given)
+    if "playbooks_file" in settings.notifier.model_fields_set:
+        return settings.notifier.playbooks_file
+    return None

@@ -23,14 +23,14 @@ from schemas.tags import TagChanged, TagGroup
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import ReadModelFacts
 from services.embedded.shop import Shop
-from services.notifier.app import policy_from
+from services.notifier.composition import policy_from
 from services.notifier.core import Notifier
 from services.notifier.memory import MemoryLedger, MemoryScheduler
 from services.notifier.policy import PlaybookSet, Policy, load_playbooks
 from services.notifier.ports import Message
 from services.notifier.providers import LogProvider
 from services.runtime.customers import MemoryCustomers, Profile
-from services.runtime.settings import NotifierSettings
+from services.runtime.settings import NotifierSettings, ShopSettings
 from services.tagger.definitions import parse_groups, templates
 from services.tagger.engine.clock import ManualClock
 
@@ -67,7 +67,7 @@ def demo_playbooks() -> PlaybookSet:
 
 def demo_policy() -> Policy:
     """The notifier's default policy (caps, quiet hours, coupon period), in the shop's time zone."""
-    return policy_from(NotifierSettings(default_timezone=SHOP_ZONE))
+    return policy_from(NotifierSettings(), ShopSettings(timezone=SHOP_ZONE))
 
 
 class CouponDesk:

@@ -7,6 +7,11 @@ is journaled (fsynced) before it is answered, so a restart — or a crash — lo
 journal is replayed at start. The notifier's decisions are journaled as they are made, so a
 restart neither forgets a delayed step nor repeats a decided one (a send cut off by a crash before
 its decision was journaled is retried with the same idempotency key, as in the services).
+
+The same product as the services, not a lookalike: the notifier is composed by the notifier
+service's own factory (services/notifier/composition.py: global policy, tuning, providers, the
+playbooks file reloaded on change), and the tagger and notifier count into the services' own
+metrics, served by the ingest app's /metrics from the one registry.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from schemas.events import event_adapter
@@ -37,12 +43,13 @@ from services.embedded.stores import (
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record
+from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
-from services.notifier.policy import PlaybookSet
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
 from services.tagger.engine import Clock
 from services.tagger.engine.errors import CommandRefused, DefinitionError
+from services.tagger.metrics import TaggerMetrics
 
 log = logging.getLogger("tagstream.embedded")
 
@@ -58,12 +65,17 @@ class EmbeddedNode:
         data_dir: Path,
         clock: Clock,
         *,
-        playbooks: PlaybookSet | None = None,
+        registry: CollectorRegistry | None = None,
+        playbooks: Path | None = None,
         providers: Mapping[str, Provider] | None = None,
         tick_s: float = 1.0,
     ) -> None:
+        """Without `playbooks` (a file, reloaded when it changes) there is no notifier: nothing is sent.
+        `providers` replaces the ones the settings describe. Raises PlaybookError for a bad file."""
         self.settings = settings
         self.clock = clock
+        self.registry = registry or CollectorRegistry()
+        self.metrics = TaggerMetrics(self.registry)
         self.journal = Journal(data_dir / JOURNAL_FILE)
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
         self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
@@ -71,24 +83,27 @@ class EmbeddedNode:
         self._events = event_adapter()
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
+        self.composition: NotifierComposition | None = None
         self.notifier: Notifier | None = None
         self._tick_s = tick_s
         self._lock = asyncio.Lock()
         self._replaying = False
+        self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         if playbooks is not None:
+            self.composition = NotifierComposition(
+                settings, self.registry, playbooks_file=playbooks, providers=providers
+            )
             self.scheduler = JournaledScheduler(self)
             self.ledger = JournaledLedger(self)
-            self.notifier = Notifier(
-                playbooks,
-                self.scheduler,
-                self.ledger,
-                self.customers,
-                ReadModelFacts(self.readmodel),
-                providers or {},
-                LoggedOutcomes(),
-                clock,
+            ports = NotifierPorts(
+                scheduler=self.scheduler,
+                ledger=self.ledger,
+                customers=self.customers,
+                tags=ReadModelFacts(self.readmodel),
+                outcomes=LoggedOutcomes(),
             )
+            self.notifier = self.composition.notifier(ports, clock)
             self.tagger.listen(self._schedule)
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -102,16 +117,24 @@ class EmbeddedNode:
         finally:
             self._replaying = False
         log.info("embedded: replayed %d journal entries from %s", self.journal.entries, self.journal.path)
+        self._count_from_now()
         self.journal.open()
         await self.tick()
+        self._stopping.clear()
         self._tasks.append(asyncio.create_task(self._ticking(), name="tagstream-embedded-ticks"))
+        if self.composition is not None:
+            watching = self.composition.watch_playbooks(self._stopping)
+            self._tasks.append(asyncio.create_task(watching, name="tagstream-embedded-playbooks"))
 
     async def stop(self) -> None:
+        self._stopping.set()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.composition is not None:
+            await self.composition.close()
         self.journal.close()
 
     async def tick(self) -> None:
@@ -121,6 +144,15 @@ class EmbeddedNode:
         if self.notifier is not None:
             while await self.notifier.run_due():
                 pass
+            await self.notifier.update_backlog()
+
+    def _count_from_now(self) -> None:
+        """Count live work only: the journal's entries were counted when they were live, and counting
+        them again at every start would show a restart as a burst of the shop's whole history."""
+        self.tagger.count_into(self.metrics)
+        for topic in (self.settings.topics.events, self.settings.topics.tag_commands):
+            # The in-process "consumer" applies a write before answering it: nothing is ever behind.
+            self.metrics.consumer_lag.labels(topic, "0").set(0)
 
     async def _ticking(self) -> None:
         while True:

@@ -1,4 +1,4 @@
-"""The notifier service: `build_app(settings)` wires Kafka, Redis, providers and the web endpoints.
+"""The notifier service: `build_app(settings)` runs the notifier (composition.py) over Kafka and Redis, with a web port.
 
 Why aiokafka and not faust: the notifier keeps no per-partition state (the scheduler and ledger are
 in Redis, shared by every replica), so a plain consumer group that commits after each batch is
@@ -15,34 +15,27 @@ import asyncio
 import base64
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Mapping
-from datetime import timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from schemas.topics import DeadLetter
-from services.notifier.core import Notifier, Tuning
-from services.notifier.metrics import NotifierMetrics
-from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
+from services.notifier.composition import NotifierComposition, NotifierPorts
+from services.notifier.core import Notifier
 from services.notifier.ports import Provider
-from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
-from services.notifier.reload import PlaybookFile
-from services.notifier.resilience import Backoff, CircuitBreaker
-from services.runtime.customers import CHANNELS, RedisCustomers
+from services.runtime.customers import RedisCustomers
 from services.runtime.kafka import client_options, ensure_topics, producer_options
 from services.runtime.redis import redis_client
-from services.runtime.settings import NotifierSettings, Settings
+from services.runtime.settings import Settings
 from services.tagger.engine.clock import Clock, SystemClock
 
 log = logging.getLogger("tagstream.notifier")
@@ -57,52 +50,6 @@ def build_app(
 ) -> NotifierApp:
     """Loads the playbooks (raises PlaybookError when they are bad); opens no connection yet."""
     return NotifierApp(settings, clock or SystemClock(), providers, registry or CollectorRegistry())
-
-
-def policy_from(settings: NotifierSettings) -> Policy:
-    caps = []
-    for text in settings.caps:
-        channel, rest = text.split(":", 1)
-        limit, window = rest.split("/", 1)
-        caps.append(CapRule.model_validate({"channel": channel, "limit": int(limit), "window": window}))
-    return Policy(
-        caps=tuple(caps),
-        quiet_hours=QuietHours.parse(settings.quiet_hours) if settings.quiet_hours else None,
-        quiet_channels=frozenset(settings.quiet_channels),
-        coupon_period=parse_duration(settings.coupon_period),
-        default_zone=ZoneInfo(settings.default_timezone),
-    )
-
-
-def providers_from(
-    settings: NotifierSettings, metrics: NotifierMetrics, clock: Clock | None = None
-) -> dict[str, Provider]:
-    """A webhook per channel with a URL, the log provider for the others. Raises ProviderConfigError when
-    the signing secret file or the CA bundle cannot be read."""
-    found: dict[str, Provider] = {}
-    secret = signing_secret(settings)
-    tls = tls_context(settings.provider_ca_file)
-    for channel in CHANNELS:
-        url: str | None = getattr(settings, f"{channel}_url")
-        auth: SecretStr | None = getattr(settings, f"{channel}_auth")
-        if url is None:
-            found[channel] = LogProvider(channel)
-            continue
-        assert secret is not None  # NotifierSettings refuses a provider URL without a signing secret
-        found[channel] = WebhookProvider(
-            channel,
-            url,
-            signing_secret=secret,
-            tls=tls,
-            clock=clock,
-            auth_header=auth,
-            timeout_s=settings.provider_timeout_s,
-            backoff=Backoff(settings.provider_attempts, settings.backoff_base_s, settings.backoff_cap_s),
-            breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_reset_s, time.monotonic),
-            metrics=metrics,
-            rng=random.Random(),
-        )
-    return found
 
 
 class KafkaOutcomes:
@@ -135,12 +82,9 @@ class NotifierApp:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.metrics = NotifierMetrics(registry)
-        self.playbooks = PlaybookFile(settings.notifier.playbooks_file, self.metrics)
-        self.policy = policy_from(settings.notifier)
-        self._providers = (
-            dict(providers) if providers is not None else providers_from(settings.notifier, self.metrics, clock)
-        )
+        self.composition = NotifierComposition(settings, registry, providers=providers)
+        self.metrics = self.composition.metrics
+        self.playbooks = self.composition.playbooks
         self._redis: Redis | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -160,30 +104,17 @@ class NotifierApp:
         prefix = settings.redis.key_prefix
         self._producer = AIOKafkaProducer(**producer_options(settings.kafka), linger_ms=5)
         await self._producer.start()
-        tuning = settings.notifier
-        self.notifier = Notifier(
-            self.playbooks,
-            RedisScheduler(self._redis, key_prefix=prefix),
-            RedisLedger(self._redis, key_prefix=prefix),
-            RedisCustomers(self._redis, prefix=prefix),
-            RedisTagFacts(self._redis, key_prefix=prefix),
-            self._providers,
-            KafkaOutcomes(self._producer, topics.notifications, topics.notifications_dlq),
-            self.clock,
-            policy=self.policy,
-            tuning=Tuning(
-                lease=timedelta(seconds=tuning.lease_s),
-                batch=tuning.batch,
-                concurrency=tuning.concurrency,
-                max_claims=tuning.max_claims,
-                keep_decisions=timedelta(days=tuning.keep_decisions_days),
-                max_trigger_age=parse_duration(tuning.max_trigger_age),
-            ),
-            metrics=self.metrics,
+        ports = NotifierPorts(
+            scheduler=RedisScheduler(self._redis, key_prefix=prefix),
+            ledger=RedisLedger(self._redis, key_prefix=prefix),
+            customers=RedisCustomers(self._redis, prefix=prefix),
+            tags=RedisTagFacts(self._redis, key_prefix=prefix),
+            outcomes=KafkaOutcomes(self._producer, topics.notifications, topics.notifications_dlq),
         )
+        self.notifier = self.composition.notifier(ports, self.clock)
         self._consumer = AIOKafkaConsumer(
             topics.tag_changes,
-            group_id=tuning.group_id,
+            group_id=settings.notifier.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             **client_options(settings.kafka),
@@ -193,7 +124,7 @@ class NotifierApp:
         self._tasks = [
             asyncio.create_task(self._consume(), name="notifier-consume"),
             asyncio.create_task(self._deliver(), name="notifier-deliver"),
-            asyncio.create_task(self._reload(), name="notifier-reload"),
+            asyncio.create_task(self.composition.watch_playbooks(self._stopping), name="notifier-reload"),
         ]
         self.ready = True
         log.info("notifier started: %d playbooks, web on port %s", len(self.playbooks.current.playbooks), self.port)
@@ -221,8 +152,7 @@ class NotifierApp:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
-        for provider in self._providers.values():
-            await provider.close()
+        await self.composition.close()
         if self._producer is not None:
             await self._producer.stop()
         if self._runner is not None:
@@ -306,11 +236,6 @@ class NotifierApp:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
-
-    async def _reload(self) -> None:
-        while not self._stopping.is_set():
-            await _pause(self._stopping, self.settings.notifier.reload_interval_s)
-            self.playbooks.poll()
 
     async def _start_web(self) -> None:
         app = web.Application()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from services.runtime.customers import CHANNELS
+
 
 class NotifierMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -33,6 +35,8 @@ class NotifierMetrics:
         self.dead_letters = Counter(
             "tagstream_notifier_dlq_total", "Steps sent to the notifications DLQ", ["channel"], registry=registry
         )
+        for channel in CHANNELS:  # exported at 0: `increase()` cannot see a series whose first sample is 1
+            self.dead_letters.labels(channel)
         self.circuit_open = Gauge(
             "tagstream_notifier_circuit_open",
             "1 while the channel's provider circuit is open",

@@ -7,6 +7,8 @@ load keeps the previous playbooks in force, and is logged and counted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -45,6 +47,13 @@ class PlaybookFile:
         log.info("loaded %d playbooks from %s", len(self.current.playbooks), self.path)
         self._count()
         return True
+
+    async def watch(self, interval_s: float, stopping: asyncio.Event) -> None:
+        """Poll every `interval_s` until `stopping` is set (or the task is cancelled)."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval_s)
+            self.poll()
 
     def _load(self) -> PlaybookSet:
         try:

@@ -155,7 +155,9 @@ class NotifierSettings(_Section):
     group_id: str = Field(default="tagstream-notifier", description="Kafka consumer group of the replicas")
     web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
     web_port: int = Field(default=8081, ge=1, le=65535, description="port of /healthz /readyz /metrics")
-    default_timezone: str = Field(default="UTC", description="IANA zone for customers without one")
+    default_timezone: str | None = Field(
+        default=None, description="IANA zone for customers without one; unset: the shop's (TAGSTREAM_SHOP__TIMEZONE)"
+    )
     quiet_hours: str | None = Field(default="21:00-08:00", description="local time window; 'off' for none")
     quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = Field(
         default=("push", "sms"), description="channels held during quiet hours"
@@ -203,8 +205,8 @@ class NotifierSettings(_Section):
 
     @field_validator("default_timezone")
     @classmethod
-    def _zone(cls, value: str) -> str:
-        return _known_zone(value)
+    def _zone(cls, value: str | None) -> str | None:
+        return None if value is None else _known_zone(value)
 
     @model_validator(mode="after")
     def _signed(self) -> NotifierSettings:

@@ -52,7 +52,6 @@ from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
-from services.tagger.projector import Outcome as ProjectionOutcome
 from services.tagger.projector import Projector
 
 log = logging.getLogger(__name__)
@@ -212,10 +211,7 @@ class Tagger:
                 async for events in cast(Any, stream).noack_take(500, within=0.05):
                     changes = _tag_changes(event.value for event in events)
                     outcomes = await _until_done(partial(projector.apply_many, changes), "project tag changes")
-                    for outcome in outcomes:
-                        self.metrics.projector_changes.labels(outcome.value).inc()
-                        if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
-                            self.metrics.projector_gaps.inc()
+                    self.metrics.count_projected(outcomes)
                     for event in events:
                         await stream.ack(event)
             finally:
@@ -293,8 +289,7 @@ class Tagger:
         except Exception as error:  # a bug must not stall the partition: dead-letter the message
             log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
             result = self.core.failed(incoming, error)
-        self.metrics.evaluation.observe(time.perf_counter() - started)
-        self.metrics.messages.labels(result.kind, result.outcome).inc()
+        self.metrics.count_message(result.kind, result.outcome, time.perf_counter() - started)
         return result
 
     async def _sync(self, event: EventT[bytes], sync: SyncPartition) -> None:

@@ -1,14 +1,21 @@
-"""The tagger's Prometheus metrics, in a registry of their own (built per app, never at import)."""
+"""The tagger's Prometheus metrics, in a registry of their own (built per app, never at import).
+
+The Kafka worker (app.py) and the embedded node (services/embedded/pipeline.py) count through the
+same methods, so one dashboard reads both.
+"""
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterable
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from schemas.topics import DeadLetter
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.changes import Change
+from services.tagger.projector import Outcome as ProjectionOutcome
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -32,6 +39,9 @@ class TaggerMetrics:
         self.dead_letters = Counter(
             "tagstream_dlq_total", "Messages sent to the dead-letter topic, by reason", ["reason"], registry=registry
         )
+        for reason in get_args(DeadLetter.model_fields["error"].annotation):
+            # exported at 0 from the start: `increase()` cannot see a series whose first sample is 1
+            self.dead_letters.labels(reason)
         self.evaluation = Histogram(
             "tagstream_evaluation_seconds",
             "Time the engine took for one message (fold + evaluation)",
@@ -94,6 +104,18 @@ class TaggerMetrics:
         self.projector_gaps = Counter(
             "tagstream_projector_gaps_total", "Tag changes that skipped a seq (a missing change)", registry=registry
         )
+
+    def count_message(self, kind: str, outcome: str, seconds: float) -> None:
+        """One message (event, command, tick) through the engine, and how long the engine took."""
+        self.evaluation.observe(seconds)
+        self.messages.labels(kind, outcome).inc()
+
+    def count_projected(self, outcomes: Iterable[ProjectionOutcome]) -> None:
+        """Tag changes applied to the read model (Redis, or the embedded node's memory)."""
+        for outcome in outcomes:
+            self.projector_changes.labels(outcome.value).inc()
+            if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
+                self.projector_gaps.inc()
 
     def count_changes(self, changes: Iterable[tuple[Change, float]], acknowledged: float) -> None:
         """Record a batch of acknowledged tag changes (each with its message's timestamp), one metric

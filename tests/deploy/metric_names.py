@@ -7,9 +7,13 @@ the way the service builds it.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
+import yaml
 from prometheus_client import CollectorRegistry
 
 from services.ingest.metrics import IngestMetrics
@@ -91,6 +95,25 @@ def merged(parts: Iterable[Series]) -> Series:
     for part in parts:
         out.update(part)
     return out
+
+
+def panel_expressions(path: Path) -> Iterator[tuple[str, str]]:
+    """(panel title, PromQL) for every query of every panel, rows included."""
+
+    def walk(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                yield panel["title"], target["expr"]
+            yield from walk(panel.get("panels", []))
+
+    yield from walk(json.loads(path.read_text(encoding="utf-8"))["panels"])
+
+
+def rule_expressions(path: Path) -> Iterator[tuple[str, str]]:
+    """(alert name, PromQL) for every rule of a Prometheus rules file."""
+    for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+        for rule in group["rules"]:
+            yield rule.get("alert") or rule["record"], rule["expr"]
 
 
 _AGGREGATIONS = {

@@ -57,7 +57,7 @@ def test_the_build_context_holds_what_the_dockerfile_copies_and_nothing_else():
         for source in sources:
             assert source in context or any(path.startswith(source + "/") for path in context), source
     tops = {path.split("/")[0] for path in context}
-    assert tops == {"pyproject.toml", "setup.py", "README.md", "schemas", "services"}
+    assert tops == {"pyproject.toml", "setup.py", "README.md", "LICENSE", "NOTICE", "schemas", "services"}
     assert not [path for path in context if "__pycache__" in path or path.endswith((".pyc", ".so"))]
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.deploy.metric_names import (
     PLANNED,
@@ -19,7 +15,9 @@ from tests.deploy.metric_names import (
     label_names,
     merged,
     metric_names,
+    panel_expressions,
     problems,
+    rule_expressions,
 )
 from tests.deploy.tools import CHART_FILES
 
@@ -28,25 +26,6 @@ ALERTS = CHART_FILES / "alerts.yaml"
 PENDING_PANELS = CHART_FILES / "pending-dashboard-panels.json"
 PENDING_ALERTS = CHART_FILES / "pending-alerts.yaml"
 # The pending files go away once merged into the dashboard and alerts; the checks then cover those.
-
-
-def panel_expressions(path: Path) -> Iterator[tuple[str, str]]:
-    """(panel title, PromQL) for every query of every panel, rows included."""
-
-    def walk(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
-        for panel in panels:
-            for target in panel.get("targets", []):
-                yield panel["title"], target["expr"]
-            yield from walk(panel.get("panels", []))
-
-    yield from walk(json.loads(path.read_text(encoding="utf-8"))["panels"])
-
-
-def rule_expressions(path: Path) -> Iterator[tuple[str, str]]:
-    """(alert name, PromQL) for every rule of a Prometheus rules file."""
-    for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
-        for rule in group["rules"]:
-            yield rule.get("alert") or rule["record"], rule["expr"]
 
 
 def unknown_names(expressions: Iterator[tuple[str, str]], known: Series) -> dict[str, set[str]]:

@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from services.notifier.app import providers_from
+from services.notifier.composition import providers_from
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.ports import Message, Provider
 from services.notifier.resilience import GaveUp

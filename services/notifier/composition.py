@@ -1,0 +1,153 @@
+"""The one composition of the notifier: settings and a mode's stores in, a running `Notifier` out.
+
+Both modes build their notifier here — the service over Redis and Kafka (app.py), the one-process
+node over memory and its journal (services/embedded/node.py) — so the global policy (caps, quiet
+hours, coupon period, default time zone), the tuning, the playbooks file and its reload, the
+providers and the metrics cannot differ between them. Only the ports (`NotifierPorts`) differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from services.notifier.core import Notifier, Tuning
+from services.notifier.metrics import NotifierMetrics
+from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
+from services.notifier.ports import Ledger, OutcomeSink, Provider, Scheduler, TagFacts
+from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
+from services.notifier.reload import PlaybookFile
+from services.notifier.resilience import Backoff, CircuitBreaker
+from services.runtime.customers import CHANNELS, CustomerStore
+from services.runtime.settings import NotifierSettings, Settings, ShopSettings
+from services.tagger.engine.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierPorts:
+    """Where a mode keeps the notifier's state and sends its decisions."""
+
+    scheduler: Scheduler
+    ledger: Ledger
+    customers: CustomerStore
+    tags: TagFacts
+    outcomes: OutcomeSink
+
+
+class NotifierComposition:
+    """The notifier as the settings make it, built before any store is open.
+
+    Building it loads the playbooks file (raises PlaybookError when it is bad, so neither mode starts
+    on one) and registers the notifier's metrics in `registry`; `notifier(ports, clock)` then makes
+    the Notifier over the mode's stores, and `watch_playbooks` keeps the file reloaded.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: CollectorRegistry,
+        *,
+        playbooks_file: Path | None = None,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        """`playbooks_file` replaces TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE (`run --embedded --playbooks`);
+        `providers` replaces the ones the settings describe (tests)."""
+        self.settings = settings.notifier
+        self.metrics = NotifierMetrics(registry)
+        self.playbooks = PlaybookFile(playbooks_file or settings.notifier.playbooks_file, self.metrics)
+        self.policy = policy_from(settings.notifier, settings.shop)
+        self.tuning = tuning_from(settings.notifier)
+        self.providers = dict(providers) if providers is not None else providers_from(settings.notifier, self.metrics)
+
+    def notifier(self, ports: NotifierPorts, clock: Clock) -> Notifier:
+        return Notifier(
+            self.playbooks,
+            ports.scheduler,
+            ports.ledger,
+            ports.customers,
+            ports.tags,
+            self.providers,
+            ports.outcomes,
+            clock,
+            policy=self.policy,
+            tuning=self.tuning,
+            metrics=self.metrics,
+        )
+
+    async def watch_playbooks(self, stopping: asyncio.Event) -> None:
+        """Reload the playbooks file whenever it changes, checking every `reload_interval_s`, until `stopping`."""
+        await self.playbooks.watch(self.settings.reload_interval_s, stopping)
+
+    async def close(self) -> None:
+        """Close the providers (their HTTP sessions); after the last send."""
+        for provider in self.providers.values():
+            await provider.close()
+
+
+def policy_from(notifier: NotifierSettings, shop: ShopSettings) -> Policy:
+    """The global policy; customers without a time zone of their own are in `default_timezone`, or
+    else in the shop's zone (a shop in Shanghai keeps Shanghai's nights without saying it twice)."""
+    caps = []
+    for text in notifier.caps:
+        channel, rest = text.split(":", 1)
+        limit, window = rest.split("/", 1)
+        caps.append(CapRule.model_validate({"channel": channel, "limit": int(limit), "window": window}))
+    return Policy(
+        caps=tuple(caps),
+        quiet_hours=QuietHours.parse(notifier.quiet_hours) if notifier.quiet_hours else None,
+        quiet_channels=frozenset(notifier.quiet_channels),
+        coupon_period=parse_duration(notifier.coupon_period),
+        default_zone=ZoneInfo(notifier.default_timezone or shop.timezone),
+    )
+
+
+def tuning_from(settings: NotifierSettings) -> Tuning:
+    return Tuning(
+        lease=timedelta(seconds=settings.lease_s),
+        batch=settings.batch,
+        concurrency=settings.concurrency,
+        max_claims=settings.max_claims,
+        keep_decisions=timedelta(days=settings.keep_decisions_days),
+        max_trigger_age=parse_duration(settings.max_trigger_age),
+    )
+
+
+def providers_from(
+    settings: NotifierSettings, metrics: NotifierMetrics, clock: Clock | None = None
+) -> dict[str, Provider]:
+    """A webhook per channel with a URL, the log provider for the others. Raises ProviderConfigError when
+    the signing secret file or the CA bundle cannot be read. Signatures are dated by `clock`, the wall
+    clock unless a test says otherwise: receivers check them against theirs, even in a simulation."""
+    found: dict[str, Provider] = {}
+    secret = signing_secret(settings)
+    tls = tls_context(settings.provider_ca_file)
+    for channel in CHANNELS:
+        url: str | None = getattr(settings, f"{channel}_url")
+        auth: SecretStr | None = getattr(settings, f"{channel}_auth")
+        if url is None:
+            found[channel] = LogProvider(channel)
+            continue
+        assert secret is not None  # NotifierSettings refuses a provider URL without a signing secret
+        found[channel] = WebhookProvider(
+            channel,
+            url,
+            signing_secret=secret,
+            tls=tls,
+            clock=clock,
+            auth_header=auth,
+            timeout_s=settings.provider_timeout_s,
+            backoff=Backoff(settings.provider_attempts, settings.backoff_base_s, settings.backoff_cap_s),
+            breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_reset_s, time.monotonic),
+            metrics=metrics,
+            rng=random.Random(),
+        )
+    return found
