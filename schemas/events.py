@@ -13,7 +13,12 @@ class _Event(Contract):
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: ExternalId
     customer_id: ExternalId
-    occurred_at: UtcDatetime
+    occurred_at: UtcDatetime = Field(description="when it happened: decides the day it counts for, never 'now'")
+    source: Literal["live", "import"] = Field(
+        default="live",
+        description="`import`: history being loaded; the tag changes it causes carry source `import`, "
+        "which playbooks ignore unless they opt in (POST /v1/events:import sets it)",
+    )
 
 
 class OrderItem(Contract):

@@ -77,6 +77,21 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--no-access-log", action="store_true", help="do not log one line per request")
     ingest.set_defaults(run=ingest_commands.ingest)
 
+    history = commands.add_parser(
+        "import",
+        help="load an event history without messaging anyone (resumable; through the HTTP API)",
+        description="Send a JSON-lines event history to POST /v1/events:import: its tag changes carry source "
+        "import, which playbooks ignore. Resumes where the last run stopped (see --state). Exit 0 imported, "
+        "1 interrupted (run again to resume), 2 unusable.",
+    )
+    history.add_argument("events", help="JSON-lines file of customer events")
+    history.add_argument("--url", default="http://127.0.0.1:8080", help="the ingest API (or `tagstream run`)")
+    history.add_argument("--api-key", help="an operator API key (default: TAGSTREAM_API_KEY)")
+    history.add_argument("--state", help="progress file (default: EVENTS.import-state.json beside the input)")
+    history.add_argument("--restart", action="store_true", help="ignore the progress file: start from line 1")
+    history.add_argument("--batch", type=int, default=500, help="events per request (at most ingest.max_batch)")
+    history.set_defaults(run=ingest_commands.import_history)
+
     tags = commands.add_parser("tags", help="manage tag definitions on Kafka")
     tag_commands = tags.add_subparsers(title="tags commands", required=True)
     apply = tag_commands.add_parser(

@@ -165,7 +165,7 @@ async def run_demo(out: TextIO, *, customers: int = 400, days: int = 91, seed: i
                 week_events, week_changes = 0, tagger.changes
                 week_end += timedelta(days=7)
         clock.set(max(clock.now(), event.occurred_at))
-        await tagger.event(event)
+        await tagger.event(event, clock.now())
         summary.events += 1
         week_events += 1
     end = START + timedelta(days=days)

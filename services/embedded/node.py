@@ -48,7 +48,9 @@ from services.notifier.core import Notifier
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
 from services.tagger.engine import Clock
+from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.errors import CommandRefused, DefinitionError
+from services.tagger.engine.timeutil import to_us
 from services.tagger.metrics import TaggerMetrics
 
 log = logging.getLogger("tagstream.embedded")
@@ -79,6 +81,7 @@ class EmbeddedNode:
         self.journal = Journal(data_dir / JOURNAL_FILE)
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
         self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
+        self.arrival = Arrival.of(settings.shop.future_skew, settings.history_age)
         self.customers = JournaledCustomers(self)
         self._events = event_adapter()
         self.versions: dict[str, int] = {}
@@ -197,13 +200,21 @@ class EmbeddedNode:
         await self.tagger.advance(at)
         records: list[list[Any]] = entry["r"]
         if entry["k"] == "events":
+            now_us = to_us(at)
             for _, value in records:
                 try:
                     event = self._events.validate_json(value)
                 except ValidationError as error:  # the API validated it: only a hand-edited journal gets here
                     log.error("embedded: skipping an invalid journaled event: %s", error)
                     continue
-                await self.tagger.event(event)
+                # Evaluated at the instant it was accepted (journaled with it), never at its own date:
+                # a restart replays the same clock, and a wrong date cannot move anyone's time.
+                occurred_us = to_us(event.occurred_at)
+                ahead = self.arrival.too_far_ahead(occurred_us, now_us)
+                if ahead:  # the API refuses these (422); a journal written before it did may hold some
+                    log.warning("embedded: skipping journaled event %s: %s", event.event_id[:128], ahead)
+                    continue
+                await self.tagger.event(event, at, self.arrival.source(event, occurred_us, now_us))
         elif entry["k"] == "commands":
             for _, value in records:
                 try:

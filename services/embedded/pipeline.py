@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 
 from schemas.events import CustomerEvent, OrderPaid
-from schemas.tags import TagChanged, TagCommand, TagGroup
+from schemas.tags import ChangeSource, TagChanged, TagCommand, TagGroup
 from services.embedded.readmodel import MemoryReadModel
 from services.tagger.engine import CommandRefused, DefinitionError, Engine, RuleBook
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
@@ -57,10 +57,12 @@ class EmbeddedTagger:
         metrics.definitions_groups.set(len(self.groups))
         metrics.timer_scheduled.set_function(self._scheduled)
 
-    async def event(self, event: CustomerEvent) -> list[TagChanged]:
+    async def event(self, event: CustomerEvent, now: datetime, source: ChangeSource = "rule") -> list[TagChanged]:
+        """One event arriving at `now` (the node's clock, never the event's own date: see arrival.py);
+        its changes carry `source`."""
         started = self._take()
         duplicates = self.replay.engine.duplicates
-        self.replay.apply(event)
+        self.replay.apply_at(event, now, source)
         self._count(event.type, "duplicate" if self.replay.engine.duplicates != duplicates else "applied", started)
         last_order = event.occurred_at if isinstance(event, OrderPaid) else None
         self.readmodel.record_activity_now(event.customer_id, last_order, event.occurred_at)

@@ -1,4 +1,4 @@
-"""`tagstream ingest` and `tagstream tags apply`."""
+"""`tagstream ingest`, `tagstream import` and `tagstream tags apply`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,22 @@ import sys
 from pathlib import Path
 
 from services.tagger.definitions import RulesFileError
+
+
+def import_history(args: argparse.Namespace) -> int:
+    import os
+
+    from services.ingest.importer import main
+
+    api_key = args.api_key or os.environ.get("TAGSTREAM_API_KEY")
+    if not api_key:
+        print("tagstream import: no API key: pass --api-key or set TAGSTREAM_API_KEY", file=sys.stderr)
+        return 2
+    if not 1 <= args.batch <= 10_000:
+        print(f"tagstream import: --batch must be 1..10000, got {args.batch}", file=sys.stderr)
+        return 2
+    state = Path(args.state) if args.state else None
+    return main(Path(args.events), url=args.url, api_key=api_key, state=state, restart=args.restart, batch=args.batch)
 
 
 def ingest(args: argparse.Namespace) -> int:

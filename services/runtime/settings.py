@@ -8,6 +8,7 @@ TAGSTREAM_TAGGER__STORE=memory. Invalid values fail at start-up with the variabl
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,6 +71,10 @@ class ShopSettings(_Section):
     @classmethod
     def _zone(cls, value: str) -> str:
         return _known_zone(value)
+
+    @property
+    def future_skew(self) -> timedelta:
+        return duration(self.max_future_skew)
 
 
 class KafkaSettings(_Section):
@@ -137,6 +142,12 @@ class TaggerSettings(_Section):
     timer_interval_s: float = Field(default=0.5, gt=0, description="how often due time-based re-evaluations are sent")
     horizon_days: int = Field(
         default=400, ge=1, le=3650, description="days of history kept per customer; windows may not reach further"
+    )
+    history_age: str | None = Field(
+        default=None,
+        pattern=r"^\d{1,6}[smhdw]$",
+        description="an event dated further back than this when it arrives is history: its tag changes carry "
+        "source import, which playbooks ignore; default: notifier.max_trigger_age (also the embedded node's)",
     )
     projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
     producer_request_timeout_s: float = Field(
@@ -278,6 +289,20 @@ class Settings(BaseSettings):
     tagger: TaggerSettings = TaggerSettings()
     notifier: NotifierSettings = NotifierSettings()
     ingest: IngestSettings = IngestSettings()
+
+    @property
+    def history_age(self) -> timedelta:
+        """tagger.history_age, or the notifier's max_trigger_age: a change older than that sends nothing
+        anyway, so an event that old is history whichever service looks at it."""
+        return duration(self.tagger.history_age or self.notifier.max_trigger_age)
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def duration(text: str) -> timedelta:
+    """A settings duration (`5m`, `1d`: digits and one unit, as the fields' patterns require)."""
+    return timedelta(seconds=int(text[:-1]) * _UNIT_SECONDS[text[-1]])
 
 
 class SettingsError(ValueError):

@@ -42,6 +42,7 @@ from services.runtime.settings import Settings
 from services.tagger.consumer import TaggerConsumer
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
+from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode
@@ -78,7 +79,9 @@ class Tagger:
         self.clock = clock
         self.metrics = TaggerMetrics(registry)
         self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
-        self.core = TaggerCore(self.engine, settings.topics, clock)
+        self.core = TaggerCore(
+            self.engine, settings.topics, clock, Arrival.of(settings.shop.future_skew, settings.history_age)
+        )
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
         self.recovered = False

@@ -19,10 +19,11 @@ from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
+from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.changes import Change
 from services.tagger.engine.codec import decode, encode
 from services.tagger.engine.evaluator import next_due
-from services.tagger.engine.timeutil import from_us
+from services.tagger.engine.timeutil import from_us, to_us
 
 Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
 
@@ -58,8 +59,9 @@ Loader = Callable[[str], bytes | None]
 
 
 class TaggerCore:
-    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock) -> None:
+    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock, arrival: Arrival | None = None) -> None:
         self.engine = engine
+        self._arrival = arrival or Arrival()
         self._topics = topics
         self._clock = clock
         self._events = event_adapter()
@@ -94,9 +96,16 @@ class TaggerCore:
         mismatch = _key_mismatch(message, event.customer_id)
         if mismatch:
             return self._rejected(message, "mismatched_key", mismatch)
+        # The record timestamp is the clock; the event's own date only picks its day (arrival.py).
+        now_us = message.timestamp_us
+        occurred_us = to_us(event.occurred_at)
+        ahead = self._arrival.too_far_ahead(occurred_us, now_us)
+        if ahead:
+            return self._rejected(message, "invalid", ahead, kind=event.type)
+        source = self._arrival.source(event, occurred_us, now_us)
         state = self._load(event.customer_id, load)
         duplicates = self.engine.duplicates
-        changes = self.engine.on_event_us(state, event, message.timestamp_us)
+        changes = self.engine.on_event_us(state, event, now_us, occurred_us, source)
         outcome: Outcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
         return Result(outcome, event.type, event.customer_id, encode(state), next_due(state), changes)
 

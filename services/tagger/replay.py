@@ -21,7 +21,7 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import CustomerEvent, event_adapter
-from schemas.tags import TagCommand
+from schemas.tags import ChangeSource, TagCommand
 from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change, json_line
@@ -100,7 +100,9 @@ class Replay:
         return self.summary
 
     def apply(self, event: CustomerEvent, number: int = 0) -> None:
-        """One validated event, as if it streamed in now; `number` names it in a rejection."""
+        """One validated event, as if it streamed in at its own date; `number` names it in a rejection.
+
+        The backtest's clock: the latest event date seen (`--now` bounds it). Live callers use `apply_at`."""
         at = to_us(event.occurred_at)
         if self._until_us is not None and at > self._until_us:
             self._reject(number, f"occurred_at {event.occurred_at.isoformat()} is after --now")
@@ -109,11 +111,21 @@ class Replay:
             self._fire(at)
             self._clock_us = at
             self._clock = event.occurred_at  # the clock as a datetime, without converting back per event
+        self._fold(event, at, "import" if event.source == "import" else "rule")
+
+    def apply_at(self, event: CustomerEvent, now: datetime, source: ChangeSource) -> None:
+        """One validated event arriving at `now` (the wall clock): evaluated then, its own date only
+        picking the day it counts for; its changes carry `source`."""
+        self.advance_to(now)
+        self._fold(event, to_us(event.occurred_at), source)
+
+    def _fold(self, event: CustomerEvent, occurred_us: int, source: ChangeSource) -> None:
+        assert self._clock_us is not None
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
         before = state.next_at
-        self._emit(self.engine.on_event_us(state, event, self._clock_us, at))
+        self._emit(self.engine.on_event_us(state, event, self._clock_us, occurred_us, source))
         self.summary.events += 1
         self._schedule(state, before)
 

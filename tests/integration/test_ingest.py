@@ -7,6 +7,7 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -113,6 +114,31 @@ async def test_a_batch_with_bad_items_is_refused_whole_naming_each_index_and_fie
     reasons = [p["reason"] for p in response.json()["detail"]]
     assert any("'-5'" in reason for reason in reasons)
     assert await events_for(stack, customer, 10) == []  # all or nothing: the good one was not published either
+
+
+async def test_events_dated_past_the_allowed_skew_are_refused_naming_occurred_at(stack: Stack) -> None:
+    customer = unique("future")
+    tomorrow = browse(customer) | {"occurred_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+    single = await stack.client.post("/v1/events", json=tomorrow)
+    assert single.status_code == 422
+    [problem] = single.json()["detail"]
+    assert (problem["index"], problem["field"]) == (None, "occurred_at")
+    assert "ahead of the clock" in problem["reason"]
+    batch = await stack.client.post("/v1/events:import", json=[paid(customer, "10"), tomorrow])
+    assert [(p["index"], p["field"]) for p in batch.json()["detail"]] == [(1, "occurred_at")]
+    soon = browse(customer) | {"occurred_at": (datetime.now(UTC) + timedelta(minutes=4)).isoformat()}
+    assert (await stack.client.post("/v1/events", json=soon)).status_code == 202  # within the 5m skew
+    assert [event["event_id"] for event in await events_for(stack, customer, 10)] == [soon["event_id"]]
+
+
+async def test_imported_events_reach_the_topic_marked_as_history(stack: Stack) -> None:
+    customer = unique("history")
+    marked_live = paid(customer, "30") | {"source": "live"}
+    assert (await stack.client.post("/v1/events:import", json=[paid(customer, "20"), marked_live])).status_code == 202
+    assert (await stack.client.post("/v1/events", json=browse(customer))).status_code == 202
+    assert [event["source"] for event in await events_for(stack, customer, 10)] == ["import", "import", "live"]
+    body = await stack.client.until(f"/v1/customers/{customer}/tags", lambda b: held(b).get("value") == ["low"])
+    assert body["groups"][0]["tags"][0]["source"] == "import"
 
 
 async def test_bodies_that_are_not_events_get_422_with_the_reason(stack: Stack) -> None:

@@ -215,6 +215,28 @@ async def test_bad_input_is_dead_lettered_with_the_reason_and_never_stalls_the_p
     assert {letter["original"] for letter in letters} >= {"{not json"}
 
 
+async def test_an_event_dated_past_the_skew_is_dead_lettered_and_moves_no_clock(harness: Harness) -> None:
+    now = harness.clock.now()
+    next_year = paid_event("erin", "5000", at=now + timedelta(days=365))
+    await harness.send_events(next_year, paid_event("erin", "10", at=now))
+    changes = await harness.changes_for("erin", 4)
+    assert ("value", "low", "added", "rule") in summary(changes)  # only the order of today counted
+    assert ("value", "high", "added", "rule") not in summary(changes)
+    letters = [letter for letter in await harness.dead_letters(1) if letter["key"] == "erin"]
+    assert [letter["error"] for letter in letters] == ["invalid"]
+    assert letters[0]["reason"].startswith(f"occurred_at {next_year['occurred_at'][:19]}")
+    assert "ahead of the clock" in letters[0]["reason"]
+    assert json.loads(letters[0]["original"])["event_id"] == next_year["event_id"]
+
+
+async def test_history_on_the_topic_causes_import_changes(harness: Harness) -> None:
+    now = harness.clock.now()
+    imported = paid_event("fay", "100", at=now) | {"source": "import"}
+    await harness.send_events(imported, paid_event("gus", "100", at=now - timedelta(days=3)))
+    assert {c["source"] for c in await harness.changes_for("fay", 4)} == {"import"}
+    assert {c["source"] for c in await harness.changes_for("gus", 4)} == {"import"}  # older than history_age
+
+
 async def test_a_definition_published_while_customers_exist_is_backfilled(harness: Harness) -> None:
     now = harness.clock.now()
     await harness.send_events(paid_event("dave", "700", at=now))

@@ -15,8 +15,8 @@ async def test_an_order_tags_the_customer_in_the_read_model_and_tells_listeners(
         heard.extend(changes)
 
     tagger.listen(listener)
-    await tagger.event(paid(350, when=at(0)))
-    await tagger.event(browse(when=at(1)))
+    await tagger.event(paid(350, when=at(0)), at(0))
+    await tagger.event(browse(when=at(1)), at(1))
 
     assert [(c.tag_id, c.change, c.seq) for c in heard] == [("mid", "added", 1)]
     assert await tagger.readmodel.current_tags("c1") == {"value": ["mid"]}
@@ -27,7 +27,7 @@ async def test_an_order_tags_the_customer_in_the_read_model_and_tells_listeners(
 
 async def test_a_new_group_backfills_customers_and_a_manual_command_lands_in_history() -> None:
     tagger = EmbeddedTagger()
-    await tagger.event(paid(2500, when=at(0)))
+    await tagger.event(paid(2500, when=at(0)), at(0))
     vip = group("vip", [("star", [cond("order_count", "gte", 5)])], mode="multi", tagging="both")
     await tagger.define({"value": value_tiers(), "vip": vip}, at(1))
     await tagger.command(command("vip", "star", when=at(2)))

@@ -184,3 +184,12 @@ def test_a_redelivered_change_plans_the_same_keys_and_the_next_change_new_ones()
 def test_a_template_renders_allowed_placeholders_and_blanks_missing_ones() -> None:
     assert render("Hi ${name}, use ${coupon}", {"name": "Mei", "coupon": None}) == "Hi Mei, use "
     assert render("$$5 off for ${name}", {}) == "$5 off for "
+
+
+def test_an_imported_change_triggers_only_a_playbook_that_lists_the_import_source() -> None:
+    imported = change().model_copy(update={"source": "import"})
+    assert plan(load_playbooks(WINBACK), imported) == []
+    assert plan(load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [rule, time]}")), imported) == []
+    opted_in = load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [import]}"))
+    assert [step.channel for step in plan(opted_in, imported)] == ["push", "coupon", "sms"]
+    assert plan(opted_in, change()) == []  # only the sources it lists

@@ -1,4 +1,6 @@
-"""POST /v1/events: one event or a batch, answered only after Kafka acknowledged every one."""
+"""POST /v1/events and /v1/events:import: one event or a batch, answered only after Kafka
+acknowledged every one. The import route loads history: its events carry `source: import`, so the
+tag changes they cause trigger no playbook (docs/ingest.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from schemas.events import EVENT_TYPES, CustomerEvent
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, require
 from services.ingest.ports import Throttled, Unavailable
+from services.tagger.engine.arrival import Arrival
+from services.tagger.engine.timeutil import to_us
 
 router = APIRouter(tags=["events"])
 
@@ -48,26 +52,47 @@ _BODY_SCHEMA: dict[str, Any] = {
 }
 
 
-@router.post(
-    "/v1/events",
-    status_code=202,
-    response_model=Accepted,
-    openapi_extra={"requestBody": _BODY_SCHEMA},
-    responses={
+_EVENT_ROUTE: dict[str, Any] = {
+    "status_code": 202,
+    "response_model": Accepted,
+    "openapi_extra": {"requestBody": _BODY_SCHEMA},
+    "responses": {
         413: {"description": "body over max_body_bytes or batch over max_batch"},
-        422: {"model": Rejected, "description": "nothing accepted: each bad item's index, field and reason"},
+        422: {
+            "model": Rejected,
+            "description": "nothing accepted: each bad item's index, field and reason (occurred_at: dated past "
+            "shop.max_future_skew)",
+        },
         429: {"description": "the producer buffer is full: retry after Retry-After seconds"},
         503: {"description": "Kafka unreachable: nothing accepted"},
     },
-)
+}
+
+
+@router.post("/v1/events", **_EVENT_ROUTE)
 async def post_events(
     request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
 ) -> Accepted | JSONResponse:
     """Validate every event, then publish all of them keyed by customer_id; all or nothing is accepted."""
+    return await _accept(request, ctx, history=False)
+
+
+@router.post("/v1/events:import", **_EVENT_ROUTE)
+async def import_events(
+    request: Request, ctx: Ctx, caller: Annotated[Caller, require("operator")]
+) -> Accepted | JSONResponse:
+    """History: as POST /v1/events, every event published with `source: import`, so the tag changes
+    it causes carry source `import` and trigger no playbook unless the playbook opts in."""
+    return await _accept(request, ctx, history=True)
+
+
+async def _accept(request: Request, ctx: Context, *, history: bool) -> Accepted | JSONResponse:
     if ctx.publisher.saturated:  # overloaded: answer before spending time on the body
         return _throttled(ctx, Throttled(retry_after_s=1), 1)
     body = await request.body()  # at most max_body_bytes: services/ingest/limits.py
     events, errors = parse_events(body)
+    if not errors:
+        errors = _ahead_of_clock(events, ctx, batch=body.lstrip().startswith(b"["))
     if errors:
         ctx.metrics.events.labels("rejected").inc(len({error.index for error in errors}))  # the bad items
         return JSONResponse({"detail": [error.model_dump() for error in errors]}, status_code=422)
@@ -75,7 +100,21 @@ async def post_events(
     if len(events) > limit:
         ctx.metrics.events.labels("rejected").inc(len(events))
         raise HTTPException(413, f"a batch of {len(events)} events is over the limit of {limit}")
+    if history:
+        events = [event.model_copy(update={"source": "import"}) for event in events]
     return await _publish(ctx, events)
+
+
+def _ahead_of_clock(events: list[CustomerEvent], ctx: Context, *, batch: bool) -> list[ItemError]:
+    """Events dated past the allowed skew: folded now, they would count for a day not yet begun."""
+    arrival = Arrival.of(ctx.settings.shop.future_skew, ctx.settings.history_age)
+    now_us = to_us(ctx.now())
+    errors = []
+    for index, event in enumerate(events):
+        reason = arrival.too_far_ahead(to_us(event.occurred_at), now_us)
+        if reason:
+            errors.append(ItemError(index=index if batch else None, field="occurred_at", reason=reason))
+    return errors
 
 
 async def _publish(ctx: Context, events: list[CustomerEvent]) -> Accepted | JSONResponse:

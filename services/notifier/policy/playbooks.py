@@ -67,7 +67,9 @@ class Trigger(_Model):
     tag: Identifier
     on: Literal["added", "removed"] = "added"
     sources: tuple[ChangeSource, ...] = Field(
-        default=(), description="only changes from these sources (e.g. leave out rule_change backfills); empty = any"
+        default=(),
+        description="only changes from these sources (e.g. leave out rule_change backfills); empty = any but "
+        "`import` (loaded history), which triggers only a playbook that lists it",
     )
 
     @model_validator(mode="before")
@@ -83,7 +85,7 @@ class Trigger(_Model):
             change.group_id == self.group
             and change.tag_id == self.tag
             and change.change == self.on
-            and (not self.sources or change.source in self.sources)
+            and (change.source in self.sources if self.sources else change.source != "import")
         )
 
 

@@ -122,13 +122,23 @@ class Engine:
     def new_state(self, customer_id: str) -> CustomerState:
         return CustomerState(customer_id)
 
-    def on_event(self, state: CustomerState, event: CustomerEvent, now: datetime) -> list[Change]:
+    def on_event(
+        self, state: CustomerState, event: CustomerEvent, now: datetime, source: ChangeSource = "rule"
+    ) -> list[Change]:
         """Fold one event and re-evaluate the groups whose metrics it changed (all groups when not
-        incremental). Flips that fell due before `now` are applied first, at their own instants."""
-        return self.on_event_us(state, event, to_us(now))
+        incremental). Flips that fell due before `now` are applied first, at their own instants.
+
+        `now` is the clock, never the event's own date (which only picks the day it counts for);
+        the changes the event causes carry `source` (`import` for history: see arrival.py)."""
+        return self.on_event_us(state, event, to_us(now), source=source)
 
     def on_event_us(
-        self, state: CustomerState, event: CustomerEvent, now_us: int, occurred_us: int | None = None
+        self,
+        state: CustomerState,
+        event: CustomerEvent,
+        now_us: int,
+        occurred_us: int | None = None,
+        source: ChangeSource = "rule",
     ) -> list[Change]:
         """`on_event` with `now` (and optionally the event's `occurred_at`, when the caller has it)
         as epoch microseconds: callers that keep time as integers skip the datetime conversions."""
@@ -150,10 +160,10 @@ class Engine:
             return changes
         ctx = EvalContext(agg, state.tags, now_us)
         if first:  # a first event evaluates every group: "never bought" must appear on a first browse
-            self._evaluate(state, ctx, self._every_group, "rule", event.event_id, changes)
+            self._evaluate(state, ctx, self._every_group, source, event.event_id, changes)
             self._reschedule_all(state, ctx)
         else:
-            self._run(state, ctx, route.steps, route.groups, route.checks, "rule", event.event_id, changes)
+            self._run(state, ctx, route.steps, route.groups, route.checks, source, event.event_id, changes)
             if buckets is None:
                 self._reschedule(state, ctx, route.families)
             elif not had_day and route.families and day in buckets:
