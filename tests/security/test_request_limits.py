@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.integration.ingest_harness import create_topics, ingest_settings, running_ingest
 from tests.integration.processes import free_port
 from tests.security.apps import (
     ADMIN,
@@ -72,41 +74,47 @@ async def test_a_huge_declared_body_is_refused_on_every_route_of_the_service_bef
             assert hose.pulled == 0, (method, path)
 
 
-async def test_a_huge_streamed_json_body_to_the_service_stops_at_the_limit_before_its_401(allocations: None) -> None:
-    app = service_app()
-    async with client(app) as http:
-        for method, path in write_routes(app, with_body=True):
-            if path in ("/v1/events", "/v1/manual-tags/import"):
-                continue  # read by hand after the key check (with the lifespan running): the node's test below
-            hose = Hose()
-            tracemalloc.reset_peak()
-            response = await http.request(method, path, content=hose, headers={"Content-Type": "application/json"})
-            _, peak = tracemalloc.get_traced_memory()
-            assert response.status_code == 413, (method, path, response.text)
-            assert hose.pulled <= LIMIT + CHUNK, (method, path)
-            assert peak < 4 * LIMIT, (method, path, peak)
+@pytest.fixture
+async def service(kafka_bootstrap: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """`tagstream ingest`'s app with its lifespan running (Kafka producer and definitions, Redis reads)."""
+    settings = ingest_settings(kafka_bootstrap, redis_url, f"sec-{uuid.uuid4().hex[:8]}")
+    await create_topics(settings)
+    async with running_ingest(settings) as running:
+        yield running.http
+
+
+async def test_a_huge_streamed_body_to_the_running_service_stops_at_the_limit_with_or_without_a_key(
+    service: httpx.AsyncClient, allocations: None
+) -> None:
+    await _stream_to_every_route(service)
 
 
 async def test_a_huge_streamed_body_to_the_embedded_node_stops_at_the_limit_with_or_without_a_key(
     tmp_path: Path, allocations: None
 ) -> None:
+    async with embedded_node(tmp_path / "data") as http:
+        await _stream_to_every_route(http)
+
+
+async def _stream_to_every_route(http: httpx.AsyncClient) -> None:
+    """141 MB, chunked, to every route that may take a body, as nobody and as an admin: at most the limit
+    is pulled and held, and the answer is 413, or 401 from a route that checks the key before reading."""
     app = service_app()  # the same create_app, the same routes
     with_body = set(write_routes(app, with_body=True))
-    async with embedded_node(tmp_path / "data") as http:
-        for method, path in write_routes(app):
-            for headers in ({}, AS_ADMIN):
-                hose = Hose()
-                tracemalloc.reset_peak()
-                response = await http.request(method, path, content=hose, headers=headers)
-                _, peak = tracemalloc.get_traced_memory()
-                assert response.status_code < 500, (method, path, response.text)
-                assert hose.pulled <= LIMIT + CHUNK, (method, path, headers)
-                assert peak < 4 * LIMIT, (method, path, peak)
-                if (method, path) in with_body:  # unauthenticated, a route may answer 401 without reading
-                    assert response.status_code in ({413} if headers else {401, 413}), (method, path)
-                else:
-                    assert hose.pulled == 0, (method, path)  # it takes no body, and reads none
-        assert (await http.get("/healthz")).status_code == 200
+    for method, path in write_routes(app):
+        for headers in ({}, AS_ADMIN):
+            hose = Hose()
+            tracemalloc.reset_peak()
+            response = await http.request(method, path, content=hose, headers=headers)
+            _, peak = tracemalloc.get_traced_memory()
+            assert response.status_code < 500, (method, path, response.text)
+            assert hose.pulled <= LIMIT + CHUNK, (method, path, headers)
+            assert peak < 4 * LIMIT, (method, path, peak)
+            if (method, path) in with_body:
+                assert response.status_code in ({413} if headers else {401, 413}), (method, path)
+            else:
+                assert hose.pulled == 0, (method, path)  # it takes no body, and reads none
+    assert (await http.get("/healthz")).status_code == 200
 
 
 def _rss_peak_kib(pid: int) -> int:
