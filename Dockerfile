@@ -32,11 +32,15 @@ COPY --from=build /opt/tagstream /opt/tagstream
 ENV PATH=/opt/tagstream/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    TAGSTREAM_TAGGER__DATADIR=/var/lib/tagstream
+    TAGSTREAM_TAGGER__DATADIR=/var/lib/tagstream \
+    TAGSTREAM_INGEST__HOST=0.0.0.0 \
+    TAGSTREAM_TAGGER__WEB_HOST=0.0.0.0 \
+    TAGSTREAM_NOTIFIER__WEB_HOST=0.0.0.0
 VOLUME ["/tmp", "/var/lib/tagstream"]
 WORKDIR /var/lib/tagstream
 USER ${UID}:${UID}
-# tagger web (metrics, health), ingest HTTP API, notifier web
+# tagger web (metrics, health), ingest HTTP API, notifier web; the CLI listens on 127.0.0.1 by default,
+# the image on every interface of its container (published or not by the runtime, compose, the chart)
 EXPOSE 6066 8080 8081
 ENTRYPOINT ["tagstream"]
 CMD ["--help"]

@@ -3,12 +3,13 @@
 
 SHELL := /bin/bash
 
-.PHONY: infra kafka redis infra-down infra-status kafka-fetch
+.PHONY: infra kafka redis down infra-down infra-reset infra-status kafka-fetch
 
 ## infra: start Kafka and Redis (prints their addresses)
 infra: kafka redis
 
-## kafka: start the local KRaft broker (fetches the jars with Maven on first use)
+## kafka: start the local KRaft broker (fetches the jars with Maven on first use); a broker stopped
+## or crashed before resumes with its data on the same port
 kafka:
 	@scripts/kafka.sh start
 
@@ -20,10 +21,18 @@ kafka-fetch:
 redis:
 	@scripts/redis.sh start
 
-## infra-down: stop both and delete their data
-infra-down:
+## down: stop both; Kafka keeps its data (`make infra` resumes it), Redis keeps nothing
+down:
 	@scripts/kafka.sh stop
 	@scripts/redis.sh stop
+
+## infra-reset: stop both and delete Kafka's data (the next `make infra` starts an empty broker)
+infra-reset:
+	@scripts/kafka.sh reset
+	@scripts/redis.sh stop
+
+## infra-down: the same as infra-reset
+infra-down: infra-reset
 
 ## infra-status: exit 0 only when both are up
 infra-status:

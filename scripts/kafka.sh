@@ -2,8 +2,12 @@
 # Local single-node Apache Kafka (KRaft) for development and integration tests.
 #
 #   scripts/kafka.sh fetch      resolve the broker jars with Maven into the cache
-#   scripts/kafka.sh start      fetch if needed, format + start the broker, print bootstrap
-#   scripts/kafka.sh stop       stop the broker and delete its data (next start is fresh)
+#   scripts/kafka.sh start      fetch if needed, start the broker, print bootstrap; a broker stopped
+#                               or crashed before resumes with its data on the same ports, a first
+#                               start formats a new one (about 20 s)
+#   scripts/kafka.sh stop       stop the broker, keeping its data (the next start resumes it)
+#   scripts/kafka.sh kill       SIGKILL the broker, keeping its data: a crash, for fault tests
+#   scripts/kafka.sh reset      stop the broker and delete its data (the next start is fresh)
 #   scripts/kafka.sh status     exit 0 when the broker is running and answers metadata requests
 #   scripts/kafka.sh bootstrap  print the bootstrap address of the running broker
 #
@@ -11,7 +15,8 @@
 #   TAGSTREAM_KAFKA_VERSION  Kafka version to run (default below; 4.4.0 also verified)
 #   TAGSTREAM_CACHE_DIR      jar cache root (default: $HOME/.cache/tagstream)
 #   TAGSTREAM_RUN_DIR        run-time state root (default: <repo>/.run)
-#   TAGSTREAM_KAFKA_PORT     broker port (default: a free port picked at start)
+#   TAGSTREAM_KAFKA_PORT     broker port of a fresh broker (default: a free port picked at start;
+#                            a resumed broker keeps its port: reset to change it)
 #   TAGSTREAM_KAFKA_START_TIMEOUT  seconds to wait for the broker (default: 90)
 #   TAGSTREAM_KAFKA_HEAP     JVM heap options (default: -Xms256m -Xmx512m)
 #
@@ -363,9 +368,39 @@ cmd_start() {
 
     cmd_fetch
     command -v java >/dev/null 2>&1 || die "java (17+) is required to run Kafka"
+    rm -f "${PID_FILE}" "${BOOTSTRAP_FILE}"
 
-    # Stale state from a crashed/killed broker: start fresh.
-    rm -rf "${DATA_DIR}" "${LOG_DIR}" "${PID_FILE}" "${BOOTSTRAP_FILE}" "${CONSOLE_LOG}"
+    if [[ -f "${DATA_DIR}/meta.properties" && -f "${PROPS_FILE}" ]]; then
+        resume_broker
+    else
+        fresh_broker
+    fi
+}
+
+# A broker stopped (or killed) earlier: same ports and cluster id, so clients and the data agree.
+resume_broker() {
+    local port controller_port
+    port="$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\),.*|\1|p' "${PROPS_FILE}")"
+    controller_port="$(sed -n 's|^controller.quorum.voters=1@127.0.0.1:\([0-9]*\)$|\1|p' "${PROPS_FILE}")"
+    [[ -n "${port}" && -n "${controller_port}" ]] \
+        || die "cannot read the ports from ${PROPS_FILE}; scripts/kafka.sh reset starts a fresh broker"
+    if [[ -n "${TAGSTREAM_KAFKA_PORT:-}" && "${TAGSTREAM_KAFKA_PORT}" != "${port}" ]]; then
+        die "the broker's data in ${DATA_DIR} was written on port ${port}, not ${TAGSTREAM_KAFKA_PORT} (TAGSTREAM_KAFKA_PORT): unset it, or scripts/kafka.sh reset to start fresh"
+    fi
+    local used
+    for used in "${port}" "${controller_port}"; do
+        if port_in_use "${used}"; then
+            die "port ${used} of the stopped broker is taken by another process; free it, or scripts/kafka.sh reset to start fresh on new ports"
+        fi
+    done
+    mkdir -p "${LOG_DIR}"
+    write_configs "${port}" "${controller_port}"
+    java_cmd
+    launch_broker "${port}" "${controller_port}" "resuming Kafka ${KAFKA_VERSION} with its data"
+}
+
+fresh_broker() {
+    rm -rf "${DATA_DIR}" "${LOG_DIR}" "${CONSOLE_LOG}"
     mkdir -p "${DATA_DIR}" "${LOG_DIR}"
 
     local port controller_port
@@ -378,7 +413,6 @@ cmd_start() {
     fi
     controller_port="$(free_port)"
     while [[ "${controller_port}" == "${port}" ]]; do controller_port="$(free_port)"; done
-    local address="127.0.0.1:${port}"
 
     write_configs "${port}" "${controller_port}"
     java_cmd
@@ -389,8 +423,13 @@ cmd_start() {
     "${JAVA_ARGS[@]}" kafka.tools.StorageTool format \
         -t "${cluster_id}" -c "${PROPS_FILE}" --ignore-formatted >>"${CONSOLE_LOG}" 2>&1 \
         || { tail -n 20 "${CONSOLE_LOG}" >&2; die "formatting ${DATA_DIR} failed"; }
+    launch_broker "${port}" "${controller_port}" "starting Kafka ${KAFKA_VERSION}"
+}
 
-    log "starting Kafka ${KAFKA_VERSION} on ${address} (controller 127.0.0.1:${controller_port})"
+launch_broker() {
+    local port="$1" controller_port="$2" what="$3"
+    local address="127.0.0.1:${port}"
+    log "${what} on ${address} (controller 127.0.0.1:${controller_port})"
     # setsid: own session, so the broker survives the caller's terminal/process
     # group (make, pytest) and is only ever stopped through the pid file.
     # 8>&- 9>&-: the broker must not inherit the lock descriptors.
@@ -408,6 +447,12 @@ cmd_start() {
     printf '%s\n' "${address}"
 }
 
+# SIGKILL and wait until the process is gone.
+kill_now() {
+    kill -KILL "$1" 2>/dev/null || true
+    while kill -0 "$1" 2>/dev/null; do sleep 0.1; done
+}
+
 stop_broker() {
     local pid
     if pid="$(read_pid)" && broker_alive; then
@@ -419,16 +464,32 @@ stop_broker() {
         done
         if kill -0 "${pid}" 2>/dev/null; then
             log "broker did not stop within 30s; sending SIGKILL"
-            kill -KILL "${pid}" 2>/dev/null || true
-            while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
+            kill_now "${pid}"
         fi
     fi
-    rm -rf "${DATA_DIR}" "${PID_FILE}" "${BOOTSTRAP_FILE}"
+    rm -f "${PID_FILE}" "${BOOTSTRAP_FILE}"
 }
 
 cmd_stop() {
     lock_run_dir
     stop_broker
+}
+
+cmd_kill() {
+    lock_run_dir
+    local pid
+    if pid="$(read_pid)" && broker_alive; then
+        log "killing broker (pid ${pid}) with SIGKILL"
+        kill_now "${pid}"
+    fi
+    rm -f "${PID_FILE}" "${BOOTSTRAP_FILE}"
+}
+
+cmd_reset() {
+    lock_run_dir
+    stop_broker
+    rm -rf "${DATA_DIR}" "${LOG_DIR}" "${PROPS_FILE}" "${CONSOLE_LOG}"
+    log "deleted the broker's data; the next start formats a fresh one"
 }
 
 cmd_status() {
@@ -451,7 +512,7 @@ cmd_bootstrap() {
 }
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -461,6 +522,8 @@ main() {
         fetch) cmd_fetch ;;
         start) cmd_start ;;
         stop) cmd_stop ;;
+        kill) cmd_kill ;;
+        reset) cmd_reset ;;
         status) cmd_status ;;
         bootstrap) cmd_bootstrap ;;
         -h | --help | help) usage ;;

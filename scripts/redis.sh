@@ -2,7 +2,7 @@
 # Local Redis for development and integration tests.
 #
 #   scripts/redis.sh start   install redis-server if missing, start it, print the URL
-#   scripts/redis.sh stop    stop it (nothing is persisted)
+#   scripts/redis.sh stop    stop it and delete its data (the append-only file)
 #   scripts/redis.sh status  exit 0 when it is running and answers PING
 #   scripts/redis.sh url     print the URL of the running server
 #
@@ -92,14 +92,16 @@ cmd_start() {
 
     rm -f "${LOG_FILE}"
     log "starting redis-server on 127.0.0.1:${port}"
-    # No persistence (no RDB snapshots, no AOF); daemonized with a pid file.
+    # Durable like production (docs/notifier.md): an append-only file fsynced every second, so a crash
+    # loses at most the last second; no RDB snapshots. Daemonized with a pid file.
     # 9>&-: the daemon must not inherit the lock descriptor.
     redis-server \
         --bind 127.0.0.1 \
         --port "${port}" \
         --protected-mode yes \
         --save '' \
-        --appendonly no \
+        --appendonly yes \
+        --appendfsync everysec \
         --dir "${RUN_DIR}" \
         --daemonize yes \
         --pidfile "${PID_FILE}" \
@@ -140,12 +142,14 @@ stop_server() {
             while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
         fi
     fi
-    rm -f "${PID_FILE}" "${URL_FILE}" "${PORT_FILE}" "${RUN_DIR}/dump.rdb"
+    rm -f "${PID_FILE}" "${URL_FILE}" "${PORT_FILE}"
 }
 
 cmd_stop() {
     lock_run_dir
     stop_server
+    # A start after a crash keeps the append-only file (that is its point); a deliberate stop does not.
+    rm -rf "${RUN_DIR}/appendonlydir" "${RUN_DIR}/dump.rdb"
 }
 
 cmd_status() {

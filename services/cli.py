@@ -10,6 +10,7 @@ from services.embedded import commands as embedded_commands
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
 from services.tagger import commands as tagger_commands
+from services.tagger import readmodel_commands
 from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 
 
@@ -104,6 +105,25 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--dry-run", action="store_true", help="print the diff, publish nothing")
     apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
     apply.set_defaults(run=ingest_commands.tags_apply)
+
+    readmodel = commands.add_parser("readmodel", help="the Redis read model: status, rebuild")
+    readmodel_subcommands = readmodel.add_subparsers(title="readmodel commands", required=True)
+    readmodel_status = readmodel_subcommands.add_parser(
+        "status", help="is the read model whole? (exit 0 ready, 1 missing or rebuilding)"
+    )
+    readmodel_status.set_defaults(run=readmodel_commands.status)
+    rebuild = readmodel_subcommands.add_parser(
+        "rebuild",
+        help="rebuild the read model from tag-changes and events, with progress (needs Kafka and Redis)",
+        description="Delete the projection's keys (consent, profiles and the notifier's keys are kept), then "
+        "apply tagstream.tag-changes and the events' activity from their beginning until the read model is whole. "
+        "Readers answer 503 meanwhile; running taggers pause, then help. Exit 0 rebuilt, 1 timed out, 2 unusable.",
+    )
+    rebuild.add_argument(
+        "--keep", action="store_true", help="keep the projection's keys: only finish a rebuild (e.g. after Redis loss)"
+    )
+    rebuild.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    rebuild.set_defaults(run=readmodel_commands.rebuild)
 
     run = commands.add_parser(
         "run",

@@ -112,7 +112,22 @@ def start_kafka() -> str:
 
 
 def stop_kafka() -> None:
+    """Stop the broker, keeping its data: `start_kafka` resumes it on the same address."""
     _stop("kafka.sh")
+
+
+def kill_kafka() -> None:
+    """SIGKILL the broker (a crash): its data stays, and `start_kafka` resumes it on the same address."""
+    result = run_script("kafka.sh", "kill", timeout=STOP_TIMEOUT_S)
+    if result.returncode != 0:
+        raise InfraError(f"scripts/kafka.sh kill failed (exit {result.returncode})", result.output)
+
+
+def reset_kafka() -> None:
+    """Stop the broker and delete its data (what a test session leaves behind when it started it)."""
+    result = run_script("kafka.sh", "reset", timeout=STOP_TIMEOUT_S)
+    if result.returncode != 0:
+        raise InfraError(f"scripts/kafka.sh reset failed (exit {result.returncode})", result.output)
 
 
 # --- Redis --------------------------------------------------------------------------------------

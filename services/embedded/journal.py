@@ -48,7 +48,7 @@ class Journal:
                 target.truncate(good)
 
     def open(self) -> None:
-        private_directory(self.path.parent)
+        private_directory(self.path.parent, tighten=True)
         self._file = open_private(self.path)
 
     def append(self, *entries: Entry) -> None:

@@ -109,6 +109,9 @@ class MemoryReadModel:
             grouped.setdefault(group_id, {})[tag_id] = held
         return grouped
 
+    async def unavailable(self) -> str | None:
+        return None  # in process: rebuilt from the journal before the API serves
+
     async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]:
         if offset < 0 or limit < 1:
             raise ValueError(f"history needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")

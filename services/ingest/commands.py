@@ -26,11 +26,18 @@ def import_history(args: argparse.Namespace) -> int:
 
 
 def ingest(args: argparse.Namespace) -> int:
+    import logging
+
     import uvicorn
 
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
+    from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import SettingsError, load_settings
+
+    # uvicorn configures its own loggers; the rest (aiokafka, ours) log through the root logger
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_back_repeats()
 
     try:
         settings = load_settings()

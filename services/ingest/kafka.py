@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.tags import TagGroup
+from services.ingest.brokers import BrokerWatch
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record, Throttled, Unavailable
 from services.runtime.kafka import ensure_topics, producer_options
@@ -20,12 +21,16 @@ from services.tagger.feed import DefinitionsFeed
 log = logging.getLogger(__name__)
 
 _RECONNECT_S = 1.0
+_CHECK_TIMEOUT_S = 2.0
 
 
 class KafkaPublisher:
     """An idempotent acks=all producer that refuses work (Throttled) instead of buffering without bound.
 
-    It connects in the background, so the service starts (and answers 503) while Kafka is away.
+    It connects in the background, so the service starts (and answers 503) while Kafka is away, and
+    while a `BrokerWatch` sees that no write can succeed (brokers unreachable, a partition without
+    its in-sync quorum) it answers Unavailable at once instead of holding the request for
+    send_timeout_s; readiness follows the same watch.
     """
 
     def __init__(
@@ -45,11 +50,13 @@ class KafkaPublisher:
         self._metrics = metrics
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
+        self._watch = BrokerWatch(kafka, topics, timeout_s=min(ingest.send_timeout_s, _CHECK_TIMEOUT_S))
+        self._watching: asyncio.Task[None] | None = None
         self._inflight = 0
 
     @property
     def ready(self) -> bool:
-        return self._producer is not None
+        return self._producer is not None and self._watch.writable
 
     @property
     def saturated(self) -> bool:
@@ -63,10 +70,11 @@ class KafkaPublisher:
             await asyncio.shield(self._connecting)
 
     async def stop(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+        for task in (self._connecting, self._watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._producer is not None:
             await self._producer.stop()  # flushes what is still in flight
             self._producer = None
@@ -75,6 +83,8 @@ class KafkaPublisher:
         producer = self._producer
         if producer is None:
             raise Unavailable(f"Kafka at {self._kafka.bootstrap_servers} is not reachable yet")
+        if self._topics and not self._watch.writable:  # known not to take writes: say so now, not in 10 s
+            raise Unavailable(f"Kafka cannot take writes now ({self._watch.problem}); nothing was sent")
         size = sum(len(key) + len(value or b"") for key, value in records)
         if self._inflight and self._inflight + size > self._ingest.producer_buffer_bytes:
             raise Throttled(retry_after_s=1)
@@ -83,6 +93,7 @@ class KafkaPublisher:
         try:
             await asyncio.wait_for(self._send_all(producer, topic, records), self._ingest.send_timeout_s)
         except (KafkaError, TimeoutError) as error:
+            self._watch.send_failed(f"a send was not acknowledged: {type(error).__name__}")
             raise Unavailable(f"Kafka did not acknowledge the write: {type(error).__name__}: {error}") from None
         finally:
             self._inflight -= size
@@ -109,6 +120,9 @@ class KafkaPublisher:
                 await producer.stop()
                 await asyncio.sleep(_RECONNECT_S)
                 continue
+            if self._topics:
+                await self._watch.check()
+                self._watching = asyncio.create_task(self._watch.run())
             self._producer = producer
             return
 

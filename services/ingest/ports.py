@@ -27,7 +27,8 @@ class Throttled(Exception):
 
 
 class Unavailable(Exception):
-    """Kafka (or Redis) cannot be reached, or did not acknowledge in time: nothing was accepted."""
+    """Kafka (or Redis) cannot be reached, or did not acknowledge in time: the write may or may not have
+    happened (a retry with the same ids is safe)."""
 
 
 class Publisher(Protocol):
@@ -72,6 +73,10 @@ class TagReads(Protocol):
     async def held_tags(self, customer_id: str) -> dict[str, dict[str, HeldTag]]: ...
 
     async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]: ...
+
+    async def unavailable(self) -> str | None:
+        """Why reads cannot be trusted now (the read model is missing or rebuilding); None when they can."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from schemas.tags import TagChanged
 from schemas.topics import DeadLetter
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
+from services.notifier.durability import VolatileRedis, require_durable
 from services.notifier.ports import Provider
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
 from services.runtime.customers import RedisCustomers
@@ -99,8 +100,13 @@ class NotifierApp:
 
     async def start(self) -> None:
         settings, topics = self.settings, self.settings.topics
-        await ensure_topics(settings.kafka, [topics.tag_changes, topics.notifications, topics.notifications_dlq])
+        await ensure_topics(
+            settings.kafka,
+            [topics.tag_changes, topics.notifications, topics.notifications_dlq],
+            kept_forever=[topics.tag_changes],  # as the tagger creates it, whichever service starts first
+        )
         self._redis = redis_client(settings.redis)
+        await self._check_durable(self._redis)
         prefix = settings.redis.key_prefix
         self._producer = AIOKafkaProducer(**producer_options(settings.kafka), linger_ms=5)
         await self._producer.start()
@@ -132,6 +138,17 @@ class NotifierApp:
     def request_stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    async def _check_durable(self, redis: Redis) -> None:
+        """Refuse a Redis that would lose pending steps on a restart (durability.py), unless allowed."""
+        if self.settings.notifier.allow_volatile_redis:
+            log.warning("allow_volatile_redis: a Redis restart without persistence loses pending steps")
+            return
+        try:
+            log.info("Redis persistence: %s", await require_durable(redis))
+        except VolatileRedis:
+            await redis.aclose()
+            raise
 
     async def run(self) -> None:
         """Start, then serve until `request_stop()` (SIGTERM), then stop gracefully."""

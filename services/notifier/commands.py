@@ -13,8 +13,10 @@ def notifier(args: argparse.Namespace) -> int:
     import signal
 
     from services.notifier.app import build_app
+    from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError, load_playbooks
     from services.notifier.providers import ProviderConfigError
+    from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import SettingsError, load_settings
 
     if args.check is not None:
@@ -26,6 +28,7 @@ def notifier(args: argparse.Namespace) -> int:
         print(f"{args.check}: {len(found.playbooks)} playbooks, {len(found.templates)} templates: valid")
         return 0
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_back_repeats()
     try:
         app = build_app(load_settings())
     except (SettingsError, PlaybookError, ProviderConfigError) as error:
@@ -38,5 +41,9 @@ def notifier(args: argparse.Namespace) -> int:
             loop.add_signal_handler(stop_signal, app.request_stop)
         await app.run()
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except VolatileRedis as error:
+        print(f"tagstream notifier: {error}", file=sys.stderr)
+        return 2
     return 0

@@ -36,8 +36,10 @@ from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provide
 from services.notifier.resilience import CircuitOpen, GaveUp
 from services.runtime.customers import CustomerStore, Profile
 from services.tagger.engine.clock import Clock
+from services.tagger.readmodel import ReadModelUnavailable
 
 log = logging.getLogger("tagstream.notifier")
+_READ_MODEL_WAIT = timedelta(seconds=5)
 
 LOCK_RETRY = timedelta(seconds=1)
 
@@ -150,6 +152,10 @@ class Notifier:
         job = claim.job
         try:
             await self._handle(claim)
+        except ReadModelUnavailable as error:
+            # Redis lost its data and the read model is being rebuilt: decide once it is whole again
+            log.warning("step %s of playbook %s deferred: %s", job.step, job.playbook_id, error)
+            await self.scheduler.defer(claim, self.clock.now() + _READ_MODEL_WAIT)
         except Exception:
             # the lease runs out and another claim retries the job; max_claims bounds the retries
             log.exception("step %s of playbook %s failed; it will be retried", job.step, job.playbook_id)

@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from services.notifier.policy import ScheduledStep, SendRecord
 from services.notifier.ports import Claim
 from services.tagger.engine.timeutil import from_us
-from services.tagger.readmodel import DEFAULT_PREFIX, Keys, ReadModel, tag_field
+from services.tagger.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable, tag_field
 
 
 def _ms(moment: datetime) -> int:
@@ -160,6 +160,7 @@ class RedisTagFacts:
         self._reads = ReadModel(redis, key_prefix=key_prefix)
 
     async def holds(self, customer_id: str, group_id: str, tag_id: str) -> bool | None:
+        await self._require_whole()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(self._keys.seq(customer_id))
             pipe.hexists(self._keys.tags(customer_id), tag_field(group_id, tag_id))
@@ -167,8 +168,15 @@ class RedisTagFacts:
         return bool(held) if known else None
 
     async def last_activity(self, customer_id: str) -> datetime | None:
+        await self._require_whole()
         activity = await self._reads.activity(customer_id)
         return None if activity is None else activity.latest
+
+    async def _require_whole(self) -> None:
+        """A missing or half-rebuilt read model would cancel (or fail to cancel) steps on wrong facts."""
+        reason = await self._reads.unavailable()
+        if reason is not None:
+            raise ReadModelUnavailable(reason)
 
 
 # KEYS: due, jobs. ARGV: (key, due ms, payload)*. A key already stored is left alone. Returns the new keys.

@@ -73,10 +73,15 @@ class CircuitBreaker:
         """Raises CircuitOpen when no call may go out now."""
         state = self.state
         if state == "open" or (state == "half_open" and self._trial):
-            assert self._opened_at is not None
-            raise CircuitOpen(max(0.0, self._opened_at + self._reset_s - self._monotonic()) or self._reset_s)
+            raise self.refusal()
         if state == "half_open":
             self._trial = True
+
+    def refusal(self) -> CircuitOpen:
+        """What a caller is told while the circuit is not closed: wait until the next trial may go out."""
+        if self._opened_at is None:
+            return CircuitOpen(0.0)
+        return CircuitOpen(max(0.0, self._opened_at + self._reset_s - self._monotonic()) or self._reset_s)
 
     def succeeded(self) -> None:
         self._failures = 0
@@ -98,21 +103,19 @@ async def call_with_retries(
     sleep: Callable[[float], Awaitable[None]],
     rng: random.Random,
 ) -> tuple[T, int]:
-    """The call's result and how many attempts it took; raises GaveUp, or CircuitOpen before a first attempt.
+    """The call's result and how many attempts it took; raises CircuitOpen or GaveUp.
 
-    The circuit opening in the middle of the retries ends them as GaveUp, so an open circuit never
-    holds a job for long inside one claim.
+    CircuitOpen whenever the circuit is not closed: before an attempt, and right after the failure
+    that opens it (or a failed half-open trial). The provider is down, not the message wrong, so the
+    caller defers the step until the next trial instead of failing it; an open circuit also never
+    holds a job for long inside one claim. GaveUp only when this call used its whole retry budget
+    with the circuit closed, or met an error a retry cannot fix.
     """
     last = ""
     for attempt in range(backoff.attempts):
         if attempt:
             await sleep(backoff.delay(attempt - 1, rng))
-        try:
-            breaker.before_call()
-        except CircuitOpen:
-            if attempt == 0:
-                raise
-            raise GaveUp(f"{last}; then the circuit opened", attempt) from None
+        breaker.before_call()
         try:
             result = await call()
         except ProviderError as error:
@@ -121,6 +124,8 @@ async def call_with_retries(
                 breaker.succeeded()
                 raise GaveUp(error.detail, attempt + 1) from None
             breaker.failed()
+            if breaker.state != "closed":
+                raise breaker.refusal() from None
             continue
         breaker.succeeded()
         return result, attempt + 1

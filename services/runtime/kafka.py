@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
 from services.runtime.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -33,6 +37,18 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """The in-sync copies an acks=all write needs on a topic with this many replicas.
+
+    RF - 1, so one broker may be down (a rolling restart) without refusing writes, but at least 2
+    from RF 3 on: with Kafka's default of 1, acks=all is satisfied by the leader alone, and an
+    acknowledged write is lost with that one disk. RF 1 and 2 can only ask for 1.
+    """
+    if replication_factor >= 3:
+        return max(2, replication_factor - 1)
+    return 1
+
+
 def producer_options(settings: KafkaSettings) -> dict[str, Any]:
     """Nothing accepted is lost: every write waits for all in-sync replicas, and retries are idempotent."""
     return client_options(settings) | {"acks": "all", "enable_idempotence": True}
@@ -45,12 +61,16 @@ async def ensure_topics(
     compacted: Iterable[str] = (),
     kept_forever: Iterable[str] = (),
     partitions: int | None = None,
-) -> None:
-    """Create the topics that do not exist yet (idempotent; existing topics are left as they are).
+) -> list[str]:
+    """Create the topics that do not exist yet (idempotent; existing topics are left as they are),
+    then warn about any of them that is less durable than the settings ask (`durability_problems`).
 
-    `compacted` ones keep the latest value per key; `kept_forever` ones are never deleted by time
-    (retention.ms=-1): the records a projection is rebuilt from, or rejected input kept for repair.
+    Every topic gets `min.insync.replicas` for its replication factor (`min_insync_replicas`): all of
+    them hold data that matters. `compacted` ones keep the latest value per key; `kept_forever` ones
+    are never deleted by time (retention.ms=-1): the records a projection is rebuilt from, or
+    rejected input kept for repair.
     """
+    topics = list(topics)
     compacted = set(compacted)
     kept_forever = set(kept_forever)
     count = partitions or settings.partitions
@@ -63,7 +83,7 @@ async def ensure_topics(
                 name=name,
                 num_partitions=count,
                 replication_factor=settings.replication_factor,
-                topic_configs=_topic_configs(name, compacted, kept_forever),
+                topic_configs=_topic_configs(name, settings, compacted, kept_forever),
             )
             for name in topics
             if name not in existing
@@ -72,8 +92,77 @@ async def ensure_topics(
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker created it first
                 await admin.create_topics(wanted)
             await _wait_until_led(admin, [topic.name for topic in wanted])
+        problems = await _durability_problems(admin, settings, topics)
     finally:
         await admin.close()
+    for problem in problems:
+        log.warning("%s", problem)
+    return problems
+
+
+async def durability_problems(settings: KafkaSettings, topics: Iterable[str]) -> list[str]:
+    """What makes these existing topics less durable than the settings ask, each with its fix.
+
+    A topic created earlier (by hand, by an older version, with other settings) keeps its replicas
+    and configs: fewer replicas than TAGSTREAM_KAFKA__REPLICATION_FACTOR, or fewer in-sync copies
+    required than `min_insync_replicas` of its replication factor, means an acknowledged write can be
+    lost with one broker; more required than it has replicas means no acks=all write ever succeeds.
+    """
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        return await _durability_problems(admin, settings, topics)
+    finally:
+        await admin.close()
+
+
+async def required_in_sync(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> dict[str, int]:
+    """Each topic's `min.insync.replicas` as the brokers apply it (the topic's own, or their default)."""
+    if not topics:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"min.insync.replicas": None}) for name in topics]
+    required: dict[str, int] = {}
+    for response in await admin.describe_configs(resources):
+        for resource in response.to_object()["resources"]:
+            for entry in resource["config_entries"]:
+                if entry["config_names"] == "min.insync.replicas" and entry["config_value"]:
+                    required[resource["resource_name"]] = int(entry["config_value"])
+    return required
+
+
+async def _durability_problems(admin: AIOKafkaAdminClient, settings: KafkaSettings, topics: Iterable[str]) -> list[str]:
+    names = sorted(set(topics))
+    if not names:
+        return []
+    replicas = {
+        topic["topic"]: min(len(partition["replicas"]) for partition in topic["partitions"])
+        for topic in await admin.describe_topics(names)
+        if topic["error_code"] == 0 and topic["partitions"]
+    }
+    required = await required_in_sync(admin, list(replicas))
+    servers = settings.bootstrap_servers.split(",")[0]
+    problems = []
+    for name, count in sorted(replicas.items()):
+        if count < settings.replication_factor:
+            problems.append(
+                f"topic {name} has {count} replica(s) but TAGSTREAM_KAFKA__REPLICATION_FACTOR is "
+                f"{settings.replication_factor}: add replicas with kafka-reassign-partitions.sh (a plan listing "
+                f"{settings.replication_factor} brokers per partition), or lower the setting if this cluster is smaller"
+            )
+        wanted = min_insync_replicas(count)
+        found = required.get(name)
+        if found is not None and (found < wanted or found > count):
+            consequence = (
+                "no acks=all write can succeed"
+                if found > count
+                else "an acknowledged write can be lost with one broker"
+            )
+            problems.append(
+                f"topic {name} requires {found} in-sync replica(s) with {count} replica(s): {consequence}. Fix: "
+                f"kafka-configs.sh --bootstrap-server {servers} --alter --entity-type topics --entity-name {name} "
+                f"--add-config min.insync.replicas={wanted}"
+            )
+    return problems
 
 
 async def _wait_until_led(admin: AIOKafkaAdminClient, names: list[str], attempts: int = 200) -> None:
@@ -157,8 +246,8 @@ async def send_partitioned(
     return sent
 
 
-def _topic_configs(name: str, compacted: set[str], kept_forever: set[str]) -> dict[str, str]:
-    configs: dict[str, str] = {}
+def _topic_configs(name: str, settings: KafkaSettings, compacted: set[str], kept_forever: set[str]) -> dict[str, str]:
+    configs = {"min.insync.replicas": str(min_insync_replicas(settings.replication_factor))}
     if name in compacted:
         configs["cleanup.policy"] = "compact"
     if name in kept_forever:

@@ -121,7 +121,10 @@ class TaggerSettings(_Section):
     store: Literal["memory", "rocksdb"] = Field(default="rocksdb", description="where customer state is kept")
     datadir: Path = Field(default=Path("/var/lib/tagstream"), description="RocksDB files (a volume per replica)")
     rocksdb_block_cache_mb: int = Field(default=64, ge=8, description="per partition; faust's default is 2 GiB")
-    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
     batch_size: int = Field(default=500, ge=1, description="events taken per batch")
@@ -154,7 +157,15 @@ class TaggerSettings(_Section):
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
     session_timeout_s: float = Field(
-        default=30.0, gt=0, description="a worker that stops heartbeating loses its partitions after this"
+        default=30.0, gt=0, le=300, description="a worker that stops heartbeating loses its partitions after this"
+    )
+    group_instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="static group membership: a stable name per worker (the chart uses the pod name), so a "
+        "restarted worker takes its partitions back at once instead of after session_timeout_s",
     )
 
 
@@ -164,7 +175,15 @@ class NotifierSettings(_Section):
     playbooks_file: Path = Field(default=Path("/etc/tagstream/playbooks.yaml"), description="YAML, reloaded on change")
     reload_interval_s: float = Field(default=5.0, gt=0, description="how often the playbooks file is checked")
     group_id: str = Field(default="tagstream-notifier", description="Kafka consumer group of the replicas")
-    web_host: str = Field(default="0.0.0.0", description="listen address of /healthz /readyz /metrics")
+    allow_volatile_redis: bool = Field(
+        default=False,
+        description="start on a Redis without AOF persistence, accepting that its restart loses pending steps, "
+        "consent and profiles (docs/notifier.md)",
+    )
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
     web_port: int = Field(default=8081, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     default_timezone: str | None = Field(
         default=None, description="IANA zone for customers without one; unset: the shop's (TAGSTREAM_SHOP__TIMEZONE)"
@@ -209,7 +228,12 @@ class NotifierSettings(_Section):
     provider_attempts: int = Field(default=4, ge=1, description="requests per send before the DLQ")
     backoff_base_s: float = Field(default=0.2, ge=0, description="first retry delay (exponential, full jitter)")
     backoff_cap_s: float = Field(default=10.0, ge=0, description="longest retry delay")
-    breaker_threshold: int = Field(default=5, ge=1, description="consecutive failures that open a channel's circuit")
+    breaker_threshold: int = Field(
+        default=4,
+        ge=1,
+        description="consecutive failures that open a channel's circuit; at most provider_attempts, so that one "
+        "step's retries in an outage open it (deferred) rather than fail the step",
+    )
     breaker_reset_s: float = Field(
         default=30.0, gt=0, description="how long an open circuit waits before a trial request"
     )
@@ -257,7 +281,7 @@ class ApiKey(_Section):
 
 
 class IngestSettings(_Section):
-    host: str = Field(default="0.0.0.0", description="listen address")
+    host: str = Field(default="127.0.0.1", description="listen address (the image and the chart set 0.0.0.0)")
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port")
     max_batch: int = Field(default=1000, ge=1, description="events in one POST /v1/events")
     max_body_bytes: int = Field(

@@ -19,10 +19,8 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import datetime
-from functools import partial
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Literal, TypeVar, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -30,13 +28,18 @@ from faust.streams import _current_event  # the partition of a table write comes
 from faust.types import TP, EventT
 from faust.types.stores import StoreT
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import ValidationError
-from redis.exceptions import RedisError
 
-from schemas.events import event_adapter
-from schemas.tags import TagChanged, TagGroup
+from schemas.tags import TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
-from services.runtime.kafka import ensure_topics, partition_ids, send_keyed, send_partitioned
+from services.runtime.files import private_directory
+from services.runtime.kafka import (
+    durability_problems,
+    ensure_topics,
+    min_insync_replicas,
+    partition_ids,
+    send_keyed,
+    send_partitioned,
+)
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.consumer import TaggerConsumer
@@ -53,7 +56,8 @@ from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
-from services.tagger.projector import Projector
+from services.tagger.producer import TaggerProducer
+from services.tagger.projection import Projection
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,9 @@ class Tagger:
             self.engine, settings.topics, clock, Arrival.of(settings.shop.future_skew, settings.history_age)
         )
         self.index = CustomerIndex()
-        self.feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, self._on_definitions)
+        self.feed = DefinitionsFeed(
+            settings.kafka, settings.topics.tag_definitions, self._on_definitions, self._on_rejected_definition
+        )
         self.recovered = False
         self._next_offset: dict[TP, int] = {}
         """Per source partition: the offset after the last one processed (stored with the states)."""
@@ -100,6 +106,8 @@ class Tagger:
             key_type=bytes,  # bytes types make faust store raw bytes (json otherwise, even in RocksDB)
             value_type=bytes,
             partitions=settings.kafka.partitions,
+            # faust creates the changelog: the states behind acknowledged changes need the same durability
+            extra_topic_configs={"min.insync.replicas": str(min_insync_replicas(settings.kafka.replication_factor))},
             options={"block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024, "driver": "rocksdict"}
             if settings.tagger.store == "rocksdb"
             else None,
@@ -130,6 +138,9 @@ class Tagger:
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
+        # faust creates the changelog itself (with min.insync.replicas, see the table): check one made earlier
+        for problem in await durability_problems(kafka, [self.table.changelog_topic.get_topic_name()]):
+            log.warning("%s", problem)
         joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
         ids = await partition_ids(kafka, joined)
         for topic in joined:
@@ -199,37 +210,31 @@ class Tagger:
             return web.bytes(generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     def _wire_projector(self) -> None:
-        app = self.app
+        @self.app.task  # type: ignore[untyped-decorator]
+        async def project() -> None:
+            await self._project()
 
-        @app.agent(
-            app.topic(self.settings.topics.tag_changes, **RAW_TOPIC), concurrency=1, name="tagstream.tagger.project"
-        )
-        async def project(stream: faust.StreamT[bytes]) -> None:
-            # One coroutine: a customer's changes must reach Redis in seq order (see projector.py).
+    async def _project(self) -> None:
+        """Run the read model's projection (projection.py) until the worker stops; restart it after a failure."""
+        tagger = self.settings.tagger
+        instance = tagger.group_instance_id
+        while True:
             redis = redis_client(self.settings.redis)
-            projector = Projector(
-                redis, key_prefix=self.settings.redis.key_prefix, history_limit=self.settings.redis.history_limit
+            projection = Projection(
+                self.settings,
+                redis,
+                self.clock,
+                self.metrics,
+                group_id=f"{tagger.app_id}-projector",
+                group_instance_id=None if instance is None else f"{instance}-projector",
             )
             try:
-                async for events in cast(Any, stream).noack_take(500, within=0.05):
-                    changes = _tag_changes(event.value for event in events)
-                    outcomes = await _until_done(partial(projector.apply_many, changes), "project tag changes")
-                    self.metrics.count_projected(outcomes)
-                    for event in events:
-                        await stream.ack(event)
-            finally:
-                await redis.aclose()
-
-        @app.agent(app.topic(self.settings.topics.events, **RAW_TOPIC), concurrency=1, name="tagstream.tagger.activity")
-        async def activity(stream: faust.StreamT[bytes]) -> None:
-            redis = redis_client(self.settings.redis)
-            projector = Projector(redis, key_prefix=self.settings.redis.key_prefix)
-            try:
-                async for events in cast(Any, stream).noack_take(500, within=0.05):
-                    seen = _activity(event.value for event in events)
-                    await _until_done(partial(projector.record_activity_many, seen), "record activity")
-                    for event in events:
-                        await stream.ack(event)
+                await projection.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the read model's projection failed; restarting it in 5 s")
+                await asyncio.sleep(5.0)
             finally:
                 await redis.aclose()
 
@@ -367,6 +372,29 @@ class Tagger:
         self.metrics.definitions_groups.set(len(rulebook.groups))
         if self.recovered:
             self._spawn(self._request_sync(self._active_partitions()))
+
+    def _on_rejected_definition(self, record: Any, error: Literal["invalid", "mismatched_key"], reason: str) -> None:
+        """Every worker reads the whole definitions topic, so each dead-letters what it could not apply:
+        the copies are the same record (topic, partition, offset), and come again on each start until
+        the record is replaced or removed (compaction keeps the latest per key)."""
+        incoming = Incoming(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            timestamp_us=record.timestamp * 1000,
+        )
+        letter = self.core.dead_letter(incoming, error, reason)
+        self.metrics.dead_letters.labels(error).inc()
+        self._spawn(self._send_dead_letter(record.key, _dead_letter_json(letter)))
+
+    async def _send_dead_letter(self, key: bytes | None, value: bytes) -> None:
+        topic = self.settings.topics.events_dlq
+        try:
+            await (await self.app.producer.send(topic, key, value, None, None, None))
+        except Exception:  # the reason is logged by the feed already; the record stays on its topic
+            log.exception("could not dead-letter a definitions record to %s", topic)
 
     async def _on_recovered(self) -> None:
         active = self._active_partitions()
@@ -521,45 +549,6 @@ class _Batch:
         self._sends.append(await self._tagger.app.producer.send(topic, key, value, None, None, None))
 
 
-def _tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
-    changes = []
-    for value in values:
-        try:
-            changes.append(TagChanged.model_validate_json(value))
-        except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
-            log.error("skipping an invalid tag change: %s", error)
-    return changes
-
-
-def _activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:
-    """Per customer in a batch: the latest order and the latest event of any kind."""
-    adapter = event_adapter()
-    latest: dict[str, tuple[datetime | None, datetime]] = {}
-    for value in values:
-        try:
-            event = adapter.validate_json(value)
-        except ValidationError:
-            continue  # the tagger dead-letters it
-        last_order, last_seen = latest.get(event.customer_id, (None, event.occurred_at))
-        if event.type == "order_paid" and (last_order is None or event.occurred_at > last_order):
-            last_order = event.occurred_at
-        latest[event.customer_id] = (last_order, max(last_seen, event.occurred_at))
-    return [(customer_id, order, seen) for customer_id, (order, seen) in latest.items()]
-
-
-async def _until_done(work: Callable[[], Awaitable[_T]], what: str) -> _T:
-    """Retry with backoff until it succeeds: Redis being away must not drop a batch, and the writes
-    are idempotent, so repeating them is safe."""
-    delay = 0.1
-    while True:
-        try:
-            return await work()
-        except (RedisError, OSError) as error:
-            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-
 def _dead_letter_json(letter: DeadLetter) -> bytes:
     return letter.model_dump_json().encode()
 
@@ -586,6 +575,7 @@ def faust_app(settings: Settings) -> faust.App:
     its consumer (`TaggerConsumer`). Nothing is wired to it yet (see `Tagger`); `benchmarks.faust_passthrough`
     builds its floor on the same app."""
     tagger = settings.tagger
+    private_directory(tagger.datadir)
     app = faust.App(
         tagger.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
@@ -605,12 +595,16 @@ def faust_app(settings: Settings) -> faust.App:
         web_in_thread=False,
         broker_commit_interval=1.0,
         broker_session_timeout=tagger.session_timeout_s,
+        # static membership (docs/tagger.md): a worker back under the same name within the session
+        # timeout gets its partitions back without a rebalance
+        consumer_group_instance_id=tagger.group_instance_id,
         broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
         stream_buffer_maxsize=tagger.stream_buffer,
     )
     # before anything creates the consumer; the transport instantiates the class (see consumer.py)
     consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
     cast(Any, app.transport).Consumer = consumer
+    cast(Any, app.transport).Producer = TaggerProducer
     return app
 
 

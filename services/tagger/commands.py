@@ -17,25 +17,22 @@ from services.tagger.replay import OUTPUT_BUFFER, replay_to
 def tagger(args: argparse.Namespace) -> int:
     import asyncio
 
-    import faust
-
-    from services.runtime.files import private_directory
     from services.runtime.settings import SettingsError, load_settings
     from services.tagger.app import TopicLayoutError, build_app
+    from services.tagger.worker import TaggerWorker
 
     try:
         settings = load_settings()
     except SettingsError as error:
         print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
-    private_directory(settings.tagger.datadir)  # customer state: RocksDB writes it with the umask's modes
     tagger = build_app(settings)
     try:
         asyncio.run(tagger.create_topics())
     except TopicLayoutError as error:
         print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
-    worker = faust.Worker(tagger.app, loglevel=args.log_level.upper())
+    worker = TaggerWorker(tagger.app, loglevel=args.log_level.upper())
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 

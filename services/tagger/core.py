@@ -82,6 +82,14 @@ class TaggerCore:
         """A message that made the tagger fail: dead-lettered so it cannot stall its partition."""
         return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {error}")
 
+    def dead_letter(
+        self, message: Incoming, error: Literal["invalid", "refused", "mismatched_key", "failed"], reason: str
+    ) -> DeadLetter:
+        """The dead letter of a message read outside the agent (the definitions feed)."""
+        letter = self._rejected(message, error, reason).dead_letter
+        assert letter is not None
+        return letter
+
     def backfill(self, stored: bytes, change: DefinitionChange, now_us: int) -> tuple[bytes, list[Change], int | None]:
         """Bring one stored customer in line with new definitions (see Engine.backfill)."""
         state = decode(stored)
@@ -166,9 +174,10 @@ class TaggerCore:
 
 
 def _key_mismatch(message: Incoming, customer_id: str) -> str | None:
-    # Per-customer order needs every message of a customer in one partition: the key decides it.
+    # Per-customer order needs every message of a customer in one partition: the key decides it. A
+    # key-less message lands on any partition, so the customer's state would exist in several.
     if message.key is None:
-        return None
+        return f"the message has no key; key messages by customer_id ({customer_id!r})"
     key = message.key.decode("utf-8", "replace")
     if key != customer_id:
         return f"message key {key!r} does not match customer_id {customer_id!r}; key messages by customer_id"

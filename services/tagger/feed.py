@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
@@ -17,10 +18,13 @@ from pydantic import ValidationError
 from schemas.tags import TagGroup
 from services.runtime.kafka import client_options, partitions_of
 from services.runtime.settings import KafkaSettings
+from services.tagger.definitions import describe_validation_error
 
 log = logging.getLogger(__name__)
 
 OnDefinitions = Callable[[dict[str, TagGroup]], None]
+OnRejected = Callable[[Any, Literal["invalid", "mismatched_key"], str], None]
+"""(the consumer record, why in one word, why in a sentence) of a record that was not applied."""
 
 
 def definition_record(group: TagGroup) -> tuple[bytes, bytes]:
@@ -33,10 +37,13 @@ def deletion_record(group_id: str) -> tuple[bytes, None]:
 
 
 class DefinitionsFeed:
-    def __init__(self, kafka: KafkaSettings, topic: str, on_definitions: OnDefinitions) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, topic: str, on_definitions: OnDefinitions, on_rejected: OnRejected | None = None
+    ) -> None:
         self._kafka = kafka
         self._topic = topic
         self._on_definitions = on_definitions
+        self._on_rejected = on_rejected
         self.groups: dict[str, TagGroup] = {}
         self.ready = asyncio.Event()
         self.invalid = 0
@@ -79,14 +86,32 @@ class DefinitionsFeed:
         for record in records:
             key = getattr(record, "key", None)
             value = getattr(record, "value", None)
-            if key is None:
+            if key is None:  # a compacted topic refuses these; a topic made by hand may not
+                self._reject(record, "mismatched_key", "the definition has no key; key definitions by group id")
                 continue
             group_id = key.decode("utf-8", "replace")
             if value is None:
                 self.groups.pop(group_id, None)
                 continue
             try:
-                self.groups[group_id] = TagGroup.model_validate_json(value)
+                group = TagGroup.model_validate_json(value)
             except ValidationError as error:
-                self.invalid += 1
-                log.error("ignoring invalid definition of group %r: %s", group_id, error)
+                reason = f"invalid definition of group {group_id[:64]!r}: {describe_validation_error(error)}"
+                self._reject(record, "invalid", reason)
+                continue
+            if group.id != group_id:
+                # Applied under its key, a later tombstone or update of group.id would miss it.
+                self._reject(
+                    record,
+                    "mismatched_key",
+                    f"definition key {group_id[:64]!r} does not match the group id {group.id!r}; key definitions "
+                    f"by group id (a tombstone for key {group_id[:64]!r} removes this record)",
+                )
+                continue
+            self.groups[group_id] = group
+
+    def _reject(self, record: object, error: Literal["invalid", "mismatched_key"], reason: str) -> None:
+        self.invalid += 1
+        log.error("ignoring a record of %s: %s", self._topic, reason)
+        if self._on_rejected is not None:
+            self._on_rejected(record, error, reason)

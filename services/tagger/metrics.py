@@ -104,6 +104,21 @@ class TaggerMetrics:
         self.projector_gaps = Counter(
             "tagstream_projector_gaps_total", "Tag changes that skipped a seq (a missing change)", registry=registry
         )
+        self.readmodel_rebuilds = Counter(
+            "tagstream_readmodel_rebuilds_total",
+            "Rebuilds of the Redis read model this worker began because its marker was missing",
+            registry=registry,
+        )
+        self.readmodel_rebuild_remaining = Gauge(
+            "tagstream_readmodel_rebuild_remaining_records",
+            "Records of tag-changes and events a running read-model rebuild has still to apply (0: none running)",
+            registry=registry,
+        )
+        self.readmodel_ready = Gauge(
+            "tagstream_readmodel_ready",
+            "1 while the Redis read model is whole (its marker says ready); readers answer 503 otherwise",
+            registry=registry,
+        )
 
     def count_message(self, kind: str, outcome: str, seconds: float) -> None:
         """One message (event, command, tick) through the engine, and how long the engine took."""

@@ -13,19 +13,28 @@ script that returns what changed, then the member-set updates driven by that (id
 
 Callers must apply one customer's changes in seq order and never two of them at once: a later seq
 applied first is a gap, and the earlier one then arrives stale and is dropped for good.
+
+`apply_batch` and `record_activity_batch` also keep the read model's position: a batch of a
+partition is applied only when it starts at or before the offset stored for that partition in
+`ts:meta:offsets`, and moves that offset to the batch's end in the same script. So Redis always
+holds the fold of a prefix of each partition, whoever writes and however often: a Redis that lost
+its data (or came back from an older snapshot) answers `behind` with the offset to re-read from,
+and any number of projectors re-reading concurrently converge on the fold of the whole stream.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 
 from schemas.tags import TagChanged
 from services.tagger.engine.timeutil import to_us
+from services.tagger.marker import SETTLE
 from services.tagger.readmodel import DEFAULT_PREFIX, LAST_ORDER_FIELD, LAST_SEEN_FIELD, HeldTag, Keys, tag_field
 
 
@@ -36,6 +45,28 @@ class Outcome(StrEnum):
     """Same seq as the last applied change: a redelivery."""
     STALE = "stale"
     """Older than the last applied change: a replay of the past, or a change that arrived after a gap."""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a batch sits in its partition: `field` names the partition (readmodel.offset_field)."""
+
+    field: str
+    first: int
+    next: int
+    from_start: bool = False
+    """The batch was read from the partition's beginning: accepted when no offset is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    kind: Literal["ok", "behind", "paused"]
+    """`behind`: Redis lacks records before this batch (re-read from `stored`, or from the beginning
+    when None); `paused`: a reset is deleting the projection (retry later). Neither wrote anything."""
+    stored: int | None = None
+    state: str = ""
+    """The marker's state after the batch ("" when missing)."""
+    outcomes: list[Outcome] = field(default_factory=list)
 
 
 class Projector:
@@ -49,6 +80,8 @@ class Projector:
         self.keys = Keys(key_prefix)
         self._apply_script = redis.register_script(_APPLY)
         self._activity_script = redis.register_script(_ACTIVITY)
+        self._apply_batch_script = redis.register_script(_APPLY_BATCH)
+        self._activity_batch_script = redis.register_script(_ACTIVITY_BATCH)
 
     async def apply(self, change: TagChanged) -> Outcome:
         keys, args = self._apply_call(change)
@@ -64,6 +97,31 @@ class Projector:
             keys, args = self._apply_call(change)
             await self._apply_script(keys, args, client=pipe)
         return [_outcome(reply) for reply in await pipe.execute()]
+
+    async def apply_batch(self, position: Position, changes: Sequence[TagChanged], now: datetime) -> BatchResult:
+        """Apply one partition's consecutive records (the changes decoded from them) at that position, atomically."""
+        keys: list[str] = [self.keys.meta, self.keys.offsets]
+        args: list[str | int] = _position_args(position, now)
+        for change in changes:
+            change_keys, change_args = self._apply_call(change)
+            keys += change_keys
+            args += change_args
+        reply = await self._apply_batch_script(keys, args)
+        result = _batch_result(reply)
+        if result.kind == "ok":
+            return BatchResult("ok", state=result.state, outcomes=[_outcome(item) for item in reply[2:]])
+        return result
+
+    async def record_activity_batch(
+        self, position: Position, activity: Iterable[tuple[str, datetime | None, datetime]], now: datetime
+    ) -> BatchResult:
+        """`record_activity_many` for one partition's consecutive events, keeping its position."""
+        keys: list[str] = [self.keys.meta, self.keys.offsets]
+        args: list[str | int] = _position_args(position, now)
+        for customer_id, last_order_at, last_seen_at in activity:
+            keys.append(self.keys.activity(customer_id))
+            args += [to_us(last_seen_at), "" if last_order_at is None else to_us(last_order_at)]
+        return _batch_result(await self._activity_batch_script(keys, args))
 
     async def record_activity(self, customer_id: str, last_order_at: datetime | None, last_seen_at: datetime) -> None:
         """Move the customer's last order / last seen instants forward; an older value is ignored."""
@@ -105,6 +163,24 @@ class Projector:
         return keys, args
 
 
+def _position_args(position: Position, now: datetime) -> list[str | int]:
+    flag = "1" if position.from_start else "0"
+    return [position.field, position.first, position.next, flag, int(now.timestamp() * 1000)]
+
+
+def _batch_result(reply: Any) -> BatchResult:
+    kind, detail = _text(reply[0]), _text(reply[1])
+    if kind == "behind":
+        return BatchResult("behind", stored=int(detail) if detail else None)
+    if kind == "paused":
+        return BatchResult("paused")
+    return BatchResult("ok", state=detail)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _outcome(reply: Any) -> Outcome:
     return Outcome(reply.decode() if isinstance(reply, bytes) else reply)
 
@@ -112,45 +188,54 @@ def _outcome(reply: Any) -> Outcome:
 # Counters move only when the tag set really changed, so an "added" for a tag already held (or a
 # "removed" for one not held, possible after a gap) keeps members and counts consistent. Numbers
 # go to redis.call as the ARGV strings: Lua would print large ones in exponent form.
-_APPLY = """
-local seq_key, tags_key, groups_key, history_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local members_key, group_members_key, gap_count_key, gap_customers_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local seq, change, customer, group, field = tonumber(ARGV[1]), ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local held, message, history_limit = ARGV[6], ARGV[7], tonumber(ARGV[8])
+_APPLY_ONE = """
+local function apply_one(k, a)
+  local seq_key, tags_key, groups_key, history_key = k[1], k[2], k[3], k[4]
+  local members_key, group_members_key, gap_count_key, gap_customers_key = k[5], k[6], k[7], k[8]
+  local seq, change, customer, group, field = tonumber(a[1]), a[2], a[3], a[4], a[5]
+  local held, message, history_limit = a[6], a[7], tonumber(a[8])
 
-local last = tonumber(redis.call('GET', seq_key) or '0')
-if seq == last then return 'duplicate' end
-if seq < last then return 'stale' end
+  local last = tonumber(redis.call('GET', seq_key) or '0')
+  if seq == last then return 'duplicate' end
+  if seq < last then return 'stale' end
 
-local outcome = 'applied'
-if seq > last + 1 then
-  redis.call('INCR', gap_count_key)
-  redis.call('SADD', gap_customers_key, customer)
-  outcome = 'applied-after-gap'
-end
-redis.call('SET', seq_key, ARGV[1])
+  local outcome = 'applied'
+  if seq > last + 1 then
+    redis.call('INCR', gap_count_key)
+    redis.call('SADD', gap_customers_key, customer)
+    outcome = 'applied-after-gap'
+  end
+  redis.call('SET', seq_key, a[1])
 
-if change == 'added' then
-  if redis.call('HSET', tags_key, field, held) == 1 then
-    redis.call('SADD', members_key, customer)
-    if redis.call('HINCRBY', groups_key, group, 1) == 1 then
-      redis.call('HINCRBY', group_members_key, group, 1)
+  if change == 'added' then
+    if redis.call('HSET', tags_key, field, held) == 1 then
+      redis.call('SADD', members_key, customer)
+      if redis.call('HINCRBY', groups_key, group, 1) == 1 then
+        redis.call('HINCRBY', group_members_key, group, 1)
+      end
+    end
+  elseif redis.call('HDEL', tags_key, field) == 1 then
+    redis.call('SREM', members_key, customer)
+    if redis.call('HINCRBY', groups_key, group, -1) <= 0 then
+      redis.call('HDEL', groups_key, group)
+      if redis.call('HINCRBY', group_members_key, group, -1) <= 0 then
+        redis.call('HDEL', group_members_key, group)
+      end
     end
   end
-elseif redis.call('HDEL', tags_key, field) == 1 then
-  redis.call('SREM', members_key, customer)
-  if redis.call('HINCRBY', groups_key, group, -1) <= 0 then
-    redis.call('HDEL', groups_key, group)
-    if redis.call('HINCRBY', group_members_key, group, -1) <= 0 then
-      redis.call('HDEL', group_members_key, group)
-    end
-  end
-end
 
-redis.call('LPUSH', history_key, message)
-redis.call('LTRIM', history_key, 0, history_limit - 1)
-return outcome
+  redis.call('LPUSH', history_key, message)
+  redis.call('LTRIM', history_key, 0, history_limit - 1)
+  return outcome
+end
 """
+
+_APPLY = (
+    _APPLY_ONE
+    + """
+return apply_one(KEYS, ARGV)
+"""
+)
 
 # ARGV holds field, epoch-microseconds pairs; each field only ever grows.
 _ACTIVITY = """
@@ -162,3 +247,71 @@ for i = 1, #ARGV, 2 do
 end
 return 0
 """
+
+
+# The position check and update around a batch. KEYS[1] meta, KEYS[2] offsets; ARGV[1..5]: offset
+# field, first offset, next offset, from_start, now_ms. The batch's own keys and args follow.
+_BATCH_CHECK = """
+local meta_key, offsets_key, field = KEYS[1], KEYS[2], ARGV[1]
+if redis.call('HGET', meta_key, 'state') == 'resetting' then return {'paused', ''} end
+local stored = redis.call('HGET', offsets_key, field)
+if stored then
+  if tonumber(stored) < tonumber(ARGV[2]) then return {'behind', stored} end
+elseif ARGV[4] ~= '1' then
+  return {'behind', ''}
+end
+"""
+
+_BATCH_DONE = """
+if not stored or tonumber(stored) < tonumber(ARGV[3]) then redis.call('HSET', offsets_key, field, ARGV[3]) end
+local state = settle(meta_key, offsets_key, ARGV[5])
+"""
+
+# Per change: 8 keys and 8 args, as _APPLY takes them.
+_APPLY_BATCH = (
+    _APPLY_ONE
+    + SETTLE
+    + _BATCH_CHECK
+    + """
+local out = {}
+local n = 0
+for i = 3, #KEYS, 8 do
+  local a = 6 + (i - 3)
+  n = n + 1
+  out[n] = apply_one(
+    {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5], KEYS[i + 6], KEYS[i + 7]},
+    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]})
+end
+"""
+    + _BATCH_DONE
+    + """
+local reply = {'ok', state}
+for i = 1, n do reply[i + 2] = out[i] end
+return reply
+"""
+)
+
+# Per customer: its activity key, then last_seen_us and last_order_us ('' for none); each only grows.
+_ACTIVITY_BATCH = (
+    SETTLE
+    + _BATCH_CHECK
+    + f"""
+local fields = {{'{LAST_SEEN_FIELD}', '{LAST_ORDER_FIELD}'}}
+for i = 3, #KEYS do
+  local a = 6 + (i - 3) * 2
+  for j = 1, 2 do
+    local value = ARGV[a + j - 1]
+    if value ~= '' then
+      local current = redis.call('HGET', KEYS[i], fields[j])
+      if not current or tonumber(value) > tonumber(current) then
+        redis.call('HSET', KEYS[i], fields[j], value)
+      end
+    end
+  end
+end
+"""
+    + _BATCH_DONE
+    + """
+return {'ok', state}
+"""
+)

@@ -15,6 +15,15 @@ Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Clu
     ts:stats:group-members       hash    group -> customers holding any tag of it
     ts:stats:gaps                string  how many seq gaps were seen
     ts:gaps                      set     customers whose stream had a gap
+    ts:meta:readmodel            hash    state (rebuilding|ready|resetting), epoch, started_ms, ready_ms,
+                                         reason, target:<topic>:<partition> -> offset a rebuild must reach
+    ts:meta:offsets              hash    <topic>:<partition> -> next offset to apply (tag-changes, events)
+
+The read model holds, per partition of tag-changes (and of events, for activity), exactly the fold
+of the records before its `ts:meta:offsets` entry: the projector applies a batch only when it starts
+at or before that offset (projector.py), so Redis and its position cannot drift apart. A Redis that
+lost its data has lost the marker `ts:meta:readmodel` with it: readers then answer "unavailable"
+(`ReadModel.status`) until the projector has rebuilt it from the topics (projection.py).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -75,6 +84,14 @@ class Keys:
     def gap_customers(self) -> str:
         return f"{self.prefix}gaps"
 
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}meta:readmodel"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}meta:offsets"
+
     def _customer(self, customer_id: str, part: str) -> str:
         return f"{self.prefix}c:{{{customer_id}}}:{part}"
 
@@ -118,12 +135,77 @@ class Activity:
         return max(moments, default=None)
 
 
+State = Literal["missing", "resetting", "rebuilding", "ready"]
+
+
+def offset_field(topic: str, partition: int) -> str:
+    """`<topic>:<partition>`, the field of a partition in `ts:meta:offsets` (and, prefixed `target:`, in the meta)."""
+    return f"{topic}:{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModelStatus:
+    """The marker and the projector's positions: is the read model whole, and how far is a rebuild."""
+
+    state: State
+    epoch: str | None = None
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    targets: dict[str, int] | None = None
+    offsets: dict[str, int] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def total(self) -> int:
+        """Records a rebuild reads: every partition's target."""
+        return sum((self.targets or {}).values())
+
+    @property
+    def remaining(self) -> int:
+        """Records still to apply before every partition reaches its target."""
+        offsets = self.offsets or {}
+        return sum(max(0, target - offsets.get(field, 0)) for field, target in (self.targets or {}).items())
+
+    @property
+    def reason(self) -> str | None:
+        """Why reads are refused now; None when the read model is whole."""
+        if self.state == "ready":
+            return None
+        if self.state == "missing":
+            return (
+                "the read model is missing (Redis lost its data, or it was never built); the projector "
+                "rebuilds it from tagstream.tag-changes"
+            )
+        if self.state == "resetting":
+            return "the read model is being reset by `tagstream readmodel rebuild`"
+        done = self.total - self.remaining
+        return f"the read model is rebuilding from tagstream.tag-changes: {done} of {self.total} records applied"
+
+
+class ReadModelUnavailable(Exception):
+    """The read model is not whole (missing or rebuilding); the message says why."""
+
+
 class ReadModel:
     """Reads over the projection. Works with clients built with or without `decode_responses`."""
 
     def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = redis
         self.keys = Keys(key_prefix)
+
+    async def status(self) -> ReadModelStatus:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.meta)
+            pipe.hgetall(self.keys.offsets)
+            meta_raw, offsets_raw = await pipe.execute()
+        return parse_status(meta_raw, offsets_raw)
+
+    async def unavailable(self) -> str | None:
+        """Why reads cannot be trusted now (missing or rebuilding read model); None when they can."""
+        return (await self.status()).reason
 
     async def current_tags(self, customer_id: str) -> dict[str, list[str]]:
         """Tag ids per group, each list sorted (display order belongs to the definitions)."""
@@ -184,6 +266,25 @@ class ReadModel:
     async def customers_with_gaps(self) -> AsyncIterator[str]:
         async for member in self._redis.sscan_iter(self.keys.gap_customers):
             yield _text(member)
+
+
+def parse_status(meta_raw: dict[Any, Any], offsets_raw: dict[Any, Any]) -> ReadModelStatus:
+    meta = {_text(field): _text(value) for field, value in meta_raw.items()}
+    state = meta.get("state")
+    if state not in ("resetting", "rebuilding", "ready"):
+        return ReadModelStatus("missing", offsets={_text(f): int(v) for f, v in offsets_raw.items()})
+    return ReadModelStatus(
+        cast(State, state),
+        epoch=meta.get("epoch"),
+        started_at=_ms_instant(meta.get("started_ms")),
+        ready_at=_ms_instant(meta.get("ready_ms")),
+        targets={field[len("target:") :]: int(value) for field, value in meta.items() if field.startswith("target:")},
+        offsets={_text(field): int(value) for field, value in offsets_raw.items()},
+    )
+
+
+def _ms_instant(ms: str | None) -> datetime | None:
+    return None if not ms else from_us(int(ms) * 1000)
 
 
 def _text(value: Any) -> str:

@@ -183,14 +183,25 @@ def test_every_container_environment_names_real_settings_and_loads(scenario):
         assert settings.kafka.bootstrap_servers == env["TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS"]
 
 
+def test_each_tagger_pod_joins_the_consumer_group_as_a_static_member_named_after_itself():
+    tagger = one(render("production-values.yaml"), "StatefulSet", "tagger")
+    [container] = tagger["spec"]["template"]["spec"]["containers"]
+    [instance] = [
+        variable for variable in container["env"] if variable["name"] == "TAGSTREAM_TAGGER__GROUP_INSTANCE_ID"
+    ]
+    assert instance["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
 def test_credentials_come_only_from_the_existing_secret():
     manifests = render("production-values.yaml")
     assert of_kind(manifests, "Secret") == []
     ingest = one(manifests, "Deployment", "ingest")
     for _, container in containers(manifests):
         for variable in container["env"]:
-            if "valueFrom" in variable:
+            if "secretKeyRef" in variable.get("valueFrom", {}):
                 assert variable["valueFrom"]["secretKeyRef"]["name"] == "tagstream-credentials"
+            elif "valueFrom" in variable:  # only the pod's own name (static group membership)
+                assert variable["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
             assert "password" not in variable.get("value", "").lower()
         names = {variable["name"] for variable in container["env"]}
         assert {"TAGSTREAM_KAFKA__SASL_PASSWORD", "TAGSTREAM_REDIS__PASSWORD"} <= names
@@ -245,20 +256,95 @@ def test_a_playbooks_change_rolls_the_notifier_and_the_seed_groups_reach_a_post_
     )
 
 
+def _policies(manifests):
+    return {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in of_kind(manifests, "NetworkPolicy")}
+
+
+def _egress_ports(policy) -> set[int]:
+    return {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+
+
 def test_network_policies_admit_only_the_http_port_and_the_configured_peers():
-    manifests = render("production-values.yaml")
-    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in of_kind(manifests, "NetworkPolicy")}
+    policies = _policies(render("production-values.yaml"))
     assert set(policies) == {"ingest", "tagger", "notifier", "seed"}
     ingest_from = policies["ingest"]["spec"]["ingress"][0]["from"]
     names = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in ingest_from]
     assert names == ["shop", "monitoring"]
+    assert ingest_from[0]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "storefront"}}
     tagger_from = policies["tagger"]["spec"]["ingress"][0]["from"]
     assert [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in tagger_from] == [
         "monitoring"
     ]
     assert policies["seed"]["spec"]["ingress"] == []
+
+
+@pytest.mark.parametrize("scenario", ["default-values.yaml", "production-values.yaml"])
+def test_every_egress_rule_names_its_destinations_and_each_component_reaches_only_what_it_uses(scenario):
+    policies = _policies(render(scenario))
     for policy in policies.values():
-        assert {"port": 53, "protocol": "UDP"} in policy["spec"]["egress"][0]["ports"]
+        for rule in policy["spec"]["egress"]:
+            assert rule.get("to"), f"{policy['metadata']['name']}: an egress rule open to every destination"
+        dns = policy["spec"]["egress"][0]
+        assert {"port": 53, "protocol": "UDP"} in dns["ports"]
+        assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    kafka, redis = (9092, 6379) if scenario == "default-values.yaml" else (9096, 6380)
+    if "seed" in policies:  # the seed Job is on in the production scenario
+        assert _egress_ports(policies["seed"]) == {53, kafka}  # tags apply publishes straight to Kafka
+    assert _egress_ports(policies["tagger"]) == _egress_ports(policies["ingest"]) == {53, kafka, redis}
+    providers = {53, kafka, redis} | ({443} if scenario == "production-values.yaml" else set())
+    assert _egress_ports(policies["notifier"]) == providers  # no provider peers configured: no way out to them
+
+
+def test_the_ingest_api_admits_only_labelled_clients_by_default():
+    policies = _policies(render("default-values.yaml"))
+    assert policies["ingest"]["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"tagstream.io/ingest-client": "true"}}}
+    ]
+    assert "from" not in policies["tagger"]["spec"]["ingress"][0]  # health and metrics only: metricsFrom is []
+    kafka = policies["tagger"]["spec"]["egress"][1]
+    assert kafka["to"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "data"}
+
+
+def test_a_network_policy_without_kafka_or_redis_peers_is_refused_with_what_to_set():
+    code, _, err = helm_template(
+        "--set", "kafka.bootstrapServers=kafka:9092", "--set", "redis.url=redis://redis:6379/0"
+    )
+    assert code != 0
+    assert "networkPolicy.kafka.to is required" in err
+    code, _, err = helm_template(
+        "-f", str(CHART / "ci" / "default-values.yaml"), "--set-json", "networkPolicy.redis.to=[]"
+    )
+    assert code != 0
+    assert "networkPolicy.redis.to is required" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("networkPolicy.kafka.to[0].ipBlock.cidr=10.0.0.1", "cidr"),
+        ("networkPolicy.providers.ports[0]=70000", "ports"),
+        ("networkPolicy.egress[0].ports[0].port=9092", "egress"),
+        ("networkPolicy.ingestFrom[0].podSelectr.x=y", "podSelectr"),
+    ],
+)
+def test_the_values_schema_rejects_a_bad_network_policy_value_naming_it(override, named):
+    code, _, err = helm_template("-f", str(CHART / "ci" / "default-values.yaml"), "--set", override)
+    assert code != 0
+    assert "values don't meet the specifications of the schema" in err
+    assert named in err
+
+
+def test_the_services_listen_on_every_interface_of_their_pod():
+    manifests = render("default-values.yaml")
+    hosts = {
+        "ingest": "TAGSTREAM_INGEST__HOST",
+        "tagger": "TAGSTREAM_TAGGER__WEB_HOST",
+        "notifier": "TAGSTREAM_NOTIFIER__WEB_HOST",
+    }
+    for workload, container in containers(manifests):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component in hosts:
+            assert literal_env(container)[hosts[component]] == "0.0.0.0"
 
 
 def test_the_prometheus_operator_resources_are_well_formed_and_read_the_charts_files():

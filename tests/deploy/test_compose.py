@@ -6,6 +6,7 @@ uses (scripts/compose.sh), and nothing is pulled, built or started.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,13 @@ SERVICES = {"tagger": 6066, "ingest": 8080, "notifier": 8081}
 PENDING_FILES: set[Path] = set()
 
 
-def compose_config(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+# What a developer puts in .env; the publish address is reset so that the developer's own shell cannot change it.
+DOT_ENV = {"TAGSTREAM_REDIS_PASSWORD": "a-local-redis-password", "TAGSTREAM_PUBLISH_ADDRESS": ""}
+
+
+def compose_config(path: Path = COMPOSE_FILE, env: Mapping[str, str] = DOT_ENV) -> dict[str, Any]:
     validator = tool("compose.sh")
-    model: dict[str, Any] = yaml.safe_load(run_ok(validator, path, cwd=path.parent))
+    model: dict[str, Any] = yaml.safe_load(run_ok(validator, path, cwd=path.parent, env=env))
     return model
 
 
@@ -37,14 +42,14 @@ def test_the_validator_rejects_what_docker_compose_config_rejects(tmp_path):
     broken = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     broken["services"]["tagger"]["depends_on"] = {"zookeeper": {"condition": "service_healthy"}}
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken), encoding="utf-8")
-    done = run(tool("compose.sh"), tmp_path / "docker-compose.yml", cwd=tmp_path)
+    done = run(tool("compose.sh"), tmp_path / "docker-compose.yml", cwd=tmp_path, env=DOT_ENV)
     assert done.returncode == 1
     assert 'depends on undefined service "zookeeper"' in done.stderr
 
     broken = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
     broken["services"]["redis"]["healthcheck"]["interval"] = "often"
     (tmp_path / "docker-compose.yml").write_text(yaml.safe_dump(broken), encoding="utf-8")
-    done = run(tool("compose.sh"), tmp_path / "docker-compose.yml", cwd=tmp_path)
+    done = run(tool("compose.sh"), tmp_path / "docker-compose.yml", cwd=tmp_path, env=DOT_ENV)
     assert done.returncode == 1
     assert "services[redis].healthcheck.interval" in done.stderr
 
@@ -104,3 +109,40 @@ def test_every_service_environment_names_real_settings_and_loads(project):
         settings = settings_check.load(env)
         assert settings.kafka.bootstrap_servers == "kafka:9092"
         assert settings.redis.url == "redis://redis:6379/0"
+
+
+def test_every_port_is_published_on_loopback_unless_the_publish_address_is_set(project):
+    published = {
+        (name, port["target"]): port.get("host_ip")
+        for name, service in project["services"].items()
+        for port in service.get("ports", [])
+    }
+    assert {name for name, _ in published} >= {"kafka", "redis", *SERVICES}
+    assert set(published.values()) == {"127.0.0.1"}
+    everywhere = compose_config(env={**DOT_ENV, "TAGSTREAM_PUBLISH_ADDRESS": "0.0.0.0"})
+    assert {port["host_ip"] for port in everywhere["services"]["ingest"]["ports"]} == {"0.0.0.0"}
+
+
+def test_the_services_listen_on_every_interface_of_their_container(project):
+    env = {name: project["services"][name]["environment"] for name in SERVICES}
+    assert env["ingest"]["TAGSTREAM_INGEST__HOST"] == "0.0.0.0"
+    assert env["tagger"]["TAGSTREAM_TAGGER__WEB_HOST"] == "0.0.0.0"
+    assert env["notifier"]["TAGSTREAM_NOTIFIER__WEB_HOST"] == "0.0.0.0"
+
+
+def test_redis_requires_the_password_from_dot_env_and_every_service_uses_it(project):
+    redis = project["services"]["redis"]
+    assert redis["command"][-2:] == ["--requirepass", DOT_ENV["TAGSTREAM_REDIS_PASSWORD"]]
+    assert redis["environment"]["REDISCLI_AUTH"] == DOT_ENV["TAGSTREAM_REDIS_PASSWORD"]  # the healthcheck's ping
+    for name in [*SERVICES, "tags-apply"]:
+        settings = settings_check.load(project["services"][name]["environment"])
+        assert settings.redis.password is not None
+        assert settings.redis.password.get_secret_value() == DOT_ENV["TAGSTREAM_REDIS_PASSWORD"]
+
+
+def test_without_a_redis_password_the_project_does_not_load_and_says_what_to_set(tmp_path):
+    alone = tmp_path / "docker-compose.yml"  # away from a developer's own .env
+    alone.write_text(COMPOSE_FILE.read_text(encoding="utf-8"), encoding="utf-8")
+    done = run(tool("compose.sh"), alone, cwd=tmp_path, env={"TAGSTREAM_REDIS_PASSWORD": ""})
+    assert done.returncode == 1
+    assert "set TAGSTREAM_REDIS_PASSWORD in .env" in done.stderr

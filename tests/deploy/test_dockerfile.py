@@ -9,7 +9,7 @@ import sys
 import tomllib
 import zipfile
 
-from services.runtime.settings import TaggerSettings
+from services.runtime.settings import IngestSettings, NotifierSettings, TaggerSettings
 from tests.deploy.dockerfile import build_context, copy_sources, stages
 from tests.deploy.tools import REPO_ROOT
 
@@ -89,3 +89,10 @@ def test_the_wheel_built_from_the_docker_context_carries_the_templates_schemas_a
     assert "services/cli.py" in names
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
     assert f"tagstream = {scripts['tagstream']}" in entry_points
+
+
+def test_the_cli_listens_on_loopback_by_default_and_the_image_on_every_interface():
+    assert IngestSettings().host == TaggerSettings().web_host == NotifierSettings().web_host == "127.0.0.1"
+    env = " ".join(stages(DOCKERFILE)[-1].all("ENV"))
+    for variable in ("TAGSTREAM_INGEST__HOST", "TAGSTREAM_TAGGER__WEB_HOST", "TAGSTREAM_NOTIFIER__WEB_HOST"):
+        assert f"{variable}=0.0.0.0" in env

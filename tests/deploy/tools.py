@@ -6,7 +6,9 @@ script's output: these tests are never skipped.
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -29,11 +31,15 @@ def tool(script: str) -> Path:
     return Path(lines[-1])
 
 
-def run(binary: Path, *args: str | Path, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess[str]:
-    """Run a tool; the caller checks the exit code (failing runs are what some tests expect)."""
+def run(
+    binary: Path, *args: str | Path, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a tool; the caller checks the exit code (failing runs are what some tests expect).
+    `env` is added to this process's environment."""
     return subprocess.run(
         [str(binary), *map(str, args)],
         cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -42,8 +48,8 @@ def run(binary: Path, *args: str | Path, cwd: Path = REPO_ROOT) -> subprocess.Co
     )
 
 
-def run_ok(binary: Path, *args: str | Path, cwd: Path = REPO_ROOT) -> str:
+def run_ok(binary: Path, *args: str | Path, cwd: Path = REPO_ROOT, env: Mapping[str, str] | None = None) -> str:
     """Run a tool that must succeed; returns its stdout."""
-    done = run(binary, *args, cwd=cwd)
+    done = run(binary, *args, cwd=cwd, env=env)
     assert done.returncode == 0, f"{binary.name} {' '.join(map(str, args))} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout

@@ -98,7 +98,7 @@ def kafka_bootstrap() -> Iterator[str]:
         infra.kafka_running,
         infra.kafka_bootstrap,
         infra.start_kafka,
-        infra.stop_kafka,
+        infra.reset_kafka,
     )
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from services.runtime.kafka import partitions_of
 from services.runtime.settings import KafkaSettings
@@ -74,3 +76,20 @@ class TopicReader:
 
     def json(self) -> list[dict[str, Any]]:
         return [orjson.loads(record.value) for record in self.records]
+
+
+async def topic_config(bootstrap: str, topic: str, name: str) -> tuple[str, bool]:
+    """A topic's config value read back with the admin client, and whether the topic itself sets it
+    (not a broker default)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {name: None})])
+    finally:
+        await admin.close()
+    [resource] = response.to_object()["resources"]
+    [entry] = [entry for entry in resource["config_entries"] if entry["config_names"] == name]
+    return entry["config_value"], entry["config_source"] == _DYNAMIC_TOPIC_CONFIG
+
+
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for a value set on the topic

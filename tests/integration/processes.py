@@ -160,6 +160,10 @@ class ServiceProcess:
         self.port = int(env[self.port_variable])
         self.url = f"http://127.0.0.1:{self.port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self._log
+
     def start(self) -> None:
         tagstream = Path(sys.executable).parent / "tagstream"
         with open(self._log, "ab") as log:

@@ -22,6 +22,7 @@ from services.notifier.redis_store import RedisScheduler
 from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
 from services.tagger.engine.clock import ManualClock
+from services.tagger.marker import Marker
 from services.tagger.projector import Projector
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
@@ -89,6 +90,7 @@ async def start(
         path.write_text(playbooks, encoding="utf-8")
         settings = notifier_settings(kafka_bootstrap, redis_url, path, providers, **notifier)
         clock = ManualClock(at)
+        await Marker(redis, key_prefix=settings.redis.key_prefix).begin({}, at, reason="a new read model")
         app = build_app(settings, clock=clock)
         await app.start()
         started.append(app)
@@ -257,19 +259,30 @@ async def test_a_request_a_retry_cannot_fix_fails_at_once_and_auth_and_key_heade
     assert "s3cret" not in repr(n.settings)
 
 
-async def test_an_open_circuit_defers_steps_instead_of_failing_them(
+async def test_a_provider_answering_500_for_a_while_then_200_gets_every_step_once_and_nothing_is_dead_lettered(
     start: Callable[..., Any], providers: ProviderServer
 ) -> None:
-    providers.failing["push"] = 503
-    n = await start(provider_attempts=3, breaker_threshold=2, breaker_reset_s=2.0, batch=1)
-    await n.send(tag_changed("c1", "value", "high_churned", T0), tag_changed("c2", "value", "high_churned", T0))
-    outcomes = await n.outcomes(lambda found: len(of(found, "push")) == 2)
-    assert sorted(of(outcomes, "push")) == [("deferred", "circuit_open"), ("failed", "provider_error")]
-    assert len(providers.of("push")) == 2  # the second step never reached the provider
+    providers.failing["push"] = 500
+    n = await start(provider_attempts=3, breaker_threshold=2, breaker_reset_s=0.5, batch=2)
+    customers = [f"sh-{number:03d}" for number in range(6)]
+    await n.send(*(tag_changed(customer, "value", "high_churned", T0) for customer in customers))
+    outcomes = await n.outcomes(
+        lambda found: {o["customer_id"] for o in found if o["channel"] == "push"} >= set(customers)
+    )
+    assert set(of(outcomes, "push")) == {("deferred", "circuit_open")}  # the 500 that opened it too
+    await asyncio.sleep(1.0)  # a few half-open trials fail meanwhile: each defers its step again
     providers.failing.clear()
-    await asyncio.sleep(2.1)  # the breaker's reset time (monotonic), then the deferred step's due time:
-    n.clock.advance(timedelta(seconds=3))
-    await eventually(lambda: len(providers.delivered("push")) == 1, what="the deferred push after recovery")
+    deadline = asyncio.get_running_loop().time() + 60
+    while len(providers.delivered("push")) < len(customers) and asyncio.get_running_loop().time() < deadline:
+        n.clock.advance(timedelta(seconds=1))  # deferred steps come due on the notifier's clock
+        await asyncio.sleep(0.2)
+    assert len(providers.delivered("push")) == len(customers)
+    outcomes = await n.outcomes(lambda found: len([o for o in found if o["outcome"] == "sent"]) == 2 * len(customers))
+    assert [o for o in outcomes if o["outcome"] == "failed"] == []
+    assert providers.duplicates() == 0
+    assert len([o for o in outcomes if o["channel"] == "push" and o["outcome"] == "sent"]) == len(customers)
+    async with TopicReader(n.bootstrap, n.settings.topics.notifications_dlq) as dlq:
+        assert await dlq.drain() == []
 
 
 async def test_stopping_lets_an_in_flight_send_finish_and_complete_its_step(

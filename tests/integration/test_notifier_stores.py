@@ -13,7 +13,9 @@ from services.notifier.memory import MemoryLedger, MemoryScheduler, MemoryTagFac
 from services.notifier.policy import ScheduledStep, SendRecord, step_key
 from services.notifier.ports import Ledger, Scheduler
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.tagger.marker import Marker
 from services.tagger.projector import Projector
+from services.tagger.readmodel import ReadModelUnavailable
 from tests.integration.notifier_kit import tag_changed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -130,6 +132,9 @@ async def test_tag_facts_read_what_the_projector_wrote(redis_client: aioredis.Re
     projector = Projector(redis_client, key_prefix=redis_prefix)
     facts = RedisTagFacts(redis_client, key_prefix=redis_prefix)
     memory = MemoryTagFacts()
+    with pytest.raises(ReadModelUnavailable, match="missing"):
+        await facts.holds("c1", "value", "high_churned")  # no marker: Redis lost the read model
+    await Marker(redis_client, key_prefix=redis_prefix).begin({}, T0, reason="a new read model")
     assert await facts.holds("c1", "value", "high_churned") is None
     assert await memory.holds("c1", "value", "high_churned") is None
     await projector.apply(tag_changed("c1", "value", "high_churned", T0, seq=1))

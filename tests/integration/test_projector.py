@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,13 +13,16 @@ import redis.asyncio as aioredis
 from schemas.tags import TagChanged
 from services.tagger.projector import Outcome, Projector
 from services.tagger.readmodel import Activity, HeldTag, ReadModel
+from tests.integration.tag_change_streams import (
+    T0,
+    assert_matches_streams,
+    changed,
+    customer_stream,
+    interleave,
+)
 
 # The fixtures live on the session loop (pyproject), so the tests that use their clients must too.
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
-
-T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-TIERS = ("bronze", "silver", "gold")
-INTERESTS = ("tea", "coffee", "snacks")
 
 
 @pytest.fixture
@@ -31,38 +33,6 @@ def projector(redis_client: aioredis.Redis, redis_prefix: str) -> Projector:
 @pytest.fixture
 def reads(redis_client: aioredis.Redis, redis_prefix: str) -> ReadModel:
     return ReadModel(redis_client, key_prefix=redis_prefix)
-
-
-def changed(
-    customer: str,
-    seq: int,
-    group: str,
-    tag: str,
-    change: str = "added",
-    *,
-    source: str = "rule",
-    minutes: int = 0,
-    summary: str | None = None,
-) -> TagChanged:
-    return TagChanged.model_validate(
-        {
-            "customer_id": customer,
-            "group_id": group,
-            "tag_id": tag,
-            "change": change,
-            "source": source,
-            "reason": {
-                "summary": summary or f"{change} {group}/{tag}",
-                "conditions": [
-                    {"metric": "total_spent", "op": "gte", "value": "1000", "observed": "1200.50", "matched": True}
-                ],
-            },
-            "group_version": 3,
-            "caused_by": f"e-{customer}-{seq}",
-            "occurred_at": T0 + timedelta(minutes=minutes or seq),
-            "seq": seq,
-        }
-    )
 
 
 async def test_an_added_then_removed_tag_updates_tags_members_and_history(
@@ -230,7 +200,7 @@ async def test_concurrent_customers_end_in_the_state_their_streams_describe(
     redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     rng = random.Random(7)
-    streams = {f"cust-{n:02}": _customer_stream(f"cust-{n:02}", 10, rng) for n in range(20)}
+    streams = {f"cust-{n:02}": customer_stream(f"cust-{n:02}", 10, rng) for n in range(20)}
     assert sum(len(s) for s in streams.values()) == 200
     concurrent_prefix, batched_prefix = f"{redis_prefix}gather:", f"{redis_prefix}batched:"
     concurrent = Projector(redis_client, key_prefix=concurrent_prefix, history_limit=6)
@@ -245,13 +215,13 @@ async def test_concurrent_customers_end_in_the_state_their_streams_describe(
         return outcomes
 
     results = await asyncio.gather(*(apply_in_order(stream) for stream in rng.sample(list(streams.values()), 20)))
-    interleaved = list(_interleave(streams, rng))
+    interleaved = list(interleave(streams, rng))
     for start in range(0, len(interleaved), 37):
         assert set(await batched.apply_many(interleaved[start : start + 37])) == {Outcome.APPLIED}
 
     assert {outcome for outcomes in results for outcome in outcomes} == {Outcome.APPLIED}
-    await _assert_matches_streams(ReadModel(redis_client, key_prefix=concurrent_prefix), streams, history_limit=6)
-    await _assert_matches_streams(ReadModel(redis_client, key_prefix=batched_prefix), streams, history_limit=6)
+    await assert_matches_streams(ReadModel(redis_client, key_prefix=concurrent_prefix), streams, history_limit=6)
+    await assert_matches_streams(ReadModel(redis_client, key_prefix=batched_prefix), streams, history_limit=6)
     assert await _dump(redis_client, concurrent_prefix) == await _dump(redis_client, batched_prefix)
 
 
@@ -259,8 +229,8 @@ async def test_applying_the_stream_twice_leaves_identical_state(
     projector: Projector, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     rng = random.Random(11)
-    streams = {f"cust-{n}": _customer_stream(f"cust-{n}", 15, rng) for n in range(10)}
-    stream = list(_interleave(streams, rng))
+    streams = {f"cust-{n}": customer_stream(f"cust-{n}", 15, rng) for n in range(10)}
+    stream = list(interleave(streams, rng))
     await projector.apply_many(stream)
     await projector.record_activity("cust-0", T0, T0)
     once = await _dump(redis_client, redis_prefix)
@@ -272,71 +242,6 @@ async def test_applying_the_stream_twice_leaves_identical_state(
 
     assert set(again) <= {Outcome.DUPLICATE, Outcome.STALE}
     assert await _dump(redis_client, redis_prefix) == once
-
-
-def _customer_stream(customer: str, length: int, rng: random.Random) -> list[TagChanged]:
-    """A consistent stream: exclusive swaps in `tier` (remove then add), toggles in `interest`."""
-    held: set[tuple[str, str]] = set()
-    stream: list[TagChanged] = []
-
-    def emit(group: str, tag: str, change: str) -> None:
-        stream.append(changed(customer, len(stream) + 1, group, tag, change))
-        (held.add if change == "added" else held.discard)((group, tag))
-
-    while len(stream) < length:
-        if rng.random() < 0.5 and len(stream) < length - 1:
-            tier = rng.choice(TIERS)
-            current = [tag for group, tag in held if group == "tier"]
-            if current == [tier]:
-                continue
-            for tag in current:
-                emit("tier", tag, "removed")
-            emit("tier", tier, "added")
-        else:
-            interest = rng.choice(INTERESTS)
-            emit("interest", interest, "removed" if ("interest", interest) in held else "added")
-    return stream[:length]
-
-
-def _interleave(streams: dict[str, list[TagChanged]], rng: random.Random) -> Iterator[TagChanged]:
-    """Every change once, customers shuffled together, each customer's own order kept."""
-    cursors = dict.fromkeys(streams, 0)
-    while cursors:
-        customer = rng.choice(sorted(cursors))
-        yield streams[customer][cursors[customer]]
-        cursors[customer] += 1
-        if cursors[customer] == len(streams[customer]):
-            del cursors[customer]
-
-
-def _expected_tags(stream: list[TagChanged]) -> dict[str, list[str]]:
-    held: set[tuple[str, str]] = set()
-    for change in stream:
-        (held.add if change.change == "added" else held.discard)((change.group_id, change.tag_id))
-    grouped: dict[str, list[str]] = {}
-    for group, tag in sorted(held):
-        grouped.setdefault(group, []).append(tag)
-    return grouped
-
-
-async def _assert_matches_streams(
-    reads: ReadModel, streams: dict[str, list[TagChanged]], *, history_limit: int
-) -> None:
-    expected_members: dict[tuple[str, str], set[str]] = {}
-    for customer, stream in streams.items():
-        tags = _expected_tags(stream)
-        assert await reads.current_tags(customer) == tags
-        assert await reads.history(customer, limit=100) == stream[::-1][:history_limit]
-        assert await reads.last_seq(customer) == len(stream)
-        for group, tag_ids in tags.items():
-            for tag in tag_ids:
-                expected_members.setdefault((group, tag), set()).add(customer)
-    for group, tag in [("tier", t) for t in TIERS] + [("interest", t) for t in INTERESTS]:
-        assert {m async for m in reads.members(group, tag)} == expected_members.get((group, tag), set())
-    for group in ("tier", "interest"):
-        holders = {c for (g, _), customers in expected_members.items() if g == group for c in customers}
-        assert await reads.group_member_count(group) == len(holders)
-    assert await reads.gaps() == 0
 
 
 async def _dump(redis_client: aioredis.Redis, redis_prefix: str) -> dict[str, Any]:

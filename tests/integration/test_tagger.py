@@ -19,13 +19,13 @@ from schemas.tags import TagGroup
 from schemas.topics import TopicNames
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
-from services.tagger.app import Tagger, build_app
+from services.tagger.app import Tagger, build_app, kafka_producer
 from services.tagger.engine import ManualClock
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import decode
 from services.tagger.feed import definition_record
 from services.tagger.readmodel import ReadModel
-from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.kafka_io import TopicReader, produce, topic_config
 from tests.unit.builders import cond, group, order_bands, value_tiers
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ class Harness:
         ]
         await produce(self.bootstrap, self.topics.events, records)
 
-    async def send_raw(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> None:
         await produce(self.bootstrap, topic, [(key, value, self.now_ms())])
 
     async def publish(self, *groups: TagGroup) -> None:
@@ -298,3 +298,64 @@ async def test_the_redis_read_model_matches_the_table(harness: Harness) -> None:
         assert await model.gaps() == 0
     finally:
         await redis.aclose()
+
+
+async def test_the_changelog_asks_for_its_in_sync_replicas_and_tag_changes_go_through_an_idempotent_producer(
+    harness: Harness,
+) -> None:
+    changelog = harness.tagger.table.changelog_topic.get_topic_name()
+    assert await topic_config(harness.bootstrap, changelog, "min.insync.replicas") == ("1", True)
+    producer = kafka_producer(harness.tagger.app)
+    # aiokafka keeps a transaction manager (producer id + sequence numbers) exactly when idempotent
+    assert producer._txn_manager is not None
+
+
+async def test_key_less_and_wrongly_keyed_records_on_every_input_topic_are_dead_lettered_with_the_reason(
+    harness: Harness,
+) -> None:
+    now = harness.clock.now()
+    # a key-less event would land on any partition: erin's state would exist in two of them
+    await harness.send_raw(harness.topics.events, None, json.dumps(paid_event("erin", "900", at=now)).encode())
+    command = {
+        "command_id": f"cmd-{uuid.uuid4().hex}",
+        "customer_id": "erin",
+        "group_id": "care",
+        "tag_id": "vip_care",
+        "action": "add",
+        "actor": "ops@shop",
+        "occurred_at": now.isoformat(),
+    }
+    await harness.send_raw(harness.topics.tag_commands, None, json.dumps(command).encode())
+    await harness.send_raw(harness.topics.tag_commands, b"frank", json.dumps(command).encode())
+    misfiled = group("misfiled", [("anyone", [cond("order_count", "gte", 1)])], mode="multi")
+    _, value = definition_record(misfiled)
+    await produce(harness.bootstrap, harness.topics.tag_definitions, [(b"value", value, None)])
+    await harness.send_events(paid_event("erin", "20", at=now))  # keyed right: applied as usual
+    assert summary(await harness.changes_for("erin", 4))[0] == ("care", "regular", "added", "rule")
+
+    async with TopicReader(harness.bootstrap, harness.topics.events_dlq) as reader:
+        await reader.until(lambda records: len(_about_erin_or_misfiled(records)) >= 4)
+        letters = _about_erin_or_misfiled(reader.records)
+    by_topic = {(letter["topic"], letter["key"]): letter for letter in letters}
+    assert set(by_topic) == {
+        (harness.topics.events, None),
+        (harness.topics.tag_commands, None),
+        (harness.topics.tag_commands, "frank"),
+        (harness.topics.tag_definitions, "value"),
+    }
+    assert {letter["error"] for letter in letters} == {"mismatched_key"}
+    assert (
+        by_topic[harness.topics.events, None]["reason"]
+        == "the message has no key; key messages by customer_id ('erin')"
+    )
+    assert "does not match customer_id 'erin'" in by_topic[harness.topics.tag_commands, "frank"]["reason"]
+    assert "does not match the group id 'misfiled'" in by_topic[harness.topics.tag_definitions, "value"]["reason"]
+    assert json.loads(by_topic[harness.topics.tag_definitions, "value"]["original"])["id"] == "misfiled"
+    # the misfiled record neither replaced the group `value` nor added `misfiled`
+    assert harness.tagger.feed.groups["value"].id == "value"
+    assert "misfiled" not in harness.tagger.feed.groups
+
+
+def _about_erin_or_misfiled(records: list[Any]) -> list[dict[str, Any]]:
+    letters = [json.loads(record.value) for record in records]
+    return [letter for letter in letters if "'erin'" in letter["reason"] or "'misfiled'" in letter["reason"]]

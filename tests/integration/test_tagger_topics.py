@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from schemas.topics import TopicNames
-from services.runtime.kafka import ensure_topics, partitions_of
+from services.runtime.kafka import durability_problems, ensure_topics, partitions_of
 from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
 from services.tagger.app import TopicLayoutError, build_app
+from tests.integration.kafka_io import topic_config
+from tests.integration.processes import TaggerProcess, tagger_environment, tagger_topics
 
 
 def _settings(bootstrap: str, partitions: int, datadir: Path) -> Settings:
@@ -39,3 +43,70 @@ async def test_an_events_topic_with_another_partition_count_stops_the_tagger_wit
     await ensure_topics(settings.kafka, [settings.topics.events], partitions=5)  # made by someone else first
     with pytest.raises(TopicLayoutError, match="has 5 partitions but TAGSTREAM_KAFKA__PARTITIONS is 3"):
         await build_app(settings).create_topics()
+
+
+async def test_a_tagger_whose_datadir_parent_does_not_exist_creates_it_private_and_starts(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    prefix = f"datadir-{uuid.uuid4().hex[:8]}"
+    topics = await tagger_topics(kafka_bootstrap, prefix, 2, [])
+    datadir = tmp_path / "volume" / "tagstream" / "state"
+    env = tagger_environment(kafka_bootstrap, prefix, topics, 2, datadir)
+    tagger = TaggerProcess(env, tmp_path / "tagger.log")
+    tagger.start()
+    try:
+        await tagger.wait_ready()
+    finally:
+        assert tagger.stop() == 0
+    assert (tmp_path / "volume").stat().st_mode & 0o777 == 0o700
+    assert datadir.stat().st_mode & 0o777 == 0o700
+    assert any(datadir.iterdir())  # faust's own files went there
+
+
+async def test_every_topic_is_created_with_its_own_min_insync_replicas(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = _settings(kafka_bootstrap, 3, tmp_path)
+    await build_app(settings).create_topics()
+    topics = settings.topics
+    for topic in (
+        topics.events,
+        topics.tag_commands,
+        topics.tagger_ticks,
+        topics.tag_changes,
+        topics.events_dlq,
+        topics.tag_definitions,
+    ):
+        # set on the topic, not left to the broker's default: RF 1 on this broker asks for 1
+        assert await topic_config(kafka_bootstrap, topic, "min.insync.replicas") == ("1", True), topic
+    assert await topic_config(kafka_bootstrap, topics.tag_changes, "retention.ms") == ("-1", True)
+    assert await durability_problems(settings.kafka, [topics.events, topics.tag_changes]) == []
+
+
+async def test_an_existing_topic_less_durable_than_the_settings_is_reported_with_the_fix(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(kafka_bootstrap, 3, tmp_path)
+    events, changes = settings.topics.events, settings.topics.tag_changes
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:  # made by hand: one asks for more in-sync copies than it has, the other for the default
+        await admin.create_topics(
+            [
+                NewTopic(events, 3, 1, topic_configs={"min.insync.replicas": "2"}),
+                NewTopic(changes, 3, 1),
+            ]
+        )
+    finally:
+        await admin.close()
+    wanting_three = settings.kafka.model_copy(update={"replication_factor": 3})
+    with caplog.at_level(logging.WARNING, logger="services.runtime.kafka"):
+        problems = await ensure_topics(wanting_three, [events, changes])
+    assert [problem for problem in problems if "min.insync" in problem] == [
+        f"topic {events} requires 2 in-sync replica(s) with 1 replica(s): no acks=all write can succeed. Fix: "
+        f"kafka-configs.sh --bootstrap-server {kafka_bootstrap} --alter --entity-type topics --entity-name {events} "
+        "--add-config min.insync.replicas=1"
+    ]
+    replicas = [problem for problem in problems if "replica(s) but" in problem]
+    assert [problem.split(" has ")[0] for problem in replicas] == [f"topic {events}", f"topic {changes}"]
+    assert "TAGSTREAM_KAFKA__REPLICATION_FACTOR is 3" in replicas[0]
+    assert "kafka-reassign-partitions.sh" in replicas[0]
+    assert [record.getMessage() for record in caplog.records] == problems

@@ -126,8 +126,34 @@ async def test_an_open_circuit_refuses_before_any_attempt() -> None:
     assert raised.value.retry_after == pytest.approx(30.0)
 
 
-async def test_a_circuit_opening_during_the_retries_ends_them() -> None:
+async def test_the_failure_that_opens_the_circuit_ends_the_retries_as_circuit_open_not_gave_up() -> None:
     call = Flaky(*(ProviderError("HTTP 500") for _ in range(4)))
-    with pytest.raises(GaveUp, match="circuit opened") as raised:
+    with pytest.raises(CircuitOpen) as raised:
         await run(call, breaker(Ticks(), threshold=2))
-    assert raised.value.attempts == 2
+    assert call.calls == 2
+    assert raised.value.retry_after == pytest.approx(30.0)
+
+
+async def test_a_failed_half_open_trial_is_circuit_open_not_gave_up() -> None:
+    ticks = Ticks()
+    circuit = breaker(ticks, threshold=1)
+    circuit.failed()
+    ticks.now = 30.0
+    call = Flaky(ProviderError("HTTP 503"))
+    with pytest.raises(CircuitOpen):
+        await run(call, circuit)
+    assert (call.calls, circuit.state) == (1, "open")
+
+
+async def test_a_circuit_opened_by_another_call_during_the_backoff_stops_the_retries_as_circuit_open() -> None:
+    ticks = Ticks()
+    circuit = breaker(ticks, threshold=3)
+    call = Flaky(ProviderError("HTTP 500"))
+
+    async def sleep(seconds: float) -> None:  # meanwhile, other sends fail and open the circuit
+        circuit.failed()
+        circuit.failed()
+
+    with pytest.raises(CircuitOpen):
+        await call_with_retries(call, Backoff(attempts=4), circuit, sleep=sleep, rng=random.Random(7))
+    assert call.calls == 1

@@ -64,7 +64,11 @@ _EVENT_ROUTE: dict[str, Any] = {
             "shop.max_future_skew)",
         },
         429: {"description": "the producer buffer is full: retry after Retry-After seconds"},
-        503: {"description": "Kafka unreachable: nothing accepted"},
+        503: {
+            "description": "Kafka unreachable or it did not acknowledge within send_timeout_s: some events of the "
+            "batch may have been written. Send the same batch again (after Retry-After): the tagger drops "
+            "repeated event_ids, so a retry is safe"
+        },
     },
 }
 

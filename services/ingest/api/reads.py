@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -15,12 +15,33 @@ from schemas.tags import ChangeSource, TagChanged, TagGroup
 from services.ingest import catalog
 from services.ingest.audiences import InvalidCursor
 from services.ingest.auth import Caller
-from services.ingest.context import Ctx, require
+from services.ingest.context import Ctx, ErrorBody, require
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
 
-router = APIRouter(tags=["reads"])
-
 Viewer = Annotated[Caller, require("viewer")]
+
+
+async def _read_model_whole(ctx: Ctx, caller: Viewer) -> None:
+    """Every read here waits for a whole read model: after Redis lost its data, an empty or half-rebuilt
+    one would answer wrong tags and audiences as if they were true. After the key check (`caller`), so
+    an unauthenticated request gets its 401, not the read model's state."""
+    reason = await ctx.reads.unavailable()
+    if reason is not None:
+        raise HTTPException(503, reason, headers={"Retry-After": "5"})
+
+
+router = APIRouter(
+    tags=["reads"],
+    dependencies=[Depends(_read_model_whole)],
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "Redis unreachable, or the read model is missing or rebuilding (Redis lost its data): "
+            "the detail says which and how far; retry after Retry-After",
+        }
+    },
+)
+
 TagRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=129)]
 
 

@@ -142,3 +142,15 @@ readinessProbe:
   emptyDir:
     sizeLimit: 256Mi
 {{- end }}
+
+{{/*
+One NetworkPolicy egress rule from a values block {to: [peers], ports: [numbers]}.
+*/}}
+{{- define "tagstream.egressRule" -}}
+- to:
+    {{- toYaml .to | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - {port: {{ . }}, protocol: TCP}
+    {{- end }}
+{{- end }}

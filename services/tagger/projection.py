@@ -1,0 +1,318 @@
+"""The projector's consumer: tag-changes and events into the Redis read model, positioned by Redis.
+
+Its position in each partition is the one stored in Redis beside the data (`ts:meta:offsets`, moved
+by the same script that applies a batch: projector.py), never a Kafka commit: after Redis lost its
+data, a committed offset would resume mid-stream over an empty read model, and the tags would stay
+wrong for good. So the consumer group commits nothing; on assignment, and whenever Redis disagrees
+(`behind`, or a changed marker epoch), each partition is sought to Redis's offset, or to its beginning
+when Redis has none. `tagstream.tag-changes` is kept forever, so its beginning is offset 0.
+
+Every second or so (`_reconcile`) it also reads the marker (marker.py): a missing one means Redis
+lost its data (or the read model was never built), and the first projector to see that begins a
+rebuild. Projecting events records each customer's activity the same way (activity only moves
+forward, so re-reading is harmless; events older than that topic's retention are gone for good).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord
+from pydantic import ValidationError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from schemas.events import event_adapter
+from schemas.tags import TagChanged
+from services.runtime.kafka import client_options, partition_ids
+from services.runtime.settings import Settings
+from services.tagger.engine import Clock
+from services.tagger.marker import Marker
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.projector import BatchResult, Position, Projector
+from services.tagger.readmodel import ReadModelStatus, offset_field
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_BATCH = 500
+_RECONCILE_EVERY_S = 1.0
+_PROGRESS_EVERY_S = 5.0
+_PAUSED_RETRY_S = 1.0
+
+
+class Projection:
+    """Keeps the read model of one Redis key prefix from the tag-changes and events topics.
+
+    With a `group_id`, partitions are shared with the other workers' projections (tagger mode); without
+    one, this instance takes every partition and `run(until_ready=True)` returns once the marker says
+    `ready` (`tagstream readmodel rebuild`).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        clock: Clock,
+        metrics: TaggerMetrics,
+        *,
+        group_id: str | None,
+        group_instance_id: str | None = None,
+        on_progress: Callable[[ReadModelStatus], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._group_id = group_id
+        self._group_instance_id = group_instance_id
+        self._on_progress = on_progress
+        prefix = settings.redis.key_prefix
+        self._projector = Projector(redis, key_prefix=prefix, history_limit=settings.redis.history_limit)
+        self._marker = Marker(redis, key_prefix=prefix)
+        self._changes_topic = settings.topics.tag_changes
+        self._topics = (settings.topics.tag_changes, settings.topics.events)
+        self._position: dict[TopicPartition, int] = {}
+        """Per assigned partition, the offset the consumer was last sought to or applied up to."""
+        self._from_start: set[TopicPartition] = set()
+        """Partitions sought to their beginning whose first batch has not come yet."""
+        self._epoch: str | None = None
+        self._last_reconcile = 0.0
+        self._last_progress = 0.0
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def run(self, *, until_ready: bool = False) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings.kafka),
+            group_id=self._group_id,
+            group_instance_id=self._group_instance_id if self._group_id else None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=int(self._settings.tagger.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(min(3.0, self._settings.tagger.session_timeout_s / 3) * 1000),
+        )
+        self._consumer = consumer
+        await consumer.start()
+        try:
+            if self._group_id is None:
+                tps = await self._partitions()
+                consumer.assign(tps)
+                await self.seek_to_stored(tps)
+            else:
+                consumer.subscribe(list(self._topics), listener=_Listener(self))
+            while True:
+                status = await self._reconcile()
+                if until_ready and status is not None and status.ready:
+                    return
+                batches = await consumer.getmany(timeout_ms=500, max_records=_BATCH)
+                for tp, records in batches.items():
+                    if records:
+                        await self._apply(tp, records)
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    # -- positions ----------------------------------------------------------------------------------
+
+    async def seek_to_stored(self, tps: Iterable[TopicPartition]) -> None:
+        """Seek each partition to the offset Redis holds for it, or to its beginning when it holds none."""
+        tps = list(tps)
+        if not tps:
+            return
+        status = await _until_done(self._marker.status, "read the read model's positions")
+        self._seek_all(tps, status)
+
+    def _seek_all(self, tps: Iterable[TopicPartition], status: ReadModelStatus) -> None:
+        stored = status.offsets or {}
+        for tp in tps:
+            offset = stored.get(offset_field(tp.topic, tp.partition))
+            self._seek(tp, offset)
+
+    def _seek(self, tp: TopicPartition, offset: int | None) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        if offset is None:
+            # Offset 0, not seek_to_beginning (which waits on the fetcher: no place for a rebalance
+            # callback): where retention removed the start, auto_offset_reset=earliest moves it up.
+            consumer.seek(tp, 0)
+            self._from_start.add(tp)
+            self._position.pop(tp, None)
+        else:
+            consumer.seek(tp, offset)
+            self._from_start.discard(tp)
+            self._position[tp] = offset
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        for tp in tps:
+            self._position.pop(tp, None)
+            self._from_start.discard(tp)
+
+    # -- the marker ---------------------------------------------------------------------------------
+
+    async def _reconcile(self) -> ReadModelStatus | None:
+        """About once a second: begin a rebuild when the marker is missing, and move every partition
+        whose stored offset is not where this consumer stands (Redis lost data, was reset, or another
+        projector got further)."""
+        now = time.monotonic()
+        if now - self._last_reconcile < _RECONCILE_EVERY_S:
+            return None
+        self._last_reconcile = now
+        status = await _until_done(self._marker.status, "read the read model's marker")
+        if status.state == "missing":
+            status = await self._begin()
+        consumer = self._consumer
+        assert consumer is not None
+        assigned = consumer.assignment()
+        if status.epoch != self._epoch:
+            log.info("read model epoch %s (%s): re-reading from the positions Redis holds", status.epoch, status.state)
+            self._epoch = status.epoch
+            self._seek_all(assigned, status)
+        else:
+            stored = status.offsets or {}
+            for tp in assigned:
+                if tp in self._from_start:
+                    continue
+                offset = stored.get(offset_field(tp.topic, tp.partition))
+                if offset != self._position.get(tp):
+                    self._seek(tp, offset)
+        self._report(status)
+        return status
+
+    async def _begin(self) -> ReadModelStatus:
+        targets = await self._end_offsets()
+        began = await _until_done(
+            lambda: self._marker.begin(targets, self._clock.now(), reason="marker missing"), "begin a rebuild"
+        )
+        if began is not None:
+            self._metrics.readmodel_rebuilds.inc()
+            log.warning(
+                "the read model's marker is missing (Redis lost its data?): rebuilding it from %s, %d records",
+                self._changes_topic,
+                sum(targets.values()),
+            )
+        return await _until_done(self._marker.status, "read the read model's marker")
+
+    async def _end_offsets(self) -> dict[str, int]:
+        consumer = self._consumer
+        assert consumer is not None
+        ends = await consumer.end_offsets(await self._partitions())
+        return {offset_field(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
+    async def _partitions(self) -> list[TopicPartition]:
+        ids = await partition_ids(self._settings.kafka, self._topics)
+        return [TopicPartition(topic, partition) for topic in self._topics for partition in ids[topic]]
+
+    def _report(self, status: ReadModelStatus) -> None:
+        self._metrics.readmodel_ready.set(1 if status.ready else 0)
+        self._metrics.readmodel_rebuild_remaining.set(status.remaining if status.state == "rebuilding" else 0)
+        if self._on_progress is not None:
+            self._on_progress(status)
+        now = time.monotonic()
+        if status.state == "rebuilding" and now - self._last_progress >= _PROGRESS_EVERY_S:
+            self._last_progress = now
+            log.info("read model rebuild: %d of %d records applied", status.total - status.remaining, status.total)
+
+    # -- applying -----------------------------------------------------------------------------------
+
+    async def _apply(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        position = Position(
+            offset_field(tp.topic, tp.partition),
+            records[0].offset,
+            records[-1].offset + 1,
+            from_start=tp in self._from_start,
+        )
+        values = [record.value for record in records]
+        now = self._clock.now
+        if position.from_start and position.first > 0 and tp.topic == self._changes_topic:
+            log.error(
+                "%s[%d] now starts at offset %d: the records before it were deleted (is the topic's retention.ms "
+                "-1, as tagstream creates it?), so the read model misses them",
+                tp.topic,
+                tp.partition,
+                position.first,
+            )
+        if tp.topic == self._changes_topic:
+            changes = decode_tag_changes(values)
+            result = await _until_done(lambda: self._projector.apply_batch(position, changes, now()), "project")
+        else:
+            seen = decode_activity(values)
+            result = await _until_done(
+                lambda: self._projector.record_activity_batch(position, seen, now()), "record activity"
+            )
+        self._settle(tp, position, result)
+        if result.kind == "paused":
+            await asyncio.sleep(_PAUSED_RETRY_S)
+
+    def _settle(self, tp: TopicPartition, position: Position, result: BatchResult) -> None:
+        if result.kind == "ok":
+            self._from_start.discard(tp)
+            self._position[tp] = position.next
+            self._metrics.count_projected(result.outcomes)
+            return
+        if result.kind == "paused":
+            self._seek(tp, position.first)  # read it again once the reset is over
+            return
+        log.info(
+            "%s[%d]: Redis holds the read model up to %s, not %d: re-reading from there",
+            tp.topic,
+            tp.partition,
+            "nothing" if result.stored is None else result.stored,
+            position.first,
+        )
+        self._seek(tp, result.stored)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, projection: Projection) -> None:
+        self._projection = projection
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self._projection.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self._projection.seek_to_stored(assigned)
+
+
+def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
+    changes = []
+    for value in values:
+        try:
+            changes.append(TagChanged.model_validate_json(value))
+        except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
+            log.error("skipping an invalid tag change: %s", error)
+    return changes
+
+
+def decode_activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:
+    """Per customer in a batch: the latest order and the latest event of any kind."""
+    adapter = event_adapter()
+    latest: dict[str, tuple[datetime | None, datetime]] = {}
+    for value in values:
+        try:
+            event = adapter.validate_json(value)
+        except ValidationError:
+            continue  # the tagger dead-letters it
+        last_order, last_seen = latest.get(event.customer_id, (None, event.occurred_at))
+        if event.type == "order_paid" and (last_order is None or event.occurred_at > last_order):
+            last_order = event.occurred_at
+        latest[event.customer_id] = (last_order, max(last_seen, event.occurred_at))
+    return [(customer_id, order, seen) for customer_id, (order, seen) in latest.items()]
+
+
+async def _until_done(work: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """Retry with backoff until it succeeds: Redis being away must not drop a batch, and the writes
+    are idempotent, so repeating them is safe."""
+    delay = 0.1
+    while True:
+        try:
+            return await work()
+        except (RedisError, OSError) as error:
+            log.warning("%s failed (%s); retrying in %.1fs", what, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

@@ -1,0 +1,76 @@
+"""What the broker watch concludes from the brokers' metadata (an admin client stand-in answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.ingest.brokers import BrokerWatch
+from services.runtime.settings import KafkaSettings
+
+
+class Answer:
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+
+    def to_object(self) -> dict[str, Any]:
+        return self.body
+
+
+class Metadata:
+    """describe_topics / describe_configs as a 3-broker cluster would answer them."""
+
+    def __init__(self, isr: dict[int, list[int]], *, min_insync: str = "2", leader: int = 1) -> None:
+        self.isr = isr
+        self.min_insync = min_insync
+        self.leader = leader
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        return [
+            {
+                "topic": topic,
+                "error_code": 0,
+                "partitions": [
+                    {"partition": p, "leader": self.leader, "replicas": [1, 2, 3], "isr": isr}
+                    for p, isr in self.isr.items()
+                ],
+            }
+            for topic in topics
+        ]
+
+    async def describe_configs(self, resources: list[Any]) -> list[Answer]:
+        entries = [{"config_names": "min.insync.replicas", "config_value": self.min_insync}]
+        resources_body = [{"resource_name": r.name, "config_entries": entries} for r in resources]
+        return [Answer({"resources": resources_body})]
+
+    async def close(self) -> None:
+        return None
+
+
+async def look(metadata: Metadata) -> BrokerWatch:
+    watch = BrokerWatch(KafkaSettings(), ["tagstream.events"], timeout_s=1.0)
+    watch._admin = metadata  # type: ignore[assignment]
+    await watch.check()
+    return watch
+
+
+async def test_a_cluster_with_one_broker_down_still_takes_writes() -> None:
+    watch = await look(Metadata({0: [1, 2], 1: [2, 3], 2: [1, 3]}))
+    assert (watch.writable, watch.problem) == (True, None)
+
+
+async def test_two_brokers_down_leave_partitions_below_min_insync_and_writes_refused() -> None:
+    watch = await look(Metadata({0: [1, 2], 1: [1], 2: [1, 3]}))
+    assert watch.problem == "tagstream.events[1] has 1 in-sync replica(s), min.insync.replicas is 2"
+
+
+async def test_a_partition_without_a_leader_refuses_writes() -> None:
+    watch = await look(Metadata({0: [1, 2, 3]}, leader=-1))
+    assert watch.problem == "tagstream.events[0] has no leader"
+
+
+async def test_a_failed_send_refuses_writes_until_the_next_check_says_otherwise() -> None:
+    watch = await look(Metadata({0: [1, 2, 3]}))
+    watch.send_failed("a send was not acknowledged: KafkaTimeoutError")
+    assert not watch.writable
+    await watch.check()
+    assert watch.writable
