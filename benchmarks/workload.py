@@ -266,4 +266,7 @@ def rules() -> dict[str, Any]:
     total = sum(len(entry["tags"]) for entry in groups)
     assert len(groups) == 20, len(groups)
     assert total == 100, total
-    return {"groups": groups}
+    # plain data with no object shared between two places: yaml.safe_dump writes a shared object as
+    # an anchor and aliases, which a rules file may not contain (services/runtime/user_yaml.py)
+    plain: dict[str, Any] = orjson.loads(orjson.dumps({"groups": groups}))
+    return plain

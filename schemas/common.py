@@ -1,45 +1,86 @@
-"""Shared field types: identifiers, aware UTC times and money."""
+"""Shared field types: identifiers, aware UTC times and money, each with its bound (schemas/limits.py)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Final
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
+from schemas.excerpt import excerpt
+from schemas.limits import (
+    MAX_ID_LENGTH,
+    MAX_IDENTIFIER_LENGTH,
+    MAX_INSTANT,
+    MAX_MONEY,
+    MAX_TEXT_LENGTH,
+    MIN_INSTANT,
+    MONEY_PLACES,
+)
+
 SCHEMA_VERSION: Final = 1
 
 Identifier = Annotated[
     str,
-    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"),
+    Field(min_length=1, max_length=MAX_IDENTIFIER_LENGTH, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"),
 ]
 """Ids of groups and tags: stable, URL- and key-safe (no '/', which separates group/tag)."""
 
-ExternalId = Annotated[str, Field(min_length=1, max_length=128)]
-"""Ids that come from the merchant's systems (customers, orders, events, products)."""
+UNSAFE_CHARACTERS: Final = "\\x00-\\x1F\\x7F-\\x9F\\u061C\\u200E\\u200F\\u2028-\\u202E\\u2066-\\u2069\\uFEFF"
+"""C0 and C1 controls, DEL, line/paragraph separators and the bidi marks, embeddings, overrides and
+isolates (and a stray BOM): characters that forge log lines or make one id display as another."""
+_UNSAFE = re.compile(f"[{UNSAFE_CHARACTERS}]")
 
 
-def _to_utc(value: datetime) -> datetime:
+def check_safe(value: str) -> str:
+    """`value`, or a ValueError naming the first unsafe character (see UNSAFE_CHARACTERS)."""
+    found = _UNSAFE.search(value)
+    if found is not None:
+        raise ValueError(
+            f"must not contain control or invisible formatting characters: U+{ord(found.group()):04X} "
+            f"at position {found.start()} of {excerpt(value)}"
+        )
+    return value
+
+
+_SAFE_SCHEMA = {"pattern": f"^[^{UNSAFE_CHARACTERS}]*$"}
+
+ExternalId = Annotated[
+    str, Field(min_length=1, max_length=MAX_ID_LENGTH, json_schema_extra=_SAFE_SCHEMA), AfterValidator(check_safe)
+]
+"""Ids that come from the merchant's systems (customers, orders, events, products): any printable text."""
+
+Text = Annotated[
+    str, Field(min_length=1, max_length=MAX_TEXT_LENGTH, json_schema_extra=_SAFE_SCHEMA), AfterValidator(check_safe)
+]
+"""Short printable text that is not an id (names, actors, click targets)."""
+
+
+def _in_range(value: datetime) -> datetime:
+    # checked before the conversion to UTC: 9999-12-31T23:59:59-12:00 has no UTC datetime
+    if not MIN_INSTANT <= value < MAX_INSTANT:
+        raise ValueError(f"must lie in [{MIN_INSTANT.isoformat()}, {MAX_INSTANT.isoformat()}), got {value.isoformat()}")
     return value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""A timezone-aware instant, normalised to UTC. Naive datetimes are rejected."""
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""A timezone-aware instant, normalised to UTC, within the years the engine computes with."""
 
 
 def _money_places(value: Decimal) -> Decimal:
     if not value.is_finite():
-        raise ValueError(f"must be a finite amount, got {value}")
+        raise ValueError(f"must be a finite amount, got {excerpt(value)}")
     exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -4:
-        raise ValueError(f"has more than 4 decimal places: {value}")
+    if isinstance(exponent, int) and exponent < -MONEY_PLACES:
+        raise ValueError(f"has more than {MONEY_PLACES} decimal places: {excerpt(value)}")
     return value
 
 
 Money = Annotated[
     Decimal,
-    Field(ge=0, max_digits=18),
+    Field(ge=0, lt=MAX_MONEY, max_digits=18),
     AfterValidator(_money_places),
     PlainSerializer(lambda v: str(v), return_type=str, when_used="json"),
 ]

@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter
 
-from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Money, UtcDatetime
+from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Money, Text, UtcDatetime
+from schemas.limits import MAX_ITEMS, MAX_POINTS_PER_ORDER, MAX_QUANTITY
 
 
 class _Event(Contract):
@@ -23,7 +24,7 @@ class _Event(Contract):
 
 class OrderItem(Contract):
     product_id: ExternalId
-    quantity: int = Field(ge=1)
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
     price: Money
 
 
@@ -32,8 +33,8 @@ class OrderPaid(_Event):
     order_id: ExternalId
     amount: Money
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. CNY")
-    items: list[OrderItem] = Field(default_factory=list)
-    points_earned: int = Field(default=0, ge=0)
+    items: list[OrderItem] = Field(default_factory=list, max_length=MAX_ITEMS)
+    points_earned: int = Field(default=0, ge=0, le=MAX_POINTS_PER_ORDER)
 
 
 class OrderRefunded(_Event):
@@ -49,7 +50,7 @@ class Browse(_Event):
 
 class Click(_Event):
     type: Literal["click"] = "click"
-    target: str = Field(min_length=1, max_length=256)
+    target: Text
 
 
 CustomerEvent = Annotated[OrderPaid | OrderRefunded | Browse | Click, Field(discriminator="type")]

@@ -11,7 +11,25 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import Discriminator, Field, WithJsonSchema, model_validator
 from pydantic import Tag as UnionTag
 
-from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, UtcDatetime
+from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, Text, UtcDatetime, check_safe
+from schemas.excerpt import excerpt
+from schemas.limits import (
+    MAX_CONDITIONS,
+    MAX_COUNT,
+    MAX_DAYS,
+    MAX_GROUPS,
+    MAX_ID_LENGTH,
+    MAX_INSTANT,
+    MAX_MONEY,
+    MAX_NUMBER_TEXT,
+    MAX_ORDER,
+    MAX_RULE_DEPTH,
+    MAX_SEQ,
+    MAX_TAGS,
+    MAX_VALUES,
+    MAX_VERSION,
+    MIN_INSTANT,
+)
 
 
 class Metric(StrEnum):
@@ -52,6 +70,7 @@ NUMERIC_METRICS = frozenset(
     }
 )
 MONEY_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.AVG_ORDER_VALUE})
+DAY_METRICS = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
 WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
 WINDOW_REQUIRED = frozenset({Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
 SET_METRICS = frozenset({Metric.BOUGHT_ANY, Metric.HAS_TAG})
@@ -80,6 +99,9 @@ class Window(Contract):
             raise ValueError("an absolute window needs both 'from' and 'to'")
         if self.from_ is not None and self.to is not None and self.from_ >= self.to:
             raise ValueError(f"window 'from' ({self.from_}) must be before 'to' ({self.to})")
+        for day in (self.from_, self.to):
+            if day is not None and not MIN_INSTANT.date() <= day <= MAX_INSTANT.date():
+                raise ValueError(f"window days lie in [{MIN_INSTANT.date()}, {MAX_INSTANT.date()}], got {day}")
         return self
 
     @property
@@ -155,26 +177,40 @@ class Rule(Contract):
             Annotated[Condition, UnionTag("condition")] | Annotated[Rule, UnionTag("rule")],
             Discriminator(_condition_or_rule),
         ]
-    ] = Field(min_length=1)
+    ] = Field(min_length=1, max_length=MAX_CONDITIONS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shallow(cls, data: Any) -> Any:
+        # measured on the raw input, outermost level first, so a deep rule is refused before
+        # pydantic (or the JSON reader of the replay, or orjson in the fingerprint) recurses into it
+        if _depth(data) > MAX_RULE_DEPTH:
+            raise ValueError(f"rules nest at most {MAX_RULE_DEPTH} levels deep")
+        return data
+
+
+Name = Annotated[Text, Field(max_length=100)]
 
 
 class Tag(Contract):
     id: Identifier
-    name: str = Field(min_length=1, max_length=100)
-    order: int | None = Field(default=None, description="display and match order; defaults to list position")
+    name: Name
+    order: int | None = Field(
+        default=None, ge=-MAX_ORDER, le=MAX_ORDER, description="display and match order; defaults to list position"
+    )
     rule: Rule | None = Field(default=None, description="absent for tags that are only given by hand")
 
 
 class TagGroup(Contract):
     id: Identifier
-    name: str = Field(min_length=1, max_length=100)
-    order: int = 0
+    name: Name
+    order: int = Field(default=0, ge=-MAX_ORDER, le=MAX_ORDER)
     mode: Literal["exclusive", "multi"]
     tagging: Literal["manual", "auto", "both"]
     auto_remove: bool = False
     disabled: bool = False
-    version: int = Field(default=1, ge=1)
-    tags: list[Tag] = Field(min_length=1)
+    version: int = Field(default=1, ge=1, le=MAX_VERSION)
+    tags: list[Tag] = Field(min_length=1, max_length=MAX_TAGS)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -199,7 +235,7 @@ class TagGroup(Contract):
 class TagGroupSet(Contract):
     """The rules file: `groups: [...]`."""
 
-    groups: list[TagGroup]
+    groups: list[TagGroup] = Field(max_length=MAX_GROUPS)
 
 
 class ConditionOutcome(Contract):
@@ -231,10 +267,10 @@ class TagChanged(Contract):
     change: Literal["added", "removed"]
     source: ChangeSource
     reason: Reason
-    group_version: int = Field(ge=1)
-    caused_by: str | None = Field(default=None, description="event_id or command_id; null for timers")
+    group_version: int = Field(ge=1, le=MAX_VERSION)
+    caused_by: ExternalId | None = Field(default=None, description="event_id or command_id; null for timers")
     occurred_at: UtcDatetime
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=MAX_SEQ)
 
 
 class TagCommand(Contract):
@@ -246,10 +282,24 @@ class TagCommand(Contract):
     group_id: Identifier
     tag_id: Identifier
     action: Literal["add", "remove"]
-    actor: str = Field(min_length=1, max_length=128)
+    actor: Annotated[Text, Field(max_length=128)]
     source: Literal["manual", "import"] = "manual"
     expires_at: UtcDatetime | None = None
     occurred_at: UtcDatetime
+
+
+def _depth(rule: Any) -> int:
+    """Nesting levels of a raw rule (dicts or Rules), counted level by level without recursion."""
+    depth, level = 0, [rule]
+    while level and depth <= MAX_RULE_DEPTH:
+        depth += 1
+        nested = []
+        for entry in level:
+            conditions = entry.get("conditions") if isinstance(entry, dict) else getattr(entry, "conditions", None)
+            if isinstance(conditions, list):
+                nested += [item for item in conditions if _condition_or_rule(item) == "rule"]
+        level = nested
+    return depth
 
 
 def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
@@ -260,7 +310,7 @@ def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
     if op is Op.BETWEEN:
         bounds = _as_list(op, value)
         if len(bounds) != 2:
-            raise ValueError(f"'between' needs [low, high], got {value!r}")
+            raise ValueError(f"'between' needs [low, high], got {excerpt(value)}")
         low, high = (_number(metric, bound) for bound in bounds)
         if low > high:
             raise ValueError(f"'between' bounds are reversed: {low} > {high}")
@@ -275,32 +325,51 @@ def _normalise_set_value(metric: Metric, op: Op, value: Any) -> Any:
     items = _as_list(op, value) if op in (Op.IN, Op.NOT_IN) else [value]
     texts = []
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, str | int):
-            raise ValueError(f"metric {metric.value!r} compares ids, got {item!r}")
-        text = str(item)
+        if isinstance(item, bool) or not isinstance(item, str | int) or _too_long(item, MAX_ID_LENGTH * 2 + 1):
+            raise ValueError(f"metric {metric.value!r} compares ids, got {excerpt(item)}")
+        text = check_safe(str(item))
         if metric is Metric.HAS_TAG and not _TAG_REF.match(text):
-            raise ValueError(f"has_tag values are 'group/tag', got {text!r}")
+            raise ValueError(f"has_tag values are 'group/tag', got {excerpt(text)}")
+        if metric is Metric.BOUGHT_ANY and len(text) > MAX_ID_LENGTH:
+            raise ValueError(f"product ids have at most {MAX_ID_LENGTH} characters, got {excerpt(text)}")
         texts.append(text)
     return texts if op in (Op.IN, Op.NOT_IN) else texts[0]
 
 
 def _as_list(op: Op, value: Any) -> list[Any]:
     if not isinstance(value, list | tuple) or not value:
-        raise ValueError(f"op {op.value!r} needs a non-empty list, got {value!r}")
+        raise ValueError(f"op {op.value!r} needs a non-empty list, got {excerpt(value)}")
+    if len(value) > MAX_VALUES:
+        raise ValueError(f"op {op.value!r} takes at most {MAX_VALUES} values, got {len(value)}")
     return list(value)
 
 
 def _number(metric: Metric, value: Any) -> int | Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"metric {metric.value!r} compares numbers, got {value!r}")
+    """The value as an exact number within the metric's bound, checked before any conversion can be
+    slow (`int(Decimal("1e999999999"))` is quadratic) or overflow the state codec's 64 bits."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal) or _too_long(value):
+        raise ValueError(f"metric {metric.value!r} compares numbers, got {excerpt(value)}")
     try:
-        number = Decimal(str(value))
+        number = Decimal(value) if isinstance(value, int | Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise ValueError(f"metric {metric.value!r} compares numbers, got {value!r}") from None
+        raise ValueError(f"metric {metric.value!r} compares numbers, got {excerpt(value)}") from None
     if not number.is_finite():
-        raise ValueError(f"metric {metric.value!r} needs a finite number, got {value!r}")
+        raise ValueError(f"metric {metric.value!r} needs a finite number, got {excerpt(value)}")
+    bound = _BOUNDS.get(metric, MAX_COUNT)
+    if not -bound <= number <= bound:
+        raise ValueError(f"metric {metric.value!r} compares numbers within ±{bound}, got {excerpt(value)}")
     if metric in MONEY_METRICS:
         return number
     if number != number.to_integral_value():
-        raise ValueError(f"metric {metric.value!r} counts whole units, got {value!r}")
+        raise ValueError(f"metric {metric.value!r} counts whole units, got {excerpt(value)}")
     return int(number)
+
+
+_BOUNDS: dict[Metric, int | Decimal] = dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS)
+
+
+def _too_long(value: object, limit: int = MAX_NUMBER_TEXT) -> bool:
+    """Whether `value` written out has more than `limit` characters (an int is measured, not written)."""
+    if isinstance(value, int):
+        return value.bit_length() > limit * 3.33  # log2(10): decimal digits, without str(value)
+    return isinstance(value, str) and len(value) > limit

@@ -141,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="listen address (default: TAGSTREAM_INGEST__HOST)")
     run.add_argument("--port", type=int, help="listen port (default: TAGSTREAM_INGEST__PORT)")
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--skip-bad-journal-lines",
+        action="store_true",
+        help="move journal lines that cannot be replayed to <journal>.rejected and start without them "
+        "(the writes they hold are lost); without it such a line stops the start, naming file and line",
+    )
     run.set_defaults(run=embedded_commands.run_embedded)
 
     template = commands.add_parser("templates", help="built-in tag group templates")

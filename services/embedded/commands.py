@@ -39,7 +39,14 @@ def run_embedded(args: argparse.Namespace) -> int:
         settings = load_settings()
         playbooks = playbooks_file(args.playbooks, settings)
         registry = CollectorRegistry()
-        node = EmbeddedNode(settings, Path(args.data_dir), SystemClock(), registry=registry, playbooks=playbooks)
+        node = EmbeddedNode(
+            settings,
+            Path(args.data_dir),
+            SystemClock(),
+            registry=registry,
+            playbooks=playbooks,
+            skip_bad_journal_lines=args.skip_bad_journal_lines,
+        )
         app = create_app(settings, registry=registry, adapters=node.adapters())
     except (SettingsError, KeyFileError, PlaybookError, ProviderConfigError, OSError) as error:
         print(f"tagstream run: {error}", file=sys.stderr)
@@ -50,12 +57,19 @@ def run_embedded(args: argparse.Namespace) -> int:
             """TAGSTREAM_INGEST__API_KEYS='[{"key": "a-long-random-secret-key", "role": "admin", "name": "me"}]'""",
             file=sys.stderr,
         )
-    uvicorn.run(
-        app,
-        host=args.host or settings.ingest.host,
-        port=args.port or settings.ingest.port,
-        log_level=args.log_level,
-    )
+    try:
+        uvicorn.run(
+            app,
+            host=args.host or settings.ingest.host,
+            port=args.port or settings.ingest.port,
+            log_level=args.log_level,
+        )
+    except SystemExit:
+        if node.journal_error is None:
+            raise
+    if node.journal_error is not None:  # uvicorn logged the traceback; the operator needs this line
+        print(f"tagstream run: {node.journal_error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,10 +3,12 @@
 For small shops: no Kafka, no Redis. The HTTP API is the ingest service's own app (same routes,
 roles and validation) over in-process adapters; what Kafka and Redis keep in the services is kept
 in memory and made durable by the journal (journal.py) in the data directory. Every accepted write
-is journaled (fsynced) before it is answered, so a restart — or a crash — loses nothing: the
-journal is replayed at start. The notifier's decisions are journaled as they are made, so a
-restart neither forgets a delayed step nor repeats a decided one (a send cut off by a crash before
-its decision was journaled is retried with the same idempotency key, as in the services).
+is first taken through everything its replay will do (parsed back from its journaled text; for
+definitions, compiled and fingerprinted), then journaled (fsynced), then applied and answered, so
+a restart — or a crash — loses nothing and a journaled write cannot stop the next start. The
+notifier's decisions are journaled as they are made, so a restart neither forgets a delayed step
+nor repeats a decided one (a send cut off by a crash before its decision was journaled is retried
+with the same idempotency key, as in the services).
 
 The same product as the services, not a lookalike: the notifier is composed by the notifier
 service's own factory (services/notifier/composition.py: global policy, tuning, providers, the
@@ -28,9 +30,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from schemas.events import event_adapter
+from schemas.events import CustomerEvent, event_adapter
+from schemas.excerpt import describe_validation_error, excerpt
 from schemas.tags import TagChanged, TagCommand, TagGroup
-from services.embedded.journal import Entry, Journal
+from services.embedded.journal import Entry, Journal, JournalError
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import MemoryReadModel, ReadModelFacts
 from services.embedded.stores import (
@@ -42,14 +45,15 @@ from services.embedded.stores import (
 )
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Record
+from services.ingest.ports import Record, RecordRefused
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
-from services.tagger.engine import Clock
+from services.tagger.engine import Clock, RuleBook
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.errors import CommandRefused, DefinitionError
+from services.tagger.engine.fingerprint import encode_fingerprint, fingerprint
 from services.tagger.engine.timeutil import to_us
 from services.tagger.metrics import TaggerMetrics
 
@@ -71,32 +75,43 @@ class EmbeddedNode:
         playbooks: Path | None = None,
         providers: Mapping[str, Provider] | None = None,
         tick_s: float = 1.0,
+        skip_bad_journal_lines: bool = False,
     ) -> None:
         """Without `playbooks` (a file, reloaded when it changes) there is no notifier: nothing is sent.
-        `providers` replaces the ones the settings describe. Raises PlaybookError for a bad file."""
+        `providers` replaces the ones the settings describe. Raises PlaybookError for a bad file.
+        `skip_bad_journal_lines`: see `start`."""
         self.settings = settings
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = TaggerMetrics(self.registry)
         self.journal = Journal(data_dir / JOURNAL_FILE)
-        self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
-        self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
         self.arrival = Arrival.of(settings.shop.future_skew, settings.history_age)
-        self.customers = JournaledCustomers(self)
         self._events = event_adapter()
-        self.versions: dict[str, int] = {}
-        """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.composition: NotifierComposition | None = None
-        self.notifier: Notifier | None = None
+        if playbooks is not None:
+            self.composition = NotifierComposition(
+                settings, self.registry, playbooks_file=playbooks, providers=providers
+            )
+        self._skip_bad_lines = skip_bad_journal_lines
+        self.journal_error: JournalError | None = None
+        """Why the last start failed on the journal (for the command line's message)."""
         self._tick_s = tick_s
         self._lock = asyncio.Lock()
         self._replaying = False
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        if playbooks is not None:
-            self.composition = NotifierComposition(
-                settings, self.registry, playbooks_file=playbooks, providers=providers
-            )
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """Empty stores, tagger and read model (again, when a replay must start over)."""
+        settings, clock = self.settings, self.clock
+        self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
+        self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
+        self.customers = JournaledCustomers(self)
+        self.versions: dict[str, int] = {}
+        """The highest version of each group seen, deleted ones included (a re-created group continues)."""
+        self.notifier: Notifier | None = None
+        if self.composition is not None:
             self.scheduler = JournaledScheduler(self)
             self.ledger = JournaledLedger(self)
             ports = NotifierPorts(
@@ -112,13 +127,27 @@ class EmbeddedNode:
     # -- life cycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Replay the journal, then take writes; time-based flips and due steps run every tick."""
-        self._replaying = True
+        """Replay the journal, then take writes; time-based flips and due steps run every tick.
+
+        Raises JournalError on the first line that cannot be replayed, unless the node was made with
+        `skip_bad_journal_lines`: then every such line is set aside and the journal replayed afresh
+        without them (a line that failed half-applied leaves nothing behind)."""
         try:
-            for entry in self.journal.replay():
-                await self._redo(entry)
-        finally:
-            self._replaying = False
+            bad = await self._replay()
+            if bad:
+                self.journal.set_aside(bad)
+                log.error(
+                    "embedded: moved %d journal lines that cannot be replayed to %s (lines %s)",
+                    len(bad),
+                    self.journal.rejected_path,
+                    ", ".join(map(str, sorted(bad))),
+                )
+                self._fresh_state()
+                await self._replay()
+        except JournalError as error:
+            self.journal_error = error
+            log.error("embedded: %s", error)
+            raise
         log.info("embedded: replayed %d journal entries from %s", self.journal.entries, self.journal.path)
         self._count_from_now()
         self.journal.open()
@@ -168,23 +197,51 @@ class EmbeddedNode:
     # -- writes ---------------------------------------------------------------------------------------
 
     async def publish(self, topic: str, records: Sequence[Record]) -> None:
-        """What the ingest API sends to a topic: journaled, then applied, before the caller is answered."""
+        """What the ingest API sends to a topic: checked as its replay will read it, journaled, then
+        applied, before the caller is answered. Raises RecordRefused (nothing journaled)."""
         kind = self._kind(topic)
         async with self._lock:
             at = self.clock.now()
             entry: Entry = {"k": kind, "at": at, "r": [[key.decode(), _text(value)] for key, value in records]}
+            try:
+                parsed = self._parsed(entry)
+            except (ValidationError, DefinitionError, ValueError, TypeError) as error:
+                raise RecordRefused(_reason(error)) from None
             self.journal.append(entry)
-            await self._apply(entry, at)
+            await self._apply(kind, parsed, at)
 
     def journaled(self, entry: Entry) -> None:
         """A state change of the stores (consent, profiles, notifier decisions), made durable."""
         if not self._replaying:
             self.journal.append(entry)
 
+    async def _replay(self) -> dict[int, str]:
+        """Redo every journal line; the lines that failed, with why (only when skipping them)."""
+        bad: dict[int, str] = {}
+        self._replaying = True
+        try:
+            for number, entry in self.journal.replay():
+                try:
+                    if isinstance(entry, JournalError):
+                        raise entry
+                    await self._redo(entry)
+                except JournalError as error:
+                    reason = error.reason
+                except Exception as error:  # whatever the line makes fail, reported with where it is
+                    reason = _reason(error)
+                else:
+                    continue
+                if not self._skip_bad_lines:
+                    raise JournalError(self.journal.path, number, reason)
+                bad[number] = reason
+        finally:
+            self._replaying = False
+        return bad
+
     async def _redo(self, entry: Entry) -> None:
         kind = entry["k"]
         if kind in ("events", "commands", "definitions"):
-            await self._apply(entry, datetime.fromisoformat(entry["at"]))
+            await self._apply(kind, self._parsed(entry), datetime.fromisoformat(entry["at"]))
         elif kind in JournaledCustomers.KINDS:
             await self.customers.redo(entry)
         elif kind in JournaledScheduler.KINDS:
@@ -194,19 +251,39 @@ class EmbeddedNode:
         else:
             raise ValueError(f"{self.journal.path}: unknown journal entry kind {kind!r}")
 
-    async def _apply(self, entry: Entry, at: datetime) -> None:
+    def _parsed(self, entry: Entry) -> list[CustomerEvent] | list[TagCommand] | dict[str, TagGroup]:
+        """The entry's records as replaying it reads them (from their journaled text); definitions
+        as the whole new set, compiled and fingerprinted as the tagger will (DefinitionError,
+        TypeError: a value the fingerprint's 64-bit integers cannot hold)."""
+        records: list[list[Any]] = entry["r"]
+        if entry["k"] == "events":
+            return [self._events.validate_json(value) for _, value in records]
+        if entry["k"] == "commands":
+            return [TagCommand.model_validate_json(value) for _, value in records]
+        groups = dict(self.tagger.groups)
+        for key, value in records:
+            if value is None:
+                groups.pop(key, None)
+            else:
+                groups[key] = TagGroup.model_validate_json(value)
+        rulebook = RuleBook.compile(list(groups.values()), horizon_days=self.settings.tagger.horizon_days)
+        encode_fingerprint(fingerprint(rulebook))
+        return groups
+
+    async def _apply(
+        self, kind: str, parsed: list[CustomerEvent] | list[TagCommand] | dict[str, TagGroup], at: datetime
+    ) -> None:
         # Time first, as the live node does before every write: the replay then fires each time flip
         # in the same order relative to the writes, so every change gets the same seq again.
         await self.tagger.advance(at)
-        records: list[list[Any]] = entry["r"]
-        if entry["k"] == "events":
+        if isinstance(parsed, dict):
+            for key, group in parsed.items():
+                self.versions[key] = max(self.versions.get(key, 0), group.version)
+            await self.tagger.define(parsed, at)
+        elif kind == "events":
             now_us = to_us(at)
-            for _, value in records:
-                try:
-                    event = self._events.validate_json(value)
-                except ValidationError as error:  # the API validated it: only a hand-edited journal gets here
-                    log.error("embedded: skipping an invalid journaled event: %s", error)
-                    continue
+            for event in parsed:
+                assert not isinstance(event, TagCommand)
                 # Evaluated at the instant it was accepted (journaled with it), never at its own date:
                 # a restart replays the same clock, and a wrong date cannot move anyone's time.
                 occurred_us = to_us(event.occurred_at)
@@ -215,24 +292,13 @@ class EmbeddedNode:
                     log.warning("embedded: skipping journaled event %s: %s", event.event_id[:128], ahead)
                     continue
                 await self.tagger.event(event, at, self.arrival.source(event, occurred_us, now_us))
-        elif entry["k"] == "commands":
-            for _, value in records:
+        else:
+            for command in parsed:
+                assert isinstance(command, TagCommand)
                 try:
-                    await self.tagger.command(TagCommand.model_validate_json(value))
+                    await self.tagger.command(command)
                 except CommandRefused as error:  # the Kafka tagger dead-letters these
                     log.warning("embedded: refused a manual tag command: %s", error)
-        else:
-            groups = dict(self.tagger.groups)
-            for key, value in records:
-                if value is None:
-                    groups.pop(key, None)
-                else:
-                    groups[key] = group = TagGroup.model_validate_json(value)
-                    self.versions[key] = max(self.versions.get(key, 0), group.version)
-            try:
-                await self.tagger.define(groups, at)
-            except DefinitionError as error:  # the API validated them as a whole: the same check
-                log.error("embedded: keeping the previous tag groups: %s", error)
 
     async def _schedule(self, changes: list[TagChanged]) -> None:
         """Tag changes to the notifier, live only: a replayed journal restores its steps itself."""
@@ -306,3 +372,9 @@ class EmbeddedDefinitions:
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode()
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ValidationError):
+        return describe_validation_error(error)
+    return f"{type(error).__name__}: {excerpt(str(error), 300)}"

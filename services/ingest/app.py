@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from schemas.excerpt import problems
 from services.ingest.api import customers, events, groups, manual, ops, reads
 from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
@@ -28,7 +30,7 @@ from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
+from services.ingest.ports import Audiences, Definitions, Publisher, RecordRefused, TagReads
 from services.runtime.customers import CustomerStore, RedisCustomers
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
@@ -91,6 +93,8 @@ def create_app(
         app.include_router(module.router, responses=ERRORS)
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(RecordRefused, _refused)
     app.add_middleware(BodyLimit, max_bytes=settings.ingest.max_body_bytes)
     app.add_middleware(_RedMetrics, metrics=metrics)  # outermost: counts the 413s too
     _with_event_schemas(app)
@@ -142,6 +146,17 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
 
 async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"the read model is unavailable: {type(error).__name__}"}, status_code=503)
+
+
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's 422 body (`loc`, `msg`, `type`, `input`) with the input cut to an excerpt: its default
+    echoes the whole offending value back, however large."""
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": problems(error.errors())}, status_code=422)
+
+
+async def _refused(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": [f"refused, nothing accepted: {error}"]}, status_code=422)
 
 
 class _RedMetrics:

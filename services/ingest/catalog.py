@@ -13,6 +13,7 @@ from datetime import date
 
 from schemas.tags import TagGroup
 from services.tagger.engine import DefinitionError, RuleBook
+from services.tagger.engine.fingerprint import encode_fingerprint, fingerprint
 
 
 class CatalogError(Exception):
@@ -173,7 +174,11 @@ def _validated(groups: Mapping[str, TagGroup], change: Change, limits: Limits) -
     for group in change.upserts:
         after[group.id] = group
     try:
-        RuleBook.compile(after.values(), horizon_days=limits.horizon_days, today=limits.today)
+        rulebook = RuleBook.compile(after.values(), horizon_days=limits.horizon_days, today=limits.today)
     except DefinitionError as error:
         raise InvalidDefinitions(error.problems) from None
+    try:  # what every tagger stores beside its customers: it must encode, or no worker could start
+        encode_fingerprint(fingerprint(rulebook))
+    except TypeError as error:  # orjson: an integer beyond 64 bits (the contracts' bounds prevent it)
+        raise InvalidDefinitions([f"the definitions cannot be stored: {error}"]) from None
     return change

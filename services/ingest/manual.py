@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from schemas.common import ExternalId
+from schemas.excerpt import excerpt, problems
 from schemas.tags import TagCommand, TagGroup
 from services.tagger.engine import CommandRefused, Engine, RuleBook
 
@@ -23,11 +25,11 @@ TAG_SEPARATORS = (";", "；")
 """Between several tags in one CSV cell (the ASCII or the full-width semicolon)."""
 NAME_SEPARATOR = "-"
 """Between the group name and the tag name: `组名-标签名`."""
+_CUSTOMER_ID: TypeAdapter[str] = TypeAdapter(ExternalId)
 MAX_CELL = 4096
 """Characters in one cell: a customer id is at most 128, a cell of tags far below this."""
 MAX_REPORTED_ERRORS = 100
 """Bad rows listed in a report; the rest are counted. A file of bad rows then answers in a few KB."""
-_EXCERPT = 80
 
 
 class ManualTagging:
@@ -61,10 +63,10 @@ class ManualTagging:
         """(group id, tag id) of `组名-标签名`, or why it names no tag."""
         found = self._by_name.get(written.strip())
         if found is None:
-            return f"{_excerpt(written.strip())} names no tag: write 组名-标签名 (group name, '-', tag name)"
+            return f"{excerpt(written.strip())} names no tag: write 组名-标签名 (group name, '-', tag name)"
         if len(found) > 1:
             ids = ", ".join(f"{group}/{tag}" for group, tag in found)
-            return f"{_excerpt(written.strip())} is ambiguous: it could be {ids}"
+            return f"{excerpt(written.strip())} is ambiguous: it could be {ids}"
         return found[0]
 
 
@@ -119,7 +121,7 @@ def plan_import(data: bytes, tagging: ManualTagging, *, actor: str, now: datetim
         header = [cell.strip().lower() for cell in next(reader, [])]
         if header[:2] != ["customer_id", "tags"]:
             raise ImportFileError(
-                f"the first line must be the header 'customer_id,tags', got {_excerpt(','.join(header))}"
+                f"the first line must be the header 'customer_id,tags', got {excerpt(','.join(header))}"
             )
         plan = ImportPlan()
         for cells in reader:
@@ -129,7 +131,7 @@ def plan_import(data: bytes, tagging: ManualTagging, *, actor: str, now: datetim
             plan.rows += 1
             commands, reason = _row(cells, tagging, actor, now)
             if reason is not None:
-                plan.reject(RowError(line, _excerpt(cells[0].strip(), quoted=False) if cells else None, reason))
+                plan.reject(RowError(line, cells[0].strip()[:128] if cells else None, reason))
             else:
                 plan.commands.extend(commands)
     except csv.Error as error:
@@ -146,8 +148,11 @@ def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) ->
     if oversized is not None:
         return [], f"a cell of {len(oversized)} characters is over the limit of {MAX_CELL}"
     customer_id, written = cells[0].strip(), cells[1]
-    if not customer_id or len(customer_id) > 128:
-        return [], f"customer_id must be 1 to 128 characters, got {len(customer_id)}: {_excerpt(customer_id)}"
+    try:
+        _CUSTOMER_ID.validate_python(customer_id)
+    except ValidationError as error:
+        problem = problems(error)[0]
+        return [], f"customer_id: {problem['msg']} (got {problem['input']})"
     names = [name for name in _split(written) if name.strip()]
     if not names:
         return [], "tags: no tag given"
@@ -157,23 +162,19 @@ def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) ->
         if isinstance(resolved, str):
             return [], f"tags: {resolved}"
         group_id, tag_id = resolved
-        try:
-            command = TagCommand(
-                command_id=command_id("import", customer_id, group_id, tag_id, "add"),
-                customer_id=customer_id,
-                group_id=group_id,
-                tag_id=tag_id,
-                action="add",
-                actor=actor,
-                source="import",
-                occurred_at=now,
-            )
-        except ValidationError as error:  # the contract's own rules on ids: the row, never a 500
-            problem = error.errors(include_input=False)[0]
-            return [], f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+        command = TagCommand(
+            command_id=command_id("import", customer_id, group_id, tag_id, "add"),
+            customer_id=customer_id,
+            group_id=group_id,
+            tag_id=tag_id,
+            action="add",
+            actor=actor,
+            source="import",
+            occurred_at=now,
+        )
         refusal = tagging.refusal(command)
         if refusal is not None:
-            return [], f"tags: {_excerpt(name.strip())}: {refusal}"
+            return [], f"tags: {excerpt(name.strip())}: {refusal}"
         commands.append(command)
     return commands, None
 
@@ -182,12 +183,6 @@ def _split(cell: str) -> list[str]:
     for separator in TAG_SEPARATORS[1:]:
         cell = cell.replace(separator, TAG_SEPARATORS[0])
     return cell.split(TAG_SEPARATORS[0])
-
-
-def _excerpt(text: str, *, quoted: bool = True) -> str:
-    """At most _EXCERPT characters of `text`, never the whole of a huge cell."""
-    short = text if len(text) <= _EXCERPT else text[:_EXCERPT] + f"… ({len(text)} characters)"
-    return repr(short) if quoted else short
 
 
 def _names(groups: Mapping[str, TagGroup]) -> dict[str, list[tuple[str, str]]]:

@@ -26,6 +26,11 @@ class Throttled(Exception):
         self.retry_after_s = retry_after_s
 
 
+class RecordRefused(ValueError):
+    """A record the publisher refuses after the API validated it (the embedded node checks each
+    write as its replay will read it): nothing was accepted. Answered 422."""
+
+
 class Unavailable(Exception):
     """Kafka (or Redis) cannot be reached, or did not acknowledge in time: the write may or may not have
     happened (a retry with the same ids is safe)."""

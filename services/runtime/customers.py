@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 
+from schemas.excerpt import excerpt
+
 Channel = Literal["push", "sms", "coupon"]
 CHANNELS: tuple[Channel, ...] = ("push", "sms", "coupon")
 ALL_CHANNELS = "*"
@@ -32,7 +34,9 @@ class Profile(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{3,31}$")
     email: str | None = Field(default=None, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
-    timezone: str | None = Field(default=None, description="IANA zone, e.g. Asia/Shanghai; quiet hours use it")
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA zone, e.g. Asia/Shanghai; quiet hours use it"
+    )
     locale: str | None = Field(default=None, max_length=35)
 
     @field_validator("timezone")
@@ -43,7 +47,7 @@ class Profile(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Asia/Shanghai'") from None
+            raise ValueError(f"unknown time zone {excerpt(value)}; use an IANA name such as 'Asia/Shanghai'") from None
         return value
 
     def __repr__(self) -> str:  # keeps phone numbers and e-mails out of logs and tracebacks

@@ -41,12 +41,14 @@ def private_directory(path: Path, *, tighten: bool = False) -> Path:
     return path
 
 
-def open_private(path: Path) -> BinaryIO:
-    """`path` opened for appending in binary, created 0600 (an existing file is made 0600 too)."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
+def open_private(path: Path, *, truncate: bool = False) -> BinaryIO:
+    """`path` opened for appending in binary (`truncate`: emptied first), created 0600; an existing
+    file is made 0600 too."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else os.O_APPEND)
+    descriptor = os.open(path, flags, FILE_MODE)
     try:
         os.fchmod(descriptor, FILE_MODE)
-        return os.fdopen(descriptor, "ab")
+        return os.fdopen(descriptor, "wb" if truncate else "ab")
     except BaseException:
         os.close(descriptor)
         raise

@@ -26,7 +26,10 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
+from schemas.common import Text
+from schemas.excerpt import excerpt
 from schemas.topics import TopicNames
+from services.notifier.policy.playbooks import parse_duration
 
 
 def _at_least(length: int) -> AfterValidator:
@@ -267,8 +270,15 @@ class NotifierSettings(_Section):
     @classmethod
     def _caps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cap in value:
-            if not re.fullmatch(r"(push|sms|coupon):\d+/\d+[smhdw]", cap):
-                raise ValueError(f"a cap looks like sms:1/1d (channel:limit/window), got {cap!r}")
+            if not re.fullmatch(r"(push|sms|coupon):\d{1,9}/\d+[smhdw]", cap):
+                raise ValueError(f"a cap looks like sms:1/1d (channel:limit/window), got {excerpt(cap)}")
+            parse_duration(cap.rsplit("/", 1)[1])
+        return value
+
+    @field_validator("coupon_period", "max_trigger_age")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)  # at most MAX_DURATION: a longer one overflows the instants it is added to
         return value
 
 
@@ -277,7 +287,8 @@ class ApiKey(_Section):
 
     key: Secret16
     role: Literal["viewer", "operator", "admin"]
-    name: str = Field(min_length=1, max_length=128, description="who acts: recorded as the actor of manual tags")
+    # Text, as a manual tag's actor is: a name the contracts would refuse made every command of that key a 500
+    name: Text = Field(max_length=128, description="who acts: recorded as the actor of manual tags")
 
 
 class IngestSettings(_Section):

@@ -15,9 +15,9 @@ from typing import Annotated, Literal
 from pydantic import Field, TypeAdapter, ValidationError
 
 from schemas.events import event_adapter
+from schemas.excerpt import describe_validation_error, excerpt
 from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
-from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.changes import Change
@@ -80,7 +80,7 @@ class TaggerCore:
 
     def failed(self, message: Incoming, error: Exception) -> Result:
         """A message that made the tagger fail: dead-lettered so it cannot stall its partition."""
-        return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {error}")
+        return self._rejected(message, "failed", f"internal error: {type(error).__name__}: {excerpt(str(error), 300)}")
 
     def dead_letter(
         self, message: Incoming, error: Literal["invalid", "refused", "mismatched_key", "failed"], reason: str

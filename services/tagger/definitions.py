@@ -8,10 +8,11 @@ from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
+from schemas.excerpt import describe_validation_error, excerpt
 from schemas.tags import TagGroup, TagGroupSet
+from services.runtime.user_yaml import UserYamlError, load_user_yaml
 
 _PLACEHOLDER = re.compile(r"\$\{([a-z_][a-z0-9_]*)\}")
 
@@ -23,29 +24,15 @@ class RulesFileError(ValueError):
 def parse_groups(text: str, source: str = "<rules>") -> list[TagGroup]:
     """Parse a rules document (`groups: [...]`). Errors name the source and the path inside it."""
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise RulesFileError(f"{source}: not valid YAML: {error}") from None
+        document = load_user_yaml(text)
+    except UserYamlError as error:
+        raise RulesFileError(f"{source}: {error}") from None
     if isinstance(document, dict):
         document = {key: value for key, value in document.items() if key != "template"}
     try:
         return TagGroupSet.model_validate(document).groups
     except ValidationError as error:
         raise RulesFileError(f"{source}: {describe_validation_error(error)}") from None
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem: the dotted path to the field, what is wrong, and the offending value."""
-    lines = []
-    for problem in error.errors(include_url=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "(document)"
-        if problem["type"] == "missing":
-            lines.append(f"{where}: {problem['msg']}")
-            continue
-        value = problem.get("input")
-        shown = repr(value) if not isinstance(value, dict | list) else type(value).__name__
-        lines.append(f"{where}: {problem['msg']} (got {shown})")
-    return "; ".join(lines)
 
 
 @dataclass(frozen=True)
@@ -89,7 +76,7 @@ def templates() -> dict[str, Template]:
 
 
 def _template(filename: str, text: str) -> Template:
-    header: dict[str, Any] = (yaml.safe_load(text) or {}).get("template") or {}
+    header: dict[str, Any] = (load_user_yaml(text) or {}).get("template") or {}
     declared = header.get("parameters") or {}
     parameters = tuple(
         TemplateParameter(name, _number(filename, name, str(spec["default"])), str(spec.get("description", "")))
@@ -112,7 +99,7 @@ def _number(template: str, name: str, raw: str) -> Decimal:
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise RulesFileError(f"template {template}: parameter {name} must be a number, got {raw!r}") from None
+        raise RulesFileError(f"template {template}: parameter {name} must be a number, got {excerpt(raw)}") from None
     if not value.is_finite() or value < 0:
-        raise RulesFileError(f"template {template}: parameter {name} must be a non-negative number, got {raw!r}")
+        raise RulesFileError(f"template {template}: parameter {name} must be a non-negative number, got {excerpt(raw)}")
     return value

@@ -15,10 +15,10 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from schemas.excerpt import describe_validation_error
 from schemas.tags import TagGroup
 from services.runtime.kafka import client_options, partitions_of
 from services.runtime.settings import KafkaSettings
-from services.tagger.definitions import describe_validation_error
 
 log = logging.getLogger(__name__)
 

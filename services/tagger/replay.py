@@ -21,8 +21,8 @@ import orjson
 from pydantic import ValidationError
 
 from schemas.events import CustomerEvent, event_adapter
+from schemas.excerpt import describe_validation_error
 from schemas.tags import ChangeSource, TagCommand
-from services.tagger.definitions import describe_validation_error
 from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change, json_line
 from services.tagger.engine.fingerprint import DefinitionChange

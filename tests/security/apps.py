@@ -44,11 +44,13 @@ def service_app(**ingest: Any) -> FastAPI:
 
 
 @asynccontextmanager
-async def embedded_node(data_dir: Path, **ingest: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def embedded_node(
+    data_dir: Path, *, skip_bad_journal_lines: bool = False, **ingest: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     """`tagstream run --embedded`'s app over `data_dir`, running, and a client for it."""
     settings = node_settings(**ingest)
     clock = SystemClock()
-    node = EmbeddedNode(settings, data_dir, clock)
+    node = EmbeddedNode(settings, data_dir, clock, skip_bad_journal_lines=skip_bad_journal_lines)
     app = create_app(settings, clock=clock, registry=CollectorRegistry(), adapters=node.adapters())
     async with app.router.lifespan_context(app), client(app) as http:
         yield http

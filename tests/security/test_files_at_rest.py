@@ -47,3 +47,20 @@ async def test_a_data_directory_from_an_older_version_is_made_private_at_start(t
     async with embedded_node(data) as http:
         assert (await http.get("/v1/customers/c1/opt-outs", headers=AS_OPERATOR)).json()["opted_out"] == ["sms"]
     assert (_mode(data), _mode(data / JOURNAL_FILE)) == (0o700, 0o600)
+
+
+async def test_lines_an_operator_sets_aside_stay_private_and_so_does_the_rewritten_journal(
+    tmp_path: Path, umask: int
+) -> None:
+    data = tmp_path / "data"
+    async with embedded_node(data) as http:
+        assert (await http.put("/v1/customers/c1/profile", json=PROFILE, headers=AS_OPERATOR)).status_code == 204
+    journal = data / JOURNAL_FILE
+    with journal.open("ab") as damaged:
+        damaged.write(b'{"k":"opt_out","c":"c2","ch":"sms", "phone": "+86 139 0000 0002"\n')
+    async with embedded_node(data, skip_bad_journal_lines=True):
+        pass
+    rejected = [path for path in data.iterdir() if path != journal]
+    assert rejected, "the damaged line was set aside somewhere"
+    assert "+86 139 0000 0002" in rejected[0].read_text(encoding="utf-8")
+    assert {path.name: _mode(path) for path in data.iterdir()} == {path.name: 0o600 for path in data.iterdir()}

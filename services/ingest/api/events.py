@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from schemas.events import EVENT_TYPES, CustomerEvent
+from schemas.excerpt import problems
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, require
 from services.ingest.ports import Throttled, Unavailable
@@ -154,7 +155,7 @@ def parse_events(body: bytes) -> tuple[list[CustomerEvent], list[ItemError]]:
             return [_ONE.validate_json(stripped)], []
         events = _MANY.validate_json(stripped)
     except ValidationError as error:
-        return [], [_item_error(problem, batch=batch) for problem in error.errors(include_url=False)]
+        return [], [_item_error(problem, batch=batch) for problem in problems(error)]
     if not events:
         return [], [ItemError(index=None, field="body", reason="the batch is empty")]
     return events, []
@@ -170,8 +171,8 @@ def _item_error(problem: Any, *, batch: bool) -> ItemError:
         loc = loc[1:]  # the union's tag: the event type is already known from `type`
     field = ".".join(str(part) for part in loc) or ("type" if problem["type"].startswith("union_tag") else "(event)")
     reason = problem["msg"]
-    if problem["type"] != "missing" and "input" in problem and not isinstance(problem["input"], dict | list):
-        reason = f"{reason} (got {problem['input']!r})"[:300]
+    if "input" in problem and not problem["input"].startswith("a dict "):
+        reason = f"{reason} (got {problem['input']})"
     return ItemError(index=index, field=field, reason=reason)
 
 

@@ -13,6 +13,8 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from schemas.common import Identifier
+from schemas.limits import MAX_GROUPS
 from schemas.tags import TagGroup
 from services.ingest import catalog
 from services.ingest.auth import Caller
@@ -31,7 +33,9 @@ class GroupList(BaseModel):
 
 
 class Reorder(BaseModel):
-    group_ids: list[str] = Field(description="every group id once, in the wanted display order")
+    group_ids: list[Identifier] = Field(
+        max_length=MAX_GROUPS, description="every group id once, in the wanted display order"
+    )
 
 
 _ERRORS: dict[int | str, dict[str, object]] = {

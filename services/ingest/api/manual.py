@@ -29,8 +29,8 @@ class ManualTags(BaseModel):
     action: Literal["add", "remove"]
     customer_ids: list[ExternalId] = Field(min_length=1, max_length=1000)
     expires_at: UtcDatetime | None = Field(default=None, description="a manual add lapses at this instant")
-    request_id: str | None = Field(
-        default=None, max_length=128, description="retrying with the same request_id resends the same commands"
+    request_id: ExternalId | None = Field(
+        default=None, description="retrying with the same request_id resends the same commands"
     )
 
 

@@ -7,17 +7,20 @@ and the notifier keeps running the previous one.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.common import Identifier
+from schemas.excerpt import excerpt, problems
+from schemas.limits import MAX_DURATION, MAX_NUMBER_TEXT, MAX_PLAYBOOKS, MAX_STEPS, MAX_TEMPLATE_LENGTH
 from schemas.tags import ChangeSource, TagChanged
 from services.notifier.policy.templates import check_template
+from services.runtime.user_yaml import UserYamlError, load_user_yaml
 
 Channel = Literal["push", "sms", "coupon"]
 CancelCondition = Literal["tag_removed", "tag_added", "customer_returned"]
@@ -29,28 +32,38 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
 def parse_duration(value: Any) -> timedelta:
-    """`0`, `45s`, `30m`, `12h`, `3d`, `1w` (a bare number is seconds) or a timedelta."""
+    """`0`, `45s`, `30m`, `12h`, `3d`, `1w` (a bare number is seconds) or a timedelta; at most MAX_DURATION."""
+    seconds: float
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"a duration is a number of seconds or text like '3d', got {value!r}")
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise ValueError(f"not a duration: {value!r}; write e.g. 0, 90s, 30m, 12h, 3d or 1w")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        seconds = value.total_seconds()
+    elif isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a duration is a number of seconds or text like '3d', got {excerpt(value)}")
+    elif isinstance(value, int) and value >= 0:
+        seconds = value
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"not a duration: {excerpt(value)}; write e.g. 0, 90s, 30m, 12h, 3d or 1w")
+        digits = match.group(1).lstrip("0") or "0"
+        seconds = int(digits) * _UNITS[match.group(2)] if len(digits) <= 12 else math.inf
+    # bounded before building a timedelta: 99999999999999999999d overflows it, and 999999999d
+    # overflows the instant it is added to
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"must be at most {MAX_DURATION.days}d, got {excerpt(value)}")
+    return value if isinstance(value, timedelta) else timedelta(seconds=seconds)
 
 
 def parse_fraction(value: Any) -> Decimal:
     """`5%` or `0.05` -> Decimal('0.05'); must lie in [0, 1]."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a fraction: {value!r}")
-    text = str(value).strip()
+    text = str(value).strip() if isinstance(value, str | float | Decimal) or type(value) is int else ""
     try:
+        if not text or len(text) > MAX_NUMBER_TEXT:
+            raise ArithmeticError
         fraction = Decimal(text[:-1]) / 100 if text.endswith("%") else Decimal(text)
     except ArithmeticError:
-        raise ValueError(f"not a percentage: {value!r}; write e.g. 5% or 0.05") from None
+        raise ValueError(f"not a percentage: {excerpt(value)}; write e.g. 5% or 0.05") from None
     if not (0 <= fraction <= 1):
-        raise ValueError(f"must be between 0% and 100%, got {value!r}")
+        raise ValueError(f"must be between 0% and 100%, got {excerpt(value)}")
     return fraction
 
 
@@ -126,7 +139,7 @@ class CapRule(_Model):
 class Playbook(_Model):
     id: Identifier
     trigger: Trigger
-    steps: tuple[Step, ...] = Field(min_length=1)
+    steps: tuple[Step, ...] = Field(min_length=1, max_length=MAX_STEPS)
     holdout: Fraction = Decimal(0)
     caps: tuple[CapRule, ...] = Field(default=(), description="caps counting only this playbook's sends")
     disabled: bool = False
@@ -142,8 +155,10 @@ class Playbook(_Model):
 
 
 class PlaybookSet(_Model):
-    templates: dict[Identifier, str] = Field(default_factory=dict)
-    playbooks: tuple[Playbook, ...] = ()
+    templates: dict[Identifier, Annotated[str, Field(max_length=MAX_TEMPLATE_LENGTH)]] = Field(
+        default_factory=dict, max_length=MAX_PLAYBOOKS
+    )
+    playbooks: tuple[Playbook, ...] = Field(default=(), max_length=MAX_PLAYBOOKS)
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
@@ -176,13 +191,15 @@ class PlaybookError(ValueError):
 
 def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PlaybookError(f"{source}: not valid YAML: {error}") from None
+        document = load_user_yaml(text)
+    except UserYamlError as error:
+        raise PlaybookError(f"{source}: {error}") from None
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise PlaybookError(f"{source}: expected a mapping with `playbooks:` (and `templates:`), got {document!r}")
+        raise PlaybookError(
+            f"{source}: expected a mapping with `playbooks:` (and `templates:`), got {excerpt(document)}"
+        )
     try:
         return PlaybookSet.model_validate(document)
     except ValidationError as error:
@@ -192,7 +209,7 @@ def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
 def _describe(error: ValidationError, document: dict[str, Any]) -> str:
     """Pydantic's locations with list indexes replaced by playbook ids: `playbook 'x' steps[2].delay: ...`."""
     lines = []
-    for problem in error.errors():
+    for problem in problems(error):
         location = list(problem["loc"])
         where = ".".join(str(part) for part in location) or "(file)"
         if len(location) >= 2 and location[0] == "playbooks" and isinstance(location[1], int):
@@ -200,9 +217,10 @@ def _describe(error: ValidationError, document: dict[str, Any]) -> str:
             entry = entries[location[1]] if location[1] < len(entries) else None
             name = entry.get("id") if isinstance(entry, dict) else None
             rest = _path(location[2:])
-            where = f"playbook {name!r}" if name else f"playbooks[{location[1]}]"
+            where = f"playbook {excerpt(name)}" if name else f"playbooks[{location[1]}]"
             where += f" {rest}" if rest else ""
-        lines.append(f"{where}: {problem['msg']}")
+        got = f" (got {problem['input']})" if "input" in problem else ""
+        lines.append(f"{where}: {problem['msg']}{got}")
     return "; ".join(lines)
 
 
