@@ -8,9 +8,11 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from services.embedded.node import JOURNAL_FILE
+from services.ingest.importer import Importer, Response
 from tests.security.apps import AS_OPERATOR, embedded_node
 
 PROFILE = {"name": "韩梅梅", "phone": "+86 139 0000 0001", "email": "meimei@example.cn", "timezone": "Asia/Shanghai"}
@@ -64,3 +66,12 @@ async def test_lines_an_operator_sets_aside_stay_private_and_so_does_the_rewritt
     assert rejected, "the damaged line was set aside somewhere"
     assert "+86 139 0000 0002" in rejected[0].read_text(encoding="utf-8")
     assert {path.name: _mode(path) for path in data.iterdir()} == {path.name: 0o600 for path in data.iterdir()}
+
+
+def test_the_history_import_state_file_is_0600(tmp_path: Path, umask: int) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_bytes(b'{"not": "an event"}\n')
+    state = tmp_path / "history.jsonl.import-state.json"
+    refused = orjson.dumps({"detail": [{"index": 0, "field": "type", "reason": "unknown"}]})
+    Importer(history, state, lambda body: Response(422, refused), batch=1).run()
+    assert _mode(state) == 0o600
