@@ -274,14 +274,17 @@ class TagChanged(Contract):
 
 
 class TagCommand(Contract):
-    """A manual add or remove of one tag for one customer (an operator, an import, an API call)."""
+    """A manual add or remove of one tag for one customer (an operator, an import, an API call).
+
+    `remove` of a tag the rules gave, in a group with `tagging: both`, sticks: the rules do not give
+    it back until a `clear` (the rules decide again) or an `add` (held by hand)."""
 
     schema_version: Literal[1] = SCHEMA_VERSION
     command_id: ExternalId
     customer_id: ExternalId
     group_id: Identifier
     tag_id: Identifier
-    action: Literal["add", "remove"]
+    action: Literal["add", "remove", "clear"]
     actor: Annotated[Text, Field(max_length=128)]
     source: Literal["manual", "import"] = "manual"
     expires_at: UtcDatetime | None = None

@@ -11,6 +11,10 @@
 #   scripts/kafka.sh status     exit 0 when the broker is running and answers metadata requests
 #   scripts/kafka.sh bootstrap  print the bootstrap address of the running broker
 #
+# A replicated cluster instead (scripts/kafka-cluster.sh: 3 nodes, RF 3, min.insync 2):
+#   scripts/kafka.sh --nodes 3 start|stop|reset|status|bootstrap, or TAGSTREAM_KAFKA_NODES=3;
+#   scripts/kafka.sh kill-node|stop-node|start-node|node-pid ID   one node, for fault tests
+#
 # Environment:
 #   TAGSTREAM_KAFKA_VERSION  Kafka version to run (default below; 4.4.0 also verified)
 #   TAGSTREAM_CACHE_DIR      jar cache root (default: $HOME/.cache/tagstream)
@@ -512,11 +516,21 @@ cmd_bootstrap() {
 }
 
 usage() {
-    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
 main() {
+    if [[ "${1:-}" == "--nodes" && $# -ge 2 ]]; then
+        export TAGSTREAM_KAFKA_NODES="$2"
+        shift 2
+    fi
+    case "${1:-}" in
+        kill-node | stop-node | start-node | node-pid) exec "${SCRIPT_DIR}/kafka-cluster.sh" "$@" ;;
+    esac
+    if [[ "${TAGSTREAM_KAFKA_NODES:-1}" != 1 ]]; then
+        exec "${SCRIPT_DIR}/kafka-cluster.sh" "$@"
+    fi
     [[ $# -eq 1 ]] || usage
     case "$1" in
         fetch) cmd_fetch ;;
@@ -531,4 +545,7 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced by scripts/kafka-cluster.sh for its helpers: then only the functions are defined.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--changes", help="also write every tag change, in order, as JSON lines")
     replay.add_argument("--horizon-days", type=int, default=DEFAULT_HORIZON_DAYS, help="days of history kept")
     replay.add_argument("--full", action="store_true", help="re-evaluate every group on every event (slower)")
+    replay.add_argument(
+        "--currency",
+        type=_currency,
+        help="the shop's currency; orders in another one are rejected (default: TAGSTREAM_SHOP__CURRENCY, else CNY)",
+    )
     replay.set_defaults(run=tagger_commands.replay)
 
     tagger = commands.add_parser(
@@ -168,6 +173,12 @@ def _instant(text: str) -> datetime:
     if moment.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone; write e.g. 2026-11-23T00:00:00Z")
     return moment.astimezone(UTC)
+
+
+def _currency(text: str) -> str:
+    if len(text) != 3 or not text.isascii() or not text.isupper() or not text.isalpha():
+        raise argparse.ArgumentTypeError(f"not an ISO 4217 currency code: {text!r}; write e.g. CNY")
+    return text
 
 
 if __name__ == "__main__":

@@ -106,7 +106,9 @@ class EmbeddedNode:
         """Empty stores, tagger and read model (again, when a replay must start over)."""
         settings, clock = self.settings, self.clock
         self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
-        self.tagger = EmbeddedTagger(readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days)
+        self.tagger = EmbeddedTagger(
+            readmodel=self.readmodel, horizon_days=settings.tagger.horizon_days, currency=settings.shop.currency
+        )
         self.customers = JournaledCustomers(self)
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
@@ -120,6 +122,7 @@ class EmbeddedNode:
                 customers=self.customers,
                 tags=ReadModelFacts(self.readmodel),
                 outcomes=LoggedOutcomes(),
+                definitions=lambda: self.tagger.groups,
             )
             self.notifier = self.composition.notifier(ports, clock)
             self.tagger.listen(self._schedule)

@@ -7,6 +7,7 @@ Counted into the Kafka tagger's metrics (services/tagger/metrics.py) once `count
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
@@ -23,6 +24,8 @@ from services.tagger.replay import Replay
 
 Listener = Callable[[list[TagChanged]], Awaitable[object]]
 
+log = logging.getLogger("tagstream.embedded")
+
 
 class EmbeddedTagger:
     """Call from one asyncio task at a time; each call returns once every listener has the changes."""
@@ -33,12 +36,17 @@ class EmbeddedTagger:
         *,
         readmodel: MemoryReadModel | None = None,
         horizon_days: int = DEFAULT_HORIZON_DAYS,
+        currency: str | None = None,
     ) -> None:
+        """`currency`: the shop's; the API refuses orders in another one, and so does this (a journal
+        written before the shop's currency was set, or edited by hand)."""
         self.readmodel = readmodel or MemoryReadModel()
         self.groups: dict[str, TagGroup] = {group.id: group for group in groups}
         self._horizon_days = horizon_days
         self._pending: list[Change] = []
-        self.replay = Replay(Engine(self._compile(self.groups)), on_change=self._pending.append)
+        self.replay = Replay(
+            Engine(self._compile(self.groups)), on_change=self._pending.append, on_reject=_refused, currency=currency
+        )
         self._listeners: list[Listener] = []
         self.changes = 0
         self.metrics: TaggerMetrics | None = None
@@ -142,3 +150,7 @@ class EmbeddedTagger:
     def _scheduled(self) -> float:
         """Customers with a time-based re-evaluation ahead (read when /metrics is scraped)."""
         return sum(1 for state in self.replay.states.values() if state.next_at is not None)
+
+
+def _refused(_: int, reason: str) -> None:
+    log.error("embedded: skipping an event the shop refuses: %s", reason)

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.notifications import NotificationOutcome
-from schemas.tags import TagChanged
+from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
@@ -38,6 +38,7 @@ from services.runtime.kafka import client_options, ensure_topics, producer_optio
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.engine.clock import Clock, SystemClock
+from services.tagger.feed import DefinitionsFeed
 
 log = logging.getLogger("tagstream.notifier")
 
@@ -91,8 +92,11 @@ class NotifierApp:
         self._consumer: AIOKafkaConsumer | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._reading: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
+        self.definitions = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, _ignore)
+        """The tag groups, read whole from their compacted topic: messages name groups and tags."""
         self.notifier: Notifier | None = None
         self.ready = False
         self._stopped = False
@@ -102,7 +106,8 @@ class NotifierApp:
         settings, topics = self.settings, self.settings.topics
         await ensure_topics(
             settings.kafka,
-            [topics.tag_changes, topics.notifications, topics.notifications_dlq],
+            [topics.tag_changes, topics.notifications, topics.notifications_dlq, topics.tag_definitions],
+            compacted=[topics.tag_definitions],
             kept_forever=[topics.tag_changes],  # as the tagger creates it, whichever service starts first
         )
         self._redis = redis_client(settings.redis)
@@ -116,6 +121,7 @@ class NotifierApp:
             customers=RedisCustomers(self._redis, prefix=prefix),
             tags=RedisTagFacts(self._redis, key_prefix=prefix),
             outcomes=KafkaOutcomes(self._producer, topics.notifications, topics.notifications_dlq),
+            definitions=lambda: self.definitions.groups,
         )
         self.notifier = self.composition.notifier(ports, self.clock)
         self._consumer = AIOKafkaConsumer(
@@ -127,6 +133,8 @@ class NotifierApp:
         )
         await self._consumer.start()
         await self._start_web()
+        self._reading = asyncio.create_task(self.definitions.run(), name="notifier-definitions")
+        await self._definitions_read()  # before any send: a message sent earlier would name tags by their ids
         self._tasks = [
             asyncio.create_task(self._consume(), name="notifier-consume"),
             asyncio.create_task(self._deliver(), name="notifier-deliver"),
@@ -134,6 +142,14 @@ class NotifierApp:
         ]
         self.ready = True
         log.info("notifier started: %d playbooks, web on port %s", len(self.playbooks.current.playbooks), self.port)
+
+    async def _definitions_read(self) -> None:
+        assert self._reading is not None
+        ready = asyncio.create_task(self.definitions.ready.wait())
+        await asyncio.wait({ready, self._reading}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+            self._reading.result()  # the feed failed (the broker is unreachable): raise its error
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -167,6 +183,9 @@ class NotifierApp:
         self.request_stop()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reading is not None:
+            self._reading.cancel()  # reads until cancelled
+            await asyncio.gather(self._reading, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
         await self.composition.close()
@@ -281,6 +300,10 @@ class NotifierApp:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def _ignore(groups: dict[str, TagGroup]) -> None:
+    """The notifier reads the feed's groups when it renders a message: nothing to do on a change."""
 
 
 async def _pause(stopping: asyncio.Event, seconds: float) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from schemas.tags import TagGroup
 from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
@@ -41,6 +42,8 @@ class NotifierPorts:
     customers: CustomerStore
     tags: TagFacts
     outcomes: OutcomeSink
+    definitions: Callable[[], Mapping[str, TagGroup]] | None = None
+    """The current tag groups: messages name groups and tags as the shop does (None: by their ids)."""
 
 
 class NotifierComposition:
@@ -81,6 +84,7 @@ class NotifierComposition:
             policy=self.policy,
             tuning=self.tuning,
             metrics=self.metrics,
+            definitions=ports.definitions,
         )
 
     async def watch_playbooks(self, stopping: asyncio.Event) -> None:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from schemas.notifications import NotificationOutcome, OutcomeKind, OutcomeReason, TriggerRef
-from schemas.tags import TagChanged
+from schemas.tags import TagChanged, TagGroup
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import (
     Decision,
@@ -79,8 +79,12 @@ class Notifier:
         policy: Policy | None = None,
         tuning: Tuning | None = None,
         metrics: NotifierMetrics | None = None,
+        definitions: Callable[[], Mapping[str, TagGroup]] | None = None,
     ) -> None:
+        """`definitions`: the current tag groups, so that messages name groups and tags as the shop
+        does (a group or tag it does not know renders as its id)."""
         self._playbooks = playbooks if callable(playbooks) else (lambda: playbooks)
+        self._definitions = definitions
         self.scheduler = scheduler
         self.ledger = ledger
         self.customers = customers
@@ -278,11 +282,14 @@ class Notifier:
         if job.template is not None:
             template = self.playbooks.templates.get(job.template)
             if template is not None:
+                group_name, tag_name = self._names(job.group_id, job.tag_id)
                 context = {
                     "name": profile.name,
                     "customer_id": job.customer_id,
-                    "group": job.group_id,
-                    "tag": job.tag_id,
+                    "group": group_name,
+                    "tag": tag_name,
+                    "group_id": job.group_id,
+                    "tag_id": job.tag_id,
                     "coupon": job.coupon,
                     "playbook": job.playbook_id,
                 }
@@ -298,6 +305,13 @@ class Notifier:
             coupon=job.coupon,
             to=profile.phone if job.channel == "sms" else None,
         )
+
+    def _names(self, group_id: str, tag_id: str) -> tuple[str, str]:
+        group = self._definitions().get(group_id) if self._definitions is not None else None
+        if group is None:
+            return group_id, tag_id
+        tag_name = next((tag.name for tag in group.tags if tag.id == tag_id), tag_id)
+        return group.name, tag_name
 
     async def _report(
         self,

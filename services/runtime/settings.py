@@ -170,6 +170,21 @@ class TaggerSettings(_Section):
         description="static group membership: a stable name per worker (the chart uses the pod name), so a "
         "restarted worker takes its partitions back at once instead of after session_timeout_s",
     )
+    rebalance_stuck_s: float = Field(
+        default=180.0,
+        gt=0,
+        le=3600,
+        description="/healthz fails (so the liveness probe restarts the worker) once a rebalance lasts longer",
+    )
+    revoke_wait_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="on a rebalance or stop, longest wait for the batch in flight; then it is abandoned unacknowledged",
+    )
+    shutdown_timeout_s: float = Field(
+        default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"
+    )
 
 
 class NotifierSettings(_Section):

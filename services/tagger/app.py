@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event  # the partition of a table write comes from here
 from faust.types import TP, EventT
 from faust.types.stores import StoreT
@@ -33,7 +34,6 @@ from schemas.tags import TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
 from services.runtime.files import private_directory
 from services.runtime.kafka import (
-    durability_problems,
     ensure_topics,
     min_insync_replicas,
     partition_ids,
@@ -58,6 +58,7 @@ from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
 from services.tagger.producer import TaggerProducer
 from services.tagger.projection import Projection
+from services.tagger.watchdog import RebalanceWatch, exit_after
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,11 @@ class Tagger:
         self.metrics = TaggerMetrics(registry)
         self.engine = Engine(RuleBook.compile([], horizon_days=settings.tagger.horizon_days))
         self.core = TaggerCore(
-            self.engine, settings.topics, clock, Arrival.of(settings.shop.future_skew, settings.history_age)
+            self.engine,
+            settings.topics,
+            clock,
+            Arrival.of(settings.shop.future_skew, settings.history_age),
+            currency=settings.shop.currency,
         )
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(
@@ -113,10 +118,12 @@ class Tagger:
             else None,
         )
         self.table.on_recover(self._on_recovered)
+        self.rebalances = RebalanceWatch()
+        self.app.sensors.add(self.rebalances)
         self._wire()
 
     async def create_topics(self) -> None:
-        """Create the topics the tagger reads and writes (faust creates only its own changelog).
+        """Create the topics the tagger reads and writes, the table's changelog included.
 
         Events, commands and ticks are joined per customer with the table, so all of them must have
         TAGSTREAM_KAFKA__PARTITIONS partitions. A topic created earlier with another count (by a
@@ -124,6 +131,10 @@ class Tagger:
         """
         topics = self.settings.topics
         kafka = self.settings.kafka
+        # The changelog too, although faust would create it: created after the consumer subscribed,
+        # its partitions appear at the next metadata refresh (a broker failure forces one), and that
+        # change restarts the group's rebalance in the middle of the failure.
+        changelog = self.table.changelog_topic.get_topic_name()
         await ensure_topics(
             kafka,
             [
@@ -133,14 +144,12 @@ class Tagger:
                 topics.tag_changes,
                 topics.events_dlq,
                 topics.tag_definitions,
+                changelog,
             ],
-            compacted=[topics.tag_definitions],
+            compacted=[topics.tag_definitions, changelog],
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
-        # faust creates the changelog itself (with min.insync.replicas, see the table): check one made earlier
-        for problem in await durability_problems(kafka, [self.table.changelog_topic.get_topic_name()]):
-            log.warning("%s", problem)
         joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
         ids = await partition_ids(kafka, joined)
         for topic in joined:
@@ -152,6 +161,16 @@ class Tagger:
                     f"count. Set TAGSTREAM_KAFKA__PARTITIONS={found} for every tagstream service if all three topics "
                     "have that many, or recreate the odd one out."
                 )
+
+    def exit_if_stopping_hangs(self) -> None:
+        """In a worker process (`tagstream tagger`) only: once the app begins to stop, end the process
+        if it is still stopping after TAGSTREAM_TAGGER__SHUTDOWN_TIMEOUT_S (an app started inside
+        another process, as the tests do, must not take that process down)."""
+
+        async def arm(sender: Any, *args: Any, **kwargs: Any) -> None:
+            exit_after(self.settings.tagger.shutdown_timeout_s)
+
+        self.app.on_before_shutdown.connect(cast(Any, arm))  # mode's stub rejects coroutine receivers
 
     @property
     def ready(self) -> bool:
@@ -171,7 +190,7 @@ class Tagger:
             batches = cast(Any, stream).noack_take  # missing from faust's StreamT stub
             size, within = self.settings.tagger.batch_size, self.settings.tagger.batch_within_s
             async for events in batches(size, within=within):
-                for event in await self._process(events):
+                for event in await self._process_or_abandon(events):
                     await stream.ack(event)
 
         if self.settings.tagger.projector:
@@ -192,7 +211,9 @@ class Tagger:
 
         @app.page("/healthz")
         async def healthz(web: Any, request: Any) -> Any:
-            return web.json({"status": "ok"})
+            # the liveness probe: a worker stuck in a rebalance past the limit is restarted
+            verdict = self.rebalances.liveness(self.settings.tagger.rebalance_stuck_s)
+            return web.json(verdict.body(), status=200 if verdict.alive else 503)
 
         @app.page("/readyz")
         async def readyz(web: Any, request: Any) -> Any:
@@ -239,6 +260,33 @@ class Tagger:
                 await redis.aclose()
 
     # -- processing ---------------------------------------------------------------------------------
+
+    async def _process_or_abandon(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
+        """`_process`, again after a Kafka send failed; abandoned (nothing acknowledged) once a rebalance
+        or a stop is under way.
+
+        A batch must not fail out of the agent: the exception faust keeps for the crashed agent holds
+        the batch's messages, so faust waits for them in every later rebalance and at stop (for good),
+        and commits stay below them. A send fails when a leader died and the producer's metadata stayed
+        stale past its request timeout. Processing the batch again is safe: its states were not
+        written, and the engine repeats the same changes under the same seq. An abandoned batch is not
+        committed: whoever owns its partitions next reads it again.
+        """
+        delay = 0.1
+        while True:
+            try:
+                return await self._process(events)
+            except KafkaError as error:
+                if self.app.rebalancing or self.app.should_stop:
+                    log.warning(
+                        "leaving %d messages unacknowledged, to be read again (a rebalance or stop is under way): %r",
+                        len(events),
+                        error,
+                    )
+                    return []
+                log.warning("processing a batch failed (%r); again in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _process(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
         """Process a batch; returns the events that were processed (and may be acknowledged).
@@ -431,10 +479,27 @@ class Tagger:
             return
         now_us = to_us(self.clock.now())
         due = self.index.pop_due(now_us, self._active_partitions())
-        for customer_id, _ in due:
-            tick = Tick(customer_id=customer_id, until_us=now_us).model_dump_json().encode()
-            await self.ticks_topic.send(key=customer_id.encode(), value=tick, force=True)
-        self.metrics.ticks.inc(len(due))
+        sent: list[tuple[str, int, Awaitable[Any]]] = []
+        try:
+            for customer_id, due_us in due:
+                tick = Tick(customer_id=customer_id, until_us=now_us).model_dump_json().encode()
+                sent.append(
+                    (customer_id, due_us, await self.ticks_topic.send(key=customer_id.encode(), value=tick, force=True))
+                )
+        except Exception as error:  # the broker is away: what was not sent is tried again at the next run
+            log.error("sending wake-ups failed (%s); %d will be tried again", error, len(due) - len(sent))
+        acknowledged = await asyncio.gather(*(future for _, _, future in sent), return_exceptions=True)
+        # A wake-up is off the index once handed out: one whose tick Kafka did not take would otherwise
+        # leave its customer's time-based flip undone until the customer's next event.
+        delivered = {
+            customer_id
+            for (customer_id, _, _), ack in zip(sent, acknowledged, strict=True)
+            if not isinstance(ack, BaseException)
+        }
+        for customer_id, due_us in due:
+            if customer_id not in delivered:
+                self.index.restore(customer_id, due_us)
+        self.metrics.ticks.inc(len(delivered))
         self.metrics.timer_backlog.set(len(due) + self.index.overdue(now_us))
         self.metrics.timer_scheduled.set(self.index.pending())
 
@@ -602,7 +667,11 @@ def faust_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=tagger.stream_buffer,
     )
     # before anything creates the consumer; the transport instantiates the class (see consumer.py)
-    consumer = type("Consumer", (TaggerConsumer,), {"direct_delivery": tagger.direct_delivery})
+    consumer = type(
+        "Consumer",
+        (TaggerConsumer,),
+        {"direct_delivery": tagger.direct_delivery, "revoke_wait_s": tagger.revoke_wait_s},
+    )
     cast(Any, app.transport).Consumer = consumer
     cast(Any, app.transport).Producer = TaggerProducer
     return app

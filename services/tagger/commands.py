@@ -32,12 +32,22 @@ def tagger(args: argparse.Namespace) -> int:
     except TopicLayoutError as error:
         print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
+    tagger.exit_if_stopping_hangs()
     worker = TaggerWorker(tagger.app, loglevel=args.log_level.upper())
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT, then exits the process
     return 0
 
 
 def replay(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from services.runtime.settings import Settings
+
+    try:
+        currency = args.currency or Settings().shop.currency
+    except ValidationError as error:
+        print(f"tagstream replay: invalid settings (or pass --currency):\n{error}", file=sys.stderr)
+        return 2
     try:
         groups = parse_groups(Path(args.rules).read_text(encoding="utf-8"), args.rules)
         today = args.now.date() if args.now is not None else None
@@ -57,7 +67,13 @@ def replay(args: argparse.Namespace) -> int:
         open(args.out, "wb", buffering=OUTPUT_BUFFER) as out,
     ):
         run = replay_to(
-            _progress(source, args.events), engine, out, changes_out=changes_out, now=args.now, on_reject=report
+            _progress(source, args.events),
+            engine,
+            out,
+            changes_out=changes_out,
+            now=args.now,
+            on_reject=report,
+            currency=currency,
         )
     summary = run.summary
     seconds = time.perf_counter() - started

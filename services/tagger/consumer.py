@@ -22,11 +22,19 @@
    forward a few offsets per commit — thousands behind for an hour in the rebalance test, although
    every message was processed. `_new_offset` below drops the repeats before faust's own computation;
    it cannot commit an offset that was not acknowledged.
+
+3. A bounded wait for the batch in flight. On a rebalance and on stop faust waits in `wait_empty`
+   until every message handed to an agent is acknowledged, with no limit: an agent blocked on Kafka
+   (a send to a partition whose leader died) held a worker in a rebalance for minutes and made it
+   ignore SIGTERM. `wait_empty` below gives up after `revoke_wait_s`: the messages still held are
+   left unacknowledged, so their offsets are not committed and they are read again by whoever owns
+   the partition next (at-least-once; the effect stays exact, see docs/tagger.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -36,10 +44,27 @@ from faust.types import TP
 from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
 
+log = logging.getLogger(__name__)
+
 
 class TaggerConsumer(AIOKafkaConsumer):
     direct_delivery = True
     """Set per app by subclassing (the transport instantiates the class itself)."""
+    revoke_wait_s = 30.0
+    """Longest wait in `wait_empty` (set per app like `direct_delivery`)."""
+
+    async def wait_empty(self) -> None:
+        try:
+            await asyncio.wait_for(super().wait_empty(), self.revoke_wait_s)
+        except TimeoutError:
+            held = len(self._unacked_messages)
+            log.warning(
+                "%d messages still unacknowledged after %.0fs (TAGSTREAM_TAGGER__REVOKE_WAIT_S): going on without "
+                "them; they are not committed and will be read again",
+                held,
+                self.revoke_wait_s,
+            )
+            self._unacked_messages.clear()
 
     def _new_offset(self, tp: TP) -> int | None:
         with ack_lock:  # the lock faust's `ack` holds while it appends to these

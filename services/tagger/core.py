@@ -18,6 +18,7 @@ from schemas.events import event_adapter
 from schemas.excerpt import describe_validation_error, excerpt
 from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
+from services.tagger.admission import wrong_currency
 from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.changes import Change
@@ -59,11 +60,15 @@ Loader = Callable[[str], bytes | None]
 
 
 class TaggerCore:
-    def __init__(self, engine: Engine, topics: TopicNames, clock: Clock, arrival: Arrival | None = None) -> None:
+    def __init__(
+        self, engine: Engine, topics: TopicNames, clock: Clock, arrival: Arrival | None = None, *, currency: str = "CNY"
+    ) -> None:
         self.engine = engine
         self._arrival = arrival or Arrival()
         self._topics = topics
         self._clock = clock
+        self._currency = currency
+        """The shop's one currency: an order in another one is dead-lettered, never summed with it."""
         self._events = event_adapter()
         self._internal_messages: TypeAdapter[Tick | SyncPartition] = TypeAdapter(
             Annotated[Tick | SyncPartition, Field(discriminator="kind")]
@@ -104,6 +109,9 @@ class TaggerCore:
         mismatch = _key_mismatch(message, event.customer_id)
         if mismatch:
             return self._rejected(message, "mismatched_key", mismatch)
+        refused = wrong_currency(event, self._currency)
+        if refused:
+            return self._rejected(message, "invalid", refused, kind=event.type)
         # The record timestamp is the clock; the event's own date only picks its day (arrival.py).
         now_us = message.timestamp_us
         occurred_us = to_us(event.occurred_at)

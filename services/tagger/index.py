@@ -65,5 +65,12 @@ class CustomerIndex:
         """Customers with a wake-up scheduled (a gauge for the timer backlog)."""
         return len(self._due)
 
+    def restore(self, customer_id: str, due_us: int) -> None:
+        """Put back a wake-up that `pop_due` handed out but that could not be sent, so the next timer run
+        tries it again — unless a later `put` already scheduled the customer."""
+        if customer_id in self._partition_of and customer_id not in self._due:
+            self._due[customer_id] = due_us
+            heapq.heappush(self._heap, (due_us, customer_id))
+
     def overdue(self, now_us: int) -> int:
         return sum(1 for due_us in self._due.values() if due_us <= now_us)

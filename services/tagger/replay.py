@@ -20,9 +20,10 @@ from typing import IO, Any, Final
 import orjson
 from pydantic import ValidationError
 
-from schemas.events import CustomerEvent, event_adapter
+from schemas.events import CustomerEvent, OrderPaid, event_adapter
 from schemas.excerpt import describe_validation_error
 from schemas.tags import ChangeSource, TagCommand
+from services.tagger.admission import wrong_currency
 from services.tagger.engine import CustomerState, Engine, RuleBook
 from services.tagger.engine.changes import Change, json_line
 from services.tagger.engine.fingerprint import DefinitionChange
@@ -57,10 +58,13 @@ class Replay:
         on_reject: Callable[[int, str], None] | None = None,
         until: datetime | None = None,
         changes_out: IO[bytes] | None = None,
+        currency: str | None = None,
     ) -> None:
         """`changes_out` receives every change as a JSON line (before `on_change` sees it): written
-        here rather than by an `on_change` callback, a call per change cheaper."""
+        here rather than by an `on_change` callback, a call per change cheaper. `currency` is the
+        shop's: an order in another one is rejected (None: no check, every order is summed)."""
         self.engine = engine
+        self._currency = currency
         self._changes_out = changes_out
         self.states: dict[str, CustomerState] = {}
         self.summary = ReplaySummary()
@@ -106,6 +110,10 @@ class Replay:
         at = to_us(event.occurred_at)
         if self._until_us is not None and at > self._until_us:
             self._reject(number, f"occurred_at {event.occurred_at.isoformat()} is after --now")
+            return
+        currency = self._currency
+        if currency is not None and type(event) is OrderPaid and event.currency != currency:
+            self._reject(number, wrong_currency(event, currency) or "")
             return
         if self._clock_us is None or at > self._clock_us:
             self._fire(at)
@@ -223,11 +231,12 @@ def replay_to(
     changes_out: IO[bytes] | None = None,
     now: datetime | None = None,
     on_reject: Callable[[int, str], None] | None = None,
+    currency: str | None = None,
 ) -> Replay:
     """The whole replay as the command runs it: JSON lines in; tag changes (as they happen) and one
     snapshot per customer (sorted by id, at the end) out."""
 
-    run = Replay(engine, on_reject=on_reject, until=now, changes_out=changes_out)
+    run = Replay(engine, on_reject=on_reject, until=now, changes_out=changes_out, currency=currency)
     with _no_cyclic_gc():
         run.feed(lines)
         summary = run.finish(now)

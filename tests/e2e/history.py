@@ -61,8 +61,8 @@ GROUPS: list[dict[str, Any]] = [
 
 PLAYBOOKS = """
 templates:
-  welcome: "Welcome ${name}, here is a gift for your first order."
-  come-back: "Hi ${name}, we miss you."
+  welcome: "Welcome ${name|to our shop}, here is a gift for your first order."
+  come-back: "Hi ${name|there}, we miss you."
 playbooks:
   - id: welcome
     trigger: {group: lifecycle, tag: new, on: added}

@@ -38,7 +38,7 @@ HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 WELCOME = """
 templates:
-  hello: "Hello ${name}"
+  hello: "Hello ${name|there}"
 playbooks:
   - id: welcome-high
     trigger: {group: value, tag: high, on: added}

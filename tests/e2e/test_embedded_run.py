@@ -26,7 +26,7 @@ ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"
 PLAYBOOKS = """
 templates:
-  hello: "Hello ${name}, welcome to our best customers."
+  hello: "Hello ${name|there}, welcome to our best customers."
 playbooks:
   - id: big-spender
     trigger: {group: value, tag: high, on: added}

@@ -39,7 +39,7 @@ OPERATOR = "operator-key-0123456789abcdef"
 PARTITIONS = 3
 PLAYBOOKS = """
 templates:
-  thanks: "Thank you ${name}!"
+  thanks: "Thank you ${name|for your order}!"
 playbooks:
   - id: big-spender
     trigger: {group: value, tag: high, on: added}

@@ -150,6 +150,29 @@ def test_events_after_now_are_rejected_not_silently_used(history: Path, tmp_path
     assert "occurred_at 2026-11-03T10:00:00+00:00 is after --now" in capsys.readouterr().err
 
 
+def test_replay_counts_free_orders_uncounts_refunded_ones_and_refuses_another_currency(tmp_path: Path, capsys):
+    from services.cli import main
+
+    free = {"amount": "0.00", "currency": "CNY"}
+    lines = [
+        event("order_paid", 1, "mei", "2026-11-01T10:00:00+08:00", order_id="f1", **free),
+        event("order_paid", 2, "mei", "2026-11-02T10:00:00+08:00", order_id="f2", points_earned=3, **free),
+        event("order_paid", 3, "mei", "2026-11-03T10:00:00+08:00", order_id="p1", amount="200", currency="CNY"),
+        event("order_paid", 4, "mei", "2026-11-04T10:00:00+08:00", order_id="u1", amount="50", currency="USD"),
+        event("order_refunded", 5, "mei", "2026-11-05T10:00:00+08:00", order_id="f1", amount="0.01"),
+    ]
+    events = tmp_path / "free.jsonl"
+    events.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "rules.yaml").write_text(RULES, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    arguments = ["replay", str(events), "--rules", str(tmp_path / "rules.yaml"), "--out", str(out)]
+
+    assert main([*arguments, "--currency", "CNY"]) == 1
+    assert f"{events}:4: rejected: currency 'USD' is not the shop's currency 'CNY'" in capsys.readouterr().err
+    mei = json.loads(out.read_text())["aggregates"]
+    assert (mei["order_count"], mei["total_spent"], mei["points_total"]) == (2, "200", 3)
+
+
 def test_an_invalid_rules_file_stops_before_reading_events(history: Path, tmp_path: Path, capsys):
     from services.cli import main
 

@@ -27,8 +27,8 @@ T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 CUSTOMERS = 80
 PLAYBOOKS = """
 templates:
-  brand-sale: "Hi ${name}, the brand sale is on"
-  miss-you: "We miss you, ${name}"
+  brand-sale: "Hi ${name|there}, the brand sale is on"
+  miss-you: "We miss you, ${name|friend}"
 playbooks:
   - id: winback
     trigger: {group: value, tag: high_churned, on: added}

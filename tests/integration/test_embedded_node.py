@@ -20,7 +20,7 @@ from tests.e2e.builders import order, value_group
 
 PLAYBOOKS = """
 templates:
-  hello: "Hello ${name}"
+  hello: "Hello ${name|there}"
 playbooks:
   - id: welcome-high
     trigger: {group: value, tag: high, on: added}

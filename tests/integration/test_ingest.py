@@ -33,6 +33,11 @@ from tests.integration.ingest_harness import (
     unique,
 )
 from tests.integration.kafka_io import TopicReader
+from tests.integration.shop_semantics import (
+    a_manual_removal_sticks_until_cleared,
+    free_orders_count_and_other_currencies_are_refused,
+    resent_batches_count_once,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -114,6 +119,18 @@ async def test_a_batch_with_bad_items_is_refused_whole_naming_each_index_and_fie
     reasons = [p["reason"] for p in response.json()["detail"]]
     assert any("'-5'" in reason for reason in reasons)
     assert await events_for(stack, customer, 10) == []  # all or nothing: the good one was not published either
+
+
+async def test_a_resent_batch_of_browses_and_orders_counts_once(stack: Stack) -> None:
+    await resent_batches_count_once(stack.client)
+
+
+async def test_a_free_order_counts_and_an_order_in_another_currency_is_refused_naming_the_field(stack: Stack) -> None:
+    await free_orders_count_and_other_currencies_are_refused(stack.client)
+
+
+async def test_a_rule_tag_removed_by_hand_stays_removed_until_cleared(stack: Stack) -> None:
+    await a_manual_removal_sticks_until_cleared(stack.client)
 
 
 async def test_events_dated_past_the_allowed_skew_are_refused_naming_occurred_at(stack: Stack) -> None:

@@ -33,8 +33,8 @@ T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 
 WINBACK = """
 templates:
-  brand-sale: "Hi ${name}, the brand sale is on"
-  miss-you: "We miss you, ${name}"
+  brand-sale: "Hi ${name|there}, the brand sale is on"
+  miss-you: "We miss you, ${name|friend}"
 playbooks:
   - id: winback-high-value
     trigger: {group: value, tag: high_churned, on: added}
@@ -300,3 +300,38 @@ async def test_stopping_lets_an_in_flight_send_finish_and_complete_its_step(
         assert await RedisScheduler(redis, key_prefix=n.settings.redis.key_prefix).size() == 0
     finally:
         await redis.aclose()
+
+
+NAMED = """
+templates:
+  upgraded: "${name|您好}，恭喜成为${tag}（${group}）会员"
+playbooks:
+  - {id: upgrade, trigger: {group: tier, tag: gold}, steps: [{channel: push, template: upgraded}]}
+"""
+
+
+async def test_messages_name_tags_as_the_definitions_topic_does_and_a_customer_without_a_name_is_greeted(
+    start: Callable[..., Any], providers: ProviderServer, kafka_bootstrap: str
+) -> None:
+    from schemas.tags import TagGroup
+    from services.tagger.feed import definition_record
+
+    tiers = TagGroup.model_validate(
+        {
+            "id": "tier",
+            "name": "会员等级",
+            "mode": "exclusive",
+            "tagging": "manual",
+            "tags": [{"id": "gold", "name": "金卡"}],
+        }
+    )
+    n = await start(NAMED)
+    await produce(kafka_bootstrap, n.settings.topics.tag_definitions, [(*definition_record(tiers), None)])
+    await eventually(lambda: "tier" in n.app.definitions.groups, what="the definition read")
+    await n.customers.set_profile("named", Profile(name="李雷"))
+    await n.send(tag_changed("named", "tier", "gold", T0), tag_changed("anonymous", "tier", "gold", T0))
+    await eventually(lambda: len(providers.of("push")) == 2, what="both pushes")
+    assert {r.body["customer_id"]: r.body["text"] for r in providers.of("push")} == {
+        "named": "李雷，恭喜成为金卡（会员等级）会员",
+        "anonymous": "您好，恭喜成为金卡（会员等级）会员",
+    }

@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 
 TRIGGERS = 5000
 PLAYBOOK = """
-templates: {hello: "Hello ${name}"}
+templates: {hello: "Hello ${name|there}"}
 playbooks:
   - id: burst
     trigger: {group: value, tag: vip}

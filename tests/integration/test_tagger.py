@@ -215,6 +215,25 @@ async def test_bad_input_is_dead_lettered_with_the_reason_and_never_stalls_the_p
     assert {letter["original"] for letter in letters} >= {"{not json"}
 
 
+async def test_an_order_in_another_currency_is_dead_lettered_and_a_free_order_counts(harness: Harness) -> None:
+    now = harness.clock.now()
+    await harness.send_events(
+        paid_event("fern", "50", at=now) | {"currency": "USD"}, paid_event("fern", "0.00", at=now)
+    )
+    changes = await harness.changes_for("fern", 4)
+    assert sorted(summary(changes)) == [
+        ("care", "regular", "added", "rule"),
+        ("orders", "o1_3", "added", "rule"),
+        ("recency", "week", "added", "rule"),
+        ("value", "low", "added", "rule"),
+    ]
+    assert changes[-1]["caused_by"] == changes[0]["caused_by"]  # all four from the free order
+    letters = [letter for letter in await harness.dead_letters(1) if letter["key"] == "fern"]
+    assert letters, "the USD order was not dead-lettered"
+    assert letters[0]["error"] == "invalid"
+    assert "currency 'USD' is not the shop's currency 'CNY'" in letters[0]["reason"]
+
+
 async def test_an_event_dated_past_the_skew_is_dead_lettered_and_moves_no_clock(harness: Harness) -> None:
     now = harness.clock.now()
     next_year = paid_event("erin", "5000", at=now + timedelta(days=365))

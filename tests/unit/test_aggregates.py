@@ -1,7 +1,7 @@
 import hashlib
 from decimal import Decimal
 
-from services.tagger.engine.aggregates import RECENT_IDS, apply, fingerprint, fold, initial
+from services.tagger.engine.aggregates import DAY_CAP, apply, fingerprint, fold, initial
 from services.tagger.engine.timeutil import DAY_US, to_us
 from tests.unit.builders import T0, at, browse, click, paid, refunded
 
@@ -53,6 +53,32 @@ def test_a_refund_that_arrives_before_its_order_is_applied_when_the_order_arrive
         assert (state.order_count, state.total_spent, state.points_total) == (0, Decimal("0"), 0)
 
 
+def test_an_order_paid_at_zero_counts_as_an_order():
+    state = fold_all(paid("0", order="free", points=5), paid("80", order="o2"))
+    assert state.order_count == 2
+    assert state.total_spent == Decimal("80")
+    assert state.avg_order_value == Decimal("40.0000")
+    assert state.points_total == 5
+    assert sum(state.order_days().values()) == 2
+
+
+def test_any_refund_of_an_order_paid_at_zero_uncounts_it_in_either_arrival_order():
+    in_order = fold_all(paid("0", order="free", points=5), refunded("free", "0.01"))
+    reversed_ = fold_all(refunded("free", "0.01"), paid("0", order="free", points=5))
+    for state in (in_order, reversed_):
+        assert (state.order_count, state.total_spent, state.points_total) == (0, Decimal("0"), 0)
+        assert state.order_days() == {}
+
+
+def test_order_days_read_before_a_free_order_follow_it_and_its_refund():
+    state = fold_all(paid("10", order="o1"))
+    assert sum(state.order_days().values()) == 1
+    apply(state, paid("0", order="free"))
+    assert sum(state.order_days().values()) == 2
+    apply(state, refunded("free", "1"))
+    assert sum(state.order_days().values()) == 1
+
+
 def test_a_duplicate_event_id_changes_nothing():
     event = browse(event_id="same")
     state = initial()
@@ -73,26 +99,44 @@ def test_a_duplicate_refund_is_applied_once():
     assert state.total_spent == Decimal("5")
 
 
-def test_browse_ids_are_remembered_up_to_the_documented_bound():
+def test_a_resent_batch_of_40_browses_counts_once_however_late_it_comes():
+    batch = [browse(event_id=f"b{number}", when=at(0, hours=number / 10)) for number in range(40)]
+    state = fold_all(*batch, browse(when=at(30)), click(when=at(60)))
+    assert [fold(state, event) for event in batch] == [False] * 40
+    assert sum(state.browse.values()) == 41
+    assert len(state.seen[min(state.seen)]) == 40 * 8  # one 8-byte fingerprint per counted event
+
+
+def test_a_day_counts_at_most_the_cap_and_a_resent_capped_event_changes_nothing():
     state = initial()
-    first = browse(event_id="first")
-    fold(state, first)
-    for number in range(RECENT_IDS - 1):
-        fold(state, browse(event_id=f"other{number}"))
-    assert fold(state, first) is False  # still remembered
-    fold(state, browse(event_id="one-more"))
-    assert fold(state, first) is True  # pushed out of the bounded memory
-    assert len(state.recent) == RECENT_IDS * 8
+    events = [browse(event_id=f"b{number}") for number in range(DAY_CAP + 2)]
+    for event in events:
+        fold(state, event)
+    for event in events:
+        fold(state, event)
+    assert sum(state.browse.values()) == DAY_CAP
+    assert len(state.seen[min(state.seen)]) == DAY_CAP * 8  # the memory's bound: what was counted
+    fold(state, click())
+    assert sum(state.click.values()) == 1  # clicks have a cap of their own
+
+
+def test_event_id_memory_is_pruned_with_the_day_buckets():
+    old = browse(event_id="old", when=at(0))
+    state = fold_all(old, browse(when=at(1)))
+    apply(state, browse(when=at(400)), horizon_days=400)
+    assert sorted(state.seen) == sorted(state.browse)
+    assert fold(state, old, 400) is True  # beyond the horizon: seen, counted nowhere
+    assert sum(state.browse.values()) == 2
 
 
 def test_fingerprints_are_stable_64_bit_digests_matched_only_whole():
     digest = hashlib.blake2b(b"e-1", digest_size=8).digest()
     assert fingerprint("e-1") == digest  # what stored states hold: the format must not drift
-    state = initial()
+    state = fold_all(browse(event_id="first"))
     wanted = fingerprint("wanted")
+    day = next(iter(state.seen))
     # a remembered pair of fingerprints whose bytes contain `wanted` across their boundary
-    state.recent = bytearray(b"\0" * 4 + wanted + b"\0" * 4)
-    state.recent_next = 2
+    state.seen[day] = bytearray(b"\0" * 4 + wanted + b"\0" * 4)
     assert fold(state, browse(event_id="wanted")) is True  # not a duplicate: no whole match
     assert fold(state, browse(event_id="wanted")) is False  # now it is remembered
 

@@ -41,11 +41,12 @@ def test_a_typical_customer_is_stored_in_well_under_a_kibibyte():
 
 def test_a_stored_blob_decodes_field_for_field_and_encodes_back_byte_for_byte():
     stored = (
-        b'[1,"c7",4,1780000000000000,{"value":{"mid":[0,null]},"care":{"vip":[1,1780900000000000]}},'
+        b'[2,"c7",4,1780000000000000,{"value":{"mid":[0,null]},"care":{"vip":[1,1780900000000000]}},'
         b'{"order_window":1782000000000000},[2,"320.50",7,1779000000000000,1779500000000000,1780000000000000,'
         b'20601,["sku-1","sku-2"],{"o1":["300.50",1779000000000000,5,"0",null],'
         b'"o2":["20.00",1779500000000000,2,"0.00",["r1"]],"o3":[null,null,0,"5",["r2"]]},'
-        b'[20590,2,20601,1],[20600,3],"AQAAAAAAAAACAAAAAAAAAA==",2]]'
+        b'[20590,2,20601,1],[20600,3],[20590,"AQAAAAAAAAACAAAAAAAAAA==",20601,"AwAAAAAAAAA="]],'
+        b'{"care":["buyer"]}]'
     )
     state = decode(stored)
     assert encode(state) == stored
@@ -61,5 +62,25 @@ def test_a_stored_blob_decodes_field_for_field_and_encodes_back_byte_for_byte():
     assert agg.orders["o3"].refunded == Decimal(5)
     assert agg.browse == {20590: 2, 20601: 1}
     assert agg.click == {20600: 3}
-    assert agg.recent == (1).to_bytes(8, "little") + (2).to_bytes(8, "little")  # the fingerprints' bytes
-    assert agg.recent_next == 2
+    assert agg.seen == {  # the fingerprints' bytes, per day
+        20590: bytearray((1).to_bytes(8, "little") + (2).to_bytes(8, "little")),
+        20601: bytearray((3).to_bytes(8, "little")),
+    }
+    assert state.blocked == {"care": {"buyer"}}
+
+
+def test_a_format_1_blob_still_decodes_without_its_day_less_fingerprints():
+    stored = (
+        b'[1,"c7",4,1780000000000000,{"value":{"mid":[0,null]}},{},[1,"300.50",5,1779000000000000,'
+        b'1779000000000000,1780000000000000,20601,[],{"o1":["300.50",1779000000000000,5,"0",null]},'
+        b'[20590,2,20601,1],[],"AQAAAAAAAAACAAAAAAAAAA==",2]]'
+    )
+    state = decode(stored)
+    assert (state.agg.order_count, state.agg.browse, state.agg.seen, state.blocked) == (
+        1,
+        {20590: 2, 20601: 1},
+        {},
+        None,
+    )
+    assert state.tags == {"value": {"mid": (False, None)}}
+    assert encode(state).startswith(b'[2,"c7"')

@@ -203,6 +203,63 @@ def test_a_manual_tag_pins_an_exclusive_group_until_removed_by_hand():
     assert summary(unpinned) == [("care", "vip_care", "removed", "manual"), ("care", "regular", "added", "rule")]
 
 
+def test_a_rule_tag_removed_by_hand_in_a_multi_group_is_not_given_back_by_the_next_event():
+    tags = [("buyer", [cond("order_count", "gte", 1)]), ("big", [cond("total_spent", "gte", 100)])]
+    eng = engine(group("care", tags, mode="multi", tagging="both"))
+    state = eng.new_state("c1")
+    feed(eng, state, paid("10"))
+    [removed] = eng.on_command(state, command("care", "buyer", "remove", when=at(1)), at(1))
+    assert (removed.change, removed.source) == ("removed", "manual")
+    assert removed.summary.startswith("removed by operator@shop; the rules will not give it back")
+    assert summary(feed(eng, state, paid("500", when=at(2)))) == [("care", "big", "added", "rule")]
+    assert eng.evaluate(state, at(3)) == []  # nor does a rule change's re-evaluation
+    assert state.tag_ids() == {"care": ["big"]}
+    cleared = eng.on_command(state, command("care", "buyer", "clear", when=at(4)), at(4))
+    assert summary(cleared) == [("care", "buyer", "added", "rule")]
+    assert state.blocked is None
+
+
+def test_a_rule_tag_removed_by_hand_in_an_exclusive_group_lets_the_next_match_win_until_cleared():
+    tiers = group(
+        "tier",
+        [("gold", [cond("total_spent", "gte", 1000)]), ("silver", [cond("total_spent", "gte", 100)])],
+        tagging="both",
+    )
+    eng = engine(tiers)
+    state = eng.new_state("c1")
+    feed(eng, state, paid("2000"))
+    removed = eng.on_command(state, command("tier", "gold", "remove", when=at(1)), at(1))
+    assert summary(removed) == [("tier", "gold", "removed", "manual"), ("tier", "silver", "added", "rule")]
+    assert feed(eng, state, paid("10", when=at(2))) == []
+    assert state.tag_ids() == {"tier": ["silver"]}
+    added = eng.on_command(state, command("tier", "gold", when=at(3)), at(3))  # by hand: held and pinned
+    assert summary(added) == [("tier", "silver", "removed", "manual"), ("tier", "gold", "added", "manual")]
+    assert state.blocked is None
+
+
+def test_a_manual_removal_survives_storage_and_clearing_a_tag_never_blocked_changes_nothing():
+    from services.tagger.engine.codec import decode
+
+    eng = engine(both())
+    state = eng.new_state("c1")
+    feed(eng, state, paid("10"))
+    eng.on_command(state, command("care", "regular", "remove", when=at(1)), at(1))
+    restored = decode(encode(state))
+    assert feed(eng, restored, paid("10", when=at(2))) == []
+    assert eng.on_command(restored, command("care", "vip_care", "clear", when=at(3)), at(3)) == []
+    assert restored.blocked == {"care": {"regular"}}
+
+
+def test_a_block_goes_with_its_tag_when_the_definition_drops_it():
+    eng = engine(both())
+    state = eng.new_state("c1")
+    feed(eng, state, paid("10"))
+    eng.on_command(state, command("care", "regular", "remove", when=at(1)), at(1))
+    change = eng.load(RuleBook.compile([group("care", [("vip_care", None)], tagging="both")]))
+    eng.backfill(state, change, at(2))
+    assert state.blocked is None
+
+
 def test_rules_never_remove_a_manual_tag():
     multi = group("g", [("spender", [cond("total_spent", "gte", 100)])], mode="multi", tagging="both")
     eng = engine(multi)

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from schemas.tags import Reason, TagChanged
+from schemas.tags import Reason, TagChanged, TagGroup
 from services.notifier.core import Notifier, Tuning
 from services.notifier.memory import MemoryLedger, MemoryOutcomes, MemoryScheduler, MemoryTagFacts
 from services.notifier.policy import CapRule, Policy, QuietHours, load_playbooks
@@ -19,8 +19,8 @@ T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 
 PLAYBOOKS = """
 templates:
-  brand-sale: "Hi ${name}, the sale is on"
-  miss-you: "We miss you ${name}"
+  brand-sale: "Hi ${name|there}, the sale is on"
+  miss-you: "We miss you ${name|friend}"
 playbooks:
   - id: winback-high-value
     trigger: {group: value, tag: high_churned, on: added}
@@ -57,7 +57,13 @@ class RecordingProvider:
 
 
 class Harness:
-    def __init__(self, policy: Policy | None = None, fail: str | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        fail: str | None = None,
+        playbooks: str = PLAYBOOKS,
+        groups: dict[str, TagGroup] | None = None,
+    ) -> None:
         self.clock = ManualClock(T0)
         self.customers = MemoryCustomers()
         self.tags = MemoryTagFacts()
@@ -65,7 +71,7 @@ class Harness:
         self.scheduler = MemoryScheduler()
         self.providers = {channel: RecordingProvider(fail) for channel in ("push", "sms", "coupon")}
         self.notifier = Notifier(
-            load_playbooks(PLAYBOOKS),
+            load_playbooks(playbooks),
             self.scheduler,
             MemoryLedger(),
             self.customers,
@@ -75,6 +81,7 @@ class Harness:
             self.clock,
             policy=policy,
             tuning=Tuning(lease=timedelta(seconds=30)),
+            definitions=(lambda: groups) if groups is not None else None,
         )
         self.seq = 0
 
@@ -373,3 +380,37 @@ async def test_a_tag_change_read_late_but_within_the_age_limit_is_acted_on() -> 
     await h.notifier.on_changes([_changed_at("c2", "vip", T0)])
     await h.drain()
     assert [message.customer_id for message in h.sent("coupon")] == ["c2"]
+
+
+TIERS = TagGroup.model_validate(
+    {
+        "id": "tier",
+        "name": "会员等级",
+        "mode": "exclusive",
+        "tagging": "manual",
+        "tags": [{"id": "gold", "name": "金卡"}, {"id": "new", "name": "新"}],
+    }
+)
+NAMED = """
+templates:
+  upgraded: "${name|您好}，恭喜成为${tag}（${group}）会员\\nDear ${name}, welcome to ${tag_id}"
+playbooks:
+  - {id: upgrade, trigger: {group: tier, tag: gold}, steps: [{channel: push, template: upgraded}]}
+  - {id: other, trigger: {group: tier, tag: silver}, steps: [{channel: push, template: upgraded}]}
+"""
+
+
+async def test_messages_name_the_tag_and_group_as_the_shop_does_and_skip_a_missing_name() -> None:
+    h = Harness(playbooks=NAMED, groups={"tier": TIERS})
+    await h.customers.set_profile("named", Profile(name="李雷"))
+    await h.tag("named", "tier", "gold")
+    await h.tag("anonymous", "tier", "gold")  # no profile at all
+    await h.tag("anonymous", "tier", "silver")  # a tag the definitions no longer name: its id
+    await h.drain()
+    assert sorted(m.text or "" for m in h.sent("push")) == sorted(
+        [
+            "李雷，恭喜成为金卡（会员等级）会员\nDear 李雷, welcome to gold",
+            "您好，恭喜成为金卡（会员等级）会员",
+            "您好，恭喜成为silver（会员等级）会员",
+        ]
+    )

@@ -10,7 +10,7 @@ import pytest
 
 from schemas.tags import Reason, TagChanged
 from services.notifier.policy import PlaybookError, load_playbooks, parse_duration, plan
-from services.notifier.policy.templates import render
+from services.notifier.policy.templates import check_template, render
 from services.tagger.definitions import parse_groups
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "playbooks.yaml"
@@ -18,8 +18,8 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 WINBACK = """
 templates:
-  brand-sale: "Hi ${name}"
-  miss-you: "Miss you ${name}, use ${coupon}"
+  brand-sale: "Hi ${name|there}"
+  miss-you: "Miss you ${name|friend}, use ${coupon|the app}"
 playbooks:
   - id: winback-high-value
     trigger: {group: value, tag: high_churned, on: added}
@@ -92,7 +92,7 @@ def test_an_unknown_template_is_refused_naming_the_playbook_and_step() -> None:
 
 
 def test_a_template_with_an_unknown_placeholder_is_refused() -> None:
-    bad = WINBACK.replace("Hi ${name}", "Hi ${phone}")
+    bad = WINBACK.replace("Hi ${name|there}", "Hi ${phone}")
     with pytest.raises(PlaybookError, match=r"template 'brand-sale': unknown placeholder\(s\) phone"):
         load_playbooks(bad)
 
@@ -181,9 +181,21 @@ def test_a_redelivered_change_plans_the_same_keys_and_the_next_change_new_ones()
     assert set(first).isdisjoint(job.key for job in plan(playbooks, change(seq=8)))
 
 
-def test_a_template_renders_allowed_placeholders_and_blanks_missing_ones() -> None:
-    assert render("Hi ${name}, use ${coupon}", {"name": "Mei", "coupon": None}) == "Hi Mei, use "
-    assert render("$$5 off for ${name}", {}) == "$5 off for "
+def test_a_missing_value_renders_its_fallback_or_drops_its_line_never_a_blank() -> None:
+    assert render("Hi ${name|there}, you are ${tag}", {"name": None, "tag": "金卡"}) == "Hi there, you are 金卡"
+    assert render("Hi ${name|there}, you are ${tag}", {"name": "李雷", "tag": "金卡"}) == "Hi 李雷, you are 金卡"
+    assert render("Hi ${name},\n$$5 off for you", {"name": ""}) == "$5 off for you"
+    assert render("$name: use ${coupon|the app}", {"name": "Mei"}) == "Mei: use the app"
+
+
+def test_a_template_that_could_lose_every_line_or_names_unknown_data_is_refused() -> None:
+    check_template("ok", "Hi ${name},\nthe sale is on")
+    with pytest.raises(ValueError, match=r"every line holds \$\{name\}.*e\.g\. \$\{name\|there\}"):
+        check_template("hello", "Hi ${name}, the sale is on")
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        check_template("leak", "${phone|none}")
+    with pytest.raises(ValueError, match=r"bad placeholder syntax at '\$ 5 off'"):
+        check_template("money", "$ 5 off")
 
 
 def test_an_imported_change_triggers_only_a_playbook_that_lists_the_import_source() -> None:

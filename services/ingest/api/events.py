@@ -15,6 +15,7 @@ from schemas.excerpt import problems
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, require
 from services.ingest.ports import Throttled, Unavailable
+from services.tagger.admission import wrong_currency
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.timeutil import to_us
 
@@ -97,7 +98,10 @@ async def _accept(request: Request, ctx: Context, *, history: bool) -> Accepted 
     body = await request.body()  # at most max_body_bytes: services/ingest/limits.py
     events, errors = parse_events(body)
     if not errors:
-        errors = _ahead_of_clock(events, ctx, batch=body.lstrip().startswith(b"["))
+        batch = body.lstrip().startswith(b"[")
+        errors = _ahead_of_clock(events, ctx, batch=batch) + shop_refusals(
+            events, ctx.settings.shop.currency, batch=batch
+        )
     if errors:
         ctx.metrics.events.labels("rejected").inc(len({error.index for error in errors}))  # the bad items
         return JSONResponse({"detail": [error.model_dump() for error in errors]}, status_code=422)
@@ -162,6 +166,16 @@ def parse_events(body: bytes) -> tuple[list[CustomerEvent], list[ItemError]]:
 
 
 _MANY: TypeAdapter[list[CustomerEvent]] = TypeAdapter(list[CustomerEvent])
+
+
+def shop_refusals(events: list[CustomerEvent], currency: str, *, batch: bool) -> list[ItemError]:
+    """Valid events the shop cannot take: an order in another currency than the shop's."""
+    errors = []
+    for index, event in enumerate(events):
+        reason = wrong_currency(event, currency)
+        if reason is not None:
+            errors.append(ItemError(index=index if batch else None, field="currency", reason=reason))
+    return errors
 
 
 def _item_error(problem: Any, *, batch: bool) -> ItemError:

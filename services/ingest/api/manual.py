@@ -26,7 +26,9 @@ _CHUNK = 500
 class ManualTags(BaseModel):
     group_id: Identifier
     tag_id: Identifier
-    action: Literal["add", "remove"]
+    action: Literal["add", "remove", "clear"] = Field(
+        description="remove of a rule's tag in a `both` group sticks until `clear` (the rules decide again) or add"
+    )
     customer_ids: list[ExternalId] = Field(min_length=1, max_length=1000)
     expires_at: UtcDatetime | None = Field(default=None, description="a manual add lapses at this instant")
     request_id: ExternalId | None = Field(

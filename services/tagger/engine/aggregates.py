@@ -7,11 +7,17 @@ per-event cost matters more here than immutability, and every caller owns the st
 
 Business rules (Youzan-style CRM):
 - `order_count` counts paid orders that are not fully refunded; `total_spent` is paid minus refunded;
-  `points_total` counts points of orders that still count.
+  `points_total` counts points of orders that still count. An order paid at 0 (covered by a coupon or
+  points) counts like any other; refunds carry an amount above 0, so any refund of a 0 order refunds
+  it fully and it stops counting.
 - `first_order_at` / `last_order_at` and `bought_any` ignore refunds: a refund does not undo a visit.
 - A refund that arrives before its order is kept and applied when the order arrives.
 - browse / click counts are kept as daily buckets for `horizon_days`, pruned relative to the latest
   event the customer has, so pruning too is independent of arrival order.
+- Every browse / click counted is remembered (a 64-bit fingerprint of its event id, under its day)
+  for as long as its day bucket is kept, so a resent event never counts twice, however late. A day
+  counts at most DAY_CAP browses and DAY_CAP clicks per customer: what bounds that memory (a resend
+  of a capped event finds the day full and changes nothing either).
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ from services.tagger.engine.timeutil import DAY_US, day_of, to_us
 CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
 
 DEFAULT_HORIZON_DAYS: Final = 400
-RECENT_IDS: Final = 32
-"""How many browse/click event ids each customer remembers for de-duplication. Orders and refunds
-are de-duplicated exactly (by order id and refund event id), whatever their age."""
+DAY_CAP: Final = 1000
+"""Browses (and, apart, clicks) a customer's day counts at most; each counted one is remembered for
+de-duplication (8 bytes) while its day is kept. Orders and refunds are de-duplicated exactly (by
+order id and refund event id), whatever their age."""
 FINGERPRINT_BYTES: Final = 8
 
 _blake2b: Final = hashlib.blake2b
@@ -82,7 +89,8 @@ class OrderRecord:
 
     @property
     def counts(self) -> bool:
-        return self.paid is not None and self.refunded < self.paid
+        # `not refunded`: an order paid at 0 counts until a refund (always > 0) refunds it fully
+        return self.paid is not None and (not self.refunded or self.refunded < self.paid)
 
     @property
     def spent(self) -> Decimal:
@@ -107,8 +115,7 @@ class Aggregates:
         "orders",
         "points_total",
         "products",
-        "recent",
-        "recent_next",
+        "seen",
         "total_spent",
     )
 
@@ -124,11 +131,10 @@ class Aggregates:
         self.orders: dict[str, OrderRecord] = {}
         self.browse: dict[int, int] = {}
         self.click: dict[int, int] = {}
-        self.recent = bytearray()
-        """The fingerprints of the last RECENT_IDS browse/click events, FINGERPRINT_BYTES each, a ring
-        whose next slot to overwrite is `recent_next`: one flat buffer, so that a membership test is a
-        byte search, not a comparison of Python ints."""
-        self.recent_next = 0
+        self.seen: dict[int, bytearray] = {}
+        """Day -> the fingerprints of the browses and clicks counted on that day, FINGERPRINT_BYTES
+        each, in one flat buffer (a membership test is a byte search, not a comparison of Python
+        ints). A resent event has the same date, so only its day is searched; pruned with the buckets."""
         self.order_day_counts: dict[int, int] | None = None
         """`order_days()`, kept up to date by the fold once first asked for (never stored: derived)."""
         self.browse_windows: Windows | None = None
@@ -153,7 +159,8 @@ class Aggregates:
             days = self.order_day_counts = {}
             for order in self.orders.values():
                 paid = order.paid
-                if paid is not None and order.refunded < paid and order.paid_us is not None:  # order.counts, inline
+                refunded = order.refunded
+                if paid is not None and (not refunded or refunded < paid) and order.paid_us is not None:  # counts
                     day = order.paid_us // DAY_US
                     days[day] = days.get(day, 0) + 1
         return days
@@ -191,33 +198,41 @@ def fingerprint(event_id: str) -> bytes:
     return _blake2b(event_id.encode(), digest_size=FINGERPRINT_BYTES).digest()
 
 
-def _seen(recent: bytearray, print_: bytes) -> bool:
-    """Whether `print_` is one of the fingerprints in `recent` (a match must start on a boundary)."""
-    at = recent.find(print_)  # not `in`: with bytes on the left it first fails to read an int (an exception)
+def _seen(prints: bytearray, print_: bytes) -> bool:
+    """Whether `print_` is one of the fingerprints in `prints` (a match must start on a boundary)."""
+    at = prints.find(print_)  # not `in`: with bytes on the left it first fails to read an int (an exception)
     while at >= 0:
         if at % FINGERPRINT_BYTES == 0:
             return True
-        at = recent.find(print_, at + 1)
+        at = prints.find(print_, at + 1)
     return False
 
 
 def _fold_activity(state: Aggregates, event: Browse | Click, at: int, horizon_days: int) -> bool:
-    print_ = fingerprint(event.event_id)
-    if _seen(state.recent, print_):
-        return False
-    _remember(state, print_)
     day = day_of(at)
+    print_ = fingerprint(event.event_id)
+    prints = state.seen.get(day)
+    if prints is not None and _seen(prints, print_):
+        return False
     if state.max_day is None or day > state.max_day:
         state.max_day = day
         _prune(state, day - horizon_days + 1)
     if day <= state.max_day - horizon_days:
-        return True  # older than anything a window may look at: seen, not counted
+        return True  # older than anything a window may look at: seen, not counted (nor remembered)
     if isinstance(event, Browse):
-        state.browse[day] = state.browse.get(day, 0) + 1
+        buckets = state.browse
         windows = state.browse_windows
     else:
-        state.click[day] = state.click.get(day, 0) + 1
+        buckets = state.click
         windows = state.click_windows
+    counted = buckets.get(day, 0)
+    if counted >= DAY_CAP:
+        return True  # the day is full: seen, not counted, and a resend finds it full again
+    buckets[day] = counted + 1
+    if prints is None:
+        state.seen[day] = bytearray(print_)
+    else:
+        prints += print_
     if windows is not None:
         windows.count_in(day)
     return True
@@ -279,16 +294,6 @@ def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_
     state.total_spent += order.spent - before_spent
 
 
-def _remember(state: Aggregates, print_: bytes) -> None:
-    recent = state.recent
-    if len(recent) < RECENT_IDS * FINGERPRINT_BYTES:
-        recent += print_
-    else:
-        start = state.recent_next * FINGERPRINT_BYTES
-        recent[start : start + FINGERPRINT_BYTES] = print_
-    state.recent_next = (state.recent_next + 1) % RECENT_IDS
-
-
 def _prune(state: Aggregates, first_kept_day: int) -> None:
     for buckets in (state.browse, state.click):
         stale = [day for day in buckets if day < first_kept_day]
@@ -296,3 +301,6 @@ def _prune(state: Aggregates, first_kept_day: int) -> None:
             del buckets[day]
         if stale:  # out of every window as of the latest event, but maybe not as of a cached day
             state.browse_windows = state.click_windows = None
+    seen = state.seen
+    for day in [day for day in seen if day < first_kept_day]:
+        del seen[day]

@@ -1,7 +1,9 @@
 """The stored form of a customer's state: compact JSON bytes (what the tagger's table keeps).
 
 Money stays exact (decimal strings); instants are integer microseconds; day buckets are flat
-[day, count, ...] lists; the recent-event-id fingerprints are one base64 string.
+[day, count, ...] lists; the browse/click event-id fingerprints are a flat [day, base64, ...] list.
+Format 1 (before the fingerprints were kept per day, and before manual removals stuck) still
+decodes: its last 32 fingerprints, which belong to no day, are dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import orjson
 from services.tagger.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
 from services.tagger.engine.evaluator import CustomerState, earliest
 
-FORMAT_VERSION: Final = 1
+FORMAT_VERSION: Final = 2
 _ZERO: Final = Decimal(0)
 
 
@@ -55,18 +57,30 @@ def encode(state: CustomerState) -> bytes:
                 orders,
                 _flat(agg.browse),
                 _flat(agg.click),
-                b2a_base64(agg.recent, newline=False).decode(),  # base64.b64encode, less wrapping
-                agg.recent_next,
+                [
+                    item
+                    for day in sorted(agg.seen)
+                    # b2a_base64: base64.b64encode, less wrapping
+                    for item in (day, b2a_base64(agg.seen[day], newline=False).decode())
+                ],
             ],
+            None if not state.blocked else {group: sorted(tags) for group, tags in sorted(state.blocked.items())},
         ]
     )
 
 
 def decode(data: bytes) -> CustomerState:
-    version, customer_id, seq, clock_us, tags, due, packed = orjson.loads(data)
-    if version != FORMAT_VERSION:
+    stored = orjson.loads(data)
+    version = stored[0]
+    if version == 1:
+        stored[6][11:] = [[]]  # the 32 last fingerprints and their ring position: no day to file them under
+        stored.append(None)
+    elif version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
+    _, customer_id, seq, clock_us, tags, due, packed, blocked = stored
     state = CustomerState(customer_id, _aggregates(packed))
+    if blocked:
+        state.blocked = {group: set(tag_ids) for group, tag_ids in blocked.items()}
     state.seq = seq
     state.clock_us = clock_us
     state.tags = {
@@ -90,8 +104,7 @@ def _aggregates(packed: list[Any]) -> Aggregates:
         orders,
         browse,
         click,
-        recent,
-        recent_next,
+        seen,
     ) = packed
     agg = Aggregates()
     agg.order_count = order_count
@@ -114,10 +127,10 @@ def _aggregates(packed: list[Any]) -> Aggregates:
     }
     agg.browse = _buckets(browse)
     agg.click = _buckets(click)
-    agg.recent = bytearray(a2b_base64(recent))  # base64.b64decode, less wrapping
-    if len(agg.recent) % FINGERPRINT_BYTES:
-        raise ValueError(f"recent event fingerprints: {len(agg.recent)} bytes, not a whole number of fingerprints")
-    agg.recent_next = recent_next
+    for day, text in zip(seen[::2], seen[1::2], strict=True):
+        prints = agg.seen[day] = bytearray(a2b_base64(text))  # base64.b64decode, less wrapping
+        if len(prints) % FINGERPRINT_BYTES:
+            raise ValueError(f"event fingerprints of day {day}: {len(prints)} bytes, not a whole number of them")
     return agg
 
 

@@ -73,12 +73,15 @@ _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
 class CustomerState:
     """Everything the tagger keeps for one customer."""
 
-    __slots__ = ("agg", "clock_us", "customer_id", "due", "next_at", "seq", "tags")
+    __slots__ = ("agg", "blocked", "clock_us", "customer_id", "due", "next_at", "seq", "tags")
 
     def __init__(self, customer_id: str, agg: Aggregates | None = None) -> None:
         self.customer_id = customer_id
         self.agg = Aggregates() if agg is None else agg
         self.tags: Held = {}
+        self.blocked: dict[str, set[str]] | None = None
+        """Group -> tags removed by hand that the rules must not give back (in `both` groups), until a
+        manual `clear` or add; None when there are none (most customers)."""
         self.seq = 0
         self.clock_us: int | None = None
         """The latest instant this customer was evaluated at: a customer's time never runs backwards,
@@ -189,7 +192,11 @@ class Engine:
         ctx = EvalContext(state.agg, state.tags, now_us)
         held = state.tags.setdefault(group.id, {})
         reevaluate: set[str] = set()
-        if command.action == "add":
+        if command.action == "clear":
+            if _unblock(state, group.id, tag.id) and group.evaluated:
+                reevaluate.add(group.id)  # the rules may give it back at once
+        elif command.action == "add":
+            _unblock(state, group.id, tag.id)  # held by hand now: the pin says more than the block
             expires = to_us(command.expires_at) if command.expires_at is not None else None
             if tag.id in held:
                 held[tag.id] = (True, expires)  # now pinned by hand; still held, so nothing to announce
@@ -220,19 +227,19 @@ class Engine:
                 reevaluate |= self._rulebook.dependants[group.id]
         elif tag.id in held:
             was_manual = held[tag.id][0]
-            self._remove(
-                state,
-                ctx,
-                group,
-                tag.id,
-                command.source,
-                command.command_id,
-                changes,
-                _why(f"removed by {command.actor}"),
-            )
+            sticks = not was_manual and group.evaluated  # a rule's tag removed by hand: the rules must not undo it
+            why = f"removed by {command.actor}"
+            if sticks:
+                why += "; the rules will not give it back until it is cleared or added by hand"
+                if state.blocked is None:
+                    state.blocked = {}
+                state.blocked.setdefault(group.id, set()).add(tag.id)
+            self._remove(state, ctx, group, tag.id, command.source, command.command_id, changes, _why(why))
             reevaluate |= self._rulebook.dependants[group.id]
-            if was_manual and group.evaluated:
-                reevaluate.add(group.id)  # the pin is gone: the rules take the group back
+            if group.evaluated:
+                # A manual tag's pin is gone: the rules take the group back. A rule's tag is blocked:
+                # in an exclusive group the next matching tag may win.
+                reevaluate.add(group.id)
         self._evaluate(state, ctx, reevaluate, "rule", command.command_id, changes)
         self._reschedule(state, ctx, (MANUAL_EXPIRY,))
         return changes
@@ -270,6 +277,7 @@ class Engine:
         now_us = _monotonic(state, to_us(now))
         changes = self._advance(state, now_us)
         ctx = EvalContext(state.agg, state.tags, now_us)
+        _forget_blocks(state, self._rulebook)
         for group_id, version in sorted(change.deleted.items()):
             for tag_id in sorted(state.tags.get(group_id, {})):
                 self._emit(
@@ -423,6 +431,7 @@ class Engine:
     ) -> bool:
         group = step.group
         held = state.tags.get(step.id)
+        blocked = state.blocked.get(step.id) if state.blocked is not None else None
         changed = False
         for check in checks:
             tag_id = check.tag_id
@@ -433,7 +442,7 @@ class Engine:
                 self._remove(state, ctx, group, tag_id, source, cause, changes, _unmatched(ctx, check.tag))
                 held = state.tags.get(step.id)
             else:
-                if check.direction < 0 or not check.matcher.matches(ctx):
+                if check.direction < 0 or (blocked is not None and tag_id in blocked) or not check.matcher.matches(ctx):
                     continue
                 self._add(state, ctx, group, tag_id, (False, None), source, cause, changes, _matched(ctx, check.tag))
                 held = state.tags[step.id]
@@ -456,9 +465,10 @@ class Engine:
             current = next(iter(held))
             if held[current][0]:
                 return False  # a manual tag pins an exclusive group until removed by hand
+        blocked = state.blocked.get(step.id) if state.blocked is not None else None
         winner = None
         for check in step.checks:
-            if check.matcher.matches(ctx):
+            if (blocked is None or check.tag_id not in blocked) and check.matcher.matches(ctx):
                 winner = check.tag
                 break
         if winner is None:
@@ -614,6 +624,37 @@ class Engine:
         if command.expires_at is not None and to_us(command.expires_at) <= now_us:
             raise CommandRefused(f"expires_at {command.expires_at.isoformat()} is not in the future")
         return group, tag
+
+
+def _unblock(state: CustomerState, group_id: str, tag_id: str) -> bool:
+    """Lift a manual removal's block; whether there was one."""
+    blocked = state.blocked
+    tags = blocked.get(group_id) if blocked is not None else None
+    if blocked is None or tags is None or tag_id not in tags:
+        return False
+    tags.discard(tag_id)
+    if not tags:
+        del blocked[group_id]
+    if not blocked:
+        state.blocked = None
+    return True
+
+
+def _forget_blocks(state: CustomerState, rulebook: RuleBook) -> None:
+    """Blocks that can no longer be cleared by hand go: of deleted groups and tags, and of groups
+    that no longer take both rules and manual tags."""
+    if state.blocked is None:
+        return
+    for group_id, tags in list(state.blocked.items()):
+        group = rulebook.groups.get(group_id)
+        if group is None or group.spec.tagging != "both":
+            tags.clear()
+        else:
+            tags.intersection_update(tag.id for tag in group.tags)
+        if not tags:
+            del state.blocked[group_id]
+    if not state.blocked:
+        state.blocked = None
 
 
 class Check:
