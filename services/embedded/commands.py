@@ -34,18 +34,18 @@ def run_embedded(args: argparse.Namespace) -> int:
 
     import uvicorn
     from prometheus_client import CollectorRegistry
-    from pydantic import ValidationError
 
     from services.embedded.node import EmbeddedNode
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
     from services.notifier.policy import PlaybookError
-    from services.runtime.settings import Settings
+    from services.notifier.providers import ProviderConfigError
+    from services.runtime.settings import SettingsError, load_settings
     from services.tagger.engine import SystemClock
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings()
+        settings = load_settings()
         playbooks = playbooks_file(args.playbooks, settings)
         registry = CollectorRegistry()
         node = EmbeddedNode(
@@ -57,7 +57,7 @@ def run_embedded(args: argparse.Namespace) -> int:
             skip_bad_journal_lines=args.skip_bad_journal_lines,
         )
         app = create_app(settings, registry=registry, adapters=node.adapters())
-    except (ValidationError, KeyFileError, PlaybookError, OSError) as error:
+    except (SettingsError, KeyFileError, PlaybookError, ProviderConfigError, OSError) as error:
         print(f"tagstream run: {error}", file=sys.stderr)
         return 2
     if not settings.ingest.api_keys and settings.ingest.api_keys_file is None:

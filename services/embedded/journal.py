@@ -4,7 +4,8 @@ Each entry is one JSON line, written and fsynced before the change is acknowledg
 it was checked to replay (node.py validates a write to the end before journaling it). At start the
 journal is replayed in order through the same code, which rebuilds the same state (the engine is
 deterministic given the clock instants recorded with each input, invariant 2). A torn last line (the
-process died mid-write) was never acknowledged and is dropped on the next open.
+process died mid-write) was never acknowledged and is dropped on the next open. The journal holds
+phone numbers and e-mail addresses: its directory is 0700 and its files 0600 (services/runtime/files.py).
 
 A line that cannot be replayed (hand-edited, damaged on disk, or written by a version with a bug)
 stops the start with its file and line (JournalError); only the operator's
@@ -23,6 +24,7 @@ from typing import Any
 import orjson
 
 from schemas.excerpt import excerpt
+from services.runtime.files import open_private, private_directory
 
 log = logging.getLogger("tagstream.embedded")
 
@@ -74,9 +76,9 @@ class Journal:
     def set_aside(self, bad: dict[int, str]) -> None:
         """Move the lines numbered in `bad` (with the reason each failed) to the rejected file and
         rewrite the journal without them, atomically (a crash leaves the old or the new journal)."""
-        with self.rejected_path.open("ab") as rejected:
+        with open_private(self.rejected_path) as rejected:
             kept = self.path.with_name(self.path.name + ".tmp")
-            with self.path.open("rb") as source, kept.open("wb") as target:
+            with self.path.open("rb") as source, open_private(kept, truncate=True) as target:
                 for number, line in enumerate(source, start=1):
                     if number in bad:
                         aside = {"line": number, "reason": bad[number], "entry": line.decode(errors="replace")}
@@ -91,8 +93,8 @@ class Journal:
         self.entries = 0
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("ab")
+        private_directory(self.path.parent, tighten=True)
+        self._file = open_private(self.path)
 
     def append(self, *entries: Entry) -> None:
         """Durable when it returns (flushed and fsynced)."""

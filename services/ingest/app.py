@@ -28,6 +28,7 @@ from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
+from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, Publisher, RecordRefused, TagReads
 from services.runtime.customers import CustomerStore, RedisCustomers
@@ -94,7 +95,8 @@ def create_app(
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(RecordRefused, _refused)
-    app.add_middleware(_RedMetrics, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.ingest.max_body_bytes)
+    app.add_middleware(_RedMetrics, metrics=metrics)  # outermost: counts the 413s too
     _with_event_schemas(app)
     return app
 

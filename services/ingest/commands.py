@@ -29,22 +29,21 @@ def ingest(args: argparse.Namespace) -> int:
     import logging
 
     import uvicorn
-    from pydantic import ValidationError
 
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
     from services.runtime.logs import hold_back_repeats
-    from services.runtime.settings import Settings
+    from services.runtime.settings import SettingsError, load_settings
 
     # uvicorn configures its own loggers; the rest (aiokafka, ours) log through the root logger
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hold_back_repeats()
 
     try:
-        settings = Settings()
+        settings = load_settings()
         app = create_app(settings)
-    except (ValidationError, KeyFileError) as error:
-        print(f"tagstream ingest: invalid settings:\n{error}", file=sys.stderr)
+    except (SettingsError, KeyFileError) as error:
+        print(f"tagstream ingest: {error}", file=sys.stderr)
         return 2
     uvicorn.run(
         app,
@@ -59,17 +58,15 @@ def ingest(args: argparse.Namespace) -> int:
 def tags_apply(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pydantic import ValidationError
-
     from services.ingest.catalog import CatalogError
     from services.ingest.gitops import apply_rules
-    from services.runtime.settings import Settings
+    from services.runtime.settings import SettingsError, load_settings
     from services.tagger.engine import SystemClock
 
     try:
-        settings = Settings()
+        settings = load_settings()
         text = Path(args.file).read_text(encoding="utf-8")
-    except (ValidationError, OSError) as error:
+    except (SettingsError, OSError) as error:
         print(f"tagstream tags apply: {error}", file=sys.stderr)
         return 2
     try:

@@ -34,6 +34,7 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "no API key, or an unknown one"},
     403: {"model": ErrorBody, "description": "the key's role is not enough"},
+    413: {"model": ErrorBody, "description": "the body is over max_body_bytes (refused before it is read)"},
     422: {"model": ErrorBody, "description": "invalid request: every problem, with where it is"},
     503: {"model": ErrorBody, "description": "Kafka or Redis unreachable, or definitions not loaded yet"},
 }

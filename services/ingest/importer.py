@@ -30,6 +30,8 @@ from typing import IO, Any, Final
 
 import orjson
 
+from services.runtime.files import open_private
+
 IMPORT_PATH: Final = "/v1/events:import"
 MAX_REASONS: Final = 50
 """Distinct rejection reasons kept (further ones are counted under one 'other reasons' line)."""
@@ -229,7 +231,8 @@ class Importer:
 
     def _save(self) -> None:
         partial = self.state_path.with_name(self.state_path.name + ".partial")
-        partial.write_bytes(self.progress.to_json(self.source))
+        with open_private(partial, truncate=True) as state:  # its reasons quote the shop's own lines
+            state.write(self.progress.to_json(self.source))
         os.replace(partial, self.state_path)  # atomic: a crash leaves the old state or the new one
 
     def _report(self, *, final: bool = False) -> None:

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import TypeAdapter, ValidationError
 
 from schemas.common import ExternalId
-from schemas.excerpt import problems
+from schemas.excerpt import excerpt, problems
 from schemas.tags import TagCommand, TagGroup
 from services.tagger.engine import CommandRefused, Engine, RuleBook
 
@@ -26,6 +26,10 @@ TAG_SEPARATORS = (";", "；")
 NAME_SEPARATOR = "-"
 """Between the group name and the tag name: `组名-标签名`."""
 _CUSTOMER_ID: TypeAdapter[str] = TypeAdapter(ExternalId)
+MAX_CELL = 4096
+"""Characters in one cell: a customer id is at most 128, a cell of tags far below this."""
+MAX_REPORTED_ERRORS = 100
+"""Bad rows listed in a report; the rest are counted. A file of bad rows then answers in a few KB."""
 
 
 class ManualTagging:
@@ -59,10 +63,10 @@ class ManualTagging:
         """(group id, tag id) of `组名-标签名`, or why it names no tag."""
         found = self._by_name.get(written.strip())
         if found is None:
-            return f"{written.strip()!r} names no tag: write 组名-标签名 (group name, '-', tag name)"
+            return f"{excerpt(written.strip())} names no tag: write 组名-标签名 (group name, '-', tag name)"
         if len(found) > 1:
             ids = ", ".join(f"{group}/{tag}" for group, tag in found)
-            return f"{written.strip()!r} is ambiguous: it could be {ids}"
+            return f"{excerpt(written.strip())} is ambiguous: it could be {ids}"
         return found[0]
 
 
@@ -85,14 +89,25 @@ class ImportPlan:
     rows: int = 0
     commands: list[TagCommand] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
+    """The first MAX_REPORTED_ERRORS bad rows (one error each)."""
+    rows_failed: int = 0
 
     @property
     def rows_ok(self) -> int:
-        return self.rows - len({error.row for error in self.errors})
+        return self.rows - self.rows_failed
+
+    @property
+    def errors_omitted(self) -> int:
+        return self.rows_failed - len(self.errors)
+
+    def reject(self, error: RowError) -> None:
+        self.rows_failed += 1
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(error)
 
 
 class ImportFileError(ValueError):
-    """The file as a whole cannot be read (not UTF-8, no header)."""
+    """The file as a whole cannot be read (not UTF-8, no header, a malformed or oversized cell)."""
 
 
 def plan_import(data: bytes, tagging: ManualTagging, *, actor: str, now: datetime) -> ImportPlan:
@@ -102,26 +117,36 @@ def plan_import(data: bytes, tagging: ManualTagging, *, actor: str, now: datetim
     except UnicodeDecodeError as error:
         raise ImportFileError(f"the file is not UTF-8 (byte {error.start})") from None
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = [cell.strip().lower() for cell in next(reader, [])]
-    if header[:2] != ["customer_id", "tags"]:
-        raise ImportFileError(f"the first line must be the header 'customer_id,tags', got {','.join(header)!r}")
-    plan = ImportPlan()
-    for cells in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in cells):
-            continue
-        plan.rows += 1
-        commands, reason = _row(cells, tagging, actor, now)
-        if reason is not None:
-            plan.errors.append(RowError(line, cells[0].strip() if cells else None, reason))
-        else:
-            plan.commands.extend(commands)
+    try:
+        header = [cell.strip().lower() for cell in next(reader, [])]
+        if header[:2] != ["customer_id", "tags"]:
+            raise ImportFileError(
+                f"the first line must be the header 'customer_id,tags', got {excerpt(','.join(header))}"
+            )
+        plan = ImportPlan()
+        for cells in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue
+            plan.rows += 1
+            commands, reason = _row(cells, tagging, actor, now)
+            if reason is not None:
+                plan.reject(RowError(line, cells[0].strip()[:128] if cells else None, reason))
+            else:
+                plan.commands.extend(commands)
+    except csv.Error as error:
+        # the reader cannot resync after a malformed line (a cell over csv's own 128 KiB field limit,
+        # a NUL byte): the file is refused whole, naming where it broke
+        raise ImportFileError(f"line {reader.line_num}: not readable as CSV: {error}") from None
     return plan
 
 
 def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) -> tuple[list[TagCommand], str | None]:
     if len(cells) != 2:
         return [], f"expected 2 columns (customer_id,tags), got {len(cells)}; quote a cell that holds a comma"
+    oversized = next((cell for cell in cells if len(cell) > MAX_CELL), None)
+    if oversized is not None:
+        return [], f"a cell of {len(oversized)} characters is over the limit of {MAX_CELL}"
     customer_id, written = cells[0].strip(), cells[1]
     try:
         _CUSTOMER_ID.validate_python(customer_id)
@@ -149,7 +174,7 @@ def _row(cells: list[str], tagging: ManualTagging, actor: str, now: datetime) ->
         )
         refusal = tagging.refusal(command)
         if refusal is not None:
-            return [], f"tags: {name.strip()!r}: {refusal}"
+            return [], f"tags: {excerpt(name.strip())}: {refusal}"
         commands.append(command)
     return commands, None
 

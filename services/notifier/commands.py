@@ -12,13 +12,12 @@ def notifier(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from pydantic import ValidationError
-
     from services.notifier.app import build_app
     from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError, load_playbooks
+    from services.notifier.providers import ProviderConfigError
     from services.runtime.logs import hold_back_repeats
-    from services.runtime.settings import Settings
+    from services.runtime.settings import SettingsError, load_settings
 
     if args.check is not None:
         try:
@@ -31,8 +30,8 @@ def notifier(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hold_back_repeats()
     try:
-        app = build_app(Settings())
-    except (ValidationError, PlaybookError) as error:
+        app = build_app(load_settings())
+    except (SettingsError, PlaybookError, ProviderConfigError) as error:
         print(f"tagstream notifier: {error}", file=sys.stderr)
         return 2
 

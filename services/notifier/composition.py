@@ -25,7 +25,7 @@ from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
 from services.notifier.ports import Ledger, OutcomeSink, Provider, Scheduler, TagFacts
-from services.notifier.providers import LogProvider, WebhookProvider
+from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
 from services.notifier.reload import PlaybookFile
 from services.notifier.resilience import Backoff, CircuitBreaker
 from services.runtime.customers import CHANNELS, CustomerStore
@@ -125,17 +125,28 @@ def tuning_from(settings: NotifierSettings) -> Tuning:
     )
 
 
-def providers_from(settings: NotifierSettings, metrics: NotifierMetrics) -> dict[str, Provider]:
+def providers_from(
+    settings: NotifierSettings, metrics: NotifierMetrics, clock: Clock | None = None
+) -> dict[str, Provider]:
+    """A webhook per channel with a URL, the log provider for the others. Raises ProviderConfigError when
+    the signing secret file or the CA bundle cannot be read. Signatures are dated by `clock`, the wall
+    clock unless a test says otherwise: receivers check them against theirs, even in a simulation."""
     found: dict[str, Provider] = {}
+    secret = signing_secret(settings)
+    tls = tls_context(settings.provider_ca_file)
     for channel in CHANNELS:
         url: str | None = getattr(settings, f"{channel}_url")
         auth: SecretStr | None = getattr(settings, f"{channel}_auth")
         if url is None:
             found[channel] = LogProvider(channel)
             continue
+        assert secret is not None  # NotifierSettings refuses a provider URL without a signing secret
         found[channel] = WebhookProvider(
             channel,
             url,
+            signing_secret=secret,
+            tls=tls,
+            clock=clock,
             auth_header=auth,
             timeout_s=settings.provider_timeout_s,
             backoff=Backoff(settings.provider_attempts, settings.backoff_base_s, settings.backoff_cap_s),

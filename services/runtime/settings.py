@@ -1,7 +1,8 @@
 """The one settings loader: typed, frozen, from TAGSTREAM_* environment variables.
 
 Nested sections use a double underscore: TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092,
-TAGSTREAM_TAGGER__STORE=memory. Invalid values fail at start-up with the variable named.
+TAGSTREAM_TAGGER__STORE=memory. Invalid values fail at start-up with the variable named
+(`load_settings`), never with the value: a value may be a secret.
 """
 
 from __future__ import annotations
@@ -9,16 +10,39 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as _SourceError
 
 from schemas.common import Text
 from schemas.excerpt import excerpt
 from schemas.topics import TopicNames
 from services.notifier.policy.playbooks import parse_duration
+
+
+def _at_least(length: int) -> AfterValidator:
+    def check(value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < length:
+            raise ValueError(f"must be at least {length} characters long")
+        return value
+
+    return AfterValidator(check)
+
+
+Secret16 = Annotated[SecretStr, _at_least(16)]
+Secret32 = Annotated[SecretStr, _at_least(32)]
 
 
 class _Section(BaseModel):
@@ -207,6 +231,17 @@ class NotifierSettings(_Section):
     push_auth: SecretStr | None = Field(default=None, description="Authorization header value")
     sms_auth: SecretStr | None = Field(default=None, description="Authorization header value")
     coupon_auth: SecretStr | None = Field(default=None, description="Authorization header value")
+    signing_secret: Secret32 | None = Field(
+        default=None,
+        description="HMAC-SHA256 key signing every provider request (Tagstream-Signature, docs/notifier.md); "
+        "needed once a provider URL is set",
+    )
+    signing_secret_file: Path | None = Field(
+        default=None, description="a mounted Secret holding signing_secret instead (read at start)"
+    )
+    provider_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle trusted for https provider URLs instead of the system CAs"
+    )
     provider_timeout_s: float = Field(default=5.0, gt=0, description="per provider request")
     provider_attempts: int = Field(default=4, ge=1, description="requests per send before the DLQ")
     backoff_base_s: float = Field(default=0.2, ge=0, description="first retry delay (exponential, full jitter)")
@@ -225,6 +260,17 @@ class NotifierSettings(_Section):
     @classmethod
     def _zone(cls, value: str | None) -> str | None:
         return None if value is None else _known_zone(value)
+
+    @model_validator(mode="after")
+    def _signed(self) -> NotifierSettings:
+        if self.signing_secret is not None and self.signing_secret_file is not None:
+            raise ValueError("set signing_secret or signing_secret_file, not both")
+        urls = [f"{channel}_url" for channel in ("push", "sms", "coupon") if getattr(self, f"{channel}_url")]
+        if urls and self.signing_secret is None and self.signing_secret_file is None:
+            raise ValueError(
+                f"{urls[0]} is set: every provider request is signed, so set signing_secret or signing_secret_file"
+            )
+        return self
 
     @field_validator("quiet_hours", mode="before")
     @classmethod
@@ -254,7 +300,7 @@ class NotifierSettings(_Section):
 class ApiKey(_Section):
     """One API key: whoever presents `key` acts as `name` with `role` (admin ⊇ operator ⊇ viewer)."""
 
-    key: SecretStr = Field(min_length=16)
+    key: Secret16
     role: Literal["viewer", "operator", "admin"]
     # Text, as a manual tag's actor is: a name the contracts would refuse made every command of that key a 500
     name: Text = Field(max_length=128, description="who acts: recorded as the actor of manual tags")
@@ -264,7 +310,12 @@ class IngestSettings(_Section):
     host: str = Field(default="127.0.0.1", description="listen address (the image and the chart set 0.0.0.0)")
     port: int = Field(default=8080, ge=1, le=65535, description="HTTP port")
     max_batch: int = Field(default=1000, ge=1, description="events in one POST /v1/events")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="largest request body on any route; a larger one gets 413 before it is read or authenticated",
+    )
     producer_buffer_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="bytes sent but not yet acknowledged by Kafka; beyond: 429"
     )
@@ -302,6 +353,38 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 def duration(text: str) -> timedelta:
     """A settings duration (`5m`, `1d`: digits and one unit, as the fields' patterns require)."""
     return timedelta(seconds=int(text[:-1]) * _UNIT_SECONDS[text[-1]])
+
+
+class SettingsError(ValueError):
+    """Invalid settings: each problem with its TAGSTREAM_* variable and what is wrong, never the value."""
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; raises SettingsError.
+
+    pydantic's own message quotes every rejected input (`input_value=...`), which for an API key that
+    is too short, or for a whole section whose model check failed, is the secret itself: this one
+    names the variable and the rule only."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = [_problem(problem) for problem in error.errors(include_input=False)]
+        raise SettingsError("invalid settings:\n" + "\n".join(problems)) from None
+    except _SourceError as error:  # a variable that should hold JSON does not: its name, not its text
+        found = re.search(r'field "(\w+)"', str(error))
+        section = found.group(1).upper() if found else "?"
+        raise SettingsError(
+            f"invalid settings:\n  TAGSTREAM_{section} or one of its TAGSTREAM_{section}__* variables: not valid JSON"
+        ) from None
+
+
+def _problem(problem: Any) -> str:
+    loc = [str(part) for part in problem["loc"]]
+    fields = [part for part in loc if not part.isdigit()]
+    variable = "TAGSTREAM_" + "__".join(fields[:2]).upper()
+    inner = ".".join(f"[{part}]" if part.isdigit() else part for part in loc[2:] if part)
+    where = variable + (f" {inner}" if inner else "")
+    return f"  {where}: {problem['msg'].removeprefix('Value error, ')}"
 
 
 def _known_zone(value: str) -> str:

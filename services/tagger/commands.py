@@ -17,16 +17,14 @@ from services.tagger.replay import OUTPUT_BUFFER, replay_to
 def tagger(args: argparse.Namespace) -> int:
     import asyncio
 
-    from pydantic import ValidationError
-
-    from services.runtime.settings import Settings
+    from services.runtime.settings import SettingsError, load_settings
     from services.tagger.app import TopicLayoutError, build_app
     from services.tagger.worker import TaggerWorker
 
     try:
-        settings = Settings()
-    except ValidationError as error:
-        print(f"tagstream tagger: invalid settings:\n{error}", file=sys.stderr)
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"tagstream tagger: {error}", file=sys.stderr)
         return 2
     tagger = build_app(settings)
     try:

@@ -7,9 +7,7 @@ import asyncio
 import sys
 import time
 
-from pydantic import ValidationError
-
-from services.runtime.settings import Settings
+from services.runtime.settings import Settings, SettingsError, load_settings
 from services.tagger.readmodel import ReadModelStatus
 
 _PROGRESS_EVERY_S = 1.0
@@ -97,7 +95,7 @@ async def _rebuild(settings: Settings, *, keep: bool) -> None:
 
 def _settings(command: str) -> Settings | None:
     try:
-        return Settings()
-    except ValidationError as error:
-        print(f"tagstream readmodel {command}: invalid settings:\n{error}", file=sys.stderr)
+        return load_settings()
+    except SettingsError as error:
+        print(f"tagstream readmodel {command}: {error}", file=sys.stderr)
         return None

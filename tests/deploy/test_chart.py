@@ -231,6 +231,20 @@ def test_notifier_secret_settings_are_read_from_the_existing_secret():
     assert variable["valueFrom"]["secretKeyRef"] == {"name": "tagstream-credentials", "key": "push-auth"}
 
 
+def test_the_webhook_signing_secret_and_provider_ca_are_mounted_from_the_existing_secret():
+    manifests = render("production-values.yaml", "notifier.providerCaKey=provider-ca.pem")
+    pod = one(manifests, "Deployment", "notifier")["spec"]["template"]["spec"]
+    env = literal_env(pod["containers"][0])
+    assert env["TAGSTREAM_NOTIFIER__SIGNING_SECRET_FILE"] == "/etc/tagstream/provider/notifier-signing-secret"
+    assert env["TAGSTREAM_NOTIFIER__PROVIDER_CA_FILE"] == "/etc/tagstream/provider/provider-ca.pem"
+    assert {"name": "provider", "mountPath": "/etc/tagstream/provider", "readOnly": True} in pod["containers"][0][
+        "volumeMounts"
+    ]
+    volume = next(v for v in pod["volumes"] if v["name"] == "provider")
+    assert volume["secret"]["secretName"] == "tagstream-credentials"
+    assert [item["key"] for item in volume["secret"]["items"]] == ["notifier-signing-secret", "provider-ca.pem"]
+
+
 def test_a_playbooks_change_rolls_the_notifier_and_the_seed_groups_reach_a_post_install_job():
     before = render("production-values.yaml")
     after = render("production-values.yaml", "notifier.playbooks=playbooks: []")
@@ -397,6 +411,7 @@ def test_monitoring_resources_are_off_unless_asked_for():
         ("kafka.securityProtocol=SASL_SSL", "/kafka/saslMechanism"),
         ("kafka.securityProtocol=SASL_SSL,kafka.saslMechanism=PLAIN,kafka.saslUsername=u", "set existingSecret"),
         ("redis.auth=true", "redis.auth is true"),
+        ("notifier.settings.sms_url=https://sms.example.cn/send", "set notifier.signingSecretKey"),
     ],
 )
 def test_credentials_that_would_be_missing_at_start_are_refused_at_install(overrides, message):

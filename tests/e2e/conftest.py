@@ -14,6 +14,10 @@ from tests.integration.processes import free_port
 __all__ = ["kafka_bootstrap", "provider", "redis_url"]
 
 
+SIGNING_SECRET = "e2e-signing-secret-0123456789abcdef"
+"""TAGSTREAM_NOTIFIER__SIGNING_SECRET of the nodes these tests start: provider requests are signed."""
+
+
 class LocalProvider:
     """A stand-in push/SMS/coupon gateway: records each request's idempotency key and body."""
 

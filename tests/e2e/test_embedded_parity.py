@@ -30,7 +30,7 @@ from tests.deploy.metric_names import (
 )
 from tests.deploy.tools import CHART_FILES
 from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import LocalProvider
+from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
 from tests.integration.processes import EmbeddedProcess, free_port
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -69,6 +69,7 @@ def start_node(tmp_path: Path, provider: LocalProvider) -> Iterator[Start]:
             "TAGSTREAM_INGEST__API_KEYS": orjson.dumps([{"key": ADMIN, "role": "admin", "name": "a"}]).decode(),
             "TAGSTREAM_NOTIFIER__PUSH_URL": provider.url,
             "TAGSTREAM_NOTIFIER__SMS_URL": provider.url,
+            "TAGSTREAM_NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
         }
         env |= {f"TAGSTREAM_{name.upper()}": value for name, value in settings.items()}
         node = EmbeddedProcess(env, tmp_path / "node.log", data_dir=tmp_path / "data", playbooks=playbooks)

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import LocalProvider
+from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
 from tests.integration.processes import EmbeddedProcess, free_port
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -49,6 +49,7 @@ def node(tmp_path: Path, provider: LocalProvider) -> Iterator[EmbeddedProcess]:
         "TAGSTREAM_INGEST__PORT": str(free_port()),
         "TAGSTREAM_INGEST__API_KEYS": orjson.dumps(keys).decode(),
         "TAGSTREAM_NOTIFIER__SMS_URL": provider.url,
+        "TAGSTREAM_NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
         "TAGSTREAM_NOTIFIER__QUIET_HOURS": "00:00-00:00",  # no quiet hours: the test may run at night
     }
     started = EmbeddedProcess(env, tmp_path / "node.log", data_dir=tmp_path / "data", playbooks=playbooks)

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from schemas.topics import TopicNames
-from tests.e2e.conftest import LocalProvider
+from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
 from tests.e2e.history import GROUPS, PLAYBOOKS, live_order, repeat_buyer, write_quarter
 from tests.integration.processes import (
     EmbeddedProcess,
@@ -120,6 +120,7 @@ def embedded(tmp_path: Path, provider: LocalProvider) -> Iterator[EmbeddedProces
         "TAGSTREAM_INGEST__PORT": str(free_port()),
         "TAGSTREAM_INGEST__API_KEYS": orjson.dumps(KEYS).decode(),
         "TAGSTREAM_NOTIFIER__PUSH_URL": provider.url,
+        "TAGSTREAM_NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
         "TAGSTREAM_NOTIFIER__QUIET_HOURS": "00:00-00:00",  # none: the test may run at night
     }
     node = EmbeddedProcess(env, tmp_path / "node.log", data_dir=tmp_path / "data", playbooks=playbooks)
@@ -203,6 +204,7 @@ def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: LocalP
                 "NOTIFIER__WEB_PORT": str(free_port()),
                 "NOTIFIER__PLAYBOOKS_FILE": str(playbooks),
                 "NOTIFIER__PUSH_URL": provider.url,
+                "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
                 "NOTIFIER__QUIET_HOURS": "00:00-00:00",
             }
             | {f"TOPICS__{name}": topic for name, topic in topics.items()}

@@ -21,7 +21,7 @@ import yaml
 
 from schemas.topics import TopicNames
 from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import LocalProvider
+from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
 from tests.integration.processes import (
     IngestProcess,
     NotifierProcess,
@@ -122,6 +122,7 @@ def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: LocalP
                 "NOTIFIER__WEB_PORT": str(notifier_port),
                 "NOTIFIER__PLAYBOOKS_FILE": str(playbooks),
                 "NOTIFIER__PUSH_URL": provider.url,
+                "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
                 "NOTIFIER__QUIET_HOURS": "00:00-00:00",  # none: the test may run at night
             }
             | {f"TOPICS__{name}": topic for name, topic in topics.items()}

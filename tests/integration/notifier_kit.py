@@ -19,6 +19,8 @@ from schemas.topics import TopicNames
 from services.runtime.settings import KafkaSettings, NotifierSettings, RedisSettings, Settings
 from tests.integration.processes import free_port
 
+SIGNING_SECRET = "notifier-test-signing-secret-0123456789"
+
 
 @dataclass
 class Request:
@@ -110,6 +112,7 @@ def notifier_settings(
         "push_url": providers.url("push"),
         "sms_url": providers.url("sms"),
         "coupon_url": providers.url("coupon"),
+        "signing_secret": SIGNING_SECRET,
         "backoff_base_s": 0.01,
         "backoff_cap_s": 0.05,
         "provider_attempts": 3,

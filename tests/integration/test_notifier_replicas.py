@@ -20,7 +20,14 @@ import pytest
 
 from services.notifier.policy import step_key
 from tests.integration.kafka_io import produce
-from tests.integration.notifier_kit import ProviderServer, eventually, record, tag_changed, unique_topics
+from tests.integration.notifier_kit import (
+    SIGNING_SECRET,
+    ProviderServer,
+    eventually,
+    record,
+    tag_changed,
+    unique_topics,
+)
 from tests.integration.processes import NotifierProcess, free_port, notifier_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -56,6 +63,7 @@ async def test_two_replicas_and_a_sigkill_during_a_burst_send_every_due_step_exa
         "NOTIFIER__GROUP_ID": f"nt-{run}",
         "NOTIFIER__WEB_HOST": "127.0.0.1",
         "NOTIFIER__PUSH_URL": providers.url("push"),
+        "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
         "NOTIFIER__QUIET_HOURS": "off",
         "NOTIFIER__CAPS": "[]",
         "NOTIFIER__LEASE_S": "3",

@@ -12,10 +12,9 @@ from pydantic import BaseModel, Field
 
 from schemas.common import ExternalId, Identifier, UtcDatetime
 from schemas.tags import TagCommand
-from services.ingest.api.events import read_body
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, require
-from services.ingest.manual import ImportFileError, command_id, plan_import
+from services.ingest.manual import MAX_REPORTED_ERRORS, ImportFileError, command_id, plan_import
 from services.ingest.ports import Throttled, Unavailable
 
 router = APIRouter(tags=["manual tags"])
@@ -54,7 +53,8 @@ class ImportSummary(BaseModel):
     rows_failed: int
     commands: int = Field(description="add commands published (or that would be, on a dry run)")
     dry_run: bool
-    errors: list[RowProblem]
+    errors: list[RowProblem] = Field(description=f"the first {MAX_REPORTED_ERRORS} bad rows")
+    errors_omitted: int = Field(description="bad rows beyond those listed (counted in rows_failed)")
 
 
 @router.post(
@@ -110,7 +110,7 @@ async def import_tags(
 ) -> ImportSummary | JSONResponse:
     """`customer_id,tags` rows, tags written `组名-标签名` and separated by `;`. Good rows are applied
     (re-running the same file changes nothing more); bad rows are reported with their line and reason."""
-    data = await read_body(request, ctx.settings.ingest.max_body_bytes)
+    data = await request.body()  # at most max_body_bytes: services/ingest/limits.py
     try:
         # a large file takes seconds of CPU: in a thread, so the event loop keeps answering meanwhile
         plan = await asyncio.to_thread(plan_import, data, ctx.manual_tagging(), actor=caller.name, now=ctx.now())
@@ -123,10 +123,11 @@ async def import_tags(
     return ImportSummary(
         rows=plan.rows,
         rows_ok=plan.rows_ok,
-        rows_failed=plan.rows - plan.rows_ok,
+        rows_failed=plan.rows_failed,
         commands=len(plan.commands),
         dry_run=dry_run,
         errors=[RowProblem(row=e.row, customer_id=e.customer_id, reason=e.reason) for e in plan.errors],
+        errors_omitted=plan.errors_omitted,
     )
 
 

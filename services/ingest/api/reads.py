@@ -144,7 +144,9 @@ async def audience_query(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> Aud
     responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "customer_id per line"}},
 )
 async def audience_export(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> StreamingResponse:
-    """The whole audience as CSV (`customer_id` header, one id per line), streamed."""
+    """The whole audience as CSV (`customer_id` header, one id per line), streamed. An id starting with
+    `= + - @`, a tab or a carriage return is written with a leading `'` so that a spreadsheet shows it
+    as text instead of running it as a formula."""
     query = effective_query(body, ctx.groups())
 
     async def lines() -> AsyncIterator[bytes]:
@@ -152,7 +154,7 @@ async def audience_export(body: AudienceRequest, ctx: Ctx, caller: Viewer) -> St
         if query is None:
             return
         async for customer_id in ctx.audiences.export(query):
-            yield _csv_cell(customer_id).encode() + b"\r\n"
+            yield csv_cell(customer_id).encode() + b"\r\n"
 
     return StreamingResponse(
         lines(), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="audience.csv"'}
@@ -186,7 +188,13 @@ def _empty(ctx: Ctx) -> AudiencePage:
     return AudiencePage(count=0, customer_ids=[], cursor=None, expires_at=ctx.now())
 
 
-def _csv_cell(value: str) -> str:
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Cells a spreadsheet would run as a formula (OWASP, "CSV Injection"): `=1+1`, `+cmd|' /C calc'!A0`."""
+
+
+def csv_cell(value: str) -> str:
+    if value.startswith(_FORMULA_STARTS):
+        value = "'" + value  # OWASP's rule: the quote makes it text, and Excel does not show it
     if any(char in value for char in ',"\r\n'):
         return '"' + value.replace('"', '""') + '"'
     return value
