@@ -24,25 +24,16 @@ import httpx
 import orjson
 import pytest
 
-from schemas.topics import TopicNames
 from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
 from tests.e2e.history import GROUPS, PLAYBOOKS, live_order, repeat_buyer, write_quarter
+from tests.e2e.stack import ADMIN, KEYS, OPERATOR, services_stack
 from tests.integration.processes import (
     EmbeddedProcess,
-    IngestProcess,
-    NotifierProcess,
     ServiceProcess,
-    TaggerProcess,
     free_port,
-    ingest_environment,
-    notifier_environment,
-    tagger_environment,
     wait_caught_up,
 )
 
-ADMIN = "admin-key-0123456789abcdef"
-OPERATOR = "operator-key-0123456789abcdef"
-KEYS = [{"key": ADMIN, "role": "admin", "name": "admin"}, {"key": OPERATOR, "role": "operator", "name": "ops"}]
 PARTITIONS = 3
 CUSTOMERS = 60
 
@@ -182,35 +173,17 @@ async def test_an_import_killed_midway_resumes_with_no_line_lost_or_counted_twic
 
 @pytest.fixture
 def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: LocalProvider) -> Iterator[dict[str, Any]]:
-    prefix = f"import-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{prefix}.{name}" for name in TopicNames.model_fields}
-    redis = {"TAGSTREAM_REDIS__URL": redis_url, "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:"}
-    tagger_env = tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "tagger", PROJECTOR="true")
-    tagger = TaggerProcess(tagger_env | redis, tmp_path / "tagger.log")
-    ingest_env = ingest_environment(kafka_bootstrap, redis_url, prefix, topics, KEYS)
-    ingest = IngestProcess(ingest_env | {"TAGSTREAM_KAFKA__PARTITIONS": str(PARTITIONS)}, tmp_path / "ingest.log")
-    playbooks = tmp_path / "playbooks.yaml"
-    playbooks.write_text(PLAYBOOKS)
-    notifier = NotifierProcess(
-        notifier_environment(
-            {
-                "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "KAFKA__REPLICATION_FACTOR": "1",
-                "KAFKA__PARTITIONS": str(PARTITIONS),
-                "REDIS__URL": redis_url,
-                "REDIS__KEY_PREFIX": f"{prefix}:",
-                "NOTIFIER__GROUP_ID": f"{prefix}-notifier",
-                "NOTIFIER__WEB_HOST": "127.0.0.1",
-                "NOTIFIER__WEB_PORT": str(free_port()),
-                "NOTIFIER__PLAYBOOKS_FILE": str(playbooks),
-                "NOTIFIER__PUSH_URL": provider.url,
-                "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
-                "NOTIFIER__QUIET_HOURS": "00:00-00:00",
-            }
-            | {f"TOPICS__{name}": topic for name, topic in topics.items()}
-        ),
-        tmp_path / "notifier.log",
+    services = services_stack(
+        name="import",
+        kafka=kafka_bootstrap,
+        redis_url=redis_url,
+        workdir=tmp_path,
+        partitions=PARTITIONS,
+        playbooks=PLAYBOOKS,
+        push_url=provider.url,
     )
+    tagger, ingest, notifier = services.tagger, services.ingest, services.notifier
+    topics, prefix = services.topics, services.prefix
     parts = [tagger, ingest, notifier]
     try:
         for part in parts:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,23 +18,15 @@ import httpx
 import pytest
 import yaml
 
-from schemas.topics import TopicNames
 from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
+from tests.e2e.conftest import LocalProvider
+from tests.e2e.stack import ADMIN, OPERATOR, services_stack
 from tests.integration.processes import (
-    IngestProcess,
-    NotifierProcess,
-    TaggerProcess,
     free_port,
-    ingest_environment,
-    notifier_environment,
-    tagger_environment,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy/helm/tagstream/files/alerts.yaml"
-ADMIN = "admin-key-0123456789abcdef"
-OPERATOR = "operator-key-0123456789abcdef"
 PARTITIONS = 3
 PLAYBOOKS = """
 templates:
@@ -98,37 +89,17 @@ class Prometheus:
 
 @pytest.fixture
 def stack(kafka_bootstrap: str, redis_url: str, tmp_path: Path, provider: LocalProvider) -> Iterator[dict[str, Any]]:
-    prefix = f"e2e-{uuid.uuid4().hex[:8]}"
-    topics = {name: f"{prefix}.{name}" for name in TopicNames.model_fields}
-    redis = {"TAGSTREAM_REDIS__URL": redis_url, "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:"}
-    tagger_env = tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "tagger", PROJECTOR="true")
-    tagger = TaggerProcess(tagger_env | redis, tmp_path / "tagger.log")
-    keys = [{"key": ADMIN, "role": "admin", "name": "admin"}, {"key": OPERATOR, "role": "operator", "name": "ops"}]
-    ingest_env = ingest_environment(kafka_bootstrap, redis_url, prefix, topics, keys)
-    ingest = IngestProcess(ingest_env | {"TAGSTREAM_KAFKA__PARTITIONS": str(PARTITIONS)}, tmp_path / "ingest.log")
-    playbooks = tmp_path / "playbooks.yaml"
-    playbooks.write_text(PLAYBOOKS)
-    notifier_port = free_port()
-    notifier = NotifierProcess(
-        notifier_environment(
-            {
-                "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-                "KAFKA__REPLICATION_FACTOR": "1",
-                "KAFKA__PARTITIONS": str(PARTITIONS),
-                "REDIS__URL": redis_url,
-                "REDIS__KEY_PREFIX": f"{prefix}:",
-                "NOTIFIER__GROUP_ID": f"{prefix}-notifier",
-                "NOTIFIER__WEB_HOST": "127.0.0.1",
-                "NOTIFIER__WEB_PORT": str(notifier_port),
-                "NOTIFIER__PLAYBOOKS_FILE": str(playbooks),
-                "NOTIFIER__PUSH_URL": provider.url,
-                "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
-                "NOTIFIER__QUIET_HOURS": "00:00-00:00",  # none: the test may run at night
-            }
-            | {f"TOPICS__{name}": topic for name, topic in topics.items()}
-        ),
-        tmp_path / "notifier.log",
+    services = services_stack(
+        name="e2e",
+        kafka=kafka_bootstrap,
+        redis_url=redis_url,
+        workdir=tmp_path,
+        partitions=PARTITIONS,
+        playbooks=PLAYBOOKS,
+        push_url=provider.url,
     )
+    tagger, ingest, notifier = services.tagger, services.ingest, services.notifier
+    notifier_port = services.notifier_port
     prometheus = Prometheus(
         tmp_path,
         {"tagstream-tagger": tagger.port, "tagstream-ingest": ingest.port, "tagstream-notifier": notifier_port},
