@@ -19,6 +19,7 @@ from schemas.limits import (
     MIN_INSTANT,
     MONEY_PLACES,
 )
+from schemas.safe_text import SAFE_TEXT_MESSAGE, SAFE_TEXT_PATTERN, UNSAFE_CHARACTERS
 
 SCHEMA_VERSION: Final = 1
 
@@ -28,9 +29,6 @@ Identifier = Annotated[
 ]
 """Ids of groups and tags: stable, URL- and key-safe (no '/', which separates group/tag)."""
 
-UNSAFE_CHARACTERS: Final = "\\x00-\\x1F\\x7F-\\x9F\\u061C\\u200E\\u200F\\u2028-\\u202E\\u2066-\\u2069\\uFEFF"
-"""C0 and C1 controls, DEL, line/paragraph separators and the bidi marks, embeddings, overrides and
-isolates (and a stray BOM): characters that forge log lines or make one id display as another."""
 _UNSAFE = re.compile(f"[{UNSAFE_CHARACTERS}]")
 
 
@@ -39,22 +37,15 @@ def check_safe(value: str) -> str:
     found = _UNSAFE.search(value)
     if found is not None:
         raise ValueError(
-            f"must not contain control or invisible formatting characters: U+{ord(found.group()):04X} "
-            f"at position {found.start()} of {excerpt(value)}"
+            f"{SAFE_TEXT_MESSAGE}: U+{ord(found.group()):04X} at position {found.start()} of {excerpt(value)}"
         )
     return value
 
 
-_SAFE_SCHEMA = {"pattern": f"^[^{UNSAFE_CHARACTERS}]*$"}
-
-ExternalId = Annotated[
-    str, Field(min_length=1, max_length=MAX_ID_LENGTH, json_schema_extra=_SAFE_SCHEMA), AfterValidator(check_safe)
-]
+ExternalId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=SAFE_TEXT_PATTERN)]
 """Ids that come from the merchant's systems (customers, orders, events, products): any printable text."""
 
-Text = Annotated[
-    str, Field(min_length=1, max_length=MAX_TEXT_LENGTH, json_schema_extra=_SAFE_SCHEMA), AfterValidator(check_safe)
-]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_LENGTH, pattern=SAFE_TEXT_PATTERN)]
 """Short printable text that is not an id (names, actors, click targets)."""
 
 

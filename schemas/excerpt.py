@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.limits import EXCERPT_CHARS
+from schemas.safe_text import SAFE_TEXT_MESSAGE, SAFE_TEXT_PATTERN
 
 _MESSAGE_CHARS = 3 * EXCERPT_CHARS
 _WIDE_INT_BITS = 256
@@ -34,11 +35,11 @@ def problems(error: ValidationError | Iterable[Mapping[str, Any]]) -> list[dict[
     """pydantic's errors (or FastAPI's list of them) with every `input` cut to an excerpt and no
     `ctx` (it may hold the value)."""
     found = []
-    listed = error.errors(include_url=False, include_context=False) if isinstance(error, ValidationError) else error
+    listed = error.errors(include_url=False) if isinstance(error, ValidationError) else error
     for problem in listed:
         shown: dict[str, Any] = {
             "loc": list(problem["loc"]),
-            "msg": _short(problem["msg"]),
+            "msg": _short(_message(problem)),
             "type": problem["type"],
         }
         if problem["type"] != "missing":
@@ -55,6 +56,13 @@ def describe_validation_error(error: ValidationError) -> str:
         got = f" (got {problem['input']})" if "input" in problem else ""
         lines.append(f"{where}: {problem['msg']}{got}")
     return "; ".join(lines)
+
+
+def _message(problem: Mapping[str, Any]) -> str:
+    context = problem.get("ctx")
+    if problem["type"] == "string_pattern_mismatch" and context and context.get("pattern") == SAFE_TEXT_PATTERN:
+        return SAFE_TEXT_MESSAGE  # not pydantic's "should match pattern" quoting the whole character class
+    return str(problem["msg"])
 
 
 def _short(message: str) -> str:
