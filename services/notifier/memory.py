@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -114,9 +114,6 @@ class MemoryTagFacts:
     def __init__(self) -> None:
         self._tags: dict[str, set[tuple[str, str]]] = {}
         self._activity: dict[str, datetime] = {}
-
-    def set_tags(self, customer_id: str, tags: Mapping[str, Sequence[str]]) -> None:
-        self._tags[customer_id] = {(group, tag) for group, ids in tags.items() for tag in ids}
 
     def apply(self, customer_id: str, group_id: str, tag_id: str, change: str) -> None:
         held = self._tags.setdefault(customer_id, set())

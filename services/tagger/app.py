@@ -102,7 +102,6 @@ class Tagger:
         self._next_offset: dict[TP, int] = {}
         """Per source partition: the offset after the last one processed (stored with the states)."""
         self._stuck: dict[TP, tuple[int, int]] = {}
-        self._rewinding: dict[TP, int] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.app = faust_app(settings)
         topics = settings.topics
@@ -535,7 +534,6 @@ class Tagger:
                     "%s[%d]: no progress at %d below %d; re-reading", tp.topic, tp.partition, next_offset, highwater
                 )
                 self._stuck.pop(tp, None)
-                self._rewinding[tp] = next_offset
                 await consumer.seek(tp, next_offset)
             else:
                 self._stuck[tp] = (next_offset, seen[1] + 1)

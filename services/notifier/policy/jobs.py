@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -32,9 +31,6 @@ class ScheduledStep(BaseModel):
     seq: int
     triggered_at: UtcDatetime
     due_at: UtcDatetime
-
-    def due_again(self, due_at: datetime) -> ScheduledStep:
-        return self.model_copy(update={"due_at": due_at})
 
 
 def plan(playbooks: PlaybookSet, change: TagChanged) -> list[ScheduledStep]:
