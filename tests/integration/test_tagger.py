@@ -41,6 +41,28 @@ def topic_names(prefix: str) -> TopicNames:
     return TopicNames(**{name: f"{prefix}.{name}" for name in TopicNames.model_fields})
 
 
+def worker_settings(
+    prefix: str, kafka: str, redis_url: str, datadir: Path, *, partitions: int, **tagger: Any
+) -> Settings:
+    """An in-process tagger on its own topics and key prefix, quick to batch and to wake customers."""
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=kafka, partitions=partitions, replication_factor=1),
+        redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
+        topics=topic_names(prefix),
+        tagger=TaggerSettings(
+            app_id=prefix,
+            store="memory",
+            datadir=datadir,
+            web_port=free_port(),
+            web_host="127.0.0.1",
+            batch_within_s=0.02,
+            timer_interval_s=0.1,
+            standby_replicas=0,
+            **tagger,
+        ),
+    )
+
+
 def definitions() -> list[TagGroup]:
     care = group("care", [("vip_care", None), ("regular", [cond("order_count", "gte", 1)])], tagging="both")
     recency = group("recency", [("week", [cond("days_since_last_order", "lte", 7)])], mode="multi")
@@ -117,22 +139,8 @@ async def harness(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Harness]:
     prefix = f"it-tagger-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=3, replication_factor=1),
-        redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
-        topics=topic_names(prefix),
-        tagger=TaggerSettings(
-            app_id=prefix,
-            store="memory",
-            datadir=Path(tmp_path_factory.mktemp("tagger")),
-            web_port=free_port(),
-            web_host="127.0.0.1",
-            batch_within_s=0.02,
-            timer_interval_s=0.1,
-            projector=True,
-            standby_replicas=0,
-        ),
-    )
+    datadir = Path(tmp_path_factory.mktemp("tagger"))
+    settings = worker_settings(prefix, kafka_bootstrap, redis_url, datadir, partitions=3, projector=True)
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     tagger = build_app(settings, clock=clock)
     await tagger.create_topics()

@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.runtime.settings import KafkaSettings, RedisSettings, Settings, ShopSettings, TaggerSettings
+from services.runtime.settings import ShopSettings
 from services.tagger.app import build_app
 from services.tagger.engine import ManualClock
-from tests.integration.test_tagger import Harness, free_port, paid_event, summary, topic_names
+from tests.integration.test_tagger import Harness, paid_event, summary, worker_settings
 from tests.unit.builders import cond, group
 
 pytestmark = pytest.mark.integration
@@ -28,22 +28,9 @@ async def shanghai(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Harness]:
     prefix = f"it-zone-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        shop=ShopSettings(timezone="Asia/Shanghai"),
-        kafka=KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=1, replication_factor=1),
-        redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
-        topics=topic_names(prefix),
-        tagger=TaggerSettings(
-            app_id=prefix,
-            store="memory",
-            datadir=Path(tmp_path_factory.mktemp("tagger")),
-            web_port=free_port(),
-            web_host="127.0.0.1",
-            batch_within_s=0.02,
-            timer_interval_s=0.1,
-            standby_replicas=0,
-        ),
-    )
+    datadir = Path(tmp_path_factory.mktemp("tagger"))
+    worker = worker_settings(prefix, kafka_bootstrap, redis_url, datadir, partitions=1)
+    settings = worker.model_copy(update={"shop": ShopSettings(timezone="Asia/Shanghai")})
     # 07:30 yesterday in Shanghai: 23:30 UTC the day before that
     yesterday = datetime.now(SHANGHAI).date() - timedelta(days=1)
     clock = ManualClock(datetime(yesterday.year, yesterday.month, yesterday.day, 7, 30, tzinfo=SHANGHAI))
