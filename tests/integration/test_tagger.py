@@ -19,10 +19,11 @@ from schemas.tags import TagGroup
 from schemas.topics import TopicNames
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
-from services.tagger.app import Tagger, build_app, kafka_producer
+from services.tagger.app import Tagger, build_app
 from services.tagger.engine import ManualClock
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import decode
+from services.tagger.faust_compat import kafka_producer
 from services.tagger.feed import definition_record
 from services.tagger.readmodel import ReadModel
 from tests.integration.kafka_io import TopicReader, produce, topic_config
