@@ -32,7 +32,7 @@ from services.runtime.kafka import ensure_topics, partition_ids
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
-from services.tagger.checkpoint import dead_letter_json
+from services.tagger.checkpoint import dead_letter_json, send_changelog
 from services.tagger.core import Incoming, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
 from services.tagger.engine.arrival import Arrival
@@ -47,7 +47,7 @@ from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import POSITION_PREFIX, SourceOffsets
 from services.tagger.partitioning import partition_for
-from services.tagger.processing import BatchProcessor
+from services.tagger.processing import MARKER_PREFIX, BatchProcessor
 from services.tagger.projection import Projection
 from services.tagger.watchdog import RebalanceWatch, exit_after
 
@@ -83,6 +83,8 @@ class Tagger:
         )
         self.recovered = False
         self.offsets = SourceOffsets()
+        self._fresh: set[int] = set()
+        """Partitions that held nothing at recovery and are not yet marked synced (see `_mark_fresh`)."""
         self._background: set[asyncio.Task[None]] = set()
         self.app = faust_app(settings)
         topics = settings.topics
@@ -254,7 +256,12 @@ class Tagger:
             self.metrics.definitions_errors.inc()
             log.error("keeping the previous tag definitions: %s", error)
             return
+        ready = self.feed.ready.is_set()
+        if ready:  # messages may have been processed under the definitions in force: mark with those
+            self._mark_fresh()
         self.engine.load(rulebook)
+        if not ready:  # the first definitions: nothing was processed yet, everything will be under these
+            self._mark_fresh()
         self.metrics.definitions_groups.set(len(rulebook.groups))
         if self.recovered:
             self._spawn(self._request_sync(self._active_partitions()))
@@ -287,10 +294,13 @@ class Tagger:
         self.offsets.keep(active)
         self.index.drop_partitions(self.index.partitions() - active)
         count = self.settings.kafka.partitions
+        synced: set[int] = set()
         for key, value in self.table.items():
             if key.startswith(_INTERNAL_PREFIX):
                 if key.startswith(POSITION_PREFIX):
                     self.offsets.recover(key, value, active)
+                elif key.startswith(MARKER_PREFIX):
+                    synced.add(int(key[len(MARKER_PREFIX) :]))
                 continue
             partition = partition_for(key, count)
             if partition in active:
@@ -298,8 +308,28 @@ class Tagger:
                 self.index.put(state.customer_id, partition, next_due(state))
         self.recovered = True
         log.info("recovered %d customers in partitions %s", len(self.index), sorted(active))
+        self._fresh = active - synced - self.index.partitions()
+        if self.feed.ready.is_set():
+            self._mark_fresh()
         # faust starts app tasks (the definitions feed among them) only after recovery: don't wait here
         self._spawn(self._sync_when_definitions_loaded(active))
+
+    def _mark_fresh(self) -> None:
+        """Mark the new partitions (no customer, never synced) synced to the definitions in force, so
+        that their sync re-evaluates nobody: every state they hold was written under these or, after a
+        change, is re-evaluated from these. Called where the definitions are known and nothing has run
+        under others: at recovery once they are loaded, else when they first are (before the feed is
+        ready, so before the agent processes anything), or just before they first change."""
+        if self._fresh:
+            records = self.processor.mark_synced(self._fresh)
+            self._fresh = set()
+            self._spawn(self._send_markers(records))
+
+    async def _send_markers(self, records: dict[int, list[tuple[bytes, bytes]]]) -> None:
+        try:
+            await send_changelog(self.app, self.table, records)
+        except Exception:  # stored locally still; only a restore from the changelog alone would sweep them
+            log.exception("could not write the definitions markers of partitions %s to the changelog", sorted(records))
 
     async def _sync_when_definitions_loaded(self, partitions: set[int]) -> None:
         await self.feed.ready.wait()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
@@ -142,8 +142,7 @@ class BatchProcessor:
     async def _sync(self, message: Any, sync: SyncPartition) -> None:
         """Backfill one partition's customers to the current definitions, then mark it done."""
         partition = message.partition
-        marker = MARKER_PREFIX + str(partition).encode()
-        stored = self.table.get(marker)
+        stored = self.table.get(marker_key(partition))
         change = change_since(decode_fingerprint(stored) if stored else {}, self.engine.rulebook)
         now_us = int(message.timestamp * 1_000_000)
         if not change.empty:
@@ -165,6 +164,21 @@ class BatchProcessor:
                 self.metrics.backfill_remaining.dec(done)
             self.metrics.backfill_seconds.observe(time.perf_counter() - started)
             log.info("partition %d: backfilled %d customers for %s", partition, len(customers), change)
+        await send_changelog(self.app, self.table, self.mark_synced([partition]))
+
+    def mark_synced(self, partitions: Iterable[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        """Record in the local store, at once, that every customer state in these partitions agrees
+        with the definitions in force (a later sync re-evaluates only what changed since); returns the
+        records for the changelog (`send_changelog`)."""
         value = encode_fingerprint(fingerprint(self.engine.rulebook))
-        store_locally(self.table, partition, marker, value)
-        await send_changelog(self.app, self.table, {partition: [(marker, value)]})
+        records: dict[int, list[tuple[bytes, bytes]]] = {}
+        for partition in sorted(partitions):
+            marker = marker_key(partition)
+            store_locally(self.table, partition, marker, value)
+            records[partition] = [(marker, value)]
+        return records
+
+
+def marker_key(partition: int) -> bytes:
+    """The table key of a partition's definitions fingerprint."""
+    return MARKER_PREFIX + str(partition).encode()
