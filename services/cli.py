@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from services.embedded import commands as embedded_commands
+from services.engine.aggregates import DEFAULT_HORIZON_DAYS
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
 from services.tagger import commands as tagger_commands
 from services.tagger import readmodel_commands
-from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

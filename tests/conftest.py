@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from services.tagger.engine.build import engine_build
+from services.runtime.engine_build import engine_build
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from benchmarks.workload import rules, write_events
-from services.tagger.engine.build import engine_build
+from services.runtime.engine_build import engine_build
 from tests.deploy.dockerfile import build_context
 from tests.deploy.tools import REPO_ROOT
 
@@ -94,7 +94,7 @@ def test_the_wheel_compiles_every_module_setup_lists(compiled_site: Path, pure_s
     # mypyc's runtime library lives inside the package too: at the top level, beside `services`, an
     # editable install (which maps the packages, not the checkout, onto the import path) misses it
     assert not list(compiled_site.glob("*.so"))
-    assert list((compiled_site / "services" / "tagger").glob("_compiled__mypyc.*.so"))
+    assert list((compiled_site / "services" / "engine").glob("_compiled__mypyc.*.so"))
 
 
 def test_the_unit_tests_pass_against_the_compiled_engine(compiled_site: Path, tmp_path: Path):

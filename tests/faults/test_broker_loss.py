@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from benchmarks.workload import events as generated_events
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
 from tests import cluster
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.processes import (

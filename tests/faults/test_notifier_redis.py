@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 
 from services.notifier.app import build_app
 from services.notifier.durability import VolatileRedis
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
-from services.tagger.engine.clock import ManualClock
 from tests.faults.redis_server import RedisServer
 from tests.integration.kafka_io import produce
 from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.workload import events as generated_events
-from services.tagger.readmodel import ReadModel
+from services.runtime.readmodel import ReadModel
 from tests.faults.redis_server import RedisServer
 from tests.integration.kafka_io import TopicReader
 from tests.integration.processes import (

@@ -19,9 +19,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
 from tests.integration.kafka_io import produce
 
 TAGGER_TOPICS = ("events", "tag_commands", "tag_definitions", "tag_changes", "events_dlq", "tagger_ticks")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from schemas.tags import TagChanged
-from services.tagger.readmodel import ReadModel
+from services.runtime.readmodel import ReadModel
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 TIERS = ("bronze", "silver", "gold")

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from services.tagger.engine import Engine, RuleBook
+from services.engine import Engine, RuleBook
 from services.tagger.replay import Replay
 from tests.unit.builders import cond, group, order_bands, value_tiers
 

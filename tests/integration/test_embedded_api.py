@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
 from services.notifier.ports import Message
+from services.runtime.clock import SystemClock
 from services.runtime.settings import NotifierSettings, Settings
-from services.tagger.engine import SystemClock
 from tests.integration.ingest_harness import CARE, VALUE, Client, ingest_settings, paid
 from tests.integration.shop_semantics import (
     a_manual_removal_sticks_until_cleared,

@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 
 from services.notifier.app import NotifierApp, build_app
 from services.notifier.redis_store import RedisScheduler
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
-from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
 from tests.integration.kafka_io import TopicReader, produce
@@ -314,7 +314,7 @@ async def test_messages_name_tags_as_the_definitions_topic_does_and_a_customer_w
     start: Callable[..., Any], providers: ProviderServer, kafka_bootstrap: str
 ) -> None:
     from schemas.tags import TagGroup
-    from services.tagger.feed import definition_record
+    from services.runtime.definitions_feed import definition_record
 
     tiers = TagGroup.model_validate(
         {

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
+from services.runtime.clock import SystemClock
 from services.runtime.settings import ApiKey, IngestSettings, Settings
-from services.tagger.engine import SystemClock
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

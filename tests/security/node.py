@@ -13,8 +13,8 @@ import httpx
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
+from services.runtime.clock import ManualClock
 from services.runtime.settings import IngestSettings, Settings
-from services.tagger.engine import ManualClock
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

@@ -9,8 +9,8 @@ from typing import Any
 
 from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
 from schemas.tags import TagCommand, TagGroup
+from services.engine import Engine, RuleBook
 from services.runtime.zone import day_zone
-from services.tagger.engine import Engine, RuleBook
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 _ids = count(1)

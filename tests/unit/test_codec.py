@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from services.tagger.engine.codec import decode, encode
+from services.engine.codec import decode, encode
 from tests.unit.builders import at, browse, click, command, cond, engine, group, paid, refunded, value_tiers
 
 

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.tagger.engine.timeutil import from_us
+from services.engine.timeutil import from_us
 from tests.unit.builders import browse, click, cond, engine, group, paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from schemas.durations import parse_duration
 from schemas.tags import Reason, TagChanged
-from services.notifier.policy import PlaybookError, load_playbooks, parse_duration, plan
+from services.notifier.policy import PlaybookError, load_playbooks, plan
 from services.notifier.policy.templates import check_template, render
-from services.tagger.definitions import parse_groups
+from services.runtime.definitions import parse_groups
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "playbooks.yaml"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from schemas.tags import TagGroup
-from services.tagger.engine import CommandRefused, RuleBook
-from services.tagger.engine.changes import Change
+from services.engine import CommandRefused, RuleBook
+from services.engine.changes import Change
 from services.tagger.replay import Replay
 from tests.unit.builders import at, command, cond, engine, group, paid, summary, value_tiers
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from schemas.tags import Metric
-from services.tagger.engine.conditions import (
+from services.engine.conditions import (
     SCAN_MAX,
     WINDOW_KINDS,
     CompiledCondition,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from services.tagger.engine.rulebook import CompiledGroup, RuleBook
+from services.engine.rulebook import CompiledGroup, RuleBook
 
 
 @dataclass(frozen=True)

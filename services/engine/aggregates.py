@@ -29,8 +29,8 @@ from decimal import Decimal
 from typing import Final
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
-from services.tagger.engine.timeutil import to_us
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine.timeutil import to_us
+from services.engine.zone import UTC_ZONE, DayZone
 
 CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from schemas.events import CustomerEvent
 from schemas.tags import ChangeSource
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, from_us
+from services.engine.timeutil import DAY_US, SECOND_US, from_us
 
 
 @dataclass(frozen=True)

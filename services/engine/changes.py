@@ -22,7 +22,7 @@ import orjson
 
 from schemas.common import SCHEMA_VERSION
 from schemas.tags import ChangeSource, Condition, TagChanged
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, from_us
+from services.engine.timeutil import DAY_US, SECOND_US, from_us
 
 Outcome = tuple[Condition, Any, bool]
 """A condition, the customer's observed value (None when absent) and whether it matched."""

@@ -16,9 +16,9 @@ from typing import Final, Literal
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import ChangeSource, Metric, Op, TagCommand
-from services.tagger.engine.aggregates import Aggregates, CustomerEvent, fold
-from services.tagger.engine.changes import Change, Outcome
-from services.tagger.engine.conditions import (
+from services.engine.aggregates import Aggregates, CustomerEvent, fold
+from services.engine.changes import Change, Outcome
+from services.engine.conditions import (
     BROWSES,
     CLICKS,
     CompiledCondition,
@@ -27,11 +27,11 @@ from services.tagger.engine.conditions import (
     Held,
     Matcher,
 )
-from services.tagger.engine.errors import CommandRefused
-from services.tagger.engine.fingerprint import DefinitionChange, definition_change
-from services.tagger.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
-from services.tagger.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
-from services.tagger.engine.timeutil import from_us, to_us
+from services.engine.errors import CommandRefused
+from services.engine.fingerprint import DefinitionChange, definition_change
+from services.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
+from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
+from services.engine.timeutil import from_us, to_us
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""

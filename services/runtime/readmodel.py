@@ -37,7 +37,7 @@ import orjson
 from redis.asyncio import Redis
 
 from schemas.tags import ChangeSource, TagChanged
-from services.tagger.engine.timeutil import from_us
+from services.engine.timeutil import from_us
 
 DEFAULT_PREFIX = "ts:"
 LAST_ORDER_FIELD = "last_order_us"

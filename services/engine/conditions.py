@@ -28,10 +28,10 @@ from decimal import Decimal
 from typing import Any, Final
 
 from schemas.tags import Condition, Metric, Op, Rule
-from services.tagger.engine.aggregates import Aggregates, Windows
-from services.tagger.engine.changes import Outcome
-from services.tagger.engine.timeutil import date_to_day, to_us
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine.aggregates import Aggregates, Windows
+from services.engine.changes import Outcome
+from services.engine.timeutil import date_to_day, to_us
+from services.engine.zone import UTC_ZONE, DayZone
 
 _bisect_left: Final = bisect_left
 _bisect_right: Final = bisect_right

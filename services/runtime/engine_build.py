@@ -45,7 +45,7 @@ class EngineBuild:
 def engine_build(root: Path | None = None) -> EngineBuild:
     """Look at what the import root holds (default: where this package was imported from)."""
     if root is None:
-        root = Path(__file__).resolve().parents[3]
+        root = Path(__file__).resolve().parents[2]
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
     compiled: list[str] = []
     for package in _PACKAGES:

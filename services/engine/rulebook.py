@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from schemas.tags import Condition, Metric, Rule, Tag, TagGroup
-from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
-from services.tagger.engine.conditions import (
+from services.engine.aggregates import DEFAULT_HORIZON_DAYS
+from services.engine.conditions import (
     CompiledCondition,
     CompiledRule,
     compile_rule,
@@ -22,10 +22,10 @@ from services.tagger.engine.conditions import (
     share_spans,
     window_day,
 )
-from services.tagger.engine.errors import DefinitionError
-from services.tagger.engine.schedule import TimePlan
-from services.tagger.engine.timeutil import date_to_day
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine.errors import DefinitionError
+from services.engine.schedule import TimePlan
+from services.engine.timeutil import date_to_day
+from services.engine.zone import UTC_ZONE, DayZone
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from itertools import pairwise
 from typing import Final, final
 
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, day_to_date, to_us
+from services.engine.timeutil import DAY_US, SECOND_US, day_to_date, to_us
 
 _bisect_right: Final = bisect_right
 _FOREVER: Final = 1 << 61

@@ -14,8 +14,8 @@ from typing import Any, Final
 
 import orjson
 
-from services.tagger.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
-from services.tagger.engine.evaluator import CustomerState, earliest
+from services.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
+from services.engine.evaluator import CustomerState, earliest
 
 FORMAT_VERSION: Final = 2
 _ZERO: Final = Decimal(0)

@@ -67,7 +67,7 @@ class Template:
 def templates() -> dict[str, Template]:
     """The built-in templates shipped with the package, by id."""
     found = {}
-    folder = resources.files("services.tagger") / "templates"
+    folder = resources.files("services.runtime") / "templates"
     for entry in sorted(folder.iterdir(), key=lambda item: item.name):
         if entry.name.endswith(".yaml"):
             template = _template(entry.name, entry.read_text(encoding="utf-8"))
