@@ -1,4 +1,4 @@
-"""`tagstream demo` and `tagstream run --embedded`: the one-process modes."""
+"""`tagstream demo` and `tagstream run`: the one-process modes."""
 
 from __future__ import annotations
 

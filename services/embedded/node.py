@@ -1,4 +1,4 @@
-"""`tagstream run --embedded`: the ingest API, tagger, read model and notifier in one process.
+"""`tagstream run`: the ingest API, tagger, read model and notifier in one process.
 
 For small shops: no Kafka, no Redis. The HTTP API is the ingest service's own app (same routes,
 roles and validation) over in-process adapters; what Kafka and Redis keep in the services is kept

@@ -63,7 +63,7 @@ class NotifierComposition:
         playbooks_file: Path | None = None,
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
-        """`playbooks_file` replaces TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE (`run --embedded --playbooks`);
+        """`playbooks_file` replaces TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE (`run --playbooks`);
         `providers` replaces the ones the settings describe (tests)."""
         self.settings = settings.notifier
         self.metrics = NotifierMetrics(registry)

@@ -1,4 +1,4 @@
-"""`tagstream run --embedded` is the same product as the Kafka services: the notifier's global policy
+"""`tagstream run` is the same product as the Kafka services: the notifier's global policy
 from TAGSTREAM_NOTIFIER__*, the playbooks file reloaded without a restart, and the services' metrics.
 
 Each test runs the real command in a child process, with a local HTTP server as the push and SMS
@@ -59,7 +59,7 @@ Scraped = dict[str, dict[Labels, float]]
 
 @pytest.fixture
 def start_node(tmp_path: Path, provider: LocalProvider) -> Iterator[Start]:
-    """Starts `tagstream run --embedded` with these playbooks and TAGSTREAM_* settings; stops it after the test."""
+    """Starts `tagstream run` with these playbooks and TAGSTREAM_* settings; stops it after the test."""
     started: list[EmbeddedProcess] = []
 
     async def start(playbooks: Path, **settings: str) -> EmbeddedProcess:

@@ -1,4 +1,4 @@
-"""`tagstream run --embedded` as a small shop runs it: one real process, killed and restarted.
+"""`tagstream run` as a small shop runs it: one real process, killed and restarted.
 
 The ingest API, tagger, read model and notifier run in the one process with state in a data
 directory; a local HTTP server stands in for the SMS provider. After a SIGKILL the restarted

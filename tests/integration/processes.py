@@ -231,11 +231,11 @@ class NotifierProcess(ServiceProcess):
 
 
 class EmbeddedProcess(ServiceProcess):
-    """`tagstream run --embedded`: the ingest API with everything else in one process."""
+    """`tagstream run`: the ingest API with everything else in one process."""
 
     name = "run"
     port_variable = "TAGSTREAM_INGEST__PORT"
 
     def __init__(self, env: dict[str, str], log: Path, *, data_dir: Path, playbooks: Path) -> None:
         super().__init__(env, log)
-        self.arguments = ("--embedded", "--data-dir", str(data_dir), "--playbooks", str(playbooks))
+        self.arguments = ("--data-dir", str(data_dir), "--playbooks", str(playbooks))

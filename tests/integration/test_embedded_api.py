@@ -1,4 +1,4 @@
-"""`tagstream run --embedded`'s HTTP API in process (the node's adapters in the ingest app): the same
+"""`tagstream run`'s HTTP API in process (the node's adapters in the ingest app): the same
 shop semantics as the Kafka services (tests/integration/shop_semantics.py)."""
 
 from __future__ import annotations

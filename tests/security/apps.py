@@ -47,7 +47,7 @@ def service_app(**ingest: Any) -> FastAPI:
 async def embedded_node(
     data_dir: Path, *, skip_bad_journal_lines: bool = False, **ingest: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """`tagstream run --embedded`'s app over `data_dir`, running, and a client for it."""
+    """`tagstream run`'s app over `data_dir`, running, and a client for it."""
     settings = node_settings(**ingest)
     clock = SystemClock()
     node = EmbeddedNode(settings, data_dir, clock, skip_bad_journal_lines=skip_bad_journal_lines)

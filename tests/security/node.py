@@ -1,4 +1,4 @@
-"""An embedded node (`tagstream run --embedded`) in this process, spoken to over httpx's ASGI transport."""
+"""An embedded node (`tagstream run`) in this process, spoken to over httpx's ASGI transport."""
 
 from __future__ import annotations
 

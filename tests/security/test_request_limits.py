@@ -164,7 +164,7 @@ async def test_the_running_embedded_node_answers_a_141_mb_body_with_413_and_its_
     log = (tmp_path / "node.log").open("wb")
     tagstream = Path(sys.executable).parent / "tagstream"
     node = subprocess.Popen(
-        [str(tagstream), "run", "--embedded", "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
+        [str(tagstream), "run", "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
         env=env,
         stdout=log,
         stderr=log,
