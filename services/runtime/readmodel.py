@@ -1,8 +1,8 @@
 """The Redis read model of tag changes: its key layout and the reads the HTTP API serves.
 
-`Projector` (projector.py) writes it from `tagstream.tag-changes`; everything here only reads, so
-the ingest service can use it without the write side. Redis is a projection: drop the keys under
-a prefix and replay the topic to rebuild it.
+`Projector` (services/tagger/projector.py) writes it from `tagstream.tag-changes`; everything here
+only reads, so the ingest service and the notifier can use it without the write side. Redis is a
+projection: drop the keys under a prefix and replay the topic to rebuild it.
 
 Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Cluster hash tag):
 

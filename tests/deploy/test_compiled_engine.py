@@ -23,7 +23,7 @@ import yaml
 from benchmarks.workload import rules, write_events
 from services.runtime.engine_build import engine_build
 from tests.deploy.dockerfile import build_context
-from tests.deploy.tools import REPO_ROOT
+from tests.support.tools import REPO_ROOT
 
 BUILD_TIMEOUT_S = 900
 
@@ -101,7 +101,8 @@ def test_the_unit_tests_pass_against_the_compiled_engine(compiled_site: Path, tm
     # A copy of the tests beside nothing else, so that `services` comes from the compiled wheel
     # (pytest puts the tests' root first on sys.path). Two files that read the repository's
     # docs and examples are left out: they test neither the engine nor anything it compiles.
-    shutil.copytree(REPO_ROOT / "tests" / "unit", tmp_path / "tests" / "unit")
+    for folder in ("unit", "support"):
+        shutil.copytree(REPO_ROOT / "tests" / folder, tmp_path / "tests" / folder)
     for name in ("__init__.py", "conftest.py"):
         shutil.copy2(REPO_ROOT / "tests" / name, tmp_path / "tests" / name)
     shutil.copy2(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")  # pytest's settings

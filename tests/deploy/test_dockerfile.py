@@ -11,7 +11,7 @@ import zipfile
 
 from services.runtime.settings import IngestSettings, NotifierSettings, TaggerSettings
 from tests.deploy.dockerfile import build_context, copy_sources, stages
-from tests.deploy.tools import REPO_ROOT
+from tests.support.tools import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 

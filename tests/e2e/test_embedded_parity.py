@@ -21,17 +21,18 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.deploy.metric_names import (
+from tests.support.metric_names import (
     PROMETHEUS_SERIES,
     exported_series,
     metric_names,
     panel_expressions,
     rule_expressions,
 )
-from tests.deploy.tools import CHART_FILES
-from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
-from tests.integration.processes import EmbeddedProcess, free_port
+from tests.support.netprobe import free_port
+from tests.support.payloads import order, value_group
+from tests.support.processes import EmbeddedProcess
+from tests.support.provider import SIGNING_SECRET, LocalProvider
+from tests.support.tools import CHART_FILES
 
 ADMIN = "admin-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}

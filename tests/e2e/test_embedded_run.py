@@ -18,9 +18,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
-from tests.integration.processes import EmbeddedProcess, free_port
+from tests.support.netprobe import free_port
+from tests.support.payloads import order, value_group
+from tests.support.processes import EmbeddedProcess
+from tests.support.provider import SIGNING_SECRET, LocalProvider
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

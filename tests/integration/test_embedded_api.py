@@ -16,12 +16,12 @@ from services.ingest.app import create_app
 from services.notifier.ports import Message
 from services.runtime.clock import SystemClock
 from services.runtime.settings import NotifierSettings, Settings
-from tests.integration.ingest_harness import CARE, VALUE, Client, ingest_settings, paid
 from tests.integration.shop_semantics import (
     a_manual_removal_sticks_until_cleared,
     free_orders_count_and_other_currencies_are_refused,
     resent_batches_count_once,
 )
+from tests.support.ingest_harness import CARE, VALUE, Client, ingest_settings, paid
 
 
 @asynccontextmanager

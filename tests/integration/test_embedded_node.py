@@ -16,7 +16,7 @@ from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile
 from services.runtime.definitions_feed import definition_record
 from services.runtime.settings import NotifierSettings, Settings
-from tests.e2e.builders import order, value_group
+from tests.support.payloads import order, value_group
 
 PLAYBOOKS = """
 templates:

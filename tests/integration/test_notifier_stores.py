@@ -16,7 +16,7 @@ from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagF
 from services.runtime.readmodel import ReadModelUnavailable
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.integration.notifier_kit import tag_changed
+from tests.support.notifier_kit import tag_changed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -25,8 +25,8 @@ from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
 from services.tagger.app import Tagger, build_app, kafka_producer
-from tests.integration.kafka_io import TopicReader, produce, topic_config
-from tests.unit.builders import cond, group, order_bands, value_tiers
+from tests.support.builders import cond, group, order_bands, value_tiers
+from tests.support.kafka_io import TopicReader, produce, topic_config
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,6 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.ingest_harness import create_topics, ingest_settings, running_ingest
-from tests.integration.processes import free_port
 from tests.security.apps import (
     ADMIN,
     AS_ADMIN,
@@ -30,6 +28,8 @@ from tests.security.apps import (
     until_ready,
     write_routes,
 )
+from tests.support.ingest_harness import create_topics, ingest_settings, running_ingest
+from tests.support.netprobe import free_port
 
 HUGE = 141 * 1024 * 1024
 """The body of the reproduction: 141 MB took the ingest service from 82 to 496 MB RSS before its 401."""

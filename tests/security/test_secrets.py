@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.processes import free_port
 from tests.security.apps import until_ready
+from tests.support.netprobe import free_port
 
 SECRET = "HUNTER2-7f3a9c-do-not-print-me"
 SHORT = "HUNTER2-short"

@@ -4,7 +4,7 @@ from decimal import Decimal
 from services.engine.aggregates import DAY_CAP, apply, fingerprint, fold, initial
 from services.engine.timeutil import DAY_US, to_us
 from services.engine.zone import UTC_ZONE
-from tests.unit.builders import T0, at, browse, click, paid, refunded
+from tests.support.builders import T0, at, browse, click, paid, refunded
 
 
 def fold_all(*events):

@@ -15,7 +15,7 @@ from services.engine.codec import decode
 from services.engine.timeutil import to_us
 from services.runtime.clock import ManualClock
 from services.tagger.core import Incoming, TaggerCore
-from tests.unit.builders import at, browse, cond, engine, group, paid, value_tiers
+from tests.support.builders import at, browse, cond, engine, group, paid, value_tiers
 
 TOPICS = TopicNames()
 _EVENTS = event_adapter()

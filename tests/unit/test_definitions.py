@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from schemas.tags import Condition, TagGroup
 from services.engine import DefinitionError, Engine, RuleBook
 from services.runtime.definitions import RulesFileError, parse_groups, templates
-from tests.unit.builders import at, browse, cond, group, paid
+from tests.support.builders import at, browse, cond, group, paid
 
 ISSUE_EXAMPLE = """
 groups:

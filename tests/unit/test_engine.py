@@ -6,7 +6,7 @@ from schemas.events import OrderPaid
 from services.engine import CommandRefused, RuleBook
 from services.engine.codec import encode
 from services.engine.timeutil import from_us, to_us
-from tests.unit.builders import (
+from tests.support.builders import (
     T0,
     at,
     browse,

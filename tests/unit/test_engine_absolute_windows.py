@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.engine.timeutil import from_us
-from tests.unit.builders import browse, click, cond, engine, group, paid
+from tests.support.builders import browse, click, cond, engine, group, paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 D1, D2, D3 = "2026-01-05", "2026-01-20", "2026-02-04"

@@ -8,7 +8,7 @@ from typing import Any
 
 from services.engine import Engine, RuleBook
 from services.tagger.replay import Replay
-from tests.unit.builders import cond, group, order_bands, value_tiers
+from tests.support.builders import cond, group, order_bands, value_tiers
 
 
 def definitions() -> list[Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from tests.integration.kafka_io import produce
+from tests.support.kafka_io import produce
+from tests.support.netprobe import free_port
 
 TAGGER_TOPICS = ("events", "tag_commands", "tag_definitions", "tag_changes", "events_dlq", "tagger_ticks")
 
@@ -34,12 +34,6 @@ async def tagger_topics(bootstrap: str, prefix: str, partitions: int, groups: Se
     await ensure_topics(kafka, list(topics.values()), compacted=[topics["tag_definitions"]])
     await produce(bootstrap, topics["tag_definitions"], [(*definition_record(group), None) for group in groups])
     return topics
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tagger_environment(

@@ -1,4 +1,5 @@
-"""Fixtures for tests against the real Kafka broker and Redis.
+"""The shared fixtures (registered for the whole suite by tests/conftest.py's `pytest_plugins`):
+the real Kafka broker and Redis every integration, end-to-end, fault and security test runs against.
 
 ``kafka_bootstrap`` / ``redis_url`` resolve, in order:
 
@@ -9,39 +10,20 @@
    the end of the session.
 
 A service that cannot be started fails the tests that need it: integration
-tests are never skipped silently, locally or in CI.
+tests are never skipped silently, locally or in CI. Session fixtures start nothing until a test
+asks for them, so a run of the unit tests alone needs neither.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
-
-from tests import infra  # noqa: E402
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "integration: needs the real Kafka broker and Redis (scripts/kafka.sh, scripts/redis.sh)",
-    )
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if here in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.integration)
+from tests.support import infra
 
 
 def _fail_unavailable(service: str, script: str, error: infra.InfraError) -> None:

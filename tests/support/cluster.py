@@ -11,7 +11,7 @@ from collections import Counter
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.infra import START_TIMEOUT_S, STOP_TIMEOUT_S, InfraError, ScriptResult, run_script
+from tests.support.infra import START_TIMEOUT_S, STOP_TIMEOUT_S, InfraError, ScriptResult, run_script
 
 NODES = 3
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from schemas.tags import Reason, TagChanged
 from schemas.topics import TopicNames
 from services.runtime.settings import KafkaSettings, NotifierSettings, RedisSettings, Settings
-from tests.integration.processes import free_port
+from tests.support.netprobe import free_port
 
 SIGNING_SECRET = "notifier-test-signing-secret-0123456789"
 

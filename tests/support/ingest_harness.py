@@ -18,7 +18,7 @@ from schemas.topics import TopicNames
 from services.ingest.app import create_app
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import ApiKey, IngestSettings, KafkaSettings, RedisSettings, Settings
-from tests.integration.processes import TAGGER_TOPICS, TaggerProcess, tagger_environment
+from tests.support.processes import TAGGER_TOPICS, TaggerProcess, tagger_environment
 
 KEYS = {
     "viewer": "viewer-key-0123456789abcdef",

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from schemas.topics import TopicNames
-from tests.e2e.conftest import SIGNING_SECRET
-from tests.integration.processes import (
+from tests.support.netprobe import free_port
+from tests.support.processes import (
     IngestProcess,
     NotifierProcess,
     TaggerProcess,
-    free_port,
     ingest_environment,
     notifier_environment,
     tagger_environment,
 )
+from tests.support.provider import SIGNING_SECRET
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
-from tests.infra import REPO_ROOT, InfraError, run_script
+from tests.support.infra import REPO_ROOT, InfraError, run_script
 
 CHART = REPO_ROOT / "deploy" / "helm" / "tagstream"
 CHART_FILES = CHART / "files"
