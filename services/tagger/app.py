@@ -28,21 +28,22 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from schemas.tags import TagGroup
 from schemas.topics import SyncPartition, Tick
+from services.engine import DefinitionError, Engine, RuleBook
+from services.engine.arrival import Arrival
+from services.engine.codec import decode
+from services.engine.evaluator import next_due
+from services.engine.timeutil import to_us
+from services.runtime.clock import Clock, SystemClock
+from services.runtime.definitions_feed import DefinitionsFeed
+from services.runtime.engine_build import engine_build
 from services.runtime.kafka import ensure_topics, partition_ids
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
 from services.tagger.checkpoint import dead_letter_json, send_changelog
 from services.tagger.core import Incoming, TaggerCore
-from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.build import engine_build
-from services.tagger.engine.codec import decode
-from services.tagger.engine.evaluator import next_due
-from services.tagger.engine.timeutil import to_us
 from services.tagger.faust_app import RAW_TOPIC, customers_table, faust_app
 from services.tagger.faust_compat import noack_batches
-from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import POSITION_PREFIX, SourceOffsets

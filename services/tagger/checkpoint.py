@@ -26,9 +26,9 @@ import faust
 from faust.types import TP, TableT
 
 from schemas.topics import DeadLetter, TopicNames
+from services.engine.changes import Change
 from services.runtime.kafka import send_partitioned
 from services.tagger.core import Result
-from services.tagger.engine.changes import Change
 from services.tagger.faust_app import send_records
 from services.tagger.faust_compat import kafka_producer, mark_persisted, store_locally
 from services.tagger.index import CustomerIndex

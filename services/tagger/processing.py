@@ -18,10 +18,10 @@ from aiokafka.errors import KafkaError
 from faust.types import TP, EventT, TableT
 
 from schemas.topics import SyncPartition, TopicNames
+from services.engine import Engine
+from services.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
 from services.tagger.checkpoint import Checkpoint, send_changelog
 from services.tagger.core import Incoming, Result, TaggerCore
-from services.tagger.engine import Engine
-from services.tagger.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
 from services.tagger.faust_compat import store_locally
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics

@@ -14,12 +14,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas.tags import TagGroup
+from services.runtime.clock import ManualClock
+from services.runtime.definitions_feed import definition_record
 from services.tagger.app import Tagger, build_app
-from services.tagger.engine import ManualClock
-from services.tagger.feed import definition_record
-from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.test_tagger import definitions, paid_event, worker_settings
-from tests.unit.builders import cond, group
+from tests.support.builders import cond, group
+from tests.support.kafka_io import TopicReader, produce
 
 pytestmark = pytest.mark.integration
 
