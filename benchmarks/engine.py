@@ -34,7 +34,7 @@ from services.runtime.zone import day_zone
 from services.tagger.engine import Engine, RuleBook
 from services.tagger.engine.build import engine_build
 from services.tagger.engine.codec import encode
-from services.tagger.engine.evaluator import CustomerState
+from services.tagger.engine.state import CustomerState
 from services.tagger.replay import OUTPUT_BUFFER, replay_to
 
 

@@ -48,7 +48,7 @@ from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.build import engine_build
-from services.tagger.engine.changes import Change
+from services.tagger.engine.changes import TagChange
 from services.tagger.engine.codec import decode
 from services.tagger.engine.evaluator import next_due
 from services.tagger.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
@@ -557,7 +557,7 @@ class _Batch:
         self._states: dict[str, bytes] = {}
         self._writes: list[tuple[EventT[bytes], str, bytes, int | None]] = []
         self._sends: list[Awaitable[Any]] = []
-        self._changes: list[tuple[Change, float]] = []
+        self._changes: list[tuple[TagChange, float]] = []
         self._positions: dict[TP, EventT[bytes]] = {}
 
     def position(self, event: EventT[bytes]) -> None:

@@ -25,7 +25,7 @@ from schemas.excerpt import describe_validation_error
 from schemas.tags import ChangeSource, TagCommand
 from services.tagger.admission import wrong_currency
 from services.tagger.engine import CustomerState, Engine, RuleBook
-from services.tagger.engine.changes import Change, json_line
+from services.tagger.engine.changes import TagChange, json_line
 from services.tagger.engine.fingerprint import DefinitionChange
 from services.tagger.engine.timeutil import from_us, to_us
 from services.tagger.engine.zone import UTC_ZONE, DayZone
@@ -55,7 +55,7 @@ class Replay:
         self,
         engine: Engine,
         *,
-        on_change: Callable[[Change], None] | None = None,
+        on_change: Callable[[TagChange], None] | None = None,
         on_reject: Callable[[int, str], None] | None = None,
         until: datetime | None = None,
         changes_out: IO[bytes] | None = None,
@@ -207,7 +207,7 @@ class Replay:
             else:
                 waiting.append(state.customer_id)
 
-    def _emit(self, changes: list[Change]) -> None:
+    def _emit(self, changes: list[TagChange]) -> None:
         if changes:
             self.summary.changes += len(changes)
             if self._changes_out is not None:

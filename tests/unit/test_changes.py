@@ -4,7 +4,7 @@ from decimal import Decimal
 import orjson
 
 from schemas.tags import Condition, TagChanged
-from services.tagger.engine.changes import Change, _default, _instant_json, _outcome
+from services.tagger.engine.changes import TagChange, _default, _instant_json, _outcome
 from services.tagger.engine.timeutil import DAY_US, from_us, to_us
 from tests.unit.builders import at, browse, cond, engine, group, paid, value_tiers
 
@@ -33,7 +33,7 @@ def test_the_fast_json_of_a_change_is_exactly_the_tag_changed_contract():
         assert message.seq == change.seq
 
 
-def _document(change: Change) -> bytes:
+def _document(change: TagChange) -> bytes:
     """The TagChanged document of a change as one `orjson.dumps`: what `to_json` must equal byte for byte."""
     return orjson.dumps(
         {
@@ -80,7 +80,7 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
     for number, outcomes in enumerate(outcomes_cases):
         for summary_text in summaries:
             for caused_by in (None, f"e{number}", 'odd "id"'):
-                change = Change(
+                change = TagChange(
                     "c1",
                     "g",
                     "t",
@@ -95,10 +95,10 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
                 )
                 assert change.to_json() == _document(change)
                 assert change.to_json_line() == _document(change) + b"\n"
-                twin = Change(*change.fields())
+                twin = TagChange(*change.fields())
                 assert twin == change
                 assert repr(twin) == repr(change)
-                assert twin != Change(*change.fields()[:-1], change.seq + 1)
+                assert twin != TagChange(*change.fields()[:-1], change.seq + 1)
 
 
 def test_an_instant_is_written_exactly_as_orjson_writes_its_datetime():

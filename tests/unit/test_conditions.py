@@ -7,8 +7,9 @@ from itertools import accumulate
 
 from schemas.tags import Condition, Metric
 from services.tagger.engine.aggregates import Aggregates, fold, initial
-from services.tagger.engine.conditions import EvalContext, compile_condition, series, share_spans
+from services.tagger.engine.conditions import compile_condition, share_spans
 from services.tagger.engine.timeutil import DAY_US, to_us
+from services.tagger.engine.windows import EvalContext, series
 from tests.unit.builders import T0, browse, click
 
 

@@ -6,13 +6,13 @@ import pytest
 
 from schemas.tags import TagGroup
 from services.tagger.engine import CommandRefused, RuleBook
-from services.tagger.engine.changes import Change
+from services.tagger.engine.changes import TagChange
 from services.tagger.replay import Replay
 from tests.unit.builders import at, command, cond, engine, group, paid, summary, value_tiers
 
 
-def _run(*groups: TagGroup) -> tuple[Replay, list[Change]]:
-    changes: list[Change] = []
+def _run(*groups: TagGroup) -> tuple[Replay, list[TagChange]]:
+    changes: list[TagChange] = []
     return Replay(engine(*groups), on_change=changes.append), changes
 
 
