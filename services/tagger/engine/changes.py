@@ -22,7 +22,7 @@ import orjson
 
 from schemas.common import SCHEMA_VERSION
 from schemas.tags import ChangeSource, Condition, TagChanged
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, from_us
+from services.tagger.engine.timeutil import DAY_US, SECOND_US, days_us, from_us
 
 ConditionOutcome = tuple[Condition, Any, bool]
 """A condition, the customer's observed value (None when absent) and whether it matched."""
@@ -31,8 +31,8 @@ ConditionOutcome = tuple[Condition, Any, bool]
 class TagChange:
     """One tag flip, immutable by convention. A plain class with slots rather than a named tuple or
     a frozen dataclass: compiled, building one is a direct call and its fields are read as native
-    attributes (a named tuple's fields are checked and unboxed per read, and building it went
-    through `tuple.__new__`, ~900 instructions; a frozen dataclass's `__init__` cost ~4x a tuple's)."""
+    attributes (a named tuple's fields are checked and unboxed per read and building one goes
+    through `tuple.__new__`; a frozen dataclass's `__init__` sets each field through `object.__setattr__`)."""
 
     __slots__ = (
         "caused_by",
@@ -171,12 +171,13 @@ def _instant_json(us: int) -> bytes:
     Building a datetime (and a timedelta) per instant cost more than the rest of a change."""
     last = _LAST
     day = us // DAY_US
+    start = days_us(day)
     if day != last.day:
-        whole = orjson.dumps(from_us(day * DAY_US), option=orjson.OPT_UTC_Z)
+        whole = orjson.dumps(from_us(start), option=orjson.OPT_UTC_Z)
         last.day = day
         last.day_json = whole[: whole.index(b"T") + 1]
-    seconds = (us - day * DAY_US) // SECOND_US
-    micro = us - day * DAY_US - seconds * SECOND_US
+    seconds = (us - start) // SECOND_US
+    micro = us - start - seconds * SECOND_US
     hours = seconds // 3600
     minutes = seconds // 60 - hours * 60
     seconds = seconds - (hours * 60 + minutes) * 60
