@@ -74,9 +74,8 @@ def _build_series(found: dict[int, int]) -> Series:
 SCAN_MAX: Final = 16
 """Up to this many day buckets, windows are counted (and their next change found) by scanning the
 bucket dict rather than through a sorted series: a scan of a few entries costs less than the sort,
-the prefix sums and their allocations, rebuilt per evaluation. (Measured compiled, instructions on
-100k events: 16 buckets 0.6% fewer than 8, 32 another 0.4%; 16 keeps the scans of heavy customers
-short in pure Python too.)"""
+the prefix sums and their allocations, rebuilt per evaluation. Larger values gain little compiled
+and make the scans of heavy customers long in pure Python (docs/performance.md)."""
 
 _NO_SERIES: Final = Series([], [0])
 """The series of no buckets, shared: series are only ever read."""
