@@ -81,17 +81,17 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
         for summary_text in summaries:
             for caused_by in (None, f"e{number}", 'odd "id"'):
                 change = TagChange(
-                    "c1",
-                    "g",
-                    "t",
-                    "added" if number % 2 else "removed",
-                    "rule",
-                    summary_text,
-                    outcomes,
-                    2,
-                    caused_by,
-                    1_780_000_000_123_456 + number * 86_400_000_000,
-                    number + 1,
+                    customer_id="c1",
+                    group_id="g",
+                    tag_id="t",
+                    change="added" if number % 2 else "removed",
+                    source="rule",
+                    summary=summary_text,
+                    outcomes=outcomes,
+                    group_version=2,
+                    caused_by=caused_by,
+                    occurred_us=1_780_000_000_123_456 + number * 86_400_000_000,
+                    seq=number + 1,
                 )
                 assert change.to_json() == _document(change)
                 assert change.to_json_line() == _document(change) + b"\n"

@@ -5,6 +5,12 @@ Everything here is pure: a customer's state goes in, tag changes come out, and "
 The services decide where state lives and when to call `advance` (timers); the engine guarantees that
 the result does not depend on how late a timer fires, because `advance` replays every due flip at the
 exact instant it was due.
+
+This module decides what to evaluate and when. The pieces it uses: `state.py` (what is kept per
+customer), `aggregates.py` (the fold), `routing.py` (which groups an event or a time change can
+touch), `tagging.py` (the evaluation pass and the changes it records), `manual.py` (commands and
+blocks), `schedule.py` (when time next matters), and beneath the rules `conditions.py`,
+`windows.py` and `comparisons.py`.
 """
 
 from __future__ import annotations
