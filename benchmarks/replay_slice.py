@@ -17,9 +17,9 @@ import sys
 
 from benchmarks.workload import rules
 from schemas.tags import TagGroupSet
+from services.engine import Engine, RuleBook
+from services.runtime.engine_build import engine_build
 from services.runtime.zone import day_zone
-from services.tagger.engine import Engine, RuleBook
-from services.tagger.engine.build import engine_build
 from services.tagger.replay import OUTPUT_BUFFER, replay_to
 
 

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from benchmarks.workload import rules, write_events
-from services.tagger.engine.build import engine_build
+from services.runtime.engine_build import engine_build
 from tests.deploy.dockerfile import build_context
-from tests.deploy.tools import REPO_ROOT
+from tests.support.tools import REPO_ROOT
 
 BUILD_TIMEOUT_S = 900
 
@@ -41,9 +41,10 @@ def _compiled_modules() -> list[str]:
 
 
 NOT_COMPILED = {
-    # read once per definition change or refused command, never per event: nothing to gain compiled
-    "services.tagger.engine.errors",
-    "services.tagger.engine.fingerprint",
+    # used once per definition change or refused event or command, never per event: nothing to gain
+    "services.engine.admission",
+    "services.engine.errors",
+    "services.engine.fingerprint",
 }
 
 
@@ -56,7 +57,7 @@ def test_every_engine_module_the_compiled_ones_import_is_compiled_too():
         imported |= {
             node.module
             for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("services.tagger.engine.")
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("services.engine.")
         }
     missing = imported - compiled - NOT_COMPILED
     assert not missing, f"imported by compiled engine modules but not compiled (add them to setup.py): {missing}"
@@ -116,14 +117,15 @@ def test_the_wheel_compiles_every_module_setup_lists(compiled_site: Path, pure_s
     # mypyc's runtime library lives inside the package too: at the top level, beside `services`, an
     # editable install (which maps the packages, not the checkout, onto the import path) misses it
     assert not list(compiled_site.glob("*.so"))
-    assert list((compiled_site / "services" / "tagger").glob("_compiled__mypyc.*.so"))
+    assert list((compiled_site / "services" / "engine").glob("_compiled__mypyc.*.so"))
 
 
 def test_the_unit_tests_pass_against_the_compiled_engine(compiled_site: Path, tmp_path: Path):
     # A copy of the tests beside nothing else, so that `services` comes from the compiled wheel
     # (pytest puts the tests' root first on sys.path). Two files that read the repository's
     # docs and examples are left out: they test neither the engine nor anything it compiles.
-    shutil.copytree(REPO_ROOT / "tests" / "unit", tmp_path / "tests" / "unit")
+    for folder in ("unit", "support"):
+        shutil.copytree(REPO_ROOT / "tests" / folder, tmp_path / "tests" / folder)
     for name in ("__init__.py", "conftest.py"):
         shutil.copy2(REPO_ROOT / "tests" / name, tmp_path / "tests" / name)
     shutil.copy2(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")  # pytest's settings

@@ -6,11 +6,11 @@ from datetime import timedelta
 from itertools import accumulate
 
 from schemas.tags import Condition, Metric
-from services.tagger.engine.aggregates import Aggregates, fold, initial
-from services.tagger.engine.conditions import compile_condition, share_spans
-from services.tagger.engine.timeutil import DAY_US, to_us
-from services.tagger.engine.windows import EvalContext, series
-from tests.unit.builders import T0, browse, click
+from services.engine.aggregates import Aggregates, fold, initial
+from services.engine.conditions import compile_condition, share_spans
+from services.engine.timeutil import DAY_US, to_us
+from services.engine.windows import EvalContext, series
+from tests.support.builders import T0, browse, click
 
 
 def _reference(buckets: dict[int, int]) -> tuple[list[int], list[int]]:

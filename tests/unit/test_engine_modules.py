@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ENGINE = Path(__file__).resolve().parents[2] / "services" / "tagger" / "engine"
+ENGINE = Path(__file__).resolve().parents[2] / "services" / "engine"
 MAX_LINES = 400
 REASON = "Over 400 lines:"
 """How a longer module's docstring starts the sentence that says why."""
