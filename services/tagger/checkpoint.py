@@ -26,7 +26,7 @@ import faust
 from faust.types import TP, TableT
 
 from schemas.topics import DeadLetter, TopicNames
-from services.engine.changes import Change
+from services.engine.changes import TagChange
 from services.runtime.kafka import send_partitioned
 from services.tagger.core import Result
 from services.tagger.faust_app import send_records
@@ -56,7 +56,7 @@ class Checkpoint:
         self._latest: dict[str, tuple[int, bytes, int | None]] = {}
         """Per customer, in first-seen order: the partition, last state and next check of the batch."""
         self._sends: list[Awaitable[Any]] = []
-        self._changes: list[tuple[Change, float]] = []
+        self._changes: list[tuple[TagChange, float]] = []
         self._positions: dict[TP, int] = {}
 
     def load(self, customer_id: str) -> bytes | None:
