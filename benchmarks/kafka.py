@@ -116,16 +116,18 @@ async def run(bootstrap: str, args: argparse.Namespace, rows: list[str]) -> int:
 
 
 async def _backlog(bootstrap: str, count: int, customers: int, workdir: Path) -> tuple[Backlog, list[bytes]]:
-    """The workload as a file (for the replay) and as one stamped events topic (for every row)."""
+    """The workload as a file (for the replay) and as one stamped events topic (for every row).
+
+    The topic keeps its records forever: Kafka's time retention goes by record timestamps, and these
+    are months old, so with the default 7 days the broker deletes the backlog while it is read."""
     stamped = list(arrivals(generated_events(count, customers, seed=5)))
     lines = [orjson.dumps(event) for event, _ in stamped]
     (workdir / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     groups = TagGroupSet.model_validate(rules()).groups
     (workdir / "rules.yaml").write_text(yaml.safe_dump(rules(), allow_unicode=True, sort_keys=False))
     topic = f"bench-events-{uuid.uuid4().hex[:6]}"
-    await ensure_topics(
-        KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1), [topic]
-    )
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=PARTITIONS, replication_factor=1)
+    await ensure_topics(kafka, [topic], kept_forever=[topic])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20)
     await producer.start()
     try:
@@ -280,7 +282,7 @@ async def _latency(
     time from its event's send to the change's record timestamp."""
     rate = statistics.median(found.events_per_s for found in runs if found.row == "tagger") / 2
     events_topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
-    await ensure_topics(_kafka(backlog), [events_topic])
+    await ensure_topics(_kafka(backlog), [events_topic], kept_forever=[events_topic])  # see _backlog
     launched = await launch("tagger", backlog, workdir, events_topic)
     stamps = [stamp for _, stamp in arrivals(orjson.loads(line) for line in lines)]
     sent: dict[str, float] = {}
