@@ -46,12 +46,15 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from benchmarks.kafka_rows import LABELS, ROWS, Backlog, RowRun, cpu_seconds, launch, measure_row
+from benchmarks.peers.common import PeerWorker
 from benchmarks.replay_check import replay
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
 from services.runtime.kafka import ensure_topics
-from services.runtime.settings import KafkaSettings
+from services.runtime.settings import KafkaSettings, load_settings
+from services.tagger.core import Incoming
+from services.tagger.engine import ManualClock
 from services.tagger.engine.build import engine_build
 from tests import infra
 from tests.integration.kafka_io import TopicReader
@@ -197,9 +200,35 @@ async def _floors(backlog: Backlog, lines: list[bytes]) -> list[tuple[str, float
     with tempfile.TemporaryDirectory(prefix="bench-faust-") as directory:
         faust = await _faust_passthrough(backlog, Path(directory))
     return [
+        ("`TaggerCore` alone (no Kafka: records in memory, states in a dict, changes as JSON)", *_core_alone(lines)),
         ("aiokafka consume -> produce (acks=all)", *passthrough),
         ("faust passthrough (the tagger's faust app, no engine or state)", *faust),
     ]
+
+
+def _core_alone(lines: list[bytes]) -> tuple[float, float]:
+    """What every row pays before Kafka: the core on each record, in this process."""
+    os.environ.update(SETTINGS)  # the workers' shop: zone, currency, history age
+    try:
+        stamped = list(arrivals(orjson.loads(line) for line in lines))
+        clock = ManualClock(datetime.fromtimestamp(stamped[0][1] / 1000, UTC))
+        worker = PeerWorker(load_settings(), clock, Path(os.devnull))
+    finally:
+        for name in SETTINGS:
+            os.environ.pop(name, None)
+    core, topic = worker.core(), worker.settings.topics.events
+    states: dict[str, bytes] = {}
+    keys = [event["customer_id"].encode() for event, _ in stamped]
+    started, cpu = time.perf_counter(), time.process_time()
+    for offset, (line, key, (_, stamp)) in enumerate(zip(lines, keys, stamped, strict=True)):
+        incoming = Incoming(topic, 0, offset, key, line, stamp * 1000)
+        result = core.handle(incoming, states.get)
+        for change in result.changes:
+            change.to_json()
+        if result.customer_id is not None and result.state is not None:
+            states[result.customer_id] = result.state
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return len(lines) / seconds, cpu * 1e6 / len(lines)
 
 
 async def _aiokafka_passthrough(backlog: Backlog) -> tuple[float, float]:

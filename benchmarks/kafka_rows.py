@@ -128,7 +128,7 @@ class Worker:
 
     def __init__(self, row: str, env: dict[str, str], clock: Path, log: Path) -> None:
         self.row = row
-        self._env = env
+        self.env = env
         self._clock = clock
         self._log = log
         self._ready = log.with_suffix(".ready")
@@ -141,7 +141,7 @@ class Worker:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", MODULES[self.row], *arguments],
                 cwd=Path(__file__).resolve().parents[1],
-                env=self._env,
+                env=self.env,
                 stdout=log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
@@ -157,7 +157,7 @@ class Worker:
     def _is_ready(self) -> bool:
         if self.row != "tagger":
             return self._ready.exists()
-        url = f"http://127.0.0.1:{self._env['TAGSTREAM_TAGGER__WEB_PORT']}/readyz"
+        url = f"http://127.0.0.1:{self.env['TAGSTREAM_TAGGER__WEB_PORT']}/readyz"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return bool(response.status == 200)

@@ -13,7 +13,7 @@ from schemas.topics import Tick
 from services.runtime.settings import Settings, load_settings
 from services.runtime.zone import day_zone
 from services.tagger.core import TaggerCore
-from services.tagger.engine import Engine, RuleBook
+from services.tagger.engine import Clock, Engine, RuleBook
 from services.tagger.engine.arrival import Arrival
 from services.tagger.engine.timeutil import to_us
 from services.tagger.index import CustomerIndex
@@ -24,7 +24,7 @@ class PeerWorker:
     """A peer's set-up: the tagger's settings (TAGSTREAM_*), the benchmark clock and the ready file."""
 
     settings: Settings
-    clock: FileClock
+    clock: Clock
     ready_file: Path
 
     @classmethod
@@ -60,7 +60,7 @@ class Timers:
     """The tagger's wake-ups (services/tagger/app.py `_wake_due_customers`): who is due by the clock
     gets a tick on the ticks topic, which the worker consumes like any other record."""
 
-    def __init__(self, clock: FileClock, partitions: int) -> None:
+    def __init__(self, clock: Clock, partitions: int) -> None:
         self._clock = clock
         self._index = CustomerIndex()
         self._partitions = partitions
