@@ -40,7 +40,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
 from benchmarks.kafka_rows import Backlog, Launched, Worker, launch
@@ -49,13 +48,13 @@ from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
 from services.ingest.audiences import RedisAudiences
 from services.ingest.ports import AudienceQuery
-from services.runtime.kafka import ensure_topics
+from services.runtime.kafka import ensure_topics, partitions_of
 from services.runtime.settings import KafkaSettings
 from services.tagger.engine import SystemClock
 from services.tagger.feed import definition_record
-from services.tagger.readmodel import Keys
+from services.tagger.readmodel import Keys, ReadModel, offset_field
 from tests import infra
-from tests.integration.kafka_io import produce
+from tests.integration.kafka_io import produce, topic_config
 from tests.integration.processes import wait_caught_up
 
 PARTITIONS = 12
@@ -96,8 +95,7 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
             await wait_caught_up(bootstrap, launched.group, backlog.topic, args.partitions, timeout=7200)
             drained = time.perf_counter()
             rows.append(("backlog drained (start of the worker excluded)", f"{drained - started:.0f} s"))
-            tag_changes = launched.topics["tag_changes"]
-            await wait_caught_up(bootstrap, f"{launched.group}-projector", tag_changes, args.partitions, 7200)
+            await _projected(redis, prefix, bootstrap, [launched.topics["tag_changes"], backlog.topic])
             rows.append(("read model current after the backlog drained", f"+{time.perf_counter() - drained:.1f} s"))
             memory = (await _used_memory(redis) - memory_before) / customers
             rows.append(("Redis memory per customer", f"{memory / 1024:.2f} KiB"))
@@ -156,30 +154,45 @@ async def _backlog(
     return Backlog(bootstrap, topic, partitions, count, start, end, list(groups), settings), len(seen)
 
 
+async def _projected(redis: Redis, prefix: str, bootstrap: str, topics: list[str], timeout: float = 7200) -> None:
+    """Until the read model's positions (kept in Redis beside its data, not as Kafka commits) reach the
+    end of every partition of `topics` (the tag changes, and the events it records activity from)."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    tps = [TopicPartition(topic, p) for topic in topics for p in await partitions_of(kafka, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    model = ReadModel(redis, key_prefix=prefix)
+    deadline = time.monotonic() + timeout
+    while True:
+        offsets = (await model.status()).offsets or {}
+        behind = sum(max(0, end - offsets.get(offset_field(tp.topic, tp.partition), 0)) for tp, end in ends.items())
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"the read model is still {behind:,} records behind after {timeout:.0f} s"
+        await asyncio.sleep(0.1)
+
+
 async def _used_memory(redis: Redis) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
 async def _changelog_records(bootstrap: str, group: str, customers: int) -> tuple[str, str]:
     topic = f"{group}-customers-changelog"
+    partitions = await partitions_of(KafkaSettings(bootstrap_servers=bootstrap), topic)
+    tps = [TopicPartition(topic, partition) for partition in partitions]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, partition) for partition in sorted(await consumer.partitions_for_topic(topic))]
         starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
     records = sum(ends[tp] - starts[tp] for tp in tps)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        names = {"segment.ms": None, "segment.bytes": None, "min.cleanable.dirty.ratio": None}
-        [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic, names)])
-    finally:
-        await admin.close()
-    [resource] = response.to_object()["resources"]
-    config = {entry["config_names"]: entry["config_value"] for entry in resource["config_entries"]}
-    described = ", ".join(f"{name} {config.get(name)}" for name in names)
+    names = ("segment.ms", "segment.bytes", "min.cleanable.dirty.ratio")
+    described = ", ".join([f"{name} {(await topic_config(bootstrap, topic, name))[0]}" for name in names])
     return f"changelog records per customer ({described})", f"{records / customers:.2f}"
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_benchmark(kafka_bootstrap: str, *arguments: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, TAGSTREAM_TEST_KAFKA_BOOTSTRAP=kafka_bootstrap)
+def run_benchmark(kafka_bootstrap: str, *arguments: str, redis_url: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TAGSTREAM_TEST_KAFKA_BOOTSTRAP=kafka_bootstrap, TAGSTREAM_TEST_REDIS_URL=redis_url)
     return subprocess.run(
         [sys.executable, "-m", *arguments], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
@@ -40,3 +40,20 @@ def test_the_kafka_benchmark_refuses_an_unknown_row(kafka_bootstrap: str) -> Non
     done = run_benchmark(kafka_bootstrap, "benchmarks.kafka", "--rows", "tagger,spark")
     assert done.returncode == 2
     assert "--rows: unknown ['spark']" in done.stderr
+
+
+def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_bootstrap: str, redis_url: str) -> None:
+    done = run_benchmark(
+        kafka_bootstrap, "benchmarks.scale", "--customers", "120", "--events-per-customer", "3", redis_url=redis_url
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for measure in (
+        "| read model current after the backlog drained | +",
+        "| Redis memory per customer |",
+        "| changelog records per customer (segment.ms 3600000,",
+        "| longest Redis command of that query (Redis blocked) |",
+        "| backfill of a new group (",
+        "| tagger RSS growth during the backfill | +",
+        "| recovery after losing the local disk (start -> ready) |",
+    ):
+        assert measure in done.stdout, measure
