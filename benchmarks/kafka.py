@@ -51,14 +51,15 @@ from benchmarks.replay_check import replay
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
+from services.runtime.clock import ManualClock
+from services.runtime.engine_build import engine_build
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings, load_settings
 from services.tagger.core import Incoming
-from services.tagger.engine import ManualClock
-from services.tagger.engine.build import engine_build
-from tests import infra
-from tests.integration.kafka_io import TopicReader
-from tests.integration.processes import free_port, produce_at_rate, wait_caught_up
+from tests.support import infra
+from tests.support.kafka_io import TopicReader
+from tests.support.netprobe import free_port
+from tests.support.processes import produce_at_rate, wait_caught_up
 
 PARTITIONS = 4
 TIMEZONE = "Asia/Shanghai"

@@ -26,8 +26,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.clock import FileClock
 from benchmarks.replay_check import Check, Expected, check
-from tests.integration.kafka_io import TopicReader
-from tests.integration.processes import tagger_environment, tagger_topics, wait_caught_up
+from tests.support.kafka_io import TopicReader
+from tests.support.processes import tagger_environment, tagger_topics, wait_caught_up
 
 ROWS = ("tagger", "quixstreams", "aiokafka")
 MODULES = {

@@ -48,14 +48,14 @@ from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
 from services.ingest.audiences import RedisAudiences
 from services.ingest.ports import AudienceQuery
+from services.runtime.clock import SystemClock
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics, partitions_of
+from services.runtime.readmodel import Keys, ReadModel, offset_field
 from services.runtime.settings import KafkaSettings
-from services.tagger.engine import SystemClock
-from services.tagger.feed import definition_record
-from services.tagger.readmodel import Keys, ReadModel, offset_field
-from tests import infra
-from tests.integration.kafka_io import produce, topic_config
-from tests.integration.processes import wait_caught_up
+from tests.support import infra
+from tests.support.kafka_io import produce, topic_config
+from tests.support.processes import wait_caught_up
 
 PARTITIONS = 12
 NEW_GROUP = "category_mix"

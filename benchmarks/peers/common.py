@@ -10,12 +10,13 @@ from benchmarks.clock import FileClock
 from benchmarks.workload import rules
 from schemas.tags import TagGroupSet
 from schemas.topics import Tick
+from services.engine import Engine, RuleBook
+from services.engine.arrival import Arrival
+from services.engine.timeutil import to_us
+from services.runtime.clock import Clock
 from services.runtime.settings import Settings, load_settings
 from services.runtime.zone import day_zone
 from services.tagger.core import TaggerCore
-from services.tagger.engine import Clock, Engine, RuleBook
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.timeutil import to_us
 from services.tagger.index import CustomerIndex
 
 
