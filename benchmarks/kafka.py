@@ -4,7 +4,8 @@
     python -m benchmarks.kafka --events 20000 --rounds 5
     python -m benchmarks.kafka --rows tagger,aiokafka --no-floors --no-latency
 
-Needs the `bench` extra for the quixstreams row (`pip install -e '.[bench]'`). Measures the engine
+The quixstreams row needs the `bench` extra, in an environment of its own (quixstreams pins an older
+pydantic: docs/performance.md). Measures the engine
 build this checkout imports and prints which (`scripts/compile-engine.sh` first: the compiled engine
 the image ships); a stale compiled build is refused. Starts the local broker with scripts/kafka.sh
 (or uses TAGSTREAM_TEST_KAFKA_BOOTSTRAP).
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.rounds <= 20 or not 1 <= args.customers <= args.events <= 10_000_000:
         parser.error("--rounds must be 1-20, and 1 <= --customers <= --events <= 10,000,000")
     if "quixstreams" in rows and not _installed("quixstreams"):
-        parser.exit(2, "the quixstreams row needs the bench extra: pip install -e '.[bench]' (or --rows without it)\n")
+        parser.exit(2, "the quixstreams row needs the bench extra, in its own venv (docs/performance.md)\n")
     build = engine_build()
     if build.stale:
         parser.exit(2, f"refusing to measure a stale build: engine {build.describe()}\n")

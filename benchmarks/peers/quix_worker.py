@@ -2,7 +2,7 @@
 
     python -m benchmarks.peers.quix_worker CLOCK_FILE READY_FILE   # settings from TAGSTREAM_*
 
-Needs the `bench` extra (`pip install -e '.[bench]'`: quixstreams, pinned). The events and ticks
+Needs the `bench` extra (quixstreams, pinned; in a venv of its own). The events and ticks
 topics are concatenated into one dataframe whose stateful step runs the core; the customer's state
 is one value in quixstreams' RocksDB store (changelog-backed). Tag changes and dead letters go to a
 streaming sink that produces them as they come and waits for their acknowledgement in `flush()`,
@@ -44,7 +44,7 @@ def producer_config(bootstrap: str) -> dict[str, Any]:
     }
 
 
-class KafkaOutput(BaseSink):
+class KafkaOutput(BaseSink):  # type: ignore[misc, unused-ignore]  # BaseSink is Any without the bench extra
     """Produces each outgoing record at once; `flush()` returns only when Kafka acknowledged all."""
 
     def __init__(self, bootstrap: str) -> None:
