@@ -1,4 +1,5 @@
-"""The benchmark's comparison with `tagstream replay`, and the workload's arrival stamps."""
+"""The benchmark's comparison with `tagstream replay`, and the workload's arrival stamps (no I/O; here, not
+in tests/unit, because the compiled-engine test runs tests/unit without the benchmarks package)."""
 
 from __future__ import annotations
 
