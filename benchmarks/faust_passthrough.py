@@ -2,7 +2,7 @@
 
     python -m benchmarks.faust_passthrough BOOTSTRAP APP_ID SOURCE SINK PARTITIONS DATADIR WEB_PORT
 
-`benchmarks.kafka` runs it as a third row beside the aiokafka passthrough and the tagger. It is the
+`benchmarks.kafka` runs it as a floor beside the aiokafka passthrough and the core alone. It is the
 tagger with the engine and the state taken out and everything else kept: the tagger's own faust app
 (`services.tagger.faust_app.faust_app`: acks=all, at-least-once, commit interval, stream buffer, the
 `TaggerConsumer` with direct delivery; a memory store, as no table is used), the same batches
