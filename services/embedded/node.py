@@ -108,7 +108,7 @@ class EmbeddedNode:
     def _fresh_state(self) -> None:
         """Empty stores, tagger and read model (again, when a replay must start over)."""
         settings, clock = self.settings, self.clock
-        self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
+        self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit, zone=self.zone)
         self.tagger = EmbeddedTagger(
             readmodel=self.readmodel,
             horizon_days=settings.tagger.horizon_days,

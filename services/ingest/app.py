@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.excerpt import problems
-from services.ingest.api import customers, events, groups, manual, ops, reads
+from services.ingest.api import counts, customers, events, groups, manual, ops, reads
 from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
@@ -89,7 +89,7 @@ def create_app(
         summary="Events, tag definitions, manual tags, and reads of customer tags and audiences.",
         lifespan=lifespan,
     )
-    for module in (events, groups, manual, reads, customers):
+    for module in (events, groups, manual, reads, counts, customers):
         app.include_router(module.router, responses=ERRORS)
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)

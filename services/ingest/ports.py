@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.tags import TagChanged, TagGroup
-from services.tagger.readmodel import HeldTag
+from services.tagger.readmodel import HeldTag, TagCount
 
 Record = tuple[bytes, bytes | None]
 """(key, value) of one message; a None value is a tombstone."""
@@ -78,6 +78,10 @@ class TagReads(Protocol):
     async def held_tags(self, customer_id: str) -> dict[str, dict[str, HeldTag]]: ...
 
     async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]: ...
+
+    async def tag_counts(self, tags: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TagCount]:
+        """Holders now and the daily deltas of each (group, tag)."""
+        ...
 
     async def unavailable(self) -> str | None:
         """Why reads cannot be trusted now (the read model is missing or rebuilding); None when they can."""

@@ -106,7 +106,7 @@ class Marker:
         await self._pause([self.keys.meta, self.keys.offsets], [uuid.uuid4().hex, _ms(now)])
         deleted = 0
         prefix = self.keys.prefix
-        patterns = [f"{prefix}c:*:{part}" for part in _CUSTOMER_PARTS] + [f"{prefix}t:*"]
+        patterns = [f"{prefix}c:*:{part}" for part in _CUSTOMER_PARTS] + [f"{prefix}t:*", f"{prefix}daily:*"]
         for pattern in patterns:
             batch: list[bytes | str] = []
             async for key in self._redis.scan_iter(match=pattern, count=_SCAN_BATCH):

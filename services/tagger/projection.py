@@ -32,6 +32,7 @@ from schemas.events import event_adapter
 from schemas.tags import TagChanged
 from services.runtime.kafka import client_options, partition_ids
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.engine import Clock
 from services.tagger.marker import Marker
 from services.tagger.metrics import TaggerMetrics
@@ -73,7 +74,9 @@ class Projection:
         self._group_instance_id = group_instance_id
         self._on_progress = on_progress
         prefix = settings.redis.key_prefix
-        self._projector = Projector(redis, key_prefix=prefix, history_limit=settings.redis.history_limit)
+        self._projector = Projector(
+            redis, key_prefix=prefix, history_limit=settings.redis.history_limit, zone=day_zone(settings.shop.timezone)
+        )
         self._marker = Marker(redis, key_prefix=prefix)
         self._changes_topic = settings.topics.tag_changes
         self._topics = (settings.topics.tag_changes, settings.topics.events)
