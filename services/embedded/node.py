@@ -43,6 +43,7 @@ from services.embedded.stores import (
     LoggedOutcomes,
     MemoryAudiences,
 )
+from services.embedded.views import EmbeddedState, MemoryMessages
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record, RecordRefused
@@ -116,6 +117,7 @@ class EmbeddedNode:
             zone=self.zone,
         )
         self.customers = JournaledCustomers(self)
+        self.messages = MemoryMessages(self, settings.redis.history_limit)
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.notifier: Notifier | None = None
@@ -127,7 +129,7 @@ class EmbeddedNode:
                 ledger=self.ledger,
                 customers=self.customers,
                 tags=ReadModelFacts(self.readmodel),
-                outcomes=LoggedOutcomes(),
+                outcomes=LoggedOutcomes(self.messages),
                 definitions=lambda: self.tagger.groups,
             )
             self.notifier = self.composition.notifier(ports, clock)
@@ -219,6 +221,11 @@ class EmbeddedNode:
             self.journal.append(entry)
             await self._apply(kind, parsed, at)
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a write (or a tick) is applied: hold it to read every customer at one instant."""
+        return self._lock
+
     def journaled(self, entry: Entry) -> None:
         """A state change of the stores (consent, profiles, notifier decisions), made durable."""
         if not self._replaying:
@@ -257,6 +264,8 @@ class EmbeddedNode:
             await self.scheduler.redo(entry)
         elif kind in JournaledLedger.KINDS:
             await self.ledger.redo(entry)
+        elif kind in MemoryMessages.KINDS:
+            await self.messages.redo(entry)
         else:
             raise ValueError(f"{self.journal.path}: unknown journal entry kind {kind!r}")
 
@@ -339,6 +348,8 @@ class EmbeddedNode:
                     reads=node.readmodel,
                     audiences=MemoryAudiences(node.readmodel, settings.ingest.audience_ttl_s, clock),
                     customers=node.customers,
+                    tagger=EmbeddedState(node),
+                    messages=node.messages,
                 )
             finally:
                 await node.stop()

@@ -59,6 +59,7 @@ from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for
 from services.tagger.producer import TaggerProducer
 from services.tagger.projection import Projection
+from services.tagger.queries import answer_queries, ensure_query_topics
 from services.tagger.watchdog import RebalanceWatch, exit_after
 
 log = logging.getLogger(__name__)
@@ -146,12 +147,14 @@ class Tagger:
                 topics.tag_changes,
                 topics.events_dlq,
                 topics.tag_definitions,
+                topics.notifications,  # the projector keeps each customer's message log from it
                 changelog,
             ],
             compacted=[topics.tag_definitions, changelog],
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
+        await ensure_query_topics(kafka, topics)
         joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
         ids = await partition_ids(kafka, joined)
         for topic in joined:
@@ -201,6 +204,10 @@ class Tagger:
         @app.task  # type: ignore[untyped-decorator]
         async def read_definitions() -> None:
             await self.feed.run()
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def answer() -> None:
+            await answer_queries(self)
 
         @app.timer(interval=self.settings.tagger.timer_interval_s)  # type: ignore[untyped-decorator]
         async def wake_due_customers() -> None:

@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from services.tagger.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelStatus
 
 _SCAN_BATCH = 1000
-_CUSTOMER_PARTS = ("seq", "tags", "groups", "history", "activity")
+_CUSTOMER_PARTS = ("seq", "tags", "groups", "history", "activity", "messages")
 """The projection's per-customer keys; consent, profiles and the notifier's keys share the prefix."""
 
 # Shared by BEGIN and the projector's batch scripts: KEYS[1] meta, KEYS[2] offsets; now_ms given.

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schemas.events import event_adapter
+from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.runtime.kafka import client_options, partition_ids
 from services.runtime.settings import Settings
@@ -79,7 +80,8 @@ class Projection:
         )
         self._marker = Marker(redis, key_prefix=prefix)
         self._changes_topic = settings.topics.tag_changes
-        self._topics = (settings.topics.tag_changes, settings.topics.events)
+        self._notifications_topic = settings.topics.notifications
+        self._topics = (settings.topics.tag_changes, settings.topics.events, settings.topics.notifications)
         self._position: dict[TopicPartition, int] = {}
         """Per assigned partition, the offset the consumer was last sought to or applied up to."""
         self._from_start: set[TopicPartition] = set()
@@ -243,6 +245,11 @@ class Projection:
         if tp.topic == self._changes_topic:
             changes = decode_tag_changes(values)
             result = await _until_done(lambda: self._projector.apply_batch(position, changes, now()), "project")
+        elif tp.topic == self._notifications_topic:
+            outcomes = decode_outcomes(values)
+            result = await _until_done(
+                lambda: self._projector.record_messages_batch(position, outcomes, now()), "record messages"
+            )
         else:
             seen = decode_activity(values)
             result = await _until_done(
@@ -290,6 +297,16 @@ def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
         except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
             log.error("skipping an invalid tag change: %s", error)
     return changes
+
+
+def decode_outcomes(values: Iterable[bytes]) -> list[NotificationOutcome]:
+    outcomes = []
+    for value in values:
+        try:
+            outcomes.append(NotificationOutcome.model_validate_json(value))
+        except ValidationError as error:  # only the notifier writes this topic: log loudly, keep going
+            log.error("skipping an invalid notification outcome: %s", error)
+    return outcomes
 
 
 def decode_activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.tagger.engine.timeutil import to_us
 from services.tagger.engine.zone import UTC_ZONE, DayZone
@@ -96,6 +97,7 @@ class Projector:
         self._activity_script = redis.register_script(_ACTIVITY)
         self._apply_batch_script = redis.register_script(_APPLY_BATCH)
         self._activity_batch_script = redis.register_script(_ACTIVITY_BATCH)
+        self._messages_batch_script = redis.register_script(_MESSAGES_BATCH)
 
     async def apply(self, change: TagChanged) -> Outcome:
         keys, args = self._apply_call(change)
@@ -150,6 +152,20 @@ class Projector:
                 args += [LAST_ORDER_FIELD, to_us(last_order_at)]
             await self._activity_script([self.keys.activity(customer_id)], args, client=pipe)
         await pipe.execute()
+
+    async def record_messages_batch(
+        self, position: Position, outcomes: Sequence[NotificationOutcome], now: datetime
+    ) -> BatchResult:
+        """One partition's consecutive notification decisions into each customer's message log, keeping
+        its position. A log is a sorted set by decision instant (an exact redelivery is the same member,
+        so re-reading adds nothing), trimmed to the newest `history_limit`."""
+        keys: list[str] = [self.keys.meta, self.keys.offsets]
+        args: list[str | int] = _position_args(position, now)
+        for outcome in outcomes:
+            keys.append(self.keys.messages(outcome.customer_id))
+            args += [to_us(outcome.decided_at), outcome.model_dump_json()]
+        args.append(self._history_limit)
+        return _batch_result(await self._messages_batch_script(keys, args))
 
     def _apply_call(self, change: TagChanged) -> tuple[Sequence[str], Sequence[str | int]]:
         customer_id = change.customer_id
@@ -363,6 +379,25 @@ for i = 3, #KEYS do
       end
     end
   end
+end
+"""
+    + _BATCH_DONE
+    + """
+return {'ok', state}
+"""
+)
+
+# Per outcome: its customer's log key, then score (decided_at, µs) and member (the outcome's JSON);
+# the last ARGV is how many entries a log keeps.
+_MESSAGES_BATCH = (
+    SETTLE
+    + _BATCH_CHECK
+    + """
+local keep = tonumber(ARGV[#ARGV])
+for i = 3, #KEYS do
+  local a = 6 + (i - 3) * 2
+  redis.call('ZADD', KEYS[i], ARGV[a], ARGV[a + 1])
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(keep + 1))
 end
 """
     + _BATCH_DONE

@@ -11,6 +11,7 @@ Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Clu
     ts:c:{<customer>}:groups     hash    group -> how many of its tags the customer holds
     ts:c:{<customer>}:history    list    TagChanged JSON, newest first, capped
     ts:c:{<customer>}:activity   hash    last_order_us / last_seen_us (epoch microseconds)
+    ts:c:{<customer>}:messages   zset    NotificationOutcome JSON by decided_at (µs), the newest kept
     ts:t:<group>/<tag>           set     customer ids holding the tag (SINTER/SUNION/SDIFF-able)
     ts:daily:<group>/<tag>       hash    local epoch day -> net change of holders that day; "base" -> the
                                          sum of the days folded away (see "Daily counts")
@@ -46,6 +47,7 @@ from typing import Any, Literal, cast
 import orjson
 from redis.asyncio import Redis
 
+from schemas.notifications import NotificationOutcome
 from schemas.tags import ChangeSource, TagChanged
 from services.tagger.engine.timeutil import from_us
 
@@ -82,6 +84,9 @@ class Keys:
 
     def activity(self, customer_id: str) -> str:
         return self._customer(customer_id, "activity")
+
+    def messages(self, customer_id: str) -> str:
+        return self._customer(customer_id, "messages")
 
     def members(self, group_id: str, tag_id: str) -> str:
         return f"{self.prefix}t:{tag_field(group_id, tag_id)}"
@@ -271,6 +276,13 @@ class ReadModel:
             raise ValueError(f"history needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")
         entries = await self._redis.lrange(self.keys.history(customer_id), offset, offset + limit - 1)
         return [TagChanged.model_validate_json(entry) for entry in entries]
+
+    async def messages(self, customer_id: str, offset: int, limit: int) -> list[NotificationOutcome]:
+        """The notifier's decisions about the customer, newest first (the last `history_limit` kept)."""
+        if offset < 0 or limit < 1:
+            raise ValueError(f"messages needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")
+        entries = await self._redis.zrevrange(self.keys.messages(customer_id), offset, offset + limit - 1)
+        return [NotificationOutcome.model_validate_json(cast(bytes | str, entry)) for entry in entries]
 
     async def last_seq(self, customer_id: str) -> int:
         """The seq of the last change applied for the customer; 0 when none was."""

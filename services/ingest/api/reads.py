@@ -70,6 +70,11 @@ class History(BaseModel):
 
 @router.get("/v1/customers/{customer_id}/tags", response_model=CustomerTags)
 async def customer_tags(customer_id: ExternalId, ctx: Ctx, caller: Viewer) -> CustomerTags:
+    return CustomerTags(customer_id=customer_id, groups=await held_groups(ctx, customer_id))
+
+
+async def held_groups(ctx: Ctx, customer_id: str) -> list[GroupTags]:
+    """The customer's tags by group, in display and tag order; disabled and deleted groups hidden."""
     held = await ctx.reads.held_tags(customer_id)
     groups = []
     for group in catalog.display_order(ctx.groups()):
@@ -83,7 +88,7 @@ async def customer_tags(customer_id: ExternalId, ctx: Ctx, caller: Viewer) -> Cu
         ]
         if shown:
             groups.append(GroupTags(id=group.id, name=group.name, mode=group.mode, tags=shown))
-    return CustomerTags(customer_id=customer_id, groups=groups)
+    return groups
 
 
 @router.get("/v1/customers/{customer_id}/history", response_model=History)
