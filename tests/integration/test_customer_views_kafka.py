@@ -6,6 +6,9 @@ from the projector, and a preview nobody answers names the partitions missing.""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from schemas.notifications import NotificationOutcome
 from services.runtime.settings import KafkaSettings, Settings
@@ -137,6 +141,10 @@ async def test_a_preview_over_two_workers_counts_exactly_what_applying_the_draft
             sample = next(i for i in preview["impacts"] if i["tag_id"] == "low")["gained_sample"]
             assert [s["customer_id"] for s in sample] == ["c00003", "c00004", "c00005"]
             assert sample[0]["reason"]["conditions"][0]["observed"] == "320"
+            dry = await dry_run(settings, DRAFT, tmp_path)
+            assert dry.returncode == 0, dry.stderr
+            assert f"  value/low: +{moved} -0 (e.g. +c00003 total_spent=320)" in dry.stdout.splitlines(), dry.stdout
+            assert f"  value/mid: +0 -{moved} (e.g. -c00003 total_spent=320)" in dry.stdout.splitlines(), dry.stdout
 
             assert (await client.put("/v1/groups/value", "admin", json=DRAFT)).status_code == 200
 
@@ -190,6 +198,20 @@ async def test_a_customers_aggregates_tag_counts_and_messages_come_from_where_th
     finally:
         for worker in workers:
             worker.stop()
+
+
+async def dry_run(settings: Settings, group: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`tagstream tags apply --dry-run` of a rules file holding `group`, against these topics."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": [group]}, allow_unicode=True), encoding="utf-8")
+    env = dict(os.environ) | {f"TAGSTREAM_TOPICS__{name.upper()}": value for name, value in settings.topics}
+    env |= {
+        "TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "TAGSTREAM_KAFKA__PARTITIONS": str(PARTITIONS),
+        "TAGSTREAM_KAFKA__REPLICATION_FACTOR": "1",
+    }
+    command = [str(Path(sys.executable).parent / "tagstream"), "tags", "apply", "-f", str(rules), "--dry-run"]
+    return await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True, text=True, timeout=180)
 
 
 async def until_read(client: Client, path: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
