@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -43,6 +43,7 @@ from services.tagger.readmodel import ReadModelStatus, offset_field
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 _BATCH = 500
 _RECONCILE_EVERY_S = 1.0
 _PROGRESS_EVERY_S = 5.0
@@ -290,23 +291,21 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
-    changes = []
-    for value in values:
-        try:
-            changes.append(TagChanged.model_validate_json(value))
-        except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
-            log.error("skipping an invalid tag change: %s", error)
-    return changes
+    return _decoded(TagChanged, values, "tag change")
 
 
 def decode_outcomes(values: Iterable[bytes]) -> list[NotificationOutcome]:
-    outcomes = []
+    return _decoded(NotificationOutcome, values, "notification outcome")
+
+
+def _decoded(model: type[_M], values: Iterable[bytes], what: str) -> list[_M]:
+    decoded = []
     for value in values:
         try:
-            outcomes.append(NotificationOutcome.model_validate_json(value))
-        except ValidationError as error:  # only the notifier writes this topic: log loudly, keep going
-            log.error("skipping an invalid notification outcome: %s", error)
-    return outcomes
+            decoded.append(model.model_validate_json(value))
+        except ValidationError as error:  # only tagstream writes these topics: log loudly, keep going
+            log.error("skipping an invalid %s: %s", what, error)
+    return decoded
 
 
 def decode_activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:

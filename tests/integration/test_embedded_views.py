@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
-from services.notifier.ports import Message
 from services.runtime.settings import NotifierSettings, Settings, ShopSettings
 from services.tagger.engine import ManualClock
 from tests.integration.ingest_harness import CARE, VALUE, Client, cond, ingest_settings, rule, unique
@@ -56,18 +55,6 @@ class Shop:
         await self.node.tick()
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    async def send(self, message: Message) -> int:
-        self.sent.append(message)
-        return 1
-
-    async def close(self) -> None:
-        return None
-
-
 THANKS = """
 templates:
   thanks: "感谢您成为${tag}"
@@ -92,7 +79,7 @@ async def open_shop(data: Path, clock: ManualClock) -> AsyncIterator[Shop]:
     playbooks = data / "playbooks.yaml"
     playbooks.write_text(THANKS, encoding="utf-8")
     settings = shop_settings().model_copy(update={"notifier": NotifierSettings(quiet_hours=None)})
-    node = EmbeddedNode(settings, data, clock, tick_s=3600, playbooks=playbooks, providers={"push": Outbox()})
+    node = EmbeddedNode(settings, data, clock, tick_s=3600, playbooks=playbooks)  # log providers: always sent
     app = create_app(node.settings, clock=clock, registry=CollectorRegistry(), adapters=node.adapters())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
