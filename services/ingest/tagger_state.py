@@ -21,12 +21,13 @@ import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.queries import CustomerAggregates, PreviewTally, TaggerAnswer, TaggerQuery
 from schemas.tags import TagGroup
 from services.ingest.ports import TaggerUnavailable
-from services.runtime.kafka import client_options, partitions_of
+from services.runtime.kafka import client_options, partitions_of, producer_options
 from services.runtime.settings import Settings
 from services.tagger.engine import Clock
 from services.tagger.lookup import merge
@@ -34,6 +35,8 @@ from services.tagger.partitioning import partition_for
 from services.tagger.queries import ensure_query_topics
 
 log = logging.getLogger(__name__)
+
+_RECONNECT_S = 2.0
 
 
 class _Gathering:
@@ -62,33 +65,22 @@ class KafkaTaggerState:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reading: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
 
     async def start(self) -> None:
-        kafka = self._settings.kafka
-        topics = self._settings.topics
-        await ensure_query_topics(kafka, topics)
-        self._producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
-        self._consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
-        await self._producer.start()
-        await self._consumer.start()
-        partitions = [
-            TopicPartition(topics.tagger_answers, p) for p in await partitions_of(kafka, topics.tagger_answers)
-        ]
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_end(*partitions)
-        for tp in partitions:  # resolve the end now: a question asked next must not be answered before it
-            await self._consumer.position(tp)
-        self._reading = asyncio.create_task(self._read(), name="tagstream-tagger-answers")
+        """Connect in the background (Kafka may be away when the service starts): until connected, a
+        question waits, within its own timeout."""
+        self._reading = asyncio.create_task(self._connect_and_read(), name="tagstream-tagger-answers")
 
     async def stop(self) -> None:
         if self._reading is not None:
             self._reading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reading
-        if self._consumer is not None:
-            await self._consumer.stop()
-        if self._producer is not None:
-            await self._producer.stop()
+        for client in (self._consumer, self._producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
 
     async def customer(self, customer_id: str) -> CustomerAggregates | None:
         partition = partition_for(customer_id.encode(), self._settings.kafka.partitions)
@@ -111,10 +103,13 @@ class KafkaTaggerState:
         )
 
     async def _ask(self, query: TaggerQuery, needed: set[int], timeout_s: float) -> list[TaggerAnswer]:
-        assert self._producer is not None, "start() first"
         gathering = _Gathering(needed)
-        self._waiting[query.query_id] = gathering
         started = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        if not self._connected.is_set() or self._producer is None:
+            raise TaggerUnavailable(sorted(needed), timeout_s, reason=f"Kafka was not reachable within {timeout_s:g}s")
+        self._waiting[query.query_id] = gathering
         try:
             await self._producer.send_and_wait(
                 self._settings.topics.tagger_queries, query.model_dump_json().encode(), key=query.query_id.encode()
@@ -126,6 +121,32 @@ class KafkaTaggerState:
         if gathering.missing:
             raise TaggerUnavailable(gathering.missing, timeout_s)
         return list({id(answer): answer for answer in gathering.answers.values()}.values())
+
+    async def _connect_and_read(self) -> None:
+        while not self._connected.is_set():
+            try:
+                await self._connect()
+            except (KafkaError, OSError, RuntimeError) as error:
+                log.warning("tagger queries: Kafka not reachable (%s); retrying in %.0fs", error, _RECONNECT_S)
+                await asyncio.sleep(_RECONNECT_S)
+        await self._read()
+
+    async def _connect(self) -> None:
+        kafka = self._settings.kafka
+        topics = self._settings.topics
+        await ensure_query_topics(kafka, topics)
+        producer = AIOKafkaProducer(**producer_options(kafka))
+        consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
+        self._producer, self._consumer = producer, consumer
+        await producer.start()
+        await consumer.start()
+        answers = await partitions_of(kafka, topics.tagger_answers)
+        partitions = [TopicPartition(topics.tagger_answers, p) for p in answers]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end now: a question asked next must not be answered before it
+            await consumer.position(tp)
+        self._connected.set()
 
     async def _read(self) -> None:
         consumer = self._consumer

@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from schemas.excerpt import describe_validation_error, excerpt
 from schemas.queries import TaggerAnswer, TaggerQuery
 from schemas.topics import TopicNames
-from services.runtime.kafka import client_options, ensure_topics, partitions_of
+from services.runtime.kafka import client_options, ensure_topics, partitions_of, producer_options
 from services.runtime.settings import KafkaSettings, Settings
 from services.tagger.engine import Clock, DefinitionError, RuleBook
 from services.tagger.engine.codec import decode
@@ -82,7 +82,7 @@ class QueryResponder:
         kafka = self._settings.kafka
         topics = self._settings.topics
         consumer = AIOKafkaConsumer(**client_options(kafka), group_id=None, enable_auto_commit=False)
-        producer = AIOKafkaProducer(**client_options(kafka), acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(**producer_options(kafka))
         await producer.start()
         await consumer.start()
         try:
