@@ -257,3 +257,11 @@ async def test_a_preview_of_an_invalid_draft_names_every_problem_and_needs_an_ad
     mismatch = await shop.client.post("/v1/groups/other:preview", "admin", json=VALUE)
     assert mismatch.status_code == 422
     assert (await shop.client.post("/v1/groups/value:preview", "operator", json=VALUE)).status_code == 403
+
+
+async def test_the_openapi_document_describes_every_view_with_its_role_errors(shop: Shop) -> None:
+    paths = (await shop.client.http.get("/openapi.json")).json()["paths"]
+    assert set(paths["/v1/tag-counts"]["get"]["responses"]) >= {"200", "401", "403", "422", "503"}
+    assert set(paths["/v1/customers/{customer_id}"]["get"]["responses"]) >= {"200", "401", "503"}
+    assert set(paths["/v1/customers/{customer_id}/messages"]["get"]["responses"]) >= {"200", "401", "503"}
+    assert set(paths["/v1/groups/{group_id}:preview"]["post"]["responses"]) >= {"200", "401", "403", "422", "504"}
