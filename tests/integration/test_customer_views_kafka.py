@@ -79,6 +79,35 @@ async def start_workers(settings: Settings, tmp_path: Path, count: int) -> list[
     return workers
 
 
+async def load_customers(settings: Settings, customers: int) -> None:
+    """One order each, amounts cycling through AMOUNTS, until the workers have processed them all."""
+    lines = [order(f"c{n:05d}", AMOUNTS[n % len(AMOUNTS)]) for n in range(customers)]
+    await produce_at_rate(settings.kafka.bootstrap_servers, settings.topics.events, lines, per_second=5000)
+    timeout = max(180.0, customers / 200)
+    bootstrap, events = settings.kafka.bootstrap_servers, settings.topics.events
+    await wait_caught_up(bootstrap, app_id(settings), events, PARTITIONS, timeout=timeout)
+
+
+async def preview_seconds(kafka_bootstrap: str, redis_url: str, tmp_path: Path, customers: int) -> tuple[float, int]:
+    """How long `POST /v1/groups/value:preview` takes with one worker (RocksDB) holding `customers`
+    customers, and how many it evaluated (docs/performance.md)."""
+    settings = settings_for(kafka_bootstrap, redis_url, unique("views"), preview_timeout_s=900.0)
+    await create_topics(settings)
+    async with running_ingest(settings) as client:
+        assert (await client.post("/v1/groups", "admin", json=VALUE)).status_code == 201
+        workers = await start_workers(settings, tmp_path, 1)
+        try:
+            await load_customers(settings, customers)
+            started = time.monotonic()
+            response = await client.post("/v1/groups/value:preview", "admin", json=DRAFT, timeout=900)
+            seconds = time.monotonic() - started
+        finally:
+            for worker in workers:
+                worker.stop()
+    assert response.status_code == 200, response.text
+    return seconds, response.json()["customers"]
+
+
 def app_id(settings: Settings) -> str:
     return f"{settings.redis.key_prefix.rstrip(':')}-tagger"
 
@@ -123,9 +152,7 @@ async def test_a_preview_over_two_workers_counts_exactly_what_applying_the_draft
     assert (await client.post("/v1/groups", "admin", json=VALUE)).status_code == 201
     workers = await start_workers(settings, tmp_path, 2)
     try:
-        lines = [order(f"c{n:05d}", AMOUNTS[n % len(AMOUNTS)]) for n in range(CUSTOMERS)]
-        await produce_at_rate(settings.kafka.bootstrap_servers, settings.topics.events, lines, per_second=5000)
-        await wait_caught_up(settings.kafka.bootstrap_servers, app_id(settings), settings.topics.events, PARTITIONS)
+        await load_customers(settings, CUSTOMERS)
 
         async with TopicReader(settings.kafka.bootstrap_servers, settings.topics.tag_changes) as changes:
             before = await changes.end_offsets()
