@@ -8,11 +8,11 @@ covered, or gives up naming the ones missing. A question older than `_MAX_AGE_S`
 asker has given up.
 
 - `customer`: the worker holding the customer's partition answers with its aggregates (lookup.py).
-- `preview`: each worker evaluates the draft on every customer of each partition it holds and
-  answers once per partition, so a partition that moves during a long preview is answered by its
-  new owner if the old one did not finish it. The scan yields to the event loop every
-  `_YIELD_EVERY` customers: the agent keeps processing meanwhile, so a preview sees the states as
-  they are when it reads each one (not a snapshot of one instant).
+- `preview`: each worker evaluates the draft on every customer of the partitions it holds, in one
+  scan of its table, and answers once per partition it still holds at the end (a partition that
+  moved meanwhile is answered by its new owner). The scan yields to the event loop every
+  `_YIELD_EVERY` customers, so the agent keeps processing: RocksDB iterates from the snapshot each
+  partition's iterator opened on; the in-memory store (development) is copied first.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+INTERNAL_PREFIX = b"\x00"
+"""Table keys that are not customers (definition markers, source positions: app.py)."""
 _MAX_AGE_S = 900.0
 _YIELD_EVERY = 500
 
@@ -65,9 +67,11 @@ class StateView(Protocol):
 
     def active_partitions(self) -> set[int]: ...
 
-    def customers(self, partition: int) -> list[str]: ...
-
     def stored(self, customer_id: str) -> bytes | None: ...
+
+    def states(self) -> Iterable[tuple[bytes, bytes]]:
+        """(key, stored state) of every customer of the active partitions, in one pass."""
+        ...
 
 
 class QueryResponder:
@@ -127,23 +131,29 @@ class QueryResponder:
             customer = None if stored is None else aggregates_of(decode(stored), view.rulebook, now_us)
             yield TaggerAnswer(query_id=query.query_id, worker=self._worker, partitions=[partition], customer=customer)
             return
-        for partition in sorted(view.active_partitions()):
-            try:
-                rulebook = view.rulebook
-                preview = Preview(rulebook, query.groups or [], sample=query.sample, today=rulebook.zone.date_of(now))
-            except DefinitionError as error:
-                yield TaggerAnswer(
-                    query_id=query.query_id, worker=self._worker, partitions=[partition], error=excerpt(str(error), 400)
-                )
-                continue
-            customers = view.customers(partition)
-            for start in range(0, len(customers), _YIELD_EVERY):
-                for customer_id in customers[start : start + _YIELD_EVERY]:
-                    stored = view.stored(customer_id)
-                    if stored is not None:
-                        preview.add(stored, now_us)
+        partitions = view.active_partitions()
+        rulebook = view.rulebook
+        try:
+            previews = {
+                partition: Preview(rulebook, query.groups or [], sample=query.sample, today=rulebook.zone.date_of(now))
+                for partition in sorted(partitions)
+            }
+        except DefinitionError as error:
+            reason = excerpt(str(error), 400)
+            yield TaggerAnswer(
+                query_id=query.query_id, worker=self._worker, partitions=sorted(partitions), error=reason
+            )
+            return
+        count = self._settings.kafka.partitions
+        for seen, (key, stored) in enumerate(view.states(), start=1):
+            preview = previews.get(partition_for(key, count))
+            if preview is not None:
+                preview.add(stored, now_us)
+            if seen % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            if partition in view.active_partitions():  # still ours: the states read were current
+        still = view.active_partitions()
+        for partition, preview in sorted(previews.items()):
+            if partition in still:  # still ours: the states read were current
                 yield TaggerAnswer(
                     query_id=query.query_id, worker=self._worker, partitions=[partition], preview=preview.tally()
                 )
@@ -167,12 +177,20 @@ class TaggerView:
         events = self._tagger.settings.topics.events
         return {tp.partition for tp in self._tagger.app.assignor.assigned_actives() if tp.topic == events}
 
-    def customers(self, partition: int) -> list[str]:
-        return self._tagger.index.customers(partition)
-
     def stored(self, customer_id: str) -> bytes | None:
         found: bytes | None = self._tagger.table.get(customer_id.encode())
         return found
+
+    def states(self) -> Iterable[tuple[bytes, bytes]]:
+        # A scan, not a lookup per customer: RocksDB iterates each active partition's database in
+        # order, from the snapshot its iterator was opened on. The in-memory store is a dict the
+        # agent writes to between yields, so it is copied first.
+        items: Iterable[tuple[bytes, bytes]] = self._tagger.table.items()
+        if self._tagger.settings.tagger.store == "memory":
+            items = list(items)
+        for key, value in items:
+            if not key.startswith(INTERNAL_PREFIX):
+                yield key, value
 
 
 async def answer_queries(tagger: Tagger) -> None:
