@@ -256,6 +256,9 @@ async def test_a_preview_of_an_invalid_draft_names_every_problem_and_needs_an_ad
     assert "nosuch" in str(invalid.json()["detail"])
     mismatch = await shop.client.post("/v1/groups/other:preview", "admin", json=VALUE)
     assert mismatch.status_code == 422
+    hostile = await shop.client.post("/v1/groups/" + "x" * 5000 + ":preview", "admin", json=VALUE)
+    assert hostile.status_code == 422
+    assert len(hostile.text) < 500  # the path is quoted as an excerpt, not echoed whole
     assert (await shop.client.post("/v1/groups/value:preview", "operator", json=VALUE)).status_code == 403
 
 

@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 
+from schemas.excerpt import excerpt
 from schemas.queries import MAX_SAMPLE, Sample
 from schemas.tags import TagGroup
 from services.ingest import catalog
@@ -62,7 +63,9 @@ async def preview_group(
         if group_id in groups:
             change = catalog.replace(groups, group_id, draft, ctx.limits())
         elif draft.id != group_id:
-            raise catalog.InvalidDefinitions([f"id: the body's id {draft.id!r} differs from the path's {group_id!r}"])
+            raise catalog.InvalidDefinitions(
+                [f"id: the body's id {draft.id!r} differs from the path's {excerpt(group_id)}"]
+            )
         else:
             change = catalog.create(groups, draft, ctx.limits(), last_version=ctx.definitions.last_version(group_id))
     except catalog.CatalogError as error:
