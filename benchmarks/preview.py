@@ -7,7 +7,7 @@ The states are those `tagstream replay` builds from the engine benchmark's workl
 20 groups / 100 tags), stored as the tagger stores them (encoded bytes). The draft shifts the bounds of
 the `aov` group's bands by 10%, so that group and every group reading its tags are re-evaluated for
 every customer — what `POST /v1/groups/aov:preview` makes each worker do for its partitions
-(services/tagger/lookup.py: decode a copy, run the backfill, count). `--rounds` previews the same states
+(services/engine/lookup.py: decode a copy, run the backfill, count). `--rounds` previews the same states
 again under other ids' counts, so 100,000 states x 10 rounds are 1,000,000 customer previews on one core.
 Not measured here: reading the states from RocksDB (a key lookup per customer in the worker).
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 from benchmarks.workload import rules, write_events
 from schemas.tags import TagGroup, TagGroupSet
-from services.tagger.engine import Engine, RuleBook
-from services.tagger.engine.build import engine_build
-from services.tagger.engine.codec import decode, encode
-from services.tagger.lookup import Preview
+from services.engine import Engine, RuleBook
+from services.engine.codec import decode, encode
+from services.engine.lookup import Preview
+from services.runtime.engine_build import engine_build
 from services.tagger.replay import Replay
 
 

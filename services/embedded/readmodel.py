@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.tags import TagChanged
-from services.tagger.engine.timeutil import to_us
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine.timeutil import to_us
+from services.engine.zone import UTC_ZONE, DayZone
+from services.runtime.readmodel import DAILY_KEEP_DAYS, Activity, DailyDeltas, HeldTag, TagCount
 from services.tagger.projector import Outcome
-from services.tagger.readmodel import DAILY_KEEP_DAYS, Activity, DailyDeltas, HeldTag, TagCount
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What the ingest app reads from the embedded node beyond the read model: the tagger's aggregates,
-previews of definition changes (services/tagger/lookup.py, as the Kafka workers run them), and
+previews of definition changes (services/engine/lookup.py, as the Kafka workers run them), and
 each customer's message log."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from schemas.queries import CustomerAggregates, PreviewTally
 from schemas.tags import TagGroup
 from services.embedded.journal import Entry
 from services.embedded.pipeline import EmbeddedTagger
-from services.tagger.engine import Clock
-from services.tagger.engine.codec import encode
-from services.tagger.engine.timeutil import to_us
-from services.tagger.lookup import Preview, aggregates_of
+from services.engine.codec import encode
+from services.engine.lookup import Preview, aggregates_of
+from services.engine.timeutil import to_us
+from services.runtime.clock import Clock
 
 
 class _Node(Protocol):

@@ -40,11 +40,11 @@ from services.ingest.ports import (
     TagReads,
 )
 from services.ingest.tagger_state import KafkaTaggerState
+from services.runtime.clock import Clock, SystemClock
 from services.runtime.customers import CustomerStore, RedisCustomers
+from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
-from services.tagger.engine import Clock, SystemClock
-from services.tagger.readmodel import ReadModel
 
 log = logging.getLogger(__name__)
 

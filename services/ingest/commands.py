@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from services.tagger.definitions import RulesFileError
+from services.runtime.definitions import RulesFileError
 
 if TYPE_CHECKING:
     from services.ingest.gitops import Applied
@@ -64,8 +64,8 @@ def tags_apply(args: argparse.Namespace) -> int:
 
     from services.ingest.catalog import CatalogError
     from services.ingest.gitops import apply_rules
+    from services.runtime.clock import SystemClock
     from services.runtime.settings import SettingsError, load_settings
-    from services.tagger.engine import SystemClock
 
     try:
         settings = load_settings()

@@ -26,13 +26,12 @@ from pydantic import ValidationError
 
 from schemas.queries import CustomerAggregates, PreviewTally, TaggerAnswer, TaggerQuery
 from schemas.tags import TagGroup
+from services.engine.lookup import merge
 from services.ingest.ports import TaggerUnavailable
-from services.runtime.kafka import client_options, partitions_of, producer_options
+from services.runtime.clock import Clock
+from services.runtime.kafka import client_options, ensure_query_topics, partitions_of, producer_options
+from services.runtime.partitioning import partition_for
 from services.runtime.settings import Settings
-from services.tagger.engine import Clock
-from services.tagger.lookup import merge
-from services.tagger.partitioning import partition_for
-from services.tagger.queries import ensure_query_topics
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from schemas.topics import TopicNames
 from services.runtime.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -263,3 +264,9 @@ def _topic_configs(
     if name in kept_forever:
         configs["retention.ms"] = "-1"
     return configs
+
+
+async def ensure_query_topics(settings: KafkaSettings, topics: TopicNames) -> None:
+    """The question and answer topics: one partition each (every reader reads all), kept an hour."""
+    names = [topics.tagger_queries, topics.tagger_answers]
+    await ensure_topics(settings, names, short_lived=names, partitions=1)

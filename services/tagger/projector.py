@@ -34,10 +34,9 @@ from redis.asyncio import Redis
 
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
-from services.tagger.engine.timeutil import to_us
-from services.tagger.engine.zone import UTC_ZONE, DayZone
-from services.tagger.marker import SETTLE
-from services.tagger.readmodel import (
+from services.engine.timeutil import to_us
+from services.engine.zone import UTC_ZONE, DayZone
+from services.runtime.readmodel import (
     DAILY_BASE_FIELD,
     DAILY_KEEP_DAYS,
     DEFAULT_PREFIX,
@@ -47,6 +46,7 @@ from services.tagger.readmodel import (
     Keys,
     tag_field,
 )
+from services.tagger.marker import SETTLE
 
 
 class Outcome(StrEnum):

@@ -30,14 +30,14 @@ from pydantic import ValidationError
 
 from schemas.excerpt import describe_validation_error, excerpt
 from schemas.queries import TaggerAnswer, TaggerQuery
-from schemas.topics import TopicNames
-from services.runtime.kafka import client_options, ensure_topics, partitions_of, producer_options
-from services.runtime.settings import KafkaSettings, Settings
-from services.tagger.engine import Clock, DefinitionError, RuleBook
-from services.tagger.engine.codec import decode
-from services.tagger.engine.timeutil import to_us
-from services.tagger.lookup import Preview, aggregates_of
-from services.tagger.partitioning import partition_for
+from services.engine import DefinitionError, RuleBook
+from services.engine.codec import decode
+from services.engine.lookup import Preview, aggregates_of
+from services.engine.timeutil import to_us
+from services.runtime.clock import Clock
+from services.runtime.kafka import client_options, partitions_of, producer_options
+from services.runtime.partitioning import partition_for
+from services.runtime.settings import Settings
 
 if TYPE_CHECKING:
     from services.tagger.app import Tagger
@@ -48,12 +48,6 @@ INTERNAL_PREFIX = b"\x00"
 """Table keys that are not customers (definition markers, source positions: app.py)."""
 _MAX_AGE_S = 900.0
 _YIELD_EVERY = 500
-
-
-async def ensure_query_topics(kafka: KafkaSettings, topics: TopicNames) -> None:
-    """The question and answer topics: one partition each (every reader reads all), kept an hour."""
-    names = [topics.tagger_queries, topics.tagger_answers]
-    await ensure_topics(kafka, names, short_lived=names, partitions=1)
 
 
 class StateView(Protocol):

@@ -22,7 +22,7 @@ import yaml
 
 from schemas.notifications import NotificationOutcome
 from services.runtime.settings import KafkaSettings, Settings
-from tests.integration.ingest_harness import (
+from tests.support.ingest_harness import (
     VALUE,
     Client,
     cond,
@@ -32,8 +32,8 @@ from tests.integration.ingest_harness import (
     running_ingest,
     unique,
 )
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.processes import TaggerProcess, produce_at_rate, tagger_environment, wait_caught_up
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.processes import TaggerProcess, produce_at_rate, tagger_environment, wait_caught_up
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

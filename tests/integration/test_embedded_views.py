@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
+from services.runtime.clock import ManualClock
 from services.runtime.settings import NotifierSettings, Settings, ShopSettings
-from services.tagger.engine import ManualClock
-from tests.integration.ingest_harness import CARE, VALUE, Client, cond, ingest_settings, rule, unique
+from tests.support.ingest_harness import CARE, VALUE, Client, cond, ingest_settings, rule, unique
 
 # 23:30 in Shanghai on 2026-11-20: an hour later it is the 21st there, still the 20th in UTC.
 START = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)

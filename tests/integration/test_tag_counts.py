@@ -12,10 +12,10 @@ import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
 from services.embedded.readmodel import MemoryReadModel
+from services.runtime.readmodel import DAILY_KEEP_DAYS, ReadModel
 from services.runtime.zone import day_zone
 from services.tagger.projector import Projector
-from services.tagger.readmodel import DAILY_KEEP_DAYS, ReadModel
-from tests.integration.tag_change_streams import INTERESTS, T0, TIERS, customer_stream, interleave
+from tests.support.tag_change_streams import INTERESTS, T0, TIERS, customer_stream, interleave
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 from schemas.queries import PreviewTally
-from services.tagger.engine import CustomerState, Engine, RuleBook
-from services.tagger.engine.codec import encode
-from services.tagger.engine.timeutil import to_us
-from services.tagger.lookup import Preview, aggregates_of, merge
-from tests.unit.builders import at, browse, cond, engine, group, paid, refunded, value_tiers
+from services.engine import CustomerState, Engine, RuleBook
+from services.engine.codec import encode
+from services.engine.lookup import Preview, aggregates_of, merge
+from services.engine.timeutil import to_us
+from tests.support.builders import at, browse, cond, engine, group, paid, refunded, value_tiers
 
 RAISED_MID = group(
     "value",

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from services.ingest import catalog
 from services.ingest.api.reads import READ_MODEL_UNAVAILABLE, Viewer, read_model_whole
 from services.ingest.context import Ctx
-from services.tagger.readmodel import DAILY_KEEP_DAYS
+from services.runtime.readmodel import DAILY_KEEP_DAYS
 
 router = APIRouter(tags=["reads"], dependencies=[Depends(read_model_whole)], responses=READ_MODEL_UNAVAILABLE)
 
