@@ -16,6 +16,8 @@ EVENTS_DLQ = "tagstream.events.dlq"
 TAGGER_TICKS = "tagstream.tagger-ticks"
 NOTIFICATIONS = "tagstream.notifications"
 NOTIFICATIONS_DLQ = "tagstream.notifications.dlq"
+TAGGER_QUERIES = "tagstream.tagger-queries"
+TAGGER_ANSWERS = "tagstream.tagger-answers"
 
 
 class TopicNames(BaseModel):
@@ -29,6 +31,8 @@ class TopicNames(BaseModel):
     tagger_ticks: str = TAGGER_TICKS
     notifications: str = NOTIFICATIONS
     notifications_dlq: str = NOTIFICATIONS_DLQ
+    tagger_queries: str = TAGGER_QUERIES
+    tagger_answers: str = TAGGER_ANSWERS
 
 
 class DeadLetter(Contract):

@@ -112,7 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
         "groups missing from the file are kept unless --prune. Exit 0 applied, 1 invalid, 2 unusable.",
     )
     apply.add_argument("-f", "--file", required=True, help="rules file (YAML, `groups: [...]`)")
-    apply.add_argument("--dry-run", action="store_true", help="print the diff, publish nothing")
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the diff and who would gain and lose each tag (asked of the tagger workers); publish nothing",
+    )
+    apply.add_argument(
+        "--no-impact",
+        dest="impact",
+        action="store_false",
+        help="with --dry-run: the diff only, without asking the workers",
+    )
     apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
     apply.set_defaults(run=ingest_commands.tags_apply)
 

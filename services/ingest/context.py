@@ -18,7 +18,7 @@ from services.ingest.auth import ApiKeys, Caller, Role
 from services.ingest.catalog import Limits
 from services.ingest.manual import ManualTagging
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, Definitions, Publisher, TagReads
+from services.ingest.ports import Audiences, Definitions, MessageLog, Publisher, TaggerState, TagReads
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
@@ -52,6 +52,8 @@ class Context:
     reads: TagReads
     audiences: Audiences
     customers: CustomerStore
+    tagger: TaggerState
+    messages: MessageLog
     definitions_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One definitions change at a time in this process: each is validated against the last."""
     _tagging: tuple[tuple[tuple[str, int], ...], ManualTagging] | None = None

@@ -328,6 +328,15 @@ class IngestSettings(_Section):
     )
     audience_ttl_s: int = Field(default=600, ge=10, description="how long an audience cursor stays valid")
     audience_page_max: int = Field(default=10_000, ge=1, description="largest page of customer ids")
+    lookup_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="GET /v1/customers/{id}: wait this long for the tagger's aggregates"
+    )
+    preview_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=900,
+        description="a definition preview waits this long for every partition's answer, then 504 naming those missing",
+    )
 
 
 class Settings(BaseSettings):
