@@ -1,7 +1,7 @@
 """A whole shop for fault runs: the services stack of the end-to-end tests (tagger with projector,
 ingest, notifier) on the real broker and a Redis, a local push provider whose answers a test can
 turn to 500, the tag definitions of the tagger's crash tests and push playbooks on `value/high`
-and `lifecycle/repeat`."""
+and `lifecycle/first` (most customers who order get one)."""
 
 from __future__ import annotations
 
@@ -26,16 +26,16 @@ from tests.integration.tag_streams import definitions
 PLAYBOOKS = """
 templates:
   thanks: "Thank you ${name|for shopping with us}!"
-  welcome-back: "Good to see you again, ${name|friend}"
+  first-order: "Thanks for your first order, ${name|friend}"
 playbooks:
   - id: big-spender
     trigger: {group: value, tag: high, on: added}
     steps:
       - {channel: push, template: thanks}
-  - id: regular
-    trigger: {group: lifecycle, tag: repeat, on: added}
+  - id: first-order
+    trigger: {group: lifecycle, tag: first, on: added}
     steps:
-      - {channel: push, template: welcome-back}
+      - {channel: push, template: first-order}
 """
 
 
