@@ -39,7 +39,9 @@ class HttpLoad:
     """POST /v1/events, open loop: a batch is due every 1/rate seconds whatever earlier ones take
     (at most `in_flight` outstanding, as a client's connection pool would hold)."""
 
-    def __init__(self, url: str, api_key: str, *, batch: int = 10, in_flight: int = 32, timeout_s: float = 15.0):
+    def __init__(
+        self, url: str, api_key: str, *, batch: int = 10, in_flight: int = 32, timeout_s: float = 15.0
+    ) -> None:
         self.batch = batch
         self.accepted: set[str] = set()
         self.refused: set[str] = set()

@@ -72,7 +72,15 @@ async def test_a_tagger_sigkilled_during_a_backfill_ends_as_replay_with_no_seq_r
     history, live = lines[:4_000], lines[4_000:]
     await shop.load.run(history, batches_per_second=40.0)
     await shop.caught_up()
-    newcomer = group("spend", [("s500", [cond("total_spent", "gte", 500)]), ("s50", [cond("total_spent", "gte", 50)])])
+    # every existing customer gets one of its tags: a backfill long enough to be killed in the middle of
+    newcomer = group(
+        "spend",
+        [
+            ("s500", [cond("total_spent", "gte", 500)]),
+            ("s50", [cond("total_spent", "gte", 50)]),
+            ("none", [cond("order_count", "eq", 0)]),
+        ],
+    )
     shop.system.groups.append(newcomer)
     loading = asyncio.create_task(shop.load.run(live, batches_per_second=10.0))
     await produce(shop.system.bootstrap, shop.system.topics["tag_definitions"], [(*definition_record(newcomer), None)])
