@@ -1,5 +1,5 @@
 """Soak: steady shop traffic over HTTP while faults are injected on a schedule, ending with the audit
-of the fault tests (tests/faults/audit.py: everything compared with `tagstream replay`).
+of the fault tests (tests/support/audit.py: everything compared with `tagstream replay`).
 
     python -m benchmarks.soak --minutes 6              # the 3-node cluster (scripts/kafka.sh --nodes 3)
     python -m benchmarks.soak --minutes 6 --nodes 1    # the single local broker
@@ -45,11 +45,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests import cluster, infra
-from tests.e2e.stack import ADMIN
-from tests.faults.load import live_events
-from tests.faults.redis_server import RedisServer
-from tests.faults.shop import Shop, close_shop, open_shop
+from tests.support import cluster, infra
+from tests.support.redis_server import RedisServer
+from tests.support.shop import Shop, close_shop, open_shop
+from tests.support.stack import ADMIN
+from tests.support.traffic import live_events
 
 WARMUP_S = 30.0
 TAIL_S = 45.0

@@ -1,7 +1,7 @@
 """Two of three brokers down (RF 3, min.insync 2): no event can be replicated, so ingest acknowledges
 none (every answer 503, or no answer at all) and says it is not ready; once the brokers are back the
 whole shop heals on its own: every acknowledged event on the topic, the tag-change stream and the read
-model equal to `tagstream replay`, every push owed sent once (tests/faults/audit.py)."""
+model equal to `tagstream replay`, every push owed sent once (tests/support/audit.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import httpx
 import orjson
 import pytest
 
-from tests import cluster
-from tests.e2e.stack import OPERATOR
-from tests.faults.load import HttpLoad, live_events
-from tests.faults.shop import close_shop, open_shop
+from tests.support import cluster
+from tests.support.shop import close_shop, open_shop
+from tests.support.stack import OPERATOR
+from tests.support.traffic import HttpLoad, live_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -1,5 +1,5 @@
 """Faults under shop traffic over HTTP (tagger with projector, ingest, notifier, a local push provider),
-each run ending with the same audit (tests/faults/audit.py): every acknowledged event on the topic,
+each run ending with the same audit (tests/support/audit.py): every acknowledged event on the topic,
 the tag-change stream gapless and one change per seq, stream and read model equal to `tagstream
 replay`, every push owed sent once under its idempotency key.
 
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-
 from services.tagger.feed import definition_record
-from tests.faults.audit import read_topic
-from tests.faults.load import live_events
-from tests.faults.shop import Shop, close_shop, open_shop
-from tests.integration.kafka_io import TopicReader, produce
-from tests.unit.builders import cond, group
+
+from tests.support.audit import read_topic
+from tests.support.builders import cond, group
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.shop import Shop, close_shop, open_shop
+from tests.support.traffic import live_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -24,13 +24,13 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from services.tagger.readmodel import ReadModel
 
 from schemas.tags import TagChanged
 from services.notifier.policy.keys import step_key
 from services.notifier.policy.playbooks import load_playbooks
-from services.tagger.readmodel import ReadModel
-from tests.integration.kafka_io import TopicReader
-from tests.integration.tag_streams import fold_tag_changes, replay_tags
+from tests.support.kafka_io import TopicReader
+from tests.support.tag_streams import fold_tag_changes, replay_tags
 
 DECIDED = frozenset({"sent", "suppressed", "cancelled"})
 """Outcomes that settle a step; `failed` (the DLQ) is a lost send, `deferred`/`scheduled` are not final."""

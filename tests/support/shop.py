@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.tagger.feed import definition_record
+
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
-from tests.e2e.stack import OPERATOR, Stack, services_stack
-from tests.faults.audit import Findings, System, audit
-from tests.faults.load import HttpLoad
-from tests.integration.kafka_io import produce
-from tests.integration.notifier_kit import ProviderServer
-from tests.integration.processes import ServiceProcess, wait_caught_up
-from tests.integration.tag_streams import definitions
+from tests.support.audit import Findings, System, audit
+from tests.support.kafka_io import produce
+from tests.support.notifier_kit import ProviderServer
+from tests.support.processes import ServiceProcess, wait_caught_up
+from tests.support.stack import OPERATOR, Stack, services_stack
+from tests.support.tag_streams import definitions
+from tests.support.traffic import HttpLoad
 
 PLAYBOOKS = """
 templates:
