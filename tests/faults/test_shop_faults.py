@@ -19,8 +19,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from services.tagger.feed import definition_record
 
+from services.runtime.definitions_feed import definition_record
 from tests.support.audit import read_topic
 from tests.support.builders import cond, group
 from tests.support.kafka_io import TopicReader, produce

@@ -24,11 +24,11 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from services.tagger.readmodel import ReadModel
 
 from schemas.tags import TagChanged
 from services.notifier.policy.keys import step_key
 from services.notifier.policy.playbooks import load_playbooks
+from services.runtime.readmodel import ReadModel
 from tests.support.kafka_io import TopicReader
 from tests.support.tag_streams import fold_tag_changes, replay_tags
 

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.tagger.feed import definition_record
-
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
 from tests.support.audit import Findings, System, audit
