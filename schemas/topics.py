@@ -16,6 +16,7 @@ EVENTS_DLQ = "tagstream.events.dlq"
 TAGGER_TICKS = "tagstream.tagger-ticks"
 NOTIFICATIONS = "tagstream.notifications"
 NOTIFICATIONS_DLQ = "tagstream.notifications.dlq"
+SYNC_DLQ = "tagstream.sync.dlq"
 
 
 class TopicNames(BaseModel):
@@ -29,6 +30,7 @@ class TopicNames(BaseModel):
     tagger_ticks: str = TAGGER_TICKS
     notifications: str = NOTIFICATIONS
     notifications_dlq: str = NOTIFICATIONS_DLQ
+    sync_dlq: str = SYNC_DLQ
 
 
 class DeadLetter(Contract):

@@ -34,6 +34,8 @@ log = logging.getLogger("tagstream.notifier.providers")
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 SIGNATURE_HEADER = "Tagstream-Signature"
 MIN_SECRET_LENGTH = 32
+MAX_ANSWER_BYTES = 64 * 1024
+"""Read of a provider's answer; the rest is dropped (an answer is an ack, never a document)."""
 
 
 class ProviderConfigError(ValueError):
@@ -49,17 +51,25 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
 
 def signing_secret(settings: NotifierSettings) -> bytes | None:
     """The signing key from the setting or the mounted file (trailing newline dropped); None when unset."""
-    if settings.signing_secret is not None:
-        return settings.signing_secret.get_secret_value().encode()
-    path = settings.signing_secret_file
+    return secret_bytes(settings.signing_secret, settings.signing_secret_file)
+
+
+def secret_bytes(
+    value: SecretStr | None, path: Path | None, *, what: str = "signing secret", min_length: int = MIN_SECRET_LENGTH
+) -> bytes | None:
+    """A secret from its setting or from the file a Secret is mounted as (trailing newline dropped).
+
+    Raises ProviderConfigError naming the file and `what` was wrong with it, never the secret itself."""
+    if value is not None:
+        return value.get_secret_value().encode()
     if path is None:
         return None
     try:
         secret = path.read_bytes().strip()
     except OSError as error:
-        raise ProviderConfigError(f"{path}: cannot read the signing secret file: {error.strerror}") from None
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise ProviderConfigError(f"{path}: the signing secret must be at least {MIN_SECRET_LENGTH} characters")
+        raise ProviderConfigError(f"{path}: cannot read the {what} file: {error.strerror}") from None
+    if len(secret) < min_length:
+        raise ProviderConfigError(f"{path}: the {what} must be at least {min_length} characters")
     return secret
 
 
@@ -96,13 +106,88 @@ class LogProvider:
         return None
 
 
+class SignedWebhook:
+    """One signed JSON POST to one URL: 2xx returns the answer's body; anything else raises ProviderError,
+    retryable for 408/425/429/5xx and network errors, not for 3xx (never followed) and other 4xx.
+
+    Every request carries `Idempotency-Key` and a fresh `Tagstream-Signature`; the notifier's providers
+    and the tag sync sink's webhook (services/sync/webhook.py) both send through it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        signing_secret: bytes,
+        tls: ssl.SSLContext | None = None,
+        clock: Clock | None = None,
+        auth_header: SecretStr | None = None,
+        timeout_s: float = 5.0,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
+        """`observe` is told each request's duration in seconds (a histogram's observe)."""
+        self.name = name
+        self._url = url
+        self._secret = signing_secret
+        self._tls = tls or tls_context(None)
+        self._clock = clock or SystemClock()
+        self._auth = auth_header
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._observe = observe
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, body: bytes, idempotency_key: str) -> bytes:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotency_key,
+            SIGNATURE_HEADER: signature(self._secret, int(self._clock.now().timestamp()), body),
+        }
+        if self._auth is not None:
+            headers["Authorization"] = self._auth.get_secret_value()
+        started = time.perf_counter()
+        try:
+            async with self._session.post(
+                self._url, data=body, headers=headers, allow_redirects=False, ssl=self._tls
+            ) as response:
+                status = response.status
+                location = response.headers.get("Location", "")
+                answer = await read_capped(response.content)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ProviderError(f"{self.name} provider unreachable: {type(error).__name__}") from None
+        finally:
+            if self._observe is not None:
+                self._observe(time.perf_counter() - started)
+        if 200 <= status < 300:
+            return answer
+        if 300 <= status < 400:
+            target = (urlsplit(location).hostname or "the same host") if location else "nowhere"
+            raise ProviderError(
+                f"{self.name} provider answered HTTP {status}, a redirect to {target}: not followed "
+                "(the message would go to an address not configured); set the provider URL to the final one",
+                retryable=False,
+                status=status,
+            )
+        retryable = status >= 500 or status in _RETRYABLE_STATUS
+        raise ProviderError(f"{self.name} provider answered HTTP {status}", retryable=retryable, status=status)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class WebhookProvider:
-    """POSTs the message as JSON to the channel's URL; 2xx is delivered, 408/425/429/5xx and errors retry,
-    3xx and other 4xx fail at once with the reason.
+    """POSTs the message as JSON to the channel's URL (SignedWebhook); 2xx is delivered, 408/425/429/5xx
+    and errors retry, 3xx and other 4xx fail at once with the reason.
 
     Every attempt carries the same `Idempotency-Key` header (the step key, also in the signed body), so
     a provider that deduplicates turns our at-least-once delivery into one message per step. Each
-    attempt is signed afresh, with its own timestamp.
+    attempt is signed afresh, with its own timestamp. `encode` shapes the body (the message's own
+    fields by default; a WeCom group robot's text message for alerts) and `check` reads a 2xx answer
+    that may still hold an error (WeCom answers errors with HTTP 200 and an errcode).
     """
 
     def __init__(
@@ -120,20 +205,28 @@ class WebhookProvider:
         metrics: NotifierMetrics | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        encode: Callable[[Message], bytes] | None = None,
+        check: Callable[[bytes], None] | None = None,
     ) -> None:
         self.channel = channel
-        self._url = url
-        self._secret = signing_secret
-        self._tls = tls or tls_context(None)
-        self._clock = clock or SystemClock()
-        self._auth = auth_header
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        observe = metrics.provider_seconds.labels(channel).observe if metrics is not None else None
+        self._hook = SignedWebhook(
+            channel,
+            url,
+            signing_secret=signing_secret,
+            tls=tls,
+            clock=clock,
+            auth_header=auth_header,
+            timeout_s=timeout_s,
+            observe=observe,
+        )
         self._backoff = backoff or Backoff()
         self._breaker = breaker or CircuitBreaker(threshold=5, reset_s=30.0, monotonic=time.monotonic)
         self._metrics = metrics
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self._session: aiohttp.ClientSession | None = None
+        self._encode = encode or _message_json
+        self._check = check
 
     async def send(self, message: Message) -> int:
         try:
@@ -146,42 +239,26 @@ class WebhookProvider:
         return attempts
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._hook.close()
 
     async def _post(self, message: Message) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        body = orjson.dumps(message.payload())
-        headers = {
-            "Content-Type": "application/json",
-            "Idempotency-Key": message.idempotency_key,
-            SIGNATURE_HEADER: signature(self._secret, int(self._clock.now().timestamp()), body),
-        }
-        if self._auth is not None:
-            headers["Authorization"] = self._auth.get_secret_value()
-        started = time.perf_counter()
-        try:
-            async with self._session.post(
-                self._url, data=body, headers=headers, allow_redirects=False, ssl=self._tls
-            ) as response:
-                status = response.status
-                location = response.headers.get("Location", "")
-                await response.read()
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise ProviderError(f"{self.channel} provider unreachable: {type(error).__name__}") from None
-        finally:
-            if self._metrics is not None:
-                self._metrics.provider_seconds.labels(self.channel).observe(time.perf_counter() - started)
-        if 200 <= status < 300:
-            return
-        if 300 <= status < 400:
-            target = (urlsplit(location).hostname or "the same host") if location else "nowhere"
-            raise ProviderError(
-                f"{self.channel} provider answered HTTP {status}, a redirect to {target}: not followed "
-                "(the message would go to an address not configured); set the provider URL to the final one",
-                retryable=False,
-            )
-        retryable = status >= 500 or status in _RETRYABLE_STATUS
-        raise ProviderError(f"{self.channel} provider answered HTTP {status}", retryable=retryable)
+        answer = await self._hook.post(self._encode(message), message.idempotency_key)
+        if self._check is not None:
+            self._check(answer)
+
+
+def _message_json(message: Message) -> bytes:
+    return orjson.dumps(message.payload())
+
+
+async def read_capped(content: aiohttp.StreamReader, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """An HTTP answer's body up to `limit` bytes (the rest is never read into memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
