@@ -7,6 +7,7 @@ external contacts WeCom does not know (40096). `marked` is what WeCom would show
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,8 @@ class WeComFake:
     rate_limited_calls: int = 0
     """The next this many calls answer 45009."""
     unknown_contacts: set[str] = field(default_factory=set)
+    mark_delay_s: float = 0.0
+    """How long each mark_tag takes to answer (a slow WeCom, so a crash can land mid-stream)."""
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     """group_id -> {"group_name", "order", "tag": [{"id", "name", "order"}]}"""
     marked: dict[tuple[str, str], set[str]] = field(default_factory=dict)
@@ -133,6 +136,8 @@ class WeComFake:
         body = await self._checked(request, "mark_tag")
         if isinstance(body, web.Response):
             return body
+        if self.mark_delay_s:
+            await asyncio.sleep(self.mark_delay_s)
         add, remove = body.get("add_tag") or [], body.get("remove_tag") or []
         if not add and not remove:
             return web.json_response({"errcode": 40058, "errmsg": "add_tag and remove_tag are both empty"})
