@@ -69,7 +69,7 @@ class Harness:
         self.tags = MemoryTagFacts()
         self.outcomes = MemoryOutcomes()
         self.scheduler = MemoryScheduler()
-        self.providers = {channel: RecordingProvider(fail) for channel in ("push", "sms", "coupon")}
+        self.providers = {channel: RecordingProvider(fail) for channel in ("push", "sms", "coupon", "alert")}
         self.notifier = Notifier(
             load_playbooks(playbooks),
             self.scheduler,
