@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,4 +150,49 @@ class WeComFake:
         held = self.marked.setdefault((body["userid"], body["external_userid"]), set())
         held.update(add)
         held.difference_update(remove)
+        return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+
+@dataclass
+class GroupRobotFake:
+    """A WeCom group robot's webhook (`/cgi-bin/webhook/send?key=...`): records each text message with the
+    time it arrived; the first `busy` messages are answered errcode 45009 (a robot's 20-a-minute limit)."""
+
+    busy: int = 0
+    received: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    """(time.monotonic() at arrival, Idempotency-Key, body) of every message accepted"""
+    refused: int = 0
+    port: int = 0
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> GroupRobotFake:
+        app = web.Application()
+        app.router.add_post("/cgi-bin/webhook/send", self._send)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cgi-bin/webhook/send?key=robot-key-0001"
+
+    def mentioned(self) -> list[str]:
+        return [owner for _, _, body in self.received for owner in body["text"].get("mentioned_list", [])]
+
+    async def _send(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if request.query.get("key") != "robot-key-0001" or body.get("msgtype") != "text":
+            return web.json_response({"errcode": 93000, "errmsg": "invalid webhook url"})
+        if self.busy > 0:
+            self.busy -= 1
+            self.refused += 1
+            return web.json_response({"errcode": 45009, "errmsg": "api freq out of limit"})
+        self.received.append((time.monotonic(), request.headers.get("Idempotency-Key", ""), body))
         return web.json_response({"errcode": 0, "errmsg": "ok"})
