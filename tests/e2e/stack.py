@@ -36,10 +36,19 @@ class Stack:
 
 
 def services_stack(
-    *, name: str, kafka: str, redis_url: str, workdir: Path, partitions: int, playbooks: str, push_url: str
+    *,
+    name: str,
+    kafka: str,
+    redis_url: str,
+    workdir: Path,
+    partitions: int,
+    playbooks: str,
+    push_url: str,
+    notifier_settings: dict[str, str] | None = None,
 ) -> Stack:
     """Tagger (with its projector), ingest and notifier, not started; the notifier sends pushes to
-    `push_url`, signed, with no quiet hours (a test may run at night)."""
+    `push_url`, signed, with no quiet hours (a test may run at night). `notifier_settings` adds
+    TAGSTREAM_NOTIFIER__* settings by name (e.g. {"ALERT_URL": ...})."""
     prefix = f"{name}-{uuid.uuid4().hex[:8]}"
     topics = {field: f"{prefix}.{field}" for field in TopicNames.model_fields}
     redis = {"TAGSTREAM_REDIS__URL": redis_url, "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:"}
@@ -63,7 +72,7 @@ def services_stack(
         "NOTIFIER__PUSH_URL": push_url,
         "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
         "NOTIFIER__QUIET_HOURS": "00:00-00:00",
-    }
+    } | {f"NOTIFIER__{setting}": value for setting, value in (notifier_settings or {}).items()}
     notifier = NotifierProcess(
         notifier_environment(settings | {f"TOPICS__{field}": topic for field, topic in topics.items()}),
         workdir / "notifier.log",
