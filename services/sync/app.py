@@ -10,20 +10,18 @@ seeks back and reads it again after `retry_pause_s`, so a long outage shows as l
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import logging
 from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.excerpt import describe_validation_error
 from schemas.tags import TagChanged, TagGroup
-from schemas.topics import DeadLetter
+from services.runtime.consumers import dead_letter, definitions_read, pause, rewind, serve_status
 from services.runtime.customers import RedisCustomers
 from services.runtime.kafka import client_options, ensure_topics, producer_options
 from services.runtime.redis import redis_client
@@ -85,7 +83,8 @@ class SyncApp:
         self._producer = AIOKafkaProducer(**producer_options(settings.kafka))
         await self._producer.start()
         self._reading = asyncio.create_task(self.definitions.run(), name="sync-definitions")
-        await self._definitions_read()  # before any change: a disabled group must not be synced
+        # before any change is read: a disabled group must not be synced
+        await definitions_read(self.definitions, self._reading)
         self._consumer = AIOKafkaConsumer(
             topics.tag_changes,
             group_id=settings.sync.group_id,
@@ -134,14 +133,6 @@ class SyncApp:
         if self._redis is not None:
             await self._redis.aclose()
 
-    async def _definitions_read(self) -> None:
-        assert self._reading is not None
-        ready = asyncio.create_task(self.definitions.ready.wait())
-        await asyncio.wait({ready, self._reading}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            self._reading.result()  # the feed failed (the broker is unreachable): raise its error
-
     async def _consume(self) -> None:
         assert self._consumer is not None
         while not self._stopping.is_set():
@@ -154,13 +145,13 @@ class SyncApp:
                 await self._measure_lag(records)
             except Unavailable as error:
                 log.warning("tag sync paused: %s; the batch will be read again", error)
-                await self._rewind()
-                await _pause(self._stopping, self.settings.sync.retry_pause_s)
+                await rewind(self._consumer)
+                await pause(self._stopping, self.settings.sync.retry_pause_s)
             except Exception:
                 log.exception("syncing tag changes failed; re-reading from the last commit")
                 self.metrics.error("unavailable")
-                await self._rewind()
-                await _pause(self._stopping, self.settings.sync.retry_pause_s)
+                await rewind(self._consumer)
+                await pause(self._stopping, self.settings.sync.retry_pause_s)
 
     async def _handle(self, records: list[ConsumerRecord[Any, Any]]) -> None:
         assert self.sink is not None
@@ -191,18 +182,7 @@ class SyncApp:
 
     async def _send_letter(self, record: ConsumerRecord[Any, Any], reason: str, error: Any) -> None:
         assert self._producer is not None
-        raw: bytes = record.value or b""
-        letter = DeadLetter(
-            reason=reason[:1000],
-            error=error,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key.decode(errors="replace") if record.key is not None else None,
-            original=raw.decode(errors="replace"),
-            original_base64=base64.b64encode(raw).decode(),
-            failed_at=self.clock.now(),
-        )
+        letter = dead_letter(record, reason, error, self.clock.now())
         await self._producer.send_and_wait(
             self.settings.topics.sync_dlq, key=record.key, value=letter.model_dump_json().encode()
         )
@@ -221,43 +201,14 @@ class SyncApp:
         elif behind == 0:
             self.metrics.lag_seconds.set(0)
 
-    async def _rewind(self) -> None:
-        assert self._consumer is not None
-        for tp in self._consumer.assignment():
-            with contextlib.suppress(Exception):
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
-
     async def _start_web(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.sync.web_host, self.settings.sync.web_port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.sync.web_port
+        self._runner, self.port = await serve_status(
+            self.settings.sync.web_host, self.settings.sync.web_port, self.metrics.registry, self._readiness
+        )
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = {"ready": self.ready, "groups": len(self.definitions.groups)}
-        return web.json_response(body, status=200 if self.ready else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+    async def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        return self.ready, {"ready": self.ready, "groups": len(self.definitions.groups)}
 
 
 def _ignore(groups: dict[str, TagGroup]) -> None:
     """The sink reads the feed's groups for every batch: nothing to do on a change."""
-
-
-async def _pause(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)

@@ -12,11 +12,10 @@ if TYPE_CHECKING:
 
 
 def sync(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
-    import signal
 
     from services.notifier.providers import ProviderConfigError
+    from services.runtime.consumers import run_until_signalled
     from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import SettingsError, load_settings
     from services.sync.app import build_app
@@ -34,14 +33,8 @@ def sync(args: argparse.Namespace) -> int:
         return 2
     app = build_app(settings)
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(stop_signal, app.request_stop)
-        await app.run()
-
     try:
-        asyncio.run(serve())
+        run_until_signalled(app)
     except ProviderConfigError as error:
         print(f"tagstream sync: {error}", file=sys.stderr)
         return 2

@@ -47,11 +47,7 @@ class WeComFake:
         app.router.add_post("/cgi-bin/externalcontact/get_corp_tag_list", self._get_corp_tag_list)
         app.router.add_post("/cgi-bin/externalcontact/add_corp_tag", self._add_corp_tag)
         app.router.add_post("/cgi-bin/externalcontact/mark_tag", self._mark_tag)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await _serve(app, self.port)
         return self
 
     async def stop(self) -> None:
@@ -168,11 +164,7 @@ class GroupRobotFake:
     async def start(self) -> GroupRobotFake:
         app = web.Application()
         app.router.add_post("/cgi-bin/webhook/send", self._send)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await _serve(app, 0)
         return self
 
     async def stop(self) -> None:
@@ -196,3 +188,12 @@ class GroupRobotFake:
             return web.json_response({"errcode": 45009, "errmsg": "api freq out of limit"})
         self.received.append((time.monotonic(), request.headers.get("Idempotency-Key", ""), body))
         return web.json_response({"errcode": 0, "errmsg": "ok"})
+
+
+async def _serve(app: web.Application, port: int) -> tuple[web.AppRunner, int]:
+    """Serve the app on 127.0.0.1 (`port` 0: a free one); returns the runner and the port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
