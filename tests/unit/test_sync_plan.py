@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from schemas.tags import Reason, TagChanged, TagGroup
+from services.cli import main
 from services.sync.metrics import SyncMetrics
 from services.sync.plan import plan, synced_groups
 from services.sync.ports import Applied, Outbound, Rejected, Snapshot
@@ -112,3 +114,15 @@ async def test_the_sink_records_seqs_after_the_ack_so_a_redelivered_batch_is_ski
     assert metrics.changes.labels("test", "applied")._value.get() == 1
     assert metrics.changes.labels("test", "dead_lettered")._value.get() == 1
     assert metrics.changes.labels("test", "duplicate")._value.get() == 3
+
+
+def test_sync_commands_refuse_to_start_without_their_adapter_s_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("TAGSTREAM_SYNC__ADAPTER", "TAGSTREAM_SYNC__WEBHOOK_URL", "TAGSTREAM_SYNC__WECOM_CORP_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["sync", "resync"]) == 2
+    assert "TAGSTREAM_SYNC__WEBHOOK_URL is not set" in capsys.readouterr().err
+    monkeypatch.setenv("TAGSTREAM_SYNC__ADAPTER", "wecom")
+    assert main(["sync"]) == 2
+    assert "TAGSTREAM_SYNC__WECOM_CORP_ID is not set" in capsys.readouterr().err
