@@ -20,8 +20,8 @@ from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
 from services.notifier.memory import MemoryLedger, MemoryScheduler
 from services.notifier.policy import ScheduledStep, SendRecord
 from services.notifier.ports import Claim
+from services.runtime.clock import Clock
 from services.runtime.customers import Channel, MemoryCustomers, Profile
-from services.tagger.engine import Clock
 
 _STEPS = TypeAdapter(list[ScheduledStep])
 log = logging.getLogger("tagstream.embedded")

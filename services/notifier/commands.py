@@ -13,10 +13,10 @@ def notifier(args: argparse.Namespace) -> int:
     from services.notifier.app import build_app
     from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError, load_playbooks
-    from services.notifier.providers import ProviderConfigError
     from services.runtime.consumers import run_until_signalled
     from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import SettingsError, load_settings
+    from services.runtime.webhooks import ProviderConfigError
 
     if args.check is not None:
         try:

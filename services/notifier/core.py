@@ -33,10 +33,10 @@ from services.notifier.policy import (
     render,
 )
 from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provider, Scheduler, TagFacts
-from services.notifier.resilience import CircuitOpen, GaveUp
+from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore, Profile
-from services.tagger.engine.clock import Clock
-from services.tagger.readmodel import ReadModelUnavailable
+from services.runtime.readmodel import ReadModelUnavailable
+from services.runtime.resilience import CircuitOpen, GaveUp
 
 log = logging.getLogger("tagstream.notifier")
 _READ_MODEL_WAIT = timedelta(seconds=5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import orjson
 
 from services.notifier.ports import Message
-from services.notifier.resilience import ProviderError
+from services.runtime.resilience import ProviderError
 
 MAX_CONTENT_BYTES = 2048
 """A robot's text content is at most 2048 bytes of UTF-8."""

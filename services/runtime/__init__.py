@@ -1,1 +1,4 @@
-"""Plumbing shared by the services: settings, Kafka and Redis clients, metrics."""
+"""What the services share besides the engine: settings, the clock, Kafka and Redis clients, the read
+model's keys and reads, the definitions feed, rules files, metrics, signed webhooks and retries
+(webhooks.py, resilience.py), and the plain consumers' loop plumbing (consumers.py). No service
+package is imported from here (tests/unit/test_dependencies.py)."""

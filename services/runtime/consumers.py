@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from schemas.topics import DeadLetter
 
 if TYPE_CHECKING:
-    from services.tagger.feed import DefinitionsFeed
+    from services.runtime.definitions_feed import DefinitionsFeed
 
 
 class Service(Protocol):

@@ -5,17 +5,17 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 
-from services.notifier.providers import SignedWebhook, secret_bytes, tls_context
-from services.notifier.resilience import Backoff
+from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore
+from services.runtime.resilience import Backoff
 from services.runtime.settings import SyncSettings
+from services.runtime.webhooks import SignedWebhook, secret_bytes, tls_context
 from services.sync.metrics import SyncMetrics
 from services.sync.ports import Adapter
 from services.sync.sink import Retrying
 from services.sync.webhook import WebhookAdapter
 from services.sync.wecom import WeComAdapter
 from services.sync.wecom_api import WeComApi
-from services.tagger.engine.clock import Clock
 
 
 def build_adapter(

@@ -21,8 +21,10 @@ from redis.asyncio import Redis
 
 from schemas.excerpt import describe_validation_error
 from schemas.tags import TagChanged, TagGroup
+from services.runtime.clock import Clock, SystemClock
 from services.runtime.consumers import dead_letter, definitions_read, pause, rewind, serve_status
 from services.runtime.customers import RedisCustomers
+from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.kafka import client_options, ensure_topics, producer_options
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
@@ -30,8 +32,6 @@ from services.sync.adapters import build_adapter
 from services.sync.metrics import SyncMetrics
 from services.sync.ports import Adapter, Rejected, Unavailable
 from services.sync.sink import RedisAppliedSeqs, SyncSink
-from services.tagger.engine.clock import Clock, SystemClock
-from services.tagger.feed import DefinitionsFeed
 
 log = logging.getLogger("tagstream.sync")
 

@@ -14,10 +14,10 @@ if TYPE_CHECKING:
 def sync(args: argparse.Namespace) -> int:
     import logging
 
-    from services.notifier.providers import ProviderConfigError
     from services.runtime.consumers import run_until_signalled
     from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import SettingsError, load_settings
+    from services.runtime.webhooks import ProviderConfigError
     from services.sync.app import build_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -45,8 +45,8 @@ def resync(args: argparse.Namespace) -> int:
     """Exit 0 when every customer was synced, 1 when the external system refused some, 2 unusable."""
     import asyncio
 
-    from services.notifier.providers import ProviderConfigError
     from services.runtime.settings import SettingsError, load_settings
+    from services.runtime.webhooks import ProviderConfigError
     from services.sync.ports import Unavailable
     from services.sync.resync import ResyncRefused
 
@@ -78,14 +78,14 @@ async def _resync(settings: Settings) -> ResyncReport:
 
     from prometheus_client import CollectorRegistry
 
+    from services.runtime.clock import SystemClock
     from services.runtime.customers import RedisCustomers
+    from services.runtime.definitions_feed import DefinitionsFeed
     from services.runtime.redis import redis_client
     from services.sync.adapters import build_adapter
     from services.sync.metrics import SyncMetrics
     from services.sync.resync import resync
     from services.sync.sink import RedisAppliedSeqs
-    from services.tagger.engine.clock import SystemClock
-    from services.tagger.feed import DefinitionsFeed
 
     feed = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, lambda groups: None)
     reading = asyncio.create_task(feed.run())

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from schemas.tags import TagGroup
+from services.runtime.readmodel import ReadModel
 from services.sync.plan import synced_groups
 from services.sync.ports import Adapter, AppliedSeqs, Snapshot
-from services.tagger.readmodel import ReadModel
 
 
 class ResyncRefused(Exception):

@@ -17,7 +17,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from schemas.tags import TagChanged, TagGroup
-from services.notifier.resilience import Backoff
+from services.runtime.resilience import Backoff
 from services.sync.metrics import SyncMetrics
 from services.sync.plan import plan
 from services.sync.ports import Adapter, Applied, AppliedSeqs, Unavailable

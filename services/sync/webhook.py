@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from services.notifier.providers import SignedWebhook
-from services.notifier.resilience import ProviderError
+from services.runtime.resilience import ProviderError
+from services.runtime.webhooks import SignedWebhook
 from services.sync.ports import Applied, Outbound, Rejected, Snapshot
 from services.sync.sink import Retry, Retrying
 

@@ -22,10 +22,10 @@ import aiohttp
 import orjson
 
 from schemas.excerpt import excerpt
-from services.notifier.providers import read_capped
+from services.runtime.clock import Clock
+from services.runtime.webhooks import read_capped
 from services.sync.ports import Unavailable
 from services.sync.sink import Retry, Retrying
-from services.tagger.engine.clock import Clock
 
 TOKEN_INVALID = frozenset({40014, 42001})
 BUSY = frozenset({45009, -1})

@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import ADMIN, OPERATOR, Stack, services_stack
-from tests.integration.processes import SyncProcess, free_port, notifier_environment
-from tests.integration.wecom_fake import CORP_ID, SECRET, GroupRobotFake, WeComFake
+from tests.support.netprobe import free_port
+from tests.support.processes import SyncProcess, notifier_environment
+from tests.support.stack import ADMIN, OPERATOR, Stack, services_stack
+from tests.support.wecom_fake import CORP_ID, SECRET, GroupRobotFake, WeComFake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

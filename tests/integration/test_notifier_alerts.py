@@ -9,13 +9,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.notifier.app import build_app
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
-from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
-from tests.integration.sync_kit import T0
-from tests.integration.wecom_fake import GroupRobotFake
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
+from tests.support.sync_kit import T0
+from tests.support.wecom_fake import GroupRobotFake
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 
 from schemas.tags import TagChanged, TagGroup
+from services.runtime.clock import ManualClock
 from services.runtime.customers import RedisCustomers
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.sync.app import SyncApp, build_app
-from services.tagger.engine.clock import ManualClock
-from services.tagger.feed import definition_record
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.notifier_kit import ProviderServer, eventually, record
-from tests.integration.sync_kit import (
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.notifier_kit import ProviderServer, eventually, record
+from tests.support.sync_kit import (
     T0,
     change,
     contact,
@@ -27,7 +27,7 @@ from tests.integration.sync_kit import (
     webhook_settings,
     wecom_settings,
 )
-from tests.integration.wecom_fake import WeComFake
+from tests.support.wecom_fake import WeComFake
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -13,15 +13,16 @@ import pytest
 
 from schemas.tags import TagChanged
 from services.runtime.customers import RedisCustomers
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings
-from services.tagger.feed import definition_record
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.notifier_kit import eventually, record
-from tests.integration.processes import SyncProcess, free_port, notifier_environment
-from tests.integration.sync_kit import change, contact, intent_group
-from tests.integration.wecom_fake import CORP_ID, SECRET, WeComFake
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.netprobe import free_port
+from tests.support.notifier_kit import eventually, record
+from tests.support.processes import SyncProcess, notifier_environment
+from tests.support.sync_kit import change, contact, intent_group
+from tests.support.wecom_fake import CORP_ID, SECRET, WeComFake
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -7,14 +7,14 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
+from services.runtime.clock import ManualClock
 from services.runtime.customers import RedisCustomers
 from services.sync.resync import ResyncRefused, known_customers, resync
 from services.sync.sink import RedisAppliedSeqs
-from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.integration.sync_kit import T0, change, contact, intent_group, outbound, source_group, wecom_adapter
-from tests.integration.wecom_fake import WeComFake
+from tests.support.sync_kit import T0, change, contact, intent_group, outbound, source_group, wecom_adapter
+from tests.support.wecom_fake import WeComFake
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
+from services.runtime.clock import ManualClock
 from services.runtime.customers import MemoryCustomers, Profile
 from services.sync.ports import Unavailable
-from services.tagger.engine.clock import ManualClock
-from tests.integration.sync_kit import T0, change, contact, intent_group, outbound, source_group, wecom_adapter
-from tests.integration.wecom_fake import WeComFake
+from tests.support.sync_kit import T0, change, contact, intent_group, outbound, source_group, wecom_adapter
+from tests.support.wecom_fake import WeComFake
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

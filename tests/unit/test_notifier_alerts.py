@@ -10,10 +10,10 @@ import pytest
 
 from services.notifier.policy import Policy, QuietHours
 from services.notifier.ports import Message
-from services.notifier.resilience import ProviderError
 from services.notifier.robot import MAX_CONTENT_BYTES, robot_answer, robot_text
 from services.runtime.customers import Profile
-from tests.unit.test_notifier_core import Harness
+from services.runtime.resilience import ProviderError
+from tests.support.notifier_harness import Harness
 
 HOT_LEADS = """
 templates:

@@ -7,109 +7,11 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from schemas.tags import Reason, TagChanged, TagGroup
-from services.notifier.core import Notifier, Tuning
-from services.notifier.memory import MemoryLedger, MemoryOutcomes, MemoryScheduler, MemoryTagFacts
+from services.notifier.core import Tuning
 from services.notifier.policy import CapRule, Policy, QuietHours, load_playbooks
 from services.notifier.ports import Message
-from services.notifier.resilience import GaveUp
-from services.runtime.customers import MemoryCustomers, Profile
-from services.tagger.engine.clock import ManualClock
-
-T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
-
-PLAYBOOKS = """
-templates:
-  brand-sale: "Hi ${name|there}, the sale is on"
-  miss-you: "We miss you ${name|friend}"
-playbooks:
-  - id: winback-high-value
-    trigger: {group: value, tag: high_churned, on: added}
-    steps:
-      - {channel: push,   template: brand-sale, delay: 0}
-      - {channel: coupon, coupon: HV-50,        delay: 0}
-      - {channel: sms,    template: miss-you,   delay: 3d, cancel_if: [tag_removed, customer_returned]}
-  - id: vip
-    trigger: {group: value, tag: vip}
-    steps: [{channel: coupon, coupon: HV-50}]
-  - id: loyal
-    trigger: {group: loyalty, tag: loyal}
-    steps: [{channel: coupon, coupon: HV-50}]
-  - id: control
-    trigger: {group: value, tag: test}
-    steps: [{channel: push, template: brand-sale}]
-    holdout: 100%
-"""
-
-
-class RecordingProvider:
-    def __init__(self, fail: str | None = None) -> None:
-        self.messages: list[Message] = []
-        self.fail = fail
-
-    async def send(self, message: Message) -> int:
-        if self.fail is not None:
-            raise GaveUp(self.fail, 4)
-        self.messages.append(message)
-        return 1
-
-    async def close(self) -> None:
-        return None
-
-
-class Harness:
-    def __init__(
-        self,
-        policy: Policy | None = None,
-        fail: str | None = None,
-        playbooks: str = PLAYBOOKS,
-        groups: dict[str, TagGroup] | None = None,
-    ) -> None:
-        self.clock = ManualClock(T0)
-        self.customers = MemoryCustomers()
-        self.tags = MemoryTagFacts()
-        self.outcomes = MemoryOutcomes()
-        self.scheduler = MemoryScheduler()
-        self.providers = {channel: RecordingProvider(fail) for channel in ("push", "sms", "coupon", "alert")}
-        self.notifier = Notifier(
-            load_playbooks(playbooks),
-            self.scheduler,
-            MemoryLedger(),
-            self.customers,
-            self.tags,
-            self.providers,
-            self.outcomes,
-            self.clock,
-            policy=policy,
-            tuning=Tuning(lease=timedelta(seconds=30)),
-            definitions=(lambda: groups) if groups is not None else None,
-        )
-        self.seq = 0
-
-    async def tag(self, customer: str, group: str, tag: str, change: str = "added", seq: int | None = None) -> None:
-        self.seq += 1
-        self.tags.apply(customer, group, tag, change)
-        message = TagChanged(
-            customer_id=customer,
-            group_id=group,
-            tag_id=tag,
-            change=change,  # type: ignore[arg-type]
-            source="rule",
-            reason=Reason(summary="test"),
-            group_version=1,
-            occurred_at=self.clock.now(),
-            seq=seq or self.seq,
-        )
-        await self.notifier.on_changes([message])
-
-    async def drain(self) -> None:
-        while await self.notifier.run_due():
-            pass
-
-    def sent(self, channel: str) -> list[Message]:
-        return self.providers[channel].messages
-
-    def outcomes_of(self, channel: str) -> list[tuple[str, str]]:
-        return [(o.outcome, o.reason) for o in self.outcomes.outcomes if o.channel == channel]
+from services.runtime.customers import Profile
+from tests.support.notifier_harness import PLAYBOOKS, T0, Harness, RecordingProvider
 
 
 async def phone(harness: Harness, customer: str, **profile: str) -> None:
@@ -121,7 +23,7 @@ async def test_winback_sends_push_and_coupon_at_once_and_the_sms_three_days_late
     await phone(h, "c1", name="Mei")
     await h.tag("c1", "value", "high_churned")
     await h.drain()
-    assert [m.text for m in h.sent("push")] == ["Hi Mei, the sale is on"]
+    assert [m.text for m in h.sent("push")] == ["Hi Mei, the brand sale is on"]
     assert [m.coupon for m in h.sent("coupon")] == ["HV-50"]
     assert h.sent("sms") == []
     assert h.outcomes_of("sms") == [("scheduled", "")]
@@ -131,7 +33,7 @@ async def test_winback_sends_push_and_coupon_at_once_and_the_sms_three_days_late
     h.clock.advance(timedelta(seconds=1))
     await h.drain()
     [sms] = h.sent("sms")
-    assert (sms.text, sms.to) == ("We miss you Mei", "+86 138 0000 0000")
+    assert (sms.text, sms.to) == ("We miss you, Mei", "+86 138 0000 0000")
     assert h.outcomes_of("sms") == [("scheduled", ""), ("sent", "")]
 
 

@@ -17,7 +17,6 @@ from services.notifier.policy.playbooks import (
     Step,
     Trigger,
     load_playbooks,
-    parse_duration,
 )
 from services.notifier.policy.quiet import QuietHours
 from services.notifier.policy.templates import render
@@ -43,7 +42,6 @@ __all__ = [
     "in_holdout",
     "load_playbooks",
     "longest_window",
-    "parse_duration",
     "plan",
     "render",
     "step_key",
