@@ -50,7 +50,7 @@ class NotificationOutcome(Contract):
     idempotency_key: str
     playbook_id: Identifier
     step: int = Field(ge=0)
-    channel: Literal["push", "sms", "coupon"]
+    channel: Literal["push", "sms", "coupon", "alert"]
     coupon: str | None = None
     customer_id: ExternalId
     trigger: TriggerRef

@@ -18,6 +18,7 @@ NOTIFICATIONS = "tagstream.notifications"
 NOTIFICATIONS_DLQ = "tagstream.notifications.dlq"
 TAGGER_QUERIES = "tagstream.tagger-queries"
 TAGGER_ANSWERS = "tagstream.tagger-answers"
+SYNC_DLQ = "tagstream.sync.dlq"
 
 
 class TopicNames(BaseModel):
@@ -33,6 +34,7 @@ class TopicNames(BaseModel):
     notifications_dlq: str = NOTIFICATIONS_DLQ
     tagger_queries: str = TAGGER_QUERIES
     tagger_answers: str = TAGGER_ANSWERS
+    sync_dlq: str = SYNC_DLQ
 
 
 class DeadLetter(Contract):

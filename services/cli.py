@@ -10,6 +10,7 @@ from services.embedded import commands as embedded_commands
 from services.engine.aggregates import DEFAULT_HORIZON_DAYS
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
+from services.sync import commands as sync_commands
 from services.tagger import commands as tagger_commands
 from services.tagger import readmodel_commands
 
@@ -78,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     notifier.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     notifier.add_argument("--check", metavar="PLAYBOOKS", help="only validate a playbooks file and exit")
     notifier.set_defaults(run=notifier_commands.notifier)
+
+    sync = commands.add_parser(
+        "sync",
+        help="keep an external system's tags in step (needs Kafka and Redis; settings from TAGSTREAM_*)",
+        description="Run the tag sync sink: applies tagstream.tag-changes to a signed webhook or to WeCom corp "
+        "tags (TAGSTREAM_SYNC__ADAPTER), committing offsets only after the external system acknowledged them.",
+    )
+    sync.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sync.set_defaults(run=sync_commands.sync)
+    sync_subcommands = sync.add_subparsers(title="sync commands")
+    resync = sync_subcommands.add_parser(
+        "resync",
+        help="make the external system hold exactly the read model's tags (exit 0 done, 1 some refused, 2 unusable)",
+        description="For every customer in the Redis read model, replace the external tags of the enabled groups "
+        "with the ones held. Runs beside `tagstream sync`; the sink then skips the changes the resync covered.",
+    )
+    resync.set_defaults(run=sync_commands.resync)
 
     ingest = commands.add_parser(
         "ingest",

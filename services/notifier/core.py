@@ -33,10 +33,10 @@ from services.notifier.policy import (
     render,
 )
 from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provider, Scheduler, TagFacts
-from services.notifier.resilience import CircuitOpen, GaveUp
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore, Profile
 from services.runtime.readmodel import ReadModelUnavailable
+from services.runtime.resilience import CircuitOpen, GaveUp
 
 log = logging.getLogger("tagstream.notifier")
 _READ_MODEL_WAIT = timedelta(seconds=5)
@@ -268,13 +268,14 @@ class Notifier:
         return Facts(
             now=now,
             opted_out=opted_out,
-            reachable=job.channel != "sms" or profile.phone is not None,
+            reachable=_address(job.channel, profile) is not None or job.channel in ("push", "coupon"),
             already_decided=decided,
             coupon_holder=coupon_holder,
             history=history,
             tag_held=tag_held,
             last_activity=activity,
-            zone=ZoneInfo(profile.timezone) if profile.timezone else None,
+            # an alert's reader is the salesperson, whose day is the shop's, not the customer's
+            zone=ZoneInfo(profile.timezone) if profile.timezone and job.channel != "alert" else None,
         )
 
     def _message(self, job: ScheduledStep, profile: Profile) -> Message:
@@ -303,7 +304,7 @@ class Notifier:
             template=job.template,
             text=text,
             coupon=job.coupon,
-            to=profile.phone if job.channel == "sms" else None,
+            to=_address(job.channel, profile),
         )
 
     def _names(self, group_id: str, tag_id: str) -> tuple[str, str]:
@@ -360,6 +361,15 @@ class Notifier:
             deferred_until=until if kind in ("deferred", "scheduled") else None,
             attempts=attempts,
         )
+
+
+def _address(channel: str, profile: Profile) -> str | None:
+    """Where the channel's message goes: the customer's phone for SMS, the salesperson for an alert."""
+    if channel == "sms":
+        return profile.phone
+    if channel == "alert":
+        return profile.owner
+    return None
 
 
 async def _none() -> None:

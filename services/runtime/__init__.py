@@ -1,3 +1,4 @@
 """What the services share besides the engine: settings, the clock, Kafka and Redis clients, the read
-model's keys and reads, the definitions feed, rules files, metrics. No service package is imported
-from here (tests/unit/test_dependencies.py)."""
+model's keys and reads, the definitions feed, rules files, metrics, signed webhooks and retries
+(webhooks.py, resilience.py), and the plain consumers' loop plumbing (consumers.py). No service
+package is imported from here (tests/unit/test_dependencies.py)."""

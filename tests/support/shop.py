@@ -88,7 +88,7 @@ async def open_shop(
         playbooks=PLAYBOOKS,
         push_url=provider.url("push"),
         replication_factor=replication_factor,
-        **tagger,
+        tagger_settings=tagger,
     )
     groups = list(definitions() if groups is None else groups)
     kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=partitions, replication_factor=replication_factor)
