@@ -14,7 +14,14 @@ from faust.types import TableT
 from services.runtime.files import private_directory
 from services.runtime.kafka import min_insync_replicas, send_keyed
 from services.runtime.settings import Settings
-from services.tagger.faust_compat import TRANSPORT_SCHEME, Delivery, TaggerFaustApp, TaggerTransport, kafka_producer
+from services.tagger.faust_compat import (
+    TRANSPORT_SCHEME,
+    Delivery,
+    TaggerFaustApp,
+    TaggerTransport,
+    kafka_producer,
+    use_tagger_classes,
+)
 
 RAW_TOPIC: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 """Every topic the tagger touches carries bytes it (de)serialises itself."""
@@ -29,10 +36,10 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
     tagger = settings.tagger
     private_directory(tagger.datadir)
     _require_transport()
-    return TaggerFaustApp(
+    app = TaggerFaustApp(
         tagger.app_id,
         delivery=Delivery(direct=tagger.direct_delivery, revoke_wait_s=tagger.revoke_wait_s),
-        broker=[f"{TRANSPORT_SCHEME}://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="rocksdb://" if tagger.store == "rocksdb" else "memory://",
         datadir=str(tagger.datadir),
@@ -55,6 +62,8 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
         broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
         stream_buffer_maxsize=tagger.stream_buffer,
     )
+    use_tagger_classes(app)
+    return app
 
 
 def customers_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]:
