@@ -23,12 +23,17 @@ SCHEMA_DIR = Path(__file__).parent / "json"
 
 def documents() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema, for every contract."""
+    # The campaign contract is the notifier policy's own model (its steps are a playbook's): imported
+    # here, when the files are written, so that `schemas` stays free of services at import.
+    from services.notifier.policy.campaigns import Campaign
+
     found: dict[str, dict[str, Any]] = {
         "customer-event.json": TypeAdapter(CustomerEvent).json_schema(),
         "tag-group.json": TagGroup.model_json_schema(),
         "tag-group-set.json": TagGroupSet.model_json_schema(),
         "tag-changed.json": TagChanged.model_json_schema(mode="serialization"),
         "tag-command.json": TagCommand.model_json_schema(),
+        "campaign.json": Campaign.model_json_schema(),
         "notification-outcome.json": NotificationOutcome.model_json_schema(mode="serialization"),
         "dead-letter.json": DeadLetter.model_json_schema(mode="serialization"),
         "tagger-tick.json": TypeAdapter(Annotated[Tick | SyncPartition, Field(discriminator="kind")]).json_schema(),

@@ -37,17 +37,21 @@ from services.embedded.journal import Entry, Journal, JournalError
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import MemoryReadModel, ReadModelFacts
 from services.embedded.stores import (
+    JournaledCampaigns,
     JournaledCustomers,
     JournaledLedger,
     JournaledScheduler,
     LoggedOutcomes,
     MemoryAudiences,
+    audience_members,
 )
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Record, RecordRefused
+from services.ingest.ports import AudienceQuery, CampaignAccess, Record, RecordRefused
+from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
+from services.notifier.policy import Audience
 from services.notifier.ports import Provider
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
@@ -119,9 +123,11 @@ class EmbeddedNode:
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.notifier: Notifier | None = None
+        self.campaign_runner: CampaignRunner | None = None
         if self.composition is not None:
             self.scheduler = JournaledScheduler(self)
             self.ledger = JournaledLedger(self)
+            self.campaigns = JournaledCampaigns(self, self.scheduler, self._audience)
             ports = NotifierPorts(
                 scheduler=self.scheduler,
                 ledger=self.ledger,
@@ -129,8 +135,10 @@ class EmbeddedNode:
                 tags=ReadModelFacts(self.readmodel),
                 outcomes=LoggedOutcomes(),
                 definitions=lambda: self.tagger.groups,
+                campaigns=self.campaigns,
             )
             self.notifier = self.composition.notifier(ports, clock)
+            self.campaign_runner = self.composition.campaign_runner(ports, clock)
             self.tagger.listen(self._schedule)
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -182,6 +190,8 @@ class EmbeddedNode:
         """Let time pass: tags flip when their time comes, then due notifier steps run."""
         async with self._lock:
             await self.tagger.advance(self.clock.now())
+        if self.campaign_runner is not None:
+            await self.campaign_runner.run()
         if self.notifier is not None:
             while await self.notifier.run_due():
                 pass
@@ -257,6 +267,8 @@ class EmbeddedNode:
             await self.scheduler.redo(entry)
         elif kind in JournaledLedger.KINDS:
             await self.ledger.redo(entry)
+        elif kind in JournaledCampaigns.KINDS:
+            await self.campaigns.redo(entry)
         else:
             raise ValueError(f"{self.journal.path}: unknown journal entry kind {kind!r}")
 
@@ -317,6 +329,17 @@ class EmbeddedNode:
         if not self._replaying:
             await self.notifier.on_changes(changes)
 
+    def campaign_access(self) -> CampaignAccess | None:
+        """Campaigns need the notifier: none without playbooks."""
+        if self.notifier is None:
+            return None
+        return CampaignAccess(store=self.campaigns, ledger=self.ledger, reports=self.ledger, activity=self.readmodel)
+
+    def _audience(self, audience: Audience) -> list[str]:
+        """A campaign's audience over the in-process read model (as MemoryAudiences selects it)."""
+        query = AudienceQuery(all_of=audience.all_of, any_of=audience.any_of, none_of=audience.none_of)
+        return audience_members(self.readmodel, query)
+
     def _kind(self, topic: str) -> str:
         topics = self.settings.topics
         kinds = {topics.events: "events", topics.tag_commands: "commands", topics.tag_definitions: "definitions"}
@@ -339,6 +362,7 @@ class EmbeddedNode:
                     reads=node.readmodel,
                     audiences=MemoryAudiences(node.readmodel, settings.ingest.audience_ttl_s, clock),
                     customers=node.customers,
+                    campaigns=node.campaign_access(),
                 )
             finally:
                 await node.stop()

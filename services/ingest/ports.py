@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.tags import TagChanged, TagGroup
+from services.notifier.ports import CampaignStore, Ledger, Reports
+from services.notifier.report import OrderActivity
 from services.tagger.readmodel import HeldTag
 
 Record = tuple[bytes, bytes | None]
@@ -116,3 +118,15 @@ class Audiences(Protocol):
     def export(self, query: AudienceQuery) -> AsyncIterator[str]:
         """Every customer id of the audience, once each, in ascending order."""
         ...
+
+
+@dataclass(frozen=True)
+class CampaignAccess:
+    """The notifier's stores the campaign and report routes use (None in Context: no notifier runs)."""
+
+    store: CampaignStore
+    ledger: Ledger
+    """The send history the preview's caps count."""
+    reports: Reports
+    activity: OrderActivity
+    """Customers' last orders, for conversion."""

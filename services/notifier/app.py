@@ -28,11 +28,12 @@ from redis.asyncio import Redis
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagGroup
 from schemas.topics import DeadLetter
+from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.durability import VolatileRedis, require_durable
 from services.notifier.ports import Provider
-from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisScheduler, RedisTagFacts
 from services.runtime.customers import RedisCustomers
 from services.runtime.kafka import client_options, ensure_topics, producer_options
 from services.runtime.redis import redis_client
@@ -98,6 +99,7 @@ class NotifierApp:
         self.definitions = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, _ignore)
         """The tag groups, read whole from their compacted topic: messages name groups and tags."""
         self.notifier: Notifier | None = None
+        self.campaigns: CampaignRunner | None = None
         self.ready = False
         self._stopped = False
         self.port: int | None = None
@@ -122,8 +124,10 @@ class NotifierApp:
             tags=RedisTagFacts(self._redis, key_prefix=prefix),
             outcomes=KafkaOutcomes(self._producer, topics.notifications, topics.notifications_dlq),
             definitions=lambda: self.definitions.groups,
+            campaigns=RedisCampaigns(self._redis, key_prefix=prefix),
         )
         self.notifier = self.composition.notifier(ports, self.clock)
+        self.campaigns = self.composition.campaign_runner(ports, self.clock)
         self._consumer = AIOKafkaConsumer(
             topics.tag_changes,
             group_id=settings.notifier.group_id,
@@ -138,6 +142,7 @@ class NotifierApp:
         self._tasks = [
             asyncio.create_task(self._consume(), name="notifier-consume"),
             asyncio.create_task(self._deliver(), name="notifier-deliver"),
+            asyncio.create_task(self._fan_out(), name="notifier-campaigns"),
             asyncio.create_task(self.composition.watch_playbooks(self._stopping), name="notifier-reload"),
         ]
         self.ready = True
@@ -272,6 +277,17 @@ class NotifierApp:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _fan_out(self) -> None:
+        """Start due campaigns and schedule their steps at the configured pace (campaigns.py)."""
+        assert self.campaigns is not None
+        while not self._stopping.is_set():
+            try:
+                if await self.campaigns.run():
+                    self._wake.set()
+            except Exception:
+                log.exception("the campaign loop failed; retrying")
+            await _pause(self._stopping, self.settings.notifier.campaign_interval_s)
 
     async def _start_web(self) -> None:
         app = web.Application()

@@ -21,10 +21,11 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from schemas.tags import TagGroup
+from services.notifier.campaigns import CampaignRunner
 from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
-from services.notifier.ports import Ledger, OutcomeSink, Provider, Scheduler, TagFacts
+from services.notifier.ports import CampaignStore, Ledger, OutcomeSink, Provider, Scheduler, TagFacts
 from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
 from services.notifier.reload import PlaybookFile
 from services.notifier.resilience import Backoff, CircuitBreaker
@@ -44,6 +45,7 @@ class NotifierPorts:
     outcomes: OutcomeSink
     definitions: Callable[[], Mapping[str, TagGroup]] | None = None
     """The current tag groups: messages name groups and tags as the shop does (None: by their ids)."""
+    campaigns: CampaignStore | None = None
 
 
 class NotifierComposition:
@@ -85,6 +87,20 @@ class NotifierComposition:
             tuning=self.tuning,
             metrics=self.metrics,
             definitions=ports.definitions,
+            campaigns=ports.campaigns,
+        )
+
+    def campaign_runner(self, ports: NotifierPorts, clock: Clock) -> CampaignRunner | None:
+        """Starts and fans out the campaigns in `ports.campaigns` (None: the mode keeps none)."""
+        if ports.campaigns is None:
+            return None
+        return CampaignRunner(
+            ports.campaigns,
+            clock,
+            rates=rates_from(self.settings),
+            page=self.settings.batch * 5,
+            lease=self.tuning.lease,
+            definitions=ports.definitions,
         )
 
     async def watch_playbooks(self, stopping: asyncio.Event) -> None:
@@ -112,6 +128,15 @@ def policy_from(notifier: NotifierSettings, shop: ShopSettings) -> Policy:
         coupon_period=parse_duration(notifier.coupon_period),
         default_zone=ZoneInfo(notifier.default_timezone or shop.timezone),
     )
+
+
+def rates_from(settings: NotifierSettings) -> dict[str, float]:
+    """Campaign steps per second by channel; a channel left out is not paced below 1,000/s."""
+    rates: dict[str, float] = dict.fromkeys(CHANNELS, 1000.0)
+    for text in settings.campaign_rates:
+        channel, rate = text.split(":", 1)
+        rates[channel] = float(rate)
+    return rates
 
 
 def tuning_from(settings: NotifierSettings) -> Tuning:

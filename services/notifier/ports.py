@@ -6,13 +6,35 @@ mode wires memory.py and the log provider.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from schemas.notifications import NotificationOutcome
-from services.notifier.policy import ScheduledStep, SendRecord
+from services.notifier.policy import Audience, ScheduledStep, SendRecord
+from services.notifier.policy.campaigns import CampaignRecord, CampaignStatus
+
+ProgramKind = Literal["playbook", "campaign"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A final decision as the reports count it: once per step key, however often it is recorded."""
+
+    kind: ProgramKind
+    program_id: str
+    step: int
+    outcome: str
+    reason: str
+    customer_id: str
+    touched: Literal["treated", "holdout"] | None
+    """A send (treated) or a holdout suppression: the customer's first one starts their conversion window."""
+    at: datetime
+
+    @property
+    def field(self) -> str:
+        return f"{self.step}|{self.outcome}|{self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +90,21 @@ class Ledger(Protocol):
         """Give the reservation back (the send failed), only if `key` holds it."""
         ...
 
-    async def record(self, key: str, outcome: str, sent: SendRecord | None, customer_id: str, keep: timedelta) -> None:
-        """Mark the step decided for `keep`, and count a send in the customer's history."""
+    async def record(
+        self,
+        key: str,
+        outcome: str,
+        sent: SendRecord | None,
+        customer_id: str,
+        keep: timedelta,
+        tally: Tally | None = None,
+    ) -> None:
+        """Mark the step decided for `keep`, and count a send in the customer's history; the first
+        record of a key also counts `tally` into its program's report (atomically with the mark)."""
+        ...
+
+    async def tally(self, kind: ProgramKind, program_id: str, field: str, count: int = 1) -> None:
+        """Count something the reports show that is not a final decision (targeted, deferred)."""
         ...
 
     async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
@@ -81,6 +116,62 @@ class Ledger(Protocol):
         ...
 
     async def unlock(self, customer_id: str, channel: str, holder: str) -> None: ...
+
+
+class Reports(Protocol):
+    """What the reports read (GET /v1/campaigns/{id}/report, /v1/playbooks/{id}/report)."""
+
+    async def counts(self, kind: ProgramKind, program_id: str) -> dict[str, int]:
+        """Tally field ("<step>|<outcome>|<reason>", "<step>|targeted", ...) -> count."""
+        ...
+
+    def touches(self, kind: ProgramKind, program_id: str) -> AsyncIterator[tuple[str, str, datetime]]:
+        """(customer, "treated" | "holdout", first touch) of every customer the program touched."""
+        ...
+
+
+class CampaignStore(Protocol):
+    """Campaigns, their audience snapshots and fan-out cursors. A snapshot is taken once, at start; each
+    step walks it in ascending id order, and `advance` schedules a page of jobs and moves that step's
+    cursor in one atomic step, only if the cursor is where the caller read it (so two replicas, or a
+    replica that lost its lease, never schedule a customer's step twice)."""
+
+    async def create(self, record: CampaignRecord) -> bool:
+        """False when a campaign with this id exists."""
+        ...
+
+    async def get(self, campaign_id: str) -> CampaignRecord | None: ...
+
+    async def all(self) -> list[CampaignRecord]:
+        """Every campaign, oldest first."""
+        ...
+
+    async def transition(self, campaign_id: str, allowed: frozenset[str], to: CampaignStatus) -> CampaignRecord | None:
+        """Move to `to` if the status is one of `allowed`; the record afterwards (None: no such campaign)."""
+        ...
+
+    async def start(self, campaign_id: str, audience: Audience | None, at: datetime) -> CampaignRecord | None:
+        """Snapshot the audience (None: empty) and mark the campaign running, if it is still scheduled."""
+        ...
+
+    async def pending(self, campaign_id: str, step: int, limit: int) -> tuple[int, str | None, list[str]]:
+        """The step's cursor (position, last id) and up to `limit` customers after it."""
+        ...
+
+    async def advance(
+        self, campaign_id: str, step: int, position: int, after: str | None, jobs: Sequence[ScheduledStep]
+    ) -> bool:
+        """Schedule `jobs` (one per customer, in snapshot order) and move the cursor past them; False
+        (nothing done) when the cursor is no longer at (`position`, `after`) or the campaign is not running."""
+        ...
+
+    async def finish(self, campaign_id: str) -> None:
+        """Mark a running campaign done and drop its snapshot (every step is fanned out)."""
+        ...
+
+    async def lease(self, holder: str, ttl: timedelta) -> bool:
+        """Be the one replica fanning campaigns out for `ttl` (renewed by calling again)."""
+        ...
 
 
 class TagFacts(Protocol):
@@ -108,16 +199,18 @@ class Message:
     idempotency_key: str
     channel: str
     customer_id: str
-    playbook_id: str
+    playbook_id: str | None
     step: int
     template: str | None
     text: str | None
     coupon: str | None
     to: str | None = field(default=None)
+    campaign_id: str | None = None
 
     def __repr__(self) -> str:
         return (
-            f"Message(key={self.idempotency_key}, channel={self.channel}, playbook={self.playbook_id}, "
+            f"Message(key={self.idempotency_key}, channel={self.channel}, "
+            f"{'campaign=' + self.campaign_id if self.campaign_id else f'playbook={self.playbook_id}'}, "
             f"step={self.step}, customer={self.customer_id})"
         )
 
@@ -129,6 +222,7 @@ class Message:
             "channel": self.channel,
             "customer_id": self.customer_id,
             "playbook_id": self.playbook_id,
+            "campaign_id": self.campaign_id,
             "step": self.step,
             "template": self.template,
             "text": self.text,

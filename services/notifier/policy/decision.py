@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from services.notifier.policy.campaigns import Campaign
 from services.notifier.policy.cancel import cancel_reason
 from services.notifier.policy.caps import SendRecord, exceeded_cap
 from services.notifier.policy.jobs import ScheduledStep
@@ -63,8 +64,11 @@ class Decision:
 SEND = Decision("send")
 
 
-def decide(job: ScheduledStep, playbook: Playbook | None, facts: Facts, policy: Policy) -> Decision:
+def decide(job: ScheduledStep, playbook: Playbook | Campaign | None, facts: Facts, policy: Policy) -> Decision:
+    """`playbook`: the step's playbook or campaign as it is now; None when removed (or cancelled)."""
     if playbook is None or playbook.disabled:
+        if job.campaign:
+            return Decision("cancel", "cancelled", f"campaign {job.playbook_id!r} was cancelled")
         return Decision("cancel", "cancelled", f"playbook {job.playbook_id!r} was removed or disabled")
     why = cancel_reason(
         job.cancel_if, tag_held=facts.tag_held, last_activity=facts.last_activity, triggered_at=job.triggered_at
@@ -102,7 +106,7 @@ def decide(job: ScheduledStep, playbook: Playbook | None, facts: Facts, policy: 
     return SEND
 
 
-def in_holdout(customer_id: str, playbook: Playbook) -> bool:
+def in_holdout(customer_id: str, playbook: Playbook | Campaign) -> bool:
     return playbook.holdout > 0 and holdout_draw(customer_id, playbook.id) < float(playbook.holdout)
 
 

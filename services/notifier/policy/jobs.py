@@ -19,6 +19,8 @@ class ScheduledStep(BaseModel):
 
     key: str
     playbook_id: str
+    """The playbook's id, or the campaign's when `campaign` is set (holdout, caps and keys use it)."""
+    campaign: bool = False
     step: int
     channel: Channel
     template: str | None

@@ -21,6 +21,11 @@ def step_key(playbook_id: str, step: int, customer_id: str, seq: int) -> str:
     return _digest("step", playbook_id, str(step), trigger_id(customer_id, seq), size=16)
 
 
+def campaign_step_key(campaign_id: str, step: int, customer_id: str) -> str:
+    """One send per (campaign, step, customer): a customer in several of the selected audiences is one key."""
+    return _digest("campaign", campaign_id, str(step), customer_id, size=16)
+
+
 def holdout_draw(customer_id: str, playbook_id: str) -> float:
     """A number in [0, 1), uniform over customers and stable for one customer and playbook."""
     value = int.from_bytes(bytes.fromhex(_digest("holdout", playbook_id, customer_id, size=8)), "big")

@@ -13,7 +13,16 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from schemas.common import Identifier
 from schemas.excerpt import excerpt, problems
@@ -67,7 +76,29 @@ def parse_fraction(value: Any) -> Decimal:
     return fraction
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def format_duration(value: timedelta) -> str:
+    """The shortest text `parse_duration` reads back: `3d`, `90m`, `45s`, `0`."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s" if seconds else "0"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "description": "seconds"},
+                {"type": "string", "pattern": r"^\s*\d+\s*[smhdw]?\s*$", "examples": ["90s", "30m", "12h", "3d", "1w"]},
+            ],
+            "description": f"a duration of at most {MAX_DURATION.days}d",
+        }
+    ),
+]
 Fraction = Annotated[Decimal, BeforeValidator(parse_fraction)]
 
 
