@@ -24,7 +24,8 @@ from pydantic import BaseModel, Field
 from services.notifier.ports import ProgramKind, Reports
 from services.tagger.readmodel import Activity
 
-_BATCH = 500
+_BATCH = 32
+"""Customers whose last order is read at once (each read takes one of redis-py's 100 pooled connections)."""
 
 
 class OrderActivity(Protocol):

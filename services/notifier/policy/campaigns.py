@@ -68,10 +68,13 @@ class Audience(_Model):
 
     def effective(self, groups: Mapping[str, TagGroup]) -> Audience | None:
         """The audience over enabled groups only (a disabled group's tag is held by nobody), as
-        `POST /v1/audiences/query` counts it; None when it can only be empty."""
+        `POST /v1/audiences/query` counts it; None when it can only be empty. A group these
+        definitions do not know yet (a notifier still reading the topic) counts as enabled: the API
+        refused unknown tags when the campaign was created."""
 
         def enabled(refs: tuple[str, ...]) -> tuple[str, ...]:
-            return tuple(dict.fromkeys(r for r in refs if (g := groups.get(r.split("/", 1)[0])) and not g.disabled))
+            disabled = {r for r in refs if (group := groups.get(r.split("/", 1)[0])) is not None and group.disabled}
+            return tuple(dict.fromkeys(r for r in refs if r not in disabled))
 
         all_of, any_of, none_of = enabled(self.all_of), enabled(self.any_of), enabled(self.none_of)
         if len(all_of) < len(set(self.all_of)) or (self.any_of and not any_of):

@@ -1,0 +1,174 @@
+"""Campaigns in Kafka mode: the ingest API and the notifier over real Kafka and real Redis.
+
+The read model is seeded with the projector (as the tagger would leave it); the notifier runs on a
+ManualClock, so "three days later" is a clock move. The report is checked against a count of
+distinct idempotency keys on `tagstream.notifications`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from schemas.topics import TopicNames
+from services.ingest.app import create_app
+from services.notifier.app import build_app
+from services.notifier.policy import campaign_step_key, holdout_draw
+from services.runtime.customers import Profile, RedisCustomers
+from services.runtime.settings import IngestSettings, Settings
+from services.tagger.engine.clock import ManualClock
+from services.tagger.marker import Marker
+from services.tagger.projector import Projector
+from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
+from tests.integration.kafka_io import TopicReader
+from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, tag_changed
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+ADMIN = "admin-key-0123456789abcdef"
+
+
+def _topics() -> TopicNames:
+    run = uuid.uuid4().hex[:8]
+    return TopicNames(**{name: f"cp-{run}.{name}" for name in TopicNames.model_fields})
+
+
+async def seed(redis: aioredis.Redis, prefix: str, ids: list[str], at: datetime) -> None:
+    """The read model as the tagger leaves it for these tags, and every customer's phone."""
+    projector, store = Projector(redis, key_prefix=prefix), RedisCustomers(redis, prefix=prefix)
+    await Marker(redis, key_prefix=prefix).begin({}, at, reason="a new read model")
+    seqs: Counter[str] = Counter()
+    for tag, members in audiences(ids).items():
+        for customer in members:
+            seqs[customer] += 1
+            await projector.apply(tag_changed(customer, "segment", tag, at, seq=seqs[customer]))
+    for customer in ids:
+        await store.set_profile(customer, Profile(phone="+86 138 0000 0000", timezone="Asia/Shanghai"))
+
+
+def eligible(ids: list[str]) -> tuple[set[str], set[str]]:
+    groups = audiences(ids)
+    audience = (set(groups["churn_risk"]) | set(groups["lapsed"])) - set(groups["staff"])
+    held = {c for c in audience if holdout_draw(c, CAMPAIGN["id"]) < 0.1}
+    return audience - held, held
+
+
+@asynccontextmanager
+async def ingest(settings: Settings, clock: ManualClock) -> AsyncIterator[httpx.AsyncClient]:
+    keys = [{"key": ADMIN, "role": "admin", "name": "admin@shop"}]
+    settings = settings.model_copy(update={"ingest": IngestSettings(api_keys=keys)})  # type: ignore[arg-type]
+    app = create_app(settings, clock=clock)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": f"Bearer {ADMIN}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest", headers=headers) as http:
+            for _ in range(300):  # the definitions topic is read once at start
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            yield http
+
+
+async def test_a_campaign_to_two_tag_audiences_sends_one_coupon_and_push_now_and_sms_three_days_later_except_returners(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    providers = await ProviderServer().start()
+    playbooks = tmp_path / "playbooks.yaml"
+    playbooks.write_text(NO_PLAYBOOKS)
+    settings = notifier_settings(
+        kafka_bootstrap,
+        redis_url,
+        playbooks,
+        providers,
+        topics=_topics(),
+        caps=("sms:1/1d", "push:3/7d"),
+        campaign_rates=("coupon:100000", "push:100000", "sms:100000"),
+        campaign_interval_s=0.2,
+    )
+    prefix = settings.redis.key_prefix
+    ids = customers(400)
+    treated, held = eligible(ids)
+    redis = aioredis.from_url(redis_url)
+    clock = ManualClock(T0)
+    await seed(redis, prefix, ids, T0)
+    notifier = build_app(settings, clock=clock)
+    await notifier.start()
+    try:
+        async with ingest(settings, clock) as http:
+            assert (await http.post("/v1/groups", json=SEGMENTS)).status_code == 201
+            answer = await http.post("/v1/campaigns:preview", json=CAMPAIGN)
+            assert answer.status_code == 200, answer.text
+            preview = answer.json()
+            assert (preview["audience"], preview["holdout"]) == (len(treated) + len(held), len(held))
+            created = await http.post("/v1/campaigns", json=CAMPAIGN)
+            assert created.status_code == 201, created.text
+            await eventually(lambda: len(providers.delivered()) == 2 * len(treated), what="coupon and push for each")
+            returners = sorted(treated)[:9]
+            projector = Projector(redis, key_prefix=prefix)
+            for customer in returners:
+                await projector.record_activity(customer, T0 + timedelta(days=1), T0 + timedelta(days=1))
+            clock.advance(timedelta(days=3))
+            await eventually(
+                lambda: len(providers.delivered("sms")) == len(treated) - len(returners), what="the SMS step"
+            )
+            report = (await http.get(f"/v1/campaigns/{CAMPAIGN['id']}/report")).json()
+            record = (await http.get(f"/v1/campaigns/{CAMPAIGN['id']}")).json()
+        for channel in ("coupon", "push"):
+            assert Counter(r.body["customer_id"] for r in providers.of(channel)) == Counter(treated)
+        assert {r.body["customer_id"] for r in providers.of("sms")} == treated - set(returners)
+        assert {r.key for r in providers.of("push")} == {campaign_step_key(CAMPAIGN["id"], 1, c) for c in treated}
+        assert record["status"] == "done"
+
+        async with TopicReader(kafka_bootstrap, settings.topics.notifications) as reader:
+            expected = 3 * (len(treated) + len(held))
+            await reader.until(lambda found: len({orjson.loads(r.value)["idempotency_key"] for r in found}) >= expected)
+            outcomes = [o for o in reader.json() if o["campaign_id"] == CAMPAIGN["id"]]
+        assert report == report_from(outcomes, report)
+        sms = report["steps"][2]
+        assert (sms["sent"], sms["held_out"], sms["cancelled"]) == (len(treated) - 9, len(held), 9)
+        assert report["conversion"]["treated_converted"] == 9
+    finally:
+        await notifier.stop()
+        await providers.stop()
+        await redis.aclose()
+
+
+def report_from(outcomes: list[dict[str, Any]], report: dict[str, Any]) -> dict[str, Any]:
+    """The report's step figures counted from the topic: one final outcome per distinct key."""
+    final: dict[str, dict[str, Any]] = {}
+    deferred: Counter[tuple[int, str]] = Counter()
+    keys = {(o["step"], o["idempotency_key"]) for o in outcomes}
+    for outcome in outcomes:
+        if outcome["outcome"] == "deferred":
+            deferred[(outcome["step"], outcome["reason"])] += 1
+        elif outcome["outcome"] != "scheduled" and outcome["reason"] != "duplicate":
+            final.setdefault(outcome["idempotency_key"], outcome)
+    steps = []
+    for step in report["steps"]:
+        mine = [o for o in final.values() if o["step"] == step["step"]]
+        suppressed = Counter(o["reason"] for o in mine if o["outcome"] == "suppressed" and o["reason"] != "holdout")
+        steps.append(
+            step
+            | {
+                "targeted": sum(1 for number, _ in keys if number == step["step"]),
+                "held_out": sum(1 for o in mine if o["reason"] == "holdout"),
+                "sent": sum(1 for o in mine if o["outcome"] == "sent"),
+                "suppressed": dict(suppressed),
+                "deferred": {reason: n for (number, reason), n in deferred.items() if number == step["step"]},
+                "cancelled": sum(1 for o in mine if o["outcome"] == "cancelled"),
+                "failed": sum(1 for o in mine if o["outcome"] == "failed"),
+            }
+        )
+    return report | {"steps": steps}
