@@ -250,14 +250,14 @@ class JournaledCampaigns(MemoryCampaigns):
     cursor move after the steps it scheduled (journaled by the scheduler), so a crash between the two
     re-schedules one page, which the step keys deduplicate."""
 
-    KINDS = ("campaign", "campaign_status", "campaign_started", "campaign_moved", "campaign_done")
+    KINDS = ("campaign", "campaign_status", "campaign_started", "campaign_moved", "campaign_done", "campaign_deleted")
 
     def __init__(self, node: Journaling, scheduler: MemoryScheduler, members: Callable[[Audience], list[str]]) -> None:
         super().__init__(scheduler, members)
         self._node = node
 
     async def create(self, record: CampaignRecord) -> bool:
-        if await self.get(record.campaign.id) is not None:
+        if record.campaign.id in self._used:
             return False
         self._node.journaled({"k": "campaign", "v": record.model_dump(mode="json")})
         return await super().create(record)
@@ -281,9 +281,17 @@ class JournaledCampaigns(MemoryCampaigns):
         self._node.journaled({"k": "campaign_done", "id": campaign_id})
         await super().finish(campaign_id)
 
+    async def delete(self, campaign_id: str) -> bool:
+        deleted = await super().delete(campaign_id)
+        if deleted:
+            self._node.journaled({"k": "campaign_deleted", "id": campaign_id})
+        return deleted
+
     async def redo(self, entry: Entry) -> None:
         kind = entry["k"]
-        if kind == "campaign":
+        if kind == "campaign_deleted":
+            await super().delete(entry["id"])
+        elif kind == "campaign":
             await super().create(CampaignRecord.model_validate(entry["v"]))
         elif kind == "campaign_status":
             await super().transition(entry["id"], frozenset({"scheduled", "running", "paused"}), entry["s"])

@@ -149,15 +149,18 @@ class MemoryCampaigns:
         self._scheduler = scheduler
         self._members = members
         self._records: dict[str, CampaignRecord] = {}
+        self._used: set[str] = set()
+        """Every id ever created: a deleted campaign's step keys and report stay, so its id is not reused."""
         self._snapshots: dict[str, list[str]] = {}
         self._after: dict[tuple[str, int], str] = {}
 
     async def create(self, record: CampaignRecord) -> bool:
-        if record.campaign.id in self._records:
+        if record.campaign.id in self._used:
             return False
         if len(self._records) >= MAX_CAMPAIGNS:
             raise CampaignsFull(f"{MAX_CAMPAIGNS} campaigns are kept already")
         self._records[record.campaign.id] = record
+        self._used.add(record.campaign.id)
         return True
 
     async def get(self, campaign_id: str) -> CampaignRecord | None:
@@ -218,6 +221,16 @@ class MemoryCampaigns:
         if record is not None and record.status == "running":
             self._records[campaign_id] = record.model_copy(update={"status": "done"})
             self._snapshots.pop(campaign_id, None)
+
+    async def delete(self, campaign_id: str) -> bool:
+        record = self._records.get(campaign_id)
+        if record is None or record.status not in ("done", "cancelled"):
+            return False
+        del self._records[campaign_id]
+        self._snapshots.pop(campaign_id, None)
+        for step in range(len(record.campaign.steps)):
+            self._after.pop((campaign_id, step), None)
+        return True
 
     async def lease(self, holder: str, ttl: timedelta) -> bool:
         return True  # one process

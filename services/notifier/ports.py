@@ -169,6 +169,10 @@ class CampaignStore(Protocol):
         """Mark a running campaign done and drop its snapshot (every step is fanned out)."""
         ...
 
+    async def delete(self, campaign_id: str) -> bool:
+        """Forget a done or cancelled campaign (its report's tallies stay); False when it is neither."""
+        ...
+
     async def lease(self, holder: str, ttl: timedelta) -> bool:
         """Be the one replica fanning campaigns out for `ttl` (renewed by calling again)."""
         ...

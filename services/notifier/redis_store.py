@@ -16,6 +16,8 @@ Key layout (prefix `ts:` by default):
 Campaigns (RedisCampaigns, below):
 
     ts:cp:all                    zset    campaign id -> created at (ms)
+    ts:cp:used                   set     every campaign id ever created (a deleted one's step keys and
+                                         report stay behind, so its id is never given out again)
     ts:cp:<id>                   hash    def (Campaign JSON), status, created_at, started_at, audience,
                                          pos:<step> (customers fanned out), after:<step> (the last of them)
     ts:cp:<id>:audience          zset    the audience snapshot, every score 0 (ZRANGEBYLEX pages)
@@ -211,6 +213,7 @@ class RedisCampaigns:
         self._advance = redis.register_script(_CAMPAIGN_ADVANCE)
         self._finish = redis.register_script(_CAMPAIGN_FINISH)
         self._lease = redis.register_script(_LOCK)
+        self._delete = redis.register_script(_CAMPAIGN_DELETE)
 
     def _key(self, campaign_id: str) -> str:
         return f"{self._base}{campaign_id}"
@@ -220,7 +223,7 @@ class RedisCampaigns:
         fields: list[str | int] = ["def", campaign.model_dump_json(), "status", record.status]
         fields += ["created_at", _ms(record.created_at)]
         args: list[str | int] = [campaign.id, _ms(record.created_at), MAX_CAMPAIGNS, *fields]
-        created = await self._create([self._key(campaign.id), f"{self._base}all"], args)
+        created = await self._create([self._key(campaign.id), f"{self._base}all", f"{self._base}used"], args)
         if created == -1:
             raise CampaignsFull(f"{MAX_CAMPAIGNS} campaigns are kept already")
         return bool(created)
@@ -280,6 +283,10 @@ class RedisCampaigns:
     async def finish(self, campaign_id: str) -> None:
         key = self._key(campaign_id)
         await self._finish([key, f"{key}:audience"], [])
+
+    async def delete(self, campaign_id: str) -> bool:
+        key = self._key(campaign_id)
+        return bool(await self._delete([key, f"{key}:audience", f"{self._base}all"], [campaign_id]))
 
     async def lease(self, holder: str, ttl: timedelta) -> bool:
         return bool(await self._lease([f"{self._base}lease"], [holder, max(1, int(ttl.total_seconds() * 1000))]))
@@ -410,10 +417,11 @@ end
 return 1
 """
 
-# KEYS: record hash, all zset. ARGV: id, created ms, max campaigns, field/value pairs.
+# KEYS: record hash, all zset, ids ever used. ARGV: id, created ms, max campaigns, field/value pairs.
 _CAMPAIGN_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
@@ -487,5 +495,14 @@ _CAMPAIGN_FINISH = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'done')
 redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# KEYS: record hash, snapshot, all zset. ARGV: id.
+_CAMPAIGN_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'done' and status ~= 'cancelled' then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
 return 1
 """

@@ -67,7 +67,7 @@ async def test_a_campaign_file_is_previewed_created_listed_and_reported_through_
         assert (code, created["status"]) == (0, "scheduled")
         code, again = await asyncio.to_thread(_cli, capsys, node.url, "create", "-f", str(campaign))
         assert code == 1
-        assert "exists already" in again["detail"]
+        assert "is taken" in again["detail"]
         await asyncio.sleep(3)  # the node fans out and sends every second
         code, listed = await asyncio.to_thread(_cli, capsys, node.url, "list")
         assert [c["campaign"]["id"] for c in listed["campaigns"]] == [CAMPAIGN["id"]]

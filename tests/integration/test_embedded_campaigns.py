@@ -145,6 +145,8 @@ async def test_a_paused_campaign_sends_nothing_until_resumed_and_a_cancelled_one
         cancelled = await http.post(f"/v1/campaigns/{CAMPAIGN['id']}/cancel")
         assert cancelled.json()["status"] == "cancelled"
         assert (await http.post(f"/v1/campaigns/{CAMPAIGN['id']}/resume")).status_code == 409
+        assert (await http.delete(f"/v1/campaigns/{CAMPAIGN['id']}")).status_code == 204
+        assert (await http.post("/v1/campaigns", json=CAMPAIGN)).status_code == 409  # ids are never reused
         clock.advance(timedelta(days=3))
         await _run(node, clock, 3)
         assert not outbox.keys("sms")

@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from schemas.common import Identifier
@@ -77,9 +77,12 @@ async def create_campaign(campaign: Campaign, ctx: Ctx, caller: Admin) -> Campai
     try:
         created = await access.store.create(record)
     except CampaignsFull as error:
-        raise HTTPException(409, f"{error}: cancel and delete finished ones first") from None
+        raise HTTPException(409, f"{error}: delete done or cancelled ones first") from None
     if not created:
-        raise HTTPException(409, f"a campaign {campaign.id!r} exists already; campaign ids are never reused")
+        raise HTTPException(
+            409,
+            f"campaign id {campaign.id!r} is taken (never reused: a deleted campaign's sends and report keep it)",
+        )
     return record
 
 
@@ -108,6 +111,16 @@ async def change_campaign(
     if record.status != to and not (action == "resume" and record.status == "scheduled"):
         raise HTTPException(409, f"cannot {action} campaign {campaign_id!r}: it is {record.status}")
     return record
+
+
+@router.delete("/v1/campaigns/{campaign_id}", status_code=204, responses=_ERRORS)
+async def delete_campaign(campaign_id: Identifier, ctx: Ctx, caller: Admin) -> Response:
+    """Forget a done or cancelled campaign; its id stays taken (its sends are remembered by it)."""
+    access = _access(ctx)
+    record = await _record(access, campaign_id)
+    if not await access.store.delete(campaign_id):
+        raise HTTPException(409, f"campaign {campaign_id!r} is {record.status}: cancel it first")
+    return Response(status_code=204)
 
 
 @router.post("/v1/campaigns:preview", response_model=Preview, responses=_ERRORS)
