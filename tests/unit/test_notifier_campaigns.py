@@ -122,3 +122,13 @@ def test_the_report_splits_the_tallies_by_step_outcome_and_reason() -> None:
     coupon, push = step_reports(counts, ["coupon", "push"], [103, 103])
     assert (coupon.sent, coupon.held_out, coupon.suppressed, coupon.targeted) == (90, 10, {"consent": 3}, 103)
     assert (push.deferred, push.cancelled, push.failed) == ({"quiet_hours": 4}, 2, 1)
+
+
+def test_the_readmes_campaign_is_a_valid_campaign() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("cat > winback.yaml <<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    campaign = load_campaign(block, "README.md")
+    assert [step.channel for step in campaign.steps] == ["coupon", "push", "sms"]
+    assert campaign.holdout == Decimal("0.1")
