@@ -40,6 +40,7 @@ from services.embedded.stores import (
     JournaledCampaigns,
     JournaledCustomers,
     JournaledLedger,
+    JournaledPlaybooks,
     JournaledScheduler,
     LoggedOutcomes,
     MemoryAudiences,
@@ -47,7 +48,7 @@ from services.embedded.stores import (
 )
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import AudienceQuery, CampaignAccess, Record, RecordRefused
+from services.ingest.ports import AudienceQuery, NotifierAccess, Record, RecordRefused
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
@@ -128,6 +129,7 @@ class EmbeddedNode:
             self.scheduler = JournaledScheduler(self)
             self.ledger = JournaledLedger(self)
             self.campaigns = JournaledCampaigns(self, self.scheduler, self._audience)
+            self.stored_playbooks = JournaledPlaybooks(self)
             ports = NotifierPorts(
                 scheduler=self.scheduler,
                 ledger=self.ledger,
@@ -172,6 +174,7 @@ class EmbeddedNode:
         self._stopping.clear()
         self._tasks.append(asyncio.create_task(self._ticking(), name="tagstream-embedded-ticks"))
         if self.composition is not None:
+            await self.composition.playbooks.follow(self.stored_playbooks)
             watching = self.composition.watch_playbooks(self._stopping)
             self._tasks.append(asyncio.create_task(watching, name="tagstream-embedded-playbooks"))
 
@@ -269,6 +272,8 @@ class EmbeddedNode:
             await self.ledger.redo(entry)
         elif kind in JournaledCampaigns.KINDS:
             await self.campaigns.redo(entry)
+        elif kind in JournaledPlaybooks.KINDS:
+            await self.stored_playbooks.redo(entry)
         else:
             raise ValueError(f"{self.journal.path}: unknown journal entry kind {kind!r}")
 
@@ -329,11 +334,17 @@ class EmbeddedNode:
         if not self._replaying:
             await self.notifier.on_changes(changes)
 
-    def campaign_access(self) -> CampaignAccess | None:
+    def campaign_access(self) -> NotifierAccess | None:
         """Campaigns need the notifier: none without playbooks."""
         if self.notifier is None:
             return None
-        return CampaignAccess(store=self.campaigns, ledger=self.ledger, reports=self.ledger, activity=self.readmodel)
+        return NotifierAccess(
+            store=self.campaigns,
+            playbooks=self.stored_playbooks,
+            ledger=self.ledger,
+            reports=self.ledger,
+            activity=self.readmodel,
+        )
 
     def _audience(self, audience: Audience) -> list[str]:
         """A campaign's audience over the in-process read model (as MemoryAudiences selects it)."""

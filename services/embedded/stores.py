@@ -17,10 +17,10 @@ from services.embedded.journal import Entry
 from services.embedded.readmodel import MemoryReadModel
 from services.ingest.audiences import decode_cursor, encode_cursor
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
-from services.notifier.memory import MemoryCampaigns, MemoryLedger, MemoryScheduler
-from services.notifier.policy import Audience, ScheduledStep, SendRecord
+from services.notifier.memory import MemoryCampaigns, MemoryLedger, MemoryPlaybooks, MemoryScheduler
+from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
 from services.notifier.policy.campaigns import CampaignRecord, CampaignStatus
-from services.notifier.ports import Claim, ProgramKind, Tally
+from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
 from services.runtime.customers import Channel, MemoryCustomers, Profile
 from services.tagger.engine import Clock
 
@@ -301,6 +301,29 @@ class JournaledCampaigns(MemoryCampaigns):
             self.moved(entry["id"], entry["s"], entry["n"], entry["last"])
         else:
             await super().finish(entry["id"])
+
+
+class JournaledPlaybooks(MemoryPlaybooks):
+    """The playbooks replaced over the API, journaled whole with their version."""
+
+    KINDS = ("playbooks",)
+
+    def __init__(self, node: Journaling) -> None:
+        super().__init__()
+        self._node = node
+
+    async def replace(
+        self, playbooks: PlaybookSet, expected_version: int, at: datetime, actor: str
+    ) -> StoredPlaybooks | None:
+        stored = await super().replace(playbooks, expected_version, at, actor)
+        if stored is not None:
+            document = playbooks.model_dump(mode="json")
+            self._node.journaled({"k": "playbooks", "v": stored.version, "doc": document, "at": at, "by": actor})
+        return stored
+
+    async def redo(self, entry: Entry) -> None:
+        playbooks = PlaybookSet.model_validate(entry["doc"])
+        self.stored = StoredPlaybooks(entry["v"], playbooks, datetime.fromisoformat(entry["at"]), entry["by"])
 
 
 class LoggedOutcomes:

@@ -23,15 +23,15 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.excerpt import problems
-from services.ingest.api import campaigns, customers, events, groups, manual, ops, reads
+from services.ingest.api import campaigns, customers, events, groups, manual, ops, playbooks, reads
 from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, CampaignAccess, Definitions, Publisher, RecordRefused, TagReads
-from services.notifier.redis_store import RedisCampaigns, RedisLedger
+from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, RecordRefused, TagReads
+from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisPlaybooks
 from services.runtime.customers import CustomerStore, RedisCustomers
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
@@ -48,7 +48,7 @@ class Adapters:
     reads: TagReads
     audiences: Audiences
     customers: CustomerStore
-    campaigns: CampaignAccess | None = None
+    campaigns: NotifierAccess | None = None
 
 
 AdapterFactory = Callable[[Settings, Clock, IngestMetrics], AbstractAsyncContextManager[Adapters]]
@@ -92,7 +92,7 @@ def create_app(
         summary="Events, tag definitions, manual tags, and reads of customer tags and audiences.",
         lifespan=lifespan,
     )
-    for module in (events, groups, manual, reads, customers, campaigns):
+    for module in (events, groups, manual, reads, customers, campaigns, playbooks):
         app.include_router(module.router, responses=ERRORS)
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
@@ -140,8 +140,12 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
             reads=read_model,
             audiences=RedisAudiences(redis, read_model.keys, settings.ingest.audience_ttl_s, clock),
             customers=RedisCustomers(redis, prefix),
-            campaigns=CampaignAccess(
-                store=RedisCampaigns(redis, key_prefix=prefix), ledger=ledger, reports=ledger, activity=read_model
+            campaigns=NotifierAccess(
+                store=RedisCampaigns(redis, key_prefix=prefix),
+                playbooks=RedisPlaybooks(redis, key_prefix=prefix),
+                ledger=ledger,
+                reports=ledger,
+                activity=read_model,
             ),
         )
     finally:

@@ -17,7 +17,7 @@ from services.ingest.auth import ApiKeys, Caller, Role
 from services.ingest.catalog import Limits
 from services.ingest.manual import ManualTagging
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, CampaignAccess, Definitions, Publisher, TagReads
+from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, TagReads
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
@@ -52,7 +52,7 @@ class Context:
     reads: TagReads
     audiences: Audiences
     customers: CustomerStore
-    campaigns: CampaignAccess | None = None
+    campaigns: NotifierAccess | None = None
     """Campaigns and reports; None where no notifier runs (the embedded mode without playbooks)."""
     definitions_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One definitions change at a time in this process: each is validated against the last."""

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.tags import TagChanged, TagGroup
-from services.notifier.ports import CampaignStore, Ledger, Reports
+from services.notifier.ports import CampaignStore, Ledger, PlaybookStore, Reports
 from services.notifier.report import OrderActivity
 from services.tagger.readmodel import HeldTag
 
@@ -121,10 +121,11 @@ class Audiences(Protocol):
 
 
 @dataclass(frozen=True)
-class CampaignAccess:
-    """The notifier's stores the campaign and report routes use (None in Context: no notifier runs)."""
+class NotifierAccess:
+    """The notifier's stores the campaign, playbook and report routes use (None in Context: no notifier runs)."""
 
     store: CampaignStore
+    playbooks: PlaybookStore
     ledger: Ledger
     """The send history the preview's caps count."""
     reports: Reports

@@ -33,7 +33,7 @@ from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.durability import VolatileRedis, require_durable
 from services.notifier.ports import Provider
-from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisScheduler, RedisTagFacts
+from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisPlaybooks, RedisScheduler, RedisTagFacts
 from services.runtime.customers import RedisCustomers
 from services.runtime.kafka import client_options, ensure_topics, producer_options
 from services.runtime.redis import redis_client
@@ -128,6 +128,7 @@ class NotifierApp:
         )
         self.notifier = self.composition.notifier(ports, self.clock)
         self.campaigns = self.composition.campaign_runner(ports, self.clock)
+        await self.playbooks.follow(RedisPlaybooks(self._redis, key_prefix=prefix))
         self._consumer = AIOKafkaConsumer(
             topics.tag_changes,
             group_id=settings.notifier.group_id,

@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 
 from schemas.limits import MAX_CAMPAIGNS
 from schemas.notifications import NotificationOutcome
-from services.notifier.policy import Audience, ScheduledStep, SendRecord
+from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
 from services.notifier.policy.campaigns import CampaignRecord, CampaignsFull, CampaignStatus
-from services.notifier.ports import Claim, ProgramKind, Tally
+from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
 
 
 @dataclass(slots=True)
@@ -234,6 +234,22 @@ class MemoryCampaigns:
 
     async def lease(self, holder: str, ttl: timedelta) -> bool:
         return True  # one process
+
+
+class MemoryPlaybooks:
+    def __init__(self) -> None:
+        self.stored: StoredPlaybooks | None = None
+
+    async def current(self) -> StoredPlaybooks | None:
+        return self.stored
+
+    async def replace(
+        self, playbooks: PlaybookSet, expected_version: int, at: datetime, actor: str
+    ) -> StoredPlaybooks | None:
+        if (self.stored.version if self.stored is not None else 0) != expected_version:
+            return None
+        self.stored = StoredPlaybooks(expected_version + 1, playbooks, at, actor)
+        return self.stored
 
 
 class MemoryTagFacts:

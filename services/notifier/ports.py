@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from schemas.notifications import NotificationOutcome
-from services.notifier.policy import Audience, ScheduledStep, SendRecord
+from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
 from services.notifier.policy.campaigns import CampaignRecord, CampaignStatus
 
 ProgramKind = Literal["playbook", "campaign"]
@@ -175,6 +175,29 @@ class CampaignStore(Protocol):
 
     async def lease(self, holder: str, ttl: timedelta) -> bool:
         """Be the one replica fanning campaigns out for `ttl` (renewed by calling again)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlaybooks:
+    """Playbooks replaced over the API: they take over from the playbooks file, in both modes."""
+
+    version: int
+    playbooks: PlaybookSet
+    updated_at: datetime
+    actor: str
+
+
+class PlaybookStore(Protocol):
+    async def current(self) -> StoredPlaybooks | None:
+        """The last set replaced over the API; None while the playbooks file is in force."""
+        ...
+
+    async def replace(
+        self, playbooks: PlaybookSet, expected_version: int, at: datetime, actor: str
+    ) -> StoredPlaybooks | None:
+        """Store the set as version `expected_version + 1`; None (nothing stored) when the current version
+        is not `expected_version` (another replace came first: read it and try again)."""
         ...
 
 

@@ -22,6 +22,7 @@ Campaigns (RedisCampaigns, below):
                                          pos:<step> (customers fanned out), after:<step> (the last of them)
     ts:cp:<id>:audience          zset    the audience snapshot, every score 0 (ZRANGEBYLEX pages)
     ts:cp:lease                  string  the replica fanning campaigns out now (expires)
+    ts:pb                        hash    playbooks replaced over the API: version, doc, at, actor
 
 A claim leaves the job in `due` with its score pushed to the lease's end, so a replica that dies
 holding it simply lets the score come due again: no reaper is needed. Completion and deferral check
@@ -40,9 +41,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from schemas.limits import MAX_CAMPAIGNS
-from services.notifier.policy import Audience, Campaign, ScheduledStep, SendRecord
+from services.notifier.policy import Audience, Campaign, PlaybookSet, ScheduledStep, SendRecord
 from services.notifier.policy.campaigns import CampaignRecord, CampaignsFull, CampaignStatus
-from services.notifier.ports import Claim, ProgramKind, Tally
+from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
 from services.tagger.engine.timeutil import from_us
 from services.tagger.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable, tag_field
 
@@ -292,6 +293,37 @@ class RedisCampaigns:
         return bool(await self._lease([f"{self._base}lease"], [holder, max(1, int(ttl.total_seconds() * 1000))]))
 
 
+class RedisPlaybooks:
+    """`ts:pb` hash: version, doc (PlaybookSet JSON), at (ms), actor; replaced by compare-and-set on version."""
+
+    def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = redis
+        self._key = f"{key_prefix}pb"
+        self._replace = redis.register_script(_PLAYBOOKS_REPLACE)
+
+    async def current(self) -> StoredPlaybooks | None:
+        fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(self._key)).items()}
+        if "doc" not in fields:
+            return None
+        return StoredPlaybooks(
+            version=int(fields["version"]),
+            playbooks=PlaybookSet.model_validate_json(fields["doc"]),
+            updated_at=from_us(int(fields["at"]) * 1000),
+            actor=fields["actor"],
+        )
+
+    async def version(self) -> int:
+        return int(await self._redis.hget(self._key, "version") or 0)
+
+    async def replace(
+        self, playbooks: PlaybookSet, expected_version: int, at: datetime, actor: str
+    ) -> StoredPlaybooks | None:
+        args: list[str | int] = [expected_version, playbooks.model_dump_json(), _ms(at), actor]
+        if not await self._replace([self._key], args):
+            return None
+        return StoredPlaybooks(expected_version + 1, playbooks, at, actor)
+
+
 class RedisTagFacts:
     """Reads the tagger's read model (services/tagger/readmodel.py) for cancel conditions."""
 
@@ -504,5 +536,12 @@ local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'done' and status ~= 'cancelled' then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2])
 redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: playbooks hash. ARGV: expected version, doc, at ms, actor.
+_PLAYBOOKS_REPLACE = """
+if tonumber(redis.call('HGET', KEYS[1], 'version') or '0') ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', tonumber(ARGV[1]) + 1, 'doc', ARGV[2], 'at', ARGV[3], 'actor', ARGV[4])
 return 1
 """

@@ -19,7 +19,7 @@ from schemas.common import Identifier
 from schemas.limits import MAX_DURATION
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, ErrorBody, require
-from services.ingest.ports import AudienceQuery, CampaignAccess
+from services.ingest.ports import AudienceQuery, NotifierAccess
 from services.notifier.composition import policy_from
 from services.notifier.policy import Campaign, exceeded_cap, in_holdout, longest_window, parse_duration
 from services.notifier.policy.campaigns import TRANSITIONS, CampaignRecord, CampaignsFull
@@ -209,13 +209,13 @@ async def playbook_report(
     )
 
 
-def _access(ctx: Context) -> CampaignAccess:
+def _access(ctx: Context) -> NotifierAccess:
     if ctx.campaigns is None:
         raise HTTPException(503, "no notifier runs here: campaigns need one (tagstream run --embedded --playbooks)")
     return ctx.campaigns
 
 
-async def _record(access: CampaignAccess, campaign_id: str) -> CampaignRecord:
+async def _record(access: NotifierAccess, campaign_id: str) -> CampaignRecord:
     record = await access.store.get(campaign_id)
     if record is None:
         raise HTTPException(404, f"no campaign {campaign_id!r}")
@@ -229,7 +229,7 @@ def _check_audience(ctx: Context, campaign: Campaign) -> None:
 
 
 async def _suppressions(
-    ctx: Context, access: CampaignAccess, campaign: Campaign, customer_id: str
+    ctx: Context, access: NotifierAccess, campaign: Campaign, customer_id: str
 ) -> list[tuple[int, str]]:
     """(step, reason) for each step consent, a missing address or a cap would suppress now."""
     now = ctx.now()

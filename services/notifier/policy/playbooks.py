@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
@@ -27,7 +28,7 @@ from pydantic import (
 from schemas.common import Identifier
 from schemas.excerpt import excerpt, problems
 from schemas.limits import MAX_DURATION, MAX_NUMBER_TEXT, MAX_PLAYBOOKS, MAX_STEPS, MAX_TEMPLATE_LENGTH
-from schemas.tags import ChangeSource, TagChanged
+from schemas.tags import ChangeSource, TagChanged, TagGroup
 from services.notifier.policy.templates import check_template
 from services.runtime.user_yaml import UserYamlError, load_user_yaml
 
@@ -193,19 +194,25 @@ class PlaybookSet(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        problems = []  # every one at once: an operator fixing a file (or a PUT) sees them all
         seen: set[str] = set()
         for playbook in self.playbooks:
             if playbook.id in seen:
-                raise ValueError(f"playbook {playbook.id!r} is defined twice")
+                problems.append(f"playbook {playbook.id!r} is defined twice")
             seen.add(playbook.id)
             for number, step in enumerate(playbook.steps):
                 if step.template is not None and step.template not in self.templates:
-                    raise ValueError(
+                    problems.append(
                         f"playbook {playbook.id!r} steps[{number}].template: no template {step.template!r} "
                         f"(have: {', '.join(sorted(self.templates)) or 'none'})"
                     )
         for name, text in self.templates.items():
-            check_template(name, text)
+            try:
+                check_template(name, text)
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def get(self, playbook_id: str) -> Playbook | None:
@@ -219,12 +226,22 @@ class PlaybookSet(_Model):
 class PlaybookError(ValueError):
     """A playbooks file that cannot be used; the message names the source, playbook and field."""
 
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+        """Each problem alone (without the source), for answers that list them."""
+
 
 def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
     try:
         document = load_user_yaml(text)
     except UserYamlError as error:
         raise PlaybookError(f"{source}: {error}") from None
+    return parse_playbooks(document, source)
+
+
+def parse_playbooks(document: Any, source: str = "<playbooks>") -> PlaybookSet:
+    """A playbooks document already parsed (YAML, or a JSON request body); PlaybookError naming every problem."""
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -234,10 +251,11 @@ def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
     try:
         return PlaybookSet.model_validate(document)
     except ValidationError as error:
-        raise PlaybookError(f"{source}: {_describe(error, document)}") from None
+        found = _describe(error, document)
+        raise PlaybookError(f"{source}: {'; '.join(found)}", found) from None
 
 
-def _describe(error: ValidationError, document: dict[str, Any]) -> str:
+def _describe(error: ValidationError, document: dict[str, Any]) -> list[str]:
     """Pydantic's locations with list indexes replaced by playbook ids: `playbook 'x' steps[2].delay: ...`."""
     lines = []
     for problem in problems(error):
@@ -252,7 +270,7 @@ def _describe(error: ValidationError, document: dict[str, Any]) -> str:
             where += f" {rest}" if rest else ""
         got = f" (got {problem['input']})" if "input" in problem else ""
         lines.append(f"{where}: {problem['msg']}{got}")
-    return "; ".join(lines)
+    return lines
 
 
 def _path(parts: list[Any]) -> str:
@@ -260,3 +278,17 @@ def _path(parts: list[Any]) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+def unknown_triggers(playbooks: PlaybookSet, groups: Mapping[str, TagGroup]) -> list[str]:
+    """Every trigger naming a group or tag the definitions do not have (such a playbook never fires)."""
+    problems = []
+    for playbook in playbooks.playbooks:
+        group = groups.get(playbook.trigger.group)
+        if group is None:
+            problems.append(f"playbook {playbook.id!r} trigger.group: no tag group {playbook.trigger.group!r}")
+        elif playbook.trigger.tag not in {tag.id for tag in group.tags}:
+            problems.append(
+                f"playbook {playbook.id!r} trigger.tag: group {group.id!r} has no tag {playbook.trigger.tag!r}"
+            )
+    return problems
