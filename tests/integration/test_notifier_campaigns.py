@@ -31,8 +31,8 @@ from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
 from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
-from tests.integration.kafka_io import TopicReader
-from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, tag_changed
+from tests.integration.kafka_io import TopicReader, produce
+from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
@@ -172,3 +172,40 @@ def report_from(outcomes: list[dict[str, Any]], report: dict[str, Any]) -> dict[
             }
         )
     return report | {"steps": steps}
+
+
+async def test_playbooks_replaced_through_ingest_are_used_by_a_running_notifier_without_a_restart(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    providers = await ProviderServer().start()
+    playbooks = tmp_path / "playbooks.yaml"
+    playbooks.write_text(NO_PLAYBOOKS)
+    settings = notifier_settings(kafka_bootstrap, redis_url, playbooks, providers, topics=_topics())
+    redis = aioredis.from_url(redis_url)
+    clock = ManualClock(T0)
+    await Marker(redis, key_prefix=settings.redis.key_prefix).begin({}, T0, reason="a new read model")
+    notifier = build_app(settings, clock=clock)
+    await notifier.start()
+    lapsed = {
+        "id": "lapsed-push",
+        "trigger": {"group": "segment", "tag": "lapsed"},
+        "steps": [{"channel": "push", "template": "miss-you"}],
+    }
+    try:
+        async with ingest(settings, clock) as http:
+            assert (await http.post("/v1/groups", json=SEGMENTS)).status_code == 201
+            body = {"version": 0, "templates": {"miss-you": "${name|您好}，好久不见"}, "playbooks": [lapsed]}
+            replaced = await http.put("/v1/playbooks", json=body)
+            assert replaced.status_code == 200, replaced.text
+            await eventually(lambda: notifier.playbooks.current.get("lapsed-push") is not None, what="the reload")
+            change = tag_changed("沪-1", "segment", "lapsed", T0)
+            await produce(kafka_bootstrap, settings.topics.tag_changes, [record(change)])
+            await eventually(lambda: len(providers.delivered("push")) == 1, what="the new playbook's push")
+            [push] = providers.of("push")
+            assert (push.body["playbook_id"], push.body["text"]) == ("lapsed-push", "您好，好久不见")
+            listed = (await http.get("/v1/playbooks")).json()
+            assert (listed["version"], [p["id"] for p in listed["playbooks"]]) == (1, ["lapsed-push"])
+    finally:
+        await notifier.stop()
+        await providers.stop()
+        await redis.aclose()
