@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 from schemas.notifications import NotificationOutcome, OutcomeKind, OutcomeReason, TriggerRef
 from schemas.tags import TagChanged, TagGroup
 from services.notifier.campaigns import CampaignLookup
+from services.notifier.messages import compose
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import (
     Campaign,
@@ -33,7 +34,6 @@ from services.notifier.policy import (
     decide,
     longest_window,
     plan,
-    render,
 )
 from services.notifier.ports import (
     CampaignStore,
@@ -336,42 +336,8 @@ class Notifier:
         )
 
     def _message(self, job: ScheduledStep, profile: Profile, program: Playbook | Campaign) -> Message:
-        text = None
-        if job.template is not None:
-            templates = program.templates if isinstance(program, Campaign) else self.playbooks.templates
-            template = templates.get(job.template)
-            if template is not None:
-                group_name, tag_name = self._names(job.group_id, job.tag_id)
-                context = {
-                    "name": profile.name,
-                    "customer_id": job.customer_id,
-                    "group": group_name,
-                    "tag": tag_name,
-                    "group_id": job.group_id,
-                    "tag_id": job.tag_id,
-                    "coupon": job.coupon,
-                    "playbook": job.playbook_id,
-                }
-                text = render(template, context)
-        return Message(
-            idempotency_key=job.key,
-            channel=job.channel,
-            customer_id=job.customer_id,
-            playbook_id=None if job.campaign else job.playbook_id,
-            campaign_id=job.playbook_id if job.campaign else None,
-            step=job.step,
-            template=job.template,
-            text=text,
-            coupon=job.coupon,
-            to=profile.phone if job.channel == "sms" else None,
-        )
-
-    def _names(self, group_id: str, tag_id: str) -> tuple[str, str]:
-        group = self._definitions().get(group_id) if self._definitions is not None else None
-        if group is None:
-            return group_id, tag_id
-        tag_name = next((tag.name for tag in group.tags if tag.id == tag_id), tag_id)
-        return group.name, tag_name
+        templates = program.templates if isinstance(program, Campaign) else self.playbooks.templates
+        return compose(job, profile, templates, self._definitions() if self._definitions is not None else None)
 
     async def _report(
         self,
