@@ -5,8 +5,7 @@ report that counts what was sent."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,53 +13,25 @@ from typing import Any
 import httpx
 
 from services.embedded.node import EmbeddedNode
-from services.ingest.app import create_app
 from services.notifier.policy import holdout_draw
-from services.notifier.ports import Message
 from services.runtime.settings import Settings
 from services.tagger.engine import ManualClock
-from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers, order
+from tests.integration.campaign_kit import CAMPAIGN, SEGMENTS, Outbox, audiences, customers, embedded_node, order
 
 ADMIN = "admin-key-0123456789abcdef"
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    async def send(self, message: Message) -> int:
-        self.sent.append(message)
-        return 1
-
-    async def close(self) -> None:
-        pass
-
-    def keys(self, channel: str) -> Counter[str]:
-        return Counter(m.customer_id for m in self.sent if m.channel == channel)
-
-
-def _settings() -> Settings:
+def _settings(**notifier: Any) -> Settings:
     keys = [{"key": ADMIN, "role": "admin", "name": "admin@shop"}]
-    notifier = {"quiet_hours": None, "campaign_rates": ["coupon:100", "push:100", "sms:40"]}
-    return Settings(ingest={"api_keys": keys}, notifier=notifier)  # type: ignore[arg-type]
+    rates = {"quiet_hours": None, "campaign_rates": ["coupon:100", "push:100", "sms:40"]}
+    return Settings(ingest={"api_keys": keys}, notifier=rates | notifier)  # type: ignore[arg-type]
 
 
-@asynccontextmanager
-async def _node(
-    data: Path, clock: ManualClock, outbox: Outbox
-) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
-    settings = _settings()
-    playbooks = data / "playbooks.yaml"
-    playbooks.write_text(NO_PLAYBOOKS)
-    providers = {"push": outbox, "sms": outbox, "coupon": outbox}
-    node = EmbeddedNode(settings, data, clock, playbooks=playbooks, providers=providers, tick_s=3600)
-    app = create_app(settings, clock=clock, adapters=node.adapters())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
-            yield node, http
+def _node(
+    data: Path, clock: ManualClock, outbox: Outbox, **notifier: Any
+) -> AbstractAsyncContextManager[tuple[EmbeddedNode, httpx.AsyncClient]]:
+    return embedded_node(data, clock, outbox, _settings(**notifier))
 
 
 async def _shop(http: httpx.AsyncClient, ids: list[str]) -> None:
@@ -168,3 +139,28 @@ async def test_a_campaign_naming_unknown_tags_or_a_trigger_placeholder_is_refuse
         assert answer.status_code == 422
         assert "no ${tag}" in answer.text
         assert (await http.get("/v1/campaigns")).json() == {"campaigns": []}
+
+
+async def test_a_campaign_started_at_night_waits_for_morning_in_each_customers_zone_but_not_for_coupons(
+    tmp_path: Path,
+) -> None:
+    night = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai, 15:00 in Berlin
+    clock, outbox = ManualClock(night), Outbox()
+    ids = customers(60)
+    eligible, _ = _eligible(ids)
+    berlin = set(ids[::2])
+    async with _node(tmp_path, clock, outbox, quiet_hours="21:00-08:00") as (node, http):
+        await _shop(http, ids)
+        for customer in berlin:
+            profile = {"phone": "+49 30 000000", "timezone": "Europe/Berlin"}
+            assert (await http.put(f"/v1/customers/{customer}/profile", json=profile)).status_code == 204
+        assert (await http.post("/v1/campaigns", json=CAMPAIGN)).status_code == 201
+        await _run(node, clock, 3)
+        assert outbox.keys("coupon") == Counter(eligible)
+        assert outbox.keys("push") == Counter(eligible & berlin)
+        clock.advance(timedelta(hours=10))  # 08:00:03 in Shanghai
+        await _run(node, clock, 2)
+        assert outbox.keys("push") == Counter(eligible)
+        report = (await http.get(f"/v1/campaigns/{CAMPAIGN['id']}/report")).json()
+    assert report["steps"][1]["deferred"] == {"quiet_hours": len(eligible - berlin)}
+    assert report["steps"][0]["deferred"] == {}

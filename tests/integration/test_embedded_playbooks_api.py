@@ -3,8 +3,7 @@ every problem at once, and in force at the next check without a restart, kept ac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,11 +11,9 @@ from typing import Any
 import httpx
 
 from services.embedded.node import EmbeddedNode
-from services.ingest.app import create_app
-from services.notifier.ports import Message
 from services.runtime.settings import Settings
 from services.tagger.engine import ManualClock
-from tests.integration.campaign_kit import NO_PLAYBOOKS, SEGMENTS
+from tests.integration.campaign_kit import SEGMENTS, Outbox, embedded_node
 
 ADMIN = "admin-key-0123456789abcdef"
 VIEWER = "viewer-key-0123456789abcdef"
@@ -34,34 +31,12 @@ LAPSED = {
 }
 
 
-class Outbox:
-    def __init__(self) -> None:
-        self.sent: list[Message] = []
-
-    async def send(self, message: Message) -> int:
-        self.sent.append(message)
-        return 1
-
-    async def close(self) -> None:
-        pass
-
-
-@asynccontextmanager
-async def _node(
+def _node(
     data: Path, clock: ManualClock, outbox: Outbox
-) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
+) -> AbstractAsyncContextManager[tuple[EmbeddedNode, httpx.AsyncClient]]:
     keys = [{"key": ADMIN, "role": "admin", "name": "admin@shop"}, {"key": VIEWER, "role": "viewer", "name": "v"}]
     settings = Settings(ingest={"api_keys": keys}, notifier={"quiet_hours": None})  # type: ignore[arg-type]
-    playbooks = data / "playbooks.yaml"
-    if not playbooks.exists():
-        playbooks.write_text(NO_PLAYBOOKS)
-    node = EmbeddedNode(settings, data, clock, playbooks=playbooks, providers={"push": outbox}, tick_s=3600)
-    app = create_app(settings, clock=clock, adapters=node.adapters())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
-            yield node, http
+    return embedded_node(data, clock, outbox, settings)
 
 
 async def _tag(http: httpx.AsyncClient, customer: str, tag: str) -> None:
