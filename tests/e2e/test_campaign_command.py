@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,9 @@ import orjson
 import pytest
 
 from services.cli import main
+from services.notifier.policy import load_campaign
 from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
 from tests.integration.processes import EmbeddedProcess, free_port
-
-pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
 ADMIN = "admin-key-0123456789abcdef"
 
@@ -35,6 +35,7 @@ def _cli(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int,
     return code, json.loads(out) if out.strip() else err
 
 
+@pytest.mark.asyncio(loop_scope="session")
 async def test_a_campaign_file_is_previewed_created_listed_and_reported_through_the_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -86,3 +87,11 @@ async def test_a_campaign_file_is_previewed_created_listed_and_reported_through_
         assert "steps.0.delay" in error
     finally:
         node.stop()
+
+
+def test_the_readmes_campaign_is_a_valid_campaign() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("cat > winback.yaml <<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    campaign = load_campaign(block, "README.md")
+    assert [step.channel for step in campaign.steps] == ["coupon", "push", "sms"]
+    assert campaign.holdout == Decimal("0.1")

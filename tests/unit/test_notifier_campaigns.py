@@ -12,7 +12,7 @@ from schemas.tags import TagGroup
 from services.notifier.policy import Campaign, Facts, Pacer, PlaybookError, Policy, campaign_jobs, decide, load_campaign
 from services.notifier.policy.campaigns import Audience
 from services.notifier.report import step_reports
-from tests.integration.campaign_kit import CAMPAIGN
+from tests.unit.campaign_data import CAMPAIGN
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 
@@ -124,11 +124,27 @@ def test_the_report_splits_the_tallies_by_step_outcome_and_reason() -> None:
     assert (push.deferred, push.cancelled, push.failed) == ({"quiet_hours": 4}, 2, 1)
 
 
-def test_the_readmes_campaign_is_a_valid_campaign() -> None:
-    from pathlib import Path
+def test_the_openapi_document_has_every_campaign_and_playbook_route_with_its_errors() -> None:
+    from services.ingest.app import create_app
+    from services.runtime.settings import Settings
 
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("cat > winback.yaml <<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
-    campaign = load_campaign(block, "README.md")
-    assert [step.channel for step in campaign.steps] == ["coupon", "push", "sms"]
-    assert campaign.holdout == Decimal("0.1")
+    paths = create_app(Settings()).openapi()["paths"]
+    routes = {
+        ("/v1/campaigns", "post"),
+        ("/v1/campaigns", "get"),
+        ("/v1/campaigns:preview", "post"),
+        ("/v1/campaigns/{campaign_id}", "get"),
+        ("/v1/campaigns/{campaign_id}", "delete"),
+        ("/v1/campaigns/{campaign_id}/{action}", "post"),
+        ("/v1/campaigns/{campaign_id}/report", "get"),
+        ("/v1/playbooks/{playbook_id}/report", "get"),
+        ("/v1/playbooks", "get"),
+        ("/v1/playbooks", "put"),
+        ("/v1/playbooks/{playbook_id}", "get"),
+        ("/v1/playbooks:validate", "post"),
+    }
+    assert {(path, method) for path, operations in paths.items() for method in operations} >= routes
+    for path, method in routes:
+        answers = paths[path][method]["responses"]
+        assert {"401", "403", "422", "503"} <= set(answers), (path, method)
+    assert {"Campaign-Input", "CampaignRecord"} <= set(create_app(Settings()).openapi()["components"]["schemas"])
