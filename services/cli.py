@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     notifier.add_argument("--check", metavar="PLAYBOOKS", help="only validate a playbooks file and exit")
+    notifier.add_argument(
+        "--rules", metavar="RULES", help="with --check: also refuse triggers naming tags this rules file lacks"
+    )
     notifier.set_defaults(run=notifier_commands.notifier)
 
     ingest = commands.add_parser(
