@@ -21,6 +21,7 @@ from services.notifier.policy import Campaign, Pacer, campaign_jobs
 from services.notifier.policy.campaigns import CampaignRecord
 from services.notifier.ports import CampaignStore
 from services.tagger.engine.clock import Clock
+from services.tagger.readmodel import ReadModelUnavailable
 
 log = logging.getLogger("tagstream.notifier.campaigns")
 
@@ -73,7 +74,13 @@ class CampaignRunner:
     async def _start(self, record: CampaignRecord, now: datetime) -> CampaignRecord | None:
         audience = record.campaign.audience
         groups = self._definitions() if self._definitions is not None else None
-        started = await self._store.start(record.campaign.id, audience.effective(groups) if groups else audience, now)
+        try:
+            started = await self._store.start(
+                record.campaign.id, audience.effective(groups) if groups else audience, now
+            )
+        except ReadModelUnavailable as error:
+            log.warning("campaign %s waits for the read model: %s", record.campaign.id, error)
+            return None
         if started is not None and started.status == "running":
             log.info("campaign %s started: %d customers", record.campaign.id, started.audience or 0)
         return started

@@ -208,6 +208,7 @@ class RedisCampaigns:
         self._base = f"{key_prefix}cp:"
         self._due, self._jobs = f"{key_prefix}n:due", f"{key_prefix}n:jobs"
         self._members = Keys(key_prefix).members
+        self._reads = ReadModel(redis, key_prefix=key_prefix)
         self._create = redis.register_script(_CAMPAIGN_CREATE)
         self._transition = redis.register_script(_CAMPAIGN_TRANSITION)
         self._start = redis.register_script(_CAMPAIGN_START)
@@ -255,6 +256,9 @@ class RedisCampaigns:
         return await self.get(campaign_id)
 
     async def start(self, campaign_id: str, audience: Audience | None, at: datetime) -> CampaignRecord | None:
+        reason = await self._reads.unavailable()
+        if reason is not None:  # a missing or half-rebuilt read model would snapshot the wrong audience
+            raise ReadModelUnavailable(reason)
         key = self._key(campaign_id)
         work = [f"{key}:audience", f"{key}:all_of", f"{key}:any_of", f"{key}:base"]
         refs = (audience.all_of, audience.any_of, audience.none_of) if audience is not None else ((), (), ())

@@ -6,18 +6,36 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
+from services.notifier.policy import holdout_draw
 from services.notifier.ports import Message
+from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
 from services.tagger.engine import ManualClock
+from services.tagger.marker import Marker
+from services.tagger.projector import Projector
+from tests.integration.notifier_kit import tag_changed
 from tests.unit.campaign_data import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers, order
 
-__all__ = ["CAMPAIGN", "NO_PLAYBOOKS", "SEGMENTS", "Outbox", "audiences", "customers", "embedded_node", "order"]
+__all__ = [
+    "CAMPAIGN",
+    "NO_PLAYBOOKS",
+    "SEGMENTS",
+    "Outbox",
+    "audiences",
+    "customers",
+    "eligible",
+    "embedded_node",
+    "order",
+    "seed",
+]
 
 
 class Outbox:
@@ -55,3 +73,23 @@ async def embedded_node(
         headers = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
             yield node, http
+
+
+async def seed(redis: aioredis.Redis, prefix: str, ids: list[str], at: datetime) -> None:
+    """The read model as the tagger leaves it for these tags, and every customer's phone."""
+    projector, store = Projector(redis, key_prefix=prefix), RedisCustomers(redis, prefix=prefix)
+    await Marker(redis, key_prefix=prefix).begin({}, at, reason="a new read model")
+    seqs: Counter[str] = Counter()
+    for tag, members in audiences(ids).items():
+        for customer in members:
+            seqs[customer] += 1
+            await projector.apply(tag_changed(customer, "segment", tag, at, seq=seqs[customer]))
+    for customer in ids:
+        await store.set_profile(customer, Profile(phone="+86 138 0000 0000", timezone="Asia/Shanghai"))
+
+
+def eligible(ids: list[str]) -> tuple[set[str], set[str]]:
+    groups = audiences(ids)
+    audience = (set(groups["churn_risk"]) | set(groups["lapsed"])) - set(groups["staff"])
+    held = {c for c in audience if holdout_draw(c, CAMPAIGN["id"]) < 0.1}
+    return audience - held, held

@@ -13,10 +13,18 @@ from typing import Any
 import httpx
 
 from services.embedded.node import EmbeddedNode
-from services.notifier.policy import holdout_draw
 from services.runtime.settings import Settings
 from services.tagger.engine import ManualClock
-from tests.integration.campaign_kit import CAMPAIGN, SEGMENTS, Outbox, audiences, customers, embedded_node, order
+from tests.integration.campaign_kit import (
+    CAMPAIGN,
+    SEGMENTS,
+    Outbox,
+    audiences,
+    customers,
+    embedded_node,
+    order,
+)
+from tests.integration.campaign_kit import eligible as split_audience
 
 ADMIN = "admin-key-0123456789abcdef"
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
@@ -50,19 +58,12 @@ async def _run(node: EmbeddedNode, clock: ManualClock, seconds: int) -> None:
         await node.tick()
 
 
-def _eligible(ids: list[str]) -> tuple[set[str], set[str]]:
-    groups = audiences(ids)
-    audience = (set(groups["churn_risk"]) | set(groups["lapsed"])) - set(groups["staff"])
-    held = {c for c in audience if holdout_draw(c, CAMPAIGN["id"]) < 0.1}
-    return audience - held, held
-
-
 async def test_a_campaign_to_two_audiences_sends_one_coupon_and_push_now_and_the_sms_later_except_to_returners(
     tmp_path: Path,
 ) -> None:
     clock, outbox = ManualClock(NOW), Outbox()
     ids = customers(300)
-    eligible, held = _eligible(ids)
+    eligible, held = split_audience(ids)
     async with _node(tmp_path, clock, outbox) as (node, http):
         await _shop(http, ids)
         preview = (await http.post("/v1/campaigns:preview", json=CAMPAIGN)).json()
@@ -99,7 +100,7 @@ async def test_a_campaign_to_two_audiences_sends_one_coupon_and_push_now_and_the
 async def test_a_paused_campaign_sends_nothing_until_resumed_and_a_cancelled_one_nothing_more(tmp_path: Path) -> None:
     clock, outbox = ManualClock(NOW), Outbox()
     ids = customers(60)
-    eligible, _ = _eligible(ids)
+    eligible, _ = split_audience(ids)
     async with _node(tmp_path, clock, outbox) as (node, http):
         await _shop(http, ids)
         later = dict(CAMPAIGN, start_at=(NOW + timedelta(hours=1)).isoformat())
@@ -147,7 +148,7 @@ async def test_a_campaign_started_at_night_waits_for_morning_in_each_customers_z
     night = datetime(2026, 12, 1, 14, 0, tzinfo=UTC)  # 22:00 in Shanghai, 15:00 in Berlin
     clock, outbox = ManualClock(night), Outbox()
     ids = customers(60)
-    eligible, _ = _eligible(ids)
+    eligible, _ = split_audience(ids)
     berlin = set(ids[::2])
     async with _node(tmp_path, clock, outbox, quiet_hours="21:00-08:00") as (node, http):
         await _shop(http, ids)

@@ -24,13 +24,15 @@ import redis.asyncio as aioredis
 from schemas.topics import TopicNames
 from services.ingest.app import create_app
 from services.notifier.app import build_app
-from services.notifier.policy import campaign_step_key, holdout_draw
-from services.runtime.customers import Profile, RedisCustomers
+from services.notifier.campaigns import CampaignRunner
+from services.notifier.policy import Campaign, campaign_step_key
+from services.notifier.policy.campaigns import CampaignRecord
+from services.notifier.redis_store import RedisCampaigns
 from services.runtime.settings import IngestSettings, Settings
 from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
+from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, customers, eligible, seed
 from tests.integration.kafka_io import TopicReader, produce
 from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
 
@@ -43,26 +45,6 @@ ADMIN = "admin-key-0123456789abcdef"
 def _topics() -> TopicNames:
     run = uuid.uuid4().hex[:8]
     return TopicNames(**{name: f"cp-{run}.{name}" for name in TopicNames.model_fields})
-
-
-async def seed(redis: aioredis.Redis, prefix: str, ids: list[str], at: datetime) -> None:
-    """The read model as the tagger leaves it for these tags, and every customer's phone."""
-    projector, store = Projector(redis, key_prefix=prefix), RedisCustomers(redis, prefix=prefix)
-    await Marker(redis, key_prefix=prefix).begin({}, at, reason="a new read model")
-    seqs: Counter[str] = Counter()
-    for tag, members in audiences(ids).items():
-        for customer in members:
-            seqs[customer] += 1
-            await projector.apply(tag_changed(customer, "segment", tag, at, seq=seqs[customer]))
-    for customer in ids:
-        await store.set_profile(customer, Profile(phone="+86 138 0000 0000", timezone="Asia/Shanghai"))
-
-
-def eligible(ids: list[str]) -> tuple[set[str], set[str]]:
-    groups = audiences(ids)
-    audience = (set(groups["churn_risk"]) | set(groups["lapsed"])) - set(groups["staff"])
-    held = {c for c in audience if holdout_draw(c, CAMPAIGN["id"]) < 0.1}
-    return audience - held, held
 
 
 @asynccontextmanager
@@ -208,4 +190,24 @@ async def test_playbooks_replaced_through_ingest_are_used_by_a_running_notifier_
     finally:
         await notifier.stop()
         await providers.stop()
+        await redis.aclose()
+
+
+async def test_a_campaign_waits_to_take_its_audience_until_the_read_model_is_whole(redis_url: str) -> None:
+    redis = aioredis.from_url(redis_url)
+    prefix = f"cw-{uuid.uuid4().hex[:8]}:"
+    store, clock = RedisCampaigns(redis, key_prefix=prefix), ManualClock(T0)
+    runner = CampaignRunner(store, clock, rates={"push": 100}, page=100, lease=timedelta(seconds=5))
+    campaign = Campaign.model_validate(dict(CAMPAIGN, start_at=T0.isoformat()))
+    try:
+        assert await store.create(CampaignRecord(campaign=campaign, status="scheduled", created_at=T0))
+        assert await runner.run() == 0  # no read model yet (Redis lost it, or it was never built)
+        assert (await store.get(CAMPAIGN["id"])).status == "scheduled"  # type: ignore[union-attr]
+        await seed(redis, prefix, customers(30), T0)
+        clock.advance(timedelta(seconds=1))
+        assert await runner.run() > 0
+        record = await store.get(CAMPAIGN["id"])
+        assert record is not None
+        assert (record.status, record.audience) == ("running", len(set().union(*eligible(customers(30)))))
+    finally:
         await redis.aclose()

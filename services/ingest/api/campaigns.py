@@ -129,6 +129,9 @@ async def preview_campaign(campaign: Campaign, ctx: Ctx, caller: Viewer) -> Prev
     customers outside it how many consent, a missing address or a cap would suppress per step."""
     access = _access(ctx)
     _check_audience(ctx, campaign)
+    reason = await ctx.reads.unavailable()
+    if reason is not None:  # an empty or half-rebuilt read model would count the wrong audience
+        raise HTTPException(503, reason, headers={"Retry-After": "5"})
     audience = campaign.audience.effective(ctx.groups())
     size, held = 0, 0
     examined: list[str] = []
