@@ -5,7 +5,7 @@ compiler: the same type-checked Python source, built into C extensions); without
 pure Python, as a development checkout is. This follows black and mypy, which ship mypyc-compiled
 wheels from the same sources. The container image builds with it (Dockerfile); in a checkout,
 `scripts/compile-engine.sh` builds the extensions in place and `--clean` removes them.
-`services.tagger.engine.build.engine_build()` tells at run time which one is loaded.
+`services.runtime.engine_build.engine_build()` tells at run time which one is loaded.
 """
 
 import os
@@ -14,15 +14,15 @@ from setuptools import setup
 
 COMPILED_MODULES = [
     # The per-event hot path: fold, conditions, evaluation, schedule, change JSON, state codec.
-    "services/tagger/engine/aggregates.py",
-    "services/tagger/engine/changes.py",
-    "services/tagger/engine/codec.py",
-    "services/tagger/engine/conditions.py",
-    "services/tagger/engine/evaluator.py",
-    "services/tagger/engine/rulebook.py",
-    "services/tagger/engine/schedule.py",
-    "services/tagger/engine/timeutil.py",
-    "services/tagger/engine/zone.py",
+    "services/engine/aggregates.py",
+    "services/engine/changes.py",
+    "services/engine/codec.py",
+    "services/engine/conditions.py",
+    "services/engine/evaluator.py",
+    "services/engine/rulebook.py",
+    "services/engine/schedule.py",
+    "services/engine/timeutil.py",
+    "services/engine/zone.py",
     # The replay loop (`tagstream replay`, the embedded mode's journal replay): +5-8% on a replay.
     "services/tagger/replay.py",
 ]
@@ -36,10 +36,10 @@ def _ext_modules() -> list:
     # The project's [tool.mypy] settings apply (strict on the engine); sections for modules outside
     # this compile set are expected, not a mistake.
     # group_name: the runtime library all compiled modules share goes inside the package
-    # (services/tagger/_compiled__mypyc*.so) instead of beside the top-level packages, where an
+    # (services/engine/_compiled__mypyc*.so) instead of beside the top-level packages, where an
     # editable install's import path (the packages, not the checkout) would not find it.
     return mypycify(
-        ["--no-warn-unused-configs", *COMPILED_MODULES], opt_level="3", group_name="services.tagger._compiled"
+        ["--no-warn-unused-configs", *COMPILED_MODULES], opt_level="3", group_name="services.engine._compiled"
     )
 
 

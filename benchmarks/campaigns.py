@@ -30,10 +30,10 @@ from services.notifier.policy import Campaign, PlaybookSet, Policy
 from services.notifier.policy.campaigns import CampaignRecord
 from services.notifier.ports import Message
 from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisScheduler, RedisTagFacts
+from services.runtime.clock import SystemClock
 from services.runtime.customers import RedisCustomers
-from services.tagger.engine.clock import SystemClock
-from services.tagger.readmodel import Keys
-from tests import infra
+from services.runtime.readmodel import Keys
+from tests.support import infra
 
 _SEED_BATCH = 10_000
 

@@ -37,9 +37,9 @@ import orjson
 
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from tests import infra
-from tests.integration.kafka_io import TopicReader
-from tests.integration.processes import IngestProcess, ingest_environment
+from tests.support import infra
+from tests.support.kafka_io import TopicReader
+from tests.support.processes import IngestProcess, ingest_environment
 
 BATCH = 100
 TARGET_P99_S = 0.050

@@ -42,14 +42,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from benchmarks.workload import events as generated_events
 from benchmarks.workload import rules
 from schemas.tags import TagGroupSet
+from services.runtime.engine_build import engine_build
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.engine.build import engine_build
-from tests import infra
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.processes import (
+from tests.support import infra
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.netprobe import free_port
+from tests.support.processes import (
     TaggerProcess,
-    free_port,
     produce_at_rate,
     tagger_environment,
     tagger_topics,

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from services.tagger.definitions import templates
+from services.runtime.definitions import templates
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 PRODUCTS = [f"p{number:04d}" for number in range(2000)]

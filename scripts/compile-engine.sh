@@ -7,13 +7,13 @@
 #   scripts/compile-engine.sh --clean  remove the extensions: back to pure Python
 #
 # An extension does not follow later edits of its .py: rebuild after changing the engine (the
-# benchmarks and the test suite refuse stale extensions; services.tagger.engine.build says why).
+# benchmarks and the test suite refuse stale extensions; services.runtime.engine_build says why).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 python="${PYTHON:-.venv/bin/python}"
 
-manifest=.compiled-engine.sha256  # services/tagger/engine/build.py reads it
+manifest=.compiled-engine.sha256  # services/runtime/engine_build.py reads it
 
 clean() {
     find schemas services -name '*.so' -delete
@@ -38,4 +38,4 @@ if ! TAGSTREAM_USE_MYPYC=1 "${python}" setup.py --quiet build_ext --inplace >"${
 fi
 # the sources each extension was built from, to tell a stale build (an edit since) at run time
 find schemas services -name '*.so' ! -name '*__mypyc*' | sed -E 's/\.[^/]*\.so$/.py/' | sort | xargs sha256sum >"${manifest}"
-"${python}" -c 'from services.tagger.engine.build import engine_build; print("engine:", engine_build().describe())'
+"${python}" -c 'from services.runtime.engine_build import engine_build; print("engine:", engine_build().describe())'

@@ -34,7 +34,6 @@ CLUSTER_DIR="${RUN_ROOT}/kafka-cluster"
 PORTS_FILE="${CLUSTER_DIR}/ports"       # one line per node: id broker_port controller_port
 CLUSTER_ID_FILE="${CLUSTER_DIR}/cluster.id"
 CLUSTER_BOOTSTRAP_FILE="${CLUSTER_DIR}/bootstrap"
-CLUSTER_LOCK="${CLUSTER_DIR}/.lock"
 
 # Point kafka.sh's per-broker paths (pid file, configs, logs, data) at one node's folder.
 use_node() {
@@ -49,11 +48,7 @@ use_node() {
     CONSOLE_LOG="${RUN_DIR}/kafka.out"
 }
 
-lock_cluster() {
-    mkdir -p "${CLUSTER_DIR}"
-    exec 9>"${CLUSTER_LOCK}"
-    flock -w 300 9 || die "could not lock ${CLUSTER_LOCK}"
-}
+lock_cluster() { lock_run_dir "${CLUSTER_DIR}" 300; }
 
 node_ids() {
     [[ -s "${PORTS_FILE}" ]] || die "no cluster in ${CLUSTER_DIR}: scripts/kafka.sh --nodes ${NODES} start"
@@ -153,14 +148,7 @@ stop_node() {
     local id="$1" signal="$2" pid
     use_node "${id}"
     if pid="$(read_pid)" && broker_alive; then
-        log "node ${id}: SIG${signal} to pid ${pid}"
-        kill "-${signal}" "${pid}" 2>/dev/null || true
-        local deadline=$((SECONDS + 30))
-        while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        if kill -0 "${pid}" 2>/dev/null; then
-            log "node ${id} did not stop within 30s; SIGKILL"
-            kill_now "${pid}"
-        fi
+        end_process "${pid}" "${signal}" 30 "node ${id}"
     fi
     rm -f "${PID_FILE}"
 }
@@ -271,10 +259,7 @@ cluster_main() {
             [[ $# -eq 2 ]] || die "usage: scripts/kafka.sh $1 NODE_ID"
             cmd_node "$1" "$2"
             ;;
-        *)
-            sed -n '2,25p' "${CLUSTER_SCRIPT_DIR}/kafka-cluster.sh" | sed 's/^# \{0,1\}//' >&2
-            exit 2
-            ;;
+        *) usage_from_header "${CLUSTER_SCRIPT_DIR}/kafka-cluster.sh" 2 25 ;;
     esac
 }
 

@@ -23,13 +23,13 @@ PID_FILE="${RUN_DIR}/redis.pid"
 LOG_FILE="${RUN_DIR}/redis.log"
 URL_FILE="${RUN_DIR}/url"
 PORT_FILE="${RUN_DIR}/port"
-LOCK_FILE="${RUN_DIR}/.lock"
 START_TIMEOUT="${TAGSTREAM_REDIS_START_TIMEOUT:-30}"
 
-log() { printf 'redis.sh: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+SERVICE_NAME=redis.sh
+# shellcheck source=lib/service.sh
+source "${SCRIPT_DIR}/lib/service.sh"
 # shellcheck source=lib/apt.sh
-source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+source "${SCRIPT_DIR}/lib/apt.sh"
 
 ensure_installed() {
     if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
@@ -40,40 +40,14 @@ ensure_installed() {
     command -v redis-server >/dev/null 2>&1 || die "redis-server still missing after install"
 }
 
-free_port() {
-    local py
-    if [[ -x "${REPO_ROOT}/.venv/bin/python" ]]; then py="${REPO_ROOT}/.venv/bin/python"; else py="python3"; fi
-    "${py}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-read_pid() {
-    [[ -f "${PID_FILE}" ]] || return 1
-    local pid
-    pid="$(<"${PID_FILE}")"
-    [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
-    printf '%s\n' "${pid}"
-}
-
-# True when the pid file names a live redis-server (guards against pid reuse).
-server_alive() {
-    local pid
-    pid="$(read_pid)" || return 1
-    kill -0 "${pid}" 2>/dev/null || return 1
-    [[ "$(cat "/proc/${pid}/comm" 2>/dev/null)" == redis-server* ]]
-}
+server_alive() { pid_alive redis-server; }
 
 ping() {
     [[ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" == "PONG" ]]
 }
 
-lock_run_dir() {
-    mkdir -p "${RUN_DIR}"
-    exec 9>"${LOCK_FILE}"
-    flock -w 120 9 || die "could not lock ${LOCK_FILE}"
-}
-
 cmd_start() {
-    lock_run_dir
+    lock_run_dir "${RUN_DIR}" 120
     if server_alive && [[ -s "${PORT_FILE}" ]] && ping "$(<"${PORT_FILE}")"; then
         cat "${URL_FILE}"
         return 0
@@ -132,21 +106,13 @@ cmd_start() {
 stop_server() {
     local pid
     if pid="$(read_pid)" && server_alive; then
-        log "stopping redis (pid ${pid})"
-        kill -TERM "${pid}" 2>/dev/null || true
-        local deadline=$((SECONDS + 15))
-        while kill -0 "${pid}" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        if kill -0 "${pid}" 2>/dev/null; then
-            log "redis did not stop within 15s; sending SIGKILL"
-            kill -KILL "${pid}" 2>/dev/null || true
-            while kill -0 "${pid}" 2>/dev/null; do sleep 0.1; done
-        fi
+        end_process "${pid}" TERM 15 "redis"
     fi
     rm -f "${PID_FILE}" "${URL_FILE}" "${PORT_FILE}"
 }
 
 cmd_stop() {
-    lock_run_dir
+    lock_run_dir "${RUN_DIR}" 120
     stop_server
     # A start after a crash keeps the append-only file (that is its point); a deliberate stop does not.
     rm -rf "${RUN_DIR}/appendonlydir" "${RUN_DIR}/dump.rdb"
@@ -169,10 +135,7 @@ cmd_url() {
     die "redis is not running (start it with scripts/redis.sh start)"
 }
 
-usage() {
-    sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
+usage() { usage_from_header "${BASH_SOURCE[0]}" 2 14; }
 
 main() {
     [[ $# -eq 1 ]] || usage

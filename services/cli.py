@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from services.embedded import commands as embedded_commands
+from services.engine.aggregates import DEFAULT_HORIZON_DAYS
 from services.ingest import campaign_commands as campaign_client
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
 from services.tagger import commands as tagger_commands
 from services.tagger import readmodel_commands
-from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help()
@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tagstream", description="Real-time customer tagging for e-commerce CRM.")
     commands = parser.add_subparsers(title="commands")
 
@@ -166,11 +166,16 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser(
         "run",
-        help="run all of tagstream in one process for a small shop (--embedded: no Kafka, no Redis)",
+        help="run all of tagstream in one process for a small shop (no Kafka, no Redis)",
         description="Serve the ingest HTTP API with the tagger, read model and notifier in this process; state is "
-        "journaled in --data-dir, so a restart loses nothing. Settings (API keys, notifier) from TAGSTREAM_*.",
+        "journaled in --data-dir, so a restart loses nothing. Settings (API keys, notifier) from TAGSTREAM_*. "
+        "The Kafka deployment runs `tagstream ingest`, `tagstream tagger` and `tagstream notifier` instead.",
     )
-    run.add_argument("--embedded", action="store_true", required=True, help="the one-process mode (required)")
+    # `run --embedded` was the only accepted spelling when `run` required the flag: scripts and
+    # service units written then keep working
+    run.add_argument(
+        "--embedded", action="store_true", help="accepted for compatibility: `run` is the one-process mode"
+    )
     run.add_argument("--data-dir", default=".tagstream", help="where the journal is kept (default: .tagstream)")
     run.add_argument(
         "--playbooks",

@@ -1,4 +1,4 @@
-"""`tagstream demo` and `tagstream run --embedded`: the one-process modes."""
+"""`tagstream demo` and `tagstream run`: the one-process modes."""
 
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def run_embedded(args: argparse.Namespace) -> int:
     from services.ingest.auth import KeyFileError
     from services.notifier.policy import PlaybookError
     from services.notifier.providers import ProviderConfigError
+    from services.runtime.clock import SystemClock
     from services.runtime.settings import SettingsError, load_settings
-    from services.tagger.engine import SystemClock
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

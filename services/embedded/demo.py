@@ -29,11 +29,11 @@ from services.notifier.memory import MemoryLedger, MemoryScheduler
 from services.notifier.policy import PlaybookSet, Policy, load_playbooks
 from services.notifier.ports import Message
 from services.notifier.providers import LogProvider
+from services.runtime.clock import ManualClock
 from services.runtime.customers import MemoryCustomers, Profile
+from services.runtime.definitions import parse_groups, templates
 from services.runtime.settings import NotifierSettings, ShopSettings
 from services.runtime.zone import day_zone
-from services.tagger.definitions import parse_groups, templates
-from services.tagger.engine.clock import ManualClock
 
 START = datetime(2026, 8, 1, tzinfo=UTC)
 SHOP_ZONE = "Asia/Shanghai"

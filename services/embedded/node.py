@@ -1,4 +1,4 @@
-"""`tagstream run --embedded`: the ingest API, tagger, read model and notifier in one process.
+"""`tagstream run`: the ingest API, tagger, read model and notifier in one process.
 
 For small shops: no Kafka, no Redis. The HTTP API is the ingest service's own app (same routes,
 roles and validation) over in-process adapters; what Kafka and Redis keep in the services is kept
@@ -46,6 +46,11 @@ from services.embedded.stores import (
     MemoryAudiences,
     audience_members,
 )
+from services.engine import RuleBook
+from services.engine.arrival import Arrival
+from services.engine.errors import CommandRefused, DefinitionError
+from services.engine.fingerprint import encode_fingerprint, fingerprint
+from services.engine.timeutil import to_us
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import AudienceQuery, NotifierAccess, Record, RecordRefused
@@ -54,13 +59,9 @@ from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.policy import Audience
 from services.notifier.ports import Provider
+from services.runtime.clock import Clock
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
-from services.tagger.engine import Clock, RuleBook
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.errors import CommandRefused, DefinitionError
-from services.tagger.engine.fingerprint import encode_fingerprint, fingerprint
-from services.tagger.engine.timeutil import to_us
 from services.tagger.metrics import TaggerMetrics
 
 log = logging.getLogger("tagstream.embedded")

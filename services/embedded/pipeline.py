@@ -1,6 +1,6 @@
 """The tagger's work in one process: events, commands and definitions in; tag changes out.
 
-Same engine as the Kafka tagger (services/tagger/engine), driven by `Replay`'s clock and timers; the
+Same engine as the Kafka tagger (services/engine), driven by `Replay`'s clock and timers; the
 tag changes land in the in-memory read model and go to listeners (the embedded notifier), in order.
 Counted into the Kafka tagger's metrics (services/tagger/metrics.py) once `count_into` is called.
 """
@@ -15,11 +15,11 @@ from datetime import datetime
 from schemas.events import CustomerEvent, OrderPaid
 from schemas.tags import ChangeSource, TagChanged, TagCommand, TagGroup
 from services.embedded.readmodel import MemoryReadModel
-from services.tagger.engine import CommandRefused, DefinitionError, Engine, RuleBook
-from services.tagger.engine.aggregates import DEFAULT_HORIZON_DAYS
-from services.tagger.engine.changes import Change
-from services.tagger.engine.fingerprint import DefinitionChange
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine import CommandRefused, DefinitionError, Engine, RuleBook
+from services.engine.aggregates import DEFAULT_HORIZON_DAYS
+from services.engine.changes import Change
+from services.engine.fingerprint import DefinitionChange
+from services.engine.zone import UTC_ZONE, DayZone
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.replay import Replay
 

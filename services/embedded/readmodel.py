@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.tags import TagChanged
+from services.runtime.readmodel import Activity, HeldTag
 from services.tagger.projector import Outcome
-from services.tagger.readmodel import Activity, HeldTag
 
 
 @dataclass

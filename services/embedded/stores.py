@@ -21,8 +21,8 @@ from services.notifier.memory import MemoryCampaigns, MemoryLedger, MemoryPlaybo
 from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
 from services.notifier.policy.campaigns import CampaignRecord, CampaignStatus
 from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
+from services.runtime.clock import Clock
 from services.runtime.customers import Channel, MemoryCustomers, Profile
-from services.tagger.engine import Clock
 
 _STEPS = TypeAdapter(list[ScheduledStep])
 log = logging.getLogger("tagstream.embedded")

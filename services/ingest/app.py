@@ -32,11 +32,11 @@ from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, RecordRefused, TagReads
 from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisPlaybooks
+from services.runtime.clock import Clock, SystemClock
 from services.runtime.customers import CustomerStore, RedisCustomers
+from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
-from services.tagger.engine import Clock, SystemClock
-from services.tagger.readmodel import ReadModel
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import orjson
 from redis.asyncio import Redis
 
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
-from services.tagger.engine import Clock
-from services.tagger.readmodel import Keys
+from services.runtime.clock import Clock
+from services.runtime.readmodel import Keys
 
 _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{32}$")
 _EXPORT_PAGE = 1000

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from schemas.tags import TagGroup
-from services.tagger.engine import DefinitionError, RuleBook
-from services.tagger.engine.fingerprint import encode_fingerprint, fingerprint
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine import DefinitionError, RuleBook
+from services.engine.fingerprint import encode_fingerprint, fingerprint
+from services.engine.zone import UTC_ZONE, DayZone
 
 
 class CatalogError(Exception):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from services.tagger.definitions import RulesFileError
+from services.runtime.definitions import RulesFileError
 
 
 def import_history(args: argparse.Namespace) -> int:
@@ -60,8 +60,8 @@ def tags_apply(args: argparse.Namespace) -> int:
 
     from services.ingest.catalog import CatalogError
     from services.ingest.gitops import apply_rules
+    from services.runtime.clock import SystemClock
     from services.runtime.settings import SettingsError, load_settings
-    from services.tagger.engine import SystemClock
 
     try:
         settings = load_settings()

@@ -13,16 +13,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from schemas.tags import TagGroup
+from services.engine.zone import DayZone
 from services.ingest.auth import ApiKeys, Caller, Role
 from services.ingest.catalog import Limits
 from services.ingest.manual import ManualTagging
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, TagReads
+from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
-from services.tagger.engine import Clock
-from services.tagger.engine.zone import DayZone
 
 
 class ErrorBody(BaseModel):

@@ -16,11 +16,11 @@ from services.ingest import catalog
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record
+from services.runtime.clock import Clock
+from services.runtime.definitions import parse_groups
+from services.runtime.definitions_feed import definition_record, deletion_record
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
-from services.tagger.definitions import parse_groups
-from services.tagger.engine import Clock
-from services.tagger.feed import definition_record, deletion_record
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 History goes to the import route, so the tag changes it causes carry source `import` and no playbook
 sends anything for them (docs/ingest.md). Works against both modes alike (`tagstream ingest` or
-`tagstream run --embedded`): it only speaks the HTTP API.
+`tagstream run`): it only speaks the HTTP API.
 
 Resumable: after every acknowledged batch the state file (default: next to the input) records the
 line reached, the counts so far, a hash of the input up to there, and the lines refused. A new run

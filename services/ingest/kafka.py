@@ -14,9 +14,9 @@ from schemas.tags import TagGroup
 from services.ingest.brokers import BrokerWatch
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Record, Throttled, Unavailable
+from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.kafka import ensure_topics, producer_options
 from services.runtime.settings import IngestSettings, KafkaSettings
-from services.tagger.feed import DefinitionsFeed
 
 log = logging.getLogger(__name__)
 

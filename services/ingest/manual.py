@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.common import ExternalId
 from schemas.excerpt import excerpt, problems
 from schemas.tags import TagCommand, TagGroup
-from services.tagger.engine import CommandRefused, Engine, RuleBook
+from services.engine import CommandRefused, Engine, RuleBook
 
 TAG_SEPARATORS = (";", "；")
 """Between several tags in one CSV cell (the ASCII or the full-width semicolon)."""

@@ -1,7 +1,7 @@
 """The narrow ports the HTTP layer talks through, so the embedded mode can plug in in-process versions.
 
 Kafka and Redis implementations live in kafka.py and audiences.py; the customer store is
-services/runtime/customers.py (CustomerStore) and tag reads are services/tagger/readmodel.py.
+services/runtime/customers.py (CustomerStore) and tag reads are services/runtime/readmodel.py.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Protocol
 from schemas.tags import TagChanged, TagGroup
 from services.notifier.ports import CampaignStore, Ledger, PlaybookStore, Reports
 from services.notifier.report import OrderActivity
-from services.tagger.readmodel import HeldTag
+from services.runtime.readmodel import HeldTag
 
 Record = tuple[bytes, bytes | None]
 """(key, value) of one message; a None value is a tombstone."""
@@ -75,7 +75,7 @@ class Definitions(Protocol):
 
 
 class TagReads(Protocol):
-    """The read model (services/tagger/readmodel.py: ReadModel satisfies it)."""
+    """The read model (services/runtime/readmodel.py: ReadModel satisfies it)."""
 
     async def held_tags(self, customer_id: str) -> dict[str, dict[str, HeldTag]]: ...
 

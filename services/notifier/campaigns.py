@@ -20,8 +20,8 @@ from schemas.tags import TagGroup
 from services.notifier.policy import Campaign, Pacer, campaign_jobs
 from services.notifier.policy.campaigns import CampaignRecord
 from services.notifier.ports import CampaignStore
-from services.tagger.engine.clock import Clock
-from services.tagger.readmodel import ReadModelUnavailable
+from services.runtime.clock import Clock
+from services.runtime.readmodel import ReadModelUnavailable
 
 log = logging.getLogger("tagstream.notifier.campaigns")
 

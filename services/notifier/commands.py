@@ -48,7 +48,7 @@ def _check(playbooks: str, rules: str | None) -> int:
     (as PUT /v1/playbooks does against the live definitions)."""
     from services.notifier.policy import PlaybookError, load_playbooks
     from services.notifier.policy.playbooks import unknown_triggers
-    from services.tagger.definitions import RulesFileError, parse_groups
+    from services.runtime.definitions import RulesFileError, parse_groups
 
     try:
         found = load_playbooks(Path(playbooks).read_text(encoding="utf-8"), playbooks)

@@ -20,18 +20,19 @@ from zoneinfo import ZoneInfo
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from schemas.durations import parse_duration
 from schemas.tags import TagGroup
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
-from services.notifier.policy import CapRule, Policy, QuietHours, parse_duration
+from services.notifier.policy import CapRule, Policy, QuietHours
 from services.notifier.ports import CampaignStore, Ledger, OutcomeSink, Provider, Scheduler, TagFacts
 from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
 from services.notifier.reload import PlaybookFile
 from services.notifier.resilience import Backoff, CircuitBreaker
+from services.runtime.clock import Clock
 from services.runtime.customers import CHANNELS, CustomerStore
 from services.runtime.settings import NotifierSettings, Settings, ShopSettings
-from services.tagger.engine.clock import Clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class NotifierComposition:
         playbooks_file: Path | None = None,
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
-        """`playbooks_file` replaces TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE (`run --embedded --playbooks`);
+        """`playbooks_file` replaces TAGSTREAM_NOTIFIER__PLAYBOOKS_FILE (`run --playbooks`);
         `providers` replaces the ones the settings describe (tests)."""
         self.settings = settings.notifier
         self.metrics = NotifierMetrics(registry)

@@ -48,9 +48,9 @@ from services.notifier.ports import (
     Tally,
 )
 from services.notifier.resilience import CircuitOpen, GaveUp
+from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore, Profile
-from services.tagger.engine.clock import Clock
-from services.tagger.readmodel import ReadModelUnavailable
+from services.runtime.readmodel import ReadModelUnavailable
 
 log = logging.getLogger("tagstream.notifier")
 _READ_MODEL_WAIT = timedelta(seconds=5)

@@ -26,8 +26,8 @@ from pydantic import SecretStr
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.ports import Message
 from services.notifier.resilience import Backoff, CircuitBreaker, ProviderError, call_with_retries
+from services.runtime.clock import Clock, SystemClock
 from services.runtime.settings import NotifierSettings
-from services.tagger.engine.clock import Clock, SystemClock
 
 log = logging.getLogger("tagstream.notifier.providers")
 

@@ -41,11 +41,11 @@ from typing import Any
 from redis.asyncio import Redis
 
 from schemas.limits import MAX_CAMPAIGNS
+from services.engine.timeutil import from_us
 from services.notifier.policy import Audience, Campaign, PlaybookSet, ScheduledStep, SendRecord
 from services.notifier.policy.campaigns import CampaignRecord, CampaignsFull, CampaignStatus
 from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
-from services.tagger.engine.timeutil import from_us
-from services.tagger.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable, tag_field
+from services.runtime.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable, tag_field
 
 
 def _ms(moment: datetime) -> int:
@@ -329,7 +329,7 @@ class RedisPlaybooks:
 
 
 class RedisTagFacts:
-    """Reads the tagger's read model (services/tagger/readmodel.py) for cancel conditions."""
+    """Reads the tagger's read model (services/runtime/readmodel.py) for cancel conditions."""
 
     def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX) -> None:
         self._redis = redis

@@ -22,7 +22,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from services.notifier.ports import ProgramKind, Reports
-from services.tagger.readmodel import Activity
+from services.runtime.readmodel import Activity
 
 _BATCH = 32
 """Customers whose last order is read at once (each read takes one of redis-py's 100 pooled connections)."""

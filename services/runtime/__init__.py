@@ -1,1 +1,3 @@
-"""Plumbing shared by the services: settings, Kafka and Redis clients, metrics."""
+"""What the services share besides the engine: settings, the clock, Kafka and Redis clients, the read
+model's keys and reads, the definitions feed, rules files, metrics. No service package is imported
+from here (tests/unit/test_dependencies.py)."""

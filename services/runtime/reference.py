@@ -23,8 +23,8 @@ _SECTIONS = {
     "without its projector).",
     "topics": "Topic names (docs/asyncapi.yaml describes each); rename them for a second shop on the same cluster.",
     "tagger": "`tagstream tagger`.",
-    "ingest": "`tagstream ingest` and `tagstream run --embedded`.",
-    "notifier": "`tagstream notifier` (and the notifier inside `tagstream run --embedded`).",
+    "ingest": "`tagstream ingest` and `tagstream run`.",
+    "notifier": "`tagstream notifier` (and the notifier inside `tagstream run`).",
 }
 
 

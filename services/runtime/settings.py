@@ -27,10 +27,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as _SourceError
 
 from schemas.common import Text
+from schemas.durations import parse_duration
 from schemas.excerpt import excerpt
 from schemas.limits import MAX_SEND_RATE
 from schemas.topics import TopicNames
-from services.notifier.policy.playbooks import parse_duration
 
 
 def _at_least(length: int) -> AfterValidator:

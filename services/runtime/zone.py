@@ -1,7 +1,7 @@
 """The shop's time zone as the engine takes it: a table of UTC offsets built from the zone database.
 
 `day_zone("Asia/Shanghai")` reads the IANA zone (zoneinfo) and lists every change of its UTC offset
-from 1970 to 2100; the engine (`services.tagger.engine.zone.DayZone`) looks offsets up in that table,
+from 1970 to 2100; the engine (`services.engine.zone.DayZone`) looks offsets up in that table,
 so it never touches the zone database itself. Before 1970 the 1970 offset applies, after 2100 the
 last one. A zone whose offset does not change in that range is a constant offset.
 """
@@ -13,8 +13,8 @@ from functools import cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from services.tagger.engine.timeutil import SECOND_US, to_us
-from services.tagger.engine.zone import DayZone
+from services.engine.timeutil import SECOND_US, to_us
+from services.engine.zone import DayZone
 
 FIRST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LAST: Final = datetime(2100, 1, 1, tzinfo=UTC)

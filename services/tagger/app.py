@@ -32,6 +32,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from schemas.tags import TagGroup
 from schemas.topics import DeadLetter, SyncPartition, Tick
+from services.engine import DefinitionError, Engine, RuleBook
+from services.engine.arrival import Arrival
+from services.engine.changes import Change
+from services.engine.codec import decode
+from services.engine.evaluator import next_due
+from services.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
+from services.engine.timeutil import to_us
+from services.runtime.clock import Clock, SystemClock
+from services.runtime.definitions_feed import DefinitionsFeed
+from services.runtime.engine_build import engine_build
 from services.runtime.files import private_directory
 from services.runtime.kafka import (
     ensure_topics,
@@ -45,15 +55,6 @@ from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
 from services.tagger.consumer import TaggerConsumer
 from services.tagger.core import Incoming, Result, TaggerCore
-from services.tagger.engine import Clock, DefinitionError, Engine, RuleBook, SystemClock
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.build import engine_build
-from services.tagger.engine.changes import Change
-from services.tagger.engine.codec import decode
-from services.tagger.engine.evaluator import next_due
-from services.tagger.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
-from services.tagger.engine.timeutil import to_us
-from services.tagger.feed import DefinitionsFeed
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.partitioning import partition_for

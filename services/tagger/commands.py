@@ -9,8 +9,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from services.tagger.definitions import RulesFileError, parse_groups, templates
-from services.tagger.engine import DefinitionError, Engine, RuleBook
+from services.engine import DefinitionError, Engine, RuleBook
+from services.runtime.definitions import RulesFileError, parse_groups, templates
 from services.tagger.replay import OUTPUT_BUFFER, replay_to
 
 

@@ -18,13 +18,14 @@ from schemas.events import event_adapter
 from schemas.excerpt import describe_validation_error, excerpt
 from schemas.tags import TagCommand
 from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
-from services.tagger.admission import wrong_currency
-from services.tagger.engine import Clock, CommandRefused, CustomerState, DefinitionChange, Engine
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.changes import Change
-from services.tagger.engine.codec import decode, encode
-from services.tagger.engine.evaluator import next_due
-from services.tagger.engine.timeutil import from_us, to_us
+from services.engine import CommandRefused, CustomerState, DefinitionChange, Engine
+from services.engine.admission import wrong_currency
+from services.engine.arrival import Arrival
+from services.engine.changes import Change
+from services.engine.codec import decode, encode
+from services.engine.evaluator import next_due
+from services.engine.timeutil import from_us, to_us
+from services.runtime.clock import Clock
 
 Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from services.tagger.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelStatus
+from services.runtime.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelStatus
 
 _SCAN_BATCH = 1000
 _CUSTOMER_PARTS = ("seq", "tags", "groups", "history", "activity")

@@ -13,8 +13,8 @@ from typing import get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.topics import DeadLetter
-from services.tagger.engine.build import engine_build
-from services.tagger.engine.changes import Change
+from services.engine.changes import Change
+from services.runtime.engine_build import engine_build
 from services.tagger.projector import Outcome as ProjectionOutcome
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

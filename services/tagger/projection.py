@@ -30,13 +30,13 @@ from redis.exceptions import RedisError
 
 from schemas.events import event_adapter
 from schemas.tags import TagChanged
+from services.runtime.clock import Clock
 from services.runtime.kafka import client_options, partition_ids
+from services.runtime.readmodel import ReadModelStatus, offset_field
 from services.runtime.settings import Settings
-from services.tagger.engine import Clock
 from services.tagger.marker import Marker
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.projector import BatchResult, Position, Projector
-from services.tagger.readmodel import ReadModelStatus, offset_field
 
 log = logging.getLogger(__name__)
 

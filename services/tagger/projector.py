@@ -33,9 +33,9 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from schemas.tags import TagChanged
-from services.tagger.engine.timeutil import to_us
+from services.engine.timeutil import to_us
+from services.runtime.readmodel import DEFAULT_PREFIX, LAST_ORDER_FIELD, LAST_SEEN_FIELD, HeldTag, Keys, tag_field
 from services.tagger.marker import SETTLE
-from services.tagger.readmodel import DEFAULT_PREFIX, LAST_ORDER_FIELD, LAST_SEEN_FIELD, HeldTag, Keys, tag_field
 
 
 class Outcome(StrEnum):

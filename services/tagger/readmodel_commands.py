@@ -7,8 +7,8 @@ import asyncio
 import sys
 import time
 
+from services.runtime.readmodel import ReadModelStatus
 from services.runtime.settings import Settings, SettingsError, load_settings
-from services.tagger.readmodel import ReadModelStatus
 
 _PROGRESS_EVERY_S = 1.0
 
@@ -46,8 +46,8 @@ def describe(status: ReadModelStatus) -> str:
 
 
 async def _status(settings: Settings) -> ReadModelStatus:
+    from services.runtime.readmodel import ReadModel
     from services.runtime.redis import redis_client
-    from services.tagger.readmodel import ReadModel
 
     redis = redis_client(settings.redis)
     try:
@@ -59,8 +59,8 @@ async def _status(settings: Settings) -> ReadModelStatus:
 async def _rebuild(settings: Settings, *, keep: bool) -> None:
     from prometheus_client import CollectorRegistry
 
+    from services.runtime.clock import SystemClock
     from services.runtime.redis import redis_client
-    from services.tagger.engine import SystemClock
     from services.tagger.marker import Marker
     from services.tagger.metrics import TaggerMetrics
     from services.tagger.projection import Projection

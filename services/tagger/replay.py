@@ -23,12 +23,12 @@ from pydantic import ValidationError
 from schemas.events import CustomerEvent, OrderPaid, event_adapter
 from schemas.excerpt import describe_validation_error
 from schemas.tags import ChangeSource, TagCommand
-from services.tagger.admission import wrong_currency
-from services.tagger.engine import CustomerState, Engine, RuleBook
-from services.tagger.engine.changes import Change, json_line
-from services.tagger.engine.fingerprint import DefinitionChange
-from services.tagger.engine.timeutil import from_us, to_us
-from services.tagger.engine.zone import UTC_ZONE, DayZone
+from services.engine import CustomerState, Engine, RuleBook
+from services.engine.admission import wrong_currency
+from services.engine.changes import Change, json_line
+from services.engine.fingerprint import DefinitionChange
+from services.engine.timeutil import from_us, to_us
+from services.engine.zone import UTC_ZONE, DayZone
 
 OUTPUT_BUFFER: Final = 1 << 20
 """Buffer size for the replay's output files: a replay writes ~1.5 KB of change JSON per event, and

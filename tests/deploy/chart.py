@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.tools import CHART, run, tool
+from tests.support.tools import CHART, run, tool
 
 # helm defaults to Kubernetes 1.20 when it renders offline; the chart needs >= 1.25.
 KUBE_VERSION = "1.33.0"

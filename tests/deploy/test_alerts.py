@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tests.deploy.tools import CHART_FILES, REPO_ROOT, run_ok, tool
+from tests.support.tools import CHART_FILES, REPO_ROOT, run_ok, tool
 
 # pending-alerts.yaml goes away once merged into alerts.yaml.
 RULE_FILES = [path for path in (CHART_FILES / "alerts.yaml", CHART_FILES / "pending-alerts.yaml") if path.exists()]

@@ -14,7 +14,7 @@ import yaml
 
 from schemas.generate import SCHEMA_DIR
 from schemas.topics import TopicNames
-from tests.deploy.tools import REPO_ROOT, tool
+from tests.support.tools import REPO_ROOT, tool
 
 ASYNCAPI = REPO_ROOT / "docs" / "asyncapi.yaml"
 # Payload schemas referenced before their contract exists: none now; every reference must exist.

@@ -21,7 +21,7 @@ from tests.deploy.chart import (
     selects,
     workloads,
 )
-from tests.deploy.tools import CHART, CHART_FILES, run, tool
+from tests.support.tools import CHART, CHART_FILES, run, tool
 
 # Validated against the oldest Kubernetes the chart supports and the newest the schemas cover.
 KUBE_VERSIONS = ["1.25.0", kubernetes_validate.latest_version()]

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from benchmarks.workload import rules, write_events
-from services.tagger.engine.build import engine_build
+from services.runtime.engine_build import engine_build
 from tests.deploy.dockerfile import build_context
-from tests.deploy.tools import REPO_ROOT
+from tests.support.tools import REPO_ROOT
 
 BUILD_TIMEOUT_S = 900
 
@@ -94,14 +94,15 @@ def test_the_wheel_compiles_every_module_setup_lists(compiled_site: Path, pure_s
     # mypyc's runtime library lives inside the package too: at the top level, beside `services`, an
     # editable install (which maps the packages, not the checkout, onto the import path) misses it
     assert not list(compiled_site.glob("*.so"))
-    assert list((compiled_site / "services" / "tagger").glob("_compiled__mypyc.*.so"))
+    assert list((compiled_site / "services" / "engine").glob("_compiled__mypyc.*.so"))
 
 
 def test_the_unit_tests_pass_against_the_compiled_engine(compiled_site: Path, tmp_path: Path):
     # A copy of the tests beside nothing else, so that `services` comes from the compiled wheel
     # (pytest puts the tests' root first on sys.path). Two files that read the repository's
     # docs and examples are left out: they test neither the engine nor anything it compiles.
-    shutil.copytree(REPO_ROOT / "tests" / "unit", tmp_path / "tests" / "unit")
+    for folder in ("unit", "support"):
+        shutil.copytree(REPO_ROOT / "tests" / folder, tmp_path / "tests" / folder)
     for name in ("__init__.py", "conftest.py"):
         shutil.copy2(REPO_ROOT / "tests" / name, tmp_path / "tests" / name)
     shutil.copy2(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")  # pytest's settings

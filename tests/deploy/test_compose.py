@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy import settings_check
-from tests.deploy.tools import CHART_FILES, REPO_ROOT, run, run_ok, tool
+from tests.support.tools import CHART_FILES, REPO_ROOT, run, run_ok, tool
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 PROMETHEUS_CONFIG = REPO_ROOT / "deploy" / "compose" / "prometheus.yml"

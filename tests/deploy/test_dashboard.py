@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.tools import CHART_FILES
+from tests.support.tools import CHART_FILES
 
 DASHBOARD = CHART_FILES / "dashboard.json"
 PENDING_PANELS = CHART_FILES / "pending-dashboard-panels.json"

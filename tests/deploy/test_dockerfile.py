@@ -11,7 +11,7 @@ import zipfile
 
 from services.runtime.settings import IngestSettings, NotifierSettings, TaggerSettings
 from tests.deploy.dockerfile import build_context, copy_sources, stages
-from tests.deploy.tools import REPO_ROOT
+from tests.support.tools import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 
@@ -84,7 +84,7 @@ def test_the_wheel_built_from_the_docker_context_carries_the_templates_schemas_a
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(archive.read(name).decode() for name in names if name.endswith("entry_points.txt"))
-    assert "services/tagger/templates/rfm.yaml" in names
+    assert "services/runtime/templates/rfm.yaml" in names
     assert "schemas/json/tag-changed.json" in names
     assert "services/cli.py" in names
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]

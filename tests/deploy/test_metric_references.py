@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploy.metric_names import (
+from tests.support.metric_names import (
     PLANNED,
     PROMETHEUS_SERIES,
     Series,
@@ -19,7 +19,7 @@ from tests.deploy.metric_names import (
     problems,
     rule_expressions,
 )
-from tests.deploy.tools import CHART_FILES
+from tests.support.tools import CHART_FILES
 
 DASHBOARD = CHART_FILES / "dashboard.json"
 ALERTS = CHART_FILES / "alerts.yaml"
@@ -93,7 +93,7 @@ def test_pending_files_are_merged_once_their_metrics_are_exported():
     assert not any(now_exported.values()), (
         f"these planned metrics are exported now: {now_exported}. Move their panels from "
         f"{PENDING_PANELS.name} into {DASHBOARD.name} and their alerts from {PENDING_ALERTS.name} into "
-        f"{ALERTS.name}, then drop them from PLANNED in tests/deploy/metric_names.py"
+        f"{ALERTS.name}, then drop them from PLANNED in tests/support/metric_names.py"
     )
 
 

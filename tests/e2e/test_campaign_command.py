@@ -17,7 +17,8 @@ import pytest
 from services.cli import main
 from services.notifier.policy import load_campaign
 from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
-from tests.integration.processes import EmbeddedProcess, free_port
+from tests.support.netprobe import free_port
+from tests.support.processes import EmbeddedProcess
 
 ADMIN = "admin-key-0123456789abcdef"
 

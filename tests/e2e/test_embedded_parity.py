@@ -1,4 +1,4 @@
-"""`tagstream run --embedded` is the same product as the Kafka services: the notifier's global policy
+"""`tagstream run` is the same product as the Kafka services: the notifier's global policy
 from TAGSTREAM_NOTIFIER__*, the playbooks file reloaded without a restart, and the services' metrics.
 
 Each test runs the real command in a child process, with a local HTTP server as the push and SMS
@@ -21,17 +21,18 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.deploy.metric_names import (
+from tests.support.metric_names import (
     PROMETHEUS_SERIES,
     exported_series,
     metric_names,
     panel_expressions,
     rule_expressions,
 )
-from tests.deploy.tools import CHART_FILES
-from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
-from tests.integration.processes import EmbeddedProcess, free_port
+from tests.support.netprobe import free_port
+from tests.support.payloads import order, value_group
+from tests.support.processes import EmbeddedProcess
+from tests.support.provider import SIGNING_SECRET, LocalProvider
+from tests.support.tools import CHART_FILES
 
 ADMIN = "admin-key-0123456789abcdef"
 HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -59,7 +60,7 @@ Scraped = dict[str, dict[Labels, float]]
 
 @pytest.fixture
 def start_node(tmp_path: Path, provider: LocalProvider) -> Iterator[Start]:
-    """Starts `tagstream run --embedded` with these playbooks and TAGSTREAM_* settings; stops it after the test."""
+    """Starts `tagstream run` with these playbooks and TAGSTREAM_* settings; stops it after the test."""
     started: list[EmbeddedProcess] = []
 
     async def start(playbooks: Path, **settings: str) -> EmbeddedProcess:

@@ -1,4 +1,4 @@
-"""`tagstream run --embedded` as a small shop runs it: one real process, killed and restarted.
+"""`tagstream run` as a small shop runs it: one real process, killed and restarted.
 
 The ingest API, tagger, read model and notifier run in the one process with state in a data
 directory; a local HTTP server stands in for the SMS provider. After a SIGKILL the restarted
@@ -18,9 +18,10 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
-from tests.integration.processes import EmbeddedProcess, free_port
+from tests.support.netprobe import free_port
+from tests.support.payloads import order, value_group
+from tests.support.processes import EmbeddedProcess
+from tests.support.provider import SIGNING_SECRET, LocalProvider
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

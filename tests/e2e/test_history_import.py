@@ -24,15 +24,15 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import SIGNING_SECRET, LocalProvider
-from tests.e2e.history import GROUPS, PLAYBOOKS, live_order, repeat_buyer, write_quarter
-from tests.e2e.stack import ADMIN, KEYS, OPERATOR, services_stack
-from tests.integration.processes import (
+from tests.support.history import GROUPS, PLAYBOOKS, live_order, repeat_buyer, write_quarter
+from tests.support.netprobe import free_port
+from tests.support.processes import (
     EmbeddedProcess,
     ServiceProcess,
-    free_port,
     wait_caught_up,
 )
+from tests.support.provider import SIGNING_SECRET, LocalProvider
+from tests.support.stack import ADMIN, KEYS, OPERATOR, services_stack
 
 PARTITIONS = 3
 CUSTOMERS = 60

@@ -18,12 +18,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.builders import order, value_group
-from tests.e2e.conftest import LocalProvider
-from tests.e2e.stack import ADMIN, OPERATOR, services_stack
-from tests.integration.processes import (
-    free_port,
-)
+from tests.support.netprobe import free_port
+from tests.support.payloads import order, value_group
+from tests.support.provider import LocalProvider
+from tests.support.stack import ADMIN, OPERATOR, services_stack
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy/helm/tagstream/files/alerts.yaml"

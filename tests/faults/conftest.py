@@ -1,6 +1,6 @@
-"""Fault-injection fixtures: the real Kafka broker of the integration tests, Redis servers of a
-test's own (on their own ports and data directories), so killing one disturbs no other test, and
-the replicated 3-node cluster (`scripts/kafka.sh --nodes 3`) whose brokers the tests kill.
+"""Fault-injection fixtures: Redis servers of a test's own (on their own ports and data
+directories), so killing one disturbs no other test, and the replicated 3-node cluster
+(`scripts/kafka.sh --nodes 3`) whose brokers the tests kill.
 
 The cluster is started for the session when it is not already running, and reset (stopped, its
 data deleted) at the end: three JVMs are too much to leave behind on a small machine. One the
@@ -13,19 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import cluster, infra
 from tests.faults.redis_server import RedisServer
-from tests.integration.conftest import kafka_bootstrap, redis_url
-
-__all__ = ["cluster_bootstrap", "kafka_bootstrap", "private_redis", "redis_url"]
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    here = Path(__file__).resolve().parent
-    for item in items:
-        if here in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.faults)
+from tests.support import cluster, infra
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.processes import free_port
+from tests.support.netprobe import free_port
 
 _START_TIMEOUT_S = 30.0
 

@@ -20,19 +20,19 @@ import orjson
 import pytest
 
 from benchmarks.workload import events as generated_events
+from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.tagger.feed import definition_record
-from tests import cluster
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.processes import (
+from tests.support import cluster
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.processes import (
     TAGGER_TOPICS,
     TaggerProcess,
     produce_at_rate,
     tagger_environment,
     wait_caught_up,
 )
-from tests.integration.tag_streams import check_tag_changes, definitions
+from tests.support.tag_streams import check_tag_changes, definitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -15,11 +15,11 @@ import redis.asyncio as aioredis
 
 from services.notifier.app import build_app
 from services.notifier.durability import VolatileRedis
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
-from services.tagger.engine.clock import ManualClock
 from tests.faults.redis_server import RedisServer
-from tests.integration.kafka_io import produce
-from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
+from tests.support.kafka_io import produce
+from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

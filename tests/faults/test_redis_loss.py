@@ -20,10 +20,10 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
 
 from benchmarks.workload import events as generated_events
-from services.tagger.readmodel import ReadModel
+from services.runtime.readmodel import ReadModel
 from tests.faults.redis_server import RedisServer
-from tests.integration.kafka_io import TopicReader
-from tests.integration.processes import (
+from tests.support.kafka_io import TopicReader
+from tests.support.processes import (
     IngestProcess,
     TaggerProcess,
     ingest_environment,
@@ -32,8 +32,8 @@ from tests.integration.processes import (
     tagger_topics,
     wait_caught_up,
 )
-from tests.integration.tag_change_streams import customer_stream, expected_tags, interleave
-from tests.integration.tag_streams import check_tag_changes, definitions
+from tests.support.tag_change_streams import customer_stream, expected_tags, interleave
+from tests.support.tag_streams import check_tag_changes, definitions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

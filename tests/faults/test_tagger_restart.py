@@ -14,14 +14,14 @@ import orjson
 import pytest
 
 from benchmarks.workload import events as generated_events
-from tests.integration.processes import (
+from tests.support.processes import (
     TaggerProcess,
     produce_at_rate,
     tagger_environment,
     tagger_topics,
     wait_caught_up,
 )
-from tests.integration.tag_streams import definitions
+from tests.support.tag_streams import definitions
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

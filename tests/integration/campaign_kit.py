@@ -16,12 +16,12 @@ from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
 from services.notifier.policy import holdout_draw
 from services.notifier.ports import Message
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
-from services.tagger.engine import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.integration.notifier_kit import tag_changed
+from tests.support.notifier_kit import tag_changed
 from tests.unit.campaign_data import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers, order
 
 __all__ = [

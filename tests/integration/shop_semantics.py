@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.integration.ingest_harness import Client, browse, cond, held, paid, unique
+from tests.support.ingest_harness import Client, browse, cond, held, paid, unique
 
 _WINDOW = {"last": "30d"}
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests import infra
-from tests.integration.ingest_harness import create_topics, ingest_settings, running_ingest, running_tagger
-from tests.integration.kafka_io import TopicReader
+from tests.support import infra
+from tests.support.ingest_harness import create_topics, ingest_settings, running_ingest, running_tagger
+from tests.support.kafka_io import TopicReader
 
 OUTAGE_S = 15.0
 

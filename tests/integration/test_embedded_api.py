@@ -1,4 +1,4 @@
-"""`tagstream run --embedded`'s HTTP API in process (the node's adapters in the ingest app): the same
+"""`tagstream run`'s HTTP API in process (the node's adapters in the ingest app): the same
 shop semantics as the Kafka services (tests/integration/shop_semantics.py)."""
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
 from services.notifier.ports import Message
+from services.runtime.clock import SystemClock
 from services.runtime.settings import NotifierSettings, Settings
-from services.tagger.engine import SystemClock
-from tests.integration.ingest_harness import CARE, VALUE, Client, ingest_settings, paid
 from tests.integration.shop_semantics import (
     a_manual_removal_sticks_until_cleared,
     free_orders_count_and_other_currencies_are_refused,
     resent_batches_count_once,
 )
+from tests.support.ingest_harness import CARE, VALUE, Client, ingest_settings, paid
 
 
 @asynccontextmanager

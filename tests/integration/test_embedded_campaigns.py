@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 
 from services.embedded.node import EmbeddedNode
+from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
-from services.tagger.engine import ManualClock
 from tests.integration.campaign_kit import (
     CAMPAIGN,
     SEGMENTS,

@@ -19,9 +19,9 @@ from services.embedded.journal import Journal
 from services.embedded.node import JOURNAL_FILE, EmbeddedNode
 from services.ingest.app import create_app
 from services.notifier.ports import Message
+from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
-from services.tagger.engine import ManualClock
-from tests.e2e.history import GROUPS, PLAYBOOKS, SHANGHAI
+from tests.support.history import GROUPS, PLAYBOOKS, SHANGHAI
 
 ADMIN = "admin-key-0123456789abcdef"
 NOW = datetime(2026, 11, 23, 2, 30, tzinfo=UTC)  # 10:30 in Shanghai

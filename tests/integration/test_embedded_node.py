@@ -12,11 +12,11 @@ from prometheus_client import CollectorRegistry
 from schemas.tags import TagGroup
 from services.embedded.node import EmbeddedNode
 from services.notifier.ports import Message
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile
+from services.runtime.definitions_feed import definition_record
 from services.runtime.settings import NotifierSettings, Settings
-from services.tagger.engine import ManualClock
-from services.tagger.feed import definition_record
-from tests.e2e.builders import order, value_group
+from tests.support.payloads import order, value_group
 
 PLAYBOOKS = """
 templates:

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from services.embedded.node import EmbeddedNode
+from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
-from services.tagger.engine import ManualClock
 from tests.integration.campaign_kit import SEGMENTS, Outbox, embedded_node
 
 ADMIN = "admin-key-0123456789abcdef"

@@ -16,7 +16,12 @@ import pytest
 from services.runtime.customers import RedisCustomers
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
-from tests.integration.ingest_harness import (
+from tests.integration.shop_semantics import (
+    a_manual_removal_sticks_until_cleared,
+    free_orders_count_and_other_currencies_are_refused,
+    resent_batches_count_once,
+)
+from tests.support.ingest_harness import (
     CARE,
     SEGMENT,
     VALUE,
@@ -32,12 +37,7 @@ from tests.integration.ingest_harness import (
     running_tagger,
     unique,
 )
-from tests.integration.kafka_io import TopicReader
-from tests.integration.shop_semantics import (
-    a_manual_removal_sticks_until_cleared,
-    free_orders_count_and_other_currencies_are_refused,
-    resent_batches_count_once,
-)
+from tests.support.kafka_io import TopicReader
 
 pytestmark = pytest.mark.integration
 
@@ -494,7 +494,7 @@ async def test_a_full_producer_buffer_answers_429_and_every_accepted_event_reach
 
 
 async def test_kafka_unreachable_answers_503_and_not_ready(redis_url: str) -> None:
-    from tests.integration.processes import free_port
+    from tests.support.netprobe import free_port
 
     settings = ingest_settings(f"127.0.0.1:{free_port()}", redis_url, unique("nokafka"))
     async with running_ingest(settings, wait_ready=False) as client:
@@ -508,7 +508,7 @@ async def test_kafka_unreachable_answers_503_and_not_ready(redis_url: str) -> No
 async def test_redis_unreachable_answers_503_on_reads_while_events_are_still_accepted(
     kafka_bootstrap: str, stack: Stack
 ) -> None:
-    from tests.integration.processes import free_port
+    from tests.support.netprobe import free_port
 
     prefix = stack.settings.redis.key_prefix.rstrip(":")
     settings = ingest_settings(kafka_bootstrap, f"redis://127.0.0.1:{free_port()}/0", prefix)

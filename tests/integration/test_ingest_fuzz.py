@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 
 from schemas.topics import TopicNames
 from services.tagger.marker import Marker
-from tests.integration.ingest_harness import KEYS, create_topics, ingest_settings
-from tests.integration.processes import IngestProcess, ingest_environment
+from tests.support.ingest_harness import KEYS, create_topics, ingest_settings
+from tests.support.processes import IngestProcess, ingest_environment
 
 pytestmark = pytest.mark.integration
 

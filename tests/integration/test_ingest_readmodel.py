@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aioredis
 
+from services.runtime.readmodel import offset_field
 from services.tagger.marker import Marker
-from services.tagger.readmodel import offset_field
-from tests.integration.ingest_harness import create_topics, ingest_settings, running_ingest
+from tests.support.ingest_harness import create_topics, ingest_settings, running_ingest
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

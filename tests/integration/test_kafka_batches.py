@@ -11,7 +11,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from services.runtime.kafka import ensure_topics, send_keyed
 from services.runtime.settings import KafkaSettings
-from tests.integration.kafka_io import TopicReader
+from tests.support.kafka_io import TopicReader
 
 pytestmark = pytest.mark.integration
 

@@ -19,36 +19,30 @@ import redis.asyncio as aioredis
 
 from services.notifier.app import NotifierApp, build_app
 from services.notifier.redis_store import RedisScheduler
+from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
-from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
+from tests.support.playbooks import WINBACK_HIGH_VALUE, playbooks_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 
-WINBACK = """
-templates:
-  brand-sale: "Hi ${name|there}, the brand sale is on"
-  miss-you: "We miss you, ${name|friend}"
-playbooks:
-  - id: winback-high-value
-    trigger: {group: value, tag: high_churned, on: added}
-    steps:
-      - {channel: push,   template: brand-sale, delay: 0}
-      - {channel: coupon, coupon: HV-50,        delay: 0}
-      - {channel: sms,    template: miss-you,   delay: 3d, cancel_if: [tag_removed, customer_returned]}
+WINBACK = playbooks_file(
+    WINBACK_HIGH_VALUE,
+    """
   - id: vip-coupon
     trigger: {group: value, tag: vip}
     steps: [{channel: coupon, coupon: HV-50}]
   - id: loyal-coupon
     trigger: {group: loyalty, tag: loyal}
     steps: [{channel: coupon, coupon: HV-50}]
-"""
+""",
+)
 
 
 class Running:
@@ -314,7 +308,7 @@ async def test_messages_name_tags_as_the_definitions_topic_does_and_a_customer_w
     start: Callable[..., Any], providers: ProviderServer, kafka_bootstrap: str
 ) -> None:
     from schemas.tags import TagGroup
-    from services.tagger.feed import definition_record
+    from services.runtime.definitions_feed import definition_record
 
     tiers = TagGroup.model_validate(
         {

@@ -21,9 +21,10 @@ from services.notifier.policy import Campaign, campaign_step_key
 from services.notifier.policy.campaigns import CampaignRecord
 from services.notifier.redis_store import RedisCampaigns
 from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, customers, eligible, seed
-from tests.integration.notifier_kit import SIGNING_SECRET, ProviderServer, eventually, unique_topics
-from tests.integration.processes import NotifierProcess, free_port, notifier_environment
 from tests.integration.test_notifier_replicas import sent_by
+from tests.support.netprobe import free_port
+from tests.support.notifier_kit import SIGNING_SECRET, ProviderServer, eventually, unique_topics
+from tests.support.processes import NotifierProcess, notifier_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -28,13 +28,13 @@ from services.notifier.campaigns import CampaignRunner
 from services.notifier.policy import Campaign, campaign_step_key
 from services.notifier.policy.campaigns import CampaignRecord
 from services.notifier.redis_store import RedisCampaigns
+from services.runtime.clock import ManualClock
 from services.runtime.settings import IngestSettings, Settings
-from services.tagger.engine.clock import ManualClock
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
 from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, customers, eligible, seed
-from tests.integration.kafka_io import TopicReader, produce
-from tests.integration.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
+from tests.support.kafka_io import TopicReader, produce
+from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from services.notifier.policy import step_key
-from tests.integration.kafka_io import produce
-from tests.integration.notifier_kit import (
+from tests.support.kafka_io import produce
+from tests.support.netprobe import free_port
+from tests.support.notifier_kit import (
     SIGNING_SECRET,
     ProviderServer,
     eventually,
@@ -28,7 +29,7 @@ from tests.integration.notifier_kit import (
     tag_changed,
     unique_topics,
 )
-from tests.integration.processes import NotifierProcess, free_port, notifier_environment
+from tests.support.processes import NotifierProcess, notifier_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

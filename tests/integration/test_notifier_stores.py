@@ -13,10 +13,10 @@ from services.notifier.memory import MemoryLedger, MemoryScheduler, MemoryTagFac
 from services.notifier.policy import ScheduledStep, SendRecord, step_key
 from services.notifier.ports import Ledger, Scheduler
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.runtime.readmodel import ReadModelUnavailable
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from services.tagger.readmodel import ReadModelUnavailable
-from tests.integration.notifier_kit import tag_changed
+from tests.support.notifier_kit import tag_changed
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

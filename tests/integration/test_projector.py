@@ -11,9 +11,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
+from services.runtime.readmodel import Activity, HeldTag, ReadModel
 from services.tagger.projector import Outcome, Projector
-from services.tagger.readmodel import Activity, HeldTag, ReadModel
-from tests.integration.tag_change_streams import (
+from tests.support.tag_change_streams import (
     T0,
     assert_matches_streams,
     changed,

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
 from services.embedded.readmodel import MemoryReadModel
+from services.runtime.readmodel import ReadModel
 from services.tagger.projector import Projector
-from services.tagger.readmodel import ReadModel
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

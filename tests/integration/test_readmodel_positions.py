@@ -11,10 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.runtime.customers import RedisCustomers
+from services.runtime.readmodel import ReadModel, offset_field
 from services.tagger.marker import Marker
 from services.tagger.projector import Position, Projector
-from services.tagger.readmodel import ReadModel, offset_field
-from tests.integration.tag_change_streams import T0, assert_matches_streams, changed, customer_stream, interleave
+from tests.support.tag_change_streams import T0, assert_matches_streams, changed, customer_stream, interleave
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -17,16 +17,16 @@ import pytest
 
 from schemas.tags import TagGroup
 from schemas.topics import TopicNames
+from services.engine.codec import decode
+from services.runtime.clock import ManualClock
+from services.runtime.definitions_feed import definition_record
+from services.runtime.engine_build import engine_build
+from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
 from services.tagger.app import Tagger, build_app, kafka_producer
-from services.tagger.engine import ManualClock
-from services.tagger.engine.build import engine_build
-from services.tagger.engine.codec import decode
-from services.tagger.feed import definition_record
-from services.tagger.readmodel import ReadModel
-from tests.integration.kafka_io import TopicReader, produce, topic_config
-from tests.unit.builders import cond, group, order_bands, value_tiers
+from tests.support.builders import cond, group, order_bands, value_tiers
+from tests.support.kafka_io import TopicReader, produce, topic_config
 
 pytestmark = pytest.mark.integration
 

@@ -17,15 +17,15 @@ import pytest
 import rocksdict
 
 from benchmarks.workload import events as generated_events
-from tests.integration.kafka_io import TopicReader
-from tests.integration.processes import (
+from tests.support.kafka_io import TopicReader
+from tests.support.processes import (
     TaggerProcess,
     produce_at_rate,
     tagger_environment,
     tagger_topics,
     wait_caught_up,
 )
-from tests.integration.tag_streams import check_tag_changes, definitions
+from tests.support.tag_streams import check_tag_changes, definitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
 

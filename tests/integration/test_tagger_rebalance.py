@@ -25,9 +25,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.workload import events as generated_events
-from tests.integration.kafka_io import TopicReader
-from tests.integration.processes import TaggerProcess, produce_at_rate, tagger_environment, tagger_topics
-from tests.integration.tag_streams import check_tag_changes, definitions
+from tests.support.kafka_io import TopicReader
+from tests.support.processes import TaggerProcess, produce_at_rate, tagger_environment, tagger_topics
+from tests.support.tag_streams import check_tag_changes, definitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.crash]
 

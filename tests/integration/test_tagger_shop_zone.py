@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.runtime.clock import ManualClock
 from services.runtime.settings import ShopSettings
 from services.tagger.app import build_app
-from services.tagger.engine import ManualClock
 from tests.integration.test_tagger import Harness, paid_event, summary, worker_settings
-from tests.unit.builders import cond, group
+from tests.support.builders import cond, group
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from schemas.topics import TopicNames
 from services.runtime.kafka import durability_problems, ensure_topics, partitions_of
 from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
 from services.tagger.app import TopicLayoutError, build_app
-from tests.integration.kafka_io import topic_config
-from tests.integration.processes import TaggerProcess, tagger_environment, tagger_topics
+from tests.support.kafka_io import topic_config
+from tests.support.processes import TaggerProcess, tagger_environment, tagger_topics
 
 
 def _settings(bootstrap: str, partitions: int, datadir: Path) -> Settings:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ingest_harness import create_topics, ingest_settings, running_ingest
+from tests.support.ingest_harness import create_topics, ingest_settings, running_ingest
 
 pytestmark = pytest.mark.integration
 

@@ -21,8 +21,8 @@ from prometheus_client import CollectorRegistry
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
+from services.runtime.clock import SystemClock
 from services.runtime.settings import ApiKey, IngestSettings, Settings
-from services.tagger.engine import SystemClock
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"
@@ -47,7 +47,7 @@ def service_app(**ingest: Any) -> FastAPI:
 async def embedded_node(
     data_dir: Path, *, skip_bad_journal_lines: bool = False, **ingest: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """`tagstream run --embedded`'s app over `data_dir`, running, and a client for it."""
+    """`tagstream run`'s app over `data_dir`, running, and a client for it."""
     settings = node_settings(**ingest)
     clock = SystemClock()
     node = EmbeddedNode(settings, data_dir, clock, skip_bad_journal_lines=skip_bad_journal_lines)

@@ -1,4 +1,4 @@
-"""An embedded node (`tagstream run --embedded`) in this process, spoken to over httpx's ASGI transport."""
+"""An embedded node (`tagstream run`) in this process, spoken to over httpx's ASGI transport."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import httpx
 
 from services.embedded.node import EmbeddedNode
 from services.ingest.app import create_app
+from services.runtime.clock import ManualClock
 from services.runtime.settings import IngestSettings, Settings
-from services.tagger.engine import ManualClock
 
 ADMIN = "admin-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

@@ -13,8 +13,9 @@ import pytest
 
 from schemas.limits import MAX_CONDITIONS, MAX_VALUES
 from schemas.topics import TopicNames
+from services.engine import Engine, RuleBook
+from services.runtime.clock import ManualClock
 from services.tagger.core import Incoming, TaggerCore
-from services.tagger.engine import Engine, ManualClock, RuleBook
 from tests.security.node import count_rule, group, order, running_node
 
 

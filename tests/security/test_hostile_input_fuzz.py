@@ -26,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.tags import TagGroup
+from services.engine.codec import encode
 from services.ingest.manual import ImportFileError, ManualTagging, plan_import
 from services.notifier.policy import PlaybookError, load_playbooks
-from services.tagger.definitions import RulesFileError, parse_groups
-from services.tagger.engine.codec import encode
+from services.runtime.definitions import RulesFileError, parse_groups
 from tests.security import hostile
 from tests.security.node import ADMIN, Running, running_node
 

@@ -18,8 +18,6 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.ingest_harness import create_topics, ingest_settings, running_ingest
-from tests.integration.processes import free_port
 from tests.security.apps import (
     ADMIN,
     AS_ADMIN,
@@ -30,6 +28,8 @@ from tests.security.apps import (
     until_ready,
     write_routes,
 )
+from tests.support.ingest_harness import create_topics, ingest_settings, running_ingest
+from tests.support.netprobe import free_port
 
 HUGE = 141 * 1024 * 1024
 """The body of the reproduction: 141 MB took the ingest service from 82 to 496 MB RSS before its 401."""
@@ -164,7 +164,7 @@ async def test_the_running_embedded_node_answers_a_141_mb_body_with_413_and_its_
     log = (tmp_path / "node.log").open("wb")
     tagstream = Path(sys.executable).parent / "tagstream"
     node = subprocess.Popen(
-        [str(tagstream), "run", "--embedded", "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
+        [str(tagstream), "run", "--data-dir", str(tmp_path / "data"), "--log-level", "warning"],
         env=env,
         stdout=log,
         stderr=log,

@@ -17,8 +17,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.processes import free_port
 from tests.security.apps import until_ready
+from tests.support.netprobe import free_port
 
 SECRET = "HUNTER2-7f3a9c-do-not-print-me"
 SHORT = "HUNTER2-short"
@@ -27,7 +27,7 @@ SHORT = "HUNTER2-short"
 COMMANDS = {
     "ingest": ["ingest"],
     "notifier": ["notifier"],
-    "embedded": ["run", "--embedded", "--data-dir", "{tmp}/data"],
+    "embedded": ["run", "--data-dir", "{tmp}/data"],
 }
 
 CASES: dict[str, tuple[dict[str, str], str]] = {
@@ -131,7 +131,7 @@ async def test_a_running_embedded_node_logs_none_of_its_secrets(tmp_path: Path) 
     with log.open("wb") as sink:
         child = await asyncio.create_subprocess_exec(
             str(tagstream),
-            *("run", "--embedded", "--data-dir", str(tmp_path / "data"), "--log-level", "debug"),
+            *("run", "--data-dir", str(tmp_path / "data"), "--log-level", "debug"),
             env=env,
             stdout=sink,
             stderr=sink,

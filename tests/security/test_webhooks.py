@@ -25,8 +25,8 @@ from services.notifier.composition import providers_from
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.ports import Message, Provider
 from services.notifier.resilience import GaveUp
+from services.runtime.clock import ManualClock
 from services.runtime.settings import NotifierSettings
-from services.tagger.engine.clock import ManualClock
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "notifier.md"
 SECRET = "whsec-test-0123456789abcdef0123456789"

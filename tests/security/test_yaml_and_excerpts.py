@@ -13,7 +13,7 @@ import pytest
 
 from schemas.limits import EXCERPT_CHARS
 from services.notifier.policy import PlaybookError, load_playbooks
-from services.tagger.definitions import RulesFileError, parse_groups
+from services.runtime.definitions import RulesFileError, parse_groups
 from tests.security.node import OPERATOR, count_rule, group, order, running_node
 
 

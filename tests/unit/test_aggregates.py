@@ -1,10 +1,10 @@
 import hashlib
 from decimal import Decimal
 
-from services.tagger.engine.aggregates import DAY_CAP, apply, fingerprint, fold, initial
-from services.tagger.engine.timeutil import DAY_US, to_us
-from services.tagger.engine.zone import UTC_ZONE
-from tests.unit.builders import T0, at, browse, click, paid, refunded
+from services.engine.aggregates import DAY_CAP, apply, fingerprint, fold, initial
+from services.engine.timeutil import DAY_US, to_us
+from services.engine.zone import UTC_ZONE
+from tests.support.builders import T0, at, browse, click, paid, refunded
 
 
 def fold_all(*events):

@@ -10,12 +10,12 @@ from datetime import timedelta
 
 from schemas.events import event_adapter
 from schemas.topics import TopicNames
+from services.engine.arrival import Arrival
+from services.engine.codec import decode
+from services.engine.timeutil import to_us
+from services.runtime.clock import ManualClock
 from services.tagger.core import Incoming, TaggerCore
-from services.tagger.engine import ManualClock
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.codec import decode
-from services.tagger.engine.timeutil import to_us
-from tests.unit.builders import at, browse, cond, engine, group, paid, value_tiers
+from tests.support.builders import at, browse, cond, engine, group, paid, value_tiers
 
 TOPICS = TopicNames()
 _EVENTS = event_adapter()

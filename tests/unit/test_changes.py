@@ -4,9 +4,9 @@ from decimal import Decimal
 import orjson
 
 from schemas.tags import Condition, TagChanged
-from services.tagger.engine.changes import Change, _default, _instant_json, _outcome
-from services.tagger.engine.timeutil import DAY_US, from_us, to_us
-from tests.unit.builders import at, browse, cond, engine, group, paid, value_tiers
+from services.engine.changes import Change, _default, _instant_json, _outcome
+from services.engine.timeutil import DAY_US, from_us, to_us
+from tests.support.builders import at, browse, cond, engine, group, paid, value_tiers
 
 
 def test_the_fast_json_of_a_change_is_exactly_the_tag_changed_contract():

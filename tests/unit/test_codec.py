@@ -1,7 +1,7 @@
 from decimal import Decimal
 
-from services.tagger.engine.codec import decode, encode
-from tests.unit.builders import at, browse, click, command, cond, engine, group, paid, refunded, value_tiers
+from services.engine.codec import decode, encode
+from tests.support.builders import at, browse, click, command, cond, engine, group, paid, refunded, value_tiers
 
 
 def test_a_stored_state_decodes_to_the_same_state_and_behaves_the_same():

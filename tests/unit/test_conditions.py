@@ -6,10 +6,10 @@ from datetime import timedelta
 from itertools import accumulate
 
 from schemas.tags import Condition, Metric
-from services.tagger.engine.aggregates import Aggregates, fold, initial
-from services.tagger.engine.conditions import EvalContext, compile_condition, series, share_spans
-from services.tagger.engine.timeutil import DAY_US, to_us
-from tests.unit.builders import T0, browse, click
+from services.engine.aggregates import Aggregates, fold, initial
+from services.engine.conditions import EvalContext, compile_condition, series, share_spans
+from services.engine.timeutil import DAY_US, to_us
+from tests.support.builders import T0, browse, click
 
 
 def _reference(buckets: dict[int, int]) -> tuple[list[int], list[int]]:

@@ -5,9 +5,9 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.tags import Condition, TagGroup
-from services.tagger.definitions import RulesFileError, parse_groups, templates
-from services.tagger.engine import DefinitionError, Engine, RuleBook
-from tests.unit.builders import at, browse, cond, group, paid
+from services.engine import DefinitionError, Engine, RuleBook
+from services.runtime.definitions import RulesFileError, parse_groups, templates
+from tests.support.builders import at, browse, cond, group, paid
 
 ISSUE_EXAMPLE = """
 groups:

@@ -10,7 +10,7 @@ from schemas.tags import TagChanged
 from services.embedded.readmodel import MemoryReadModel
 from services.embedded.stores import MemoryAudiences
 from services.ingest.ports import AudienceQuery, CursorExpired
-from services.tagger.engine.clock import ManualClock
+from services.runtime.clock import ManualClock
 
 T0 = datetime(2026, 11, 23, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from services.embedded.node import EmbeddedNode
+from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings, ShopSettings
-from services.tagger.engine import ManualClock
-from tests.unit.builders import cond, group, paid
+from tests.support.builders import cond, group, paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

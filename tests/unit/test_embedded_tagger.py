@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schemas.tags import TagChanged
 from services.embedded.pipeline import EmbeddedTagger
-from tests.unit.builders import at, browse, command, cond, group, paid, value_tiers
+from tests.support.builders import at, browse, command, cond, group, paid, value_tiers
 
 
 async def test_an_order_tags_the_customer_in_the_read_model_and_tells_listeners() -> None:

@@ -3,10 +3,10 @@ from datetime import timedelta
 import pytest
 
 from schemas.events import OrderPaid
-from services.tagger.engine import CommandRefused, RuleBook
-from services.tagger.engine.codec import encode
-from services.tagger.engine.timeutil import from_us, to_us
-from tests.unit.builders import (
+from services.engine import CommandRefused, RuleBook
+from services.engine.codec import encode
+from services.engine.timeutil import from_us, to_us
+from tests.support.builders import (
     T0,
     at,
     browse,
@@ -238,7 +238,7 @@ def test_a_rule_tag_removed_by_hand_in_an_exclusive_group_lets_the_next_match_wi
 
 
 def test_a_manual_removal_survives_storage_and_clearing_a_tag_never_blocked_changes_nothing():
-    from services.tagger.engine.codec import decode
+    from services.engine.codec import decode
 
     eng = engine(both())
     state = eng.new_state("c1")

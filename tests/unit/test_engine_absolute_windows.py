@@ -5,8 +5,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.tagger.engine.timeutil import from_us
-from tests.unit.builders import browse, click, cond, engine, group, paid
+from services.engine.timeutil import from_us
+from tests.support.builders import browse, click, cond, engine, group, paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 D1, D2, D3 = "2026-01-05", "2026-01-20", "2026-02-04"

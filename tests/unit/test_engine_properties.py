@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 
 from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
 from schemas.tags import TagGroup
+from services.engine import Engine, RuleBook
+from services.engine.codec import decode, encode
 from services.runtime.zone import day_zone
-from services.tagger.engine import Engine, RuleBook
-from services.tagger.engine.codec import decode, encode
 
 HORIZON_DAYS = 400
 BASE = datetime(2025, 1, 6, tzinfo=UTC)

@@ -8,7 +8,7 @@ from fastapi import HTTPException
 from schemas.tags import TagGroup
 from services.ingest.api.reads import AudienceRequest, effective_query
 from services.ingest.ports import AudienceQuery
-from tests.unit.builders import group
+from tests.support.builders import group
 
 
 def groups() -> dict[str, TagGroup]:

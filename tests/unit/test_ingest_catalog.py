@@ -10,7 +10,7 @@ from schemas.tags import TagGroup
 from services.ingest import catalog
 from services.ingest.catalog import GroupExists, InvalidDefinitions, Limits, UnknownGroup
 from services.runtime.zone import day_zone
-from tests.unit.builders import cond, group, order_bands, value_tiers
+from tests.support.builders import cond, group, order_bands, value_tiers
 
 LIMITS = Limits(horizon_days=400, today=date(2026, 11, 23))
 

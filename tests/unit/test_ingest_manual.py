@@ -6,7 +6,7 @@ import pytest
 
 from schemas.tags import TagGroup
 from services.ingest.manual import ImportFileError, ManualTagging, command_id, plan_import
-from tests.unit.builders import T0, command, cond, group, value_tiers
+from tests.support.builders import T0, command, cond, group, value_tiers
 
 
 def groups() -> dict[str, TagGroup]:

@@ -12,22 +12,15 @@ from services.notifier.memory import MemoryLedger, MemoryOutcomes, MemorySchedul
 from services.notifier.policy import CapRule, Policy, QuietHours, load_playbooks
 from services.notifier.ports import Message
 from services.notifier.resilience import GaveUp
+from services.runtime.clock import ManualClock
 from services.runtime.customers import MemoryCustomers, Profile
-from services.tagger.engine.clock import ManualClock
+from tests.support.playbooks import WINBACK_HIGH_VALUE, playbooks_file
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 
-PLAYBOOKS = """
-templates:
-  brand-sale: "Hi ${name|there}, the sale is on"
-  miss-you: "We miss you ${name|friend}"
-playbooks:
-  - id: winback-high-value
-    trigger: {group: value, tag: high_churned, on: added}
-    steps:
-      - {channel: push,   template: brand-sale, delay: 0}
-      - {channel: coupon, coupon: HV-50,        delay: 0}
-      - {channel: sms,    template: miss-you,   delay: 3d, cancel_if: [tag_removed, customer_returned]}
+PLAYBOOKS = playbooks_file(
+    WINBACK_HIGH_VALUE,
+    """
   - id: vip
     trigger: {group: value, tag: vip}
     steps: [{channel: coupon, coupon: HV-50}]
@@ -38,7 +31,8 @@ playbooks:
     trigger: {group: value, tag: test}
     steps: [{channel: push, template: brand-sale}]
     holdout: 100%
-"""
+""",
+)
 
 
 class RecordingProvider:
@@ -121,7 +115,7 @@ async def test_winback_sends_push_and_coupon_at_once_and_the_sms_three_days_late
     await phone(h, "c1", name="Mei")
     await h.tag("c1", "value", "high_churned")
     await h.drain()
-    assert [m.text for m in h.sent("push")] == ["Hi Mei, the sale is on"]
+    assert [m.text for m in h.sent("push")] == ["Hi Mei, the brand sale is on"]
     assert [m.coupon for m in h.sent("coupon")] == ["HV-50"]
     assert h.sent("sms") == []
     assert h.outcomes_of("sms") == [("scheduled", "")]
@@ -131,7 +125,7 @@ async def test_winback_sends_push_and_coupon_at_once_and_the_sms_three_days_late
     h.clock.advance(timedelta(seconds=1))
     await h.drain()
     [sms] = h.sent("sms")
-    assert (sms.text, sms.to) == ("We miss you Mei", "+86 138 0000 0000")
+    assert (sms.text, sms.to) == ("We miss you, Mei", "+86 138 0000 0000")
     assert h.outcomes_of("sms") == [("scheduled", ""), ("sent", "")]
 
 

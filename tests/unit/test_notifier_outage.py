@@ -16,8 +16,8 @@ from services.notifier.memory import MemoryLedger, MemoryOutcomes, MemorySchedul
 from services.notifier.policy import Policy, load_playbooks
 from services.notifier.ports import Message
 from services.notifier.resilience import Backoff, CircuitBreaker, ProviderError, call_with_retries
+from services.runtime.clock import ManualClock
 from services.runtime.customers import MemoryCustomers
-from services.tagger.engine.clock import ManualClock
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 

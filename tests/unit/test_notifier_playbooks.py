@@ -8,27 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from schemas.durations import parse_duration
 from schemas.tags import Reason, TagChanged
-from services.notifier.policy import PlaybookError, load_playbooks, parse_duration, plan
+from services.notifier.policy import PlaybookError, load_playbooks, plan
 from services.notifier.policy.templates import check_template, render
-from services.tagger.definitions import parse_groups
+from services.runtime.definitions import parse_groups
+from tests.support.playbooks import WINBACK_HIGH_VALUE, playbooks_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "playbooks.yaml"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
-WINBACK = """
-templates:
-  brand-sale: "Hi ${name|there}"
-  miss-you: "Miss you ${name|friend}, use ${coupon|the app}"
-playbooks:
-  - id: winback-high-value
-    trigger: {group: value, tag: high_churned, on: added}
-    steps:
-      - {channel: push,   template: brand-sale, delay: 0}
-      - {channel: coupon, coupon: HV-50,        delay: 0}
-      - {channel: sms,    template: miss-you,   delay: 3d, cancel_if: [tag_removed, customer_returned]}
-    holdout: 5%
-"""
+WINBACK = playbooks_file(WINBACK_HIGH_VALUE + "    holdout: 5%\n")
 
 
 def change(group: str = "value", tag: str = "high_churned", kind: str = "added", seq: int = 1) -> TagChanged:

@@ -11,7 +11,7 @@ import pytest
 
 from services.tagger.commands import _progress
 from services.tagger.replay import Replay, replay_to
-from tests.unit.builders import engine, value_tiers
+from tests.support.builders import engine, value_tiers
 
 
 class _Terminal(io.StringIO):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from schemas.tags import TagGroup
-from services.tagger.engine import CommandRefused, RuleBook
-from services.tagger.engine.changes import Change
+from services.engine import CommandRefused, RuleBook
+from services.engine.changes import Change
 from services.tagger.replay import Replay
-from tests.unit.builders import at, command, cond, engine, group, paid, summary, value_tiers
+from tests.support.builders import at, command, cond, engine, group, paid, summary, value_tiers
 
 
 def _run(*groups: TagGroup) -> tuple[Replay, list[Change]]:

@@ -5,11 +5,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from services.engine import DefinitionError, RuleBook
+from services.engine.timeutil import DAY_US, SECOND_US, date_to_day, day_to_date, from_us, to_us
+from services.engine.zone import DayZone
 from services.runtime.zone import day_zone
-from services.tagger.engine import DefinitionError, RuleBook
-from services.tagger.engine.timeutil import DAY_US, SECOND_US, date_to_day, day_to_date, from_us, to_us
-from services.tagger.engine.zone import DayZone
-from tests.unit.builders import browse, cond, engine, group, paid
+from tests.support.builders import browse, cond, engine, group, paid
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -10,8 +10,8 @@ from typing import Any, cast
 from aiokafka.errors import KafkaTimeoutError, NotLeaderForPartitionError
 from prometheus_client import CollectorRegistry
 
+from services.engine.timeutil import to_us
 from services.tagger.app import Tagger
-from services.tagger.engine.timeutil import to_us
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from services.tagger.engine.timeutil import from_us, to_us
+from services.engine.timeutil import from_us, to_us
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

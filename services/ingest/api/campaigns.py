@@ -16,12 +16,13 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
 from schemas.common import Identifier
+from schemas.durations import parse_duration
 from schemas.limits import MAX_DURATION
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, ErrorBody, require
 from services.ingest.ports import AudienceQuery, NotifierAccess
 from services.notifier.composition import policy_from
-from services.notifier.policy import Campaign, exceeded_cap, in_holdout, longest_window, parse_duration
+from services.notifier.policy import Campaign, exceeded_cap, in_holdout, longest_window
 from services.notifier.policy.campaigns import TRANSITIONS, CampaignRecord, CampaignsFull
 from services.notifier.report import Report, conversion, step_reports
 

@@ -12,12 +12,12 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from schemas.events import EVENT_TYPES, CustomerEvent
 from schemas.excerpt import problems
+from services.engine.admission import wrong_currency
+from services.engine.arrival import Arrival
+from services.engine.timeutil import to_us
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, require
 from services.ingest.ports import Throttled, Unavailable
-from services.tagger.admission import wrong_currency
-from services.tagger.engine.arrival import Arrival
-from services.tagger.engine.timeutil import to_us
 
 router = APIRouter(tags=["events"])
 

@@ -20,7 +20,7 @@ from services.ingest import catalog
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, ErrorBody, require
 from services.ingest.ports import Record, Throttled, Unavailable
-from services.tagger.feed import definition_record, deletion_record
+from services.runtime.definitions_feed import definition_record, deletion_record
 
 router = APIRouter(tags=["tag groups"])
 

@@ -18,7 +18,6 @@ from services.notifier.policy.playbooks import (
     Step,
     Trigger,
     load_playbooks,
-    parse_duration,
 )
 from services.notifier.policy.quiet import QuietHours
 from services.notifier.policy.templates import render
@@ -50,7 +49,6 @@ __all__ = [
     "load_campaign",
     "load_playbooks",
     "longest_window",
-    "parse_duration",
     "plan",
     "render",
     "step_key",

@@ -1,0 +1,142 @@
+"""The stored form of a customer's state: compact JSON bytes (what the tagger's table keeps).
+
+Money stays exact (decimal strings); instants are integer microseconds; day buckets are flat
+[day, count, ...] lists; the browse/click event-id fingerprints are a flat [day, base64, ...] list.
+Format 1 (before the fingerprints were kept per day, and before manual removals stuck) still
+decodes: its last 32 fingerprints, which belong to no day, are dropped.
+"""
+
+from __future__ import annotations
+
+from binascii import a2b_base64, b2a_base64
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+from services.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
+from services.engine.evaluator import CustomerState, earliest
+
+FORMAT_VERSION: Final = 2
+_ZERO: Final = Decimal(0)
+
+
+def encode(state: CustomerState) -> bytes:
+    agg = state.agg
+    orders = {
+        order_id: [
+            None if order.paid is None else str(order.paid),
+            order.paid_us,
+            order.points,
+            str(order.refunded),
+            order.refund_ids,
+        ]
+        for order_id, order in agg.orders.items()
+    }
+    tags = {
+        group: {tag: [int(manual), expires] for tag, (manual, expires) in held.items()}
+        for group, held in state.tags.items()
+    }
+    return orjson.dumps(
+        [
+            FORMAT_VERSION,
+            state.customer_id,
+            state.seq,
+            state.clock_us,
+            tags,
+            state.due,
+            [
+                agg.order_count,
+                str(agg.total_spent),
+                agg.points_total,
+                agg.first_order_us,
+                agg.last_order_us,
+                agg.last_seen_us,
+                agg.max_day,
+                sorted(agg.products),
+                orders,
+                _flat(agg.browse),
+                _flat(agg.click),
+                [
+                    item
+                    for day in sorted(agg.seen)
+                    # b2a_base64: base64.b64encode, less wrapping
+                    for item in (day, b2a_base64(agg.seen[day], newline=False).decode())
+                ],
+            ],
+            None if not state.blocked else {group: sorted(tags) for group, tags in sorted(state.blocked.items())},
+        ]
+    )
+
+
+def decode(data: bytes) -> CustomerState:
+    stored = orjson.loads(data)
+    version = stored[0]
+    if version == 1:
+        stored[6][11:] = [[]]  # the 32 last fingerprints and their ring position: no day to file them under
+        stored.append(None)
+    elif version != FORMAT_VERSION:
+        raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
+    _, customer_id, seq, clock_us, tags, due, packed, blocked = stored
+    state = CustomerState(customer_id, _aggregates(packed))
+    if blocked:
+        state.blocked = {group: set(tag_ids) for group, tag_ids in blocked.items()}
+    state.seq = seq
+    state.clock_us = clock_us
+    state.tags = {
+        group: {tag: (bool(manual), expires) for tag, (manual, expires) in held.items()} for group, held in tags.items()
+    }
+    state.due = due  # a fresh dict from orjson, owned by nobody else
+    state.next_at = earliest(due)
+    return state
+
+
+def _aggregates(packed: list[Any]) -> Aggregates:
+    (
+        order_count,
+        total_spent,
+        points_total,
+        first_order_us,
+        last_order_us,
+        last_seen_us,
+        max_day,
+        products,
+        orders,
+        browse,
+        click,
+        seen,
+    ) = packed
+    agg = Aggregates()
+    agg.order_count = order_count
+    agg.total_spent = Decimal(total_spent)
+    agg.points_total = points_total
+    agg.first_order_us = first_order_us
+    agg.last_order_us = last_order_us
+    agg.last_seen_us = last_seen_us
+    agg.max_day = max_day
+    agg.products = set(products)
+    agg.orders = {
+        order_id: OrderRecord(
+            None if paid is None else Decimal(paid),
+            paid_us,
+            points,
+            _ZERO if refunded == "0" else Decimal(refunded),  # most orders: never refunded
+            refund_ids,
+        )
+        for order_id, (paid, paid_us, points, refunded, refund_ids) in orders.items()
+    }
+    agg.browse = _buckets(browse)
+    agg.click = _buckets(click)
+    for day, text in zip(seen[::2], seen[1::2], strict=True):
+        prints = agg.seen[day] = bytearray(a2b_base64(text))  # base64.b64decode, less wrapping
+        if len(prints) % FINGERPRINT_BYTES:
+            raise ValueError(f"event fingerprints of day {day}: {len(prints)} bytes, not a whole number of them")
+    return agg
+
+
+def _flat(buckets: dict[int, int]) -> list[int]:
+    return [number for day in sorted(buckets) for number in (day, buckets[day])]
+
+
+def _buckets(flat: list[int]) -> dict[int, int]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))

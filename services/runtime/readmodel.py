@@ -1,0 +1,295 @@
+"""The Redis read model of tag changes: its key layout and the reads the HTTP API serves.
+
+`Projector` (services/tagger/projector.py) writes it from `tagstream.tag-changes`; everything here
+only reads, so the ingest service and the notifier can use it without the write side. Redis is a
+projection: drop the keys under a prefix and replay the topic to rebuild it.
+
+Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Cluster hash tag):
+
+    ts:c:{<customer>}:seq        string  last applied seq
+    ts:c:{<customer>}:tags       hash    "group/tag" -> {"added_at", "source", "group_version"} JSON
+    ts:c:{<customer>}:groups     hash    group -> how many of its tags the customer holds
+    ts:c:{<customer>}:history    list    TagChanged JSON, newest first, capped
+    ts:c:{<customer>}:activity   hash    last_order_us / last_seen_us (epoch microseconds)
+    ts:t:<group>/<tag>           set     customer ids holding the tag (SINTER/SUNION/SDIFF-able)
+    ts:stats:group-members       hash    group -> customers holding any tag of it
+    ts:stats:gaps                string  how many seq gaps were seen
+    ts:gaps                      set     customers whose stream had a gap
+    ts:meta:readmodel            hash    state (rebuilding|ready|resetting), epoch, started_ms, ready_ms,
+                                         reason, target:<topic>:<partition> -> offset a rebuild must reach
+    ts:meta:offsets              hash    <topic>:<partition> -> next offset to apply (tag-changes, events)
+
+The read model holds, per partition of tag-changes (and of events, for activity), exactly the fold
+of the records before its `ts:meta:offsets` entry: the projector applies a batch only when it starts
+at or before that offset (projector.py), so Redis and its position cannot drift apart. A Redis that
+lost its data has lost the marker `ts:meta:readmodel` with it: readers then answer "unavailable"
+(`ReadModel.status`) until the projector has rebuilt it from the topics (projection.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, cast
+
+import orjson
+from redis.asyncio import Redis
+
+from schemas.tags import ChangeSource, TagChanged
+from services.engine.timeutil import from_us
+
+DEFAULT_PREFIX = "ts:"
+LAST_ORDER_FIELD = "last_order_us"
+LAST_SEEN_FIELD = "last_seen_us"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Names of every key under one prefix. Customer keys share the hash tag `{<customer_id>}`.
+
+    A customer id may itself contain braces; the hash tag then ends at its first `}`, which is still
+    the same for all of that customer's keys, and no suffix contains `}`, so names stay distinct.
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    def seq(self, customer_id: str) -> str:
+        return self._customer(customer_id, "seq")
+
+    def tags(self, customer_id: str) -> str:
+        return self._customer(customer_id, "tags")
+
+    def groups(self, customer_id: str) -> str:
+        return self._customer(customer_id, "groups")
+
+    def history(self, customer_id: str) -> str:
+        return self._customer(customer_id, "history")
+
+    def activity(self, customer_id: str) -> str:
+        return self._customer(customer_id, "activity")
+
+    def members(self, group_id: str, tag_id: str) -> str:
+        return f"{self.prefix}t:{tag_field(group_id, tag_id)}"
+
+    @property
+    def group_members(self) -> str:
+        return f"{self.prefix}stats:group-members"
+
+    @property
+    def gap_count(self) -> str:
+        return f"{self.prefix}stats:gaps"
+
+    @property
+    def gap_customers(self) -> str:
+        return f"{self.prefix}gaps"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}meta:readmodel"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}meta:offsets"
+
+    def _customer(self, customer_id: str, part: str) -> str:
+        return f"{self.prefix}c:{{{customer_id}}}:{part}"
+
+
+def tag_field(group_id: str, tag_id: str) -> str:
+    """`group/tag`: group and tag ids never contain `/` (schemas.common.Identifier)."""
+    return f"{group_id}/{tag_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldTag:
+    added_at: datetime
+    source: ChangeSource
+    group_version: int
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {"added_at": self.added_at, "source": self.source, "group_version": self.group_version},
+            option=orjson.OPT_UTC_Z,
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> HeldTag:
+        document = orjson.loads(data)
+        return cls(
+            added_at=datetime.fromisoformat(document["added_at"]),
+            source=document["source"],
+            group_version=document["group_version"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    last_order_at: datetime | None
+    last_seen_at: datetime | None
+
+    @property
+    def latest(self) -> datetime | None:
+        """The later of the last order and the last event of any kind (a "returned" customer's mark)."""
+        moments = [moment for moment in (self.last_order_at, self.last_seen_at) if moment is not None]
+        return max(moments, default=None)
+
+
+State = Literal["missing", "resetting", "rebuilding", "ready"]
+
+
+def offset_field(topic: str, partition: int) -> str:
+    """`<topic>:<partition>`, the field of a partition in `ts:meta:offsets` (and, prefixed `target:`, in the meta)."""
+    return f"{topic}:{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModelStatus:
+    """The marker and the projector's positions: is the read model whole, and how far is a rebuild."""
+
+    state: State
+    epoch: str | None = None
+    started_at: datetime | None = None
+    ready_at: datetime | None = None
+    targets: dict[str, int] | None = None
+    offsets: dict[str, int] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    @property
+    def total(self) -> int:
+        """Records a rebuild reads: every partition's target."""
+        return sum((self.targets or {}).values())
+
+    @property
+    def remaining(self) -> int:
+        """Records still to apply before every partition reaches its target."""
+        offsets = self.offsets or {}
+        return sum(max(0, target - offsets.get(field, 0)) for field, target in (self.targets or {}).items())
+
+    @property
+    def reason(self) -> str | None:
+        """Why reads are refused now; None when the read model is whole."""
+        if self.state == "ready":
+            return None
+        if self.state == "missing":
+            return (
+                "the read model is missing (Redis lost its data, or it was never built); the projector "
+                "rebuilds it from tagstream.tag-changes"
+            )
+        if self.state == "resetting":
+            return "the read model is being reset by `tagstream readmodel rebuild`"
+        done = self.total - self.remaining
+        return f"the read model is rebuilding from tagstream.tag-changes: {done} of {self.total} records applied"
+
+
+class ReadModelUnavailable(Exception):
+    """The read model is not whole (missing or rebuilding); the message says why."""
+
+
+class ReadModel:
+    """Reads over the projection. Works with clients built with or without `decode_responses`."""
+
+    def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = redis
+        self.keys = Keys(key_prefix)
+
+    async def status(self) -> ReadModelStatus:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.meta)
+            pipe.hgetall(self.keys.offsets)
+            meta_raw, offsets_raw = await pipe.execute()
+        return parse_status(meta_raw, offsets_raw)
+
+    async def unavailable(self) -> str | None:
+        """Why reads cannot be trusted now (missing or rebuilding read model); None when they can."""
+        return (await self.status()).reason
+
+    async def current_tags(self, customer_id: str) -> dict[str, list[str]]:
+        """Tag ids per group, each list sorted (display order belongs to the definitions)."""
+        grouped: dict[str, list[str]] = {}
+        for field in await self._redis.hkeys(self.keys.tags(customer_id)):
+            group_id, tag_id = _text(field).split("/", 1)
+            grouped.setdefault(group_id, []).append(tag_id)
+        return {group_id: sorted(tags) for group_id, tags in sorted(grouped.items())}
+
+    async def held_tags(self, customer_id: str) -> dict[str, dict[str, HeldTag]]:
+        """Like `current_tags`, with when, how and under which group version each tag was added."""
+        grouped: dict[str, dict[str, HeldTag]] = {}
+        for field, value in (await self._redis.hgetall(self.keys.tags(customer_id))).items():
+            group_id, tag_id = _text(field).split("/", 1)
+            grouped.setdefault(group_id, {})[tag_id] = HeldTag.from_json(value)
+        return grouped
+
+    async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]:
+        """The customer's tag changes, newest first; only the last `history_limit` are kept."""
+        if offset < 0 or limit < 1:
+            raise ValueError(f"history needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")
+        entries = await self._redis.lrange(self.keys.history(customer_id), offset, offset + limit - 1)
+        return [TagChanged.model_validate_json(entry) for entry in entries]
+
+    async def last_seq(self, customer_id: str) -> int:
+        """The seq of the last change applied for the customer; 0 when none was."""
+        value = await self._redis.get(self.keys.seq(customer_id))
+        return 0 if value is None else int(value)
+
+    async def members(self, group_id: str, tag_id: str, *, batch: int = 1000) -> AsyncIterator[str]:
+        """Customers holding the tag, in no order; SSCAN, so a member may be seen twice if the set changes."""
+        async for member in self._redis.sscan_iter(self.keys.members(group_id, tag_id), count=batch):
+            yield _text(member)
+
+    async def member_count(self, group_id: str, tag_id: str) -> int:
+        return int(await self._redis.scard(self.keys.members(group_id, tag_id)))
+
+    async def group_member_count(self, group_id: str) -> int:
+        """Customers holding at least one tag of the group."""
+        value = await self._redis.hget(self.keys.group_members, group_id)
+        return 0 if value is None else int(value)
+
+    async def activity(self, customer_id: str) -> Activity | None:
+        stored = await self._redis.hgetall(self.keys.activity(customer_id))
+        if not stored:
+            return None
+        fields = {_text(field): int(value) for field, value in stored.items()}
+        return Activity(
+            last_order_at=_instant(fields.get(LAST_ORDER_FIELD)),
+            last_seen_at=_instant(fields.get(LAST_SEEN_FIELD)),
+        )
+
+    async def gaps(self) -> int:
+        """How many times a customer's seq jumped by more than one (changes lost upstream or skipped)."""
+        value = await self._redis.get(self.keys.gap_count)
+        return 0 if value is None else int(value)
+
+    async def customers_with_gaps(self) -> AsyncIterator[str]:
+        async for member in self._redis.sscan_iter(self.keys.gap_customers):
+            yield _text(member)
+
+
+def parse_status(meta_raw: dict[Any, Any], offsets_raw: dict[Any, Any]) -> ReadModelStatus:
+    meta = {_text(field): _text(value) for field, value in meta_raw.items()}
+    state = meta.get("state")
+    if state not in ("resetting", "rebuilding", "ready"):
+        return ReadModelStatus("missing", offsets={_text(f): int(v) for f, v in offsets_raw.items()})
+    return ReadModelStatus(
+        cast(State, state),
+        epoch=meta.get("epoch"),
+        started_at=_ms_instant(meta.get("started_ms")),
+        ready_at=_ms_instant(meta.get("ready_ms")),
+        targets={field[len("target:") :]: int(value) for field, value in meta.items() if field.startswith("target:")},
+        offsets={_text(field): int(value) for field, value in offsets_raw.items()},
+    )
+
+
+def _ms_instant(ms: str | None) -> datetime | None:
+    return None if not ms else from_us(int(ms) * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _instant(us: int | None) -> datetime | None:
+    return None if us is None else from_us(us)
