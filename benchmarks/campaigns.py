@@ -23,13 +23,14 @@ from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 
+from schemas.campaigns import CampaignRecord
 from schemas.notifications import NotificationOutcome
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.core import Notifier, Tuning
 from services.notifier.policy import Campaign, PlaybookSet, Policy
-from services.notifier.policy.campaigns import CampaignRecord
 from services.notifier.ports import Message
-from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisScheduler, RedisTagFacts
+from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import SystemClock
 from services.runtime.customers import RedisCustomers
 from services.runtime.readmodel import Keys

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from schemas.campaigns import Campaign
 from schemas.events import CustomerEvent
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagCommand, TagGroup, TagGroupSet
@@ -23,10 +24,6 @@ SCHEMA_DIR = Path(__file__).parent / "json"
 
 def documents() -> dict[str, dict[str, Any]]:
     """File name -> JSON Schema, for every contract."""
-    # The campaign contract is the notifier policy's own model (its steps are a playbook's): imported
-    # here, when the files are written, so that `schemas` stays free of services at import.
-    from services.notifier.policy.campaigns import Campaign
-
     found: dict[str, dict[str, Any]] = {
         "customer-event.json": TypeAdapter(CustomerEvent).json_schema(),
         "tag-group.json": TagGroup.model_json_schema(),

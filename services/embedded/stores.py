@@ -12,17 +12,20 @@ from typing import Literal, Protocol
 
 from pydantic import TypeAdapter
 
+from schemas.campaigns import Audience, CampaignRecord, CampaignStatus
 from schemas.notifications import NotificationOutcome
+from schemas.playbooks import PlaybookSet, ScheduledStep
 from services.embedded.journal import Entry
 from services.embedded.readmodel import MemoryReadModel
 from services.ingest.audiences import decode_cursor, encode_cursor
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
 from services.notifier.memory import MemoryCampaigns, MemoryLedger, MemoryPlaybooks, MemoryScheduler
-from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
-from services.notifier.policy.campaigns import CampaignRecord, CampaignStatus
-from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
+from services.notifier.policy import SendRecord
+from services.notifier.ports import Claim
 from services.runtime.clock import Clock
 from services.runtime.customers import Channel, MemoryCustomers, Profile
+from services.runtime.playbooks import StoredPlaybooks
+from services.runtime.reports import ProgramKind, Tally
 
 _STEPS = TypeAdapter(list[ScheduledStep])
 log = logging.getLogger("tagstream.embedded")

@@ -31,11 +31,13 @@ from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
 from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, RecordRefused, TagReads
-from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisPlaybooks
+from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.customers import CustomerStore, RedisCustomers
+from services.runtime.playbooks import RedisPlaybooks
 from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
+from services.runtime.reports import RedisReports
 from services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
     redis = redis_client(settings.redis)
     prefix = settings.redis.key_prefix
     read_model = ReadModel(redis, key_prefix=prefix)
-    ledger = RedisLedger(redis, key_prefix=prefix)
+    ledger = RedisReports(redis, key_prefix=prefix)
     await publisher.start()
     await definitions.start()
     try:

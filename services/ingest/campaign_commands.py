@@ -19,7 +19,8 @@ _TIMEOUT_S = 120.0
 
 
 def campaigns(args: argparse.Namespace) -> int:
-    from services.notifier.policy import PlaybookError, load_campaign
+    from schemas.playbooks import PlaybookError
+    from services.runtime.program_files import load_campaign
 
     api_key = args.api_key or os.environ.get("TAGSTREAM_API_KEY")
     if not api_key:

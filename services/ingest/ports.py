@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Protocol
 
 from schemas.tags import TagChanged, TagGroup
-from services.notifier.ports import CampaignStore, Ledger, PlaybookStore, Reports
-from services.notifier.report import OrderActivity
+from services.runtime.campaigns import CampaignStore
+from services.runtime.playbooks import PlaybookStore
 from services.runtime.readmodel import HeldTag
+from services.runtime.reports import OrderActivity, Reports, SendHistory
 
 Record = tuple[bytes, bytes | None]
 """(key, value) of one message; a None value is a tombstone."""
@@ -126,7 +127,7 @@ class NotifierAccess:
 
     store: CampaignStore
     playbooks: PlaybookStore
-    ledger: Ledger
+    ledger: SendHistory
     """The send history the preview's caps count."""
     reports: Reports
     activity: OrderActivity

@@ -33,11 +33,13 @@ from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.durability import VolatileRedis, require_durable
 from services.notifier.ports import Provider
-from services.notifier.redis_store import RedisCampaigns, RedisLedger, RedisPlaybooks, RedisScheduler, RedisTagFacts
+from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.customers import RedisCustomers
 from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.kafka import client_options, ensure_topics, producer_options
+from services.runtime.playbooks import RedisPlaybooks
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 

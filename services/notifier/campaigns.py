@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from schemas.campaigns import Campaign, CampaignRecord
 from schemas.tags import TagGroup
-from services.notifier.policy import Campaign, Pacer, campaign_jobs
-from services.notifier.policy.campaigns import CampaignRecord
-from services.notifier.ports import CampaignStore
+from services.notifier.policy import Pacer, campaign_jobs
+from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.readmodel import ReadModelUnavailable
 

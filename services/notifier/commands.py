@@ -46,8 +46,8 @@ def notifier(args: argparse.Namespace) -> int:
 def _check(playbooks: str, rules: str | None) -> int:
     """Validate a playbooks file; with a rules file, also refuse triggers naming tags it does not define
     (as PUT /v1/playbooks does against the live definitions)."""
+    from schemas.playbooks import unknown_triggers
     from services.notifier.policy import PlaybookError, load_playbooks
-    from services.notifier.policy.playbooks import unknown_triggers
     from services.runtime.definitions import RulesFileError, parse_groups
 
     try:

@@ -26,10 +26,11 @@ from services.notifier.campaigns import CampaignRunner
 from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours
-from services.notifier.ports import CampaignStore, Ledger, OutcomeSink, Provider, Scheduler, TagFacts
+from services.notifier.ports import Ledger, OutcomeSink, Provider, Scheduler, TagFacts
 from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
 from services.notifier.reload import PlaybookFile
 from services.notifier.resilience import Backoff, CircuitBreaker
+from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.customers import CHANNELS, CustomerStore
 from services.runtime.settings import NotifierSettings, Settings, ShopSettings
@@ -117,13 +118,8 @@ class NotifierComposition:
 def policy_from(notifier: NotifierSettings, shop: ShopSettings) -> Policy:
     """The global policy; customers without a time zone of their own are in `default_timezone`, or
     else in the shop's zone (a shop in Shanghai keeps Shanghai's nights without saying it twice)."""
-    caps = []
-    for text in notifier.caps:
-        channel, rest = text.split(":", 1)
-        limit, window = rest.split("/", 1)
-        caps.append(CapRule.model_validate({"channel": channel, "limit": int(limit), "window": window}))
     return Policy(
-        caps=tuple(caps),
+        caps=tuple(CapRule.from_setting(text) for text in notifier.caps),
         quiet_hours=QuietHours.parse(notifier.quiet_hours) if notifier.quiet_hours else None,
         quiet_channels=frozenset(notifier.quiet_channels),
         coupon_period=parse_duration(notifier.coupon_period),

@@ -35,22 +35,13 @@ from services.notifier.policy import (
     longest_window,
     plan,
 )
-from services.notifier.ports import (
-    CampaignStore,
-    Claim,
-    Ledger,
-    Message,
-    OutcomeSink,
-    ProgramKind,
-    Provider,
-    Scheduler,
-    TagFacts,
-    Tally,
-)
+from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provider, Scheduler, TagFacts
 from services.notifier.resilience import CircuitOpen, GaveUp
+from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore, Profile
 from services.runtime.readmodel import ReadModelUnavailable
+from services.runtime.reports import ProgramKind, Tally
 
 log = logging.getLogger("tagstream.notifier")
 _READ_MODEL_WAIT = timedelta(seconds=5)

@@ -8,11 +8,15 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from schemas.campaigns import Audience, CampaignRecord, CampaignStatus
 from schemas.limits import MAX_CAMPAIGNS
 from schemas.notifications import NotificationOutcome
-from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
-from services.notifier.policy.campaigns import CampaignRecord, CampaignsFull, CampaignStatus
-from services.notifier.ports import Claim, ProgramKind, StoredPlaybooks, Tally
+from schemas.playbooks import PlaybookSet, ScheduledStep
+from services.notifier.policy import SendRecord
+from services.notifier.ports import Claim
+from services.runtime.campaigns import CampaignsFull
+from services.runtime.playbooks import StoredPlaybooks
+from services.runtime.reports import ProgramKind, Tally
 
 
 @dataclass(slots=True)

@@ -6,35 +6,14 @@ mode wires memory.py and the log provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
 from schemas.notifications import NotificationOutcome
-from services.notifier.policy import Audience, PlaybookSet, ScheduledStep, SendRecord
-from services.notifier.policy.campaigns import CampaignRecord, CampaignStatus
-
-ProgramKind = Literal["playbook", "campaign"]
-
-
-@dataclass(frozen=True, slots=True)
-class Tally:
-    """A final decision as the reports count it: once per step key, however often it is recorded."""
-
-    kind: ProgramKind
-    program_id: str
-    step: int
-    outcome: str
-    reason: str
-    customer_id: str
-    touched: Literal["treated", "holdout"] | None
-    """A send (treated) or a holdout suppression: the customer's first one starts their conversion window."""
-    at: datetime
-
-    @property
-    def field(self) -> str:
-        return f"{self.step}|{self.outcome}|{self.reason}"
+from services.notifier.policy import ScheduledStep, SendRecord
+from services.runtime.reports import ProgramKind, Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,89 +95,6 @@ class Ledger(Protocol):
         ...
 
     async def unlock(self, customer_id: str, channel: str, holder: str) -> None: ...
-
-
-class Reports(Protocol):
-    """What the reports read (GET /v1/campaigns/{id}/report, /v1/playbooks/{id}/report)."""
-
-    async def counts(self, kind: ProgramKind, program_id: str) -> dict[str, int]:
-        """Tally field ("<step>|<outcome>|<reason>", "<step>|targeted", ...) -> count."""
-        ...
-
-    def touches(self, kind: ProgramKind, program_id: str) -> AsyncIterator[tuple[str, str, datetime]]:
-        """(customer, "treated" | "holdout", first touch) of every customer the program touched."""
-        ...
-
-
-class CampaignStore(Protocol):
-    """Campaigns, their audience snapshots and fan-out cursors. A snapshot is taken once, at start; each
-    step walks it in ascending id order, and `advance` schedules a page of jobs and moves that step's
-    cursor in one atomic step, only if the cursor is where the caller read it (so two replicas, or a
-    replica that lost its lease, never schedule a customer's step twice)."""
-
-    async def create(self, record: CampaignRecord) -> bool:
-        """False when a campaign with this id exists."""
-        ...
-
-    async def get(self, campaign_id: str) -> CampaignRecord | None: ...
-
-    async def all(self) -> list[CampaignRecord]:
-        """Every campaign, oldest first."""
-        ...
-
-    async def transition(self, campaign_id: str, allowed: frozenset[str], to: CampaignStatus) -> CampaignRecord | None:
-        """Move to `to` if the status is one of `allowed`; the record afterwards (None: no such campaign)."""
-        ...
-
-    async def start(self, campaign_id: str, audience: Audience | None, at: datetime) -> CampaignRecord | None:
-        """Snapshot the audience (None: empty) and mark the campaign running, if it is still scheduled."""
-        ...
-
-    async def pending(self, campaign_id: str, step: int, limit: int) -> tuple[int, str | None, list[str]]:
-        """The step's cursor (position, last id) and up to `limit` customers after it."""
-        ...
-
-    async def advance(
-        self, campaign_id: str, step: int, position: int, after: str | None, jobs: Sequence[ScheduledStep]
-    ) -> bool:
-        """Schedule `jobs` (one per customer, in snapshot order) and move the cursor past them; False
-        (nothing done) when the cursor is no longer at (`position`, `after`) or the campaign is not running."""
-        ...
-
-    async def finish(self, campaign_id: str) -> None:
-        """Mark a running campaign done and drop its snapshot (every step is fanned out)."""
-        ...
-
-    async def delete(self, campaign_id: str) -> bool:
-        """Forget a done or cancelled campaign (its report's tallies stay); False when it is neither."""
-        ...
-
-    async def lease(self, holder: str, ttl: timedelta) -> bool:
-        """Be the one replica fanning campaigns out for `ttl` (renewed by calling again)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPlaybooks:
-    """Playbooks replaced over the API: they take over from the playbooks file, in both modes."""
-
-    version: int
-    playbooks: PlaybookSet
-    updated_at: datetime
-    actor: str
-
-
-class PlaybookStore(Protocol):
-    async def current(self) -> StoredPlaybooks | None:
-        """The last set replaced over the API; None while the playbooks file is in force."""
-        ...
-
-    async def replace(
-        self, playbooks: PlaybookSet, expected_version: int, at: datetime, actor: str
-    ) -> StoredPlaybooks | None:
-        """Store the set as version `expected_version + 1`; None (nothing stored) when the current version
-        is not `expected_version` (another replace came first: read it and try again)."""
-        ...
 
 
 class TagFacts(Protocol):

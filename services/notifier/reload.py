@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import PlaybookError, PlaybookSet, load_playbooks
-from services.notifier.ports import PlaybookStore, StoredPlaybooks
+from services.runtime.playbooks import PlaybookStore, StoredPlaybooks
 
 log = logging.getLogger("tagstream.notifier.playbooks")
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from schemas.campaigns import CampaignRecord
 from services.notifier.policy import Campaign, campaign_step_key
-from services.notifier.policy.campaigns import CampaignRecord
-from services.notifier.redis_store import RedisCampaigns
+from services.runtime.campaigns import RedisCampaigns
 from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, customers, eligible, seed
 from tests.integration.test_notifier_replicas import sent_by
 from tests.support.netprobe import free_port

@@ -21,13 +21,13 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from schemas.campaigns import CampaignRecord
 from schemas.topics import TopicNames
 from services.ingest.app import create_app
 from services.notifier.app import build_app
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.policy import Campaign, campaign_step_key
-from services.notifier.policy.campaigns import CampaignRecord
-from services.notifier.redis_store import RedisCampaigns
+from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import ManualClock
 from services.runtime.settings import IngestSettings, Settings
 from services.tagger.marker import Marker

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from schemas.campaigns import Audience
 from schemas.tags import TagGroup
 from services.notifier.policy import Campaign, Facts, Pacer, PlaybookError, Policy, campaign_jobs, decide, load_campaign
-from services.notifier.policy.campaigns import Audience
-from services.notifier.report import step_reports
+from services.runtime.reports import step_reports
 from tests.unit.campaign_data import CAMPAIGN
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)

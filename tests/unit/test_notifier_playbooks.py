@@ -10,8 +10,9 @@ import pytest
 
 from schemas.durations import parse_duration
 from schemas.tags import Reason, TagChanged
+from schemas.templates import check_template
 from services.notifier.policy import PlaybookError, load_playbooks, plan
-from services.notifier.policy.templates import check_template, render
+from services.notifier.policy.templates import render
 from services.runtime.definitions import parse_groups
 from tests.support.playbooks import WINBACK_HIGH_VALUE, playbooks_file
 

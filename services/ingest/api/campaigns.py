@@ -15,16 +15,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
+from schemas.campaigns import TRANSITIONS, Campaign, CampaignRecord
 from schemas.common import Identifier
 from schemas.durations import parse_duration
 from schemas.limits import MAX_DURATION
+from schemas.playbooks import CapRule
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, ErrorBody, require
 from services.ingest.ports import AudienceQuery, NotifierAccess
-from services.notifier.composition import policy_from
-from services.notifier.policy import Campaign, exceeded_cap, in_holdout, longest_window
-from services.notifier.policy.campaigns import TRANSITIONS, CampaignRecord, CampaignsFull
-from services.notifier.report import Report, conversion, step_reports
+from services.runtime.campaigns import CampaignsFull
+from services.runtime.caps import exceeded_cap, longest_window
+from services.runtime.reports import Report, conversion, step_reports
+from services.runtime.step_keys import in_holdout
 
 router = APIRouter(tags=["campaigns"])
 
@@ -237,11 +239,11 @@ async def _suppressions(
 ) -> list[tuple[int, str]]:
     """(step, reason) for each step consent, a missing address or a cap would suppress now."""
     now = ctx.now()
-    policy = policy_from(ctx.settings.notifier, ctx.settings.shop)
+    global_caps = tuple(CapRule.from_setting(text) for text in ctx.settings.notifier.caps)
     opted_out, profile = await asyncio.gather(ctx.customers.opted_out(customer_id), ctx.customers.profile(customer_id))
     found = []
     for number, step in enumerate(campaign.steps):
-        caps = [cap for cap in (*policy.caps, *campaign.caps) if cap.channel == step.channel]
+        caps = [cap for cap in (*global_caps, *campaign.caps) if cap.channel == step.channel]
         if "*" in opted_out or step.channel in opted_out:
             found.append((number, "consent"))
         elif step.channel == "sms" and profile.phone is None:
@@ -249,7 +251,7 @@ async def _suppressions(
         elif caps:
             history = await access.ledger.history(customer_id, step.channel, now - longest_window(caps))
             broken = exceeded_cap(
-                step.channel, campaign.id, history, now, global_caps=policy.caps, playbook_caps=campaign.caps
+                step.channel, campaign.id, history, now, global_caps=global_caps, playbook_caps=campaign.caps
             )
             if broken is not None:
                 found.append((number, "cap"))

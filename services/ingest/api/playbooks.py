@@ -17,11 +17,10 @@ from pydantic import BaseModel, Field
 
 from schemas.common import Identifier
 from schemas.limits import MAX_VERSION
+from schemas.playbooks import Playbook, PlaybookError, PlaybookSet, parse_playbooks, unknown_triggers
 from services.ingest.auth import Caller
 from services.ingest.context import Context, Ctx, ErrorBody, require
-from services.notifier.policy import Playbook, PlaybookError, PlaybookSet
-from services.notifier.policy.playbooks import parse_playbooks, unknown_triggers
-from services.notifier.ports import PlaybookStore, StoredPlaybooks
+from services.runtime.playbooks import PlaybookStore, StoredPlaybooks
 
 router = APIRouter(tags=["playbooks"])
 

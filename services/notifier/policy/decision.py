@@ -12,13 +12,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from services.notifier.policy.campaigns import Campaign
+from schemas.campaigns import Campaign
+from schemas.playbooks import CapRule, Playbook, ScheduledStep
 from services.notifier.policy.cancel import cancel_reason
-from services.notifier.policy.caps import SendRecord, exceeded_cap
-from services.notifier.policy.jobs import ScheduledStep
-from services.notifier.policy.keys import holdout_draw
-from services.notifier.policy.playbooks import CapRule, Playbook
 from services.notifier.policy.quiet import QuietHours
+from services.runtime.caps import SendRecord, exceeded_cap
+from services.runtime.step_keys import in_holdout
 
 Verdict = Literal["send", "suppress", "defer", "cancel"]
 Reason = Literal["", "consent", "unreachable", "holdout", "duplicate", "cap", "cancelled", "quiet_hours"]
@@ -104,10 +103,6 @@ def decide(job: ScheduledStep, playbook: Playbook | Campaign | None, facts: Fact
         if until is not None:
             return Decision("defer", "quiet_hours", f"quiet hours {policy.quiet_hours} in {zone.key}", until)
     return SEND
-
-
-def in_holdout(customer_id: str, playbook: Playbook | Campaign) -> bool:
-    return playbook.holdout > 0 and holdout_draw(customer_id, playbook.id) < float(playbook.holdout)
 
 
 def _days(window: timedelta) -> str:

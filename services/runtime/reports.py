@@ -1,7 +1,7 @@
 """The report of a campaign or playbook: per step what was decided, and conversion, treated vs holdout.
 
-The counts are the ledger's tallies (services/notifier/ports.py `Tally`): each step key's final
-decision is counted once, when first recorded, so they equal the distinct idempotency keys per
+The counts are the notifier ledger's tallies (`Tally` below): each step key's final decision is
+counted once, when first recorded, so they equal the distinct idempotency keys per
 outcome on `tagstream.notifications`. `deferred` counts deferrals (a step deferred twice counts
 twice), `targeted` the steps planned (a campaign: its customers fanned out per step).
 
@@ -10,19 +10,103 @@ the holdout suppression that stood in for it) and at most `window` later. Only t
 kept by the read model, so a customer who ordered inside the window and again after it is not
 counted: the same undercount in both groups, so the comparison holds; read the report before the
 window closes for exact figures.
+
+Key layout (prefix `ts:` by default), written by the notifier's ledger (services/notifier/redis_store.py):
+
+    ts:r:<kind>:<id>             hash    report tallies of a playbook or campaign: "<step>|<outcome>|<reason>" -> n
+    ts:r:<kind>:<id>:touch       hash    customer -> "treated|<ms>" or "holdout|<ms>": their first send (or holdout)
+    ts:c:{<customer>}:sent:<ch>  zset    "<playbook>|<step key>" -> sent at (ms): what the caps count
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis
 
-from services.notifier.ports import ProgramKind, Reports
-from services.runtime.readmodel import Activity
+from services.engine.timeutil import from_us
+from services.runtime.caps import SendRecord
+from services.runtime.readmodel import DEFAULT_PREFIX, Activity
+from services.runtime.redis import as_text, to_ms
+
+ProgramKind = Literal["playbook", "campaign"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A final decision as the reports count it: once per step key, however often it is recorded."""
+
+    kind: ProgramKind
+    program_id: str
+    step: int
+    outcome: str
+    reason: str
+    customer_id: str
+    touched: Literal["treated", "holdout"] | None
+    """A send (treated) or a holdout suppression: the customer's first one starts their conversion window."""
+    at: datetime
+
+    @property
+    def field(self) -> str:
+        return f"{self.step}|{self.outcome}|{self.reason}"
+
+
+class Reports(Protocol):
+    """What the reports read (GET /v1/campaigns/{id}/report, /v1/playbooks/{id}/report)."""
+
+    async def counts(self, kind: ProgramKind, program_id: str) -> dict[str, int]:
+        """Tally field ("<step>|<outcome>|<reason>", "<step>|targeted", ...) -> count."""
+        ...
+
+    def touches(self, kind: ProgramKind, program_id: str) -> AsyncIterator[tuple[str, str, datetime]]:
+        """(customer, "treated" | "holdout", first touch) of every customer the program touched."""
+        ...
+
+
+class SendHistory(Protocol):
+    async def history(self, customer_id: str, channel: str, since: datetime) -> list[SendRecord]:
+        """The customer's sends on `channel` after `since`: what the caps count."""
+        ...
+
+
+class RedisReports:
+    """The tallies and send history in Redis, read by the reports and the campaign preview; the
+    notifier's ledger (services/notifier/redis_store.py `RedisLedger`) writes them."""
+
+    def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = redis
+        self._prefix = key_prefix
+
+    def report_key(self, kind: ProgramKind, program_id: str) -> str:
+        return f"{self._prefix}r:{kind}:{program_id}"
+
+    def sent_key(self, customer_id: str, channel: str) -> str:
+        return f"{self._prefix}c:{{{customer_id}}}:sent:{channel}"
+
+    async def history(self, customer_id: str, channel: str, since: datetime) -> list[SendRecord]:
+        entries: list[Any] = await self._redis.zrangebyscore(
+            self.sent_key(customer_id, channel), f"({to_ms(since)}", "+inf", withscores=True
+        )
+        return [
+            SendRecord(channel, as_text(member).split("|", 1)[0], from_us(int(score) * 1000))
+            for member, score in entries
+        ]
+
+    async def counts(self, kind: ProgramKind, program_id: str) -> dict[str, int]:
+        fields = await self._redis.hgetall(self.report_key(kind, program_id))
+        return {as_text(name): int(value) for name, value in fields.items()}
+
+    async def touches(self, kind: ProgramKind, program_id: str) -> AsyncIterator[tuple[str, str, datetime]]:
+        key = f"{self.report_key(kind, program_id)}:touch"
+        async for customer, value in self._redis.hscan_iter(key, count=1000):
+            touched, at = as_text(value).split("|", 1)
+            yield as_text(customer), touched, from_us(int(at) * 1000)
+
 
 _BATCH = 32
 """Customers whose last order is read at once (each read takes one of redis-py's 100 pooled connections)."""

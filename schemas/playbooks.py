@@ -1,4 +1,4 @@
-"""Playbooks: what marketing wants sent when a tag changes, validated when loaded.
+"""Playbooks: what marketing wants sent when a tag changes, validated when loaded; the steps they schedule.
 
 A playbooks file (YAML) holds `templates` (id -> text with `${placeholders}`) and `playbooks`.
 Loading fails with an error naming the playbook and the field, so a bad ConfigMap is refused whole
@@ -23,13 +23,12 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.common import Identifier
+from schemas.common import Identifier, UtcDatetime
 from schemas.durations import parse_duration
 from schemas.excerpt import excerpt, problems
 from schemas.limits import MAX_DURATION, MAX_NUMBER_TEXT, MAX_PLAYBOOKS, MAX_STEPS, MAX_TEMPLATE_LENGTH
 from schemas.tags import ChangeSource, TagChanged, TagGroup
-from services.notifier.policy.templates import check_template
-from services.runtime.user_yaml import UserYamlError, load_user_yaml
+from schemas.templates import check_template
 
 Channel = Literal["push", "sms", "coupon"]
 CancelCondition = Literal["tag_removed", "tag_added", "customer_returned"]
@@ -141,6 +140,13 @@ class CapRule(_Model):
             raise ValueError(f"a cap's window must be positive, got {self.window}")
         return self
 
+    @classmethod
+    def from_setting(cls, text: str) -> CapRule:
+        """`push:3/1d`, as `notifier.caps` holds it (the settings check its shape when loaded)."""
+        channel, rest = text.split(":", 1)
+        limit, window = rest.split("/", 1)
+        return cls.model_validate({"channel": channel, "limit": int(limit), "window": window})
+
 
 class Playbook(_Model):
     id: Identifier
@@ -206,14 +212,6 @@ class PlaybookError(ValueError):
         """Each problem alone (without the source), for answers that list them."""
 
 
-def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
-    try:
-        document = load_user_yaml(text)
-    except UserYamlError as error:
-        raise PlaybookError(f"{source}: {error}") from None
-    return parse_playbooks(document, source)
-
-
 def parse_playbooks(document: Any, source: str = "<playbooks>") -> PlaybookSet:
     """A playbooks document already parsed (YAML, or a JSON request body); PlaybookError naming every problem."""
     if document is None:
@@ -266,3 +264,26 @@ def unknown_triggers(playbooks: PlaybookSet, groups: Mapping[str, TagGroup]) -> 
                 f"playbook {playbook.id!r} trigger.tag: group {group.id!r} has no tag {playbook.trigger.tag!r}"
             )
     return problems
+
+
+class ScheduledStep(BaseModel):
+    """A snapshot of the step as it was when triggered, so editing a playbook never changes a scheduled one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    playbook_id: str
+    """The playbook's id, or the campaign's when `campaign` is set (holdout, caps and keys use it)."""
+    campaign: bool = False
+    step: int
+    channel: Channel
+    template: str | None
+    coupon: str | None
+    cancel_if: tuple[CancelCondition, ...]
+    customer_id: str
+    group_id: str
+    tag_id: str
+    change: Literal["added", "removed"]
+    seq: int
+    triggered_at: UtcDatetime
+    due_at: UtcDatetime
