@@ -16,7 +16,7 @@ import pytest
 
 from services.cli import main
 from services.notifier.policy import load_campaign
-from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
+from tests.support.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers
 from tests.support.netprobe import free_port
 from tests.support.processes import EmbeddedProcess
 

@@ -15,7 +15,7 @@ import httpx
 from services.embedded.node import EmbeddedNode
 from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
-from tests.integration.campaign_kit import (
+from tests.support.campaign_kit import (
     CAMPAIGN,
     SEGMENTS,
     Outbox,
@@ -24,7 +24,7 @@ from tests.integration.campaign_kit import (
     embedded_node,
     order,
 )
-from tests.integration.campaign_kit import eligible as split_audience
+from tests.support.campaign_kit import eligible as split_audience
 
 ADMIN = "admin-key-0123456789abcdef"
 NOW = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai

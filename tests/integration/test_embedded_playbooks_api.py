@@ -13,7 +13,7 @@ import httpx
 from services.embedded.node import EmbeddedNode
 from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
-from tests.integration.campaign_kit import SEGMENTS, Outbox, embedded_node
+from tests.support.campaign_kit import SEGMENTS, Outbox, embedded_node
 
 ADMIN = "admin-key-0123456789abcdef"
 VIEWER = "viewer-key-0123456789abcdef"

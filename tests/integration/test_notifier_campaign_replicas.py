@@ -20,8 +20,8 @@ import redis.asyncio as aioredis
 from schemas.campaigns import CampaignRecord
 from services.notifier.policy import Campaign, campaign_step_key
 from services.runtime.campaigns import RedisCampaigns
-from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, customers, eligible, seed
 from tests.integration.test_notifier_replicas import sent_by
+from tests.support.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, customers, eligible, seed
 from tests.support.netprobe import free_port
 from tests.support.notifier_kit import SIGNING_SECRET, ProviderServer, eventually, unique_topics
 from tests.support.processes import NotifierProcess, notifier_environment

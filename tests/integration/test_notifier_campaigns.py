@@ -32,7 +32,7 @@ from services.runtime.clock import ManualClock
 from services.runtime.settings import IngestSettings, Settings
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.integration.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, customers, eligible, seed
+from tests.support.campaign_kit import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, customers, eligible, seed
 from tests.support.kafka_io import TopicReader, produce
 from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
 

@@ -12,7 +12,7 @@ from schemas.campaigns import Audience
 from schemas.tags import TagGroup
 from services.notifier.policy import Campaign, Facts, Pacer, PlaybookError, Policy, campaign_jobs, decide, load_campaign
 from services.runtime.reports import step_reports
-from tests.unit.campaign_data import CAMPAIGN
+from tests.support.campaign_data import CAMPAIGN
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
 

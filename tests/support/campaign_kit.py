@@ -1,4 +1,4 @@
-"""What the campaign integration tests share: the campaign's data (tests/unit/campaign_data.py), an
+"""What the campaign integration and end-to-end tests share: the campaign's data (campaign_data.py), an
 in-process outbox and an embedded node with the API in front of it."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
+from tests.support.campaign_data import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers, order
 from tests.support.notifier_kit import tag_changed
-from tests.unit.campaign_data import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers, order
 
 __all__ = [
     "CAMPAIGN",
