@@ -12,7 +12,7 @@ from schemas.templates import PLACEHOLDERS, TOKEN
 
 
 def render(text: str, context: Mapping[str, str | None]) -> str:
-    """Fill the placeholders; a missing value renders its fallback, or drops its line (see above)."""
+    """Fill the placeholders; a missing value renders its fallback, or drops its line (schemas/templates.py)."""
     kept = []
     for line in text.split("\n"):
         dropped = False
