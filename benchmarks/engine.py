@@ -32,7 +32,7 @@ from benchmarks.workload import rules, write_events
 from schemas.tags import TagGroupSet
 from services.engine import Engine, RuleBook
 from services.engine.codec import encode
-from services.engine.evaluator import CustomerState
+from services.engine.state import CustomerState
 from services.runtime.engine_build import engine_build
 from services.runtime.zone import day_zone
 from services.tagger.replay import OUTPUT_BUFFER, replay_to

@@ -2,9 +2,9 @@
 
     python -m benchmarks.faust_passthrough BOOTSTRAP APP_ID SOURCE SINK PARTITIONS DATADIR WEB_PORT
 
-`benchmarks.kafka` runs it as a third row beside the aiokafka passthrough and the tagger. It is the
+`benchmarks.kafka` runs it as a floor beside the aiokafka passthrough and the core alone. It is the
 tagger with the engine and the state taken out and everything else kept: the tagger's own faust app
-(`services.tagger.app.faust_app`: acks=all, at-least-once, commit interval, stream buffer, the
+(`services.tagger.faust_app.faust_app`: acks=all, at-least-once, commit interval, stream buffer, the
 `TaggerConsumer` with direct delivery; a memory store, as no table is used), the same batches
 (`noack_take`, acknowledged after the batch's sends are acked) and the same record-batch sender
 (`send_records`). What it costs per event is what any faust-based worker pays
@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import faust
 
 from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
-from services.tagger.app import RAW_TOPIC, faust_app, send_records
+from services.tagger.faust_app import RAW_TOPIC, faust_app, send_records
+from services.tagger.faust_compat import noack_batches
 
 
 def build_app(settings: Settings, source: str, sink: str) -> faust.App:
@@ -31,8 +32,9 @@ def build_app(settings: Settings, source: str, sink: str) -> faust.App:
 
     @app.agent(app.topic(source, **RAW_TOPIC), concurrency=1, name="bench.forward")
     async def forward(stream: faust.StreamT[bytes]) -> None:
-        async for events in cast(Any, stream).noack_take(tagger.batch_size, within=tagger.batch_within_s):
-            messages = [(event.message.key, event.message.value) for event in events]
+        async for events in noack_batches(stream, tagger.batch_size, tagger.batch_within_s):
+            # the workload's events all have a key and a value
+            messages = cast(list[tuple[bytes, bytes]], [(event.message.key, event.message.value) for event in events])
             await asyncio.gather(*await send_records(app, sink, messages))
             for event in events:
                 await stream.ack(event)

@@ -2,12 +2,15 @@
 
 Deterministic for a seed, so runs are comparable. Customers' activity is skewed (a few heavy users,
 many light ones); about 1% of events arrive out of order and 2% are re-sent duplicates.
+
+`arrivals` stamps each event with the instant it reaches the shop: what a Kafka benchmark puts in the
+record timestamp (the tagger's clock), so that windows and time rules see the workload's own time.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -67,6 +70,19 @@ def events(count: int, customers: int, *, days: int = 180, seed: int = 7) -> Ite
             return
         yield event
         produced += 1
+
+
+def arrivals(stream: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each event with its arrival instant (epoch milliseconds): the latest `occurred_at` so far.
+
+    A shop's clock never runs backwards, so a late event arrives at the time it was sent, not at its
+    own date; that is also the clock `tagstream replay` evaluates each line at, which keeps a worker fed
+    these timestamps comparable with the replay, change for change."""
+    latest = 0
+    for event in stream:
+        occurred = datetime.fromisoformat(event["occurred_at"])
+        latest = max(latest, int(occurred.timestamp() * 1000))
+        yield event, latest
 
 
 def _event(

@@ -17,7 +17,7 @@ from schemas.tags import ChangeSource, TagChanged, TagCommand, TagGroup
 from services.embedded.readmodel import MemoryReadModel
 from services.engine import CommandRefused, DefinitionError, Engine, RuleBook
 from services.engine.aggregates import DEFAULT_HORIZON_DAYS
-from services.engine.changes import Change
+from services.engine.changes import TagChange
 from services.engine.fingerprint import DefinitionChange
 from services.engine.zone import UTC_ZONE, DayZone
 from services.tagger.metrics import TaggerMetrics
@@ -46,7 +46,7 @@ class EmbeddedTagger:
         self.groups: dict[str, TagGroup] = {group.id: group for group in groups}
         self._horizon_days = horizon_days
         self._zone = zone
-        self._pending: list[Change] = []
+        self._pending: list[TagChange] = []
         self.replay = Replay(
             Engine(self._compile(self.groups)), on_change=self._pending.append, on_reject=_refused, currency=currency
         )

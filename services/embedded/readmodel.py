@@ -15,7 +15,7 @@ from datetime import datetime
 
 from schemas.tags import TagChanged
 from services.runtime.readmodel import Activity, HeldTag
-from services.tagger.projector import Outcome
+from services.tagger.projector import ProjectionOutcome
 
 
 @dataclass
@@ -43,17 +43,17 @@ class MemoryReadModel:
 
     # -- writes (the projector's side) ---------------------------------------------------------------
 
-    def apply_now(self, change: TagChanged) -> Outcome:
+    def apply_now(self, change: TagChanged) -> ProjectionOutcome:
         customer = self._customers.setdefault(change.customer_id, _Customer())
         if change.seq == customer.seq:
-            return Outcome.DUPLICATE
+            return ProjectionOutcome.DUPLICATE
         if change.seq < customer.seq:
-            return Outcome.STALE
-        outcome = Outcome.APPLIED
+            return ProjectionOutcome.STALE
+        outcome = ProjectionOutcome.APPLIED
         if change.seq > customer.seq + 1:
             self._gaps += 1
             self._gap_customers.add(change.customer_id)
-            outcome = Outcome.APPLIED_AFTER_GAP
+            outcome = ProjectionOutcome.APPLIED_AFTER_GAP
         customer.seq = change.seq
         key = (change.group_id, change.tag_id)
         if change.change == "added":
@@ -75,10 +75,10 @@ class MemoryReadModel:
             del customer.history[: len(customer.history) - self._history_limit]
         return outcome
 
-    async def apply(self, change: TagChanged) -> Outcome:
+    async def apply(self, change: TagChanged) -> ProjectionOutcome:
         return self.apply_now(change)
 
-    async def apply_many(self, changes: Iterable[TagChanged]) -> list[Outcome]:
+    async def apply_many(self, changes: Iterable[TagChanged]) -> list[ProjectionOutcome]:
         return [self.apply_now(change) for change in changes]
 
     def record_activity_now(self, customer_id: str, last_order_at: datetime | None, last_seen_at: datetime) -> None:

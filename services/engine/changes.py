@@ -1,7 +1,7 @@
 """Tag changes as the engine emits them: a light record, serialised straight to the TagChanged JSON.
 
 The engine can emit several changes per event; building pydantic models for each (and their
-reasons) cost more than the rest of the evaluation. `Change.to_json()` writes exactly the JSON of
+reasons) cost more than the rest of the evaluation. `TagChange.to_json()` writes exactly the JSON of
 `schemas.tags.TagChanged` (tests hold the two together) and `to_message()` gives the validated model
 for in-process consumers.
 
@@ -22,17 +22,17 @@ import orjson
 
 from schemas.common import SCHEMA_VERSION
 from schemas.tags import ChangeSource, Condition, TagChanged
-from services.engine.timeutil import DAY_US, SECOND_US, from_us
+from services.engine.timeutil import DAY_US, SECOND_US, days_us, from_us
 
-Outcome = tuple[Condition, Any, bool]
+ConditionOutcome = tuple[Condition, Any, bool]
 """A condition, the customer's observed value (None when absent) and whether it matched."""
 
 
-class Change:
+class TagChange:
     """One tag flip, immutable by convention. A plain class with slots rather than a named tuple or
     a frozen dataclass: compiled, building one is a direct call and its fields are read as native
-    attributes (a named tuple's fields are checked and unboxed per read, and building it went
-    through `tuple.__new__`, ~900 instructions; a frozen dataclass's `__init__` cost ~4x a tuple's)."""
+    attributes (a named tuple's fields are checked and unboxed per read and building one goes
+    through `tuple.__new__`; a frozen dataclass's `__init__` sets each field through `object.__setattr__`)."""
 
     __slots__ = (
         "caused_by",
@@ -56,7 +56,7 @@ class Change:
         change: Literal["added", "removed"],
         source: ChangeSource,
         summary: str,
-        outcomes: tuple[Outcome, ...],
+        outcomes: tuple[ConditionOutcome, ...],
         group_version: int,
         caused_by: str | None,
         occurred_us: int,
@@ -91,14 +91,14 @@ class Change:
         )
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Change) and self.fields() == other.fields()
+        return isinstance(other, TagChange) and self.fields() == other.fields()
 
     def __hash__(self) -> int:
         return hash(self.fields())
 
     def __repr__(self) -> str:
         return (
-            f"Change({self.customer_id!r}, {self.group_id!r}/{self.tag_id!r} {self.change}, "
+            f"TagChange({self.customer_id!r}, {self.group_id!r}/{self.tag_id!r} {self.change}, "
             f"source={self.source!r}, seq={self.seq}, at={self.occurred_us}, caused_by={self.caused_by!r}, "
             f"summary={self.summary!r})"
         )
@@ -114,12 +114,12 @@ class Change:
         return TagChanged.model_validate_json(self.to_json())
 
 
-def json_line(change: Change) -> bytes:
+def json_line(change: TagChange) -> bytes:
     """`change.to_json_line()` as a plain function, for callers that write many."""
     return serialise(change, b"\n")
 
 
-def serialise(change: Change, end: bytes) -> bytes:
+def serialise(change: TagChange, end: bytes) -> bytes:
     """The TagChanged document exactly as `orjson.dumps` writes it (compact, keys in contract order,
     Decimals as strings, the instant with a Z), assembled from cached pieces, then `end`."""
     customer_id = change.customer_id
@@ -171,12 +171,13 @@ def _instant_json(us: int) -> bytes:
     Building a datetime (and a timedelta) per instant cost more than the rest of a change."""
     last = _LAST
     day = us // DAY_US
+    start = days_us(day)
     if day != last.day:
-        whole = orjson.dumps(from_us(day * DAY_US), option=orjson.OPT_UTC_Z)
+        whole = orjson.dumps(from_us(start), option=orjson.OPT_UTC_Z)
         last.day = day
         last.day_json = whole[: whole.index(b"T") + 1]
-    seconds = (us - day * DAY_US) // SECOND_US
-    micro = us - day * DAY_US - seconds * SECOND_US
+    seconds = (us - start) // SECOND_US
+    micro = us - start - seconds * SECOND_US
     hours = seconds // 3600
     minutes = seconds // 60 - hours * 60
     seconds = seconds - (hours * 60 + minutes) * 60

@@ -1,9 +1,9 @@
 """The stored form of a customer's state: compact JSON bytes (what the tagger's table keeps).
 
 Money stays exact (decimal strings); instants are integer microseconds; day buckets are flat
-[day, count, ...] lists; the browse/click event-id fingerprints are a flat [day, base64, ...] list.
-Format 1 (before the fingerprints were kept per day, and before manual removals stuck) still
-decodes: its last 32 fingerprints, which belong to no day, are dropped.
+[day, count, ...] lists; the browse/click event-id digests are a flat [day, base64, ...] list.
+Format 1 (before the event digests were kept per day, and before manual removals stuck) still
+decodes: its last 32 digests, which belong to no day, are dropped.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Final
 
 import orjson
 
-from services.engine.aggregates import FINGERPRINT_BYTES, Aggregates, OrderRecord
-from services.engine.evaluator import CustomerState, earliest
+from services.engine.aggregates import EVENT_DIGEST_BYTES, Aggregates, OrderRecord
+from services.engine.state import CustomerState, earliest
 
 FORMAT_VERSION: Final = 2
 _ZERO: Final = Decimal(0)
@@ -73,7 +73,7 @@ def decode(data: bytes) -> CustomerState:
     stored = orjson.loads(data)
     version = stored[0]
     if version == 1:
-        stored[6][11:] = [[]]  # the 32 last fingerprints and their ring position: no day to file them under
+        stored[6][11:] = [[]]  # the 32 last digests and their ring position: no day to file them under
         stored.append(None)
     elif version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
@@ -129,8 +129,8 @@ def _aggregates(packed: list[Any]) -> Aggregates:
     agg.click = _buckets(click)
     for day, text in zip(seen[::2], seen[1::2], strict=True):
         prints = agg.seen[day] = bytearray(a2b_base64(text))  # base64.b64decode, less wrapping
-        if len(prints) % FINGERPRINT_BYTES:
-            raise ValueError(f"event fingerprints of day {day}: {len(prints)} bytes, not a whole number of them")
+        if len(prints) % EVENT_DIGEST_BYTES:
+            raise ValueError(f"event digests of day {day}: {len(prints)} bytes, not a whole number of them")
     return agg
 
 

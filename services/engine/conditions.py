@@ -5,11 +5,7 @@ so that evaluating one costs a couple of attribute reads and a comparison. An ab
 since the last order of a customer who never ordered) makes every condition on it false, whatever
 the operator.
 
-Window counts are answered from each customer's day buckets. Relative windows (the last N days)
-of one metric are all counted in one pass over its buckets, at most once per evaluation (on the
-`EvalContext`). Absolute windows are counted by a scan of the bucket dict when it is small (most
-customers), else through sorted days and prefix sums built at most once per evaluation. (Keeping
-series between evaluations was measured: no gain worth ~1 KiB more memory per customer.)
+Window counts come from `windows.py` (on the `EvalContext`), comparisons from `comparisons.py`.
 
 Evaluation is the engine's hot loop (tens of condition tests per event). The engine ships compiled
 with mypyc (pure Python is the fallback), and mypyc turns a method call on a known class into a
@@ -21,163 +17,18 @@ ints (an Enum's `__hash__` is a Python function).
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
 from schemas.tags import Condition, Metric, Op, Rule
-from services.engine.aggregates import Aggregates, Windows
-from services.engine.changes import Outcome
+from services.engine.changes import ConditionOutcome
+from services.engine.comparisons import Comparison, comparison_for
+from services.engine.state import Held
 from services.engine.timeutil import date_to_day, to_us
+from services.engine.windows import WINDOW_KINDS, EvalContext
 from services.engine.zone import UTC_ZONE, DayZone
-
-_bisect_left: Final = bisect_left
-_bisect_right: Final = bisect_right
-"""The bisect functions under Final names: compiled, a Final name is a C static, where an imported
-name is looked up in the module's dict on every call (a window count makes two)."""
-
-Held = dict[str, dict[str, tuple[bool, int | None]]]
-"""A customer's tags: group id -> tag id -> (given by hand, expires at µs or None)."""
-
-ORDERS: Final = 0
-BROWSES: Final = 1
-CLICKS: Final = 2
-"""The window metrics' day buckets, as small ints (what `EvalContext.series` takes)."""
-WINDOW_KINDS: Final[dict[Metric, int]] = {
-    Metric.ORDER_COUNT: ORDERS,
-    Metric.BROWSE_COUNT: BROWSES,
-    Metric.CLICK_COUNT: CLICKS,
-}
-
-
-class Series:
-    """A customer's buckets for one window metric: sorted days and prefix sums (prefix[i] = events
-    before days[i]). A class rather than a tuple: compiled, a tuple would be unboxed and boxed again
-    on every read, and this is read many times per evaluation."""
-
-    __slots__ = ("days", "prefix")
-
-    def __init__(self, days: list[int], prefix: list[int]) -> None:
-        self.days = days
-        self.prefix = prefix
-
-    def count(self, first_day: int, last_day: int) -> int:
-        """Events in days [first_day, last_day], both inclusive."""
-        days = self.days
-        if len(days) == 1:  # most customers have one day of a kind: no search
-            return self.prefix[1] if first_day <= days[0] <= last_day else 0
-        return self.prefix[_bisect_right(days, last_day)] - self.prefix[_bisect_left(days, first_day)]
-
-
-def _build_series(found: dict[int, int]) -> Series:
-    if len(found) > 1:
-        days = sorted(found)
-        prefix = [0]
-        total = 0
-        for day in days:  # a loop: for a few days cheaper than accumulate(map(...)), compiled or not
-            total += found[day]
-            prefix.append(total)
-        return Series(days, prefix)
-    if found:  # most customers have one day of a kind, or none: no sort
-        for day, count in found.items():
-            return Series([day], [0, count])
-    return _NO_SERIES
-
-
-SCAN_MAX: Final = 16
-"""Up to this many day buckets, windows are counted (and their next change found) by scanning the
-bucket dict rather than through a sorted series: a scan of a few entries costs less than the sort,
-the prefix sums and their allocations, rebuilt per evaluation. (Measured compiled, instructions on
-100k events: 16 buckets 0.6% fewer than 8, 32 another 0.4%; 16 keeps the scans of heavy customers
-short in pure Python too.)"""
-
-_NO_SERIES: Final = Series([], [0])
-"""The series of no buckets, shared: series are only ever read."""
-
-
-class EvalContext:
-    """One customer at one instant. Window counts and series are cached for the duration of one
-    evaluation. `today` is the shop's local day of `now_us` (`zone`)."""
-
-    __slots__ = ("_browses", "_clicks", "_orders", "agg", "now_us", "tags", "today", "zone")
-
-    def __init__(self, agg: Aggregates, tags: Held, now_us: int, zone: DayZone = UTC_ZONE) -> None:
-        self.agg = agg
-        self.tags = tags
-        self.now_us = now_us
-        self.zone = zone
-        self.today = zone.day(now_us)
-        self._orders: Series | None = None
-        self._browses: Series | None = None
-        self._clicks: Series | None = None
-
-    def buckets(self, kind: int) -> dict[int, int]:
-        """The customer's day buckets for one window metric (day -> count, every count >= 1); order
-        buckets are derived from the orders, once per evaluation."""
-        if kind == BROWSES:
-            return self.agg.browse
-        if kind == CLICKS:
-            return self.agg.click
-        return self.agg.order_days(self.zone)
-
-    def windows(self, kind: int, spans: tuple[int, ...]) -> list[int]:
-        """Events of one window metric in each of the last `spans[i]` days (today included; `spans`
-        ascending), all counted in one pass over the day buckets. Kept on the customer's aggregates
-        for the day (the fold keeps them in step): an evaluation reading one window of a kind
-        usually reads its others too (rules share one `spans` tuple per kind), and a customer's
-        events come in sessions."""
-        agg = self.agg
-        if kind == BROWSES:
-            found = agg.browse_windows
-        elif kind == CLICKS:
-            found = agg.click_windows
-        else:
-            found = agg.order_windows
-        today = self.today
-        if found is not None and found.spans is spans and found.today == today:
-            return found.counts
-        found = Windows(spans, today, [0] * len(spans))
-        for day, events in self.buckets(kind).items():
-            found.count_in(day, events)
-        if kind == BROWSES:
-            agg.browse_windows = found
-        elif kind == CLICKS:
-            agg.click_windows = found
-        else:
-            agg.order_windows = found
-        return found.counts
-
-    def count(self, kind: int, first_day: int, last_day: int) -> int:
-        """Events of one window metric in days [first_day, last_day], both inclusive. A customer with
-        few day buckets of the kind (most of them) is answered by a scan of the bucket dict: cheaper
-        than sorting the days and summing prefixes for the two or three windows an evaluation reads."""
-        found = self.buckets(kind)
-        if len(found) > SCAN_MAX:
-            return self.series(kind).count(first_day, last_day)
-        total = 0
-        for day, events in found.items():
-            if first_day <= day <= last_day:
-                total += events
-        return total
-
-    def series(self, kind: int) -> Series:
-        """The series of one window metric (ORDERS, BROWSES or CLICKS), built at most once per
-        evaluation."""
-        if kind == BROWSES:
-            found = self._browses
-            if found is None:
-                found = self._browses = _build_series(self.agg.browse)
-        elif kind == CLICKS:
-            found = self._clicks
-            if found is None:
-                found = self._clicks = _build_series(self.agg.click)
-        else:
-            found = self._orders
-            if found is None:
-                found = self._orders = _build_series(self.buckets(ORDERS))
-        return found
 
 
 class Matcher:
@@ -202,7 +53,7 @@ class CompiledCondition(Matcher):
     def test(self, observed: Any) -> bool:
         raise NotImplementedError
 
-    def outcome(self, ctx: EvalContext) -> Outcome:
+    def outcome(self, ctx: EvalContext) -> ConditionOutcome:
         """The condition with what the customer had: products bought and tags held show only the
         listed ones the customer has."""
         observed = self.read(ctx)
@@ -243,7 +94,7 @@ class CompiledRule(Matcher):
                 return True
         return False
 
-    def outcomes(self, ctx: EvalContext) -> tuple[Outcome, ...]:
+    def outcomes(self, ctx: EvalContext) -> tuple[ConditionOutcome, ...]:
         flat = self.flat
         if len(flat) == 1:  # most rules: no list to build and copy
             return (flat[0].outcome(ctx),)
@@ -267,7 +118,7 @@ def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCond
         return _BoughtAny(spec)
     if metric is Metric.HAS_TAG:
         return _HasTag(spec)
-    comparison = _comparison(spec.op, spec.value)
+    comparison = comparison_for(spec.op, spec.value)
     if spec.window is not None:
         kind = WINDOW_KINDS[metric]
         span = spec.window.last_days
@@ -319,167 +170,11 @@ def referenced_tags(spec: Condition) -> list[tuple[str, str]]:
     return [_split(ref) for ref in _listed(spec.value)]
 
 
-# -- comparisons --------------------------------------------------------------------------------
-
-
-Number = int | Decimal
-"""What numeric conditions compare: counts, days and money."""
-
-
-class _Comparison:
-    """`observed OP value` for numbers (ints and Decimals alike)."""
-
-    def holds(self, observed: Number) -> bool:
-        raise NotImplementedError
-
-    def holds_int(self, observed: int) -> bool:
-        """`holds` for the metrics that are whole numbers (counts, days): the comparisons below on
-        int values compare them as ints, which compiled is a machine comparison, not a generic
-        rich comparison of two boxed objects."""
-        return self.holds(observed)
-
-
-class _IntAtLeast(_Comparison):
-    """gte (and gt, as gte the next int) on an int value."""
-
-    def __init__(self, low: int) -> None:
-        self.low = low
-
-    def holds(self, observed: Number) -> bool:
-        return self.low <= observed
-
-    def holds_int(self, observed: int) -> bool:
-        return self.low <= observed
-
-
-class _IntAtMost(_Comparison):
-    """lte (and lt, as lte the int before) on an int value."""
-
-    def __init__(self, high: int) -> None:
-        self.high = high
-
-    def holds(self, observed: Number) -> bool:
-        return observed <= self.high
-
-    def holds_int(self, observed: int) -> bool:
-        return observed <= self.high
-
-
-class _IntBetween(_Comparison):
-    """between (and eq, as between the value and itself) on int values."""
-
-    def __init__(self, low: int, high: int) -> None:
-        self.low = low
-        self.high = high
-
-    def holds(self, observed: Number) -> bool:
-        return self.low <= observed <= self.high
-
-    def holds_int(self, observed: int) -> bool:
-        return self.low <= observed <= self.high
-
-
-class _Against(_Comparison):
-    """A comparison with one value."""
-
-    def __init__(self, value: Number) -> None:
-        self.value = value
-
-
-class _Equal(_Against):
-    def holds(self, observed: Number) -> bool:
-        return self.value == observed
-
-
-class _NotEqual(_Against):
-    def holds(self, observed: Number) -> bool:
-        return self.value != observed
-
-
-class _Below(_Against):
-    def holds(self, observed: Number) -> bool:
-        return self.value > observed
-
-
-class _AtMost(_Against):
-    def holds(self, observed: Number) -> bool:
-        return self.value >= observed
-
-
-class _Above(_Against):
-    def holds(self, observed: Number) -> bool:
-        return self.value < observed
-
-
-class _AtLeast(_Against):
-    def holds(self, observed: Number) -> bool:
-        return self.value <= observed
-
-
-class _Between(_Comparison):
-    def __init__(self, low: Number, high: Number) -> None:
-        self.low = low
-        self.high = high
-
-    def holds(self, observed: Number) -> bool:
-        return self.low <= observed <= self.high
-
-
-class _Among(_Comparison):
-    def __init__(self, members: frozenset[Number]) -> None:
-        self.members = members
-
-    def holds(self, observed: Number) -> bool:
-        return observed in self.members
-
-
-class _NotAmong(_Comparison):
-    def __init__(self, members: frozenset[Number]) -> None:
-        self.members = members
-
-    def holds(self, observed: Number) -> bool:
-        return observed not in self.members
-
-
-def _comparison(op: Op, value: Any) -> _Comparison:
-    if op is Op.BETWEEN:
-        low, high = value
-        if type(low) is int and type(high) is int:
-            return _IntBetween(low, high)
-        return _Between(low, high)
-    if type(value) is int:  # whole-number metrics (money is Decimal): observed is an int too
-        if op is Op.GTE:
-            return _IntAtLeast(value)
-        if op is Op.GT:
-            return _IntAtLeast(value + 1)
-        if op is Op.LTE:
-            return _IntAtMost(value)
-        if op is Op.LT:
-            return _IntAtMost(value - 1)
-        if op is Op.EQ:
-            return _IntBetween(value, value)
-    if op is Op.IN:
-        return _Among(frozenset(value))
-    if op is Op.NOT_IN:
-        return _NotAmong(frozenset(value))
-    if op is Op.EQ:
-        return _Equal(value)
-    if op is Op.NE:
-        return _NotEqual(value)
-    if op is Op.LT:
-        return _Below(value)
-    if op is Op.LTE:
-        return _AtMost(value)
-    if op is Op.GT:
-        return _Above(value)
-    return _AtLeast(value)
-
-
 # -- conditions, one class per kind of metric ---------------------------------------------------
 
 
 class _Number(CompiledCondition):
-    def __init__(self, spec: Condition, comparison: _Comparison) -> None:
+    def __init__(self, spec: Condition, comparison: Comparison) -> None:
         super().__init__(spec)
         self.comparison = comparison
 
@@ -552,7 +247,7 @@ class _RelativeWindow(_Number):
     metric (`EvalContext.windows`): the rule book makes the conditions of one metric share one
     `spans` tuple (`share_spans`), so an evaluation counts each metric's windows once."""
 
-    def __init__(self, spec: Condition, comparison: _Comparison, kind: int, span: int) -> None:
+    def __init__(self, spec: Condition, comparison: Comparison, kind: int, span: int) -> None:
         super().__init__(spec, comparison)
         self.kind = kind
         self.span = span
@@ -591,7 +286,7 @@ class FixedWindow(_Number):
     engine evaluates it again (the time plan's WINDOW_END family). gte and gt may hold early."""
 
     def __init__(
-        self, spec: Condition, comparison: _Comparison, kind: int, first_day: int, last_day: int, end_us: int
+        self, spec: Condition, comparison: Comparison, kind: int, first_day: int, last_day: int, end_us: int
     ) -> None:
         super().__init__(spec, comparison)
         self.kind = kind
@@ -609,7 +304,7 @@ class FixedWindow(_Number):
             return False
         return self.comparison.holds_int(ctx.count(self.kind, self.first_day, self.last_day))
 
-    def outcome(self, ctx: EvalContext) -> Outcome:
+    def outcome(self, ctx: EvalContext) -> ConditionOutcome:
         return (self.spec, self.read(ctx), self.matches(ctx))
 
 
@@ -655,11 +350,6 @@ class _HasTag(CompiledCondition):
 def _holds(tags: Held, ref: tuple[str, str]) -> bool:
     held = tags.get(ref[0])
     return held is not None and ref[1] in held
-
-
-def series(ctx: EvalContext, metric: Metric) -> Series:
-    """The series of one window metric, built at most once per evaluation."""
-    return ctx.series(WINDOW_KINDS[metric])
 
 
 def change_points(spec: Condition) -> list[int]:

@@ -25,14 +25,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from schemas.tags import Metric
-from services.engine.conditions import (
-    SCAN_MAX,
-    WINDOW_KINDS,
-    CompiledCondition,
-    EvalContext,
-    FixedWindow,
-    change_points,
-)
+from services.engine.conditions import CompiledCondition, FixedWindow, change_points
+from services.engine.windows import SCAN_MAX, WINDOW_KINDS, EvalContext
 
 ORDER_TIME: Final = "order_time"
 ORDER_WINDOW: Final = "order_window"

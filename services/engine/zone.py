@@ -19,7 +19,7 @@ from datetime import date, datetime
 from itertools import pairwise
 from typing import Final, final
 
-from services.engine.timeutil import DAY_US, SECOND_US, day_to_date, to_us
+from services.engine.timeutil import DAY_US, SECOND_US, day_to_date, days_us, to_us
 
 _bisect_right: Final = bisect_right
 _FOREVER: Final = 1 << 61
@@ -78,7 +78,7 @@ class DayZone:
 
     def start(self, day: int) -> int:
         """The first instant (µs) of local day `day` (of the day after, for a date a clock change skips)."""
-        wall = day * DAY_US
+        wall = days_us(day)
         # An instant u is on or after the day's start when its wall time u + offset(u) reaches
         # `wall`; within one interval that is u >= wall - offset. The remembered interval answers
         # when it holds that instant and the clock before the interval never reached `wall` (it

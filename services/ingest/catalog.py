@@ -40,7 +40,9 @@ class InvalidDefinitions(CatalogError):
 
 
 @dataclass(frozen=True)
-class Change:
+class CatalogUpdate:
+    """What one catalog operation publishes: groups written (at their new versions) and deleted."""
+
     upserts: list[TagGroup] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
 
@@ -69,29 +71,29 @@ def display_order(groups: Mapping[str, TagGroup]) -> list[TagGroup]:
     return sorted(groups.values(), key=lambda group: (group.order, group.id))
 
 
-def create(groups: Mapping[str, TagGroup], new: TagGroup, limits: Limits, *, last_version: int = 0) -> Change:
+def create(groups: Mapping[str, TagGroup], new: TagGroup, limits: Limits, *, last_version: int = 0) -> CatalogUpdate:
     """A new group, at version 1 (or one past the version of a deleted group of that id)."""
     if new.id in groups:
         raise GroupExists([f"group {new.id!r} already exists (version {groups[new.id].version}); replace it with PUT"])
-    return _validated(groups, Change(upserts=[_at_version(new, last_version + 1)]), limits)
+    return _validated(groups, CatalogUpdate(upserts=[_at_version(new, last_version + 1)]), limits)
 
 
-def replace(groups: Mapping[str, TagGroup], group_id: str, new: TagGroup, limits: Limits) -> Change:
+def replace(groups: Mapping[str, TagGroup], group_id: str, new: TagGroup, limits: Limits) -> CatalogUpdate:
     current = _existing(groups, group_id)
     if new.id != group_id:
         raise InvalidDefinitions([f"id: the body's id {new.id!r} differs from the group in the path {group_id!r}"])
-    return _validated(groups, Change(upserts=[_at_version(new, current.version + 1)]), limits)
+    return _validated(groups, CatalogUpdate(upserts=[_at_version(new, current.version + 1)]), limits)
 
 
-def set_disabled(groups: Mapping[str, TagGroup], group_id: str, disabled: bool, limits: Limits) -> Change:
+def set_disabled(groups: Mapping[str, TagGroup], group_id: str, disabled: bool, limits: Limits) -> CatalogUpdate:
     current = _existing(groups, group_id)
     if current.disabled == disabled:
-        return Change()
+        return CatalogUpdate()
     updated = current.model_copy(update={"disabled": disabled, "version": current.version + 1})
-    return _validated(groups, Change(upserts=[updated]), limits)
+    return _validated(groups, CatalogUpdate(upserts=[updated]), limits)
 
 
-def reorder(groups: Mapping[str, TagGroup], group_ids: Sequence[str], limits: Limits) -> Change:
+def reorder(groups: Mapping[str, TagGroup], group_ids: Sequence[str], limits: Limits) -> CatalogUpdate:
     """Display order = position in `group_ids`, which must name every group exactly once."""
     problems = []
     duplicates = sorted(group_id for group_id, count in Counter(group_ids).items() if count > 1)
@@ -110,19 +112,19 @@ def reorder(groups: Mapping[str, TagGroup], group_ids: Sequence[str], limits: Li
         for position, group_id in enumerate(group_ids)
         if groups[group_id].order != position
     ]
-    return _validated(groups, Change(upserts=upserts), limits)
+    return _validated(groups, CatalogUpdate(upserts=upserts), limits)
 
 
-def delete(groups: Mapping[str, TagGroup], group_id: str, limits: Limits) -> Change:
+def delete(groups: Mapping[str, TagGroup], group_id: str, limits: Limits) -> CatalogUpdate:
     _existing(groups, group_id)
-    return _validated(groups, Change(deletions=[group_id]), limits)
+    return _validated(groups, CatalogUpdate(deletions=[group_id]), limits)
 
 
 @dataclass(frozen=True)
 class Plan:
     """What applying a rules file changes: the change to publish and a line per group for people."""
 
-    change: Change
+    change: CatalogUpdate
     lines: list[str]
 
 
@@ -151,7 +153,7 @@ def apply_file(groups: Mapping[str, TagGroup], wanted: Sequence[TagGroup], limit
             lines.append(f"- {group_id} ({groups[group_id].name}): delete")
         else:
             lines.append(f"! {group_id} ({groups[group_id].name}): not in the file, kept (--prune deletes it)")
-    return Plan(_validated(groups, Change(upserts, deletions), limits), lines)
+    return Plan(_validated(groups, CatalogUpdate(upserts, deletions), limits), lines)
 
 
 def _what_changed(current: TagGroup, new: TagGroup) -> str:
@@ -175,7 +177,7 @@ def _at_version(group: TagGroup, version: int) -> TagGroup:
     return group.model_copy(update={"version": version})
 
 
-def _validated(groups: Mapping[str, TagGroup], change: Change, limits: Limits) -> Change:
+def _validated(groups: Mapping[str, TagGroup], change: CatalogUpdate, limits: Limits) -> CatalogUpdate:
     after = dict(groups)
     for group_id in change.deletions:
         after.pop(group_id, None)

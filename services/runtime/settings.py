@@ -141,7 +141,8 @@ class TaggerSettings(_Section):
     direct_delivery: bool = Field(
         default=True,
         description="hand fetched messages to the stream without faust's four tasks per message when nothing can "
-        "block the hand-over (services/tagger/consumer.py); false: faust's own delivery loop",
+        "block the hand-over (services/tagger/faust_compat.py); false: every hand-over goes through faust's "
+        "`wait_first`, as in faust's own loop (the tagger's consumer and its commit fix stay)",
     )
     batch_within_s: float = Field(
         default=0.01, gt=0, description="longest wait to fill a batch (bounds the latency added at low rates)"

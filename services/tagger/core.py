@@ -21,13 +21,15 @@ from schemas.topics import DeadLetter, SyncPartition, Tick, TopicNames
 from services.engine import CommandRefused, CustomerState, DefinitionChange, Engine
 from services.engine.admission import wrong_currency
 from services.engine.arrival import Arrival
-from services.engine.changes import Change
+from services.engine.changes import TagChange
 from services.engine.codec import decode, encode
 from services.engine.evaluator import next_due
 from services.engine.timeutil import from_us, to_us
 from services.runtime.clock import Clock
 
-Outcome = Literal["applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"]
+RecordOutcome = Literal[
+    "applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"
+]
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,14 @@ class Incoming:
 
 @dataclass
 class Result:
-    outcome: Outcome
+    outcome: RecordOutcome
     kind: str = ""
     """The event type (order_paid, browse...), 'command', 'tick' or 'sync' — for metrics."""
     customer_id: str | None = None
     state: bytes | None = None
     """The customer's new stored state (None: nothing to write)."""
     next_check_us: int | None = None
-    changes: list[Change] = field(default_factory=list)
+    changes: list[TagChange] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
     sync: SyncPartition | None = None
 
@@ -96,7 +98,9 @@ class TaggerCore:
         assert letter is not None
         return letter
 
-    def backfill(self, stored: bytes, change: DefinitionChange, now_us: int) -> tuple[bytes, list[Change], int | None]:
+    def backfill(
+        self, stored: bytes, change: DefinitionChange, now_us: int
+    ) -> tuple[bytes, list[TagChange], int | None]:
         """Bring one stored customer in line with new definitions (see Engine.backfill)."""
         state = decode(stored)
         changes = self.engine.backfill(state, change, from_us(now_us))
@@ -123,7 +127,7 @@ class TaggerCore:
         state = self._load(event.customer_id, load)
         duplicates = self.engine.duplicates
         changes = self.engine.on_event_us(state, event, now_us, occurred_us, source)
-        outcome: Outcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
+        outcome: RecordOutcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
         return Result(outcome, event.type, event.customer_id, encode(state), next_due(state), changes)
 
     def _command(self, message: Incoming, load: Loader) -> Result:

@@ -13,9 +13,9 @@ from typing import get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from schemas.topics import DeadLetter
-from services.engine.changes import Change
+from services.engine.changes import TagChange
 from services.runtime.engine_build import engine_build
-from services.tagger.projector import Outcome as ProjectionOutcome
+from services.tagger.projector import ProjectionOutcome
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -132,7 +132,7 @@ class TaggerMetrics:
             if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
                 self.projector_gaps.inc()
 
-    def count_changes(self, changes: Iterable[tuple[Change, float]], acknowledged: float) -> None:
+    def count_changes(self, changes: Iterable[tuple[TagChange, float]], acknowledged: float) -> None:
         """Record a batch of acknowledged tag changes (each with its message's timestamp), one metric
         update per distinct label set rather than per change."""
         tally: Tally[tuple[str, str, str, str]] = Tally()

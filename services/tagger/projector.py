@@ -38,7 +38,7 @@ from services.runtime.readmodel import DEFAULT_PREFIX, LAST_ORDER_FIELD, LAST_SE
 from services.tagger.marker import SETTLE
 
 
-class Outcome(StrEnum):
+class ProjectionOutcome(StrEnum):
     APPLIED = "applied"
     APPLIED_AFTER_GAP = "applied-after-gap"
     DUPLICATE = "duplicate"
@@ -66,7 +66,7 @@ class BatchResult:
     stored: int | None = None
     state: str = ""
     """The marker's state after the batch ("" when missing)."""
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[ProjectionOutcome] = field(default_factory=list)
 
 
 class Projector:
@@ -83,11 +83,11 @@ class Projector:
         self._apply_batch_script = redis.register_script(_APPLY_BATCH)
         self._activity_batch_script = redis.register_script(_ACTIVITY_BATCH)
 
-    async def apply(self, change: TagChanged) -> Outcome:
+    async def apply(self, change: TagChanged) -> ProjectionOutcome:
         keys, args = self._apply_call(change)
         return _outcome(await self._apply_script(keys, args))
 
-    async def apply_many(self, changes: Iterable[TagChanged]) -> list[Outcome]:
+    async def apply_many(self, changes: Iterable[TagChanged]) -> list[ProjectionOutcome]:
         """Apply in the given order over one round trip (a non-transactional pipeline of scripts).
 
         If it raises, any part of the batch may have been applied; retrying the whole batch is safe.
@@ -181,8 +181,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _outcome(reply: Any) -> Outcome:
-    return Outcome(reply.decode() if isinstance(reply, bytes) else reply)
+def _outcome(reply: Any) -> ProjectionOutcome:
+    return ProjectionOutcome(reply.decode() if isinstance(reply, bytes) else reply)
 
 
 # Counters move only when the tag set really changed, so an "added" for a tag already held (or a

@@ -25,13 +25,13 @@ from schemas.excerpt import describe_validation_error
 from schemas.tags import ChangeSource, TagCommand
 from services.engine import CustomerState, Engine, RuleBook
 from services.engine.admission import wrong_currency
-from services.engine.changes import Change, json_line
+from services.engine.changes import TagChange, json_line
 from services.engine.fingerprint import DefinitionChange
 from services.engine.timeutil import from_us, to_us
 from services.engine.zone import UTC_ZONE, DayZone
 
 OUTPUT_BUFFER: Final = 1 << 20
-"""Buffer size for the replay's output files: a replay writes ~1.5 KB of change JSON per event, and
+"""Buffer size for the replay's output files: a replay writes several changes of JSON per event, and
 1 MiB buffers make a hundredth of the write calls 8 KiB ones do."""
 
 
@@ -55,7 +55,7 @@ class Replay:
         self,
         engine: Engine,
         *,
-        on_change: Callable[[Change], None] | None = None,
+        on_change: Callable[[TagChange], None] | None = None,
         on_reject: Callable[[int, str], None] | None = None,
         until: datetime | None = None,
         changes_out: IO[bytes] | None = None,
@@ -66,7 +66,8 @@ class Replay:
         shop's: an order in another one is rejected (None: no check, every order is summed)."""
         self.engine = engine
         self._currency = currency
-        self._changes_out = changes_out
+        self._write_change = changes_out.write if changes_out is not None else None
+        """`changes_out.write`, looked up once: a replay writes every change through it."""
         self.states: dict[str, CustomerState] = {}
         self.summary = ReplaySummary()
         self._validate_json = event_adapter().validator.validate_json
@@ -76,7 +77,6 @@ class Replay:
         self._on_reject = on_reject
         self._until_us = to_us(until) if until is not None else None
         self._clock_us: int | None = None
-        self._clock: datetime | None = None
         self._timers: list[int] = []
         """A heap of the instants (µs) some customer is due at; `_due_at` lists who. Many customers
         fall due at the same instant (midnight, when windows move), and a heap of plain ints is
@@ -119,7 +119,6 @@ class Replay:
         if self._clock_us is None or at > self._clock_us:
             self._fire(at)
             self._clock_us = at
-            self._clock = event.occurred_at  # the clock as a datetime, without converting back per event
         self._fold(event, at, "import" if event.source == "import" else "rule")
 
     def apply_at(self, event: CustomerEvent, now: datetime, source: ChangeSource) -> None:
@@ -140,7 +139,8 @@ class Replay:
 
     def apply_command(self, command: TagCommand) -> None:
         """A manual tag command at the current clock (raises CommandRefused, changing nothing)."""
-        now = max(command.occurred_at, self._clock) if self._clock is not None else command.occurred_at
+        clock = from_us(self._clock_us) if self._clock_us is not None else None
+        now = max(command.occurred_at, clock) if clock is not None else command.occurred_at
         self.advance_to(now)
         state = self.states.get(command.customer_id)
         if state is None:
@@ -168,7 +168,6 @@ class Replay:
         self._fire(now_us)
         if self._clock_us is None or now_us > self._clock_us:
             self._clock_us = now_us
-            self._clock = now
 
     def _line(self, number: int, line: bytes | str) -> None:
         try:
@@ -207,11 +206,11 @@ class Replay:
             else:
                 waiting.append(state.customer_id)
 
-    def _emit(self, changes: list[Change]) -> None:
+    def _emit(self, changes: list[TagChange]) -> None:
         if changes:
             self.summary.changes += len(changes)
-            if self._changes_out is not None:
-                write = self._changes_out.write
+            write = self._write_change
+            if write is not None:
                 for change in changes:
                     write(json_line(change))
             if self._on_change is not None:
@@ -251,14 +250,13 @@ def replay_to(
 @contextmanager
 def _no_cyclic_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while folding: a replay builds every customer's state (a
-    few KiB of objects each, ~0.4 GB for 100,000 customers) and creates no reference cycles, so the
-    collector's full passes over that growing heap find nothing (they were ~3% of a 1M-event run).
-    Reference counting still frees everything as usual.
+    few KiB of objects each) and creates no reference cycles, so the collector's full passes over
+    that growing heap find nothing. Reference counting still frees everything as usual.
 
     Afterwards the objects made meanwhile go straight to the oldest generation (`freeze` then
     `unfreeze`: two list splices) instead of waiting in the youngest one, where the next allocation
-    after re-enabling would have the collector walk all of them (~2% of a 1M-event run, ~1.5 s per
-    million objects). They are collected as usual from there."""
+    after re-enabling would have the collector walk all of them. They are collected as usual from
+    there. (What each saves: docs/performance.md.)"""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -40,6 +40,29 @@ def _compiled_modules() -> list[str]:
     raise AssertionError("setup.py has no COMPILED_MODULES")
 
 
+NOT_COMPILED = {
+    # used once per definition change or refused event or command, never per event: nothing to gain
+    "services.engine.admission",
+    "services.engine.errors",
+    "services.engine.fingerprint",
+}
+
+
+def test_every_engine_module_the_compiled_ones_import_is_compiled_too():
+    # one left out would run as Python under compiled callers: every call into it a generic one
+    compiled = set(_compiled_modules())
+    imported = set()
+    for module in compiled:
+        tree = ast.parse((REPO_ROOT / (module.replace(".", "/") + ".py")).read_text(encoding="utf-8"))
+        imported |= {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("services.engine.")
+        }
+    missing = imported - compiled - NOT_COMPILED
+    assert not missing, f"imported by compiled engine modules but not compiled (add them to setup.py): {missing}"
+
+
 @pytest.fixture(scope="module")
 def compiled_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The compiled wheel, installed (without dependencies) into a folder put first on PYTHONPATH."""

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
 from services.runtime.readmodel import Activity, HeldTag, ReadModel
-from services.tagger.projector import Outcome, Projector
+from services.tagger.projector import ProjectionOutcome, Projector
 from tests.support.tag_change_streams import (
     T0,
     assert_matches_streams,
@@ -38,7 +38,7 @@ def reads(redis_client: aioredis.Redis, redis_prefix: str) -> ReadModel:
 async def test_an_added_then_removed_tag_updates_tags_members_and_history(
     projector: Projector, reads: ReadModel
 ) -> None:
-    assert await projector.apply(changed("c1", 1, "tier", "gold", source="manual")) is Outcome.APPLIED
+    assert await projector.apply(changed("c1", 1, "tier", "gold", source="manual")) is ProjectionOutcome.APPLIED
 
     assert await reads.current_tags("c1") == {"tier": ["gold"]}
     assert await reads.held_tags("c1") == {
@@ -49,7 +49,7 @@ async def test_an_added_then_removed_tag_updates_tags_members_and_history(
     assert await reads.group_member_count("tier") == 1
     assert await reads.last_seq("c1") == 1
 
-    assert await projector.apply(changed("c1", 2, "tier", "gold", "removed")) is Outcome.APPLIED
+    assert await projector.apply(changed("c1", 2, "tier", "gold", "removed")) is ProjectionOutcome.APPLIED
 
     assert await reads.current_tags("c1") == {}
     assert [m async for m in reads.members("tier", "gold")] == []
@@ -65,7 +65,7 @@ async def test_a_redelivered_change_changes_nothing(
     await projector.apply(changed("c1", 2, "interest", "tea"))
     before = await _dump(redis_client, redis_prefix)
 
-    assert await projector.apply(changed("c1", 2, "interest", "tea")) is Outcome.DUPLICATE
+    assert await projector.apply(changed("c1", 2, "interest", "tea")) is ProjectionOutcome.DUPLICATE
 
     assert await _dump(redis_client, redis_prefix) == before
 
@@ -77,16 +77,16 @@ async def test_an_older_change_is_stale_and_changes_nothing(
     await projector.apply(changed("c1", 2, "tier", "gold", "removed"))
     before = await _dump(redis_client, redis_prefix)
 
-    assert await projector.apply(changed("c1", 1, "tier", "gold")) is Outcome.STALE
+    assert await projector.apply(changed("c1", 1, "tier", "gold")) is ProjectionOutcome.STALE
 
     assert await _dump(redis_client, redis_prefix) == before
 
 
 async def test_a_seq_jump_is_applied_and_counted_as_a_gap(projector: Projector, reads: ReadModel) -> None:
-    assert await projector.apply(changed("c1", 1, "tier", "bronze")) is Outcome.APPLIED
-    assert await projector.apply(changed("c1", 4, "interest", "tea")) is Outcome.APPLIED_AFTER_GAP
-    assert await projector.apply(changed("c2", 3, "interest", "tea")) is Outcome.APPLIED_AFTER_GAP
-    assert await projector.apply(changed("c1", 5, "interest", "coffee")) is Outcome.APPLIED
+    assert await projector.apply(changed("c1", 1, "tier", "bronze")) is ProjectionOutcome.APPLIED
+    assert await projector.apply(changed("c1", 4, "interest", "tea")) is ProjectionOutcome.APPLIED_AFTER_GAP
+    assert await projector.apply(changed("c2", 3, "interest", "tea")) is ProjectionOutcome.APPLIED_AFTER_GAP
+    assert await projector.apply(changed("c1", 5, "interest", "coffee")) is ProjectionOutcome.APPLIED
 
     assert await reads.gaps() == 2
     assert sorted([c async for c in reads.customers_with_gaps()]) == ["c1", "c2"]
@@ -94,7 +94,7 @@ async def test_a_seq_jump_is_applied_and_counted_as_a_gap(projector: Projector, 
     assert await reads.last_seq("c1") == 5
     assert sorted([m async for m in reads.members("interest", "tea")]) == ["c1", "c2"]
     # What was skipped can no longer be applied: it arrives stale.
-    assert await projector.apply(changed("c1", 2, "tier", "bronze", "removed")) is Outcome.STALE
+    assert await projector.apply(changed("c1", 2, "tier", "bronze", "removed")) is ProjectionOutcome.STALE
 
 
 async def test_history_is_capped_newest_first_with_reason(redis_client: aioredis.Redis, redis_prefix: str) -> None:
@@ -123,7 +123,7 @@ async def test_an_exclusive_swap_leaves_one_tag(projector: Projector, reads: Rea
         [changed("c1", 2, "tier", "bronze", "removed"), changed("c1", 3, "tier", "silver")]
     )
 
-    assert outcomes == [Outcome.APPLIED, Outcome.APPLIED]
+    assert outcomes == [ProjectionOutcome.APPLIED, ProjectionOutcome.APPLIED]
     assert await reads.current_tags("c1") == {"tier": ["silver"]}
     assert await reads.member_count("tier", "bronze") == 0
     assert [m async for m in reads.members("tier", "silver")] == ["c1"]
@@ -184,8 +184,8 @@ async def test_reads_work_on_a_client_that_decodes_responses(redis_url: str, red
     try:
         projector = Projector(decoding, key_prefix=redis_prefix)
         reads = ReadModel(decoding, key_prefix=redis_prefix)
-        assert await projector.apply_many([changed("c1", 1, "tier", "gold")]) == [Outcome.APPLIED]
-        assert await projector.apply(changed("c1", 1, "tier", "gold")) is Outcome.DUPLICATE
+        assert await projector.apply_many([changed("c1", 1, "tier", "gold")]) == [ProjectionOutcome.APPLIED]
+        assert await projector.apply(changed("c1", 1, "tier", "gold")) is ProjectionOutcome.DUPLICATE
         await projector.record_activity("c1", T0, T0)
 
         assert await reads.current_tags("c1") == {"tier": ["gold"]}
@@ -206,7 +206,7 @@ async def test_concurrent_customers_end_in_the_state_their_streams_describe(
     concurrent = Projector(redis_client, key_prefix=concurrent_prefix, history_limit=6)
     batched = Projector(redis_client, key_prefix=batched_prefix, history_limit=6)
 
-    async def apply_in_order(stream: list[TagChanged]) -> list[Outcome]:
+    async def apply_in_order(stream: list[TagChanged]) -> list[ProjectionOutcome]:
         outcomes = []
         for change in stream:
             for _ in range(rng.randrange(3)):
@@ -217,9 +217,9 @@ async def test_concurrent_customers_end_in_the_state_their_streams_describe(
     results = await asyncio.gather(*(apply_in_order(stream) for stream in rng.sample(list(streams.values()), 20)))
     interleaved = list(interleave(streams, rng))
     for start in range(0, len(interleaved), 37):
-        assert set(await batched.apply_many(interleaved[start : start + 37])) == {Outcome.APPLIED}
+        assert set(await batched.apply_many(interleaved[start : start + 37])) == {ProjectionOutcome.APPLIED}
 
-    assert {outcome for outcomes in results for outcome in outcomes} == {Outcome.APPLIED}
+    assert {outcome for outcomes in results for outcome in outcomes} == {ProjectionOutcome.APPLIED}
     await assert_matches_streams(ReadModel(redis_client, key_prefix=concurrent_prefix), streams, history_limit=6)
     await assert_matches_streams(ReadModel(redis_client, key_prefix=batched_prefix), streams, history_limit=6)
     assert await _dump(redis_client, concurrent_prefix) == await _dump(redis_client, batched_prefix)
@@ -240,7 +240,7 @@ async def test_applying_the_stream_twice_leaves_identical_state(
         again.append(await projector.apply(change))
     await projector.record_activity("cust-0", T0, T0)
 
-    assert set(again) <= {Outcome.DUPLICATE, Outcome.STALE}
+    assert set(again) <= {ProjectionOutcome.DUPLICATE, ProjectionOutcome.STALE}
     assert await _dump(redis_client, redis_prefix) == once
 
 

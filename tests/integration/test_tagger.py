@@ -24,7 +24,8 @@ from services.runtime.engine_build import engine_build
 from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
-from services.tagger.app import Tagger, build_app, kafka_producer
+from services.tagger.app import Tagger, build_app
+from services.tagger.faust_compat import kafka_producer
 from tests.support.builders import cond, group, order_bands, value_tiers
 from tests.support.kafka_io import TopicReader, produce, topic_config
 

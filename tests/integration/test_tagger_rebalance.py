@@ -37,7 +37,7 @@ PARTITIONS = 4
 
 
 @dataclass
-class Outcome:
+class Rebalanced:
     stream: list[dict[str, Any]]
     lines: list[bytes]
     groups: list[Any]
@@ -46,7 +46,7 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-async def rebalanced(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Outcome]:
+async def rebalanced(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Rebalanced]:
     tmp_path = tmp_path_factory.mktemp("rebalance")
     prefix = f"it-rebalance-{uuid.uuid4().hex[:8]}"
     groups = definitions()
@@ -79,10 +79,10 @@ async def rebalanced(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
 
     async with TopicReader(kafka_bootstrap, topics["tag_changes"], isolation_level="read_committed") as reader:
         await reader.drain()
-        yield Outcome(reader.json(), lines, groups, ends, committed)
+        yield Rebalanced(reader.json(), lines, groups, ends, committed)
 
 
-async def test_partitions_moving_between_workers_lose_nothing_and_never_reuse_a_seq(rebalanced: Outcome) -> None:
+async def test_partitions_moving_between_workers_lose_nothing_and_never_reuse_a_seq(rebalanced: Rebalanced) -> None:
     repeats, final = check_tag_changes(rebalanced.stream, rebalanced.lines, rebalanced.groups)
     print(
         f"\nrebalance test: {len(rebalanced.stream)} tag changes for {len(final)} customers, 2 rebalances, "
@@ -91,7 +91,7 @@ async def test_partitions_moving_between_workers_lose_nothing_and_never_reuse_a_
     )
 
 
-async def test_the_group_commits_every_processed_offset_after_rebalances(rebalanced: Outcome) -> None:
+async def test_the_group_commits_every_processed_offset_after_rebalances(rebalanced: Rebalanced) -> None:
     assert rebalanced.committed == rebalanced.ends
 
 

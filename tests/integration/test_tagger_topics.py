@@ -81,6 +81,21 @@ async def test_every_topic_is_created_with_its_own_min_insync_replicas(kafka_boo
     assert await durability_problems(settings.kafka, [topics.events, topics.tag_changes]) == []
 
 
+async def test_the_changelog_and_definitions_roll_hourly_so_compaction_really_runs(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = _settings(kafka_bootstrap, 3, tmp_path)
+    tagger = build_app(settings)
+    await tagger.create_topics()
+    changelog = tagger.table.changelog_topic.get_topic_name()
+    for topic in (changelog, settings.topics.tag_definitions):
+        assert await topic_config(kafka_bootstrap, topic, "cleanup.policy") == ("compact", True), topic
+        # the broker's defaults (7 days, ratio 0.5) would keep a changelog in its one active segment
+        assert await topic_config(kafka_bootstrap, topic, "segment.ms") == ("3600000", True), topic
+        assert await topic_config(kafka_bootstrap, topic, "min.cleanable.dirty.ratio") == ("0.25", True), topic
+    assert await topic_config(kafka_bootstrap, settings.topics.events, "segment.ms") == ("604800000", False)
+
+
 async def test_an_existing_topic_less_durable_than_the_settings_is_reported_with_the_fix(
     kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -67,8 +67,10 @@ async def produce_at_rate(
     lines: list[bytes],
     per_second: float,
     on_sent: Callable[[bytes, float], None] | None = None,
+    stamps: Sequence[int] | None = None,
 ) -> None:
-    """Keyed by customer_id, in chunks of 1% of a second's worth, each acknowledged by all replicas."""
+    """Keyed by customer_id, in chunks of 1% of a second's worth, each acknowledged by all replicas;
+    `stamps` (epoch ms, one per line) are the record timestamps, the produce time otherwise."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
@@ -76,9 +78,11 @@ async def produce_at_rate(
         started = time.monotonic()
         for start in range(0, len(lines), chunk):
             futures = []
-            for line in lines[start : start + chunk]:
+            for number in range(start, min(start + chunk, len(lines))):
+                line = lines[number]
                 key = orjson.loads(line)["customer_id"].encode()
-                futures.append(await producer.send(topic, key=key, value=line))
+                stamp = stamps[number] if stamps is not None else None
+                futures.append(await producer.send(topic, key=key, value=line, timestamp_ms=stamp))
                 if on_sent is not None:
                     on_sent(line, time.time())
             await asyncio.gather(*futures)

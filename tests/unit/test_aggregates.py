@@ -1,7 +1,7 @@
 import hashlib
 from decimal import Decimal
 
-from services.engine.aggregates import DAY_CAP, apply, fingerprint, fold, initial
+from services.engine.aggregates import DAY_CAP, apply, event_digest, fold, initial
 from services.engine.timeutil import DAY_US, to_us
 from services.engine.zone import UTC_ZONE
 from tests.support.builders import T0, at, browse, click, paid, refunded
@@ -105,7 +105,7 @@ def test_a_resent_batch_of_40_browses_counts_once_however_late_it_comes():
     state = fold_all(*batch, browse(when=at(30)), click(when=at(60)))
     assert [fold(state, event) for event in batch] == [False] * 40
     assert sum(state.browse.values()) == 41
-    assert len(state.seen[min(state.seen)]) == 40 * 8  # one 8-byte fingerprint per counted event
+    assert len(state.seen[min(state.seen)]) == 40 * 8  # one 8-byte digest per counted event
 
 
 def test_a_day_counts_at_most_the_cap_and_a_resent_capped_event_changes_nothing():
@@ -130,13 +130,13 @@ def test_event_id_memory_is_pruned_with_the_day_buckets():
     assert sum(state.browse.values()) == 2
 
 
-def test_fingerprints_are_stable_64_bit_digests_matched_only_whole():
+def test_event_digests_are_stable_64_bits_and_match_only_whole():
     digest = hashlib.blake2b(b"e-1", digest_size=8).digest()
-    assert fingerprint("e-1") == digest  # what stored states hold: the format must not drift
+    assert event_digest("e-1") == digest  # what stored states hold: the format must not drift
     state = fold_all(browse(event_id="first"))
-    wanted = fingerprint("wanted")
+    wanted = event_digest("wanted")
     day = next(iter(state.seen))
-    # a remembered pair of fingerprints whose bytes contain `wanted` across their boundary
+    # a remembered pair of digests whose bytes contain `wanted` across their boundary
     state.seen[day] = bytearray(b"\0" * 4 + wanted + b"\0" * 4)
     assert fold(state, browse(event_id="wanted")) is True  # not a duplicate: no whole match
     assert fold(state, browse(event_id="wanted")) is False  # now it is remembered

@@ -4,7 +4,7 @@ from decimal import Decimal
 import orjson
 
 from schemas.tags import Condition, TagChanged
-from services.engine.changes import Change, _default, _instant_json, _outcome
+from services.engine.changes import TagChange, _default, _instant_json, _outcome
 from services.engine.timeutil import DAY_US, from_us, to_us
 from tests.support.builders import at, browse, cond, engine, group, paid, value_tiers
 
@@ -33,7 +33,7 @@ def test_the_fast_json_of_a_change_is_exactly_the_tag_changed_contract():
         assert message.seq == change.seq
 
 
-def _document(change: Change) -> bytes:
+def _document(change: TagChange) -> bytes:
     """The TagChanged document of a change as one `orjson.dumps`: what `to_json` must equal byte for byte."""
     return orjson.dumps(
         {
@@ -80,25 +80,25 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
     for number, outcomes in enumerate(outcomes_cases):
         for summary_text in summaries:
             for caused_by in (None, f"e{number}", 'odd "id"'):
-                change = Change(
-                    "c1",
-                    "g",
-                    "t",
-                    "added" if number % 2 else "removed",
-                    "rule",
-                    summary_text,
-                    outcomes,
-                    2,
-                    caused_by,
-                    1_780_000_000_123_456 + number * 86_400_000_000,
-                    number + 1,
+                change = TagChange(
+                    customer_id="c1",
+                    group_id="g",
+                    tag_id="t",
+                    change="added" if number % 2 else "removed",
+                    source="rule",
+                    summary=summary_text,
+                    outcomes=outcomes,
+                    group_version=2,
+                    caused_by=caused_by,
+                    occurred_us=1_780_000_000_123_456 + number * 86_400_000_000,
+                    seq=number + 1,
                 )
                 assert change.to_json() == _document(change)
                 assert change.to_json_line() == _document(change) + b"\n"
-                twin = Change(*change.fields())
+                twin = TagChange(*change.fields())
                 assert twin == change
                 assert repr(twin) == repr(change)
-                assert twin != Change(*change.fields()[:-1], change.seq + 1)
+                assert twin != TagChange(*change.fields()[:-1], change.seq + 1)
 
 
 def test_an_instant_is_written_exactly_as_orjson_writes_its_datetime():

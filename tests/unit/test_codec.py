@@ -62,14 +62,14 @@ def test_a_stored_blob_decodes_field_for_field_and_encodes_back_byte_for_byte():
     assert agg.orders["o3"].refunded == Decimal(5)
     assert agg.browse == {20590: 2, 20601: 1}
     assert agg.click == {20600: 3}
-    assert agg.seen == {  # the fingerprints' bytes, per day
+    assert agg.seen == {  # the event digests' bytes, per day
         20590: bytearray((1).to_bytes(8, "little") + (2).to_bytes(8, "little")),
         20601: bytearray((3).to_bytes(8, "little")),
     }
     assert state.blocked == {"care": {"buyer"}}
 
 
-def test_a_format_1_blob_still_decodes_without_its_day_less_fingerprints():
+def test_a_format_1_blob_still_decodes_without_its_day_less_event_digests():
     stored = (
         b'[1,"c7",4,1780000000000000,{"value":{"mid":[0,null]}},{},[1,"300.50",5,1779000000000000,'
         b'1779000000000000,1780000000000000,20601,[],{"o1":["300.50",1779000000000000,5,"0",null]},'

@@ -7,8 +7,9 @@ from itertools import accumulate
 
 from schemas.tags import Condition, Metric
 from services.engine.aggregates import Aggregates, fold, initial
-from services.engine.conditions import EvalContext, compile_condition, series, share_spans
+from services.engine.conditions import compile_condition, share_spans
 from services.engine.timeutil import DAY_US, to_us
+from services.engine.windows import EvalContext, series
 from tests.support.builders import T0, browse, click
 
 

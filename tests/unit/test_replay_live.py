@@ -6,13 +6,13 @@ import pytest
 
 from schemas.tags import TagGroup
 from services.engine import CommandRefused, RuleBook
-from services.engine.changes import Change
+from services.engine.changes import TagChange
 from services.tagger.replay import Replay
 from tests.support.builders import at, command, cond, engine, group, paid, summary, value_tiers
 
 
-def _run(*groups: TagGroup) -> tuple[Replay, list[Change]]:
-    changes: list[Change] = []
+def _run(*groups: TagGroup) -> tuple[Replay, list[TagChange]]:
+    changes: list[TagChange] = []
     return Replay(engine(*groups), on_change=changes.append), changes
 
 

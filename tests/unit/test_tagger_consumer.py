@@ -9,7 +9,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 from intervaltree import IntervalTree
 
-from services.tagger.consumer import TaggerConsumer
+from services.tagger.faust_compat import TaggerConsumer
 
 TOPIC_PARTITION = TP("events", 0)
 

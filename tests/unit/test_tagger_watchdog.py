@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from aiokafka.errors import KafkaTimeoutError
 
-from services.tagger.app import Tagger
+from services.tagger.processing import BatchProcessor
 from services.tagger.watchdog import RebalanceWatch, exit_after, liveness
 
 
@@ -64,7 +64,7 @@ def test_a_stop_that_outlasts_the_timeout_exits_with_the_code() -> None:
 
 
 class FakeTagger:
-    """What `Tagger._process_or_abandon` touches: the app's rebalance/stop flags and `_process`."""
+    """What `BatchProcessor.process_or_abandon` touches: the app's rebalance/stop flags and `_process`."""
 
     def __init__(self, failures: int, rebalancing: bool = False) -> None:
         self.app = SimpleNamespace(rebalancing=rebalancing, should_stop=False)
@@ -80,12 +80,12 @@ class FakeTagger:
 
 async def test_a_batch_whose_send_failed_is_processed_again_and_then_acknowledged() -> None:
     fake = FakeTagger(failures=2)
-    processed = await Tagger._process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"]))
+    processed = await BatchProcessor.process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"]))
     assert processed == ["e1", "e2"]
     assert fake.calls == 3
 
 
 async def test_a_batch_whose_send_failed_during_a_rebalance_is_left_unacknowledged() -> None:
     fake = FakeTagger(failures=1, rebalancing=True)
-    assert await Tagger._process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"])) == []
+    assert await BatchProcessor.process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"])) == []
     assert fake.calls == 1

@@ -101,7 +101,7 @@ async def delete_group(group_id: str, ctx: Ctx, caller: Admin) -> Response:
     return failed or Response(status_code=204)
 
 
-async def _change(ctx: Context, plan: Callable[[Mapping[str, TagGroup]], catalog.Change]) -> JSONResponse | None:
+async def _change(ctx: Context, plan: Callable[[Mapping[str, TagGroup]], catalog.CatalogUpdate]) -> JSONResponse | None:
     """Plan a change on the current groups and publish it; None when done, else the error answer."""
     async with ctx.definitions_lock:
         try:
@@ -111,7 +111,7 @@ async def _change(ctx: Context, plan: Callable[[Mapping[str, TagGroup]], catalog
         return await publish_change(ctx, change)
 
 
-async def publish_change(ctx: Context, change: catalog.Change) -> JSONResponse | None:
+async def publish_change(ctx: Context, change: catalog.CatalogUpdate) -> JSONResponse | None:
     """Publish a definitions change; None once Kafka acknowledged it, else the error answer."""
     if change.empty:
         return None

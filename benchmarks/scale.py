@@ -1,0 +1,310 @@
+"""Scale benchmark: one tagger worker with many customers, measured where customer count (not event
+count) is what costs.
+
+    python -m benchmarks.scale --customers 100000               # ~5.6 events per customer, 12 partitions
+    python -m benchmarks.scale --customers 1000000 --events-per-customer 1
+
+Starts the local broker and Redis (scripts/kafka.sh, scripts/redis.sh) unless TAGSTREAM_TEST_KAFKA_BOOTSTRAP
+and TAGSTREAM_TEST_REDIS_URL name running ones. One `tagstream tagger` worker (RocksDB, the read
+model's projector in its process, as deployed by default) on the workload's clock (benchmarks/clock.py)
+drains a stamped backlog with 19 of the workload's 20 groups; then the 20th group is published.
+Measured, in order:
+
+- read model current after the backlog drained: from the worker's offsets committed at the end of
+  the backlog to the projector's at the end of the tag changes;
+- Redis memory per customer (`used_memory` growth over the run, per customer);
+- changelog records per customer (what a restore reads), with the changelog's segment settings;
+- audience `all_of` the two largest tags of two groups: the query's time, and the longest Redis
+  command it ran (SLOWLOG: Redis is single-threaded, so that is how long every other client waited);
+- backfill of the new group: publish → every customer re-evaluated; and the worker's RSS growth
+  meanwhile (sampled every 0.1 s);
+- recovery after losing the local disk: the worker stopped, its RocksDB directory deleted, started
+  again: start → ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from redis.asyncio import Redis
+
+from benchmarks.kafka_rows import Backlog, Launched, Worker, launch
+from benchmarks.workload import arrivals, rules
+from benchmarks.workload import events as generated_events
+from schemas.tags import TagGroupSet
+from services.ingest.audiences import RedisAudiences
+from services.ingest.ports import AudienceQuery
+from services.runtime.clock import SystemClock
+from services.runtime.definitions_feed import definition_record
+from services.runtime.kafka import ensure_topics, partitions_of
+from services.runtime.readmodel import Keys, ReadModel, offset_field
+from services.runtime.settings import KafkaSettings
+from tests.support import infra
+from tests.support.kafka_io import produce, topic_config
+from tests.support.processes import wait_caught_up
+
+PARTITIONS = 12
+NEW_GROUP = "category_mix"
+"""The group held back and published once the backlog is drained (the 19 -> 20 groups backfill)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--events-per-customer", type=float, default=5.6)
+    parser.add_argument("--partitions", type=int, default=PARTITIONS)
+    args = parser.parse_args(argv)
+    if not 1 <= args.customers <= 10_000_000 or not 1 <= args.events_per_customer <= 100:
+        parser.error("--customers must be 1-10,000,000 and --events-per-customer 1-100")
+    if not 1 <= args.partitions <= 256:
+        parser.error("--partitions must be 1-256")
+    bootstrap = os.environ.get("TAGSTREAM_TEST_KAFKA_BOOTSTRAP") or infra.start_kafka()
+    redis_url = os.environ.get("TAGSTREAM_TEST_REDIS_URL") or infra.start_redis()
+    return asyncio.run(run(bootstrap, redis_url, args))
+
+
+async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
+    load = os.getloadavg()
+    count = round(args.customers * args.events_per_customer)
+    prefix = f"scale-{uuid.uuid4().hex[:6]}:"
+    redis = Redis.from_url(redis_url)
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as directory:
+        workdir = Path(directory)
+        backlog, customers = await _backlog(bootstrap, count, args.customers, args.partitions, redis_url, prefix)
+        print(f"{count:,} events for {customers:,} customers produced", file=sys.stderr)
+        memory_before = await _used_memory(redis)
+        launched = await launch("tagger", backlog, workdir)
+        worker = launched.worker
+        try:
+            started = time.perf_counter()
+            await wait_caught_up(bootstrap, launched.group, backlog.topic, args.partitions, timeout=7200)
+            drained = time.perf_counter()
+            rows.append(("backlog drained (start of the worker excluded)", f"{drained - started:.0f} s"))
+            await _projected(redis, prefix, bootstrap, [launched.topics["tag_changes"], backlog.topic])
+            rows.append(("read model current after the backlog drained", f"+{time.perf_counter() - drained:.1f} s"))
+            memory = (await _used_memory(redis) - memory_before) / customers
+            rows.append(("Redis memory per customer", f"{memory / 1024:.2f} KiB"))
+            rows.append(await _changelog_records(bootstrap, launched.group, customers))
+            rows.extend(await _audience(redis, prefix))
+            rows.extend(await _backfill(backlog, launched, customers))
+            worker.stop()
+            rows.append(await _recovery(launched, workdir))
+        finally:
+            worker.stop()
+            await _forget(redis, prefix)
+            await redis.aclose()
+    print(
+        f"\none tagger worker, RocksDB, {args.partitions} partitions, {customers:,} customers, {count:,} events "
+        f"({args.events_per_customer:g} per customer), 19 -> 20 groups"
+    )
+    print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at end {os.getloadavg()[0]:.2f}")
+    print("\n| measure | value |\n| --- | ---: |")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    return 0
+
+
+async def _backlog(
+    bootstrap: str, count: int, customers: int, partitions: int, redis_url: str, prefix: str
+) -> tuple[Backlog, int]:
+    groups = [group for group in TagGroupSet.model_validate(rules()).groups if group.id != NEW_GROUP]
+    topic = f"bench-scale-events-{uuid.uuid4().hex[:6]}"
+    kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=partitions, replication_factor=1)
+    await ensure_topics(kafka, [topic], kept_forever=[topic])  # months-old timestamps: see benchmarks.kafka
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20)
+    seen: set[str] = set()
+    first = last = 0
+    await producer.start()
+    try:
+        pending = []
+        for event, stamp in arrivals(generated_events(count, customers, seed=11)):
+            seen.add(event["customer_id"])
+            first, last = first or stamp, stamp
+            key = event["customer_id"].encode()
+            pending.append(await producer.send(topic, key=key, value=orjson.dumps(event), timestamp_ms=stamp))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    settings = {
+        "TAGSTREAM_SHOP__TIMEZONE": "Asia/Shanghai",
+        "TAGSTREAM_TAGGER__HISTORY_AGE": "30d",
+        "TAGSTREAM_TAGGER__PROJECTOR": "true",
+        "TAGSTREAM_REDIS__URL": redis_url,
+        "TAGSTREAM_REDIS__KEY_PREFIX": prefix,
+    }
+    start, end = (datetime.fromtimestamp(stamp / 1000, UTC) for stamp in (first, last))
+    return Backlog(bootstrap, topic, partitions, count, start, end, list(groups), settings), len(seen)
+
+
+async def _projected(redis: Redis, prefix: str, bootstrap: str, topics: list[str], timeout: float = 7200) -> None:
+    """Until the read model's positions (kept in Redis beside its data, not as Kafka commits) reach the
+    end of every partition of `topics` (the tag changes, and the events it records activity from)."""
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    tps = [TopicPartition(topic, p) for topic in topics for p in await partitions_of(kafka, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    model = ReadModel(redis, key_prefix=prefix)
+    deadline = time.monotonic() + timeout
+    while True:
+        offsets = (await model.status()).offsets or {}
+        behind = sum(max(0, end - offsets.get(offset_field(tp.topic, tp.partition), 0)) for tp, end in ends.items())
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"the read model is still {behind:,} records behind after {timeout:.0f} s"
+        await asyncio.sleep(0.1)
+
+
+async def _used_memory(redis: Redis) -> int:
+    return int((await redis.info("memory"))["used_memory"])
+
+
+async def _changelog_records(bootstrap: str, group: str, customers: int) -> tuple[str, str]:
+    topic = f"{group}-customers-changelog"
+    partitions = await partitions_of(KafkaSettings(bootstrap_servers=bootstrap), topic)
+    tps = [TopicPartition(topic, partition) for partition in partitions]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        starts, ends = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+    records = sum(ends[tp] - starts[tp] for tp in tps)
+    names = ("segment.ms", "segment.bytes", "min.cleanable.dirty.ratio")
+    described = ", ".join([f"{name} {(await topic_config(bootstrap, topic, name))[0]}" for name in names])
+    return f"changelog records per customer ({described})", f"{records / customers:.2f}"
+
+
+async def _audience(redis: Redis, prefix: str) -> list[tuple[str, str]]:
+    """`all_of` the largest tags of the two largest groups, as the ingest API runs it."""
+    sizes: dict[str, int] = {}
+    async for key in redis.scan_iter(match=f"{prefix}t:*", count=1000):
+        name = key.decode()[len(prefix) + 2 :]
+        sizes[name] = int(await redis.scard(key))
+    largest: dict[str, tuple[int, str]] = {}
+    for name, size in sizes.items():
+        group = name.split("/", 1)[0]
+        largest[group] = max(largest.get(group, (0, "")), (size, name))
+    (first_size, first), (second_size, second) = sorted(largest.values(), reverse=True)[:2]
+    audiences = RedisAudiences(redis, Keys(prefix), 60, SystemClock())
+    query = AudienceQuery(all_of=(first, second), any_of=(), none_of=())
+    slower_than = str((await redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"])
+    await redis.config_set("slowlog-log-slower-than", 0)
+    try:
+        timings = []
+        longest = 0
+        for _ in range(5):
+            await redis.slowlog_reset()
+            started = time.perf_counter()
+            page = await audiences.query(query, 100)
+            timings.append(time.perf_counter() - started)
+            commands = await redis.slowlog_get(128)
+            longest = max([longest, *(entry["duration"] for entry in commands if _ran_by_query(entry))])
+    finally:
+        await redis.config_set("slowlog-log-slower-than", slower_than)
+    name = f"audience all_of {first} ({first_size:,}) and {second} ({second_size:,}): {page.count:,} members"
+    return [
+        (f"{name}, median of 5", f"{statistics.median(timings) * 1000:.0f} ms"),
+        ("longest Redis command of that query (Redis blocked)", f"{longest / 1000:.1f} ms"),
+    ]
+
+
+def _ran_by_query(entry: dict[str, Any]) -> bool:
+    command = entry["command"]
+    name = (command if isinstance(command, bytes) else str(command).encode()).split(b" ", 1)[0].upper()
+    return name not in (b"SLOWLOG", b"CONFIG")
+
+
+async def _backfill(backlog: Backlog, launched: Launched, customers: int) -> list[tuple[str, str]]:
+    """Publish the held-back group; until every customer is re-evaluated, sampling the worker's RSS."""
+    worker = launched.worker
+    before = _metrics(launched)
+    rss_before = peak = _rss_bytes(worker)
+    [group] = [group for group in TagGroupSet.model_validate(rules()).groups if group.id == NEW_GROUP]
+    started = time.perf_counter()
+    await produce(backlog.bootstrap, launched.topics["tag_definitions"], [(*definition_record(group), None)])
+    deadline = started + 7200
+    while True:
+        peak = max(peak, _rss_bytes(worker))
+        now = _metrics(launched)
+        done = now["tagstream_backfill_customers_total"] - before["tagstream_backfill_customers_total"]
+        if done >= customers and now["tagstream_backfill_remaining"] == 0:
+            break
+        assert worker.alive, "the worker exited during the backfill"
+        assert time.perf_counter() < deadline, f"backfill not done after 2 h ({done:,.0f} customers)"
+        await asyncio.sleep(0.1)
+    seconds = time.perf_counter() - started
+    return [
+        (f"backfill of a new group ({customers:,} customers re-evaluated)", f"{seconds:.1f} s"),
+        ("tagger RSS growth during the backfill", f"+{(peak - rss_before) / 2**20:.0f} MiB"),
+    ]
+
+
+async def _recovery(launched: Launched, workdir: Path) -> tuple[str, str]:
+    """The stopped worker's local state deleted, then start -> ready (the table restored from its changelog)."""
+    env = dict(launched.worker.env)
+    shutil.rmtree(env["TAGSTREAM_TAGGER__DATADIR"])
+    worker = Worker("tagger", env, launched.clock, workdir / f"{launched.group}-recovery.log")
+    started = time.perf_counter()
+    try:
+        await worker.start(timeout=3600)
+        return "recovery after losing the local disk (start -> ready)", f"{time.perf_counter() - started:.0f} s"
+    finally:
+        worker.stop()
+
+
+def _metrics(launched: Launched) -> dict[str, float]:
+    port = launched.worker.env["TAGSTREAM_TAGGER__WEB_PORT"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {"tagstream_backfill_customers_total": 0.0, "tagstream_backfill_remaining": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found:
+            found[name] = float(value)
+    return found
+
+
+def _rss_bytes(worker: Worker) -> int:
+    assert worker.process is not None
+    for line in Path(f"/proc/{worker.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def _forget(redis: Redis, prefix: str) -> None:
+    """The run's keys out of the shared Redis."""
+    batch = []
+    async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await redis.delete(*batch)
+            batch.clear()
+    if batch:
+        await redis.delete(*batch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

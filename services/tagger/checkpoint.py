@@ -1,0 +1,144 @@
+"""The tagger's commit protocol for one batch: changes, then state and changelog, then offsets.
+
+1. The batch's tag changes and dead letters are sent (record batches) and acknowledged by Kafka.
+2. Only then is each customer's last state of the batch, and each source partition's position
+   (services/tagger/offsets.py), written to the local store and to the table's changelog, and the
+   changelog acknowledged.
+3. Only then may the agent acknowledge the batch's messages to faust, which commits their offsets.
+
+A crash before 2 leaves the old state and the uncommitted offsets: the batch is read again, and the
+engine (deterministic, evaluating each message at its record timestamp) repeats the same changes
+under the same seq, which consumers drop. A crash between 2 and 3 re-reads messages whose state is
+written already: de-duplicated by event id. So a change may repeat, never go missing.
+
+A checkpoint holds plain records (partition, key, state), not faust events, so a batch of records can
+go through it however it was fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import faust
+from faust.types import TP, TableT
+
+from schemas.topics import DeadLetter, TopicNames
+from services.engine.changes import TagChange
+from services.runtime.kafka import send_partitioned
+from services.tagger.core import Result
+from services.tagger.faust_app import send_records
+from services.tagger.faust_compat import kafka_producer, mark_persisted, store_locally
+from services.tagger.index import CustomerIndex
+from services.tagger.metrics import TaggerMetrics
+from services.tagger.offsets import position_record
+
+
+class Checkpoint:
+    """One batch's results: changes are sent as they come, states written only after every change of
+    the batch is acknowledged (`commit`)."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        table: TableT[bytes, bytes],
+        topics: TopicNames,
+        metrics: TaggerMetrics,
+        index: CustomerIndex,
+    ) -> None:
+        self._app = app
+        self._table = table
+        self._topics = topics
+        self._metrics = metrics
+        self._index = index
+        self._latest: dict[str, tuple[int, bytes, int | None]] = {}
+        """Per customer, in first-seen order: the partition, last state and next check of the batch."""
+        self._sends: list[Awaitable[Any]] = []
+        self._changes: list[tuple[TagChange, float]] = []
+        self._positions: dict[TP, int] = {}
+
+    def load(self, customer_id: str) -> bytes | None:
+        """The customer's state as of this batch: its latest result here, else the stored one."""
+        pending = self._latest.get(customer_id)
+        if pending is not None:
+            return pending[1]
+        stored: bytes | None = self._table.get(customer_id.encode())
+        return stored
+
+    def position(self, tp: TP, offset: int) -> None:
+        """Remember a processed message: its partition's position is stored with the batch's states."""
+        self._positions[tp] = offset + 1
+
+    async def add(self, partition: int, key: bytes | None, produced_at: float, result: Result) -> None:
+        """Take a message's result: its dead letter is sent now, its changes and state at `commit`.
+
+        `partition` is the table partition the state belongs to, `key` the message's (a dead letter
+        keeps it), `produced_at` its record timestamp in seconds (for the change latency metric)."""
+        if result.dead_letter is not None:
+            await self._send(self._topics.events_dlq, key, dead_letter_json(result.dead_letter))
+            self._metrics.dead_letters.labels(result.dead_letter.error).inc()
+        self._changes.extend((change, produced_at) for change in result.changes)
+        if result.customer_id is not None and result.state is not None:
+            self._latest[result.customer_id] = (partition, result.state, result.next_check_us)
+
+    async def commit(self) -> None:
+        """Steps 1 and 2 of the protocol (the module's docstring); returns once both are acknowledged.
+        The checkpoint is empty afterwards and can take the next batch."""
+        if self._changes:  # sent as record batches, one or a few per partition
+            outgoing = [(change.customer_id.encode(), change.to_json()) for change, _ in self._changes]
+            self._sends.extend(await send_records(self._app, self._topics.tag_changes, outgoing))
+        if self._sends:
+            await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
+        acknowledged = time.time()
+        if self._changes:
+            self._metrics.count_changes(self._changes, acknowledged)
+        changelog: dict[int, list[tuple[bytes, bytes]]] = {}
+        for customer_id, (partition, state, due) in self._latest.items():  # one record per customer per
+            key = customer_id.encode()  # batch: its last state is all recovery needs
+            store_locally(self._table, partition, key, state)
+            changelog.setdefault(partition, []).append((key, state))
+            self._index.put(customer_id, partition, due)
+        for tp, next_offset in self._positions.items():
+            key, position = position_record(tp, next_offset)
+            store_locally(self._table, tp.partition, key, position)
+            changelog.setdefault(tp.partition, []).append((key, position))
+        if changelog:  # durable in the changelog before the messages are acknowledged
+            await send_changelog(self._app, self._table, changelog)
+        self._sends.clear()
+        self._changes.clear()
+        self._latest.clear()
+        self._positions.clear()
+
+    async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        # Straight to the producer: faust's Topic.send wraps every message in a FutureMessage and a
+        # channel round, a cost paid per tag change (docs/performance.md).
+        self._sends.append(await self._app.producer.send(topic, key, value, None, None, None))
+
+
+async def send_changelog(
+    app: faust.App, table: TableT[bytes, bytes], records: dict[int, list[tuple[bytes, bytes]]]
+) -> None:
+    """Send values already stored locally to the table's changelog, per partition in record batches,
+    and return once Kafka has acknowledged all of them; then record each partition's last offset in
+    the store (`mark_persisted`), so recovery reads only what is newer.
+
+    Not faust's `send_changelog` per record: a FutureMessage, producer buffer round and callback per
+    record. Not `table[key] = value` at all: that sends through
+    faust's producer buffer, and faust's pre-commit flush gives up waiting on that buffer after 0.1 s
+    (ProducerBuffer.flush_atmost), so offsets could be committed before the state behind them was
+    durable (the crash test lost states that way).
+    """
+    topic = table.changelog_topic.get_topic_name()
+    sent = await send_partitioned(kafka_producer(app), topic, records)
+    acknowledged = await asyncio.gather(*(future for _, future, _ in sent))
+    last: dict[int, int] = {}
+    for (partition, _, count), metadata in zip(sent, acknowledged, strict=True):
+        last[partition] = max(last.get(partition, -1), metadata.offset + count - 1)
+    for partition, offset in last.items():
+        mark_persisted(table, TP(topic, partition), offset)
+
+
+def dead_letter_json(letter: DeadLetter) -> bytes:
+    return letter.model_dump_json().encode()

@@ -1,0 +1,59 @@
+"""The Kafka benchmarks, run on tiny workloads so they do not rot (their figures are not checked here:
+a benchmark is never a timed assertion)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(kafka_bootstrap: str, *arguments: str, redis_url: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TAGSTREAM_TEST_KAFKA_BOOTSTRAP=kafka_bootstrap, TAGSTREAM_TEST_REDIS_URL=redis_url)
+    return subprocess.run(
+        [sys.executable, "-m", *arguments], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_the_kafka_benchmark_measures_every_row_and_finds_each_equal_to_replay(kafka_bootstrap: str) -> None:
+    # quixstreams is a benchmark-only dependency (the bench extra): its row runs where it is installed
+    rows = "tagger,aiokafka,quixstreams" if find_spec("quixstreams") else "tagger,aiokafka"
+    done = run_benchmark(
+        kafka_bootstrap, "benchmarks.kafka", "--events", "400", "--customers", "40", "--rounds", "1", "--rows", rows
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = done.stdout
+    for label in ("`tagstream tagger` (faust-streaming)", "bare aiokafka loop around `TaggerCore`"):
+        assert f"| {label} |" in table
+    assert "tagger / aiokafka: CPU per event" in table
+    assert "1/1 runs |" in table
+    assert "NOT EQUAL" not in table
+    assert "floor, faust passthrough" in table
+    assert "latency at" in table
+
+
+def test_the_kafka_benchmark_refuses_an_unknown_row(kafka_bootstrap: str) -> None:
+    done = run_benchmark(kafka_bootstrap, "benchmarks.kafka", "--rows", "tagger,spark")
+    assert done.returncode == 2
+    assert "--rows: unknown ['spark']" in done.stderr
+
+
+def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_bootstrap: str, redis_url: str) -> None:
+    done = run_benchmark(
+        kafka_bootstrap, "benchmarks.scale", "--customers", "120", "--events-per-customer", "3", redis_url=redis_url
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for measure in (
+        "| read model current after the backlog drained | +",
+        "| Redis memory per customer |",
+        "| changelog records per customer (segment.ms 3600000,",
+        "| longest Redis command of that query (Redis blocked) |",
+        "| backfill of a new group (",
+        "| tagger RSS growth during the backfill | +",
+        "| recovery after losing the local disk (start -> ready) |",
+    ):
+        assert measure in done.stdout, measure
