@@ -24,7 +24,7 @@ PRODUCTS = [f"p{number:04d}" for number in range(2000)]
 CATEGORIES = {f"cat{number}": PRODUCTS[number * 100 : number * 100 + 100] for number in range(5)}
 
 
-def events(count: int, customers: int, *, days: int = 180, seed: int = 7) -> Iterator[dict[str, Any]]:
+def events(count: int, customers: int, *, days: float = 180, seed: int = 7) -> Iterator[dict[str, Any]]:
     """`count` events for about `customers` customers over `days` days.
 
     Events come in sessions, as clickstreams do: a customer browses and clicks a few pages within

@@ -100,6 +100,11 @@ class Campaign(_Model):
         """Never: a campaign stops by being paused or cancelled (its status), not by its definition."""
         return False
 
+    @property
+    def quiet_hours(self) -> bool | None:
+        """Unset: a campaign's steps are held as the notifier's quiet_channels say (a playbook can override)."""
+        return None
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         for number, step in enumerate(self.steps):

@@ -16,6 +16,7 @@ from pydantic import Field, TypeAdapter
 from schemas.campaigns import Campaign
 from schemas.events import CustomerEvent
 from schemas.notifications import NotificationOutcome
+from schemas.queries import TaggerAnswer, TaggerQuery
 from schemas.tags import TagChanged, TagCommand, TagGroup, TagGroupSet
 from schemas.topics import DeadLetter, SyncPartition, Tick
 
@@ -34,6 +35,8 @@ def documents() -> dict[str, dict[str, Any]]:
         "notification-outcome.json": NotificationOutcome.model_json_schema(mode="serialization"),
         "dead-letter.json": DeadLetter.model_json_schema(mode="serialization"),
         "tagger-tick.json": TypeAdapter(Annotated[Tick | SyncPartition, Field(discriminator="kind")]).json_schema(),
+        "tagger-query.json": TaggerQuery.model_json_schema(),
+        "tagger-answer.json": TaggerAnswer.model_json_schema(mode="serialization"),
     }
     for name, document in found.items():
         document["$schema"] = "https://json-schema.org/draft/2020-12/schema"

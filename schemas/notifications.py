@@ -53,7 +53,7 @@ class NotificationOutcome(Contract):
     playbook_id: Identifier | None = None
     campaign_id: Identifier | None = None
     step: int = Field(ge=0)
-    channel: Literal["push", "sms", "coupon"]
+    channel: Literal["push", "sms", "coupon", "alert"]
     coupon: str | None = None
     customer_id: ExternalId
     trigger: TriggerRef | None = None

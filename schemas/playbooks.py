@@ -30,7 +30,8 @@ from schemas.limits import MAX_DURATION, MAX_NUMBER_TEXT, MAX_PLAYBOOKS, MAX_STE
 from schemas.tags import ChangeSource, TagChanged, TagGroup
 from schemas.templates import check_template
 
-Channel = Literal["push", "sms", "coupon"]
+Channel = Literal["push", "sms", "coupon", "alert"]
+"""`alert`: a message to the customer's salesperson (the profile's `owner`), not to the customer."""
 CancelCondition = Literal["tag_removed", "tag_added", "customer_returned"]
 """`tag_removed`: the trigger tag is no longer held (for `on: added`); `tag_added`: it is held again
 (for `on: removed`); `customer_returned`: any order or visit since the trigger."""
@@ -154,6 +155,11 @@ class Playbook(_Model):
     steps: tuple[Step, ...] = Field(min_length=1, max_length=MAX_STEPS)
     holdout: Fraction = Decimal(0)
     caps: tuple[CapRule, ...] = Field(default=(), description="caps counting only this playbook's sends")
+    quiet_hours: bool | None = Field(
+        default=None,
+        description="hold this playbook's steps during quiet hours (true) or never (false); "
+        "unset: as the notifier's quiet_channels say",
+    )
     disabled: bool = False
 
     @model_validator(mode="after")

@@ -16,6 +16,9 @@ EVENTS_DLQ = "tagstream.events.dlq"
 TAGGER_TICKS = "tagstream.tagger-ticks"
 NOTIFICATIONS = "tagstream.notifications"
 NOTIFICATIONS_DLQ = "tagstream.notifications.dlq"
+TAGGER_QUERIES = "tagstream.tagger-queries"
+TAGGER_ANSWERS = "tagstream.tagger-answers"
+SYNC_DLQ = "tagstream.sync.dlq"
 
 
 class TopicNames(BaseModel):
@@ -29,6 +32,9 @@ class TopicNames(BaseModel):
     tagger_ticks: str = TAGGER_TICKS
     notifications: str = NOTIFICATIONS
     notifications_dlq: str = NOTIFICATIONS_DLQ
+    tagger_queries: str = TAGGER_QUERIES
+    tagger_answers: str = TAGGER_ANSWERS
+    sync_dlq: str = SYNC_DLQ
 
 
 class DeadLetter(Contract):

@@ -11,6 +11,7 @@ from services.engine.aggregates import DEFAULT_HORIZON_DAYS
 from services.ingest import campaign_commands as campaign_client
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
+from services.sync import commands as sync_commands
 from services.tagger import commands as tagger_commands
 from services.tagger import readmodel_commands
 
@@ -83,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifier.set_defaults(run=notifier_commands.notifier)
 
+    sync = commands.add_parser(
+        "sync",
+        help="keep an external system's tags in step (needs Kafka and Redis; settings from TAGSTREAM_*)",
+        description="Run the tag sync sink: applies tagstream.tag-changes to a signed webhook or to WeCom corp "
+        "tags (TAGSTREAM_SYNC__ADAPTER), committing offsets only after the external system acknowledged them.",
+    )
+    sync.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sync.set_defaults(run=sync_commands.sync)
+    sync_subcommands = sync.add_subparsers(title="sync commands")
+    resync = sync_subcommands.add_parser(
+        "resync",
+        help="make the external system hold exactly the read model's tags (exit 0 done, 1 some refused, 2 unusable)",
+        description="For every customer in the Redis read model, replace the external tags of the enabled groups "
+        "with the ones held. Runs beside `tagstream sync`; the sink then skips the changes the resync covered.",
+    )
+    resync.set_defaults(run=sync_commands.resync)
+
     ingest = commands.add_parser(
         "ingest",
         help="run the ingest HTTP API (needs Kafka and Redis; settings from TAGSTREAM_* variables)",
@@ -116,7 +134,17 @@ def build_parser() -> argparse.ArgumentParser:
         "groups missing from the file are kept unless --prune. Exit 0 applied, 1 invalid, 2 unusable.",
     )
     apply.add_argument("-f", "--file", required=True, help="rules file (YAML, `groups: [...]`)")
-    apply.add_argument("--dry-run", action="store_true", help="print the diff, publish nothing")
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the diff and who would gain and lose each tag (asked of the tagger workers); publish nothing",
+    )
+    apply.add_argument(
+        "--no-impact",
+        dest="impact",
+        action="store_false",
+        help="with --dry-run: the diff only, without asking the workers",
+    )
     apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
     apply.set_defaults(run=ingest_commands.tags_apply)
 

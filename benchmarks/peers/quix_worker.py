@@ -24,9 +24,9 @@ from quixstreams.sinks.base import BaseSink
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from benchmarks.peers.common import PeerWorker, Timers
+from services.runtime.partitioning import partition_for
 from services.runtime.settings import Settings
 from services.tagger.core import Incoming
-from services.tagger.partitioning import partition_for
 
 COMMIT_INTERVAL_S = 1.0
 _STATE = b"customer"  # bytes: quixstreams uses a bytes key as it is

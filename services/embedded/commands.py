@@ -39,9 +39,9 @@ def run_embedded(args: argparse.Namespace) -> int:
     from services.ingest.app import create_app
     from services.ingest.auth import KeyFileError
     from services.notifier.policy import PlaybookError
-    from services.notifier.providers import ProviderConfigError
     from services.runtime.clock import SystemClock
     from services.runtime.settings import SettingsError, load_settings
+    from services.runtime.webhooks import ProviderConfigError
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

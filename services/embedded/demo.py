@@ -2,7 +2,8 @@
 
 The engine tags customers as they browse, order, refund, go quiet and come back; the notifier runs
 the demo playbooks (win-back with a delayed SMS that cancels itself when the customer returns, a VIP
-thank-you) on log providers, with consent, quiet hours, caps, holdouts and coupon deduplication.
+thank-you, a sales alert when a lead clicks) on log providers, with consent, quiet hours, caps, holdouts
+and coupon deduplication.
 Nothing here is demo-only logic: it wires the same engine, read model and notifier as the services,
 over in-memory stores, and drives a simulated clock.
 """
@@ -42,6 +43,8 @@ customers' profiles and the times printed."""
 TEMPLATES = ("value_tiers", "lifecycle", "rfm", "churn")
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
 GIVEN = ("伟", "芳", "娜", "敏", "静", "磊", "洋", "艳", "勇", "军", "杰", "娟", "涛", "明", "超", "霞")
+SALES = ("sales.wang", "sales.li", "sales.zhao")
+"""The shop's salespeople (WeCom userids); every customer is assigned one as the profile's owner."""
 
 
 @dataclass
@@ -97,6 +100,7 @@ class _Outcomes:
         self._out = out
         self._names = names
         self._zone = zone
+        self.owners: dict[str, str] = {}
 
     async def emit(self, outcome: NotificationOutcome) -> None:
         self.counts[(outcome.channel, outcome.outcome, outcome.reason)] += 1
@@ -107,6 +111,8 @@ class _Outcomes:
         until = f" until {_local(outcome.deferred_until, self._zone)[-5:]}" if outcome.deferred_until else ""
         mark = _MARK.get(outcome.outcome, "·")
         who = self._names[outcome.customer_id]
+        if outcome.channel == "alert":
+            who = f"{self.owners.get(outcome.customer_id, '?')} about {who}"
         print(
             f"{_local(outcome.decided_at, self._zone)}  {mark} {outcome.outcome:<10} {what:<12} → {who}{why}{until}"
             f"  [{outcome.playbook_id}]",
@@ -132,13 +138,19 @@ async def run_demo(
     people = MemoryCustomers()
     names = await _register(people, shop, seed, zone)
     outcomes = _Outcomes(out, names, zone)
+    outcomes.owners = {customer_id: owner(customer_id) for customer_id in names}
     notifier = Notifier(
         demo_playbooks(),
         MemoryScheduler(),
         MemoryLedger(),
         people,
         ReadModelFacts(tagger.readmodel),
-        {"push": LogProvider("push"), "sms": LogProvider("sms"), "coupon": CouponDesk(shop, clock)},
+        {
+            "push": LogProvider("push"),
+            "sms": LogProvider("sms"),
+            "coupon": CouponDesk(shop, clock),
+            "alert": LogProvider("alert"),
+        },
         outcomes,
         clock,
         policy=demo_policy(zone),
@@ -204,10 +216,16 @@ async def _register(people: MemoryCustomers, shop: Shop, seed: int, zone: str) -
         name = rng.choice(SURNAMES) + rng.choice(GIVEN) + (rng.choice(GIVEN) if rng.random() < 0.5 else "")
         names[customer_id] = f"{name}({customer_id})"
         phone = f"+86 13{rng.randint(0, 9)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}"
-        await people.set_profile(customer_id, Profile(name=name, phone=phone, timezone=zone))
+        profile = Profile(name=name, phone=phone, timezone=zone, owner=owner(customer_id))
+        await people.set_profile(customer_id, profile)
         if rng.random() < 0.08:
             await people.opt_out(customer_id, "sms")
     return names
+
+
+def owner(customer_id: str) -> str:
+    """The customer's salesperson: assigned in turn by customer number (no draw, so the shop stays the same)."""
+    return SALES[int(customer_id.removeprefix("c")) % len(SALES)]
 
 
 def _followed(shop: Shop, count: int) -> set[str]:

@@ -46,6 +46,7 @@ from services.embedded.stores import (
     MemoryAudiences,
     audience_members,
 )
+from services.embedded.views import EmbeddedState, MemoryMessages
 from services.engine import RuleBook
 from services.engine.arrival import Arrival
 from services.engine.errors import CommandRefused, DefinitionError
@@ -114,7 +115,7 @@ class EmbeddedNode:
     def _fresh_state(self) -> None:
         """Empty stores, tagger and read model (again, when a replay must start over)."""
         settings, clock = self.settings, self.clock
-        self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit)
+        self.readmodel = MemoryReadModel(history_limit=settings.redis.history_limit, zone=self.zone)
         self.tagger = EmbeddedTagger(
             readmodel=self.readmodel,
             horizon_days=settings.tagger.horizon_days,
@@ -122,6 +123,7 @@ class EmbeddedNode:
             zone=self.zone,
         )
         self.customers = JournaledCustomers(self)
+        self.messages = MemoryMessages(self, settings.redis.history_limit)
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.notifier: Notifier | None = None
@@ -136,7 +138,7 @@ class EmbeddedNode:
                 ledger=self.ledger,
                 customers=self.customers,
                 tags=ReadModelFacts(self.readmodel),
-                outcomes=LoggedOutcomes(),
+                outcomes=LoggedOutcomes(self.messages),
                 definitions=lambda: self.tagger.groups,
                 campaigns=self.campaigns,
             )
@@ -233,6 +235,11 @@ class EmbeddedNode:
             self.journal.append(entry)
             await self._apply(kind, parsed, at)
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held while a write (or a tick) is applied: hold it to read every customer at one instant."""
+        return self._lock
+
     def journaled(self, entry: Entry) -> None:
         """A state change of the stores (consent, profiles, notifier decisions), made durable."""
         if not self._replaying:
@@ -275,6 +282,8 @@ class EmbeddedNode:
             await self.campaigns.redo(entry)
         elif kind in JournaledPlaybooks.KINDS:
             await self.stored_playbooks.redo(entry)
+        elif kind in MemoryMessages.KINDS:
+            await self.messages.redo(entry)
         else:
             raise ValueError(f"{self.journal.path}: unknown journal entry kind {kind!r}")
 
@@ -374,6 +383,8 @@ class EmbeddedNode:
                     reads=node.readmodel,
                     audiences=MemoryAudiences(node.readmodel, settings.ingest.audience_ttl_s, clock),
                     customers=node.customers,
+                    tagger=EmbeddedState(node),
+                    messages=node.messages,
                     campaigns=node.campaign_access(),
                 )
             finally:

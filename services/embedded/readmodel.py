@@ -9,12 +9,14 @@ to the same answers.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from schemas.tags import TagChanged
-from services.runtime.readmodel import Activity, HeldTag
+from services.engine.timeutil import to_us
+from services.engine.zone import UTC_ZONE, DayZone
+from services.runtime.readmodel import DAILY_KEEP_DAYS, Activity, DailyDeltas, HeldTag, TagCount
 from services.tagger.projector import ProjectionOutcome
 
 
@@ -31,10 +33,12 @@ class _Customer:
 class MemoryReadModel:
     """Projector and reads in one object; one asyncio task at a time (no locking needed)."""
 
-    def __init__(self, *, history_limit: int = 200) -> None:
+    def __init__(self, *, history_limit: int = 200, zone: DayZone = UTC_ZONE) -> None:
         if history_limit < 1:
             raise ValueError(f"history_limit must be at least 1, got {history_limit}")
         self._history_limit = history_limit
+        self._zone = zone
+        self._daily: dict[tuple[str, str], _Daily] = {}
         self._customers: dict[str, _Customer] = {}
         self._members: dict[tuple[str, str], set[str]] = {}
         self._group_members: dict[str, int] = {}
@@ -59,11 +63,13 @@ class MemoryReadModel:
         if change.change == "added":
             if key not in customer.tags:
                 self._members.setdefault(key, set()).add(change.customer_id)
+                self._count_day(key, change, 1)
                 if not _holds_group(customer, change.group_id):
                     self._group_members[change.group_id] = self._group_members.get(change.group_id, 0) + 1
             customer.tags[key] = HeldTag(change.occurred_at, change.source, change.group_version)
         elif customer.tags.pop(key, None) is not None:
             self._members[key].discard(change.customer_id)
+            self._count_day(key, change, -1)
             if not _holds_group(customer, change.group_id):
                 remaining = self._group_members[change.group_id] - 1
                 if remaining > 0:
@@ -74,6 +80,9 @@ class MemoryReadModel:
         if len(customer.history) > self._history_limit:
             del customer.history[: len(customer.history) - self._history_limit]
         return outcome
+
+    def _count_day(self, key: tuple[str, str], change: TagChanged, delta: int) -> None:
+        self._daily.setdefault(key, _Daily()).count(self._zone.day(to_us(change.occurred_at)), delta)
 
     async def apply(self, change: TagChanged) -> ProjectionOutcome:
         return self.apply_now(change)
@@ -133,6 +142,13 @@ class MemoryReadModel:
     async def member_count(self, group_id: str, tag_id: str) -> int:
         return len(self._members.get((group_id, tag_id), ()))
 
+    async def tag_counts(self, tags: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TagCount]:
+        counts = {}
+        for tag in tags:
+            daily = self._daily.get(tag, _Daily())
+            counts[tag] = TagCount(len(self._members.get(tag, ())), DailyDeltas(daily.base, dict(daily.days)))
+        return counts
+
     async def group_member_count(self, group_id: str) -> int:
         return self._group_members.get(group_id, 0)
 
@@ -152,6 +168,26 @@ class MemoryReadModel:
     def _tags(self, customer_id: str) -> dict[tuple[str, str], HeldTag]:
         customer = self._customers.get(customer_id)
         return customer.tags if customer else {}
+
+
+@dataclass
+class _Daily:
+    """A tag's daily counts, folded as the projector's Lua script folds them (projector.py)."""
+
+    base: int = 0
+    days: dict[int, int] = field(default_factory=dict)
+    folded: bool = False
+    """Whether the base field exists (Redis counts it in the hash's length)."""
+
+    def count(self, day: int, delta: int) -> None:
+        self.days[day] = self.days.get(day, 0) + delta
+        if len(self.days) + self.folded <= 2 * DAILY_KEEP_DAYS + 1:
+            return
+        oldest_kept = max(self.days) - DAILY_KEEP_DAYS
+        old = [day for day in self.days if day < oldest_kept]
+        if old:
+            self.base += sum(self.days.pop(day) for day in old)
+            self.folded = True
 
 
 def _holds_group(customer: _Customer, group_id: str) -> bool:

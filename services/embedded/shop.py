@@ -20,7 +20,8 @@ from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
 ShopEvent = OrderPaid | OrderRefunded | Browse | Click
 
 PRODUCTS = [f"p{number:03d}" for number in range(1, 121)]
-CLICK_TARGETS = ("banner:autumn-sale", "nav:new-arrivals", "coupon-center", "live-stream", "search")
+CLICK_TARGETS = ("banner:autumn-sale", "nav:new-arrivals", "coupon-center", "live-stream", "radar:autumn-lookbook")
+"""`radar:` a tracked link a salesperson shared (雷达链接)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -329,11 +329,21 @@ class JournaledPlaybooks(MemoryPlaybooks):
         self.stored = StoredPlaybooks(entry["v"], playbooks, datetime.fromisoformat(entry["at"]), entry["by"])
 
 
+class MessageRecorder(Protocol):
+    def record(self, outcome: NotificationOutcome) -> None: ...
+
+
 class LoggedOutcomes:
-    """The notifier's decisions in the one-process mode: logged (no personal data in an outcome), not
-    kept: a long-running process must not hold every decision it ever made."""
+    """The notifier's decisions in the one-process mode: logged (no personal data in an outcome) and
+    kept only in each customer's bounded message log (`messages`): a long-running process must not
+    hold every decision it ever made."""
+
+    def __init__(self, messages: MessageRecorder | None = None) -> None:
+        self._messages = messages
 
     async def emit(self, outcome: NotificationOutcome) -> None:
+        if self._messages is not None:
+            self._messages.record(outcome)
         log.info(
             "notification %s%s: %s step %d of %s for customer %s",
             outcome.outcome,

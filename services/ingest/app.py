@@ -23,14 +23,36 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.excerpt import problems
-from services.ingest.api import campaigns, customers, events, groups, manual, ops, playbooks, reads
+from services.ingest.api import (
+    campaigns,
+    counts,
+    customer_view,
+    customers,
+    events,
+    groups,
+    manual,
+    ops,
+    playbooks,
+    preview,
+    reads,
+)
 from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
 from services.ingest.kafka import KafkaDefinitions, KafkaPublisher
 from services.ingest.limits import BodyLimit
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, RecordRefused, TagReads
+from services.ingest.ports import (
+    Audiences,
+    Definitions,
+    MessageLog,
+    NotifierAccess,
+    Publisher,
+    RecordRefused,
+    TaggerState,
+    TagReads,
+)
+from services.ingest.tagger_state import KafkaTaggerState
 from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.customers import CustomerStore, RedisCustomers
@@ -50,6 +72,8 @@ class Adapters:
     reads: TagReads
     audiences: Audiences
     customers: CustomerStore
+    tagger: TaggerState
+    messages: MessageLog
     campaigns: NotifierAccess | None = None
 
 
@@ -84,6 +108,8 @@ def create_app(
                 reads=opened.reads,
                 audiences=opened.audiences,
                 customers=opened.customers,
+                tagger=opened.tagger,
+                messages=opened.messages,
                 campaigns=opened.campaigns,
             )
             yield
@@ -94,7 +120,7 @@ def create_app(
         summary="Events, tag definitions, manual tags, and reads of customer tags and audiences.",
         lifespan=lifespan,
     )
-    for module in (events, groups, manual, reads, customers, campaigns, playbooks):
+    for module in (events, groups, preview, manual, reads, counts, customer_view, customers, campaigns, playbooks):
         app.include_router(module.router, responses=ERRORS)
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
@@ -133,8 +159,10 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
     prefix = settings.redis.key_prefix
     read_model = ReadModel(redis, key_prefix=prefix)
     ledger = RedisReports(redis, key_prefix=prefix)
+    tagger = KafkaTaggerState(settings, clock)
     await publisher.start()
     await definitions.start()
+    await tagger.start()
     try:
         yield Adapters(
             publisher=publisher,
@@ -142,6 +170,8 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
             reads=read_model,
             audiences=RedisAudiences(redis, read_model.keys, settings.ingest.audience_ttl_s, clock),
             customers=RedisCustomers(redis, prefix),
+            tagger=tagger,
+            messages=read_model,
             campaigns=NotifierAccess(
                 store=RedisCampaigns(redis, key_prefix=prefix),
                 playbooks=RedisPlaybooks(redis, key_prefix=prefix),
@@ -151,6 +181,8 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
             ),
         )
     finally:
+        with contextlib.suppress(Exception):
+            await tagger.stop()
         with contextlib.suppress(Exception):
             await definitions.stop()
         await publisher.stop()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.runtime.definitions import RulesFileError
+
+if TYPE_CHECKING:
+    from services.ingest.gitops import Applied
 
 
 def import_history(args: argparse.Namespace) -> int:
@@ -71,7 +75,9 @@ def tags_apply(args: argparse.Namespace) -> int:
         return 2
     try:
         applied = asyncio.run(
-            apply_rules(settings, text, args.file, SystemClock(), dry_run=args.dry_run, prune=args.prune)
+            apply_rules(
+                settings, text, args.file, SystemClock(), dry_run=args.dry_run, prune=args.prune, impact=args.impact
+            )
         )
     except (RulesFileError, CatalogError) as error:
         print(f"tagstream tags apply: {error}", file=sys.stderr)
@@ -83,7 +89,29 @@ def tags_apply(args: argparse.Namespace) -> int:
         print(line)
     changes = len(applied.plan.change.upserts) + len(applied.plan.change.deletions)
     if args.dry_run:
+        for line in impact_lines(applied):
+            print(line)
         print(f"dry run: {changes} change(s) not published")
     else:
         print(f"published {applied.published} change(s)")
     return 0
+
+
+def impact_lines(applied: Applied) -> list[str]:
+    """A dry run's preview, one line per tag: `value/low: +3000 -0 (e.g. +c00003 total_spent=320)`."""
+    if applied.impact_unavailable:
+        return [f"impact unknown: {applied.impact_unavailable}"]
+    if applied.impact is None:
+        return []
+    lines = [f"impact on {applied.impact.customers} customers (nothing published, nothing changed):"]
+    for impact in applied.impact.impacts:
+        examples = [
+            f"{sign}{sample.customer_id} " + " ".join(f"{c.metric}={c.observed}" for c in sample.reason.conditions[:3])
+            for sign, samples in (("+", impact.gained_sample), ("-", impact.lost_sample))
+            for sample in samples[:1]
+        ]
+        example = f" (e.g. {'; '.join(examples)})" if examples else ""
+        lines.append(f"  {impact.group_id}/{impact.tag_id}: +{impact.gained} -{impact.lost}{example}")
+    if not applied.impact.impacts:
+        lines.append("  nobody would gain or lose a tag")
+    return lines

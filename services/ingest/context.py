@@ -18,7 +18,15 @@ from services.ingest.auth import ApiKeys, Caller, Role
 from services.ingest.catalog import Limits
 from services.ingest.manual import ManualTagging
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, Definitions, NotifierAccess, Publisher, TagReads
+from services.ingest.ports import (
+    Audiences,
+    Definitions,
+    MessageLog,
+    NotifierAccess,
+    Publisher,
+    TaggerState,
+    TagReads,
+)
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
@@ -52,6 +60,8 @@ class Context:
     reads: TagReads
     audiences: Audiences
     customers: CustomerStore
+    tagger: TaggerState
+    messages: MessageLog
     campaigns: NotifierAccess | None = None
     """Campaigns and reports; None where no notifier runs (the embedded mode without playbooks)."""
     definitions_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from schemas.notifications import NotificationOutcome
+from schemas.queries import CustomerAggregates, PreviewTally
 from schemas.tags import TagChanged, TagGroup
 from services.runtime.campaigns import CampaignStore
 from services.runtime.playbooks import PlaybookStore
-from services.runtime.readmodel import HeldTag
+from services.runtime.readmodel import HeldTag, TagCount
 from services.runtime.reports import OrderActivity, Reports, SendHistory
 
 Record = tuple[bytes, bytes | None]
@@ -82,6 +84,10 @@ class TagReads(Protocol):
 
     async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]: ...
 
+    async def tag_counts(self, tags: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TagCount]:
+        """Holders now and the daily deltas of each (group, tag)."""
+        ...
+
     async def unavailable(self) -> str | None:
         """Why reads cannot be trusted now (the read model is missing or rebuilding); None when they can."""
         ...
@@ -119,6 +125,36 @@ class Audiences(Protocol):
     def export(self, query: AudienceQuery) -> AsyncIterator[str]:
         """Every customer id of the audience, once each, in ascending order."""
         ...
+
+
+class TaggerUnavailable(Exception):
+    """The tagger did not answer for every partition needed in time (or could not answer at all)."""
+
+    def __init__(self, missing: Sequence[int], waited_s: float, *, reason: str = "") -> None:
+        self.missing = list(missing)
+        listed = ", ".join(map(str, self.missing[:50])) + (" ..." if len(self.missing) > 50 else "")
+        super().__init__(
+            reason or f"no tagger worker answered for partitions [{listed}] within {waited_s:g}s; are the workers up?"
+        )
+
+
+class TaggerState(Protocol):
+    """What only the tagger's per-customer state can tell (Kafka: its workers, per partition)."""
+
+    async def customer(self, customer_id: str) -> CustomerAggregates | None:
+        """The customer's aggregates as the rules read them now; None when the tagger has no state."""
+        ...
+
+    async def preview(self, groups: Sequence[TagGroup], sample: int) -> PreviewTally:
+        """Who would gain and lose each tag if `groups` were the definitions; changes nothing.
+        Raises TaggerUnavailable when some partition went unanswered."""
+        ...
+
+
+class MessageLog(Protocol):
+    """Every notification decision per customer, newest first, the last `history_limit` kept."""
+
+    async def messages(self, customer_id: str, offset: int, limit: int) -> list[NotificationOutcome]: ...
 
 
 @dataclass(frozen=True)

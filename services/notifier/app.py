@@ -12,7 +12,6 @@ scheduler loop (claim due steps, decide, deliver) and the playbook reloader; aio
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
@@ -21,13 +20,12 @@ from typing import Any
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagGroup
-from schemas.topics import DeadLetter
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
@@ -36,6 +34,7 @@ from services.notifier.ports import Provider
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
 from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
+from services.runtime.consumers import dead_letter, definitions_read, pause, rewind, serve_status
 from services.runtime.customers import RedisCustomers
 from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.kafka import client_options, ensure_topics, producer_options
@@ -141,7 +140,8 @@ class NotifierApp:
         await self._consumer.start()
         await self._start_web()
         self._reading = asyncio.create_task(self.definitions.run(), name="notifier-definitions")
-        await self._definitions_read()  # before any send: a message sent earlier would name tags by their ids
+        # before any send: a message sent earlier would name tags by their ids
+        await definitions_read(self.definitions, self._reading)
         self._tasks = [
             asyncio.create_task(self._consume(), name="notifier-consume"),
             asyncio.create_task(self._deliver(), name="notifier-deliver"),
@@ -150,14 +150,6 @@ class NotifierApp:
         ]
         self.ready = True
         log.info("notifier started: %d playbooks, web on port %s", len(self.playbooks.current.playbooks), self.port)
-
-    async def _definitions_read(self) -> None:
-        assert self._reading is not None
-        ready = asyncio.create_task(self.definitions.ready.wait())
-        await asyncio.wait({ready, self._reading}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-            self._reading.result()  # the feed failed (the broker is unreachable): raise its error
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -223,18 +215,8 @@ class NotifierApp:
                     await self._consumer.commit()  # only now: every step is durably scheduled
             except Exception:
                 log.exception("consuming tag changes failed; re-reading from the last commit")
-                await self._rewind()
-                await _pause(self._stopping, 1.0)
-
-    async def _rewind(self) -> None:
-        assert self._consumer is not None
-        for tp in self._consumer.assignment():
-            with contextlib.suppress(Exception):
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+                await rewind(self._consumer)
+                await pause(self._stopping, 1.0)
 
     async def _decode(self, record: ConsumerRecord[Any, Any]) -> TagChanged | None:
         try:
@@ -247,18 +229,7 @@ class NotifierApp:
     async def _dead_letter_record(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         assert self._producer is not None
         self.metrics.invalid_changes.inc()
-        raw: bytes = record.value or b""
-        letter = DeadLetter(
-            reason=f"not a TagChanged: {reason}",
-            error="invalid",
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key.decode(errors="replace") if record.key is not None else None,
-            original=raw.decode(errors="replace"),
-            original_base64=base64.b64encode(raw).decode(),
-            failed_at=self.clock.now(),
-        )
+        letter = dead_letter(record, f"not a TagChanged: {reason}", "invalid", self.clock.now())
         await self._producer.send_and_wait(
             self.settings.topics.notifications_dlq, key=record.key, value=letter.model_dump_json().encode()
         )
@@ -290,41 +261,22 @@ class NotifierApp:
                     self._wake.set()
             except Exception:
                 log.exception("the campaign loop failed; retrying")
-            await _pause(self._stopping, self.settings.notifier.campaign_interval_s)
+            await pause(self._stopping, self.settings.notifier.campaign_interval_s)
 
     async def _start_web(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.notifier.web_host, self.settings.notifier.web_port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        self.port = sockets[0].getsockname()[1] if sockets else self.settings.notifier.web_port
+        self._runner, self.port = await serve_status(
+            self.settings.notifier.web_host, self.settings.notifier.web_port, self.metrics.registry, self._readiness
+        )
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def _readyz(self, request: web.Request) -> web.Response:
+    async def _readiness(self) -> tuple[bool, dict[str, Any]]:
         body: dict[str, Any] = {"ready": self.ready, "playbooks": len(self.playbooks.current.playbooks)}
         if self.ready and self._redis is not None:
             try:
                 await self._redis.ping()
             except Exception as error:
                 body.update(ready=False, redis=type(error).__name__)
-        return web.json_response(body, status=200 if body["ready"] else 503)
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.metrics.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        return body["ready"], body
 
 
 def _ignore(groups: dict[str, TagGroup]) -> None:
     """The notifier reads the feed's groups when it renders a message: nothing to do on a change."""
-
-
-async def _pause(stopping: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)

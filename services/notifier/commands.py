@@ -8,16 +8,15 @@ from pathlib import Path
 
 
 def notifier(args: argparse.Namespace) -> int:
-    import asyncio
     import logging
-    import signal
 
     from services.notifier.app import build_app
     from services.notifier.durability import VolatileRedis
     from services.notifier.policy import PlaybookError
-    from services.notifier.providers import ProviderConfigError
+    from services.runtime.consumers import run_until_signalled
     from services.runtime.logs import hold_back_repeats
     from services.runtime.settings import SettingsError, load_settings
+    from services.runtime.webhooks import ProviderConfigError
 
     if args.check is not None:
         return _check(args.check, args.rules)
@@ -29,14 +28,8 @@ def notifier(args: argparse.Namespace) -> int:
         print(f"tagstream notifier: {error}", file=sys.stderr)
         return 2
 
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(stop_signal, app.request_stop)
-        await app.run()
-
     try:
-        asyncio.run(serve())
+        run_until_signalled(app)
     except VolatileRedis as error:
         print(f"tagstream notifier: {error}", file=sys.stderr)
         return 2

@@ -27,13 +27,15 @@ from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours
 from services.notifier.ports import Ledger, OutcomeSink, Provider, Scheduler, TagFacts
-from services.notifier.providers import LogProvider, WebhookProvider, signing_secret, tls_context
+from services.notifier.providers import LogProvider, WebhookProvider, signing_secret
 from services.notifier.reload import PlaybookFile
-from services.notifier.resilience import Backoff, CircuitBreaker
+from services.notifier.robot import robot_answer, robot_text
 from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.customers import CHANNELS, CustomerStore
+from services.runtime.resilience import Backoff, CircuitBreaker
 from services.runtime.settings import NotifierSettings, Settings, ShopSettings
+from services.runtime.webhooks import tls_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +152,8 @@ def tuning_from(settings: NotifierSettings) -> Tuning:
 def providers_from(
     settings: NotifierSettings, metrics: NotifierMetrics, clock: Clock | None = None
 ) -> dict[str, Provider]:
-    """A webhook per channel with a URL, the log provider for the others. Raises ProviderConfigError when
+    """A webhook per channel with a URL (the alert channel's speaks a WeCom group robot's format), the log
+    provider for the others. Raises ProviderConfigError when
     the signing secret file or the CA bundle cannot be read. Signatures are dated by `clock`, the wall
     clock unless a test says otherwise: receivers check them against theirs, even in a simulation."""
     found: dict[str, Provider] = {}
@@ -175,5 +178,7 @@ def providers_from(
             breaker=CircuitBreaker(settings.breaker_threshold, settings.breaker_reset_s, time.monotonic),
             metrics=metrics,
             rng=random.Random(),
+            encode=robot_text if channel == "alert" else None,
+            check=robot_answer if channel == "alert" else None,
         )
     return found

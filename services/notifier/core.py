@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from schemas.notifications import NotificationOutcome, OutcomeKind, OutcomeReason, TriggerRef
 from schemas.tags import TagChanged, TagGroup
 from services.notifier.campaigns import CampaignLookup
-from services.notifier.messages import compose
+from services.notifier.messages import address, compose
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import (
     Campaign,
@@ -36,12 +36,12 @@ from services.notifier.policy import (
     plan,
 )
 from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provider, Scheduler, TagFacts
-from services.notifier.resilience import CircuitOpen, GaveUp
 from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore, Profile
 from services.runtime.readmodel import ReadModelUnavailable
 from services.runtime.reports import ProgramKind, Tally
+from services.runtime.resilience import CircuitOpen, GaveUp
 
 log = logging.getLogger("tagstream.notifier")
 _READ_MODEL_WAIT = timedelta(seconds=5)
@@ -317,13 +317,14 @@ class Notifier:
         return Facts(
             now=now,
             opted_out=opted_out,
-            reachable=job.channel != "sms" or profile.phone is not None,
+            reachable=address(job.channel, profile) is not None or job.channel in ("push", "coupon"),
             already_decided=decided,
             coupon_holder=coupon_holder,
             history=history,
             tag_held=tag_held,
             last_activity=activity,
-            zone=ZoneInfo(profile.timezone) if profile.timezone else None,
+            # an alert's reader is the salesperson, whose day is the shop's, not the customer's
+            zone=ZoneInfo(profile.timezone) if profile.timezone and job.channel != "alert" else None,
         )
 
     def _message(self, job: ScheduledStep, profile: Profile, program: Playbook | Campaign) -> Message:

@@ -43,8 +43,17 @@ def compose(
         template=job.template,
         text=text,
         coupon=job.coupon,
-        to=profile.phone if job.channel == "sms" else None,
+        to=address(job.channel, profile),
     )
+
+
+def address(channel: str, profile: Profile) -> str | None:
+    """Where the channel's message goes: the customer's phone for SMS, the salesperson for an alert."""
+    if channel == "sms":
+        return profile.phone
+    if channel == "alert":
+        return profile.owner
+    return None
 
 
 def _names(groups: Mapping[str, TagGroup], group_id: str, tag_id: str) -> tuple[str, str]:

@@ -7,7 +7,8 @@ same store in process, for the embedded mode and unit tests.
 Key layout (prefix `ts:` by default):
 
     ts:c:{<customer>}:optout     set     channels the customer opted out of ("*" = every channel)
-    ts:c:{<customer>}:profile    hash    name, phone, email, timezone, locale (personal data: never log it)
+    ts:c:{<customer>}:profile    hash    name, phone, email, timezone, locale, owner, external_userid,
+                                         follow_user (personal data: never log it)
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from redis.asyncio import Redis
 
 from schemas.excerpt import excerpt
 
-Channel = Literal["push", "sms", "coupon"]
-CHANNELS: tuple[Channel, ...] = ("push", "sms", "coupon")
+Channel = Literal["push", "sms", "coupon", "alert"]
+CHANNELS: tuple[Channel, ...] = ("push", "sms", "coupon", "alert")
 ALL_CHANNELS = "*"
+WECOM_USERID = r"^[A-Za-z0-9_.@-]{1,64}$"
+"""A WeCom member's userid: letters, digits and _ . @ -, at most 64 (WeCom's own rule for account ids)."""
 
 
 class Profile(BaseModel):
@@ -38,6 +41,20 @@ class Profile(BaseModel):
         default=None, max_length=64, description="IANA zone, e.g. Asia/Shanghai; quiet hours use it"
     )
     locale: str | None = Field(default=None, max_length=35)
+    owner: str | None = Field(
+        default=None,
+        pattern=WECOM_USERID,
+        description="the assigned salesperson's WeCom userid: sales alerts mention them, and the WeCom tag sync "
+        "marks tags as them unless follow_user is set",
+    )
+    external_userid: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$", description="the customer as a WeCom external contact"
+    )
+    follow_user: str | None = Field(
+        default=None,
+        pattern=WECOM_USERID,
+        description="the WeCom member whose contact the customer is, when not the owner (tag sync)",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -54,6 +71,11 @@ class Profile(BaseModel):
         return f"Profile(fields={sorted(self.model_dump(exclude_none=True))})"
 
     __str__ = __repr__
+
+    @property
+    def wecom_member(self) -> str | None:
+        """Whose external contact the customer is in WeCom: follow_user, else the owner."""
+        return self.follow_user or self.owner
 
 
 class CustomerStore(Protocol):

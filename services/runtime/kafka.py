@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
+from schemas.topics import TopicNames
 from services.runtime.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,16 @@ def producer_options(settings: KafkaSettings) -> dict[str, Any]:
     return client_options(settings) | {"acks": "all", "enable_idempotence": True}
 
 
+SHORT_LIVED_MS = 3_600_000
+
+
 async def ensure_topics(
     settings: KafkaSettings,
     topics: Iterable[str],
     *,
     compacted: Iterable[str] = (),
     kept_forever: Iterable[str] = (),
+    short_lived: Iterable[str] = (),
     partitions: int | None = None,
 ) -> list[str]:
     """Create the topics that do not exist yet (idempotent; existing topics are left as they are),
@@ -68,11 +73,13 @@ async def ensure_topics(
     Every topic gets `min.insync.replicas` for its replication factor (`min_insync_replicas`): all of
     them hold data that matters. `compacted` ones keep the latest value per key; `kept_forever` ones
     are never deleted by time (retention.ms=-1): the records a projection is rebuilt from, or
-    rejected input kept for repair.
+    rejected input kept for repair. `short_lived` ones keep an hour (questions and answers between
+    services, worthless once answered).
     """
     topics = list(topics)
     compacted = set(compacted)
     kept_forever = set(kept_forever)
+    short_lived = set(short_lived)
     count = partitions or settings.partitions
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
@@ -83,7 +90,7 @@ async def ensure_topics(
                 name=name,
                 num_partitions=count,
                 replication_factor=settings.replication_factor,
-                topic_configs=_topic_configs(name, settings, compacted, kept_forever),
+                topic_configs=_topic_configs(name, settings, compacted, kept_forever, short_lived),
             )
             for name in topics
             if name not in existing
@@ -256,11 +263,21 @@ hourly, all but the last hour is compactable; at a 0.25 dirty ratio a restore re
 records per customer plus that hour's."""
 
 
-def _topic_configs(name: str, settings: KafkaSettings, compacted: set[str], kept_forever: set[str]) -> dict[str, str]:
+def _topic_configs(
+    name: str, settings: KafkaSettings, compacted: set[str], kept_forever: set[str], short_lived: set[str]
+) -> dict[str, str]:
     configs = {"min.insync.replicas": str(min_insync_replicas(settings.replication_factor))}
+    if name in short_lived:
+        configs["retention.ms"] = str(SHORT_LIVED_MS)
     if name in compacted:
         configs["cleanup.policy"] = "compact"
         configs.update(COMPACTION)
     if name in kept_forever:
         configs["retention.ms"] = "-1"
     return configs
+
+
+async def ensure_query_topics(settings: KafkaSettings, topics: TopicNames) -> None:
+    """The question and answer topics: one partition each (every reader reads all), kept an hour."""
+    names = [topics.tagger_queries, topics.tagger_answers]
+    await ensure_topics(settings, names, short_lived=names, partitions=1)

@@ -11,7 +11,10 @@ Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Clu
     ts:c:{<customer>}:groups     hash    group -> how many of its tags the customer holds
     ts:c:{<customer>}:history    list    TagChanged JSON, newest first, capped
     ts:c:{<customer>}:activity   hash    last_order_us / last_seen_us (epoch microseconds)
+    ts:c:{<customer>}:messages   zset    NotificationOutcome JSON by decided_at (µs), the newest kept
     ts:t:<group>/<tag>           set     customer ids holding the tag (SINTER/SUNION/SDIFF-able)
+    ts:daily:<group>/<tag>       hash    local epoch day -> net change of holders that day; "base" -> the
+                                         sum of the days folded away (see "Daily counts")
     ts:stats:group-members       hash    group -> customers holding any tag of it
     ts:stats:gaps                string  how many seq gaps were seen
     ts:gaps                      set     customers whose stream had a gap
@@ -24,24 +27,37 @@ of the records before its `ts:meta:offsets` entry: the projector applies a batch
 at or before that offset (projector.py), so Redis and its position cannot drift apart. A Redis that
 lost its data has lost the marker `ts:meta:readmodel` with it: readers then answer "unavailable"
 (`ReadModel.status`) until the projector has rebuilt it from the topics (projection.py).
+
+Daily counts: every change that really moves a tag's member set adds +1 or -1 to the field of its
+local day (the shop's zone; a change's `occurred_at` is the tagger's clock, so history loaded late
+counts on the day it was loaded). How many held the tag at the end of day D is the base plus every
+day up to D: a sum of per-change deltas, so it is the same whatever order the partitions are
+replayed in (a rebuild) and always ends at the member set's size. Days older than the newest day
+minus DAILY_KEEP_DAYS are folded into the base once the hash holds more than twice that many days,
+so a tag's hash stays under 2 * DAILY_KEEP_DAYS + 2 fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal, cast
 
 import orjson
 from redis.asyncio import Redis
 
+from schemas.notifications import NotificationOutcome
 from schemas.tags import ChangeSource, TagChanged
 from services.engine.timeutil import from_us
 
 DEFAULT_PREFIX = "ts:"
 LAST_ORDER_FIELD = "last_order_us"
 LAST_SEEN_FIELD = "last_seen_us"
+DAILY_KEEP_DAYS = 90
+"""Days of tag-count history a reader can ask for."""
+DAILY_BASE_FIELD = "base"
+_EPOCH = date(1970, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +85,14 @@ class Keys:
     def activity(self, customer_id: str) -> str:
         return self._customer(customer_id, "activity")
 
+    def messages(self, customer_id: str) -> str:
+        return self._customer(customer_id, "messages")
+
     def members(self, group_id: str, tag_id: str) -> str:
         return f"{self.prefix}t:{tag_field(group_id, tag_id)}"
+
+    def daily(self, group_id: str, tag_id: str) -> str:
+        return f"{self.prefix}daily:{tag_field(group_id, tag_id)}"
 
     @property
     def group_members(self) -> str:
@@ -185,6 +207,31 @@ class ReadModelStatus:
         return f"the read model is rebuilding from tagstream.tag-changes: {done} of {self.total} records applied"
 
 
+@dataclass(frozen=True, slots=True)
+class DailyDeltas:
+    """A tag's daily counts as stored: the base (days folded away) and the net change per local day."""
+
+    base: int
+    days: dict[int, int]
+
+    def counts(self, first: date, last: date) -> list[tuple[date, int]]:
+        """How many held the tag at the end of each local day from `first` to `last`, in order."""
+        first_day, last_day = (first - _EPOCH).days, (last - _EPOCH).days
+        running = self.base + sum(delta for day, delta in self.days.items() if day < first_day)
+        counts = []
+        for day in range(first_day, last_day + 1):
+            running += self.days.get(day, 0)
+            counts.append((_EPOCH + timedelta(days=day), running))
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class TagCount:
+    holders: int
+    """Customers holding the tag now (the member set's size)."""
+    daily: DailyDeltas
+
+
 class ReadModelUnavailable(Exception):
     """The read model is not whole (missing or rebuilding); the message says why."""
 
@@ -230,6 +277,13 @@ class ReadModel:
         entries = await self._redis.lrange(self.keys.history(customer_id), offset, offset + limit - 1)
         return [TagChanged.model_validate_json(entry) for entry in entries]
 
+    async def messages(self, customer_id: str, offset: int, limit: int) -> list[NotificationOutcome]:
+        """The notifier's decisions about the customer, newest first (the last `history_limit` kept)."""
+        if offset < 0 or limit < 1:
+            raise ValueError(f"messages needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")
+        entries = await self._redis.zrevrange(self.keys.messages(customer_id), offset, offset + limit - 1)
+        return [NotificationOutcome.model_validate_json(cast(bytes | str, entry)) for entry in entries]
+
     async def last_seq(self, customer_id: str) -> int:
         """The seq of the last change applied for the customer; 0 when none was."""
         value = await self._redis.get(self.keys.seq(customer_id))
@@ -242,6 +296,21 @@ class ReadModel:
 
     async def member_count(self, group_id: str, tag_id: str) -> int:
         return int(await self._redis.scard(self.keys.members(group_id, tag_id)))
+
+    async def tag_counts(self, tags: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TagCount]:
+        """Holders now and the daily deltas of each (group, tag), over one round trip."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for group_id, tag_id in tags:
+                pipe.scard(self.keys.members(group_id, tag_id))
+                pipe.hgetall(self.keys.daily(group_id, tag_id))
+            replies = await pipe.execute()
+        counts = {}
+        for index, tag in enumerate(tags):
+            holders, stored = replies[2 * index], replies[2 * index + 1]
+            fields = {_text(field): int(value) for field, value in stored.items()}
+            base = fields.pop(DAILY_BASE_FIELD, 0)
+            counts[tag] = TagCount(int(holders), DailyDeltas(base, {int(day): n for day, n in fields.items()}))
+        return counts
 
     async def group_member_count(self, group_id: str) -> int:
         """Customers holding at least one tag of the group."""

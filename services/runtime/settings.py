@@ -209,8 +209,9 @@ class NotifierSettings(_Section):
         default=None, description="IANA zone for customers without one; unset: the shop's (TAGSTREAM_SHOP__TIMEZONE)"
     )
     quiet_hours: str | None = Field(default="21:00-08:00", description="local time window; 'off' for none")
-    quiet_channels: tuple[Literal["push", "sms", "coupon"], ...] = Field(
-        default=("push", "sms"), description="channels held during quiet hours"
+    quiet_channels: tuple[Literal["push", "sms", "coupon", "alert"], ...] = Field(
+        default=("push", "sms"),
+        description="channels held during quiet hours (a playbook's `quiet_hours: true|false` overrides it)",
     )
     caps: tuple[str, ...] = Field(
         default=("sms:1/1d", "push:3/7d"), description="global caps, channel:limit/window, e.g. sms:1/1d"
@@ -237,9 +238,15 @@ class NotifierSettings(_Section):
     push_url: str | None = Field(default=None, description="push webhook; none: the log provider")
     sms_url: str | None = Field(default=None, description="SMS webhook; none: the log provider")
     coupon_url: str | None = Field(default=None, description="coupon webhook; none: the log provider")
+    alert_url: str | None = Field(
+        default=None,
+        description="sales alerts: a WeCom group robot's webhook (or one speaking its text message); "
+        "none: the log provider",
+    )
     push_auth: SecretStr | None = Field(default=None, description="Authorization header value")
     sms_auth: SecretStr | None = Field(default=None, description="Authorization header value")
     coupon_auth: SecretStr | None = Field(default=None, description="Authorization header value")
+    alert_auth: SecretStr | None = Field(default=None, description="Authorization header value")
     signing_secret: Secret32 | None = Field(
         default=None,
         description="HMAC-SHA256 key signing every provider request (Tagstream-Signature, docs/notifier.md); "
@@ -274,7 +281,7 @@ class NotifierSettings(_Section):
     def _signed(self) -> NotifierSettings:
         if self.signing_secret is not None and self.signing_secret_file is not None:
             raise ValueError("set signing_secret or signing_secret_file, not both")
-        urls = [f"{channel}_url" for channel in ("push", "sms", "coupon") if getattr(self, f"{channel}_url")]
+        urls = [f"{channel}_url" for channel in ("push", "sms", "coupon", "alert") if getattr(self, f"{channel}_url")]
         if urls and self.signing_secret is None and self.signing_secret_file is None:
             raise ValueError(
                 f"{urls[0]} is set: every provider request is signed, so set signing_secret or signing_secret_file"
@@ -294,7 +301,7 @@ class NotifierSettings(_Section):
     @classmethod
     def _caps(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for cap in value:
-            if not re.fullmatch(r"(push|sms|coupon):\d{1,9}/\d+[smhdw]", cap):
+            if not re.fullmatch(r"(push|sms|coupon|alert):\d{1,9}/\d+[smhdw]", cap):
                 raise ValueError(f"a cap looks like sms:1/1d (channel:limit/window), got {excerpt(cap)}")
             parse_duration(cap.rsplit("/", 1)[1])
         return value
@@ -303,7 +310,7 @@ class NotifierSettings(_Section):
     @classmethod
     def _rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for rate in value:
-            match = re.fullmatch(r"(push|sms|coupon):(\d{1,6})", rate)
+            match = re.fullmatch(r"(push|sms|coupon|alert):(\d{1,6})", rate)
             if match is None or not 0 < int(match.group(2)) <= MAX_SEND_RATE:
                 raise ValueError(
                     f"a campaign rate looks like sms:50 (channel:steps per second, 1 to {MAX_SEND_RATE}), "
@@ -316,6 +323,75 @@ class NotifierSettings(_Section):
     def _duration(cls, value: str) -> str:
         parse_duration(value)  # at most MAX_DURATION: a longer one overflows the instants it is added to
         return value
+
+
+class SyncSettings(_Section):
+    """The tag sync sink (`tagstream sync`, docs/sync.md): keeps one external system's tags in step."""
+
+    adapter: Literal["webhook", "wecom"] = Field(
+        default="webhook", description="webhook: signed batches of changes; wecom: WeCom corp tags on external contacts"
+    )
+    group_id: str = Field(default="tagstream-sync", description="Kafka consumer group (one per external system)")
+    web_host: str = Field(
+        default="127.0.0.1",
+        description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
+    )
+    web_port: int = Field(default=8082, ge=1, le=65535, description="port of /healthz /readyz /metrics")
+    batch: int = Field(default=100, ge=1, le=1000, description="tag changes per webhook request, and per read")
+    attempts: int = Field(
+        default=6,
+        ge=1,
+        le=20,
+        description="requests per batch (rate limits, errors) before it is left uncommitted and tried again later",
+    )
+    backoff_base_s: float = Field(default=0.5, ge=0, le=60, description="first retry delay (exponential, full jitter)")
+    backoff_cap_s: float = Field(default=30.0, ge=0, le=600, description="longest retry delay")
+    retry_pause_s: float = Field(
+        default=5.0, gt=0, le=600, description="wait before a batch that used up its attempts is read again"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="per external request")
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://", description="the receiver of batches")
+    webhook_auth: SecretStr | None = Field(default=None, description="Authorization header value")
+    signing_secret: Secret32 | None = Field(
+        default=None, description="HMAC-SHA256 key signing each webhook request (Tagstream-Signature)"
+    )
+    signing_secret_file: Path | None = Field(default=None, description="a mounted Secret holding signing_secret")
+    ca_file: Path | None = Field(default=None, description="PEM CA bundle for https URLs instead of the system CAs")
+    wecom_base_url: str = Field(
+        default="https://qyapi.weixin.qq.com", pattern=r"^https?://", description="WeCom's API host"
+    )
+    wecom_corp_id: str | None = Field(
+        default=None, max_length=64, pattern=r"^[A-Za-z0-9]+$", description="the corp's corpid"
+    )
+    wecom_secret: SecretStr | None = Field(
+        default=None, description="the customer-contact (客户联系) secret, which may manage corp tags"
+    )
+    wecom_secret_file: Path | None = Field(default=None, description="a mounted Secret holding wecom_secret")
+    wecom_agent_id: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="agentid sent when creating corp tags (self-built apps)"
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> SyncSettings:
+        if self.signing_secret is not None and self.signing_secret_file is not None:
+            raise ValueError("set signing_secret or signing_secret_file, not both")
+        if self.wecom_secret is not None and self.wecom_secret_file is not None:
+            raise ValueError("set wecom_secret or wecom_secret_file, not both")
+        unsigned = self.signing_secret is None and self.signing_secret_file is None
+        if self.adapter == "webhook" and self.webhook_url is not None and unsigned:
+            raise ValueError("webhook_url is set: every request is signed, so set signing_secret or its file")
+        no_secret = self.wecom_secret is None and self.wecom_secret_file is None
+        if self.adapter == "wecom" and self.wecom_corp_id is not None and no_secret:
+            raise ValueError("wecom_corp_id is set: set wecom_secret or wecom_secret_file too")
+        return self
+
+    def configured(self) -> str | None:
+        """What is missing for `tagstream sync` to run with the chosen adapter, or None."""
+        if self.adapter == "webhook" and self.webhook_url is None:
+            return "TAGSTREAM_SYNC__WEBHOOK_URL is not set (the webhook adapter needs a receiver)"
+        if self.adapter == "wecom" and self.wecom_corp_id is None:
+            return "TAGSTREAM_SYNC__WECOM_CORP_ID is not set (the wecom adapter needs the corp and its secret)"
+        return None
 
 
 class ApiKey(_Section):
@@ -348,6 +424,15 @@ class IngestSettings(_Section):
     )
     audience_ttl_s: int = Field(default=600, ge=10, description="how long an audience cursor stays valid")
     audience_page_max: int = Field(default=10_000, ge=1, description="largest page of customer ids")
+    lookup_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="GET /v1/customers/{id}: wait this long for the tagger's aggregates"
+    )
+    preview_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=900,
+        description="a definition preview waits this long for every partition's answer, then 504 naming those missing",
+    )
 
 
 class Settings(BaseSettings):
@@ -360,6 +445,7 @@ class Settings(BaseSettings):
     tagger: TaggerSettings = TaggerSettings()
     notifier: NotifierSettings = NotifierSettings()
     ingest: IngestSettings = IngestSettings()
+    sync: SyncSettings = SyncSettings()
 
     @property
     def history_age(self) -> timedelta:

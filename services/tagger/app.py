@@ -36,7 +36,8 @@ from services.engine.timeutil import to_us
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.engine_build import engine_build
-from services.runtime.kafka import ensure_topics, partition_ids
+from services.runtime.kafka import ensure_query_topics, ensure_topics, partition_ids
+from services.runtime.partitioning import partition_for
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
@@ -47,9 +48,9 @@ from services.tagger.faust_compat import noack_batches
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import POSITION_PREFIX, SourceOffsets
-from services.tagger.partitioning import partition_for
 from services.tagger.processing import MARKER_PREFIX, BatchProcessor
 from services.tagger.projection import Projection
+from services.tagger.queries import answer_queries
 from services.tagger.watchdog import RebalanceWatch, exit_after
 
 log = logging.getLogger(__name__)
@@ -129,12 +130,14 @@ class Tagger:
                 topics.tag_changes,
                 topics.events_dlq,
                 topics.tag_definitions,
+                topics.notifications,  # the projector keeps each customer's message log from it
                 changelog,
             ],
             compacted=[topics.tag_definitions, changelog],
             # Redis is rebuilt from tag-changes, and the DLQ holds rejected input until someone repairs it.
             kept_forever=[topics.tag_changes, topics.events_dlq],
         )
+        await ensure_query_topics(kafka, topics)
         joined = (topics.events, topics.tag_commands, topics.tagger_ticks)
         ids = await partition_ids(kafka, joined)
         for topic in joined:
@@ -183,6 +186,10 @@ class Tagger:
         @app.task  # type: ignore[untyped-decorator]
         async def read_definitions() -> None:
             await self.feed.run()
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def answer() -> None:
+            await answer_queries(self)
 
         @app.timer(interval=self.settings.tagger.timer_interval_s)  # type: ignore[untyped-decorator]
         async def wake_due_customers() -> None:

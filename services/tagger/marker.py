@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from services.runtime.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelStatus
 
 _SCAN_BATCH = 1000
-_CUSTOMER_PARTS = ("seq", "tags", "groups", "history", "activity")
+_CUSTOMER_PARTS = ("seq", "tags", "groups", "history", "activity", "messages")
 """The projection's per-customer keys; consent, profiles and the notifier's keys share the prefix."""
 
 # Shared by BEGIN and the projector's batch scripts: KEYS[1] meta, KEYS[2] offsets; now_ms given.
@@ -106,7 +106,7 @@ class Marker:
         await self._pause([self.keys.meta, self.keys.offsets], [uuid.uuid4().hex, _ms(now)])
         deleted = 0
         prefix = self.keys.prefix
-        patterns = [f"{prefix}c:*:{part}" for part in _CUSTOMER_PARTS] + [f"{prefix}t:*"]
+        patterns = [f"{prefix}c:*:{part}" for part in _CUSTOMER_PARTS] + [f"{prefix}t:*", f"{prefix}daily:*"]
         for pattern in patterns:
             batch: list[bytes | str] = []
             async for key in self._redis.scan_iter(match=pattern, count=_SCAN_BATCH):

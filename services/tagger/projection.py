@@ -24,16 +24,18 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from schemas.events import event_adapter
+from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.runtime.clock import Clock
 from services.runtime.kafka import client_options, partition_ids
 from services.runtime.readmodel import ReadModelStatus, offset_field
 from services.runtime.settings import Settings
+from services.runtime.zone import day_zone
 from services.tagger.marker import Marker
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.projector import BatchResult, Position, Projector
@@ -41,6 +43,7 @@ from services.tagger.projector import BatchResult, Position, Projector
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 _BATCH = 500
 _RECONCILE_EVERY_S = 1.0
 _PROGRESS_EVERY_S = 5.0
@@ -73,10 +76,13 @@ class Projection:
         self._group_instance_id = group_instance_id
         self._on_progress = on_progress
         prefix = settings.redis.key_prefix
-        self._projector = Projector(redis, key_prefix=prefix, history_limit=settings.redis.history_limit)
+        self._projector = Projector(
+            redis, key_prefix=prefix, history_limit=settings.redis.history_limit, zone=day_zone(settings.shop.timezone)
+        )
         self._marker = Marker(redis, key_prefix=prefix)
         self._changes_topic = settings.topics.tag_changes
-        self._topics = (settings.topics.tag_changes, settings.topics.events)
+        self._notifications_topic = settings.topics.notifications
+        self._topics = (settings.topics.tag_changes, settings.topics.events, settings.topics.notifications)
         self._position: dict[TopicPartition, int] = {}
         """Per assigned partition, the offset the consumer was last sought to or applied up to."""
         self._from_start: set[TopicPartition] = set()
@@ -240,6 +246,11 @@ class Projection:
         if tp.topic == self._changes_topic:
             changes = decode_tag_changes(values)
             result = await _until_done(lambda: self._projector.apply_batch(position, changes, now()), "project")
+        elif tp.topic == self._notifications_topic:
+            outcomes = decode_outcomes(values)
+            result = await _until_done(
+                lambda: self._projector.record_messages_batch(position, outcomes, now()), "record messages"
+            )
         else:
             seen = decode_activity(values)
             result = await _until_done(
@@ -280,13 +291,21 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
-    changes = []
+    return _decoded(TagChanged, values, "tag change")
+
+
+def decode_outcomes(values: Iterable[bytes]) -> list[NotificationOutcome]:
+    return _decoded(NotificationOutcome, values, "notification outcome")
+
+
+def _decoded(model: type[_M], values: Iterable[bytes], what: str) -> list[_M]:
+    decoded = []
     for value in values:
         try:
-            changes.append(TagChanged.model_validate_json(value))
-        except ValidationError as error:  # only the tagger writes this topic: log loudly, keep going
-            log.error("skipping an invalid tag change: %s", error)
-    return changes
+            decoded.append(model.model_validate_json(value))
+        except ValidationError as error:  # only tagstream writes these topics: log loudly, keep going
+            log.error("skipping an invalid %s: %s", what, error)
+    return decoded
 
 
 def decode_activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:

@@ -32,9 +32,20 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
-from services.runtime.readmodel import DEFAULT_PREFIX, LAST_ORDER_FIELD, LAST_SEEN_FIELD, HeldTag, Keys, tag_field
+from services.engine.zone import UTC_ZONE, DayZone
+from services.runtime.readmodel import (
+    DAILY_BASE_FIELD,
+    DAILY_KEEP_DAYS,
+    DEFAULT_PREFIX,
+    LAST_ORDER_FIELD,
+    LAST_SEEN_FIELD,
+    HeldTag,
+    Keys,
+    tag_field,
+)
 from services.tagger.marker import SETTLE
 
 
@@ -72,16 +83,21 @@ class BatchResult:
 class Projector:
     """Writes tag changes and activity into Redis. Build one per client; it holds no other state."""
 
-    def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX, history_limit: int = 200) -> None:
+    def __init__(
+        self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX, history_limit: int = 200, zone: DayZone = UTC_ZONE
+    ) -> None:
+        """`zone`: the shop's, whose local days the daily tag counts are kept in."""
         if history_limit < 1:
             raise ValueError(f"history_limit must be at least 1, got {history_limit}")
         self._redis = redis
         self._history_limit = history_limit
+        self._zone = zone
         self.keys = Keys(key_prefix)
         self._apply_script = redis.register_script(_APPLY)
         self._activity_script = redis.register_script(_ACTIVITY)
         self._apply_batch_script = redis.register_script(_APPLY_BATCH)
         self._activity_batch_script = redis.register_script(_ACTIVITY_BATCH)
+        self._messages_batch_script = redis.register_script(_MESSAGES_BATCH)
 
     async def apply(self, change: TagChanged) -> ProjectionOutcome:
         keys, args = self._apply_call(change)
@@ -137,6 +153,20 @@ class Projector:
             await self._activity_script([self.keys.activity(customer_id)], args, client=pipe)
         await pipe.execute()
 
+    async def record_messages_batch(
+        self, position: Position, outcomes: Sequence[NotificationOutcome], now: datetime
+    ) -> BatchResult:
+        """One partition's consecutive notification decisions into each customer's message log, keeping
+        its position. A log is a sorted set by decision instant (an exact redelivery is the same member,
+        so re-reading adds nothing), trimmed to the newest `history_limit`."""
+        keys: list[str] = [self.keys.meta, self.keys.offsets]
+        args: list[str | int] = _position_args(position, now)
+        for outcome in outcomes:
+            keys.append(self.keys.messages(outcome.customer_id))
+            args += [to_us(outcome.decided_at), outcome.model_dump_json()]
+        args.append(self._history_limit)
+        return _batch_result(await self._messages_batch_script(keys, args))
+
     def _apply_call(self, change: TagChanged) -> tuple[Sequence[str], Sequence[str | int]]:
         customer_id = change.customer_id
         keys = (
@@ -148,6 +178,7 @@ class Projector:
             self.keys.group_members,
             self.keys.gap_count,
             self.keys.gap_customers,
+            self.keys.daily(change.group_id, change.tag_id),
         )
         held = HeldTag(added_at=change.occurred_at, source=change.source, group_version=change.group_version)
         args = (
@@ -159,6 +190,7 @@ class Projector:
             held.to_json().decode(),
             change.model_dump_json(),
             self._history_limit,
+            self._zone.day(to_us(change.occurred_at)),
         )
         return keys, args
 
@@ -185,15 +217,49 @@ def _outcome(reply: Any) -> ProjectionOutcome:
     return ProjectionOutcome(reply.decode() if isinstance(reply, bytes) else reply)
 
 
+# A tag's daily counts (readmodel.py, "Daily counts"): the day's net change of holders; once the
+# hash holds more than twice the days kept, the days older than the newest day minus the days kept
+# are folded into the base field. That never touches a day a reader shows (the newest day is at
+# most today), and the fold changes no prefix sum, so any interleaving of partitions (a rebuild)
+# ends in the same counts.
+_COUNT_DAY = f"""
+local function count_day(key, day, delta)
+  redis.call('HINCRBY', key, day, delta)
+  if redis.call('HLEN', key) <= {2 * DAILY_KEEP_DAYS + 1} then return end
+  local fields = redis.call('HGETALL', key)
+  local newest = nil
+  for i = 1, #fields, 2 do
+    if fields[i] ~= '{DAILY_BASE_FIELD}' then
+      local d = tonumber(fields[i])
+      if not newest or d > newest then newest = d end
+    end
+  end
+  local folded, old = 0, {{}}
+  for i = 1, #fields, 2 do
+    if fields[i] ~= '{DAILY_BASE_FIELD}' and tonumber(fields[i]) < newest - {DAILY_KEEP_DAYS} then
+      folded = folded + tonumber(fields[i + 1])
+      old[#old + 1] = fields[i]
+    end
+  end
+  if #old > 0 then
+    redis.call('HINCRBY', key, '{DAILY_BASE_FIELD}', folded)
+    redis.call('HDEL', key, unpack(old))
+  end
+end
+"""
+
 # Counters move only when the tag set really changed, so an "added" for a tag already held (or a
 # "removed" for one not held, possible after a gap) keeps members and counts consistent. Numbers
 # go to redis.call as the ARGV strings: Lua would print large ones in exponent form.
-_APPLY_ONE = """
+_APPLY_ONE = (
+    _COUNT_DAY
+    + """
 local function apply_one(k, a)
   local seq_key, tags_key, groups_key, history_key = k[1], k[2], k[3], k[4]
   local members_key, group_members_key, gap_count_key, gap_customers_key = k[5], k[6], k[7], k[8]
+  local daily_key = k[9]
   local seq, change, customer, group, field = tonumber(a[1]), a[2], a[3], a[4], a[5]
-  local held, message, history_limit = a[6], a[7], tonumber(a[8])
+  local held, message, history_limit, day = a[6], a[7], tonumber(a[8]), a[9]
 
   local last = tonumber(redis.call('GET', seq_key) or '0')
   if seq == last then return 'duplicate' end
@@ -210,12 +276,14 @@ local function apply_one(k, a)
   if change == 'added' then
     if redis.call('HSET', tags_key, field, held) == 1 then
       redis.call('SADD', members_key, customer)
+      count_day(daily_key, day, 1)
       if redis.call('HINCRBY', groups_key, group, 1) == 1 then
         redis.call('HINCRBY', group_members_key, group, 1)
       end
     end
   elseif redis.call('HDEL', tags_key, field) == 1 then
     redis.call('SREM', members_key, customer)
+    count_day(daily_key, day, -1)
     if redis.call('HINCRBY', groups_key, group, -1) <= 0 then
       redis.call('HDEL', groups_key, group)
       if redis.call('HINCRBY', group_members_key, group, -1) <= 0 then
@@ -229,6 +297,7 @@ local function apply_one(k, a)
   return outcome
 end
 """
+)
 
 _APPLY = (
     _APPLY_ONE
@@ -267,7 +336,7 @@ if not stored or tonumber(stored) < tonumber(ARGV[3]) then redis.call('HSET', of
 local state = settle(meta_key, offsets_key, ARGV[5])
 """
 
-# Per change: 8 keys and 8 args, as _APPLY takes them.
+# Per change: 9 keys and 9 args, as _APPLY takes them.
 _APPLY_BATCH = (
     _APPLY_ONE
     + SETTLE
@@ -275,12 +344,14 @@ _APPLY_BATCH = (
     + """
 local out = {}
 local n = 0
-for i = 3, #KEYS, 8 do
+for i = 3, #KEYS, 9 do
   local a = 6 + (i - 3)
   n = n + 1
   out[n] = apply_one(
-    {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5], KEYS[i + 6], KEYS[i + 7]},
-    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]})
+    {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5], KEYS[i + 6], KEYS[i + 7],
+     KEYS[i + 8]},
+    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
+     ARGV[a + 8]})
 end
 """
     + _BATCH_DONE
@@ -308,6 +379,25 @@ for i = 3, #KEYS do
       end
     end
   end
+end
+"""
+    + _BATCH_DONE
+    + """
+return {'ok', state}
+"""
+)
+
+# Per outcome: its customer's log key, then score (decided_at, µs) and member (the outcome's JSON);
+# the last ARGV is how many entries a log keeps.
+_MESSAGES_BATCH = (
+    SETTLE
+    + _BATCH_CHECK
+    + """
+local keep = tonumber(ARGV[#ARGV])
+for i = 3, #KEYS do
+  local a = 6 + (i - 3) * 2
+  redis.call('ZADD', KEYS[i], ARGV[a], ARGV[a + 1])
+  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(keep + 1))
 end
 """
     + _BATCH_DONE

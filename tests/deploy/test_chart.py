@@ -279,7 +279,7 @@ def _egress_ports(policy) -> set[int]:
 
 def test_network_policies_admit_only_the_http_port_and_the_configured_peers():
     policies = _policies(render("production-values.yaml"))
-    assert set(policies) == {"ingest", "tagger", "notifier", "seed"}
+    assert set(policies) == {"ingest", "tagger", "notifier", "sync", "seed"}
     ingest_from = policies["ingest"]["spec"]["ingress"][0]["from"]
     names = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in ingest_from]
     assert names == ["shop", "monitoring"]
@@ -306,6 +306,9 @@ def test_every_egress_rule_names_its_destinations_and_each_component_reaches_onl
     assert _egress_ports(policies["tagger"]) == _egress_ports(policies["ingest"]) == {53, kafka, redis}
     providers = {53, kafka, redis} | ({443} if scenario == "production-values.yaml" else set())
     assert _egress_ports(policies["notifier"]) == providers  # no provider peers configured: no way out to them
+    if "sync" in policies:  # on in the production scenario, towards WeCom through its proxy's addresses
+        assert _egress_ports(policies["sync"]) == {53, kafka, redis, 443}
+        assert policies["sync"]["spec"]["egress"][-1]["to"] == [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
 
 
 def test_the_ingest_api_admits_only_labelled_clients_by_default():
@@ -376,6 +379,7 @@ def test_the_prometheus_operator_resources_are_well_formed_and_read_the_charts_f
     assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == [
         "ingest",
         "notifier",
+        "sync",
         "tagger",
     ]
     [endpoint] = monitor["spec"]["endpoints"]
@@ -412,9 +416,28 @@ def test_monitoring_resources_are_off_unless_asked_for():
         ("kafka.securityProtocol=SASL_SSL,kafka.saslMechanism=PLAIN,kafka.saslUsername=u", "set existingSecret"),
         ("redis.auth=true", "redis.auth is true"),
         ("notifier.settings.sms_url=https://sms.example.cn/send", "set notifier.signingSecretKey"),
+        ("sync.enabled=true,sync.settings.webhook_url=https://crm.example.cn/tags", "set sync.signingSecretKey"),
+        ("sync.enabled=true,sync.signingSecretKey=s", "needs sync.settings.webhook_url"),
+        ("sync.enabled=true,sync.adapter=wecom,sync.settings.wecom_corp_id=ww1", "set sync.wecomSecretKey"),
     ],
 )
 def test_credentials_that_would_be_missing_at_start_are_refused_at_install(overrides, message):
     code, _, err = helm_template("-f", str(CHART / "ci" / "default-values.yaml"), "--set", overrides)
     assert code != 0
     assert message in err
+
+
+def test_the_sync_sink_is_off_by_default_and_runs_as_its_own_deployment_when_enabled():
+    assert [w for w in workloads(render("default-values.yaml")) if w["metadata"]["name"].endswith("-sync")] == []
+    manifests = render("production-values.yaml")
+    pod = one(manifests, "Deployment", "sync")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"] == ["sync"]
+    env = literal_env(container)
+    assert env["TAGSTREAM_SYNC__ADAPTER"] == "wecom"
+    assert env["TAGSTREAM_SYNC__WEB_HOST"] == "0.0.0.0"
+    assert env["TAGSTREAM_SYNC__WECOM_CORP_ID"] == "ww0123456789abcdef"
+    assert env["TAGSTREAM_SYNC__WECOM_SECRET_FILE"] == "/etc/tagstream/sync/wecom-customer-contact-secret"
+    [volume] = [v for v in pod["volumes"] if v["name"] == "sync-secrets"]
+    assert volume["secret"]["secretName"] == "tagstream-credentials"
+    assert [item["key"] for item in volume["secret"]["items"]] == ["wecom-customer-contact-secret"]

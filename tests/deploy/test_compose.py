@@ -92,7 +92,10 @@ def test_prometheus_scrapes_every_service_where_it_listens_and_loads_the_rules(p
     run_ok(tool("promtool.sh"), "check", "config", "--syntax-only", PROMETHEUS_CONFIG)
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
     targets = {
-        job["job_name"]: target for job in config["scrape_configs"] for target in job["static_configs"][0]["targets"]
+        job["job_name"]: target
+        for job in config["scrape_configs"]
+        if "static_configs" in job
+        for target in job["static_configs"][0]["targets"]
     }
     for name, port in SERVICES.items():
         assert targets[f"tagstream-{name}"] == f"{name}:{port}"
@@ -153,3 +156,20 @@ def test_every_service_gets_the_shop_time_zone_from_the_host_environment_or_utc(
         project = compose_config(env={**DOT_ENV, "TAGSTREAM_SHOP__TIMEZONE": zone})  # interpolated like compose
         for name in [*SERVICES, "tags-apply"]:
             assert project["services"][name]["environment"]["TAGSTREAM_SHOP__TIMEZONE"] == expected, name
+
+
+def test_the_sync_sink_runs_only_with_its_profile_and_is_scraped_only_while_it_runs(project):
+    assert "sync" not in project["services"]
+    with_sync = compose_config(env={**DOT_ENV, "COMPOSE_PROFILES": "sync", "TAGSTREAM_SYNC__ADAPTER": "wecom"})
+    sync = with_sync["services"]["sync"]
+    assert sync["command"] == ["sync"]
+    assert sync["read_only"] is True
+    assert "/readyz" in " ".join(sync["healthcheck"]["test"])
+    assert ":8082/" in " ".join(sync["healthcheck"]["test"])
+    env = {name: value for name, value in sync["environment"].items() if value is not None}
+    assert settings_check.unknown_settings(sync["environment"]) == []
+    settings = settings_check.load(env)
+    assert (settings.sync.adapter, settings.sync.web_host) == ("wecom", "0.0.0.0")
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "tagstream-sync"]
+    assert job["dns_sd_configs"] == [{"names": ["sync"], "type": "A", "port": 8082}]

@@ -82,3 +82,11 @@ def test_the_demo_runs_in_the_shop_zone_from_the_settings() -> None:
     flips = _time_flips(done.stdout)
     assert flips
     assert {flip[-5:] for flip in flips} == {"00:00"}
+
+
+def test_the_demo_alerts_the_salesperson_of_a_hot_lead_once_a_month_and_not_at_night(demo_output: str) -> None:
+    assert re.search(r"✉ sent\s+alert\s+→ sales\.\w+ about \S+\(c\d{4}\)  \[hot-lead\]", demo_output)
+    assert re.search(r"\+ \S+ 购买意向: 高意向  \(rule: matches", demo_output), "a followed lead turns hot"
+    assert _count(demo_output, "alert", "sent", "-") > 0
+    assert _count(demo_output, "alert", "suppressed", "cap") > 0, "one alert per lead per month"
+    assert _count(demo_output, "alert", "deferred", "quiet_hours") > 0, "the hot-lead playbook keeps quiet hours"

@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.metric_names import (
     PROMETHEUS_SERIES,
+    exported,
     exported_series,
     metric_names,
     panel_expressions,
@@ -173,6 +174,7 @@ async def test_every_series_the_dashboard_and_alerts_read_is_exported_by_an_embe
         for name in metric_names(expression)
     } - set(PROMETHEUS_SERIES)
     assert read <= set(exported_series())  # the deploy tests' check: every one is a service's series
+    read -= set(exported()["sync"])  # the tag sync sink runs only beside Kafka (`tagstream sync`), not in a node
     assert {name for name in read if name not in scraped} == set()
     assert {(("kind", "order_paid"), ("outcome", outcome)) for outcome in ("applied", "duplicate")} <= set(
         scraped["tagstream_events_processed_total"]

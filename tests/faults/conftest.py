@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.redis_server import RedisServer
 from tests.support import cluster, infra
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture

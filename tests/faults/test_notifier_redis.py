@@ -17,9 +17,9 @@ from services.notifier.app import build_app
 from services.notifier.durability import VolatileRedis
 from services.runtime.clock import ManualClock
 from services.runtime.customers import Profile, RedisCustomers
-from tests.faults.redis_server import RedisServer
 from tests.support.kafka_io import produce
 from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaProducer
 
 from benchmarks.workload import events as generated_events
 from services.runtime.readmodel import ReadModel
-from tests.faults.redis_server import RedisServer
 from tests.support.kafka_io import TopicReader
 from tests.support.processes import (
     IngestProcess,
@@ -32,6 +31,7 @@ from tests.support.processes import (
     tagger_topics,
     wait_caught_up,
 )
+from tests.support.redis_server import RedisServer
 from tests.support.tag_change_streams import customer_stream, expected_tags, interleave
 from tests.support.tag_streams import check_tag_changes, definitions
 

@@ -19,8 +19,8 @@ import redis.asyncio as aioredis
 
 from schemas.topics import TopicNames
 from services.tagger.marker import Marker
-from tests.support.ingest_harness import KEYS, create_topics, ingest_settings
-from tests.support.processes import IngestProcess, ingest_environment
+from tests.support.ingest_harness import KEYS, PARTITIONS, create_topics, ingest_settings
+from tests.support.processes import IngestProcess, TaggerProcess, ingest_environment, tagger_environment
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +34,19 @@ async def test_fuzzing_every_operation_from_the_openapi_finds_no_server_error(
     await _read_model_built(redis_url, f"{prefix}:")
     topics = {name: getattr(settings.topics, name) for name in TopicNames.model_fields}
     keys = [{"key": key, "role": role, "name": role} for role, key in KEYS.items()]
-    server = IngestProcess(
-        ingest_environment(kafka_bootstrap, redis_url, prefix, topics, keys), tmp_path / "ingest.log"
-    )
+    environment = ingest_environment(kafka_bootstrap, redis_url, prefix, topics, keys)
+    environment["TAGSTREAM_KAFKA__PARTITIONS"] = str(PARTITIONS)
+    server = IngestProcess(environment, tmp_path / "ingest.log")
+    # A worker answers the routes that ask the tagger (a customer's aggregates, previews): without one
+    # they wait out their timeouts, and a preview ends in 504 by design.
+    datadir = tmp_path / "tagger"
+    datadir.mkdir()
+    tagger_env = tagger_environment(kafka_bootstrap, f"{prefix}-tagger", topics, PARTITIONS, datadir, store="memory")
+    tagger = TaggerProcess(tagger_env, datadir / "tagger.log")
+    tagger.start()
     server.start()
     try:
-        await server.wait_ready()
+        await asyncio.gather(server.wait_ready(), tagger.wait_ready())
         schemathesis = Path(sys.executable).parent / "schemathesis"
         command = [
             str(schemathesis),
@@ -64,6 +71,7 @@ async def test_fuzzing_every_operation_from_the_openapi_finds_no_server_error(
         )
     finally:
         server.stop()
+        tagger.stop()
     log = (tmp_path / "ingest.log").read_text()
     assert run.returncode == 0, run.stdout[-5000:]
     assert "generated" in run.stdout

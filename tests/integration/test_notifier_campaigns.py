@@ -8,6 +8,7 @@ distinct idempotency keys on `tagstream.notifications`.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -105,7 +106,14 @@ async def test_a_campaign_to_two_tag_audiences_sends_one_coupon_and_push_now_and
             await eventually(
                 lambda: len(providers.delivered("sms")) == len(treated) - len(returners), what="the SMS step"
             )
-            report = (await http.get(f"/v1/campaigns/{CAMPAIGN['id']}/report")).json()
+            # a step is tallied when its decision is recorded, just after the provider answered
+            deadline = time.monotonic() + 30
+            while True:
+                report = (await http.get(f"/v1/campaigns/{CAMPAIGN['id']}/report")).json()
+                decided = [step["sent"] + step["cancelled"] for step in report["steps"]]
+                if decided == [len(treated)] * 3 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             record = (await http.get(f"/v1/campaigns/{CAMPAIGN['id']}")).json()
         for channel in ("coupon", "push"):
             assert Counter(r.body["customer_id"] for r in providers.of(channel)) == Counter(treated)

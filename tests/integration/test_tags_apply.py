@@ -48,17 +48,20 @@ async def test_apply_prints_the_diff_publishes_and_the_api_reads_it_back(
         "TAGSTREAM_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "TAGSTREAM_KAFKA__REPLICATION_FACTOR": "1",
         "TAGSTREAM_TOPICS__TAG_DEFINITIONS": settings.topics.tag_definitions,
+        "TAGSTREAM_INGEST__PREVIEW_TIMEOUT_S": "2",
     }
     rules = tmp_path / "groups.yaml"
     rules.write_text(RULES, encoding="utf-8")
 
     dry = await tags_apply(env, "-f", str(rules), "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert dry.stdout.splitlines() == [
-        "+ value (会员贡献价值): create, version 1",
-        "+ care (客户关怀): create, version 1",
-        "dry run: 2 change(s) not published",
-    ]
+    diff, impact, summary = dry.stdout.splitlines()[:2], dry.stdout.splitlines()[2], dry.stdout.splitlines()[3:]
+    assert diff == ["+ value (会员贡献价值): create, version 1", "+ care (客户关怀): create, version 1"]
+    # No tagger worker runs here: the impact is unknown, and says which partitions went unanswered.
+    assert impact.startswith("impact unknown: no tagger worker answered for partitions [0, 1, 2"), impact
+    assert summary == ["dry run: 2 change(s) not published"]
+    quick = await tags_apply(env, "-f", str(rules), "--dry-run", "--no-impact")
+    assert quick.stdout.splitlines() == [*diff, *summary]
     applied = await tags_apply(env, "-f", str(rules))
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.splitlines()[-1] == "published 2 change(s)"

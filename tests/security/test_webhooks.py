@@ -24,8 +24,8 @@ from pydantic import ValidationError
 from services.notifier.composition import providers_from
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.ports import Message, Provider
-from services.notifier.resilience import GaveUp
 from services.runtime.clock import ManualClock
+from services.runtime.resilience import GaveUp
 from services.runtime.settings import NotifierSettings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "notifier.md"

@@ -70,7 +70,7 @@ def command(
         customer_id=customer,
         group_id=group,
         tag_id=tag,
-        action=action,  # type: ignore[arg-type]
+        action=action,
         actor="operator@shop",
         expires_at=expires_at,
         occurred_at=when,

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from services.ingest.metrics import IngestMetrics
 from services.notifier.metrics import NotifierMetrics
+from services.sync.metrics import SyncMetrics
 from services.tagger.metrics import TaggerMetrics
 
 # Sample name -> the label names it carries.
@@ -28,6 +29,7 @@ EXPORTERS: dict[str, Callable[[CollectorRegistry], object]] = {
     "tagger": TaggerMetrics,
     "ingest": IngestMetrics,
     "notifier": NotifierMetrics,
+    "sync": lambda registry: SyncMetrics(registry, "webhook"),
 }
 
 # Labels Prometheus attaches to every scraped series (static configs; ServiceMonitor targets).

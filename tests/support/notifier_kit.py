@@ -135,7 +135,7 @@ def tag_changed(customer: str, group: str, tag: str, at: datetime, seq: int = 1,
         customer_id=customer,
         group_id=group,
         tag_id=tag,
-        change=change,  # type: ignore[arg-type]
+        change=change,
         source="rule",
         reason=Reason(summary=f"{change} {group}/{tag}"),
         group_version=1,

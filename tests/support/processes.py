@@ -228,6 +228,12 @@ class NotifierProcess(ServiceProcess):
     port_variable = "TAGSTREAM_NOTIFIER__WEB_PORT"
 
 
+class SyncProcess(ServiceProcess):
+    name = "sync"
+    arguments = ("--log-level", "warning")
+    port_variable = "TAGSTREAM_SYNC__WEB_PORT"
+
+
 class EmbeddedProcess(ServiceProcess):
     """`tagstream run`: the ingest API with everything else in one process."""
 

@@ -36,23 +36,40 @@ class Stack:
 
 
 def services_stack(
-    *, name: str, kafka: str, redis_url: str, workdir: Path, partitions: int, playbooks: str, push_url: str
+    *,
+    name: str,
+    kafka: str,
+    redis_url: str,
+    workdir: Path,
+    partitions: int,
+    playbooks: str,
+    push_url: str,
+    replication_factor: int = 1,
+    notifier_settings: dict[str, str] | None = None,
+    tagger_settings: dict[str, str] | None = None,
 ) -> Stack:
     """Tagger (with its projector), ingest and notifier, not started; the notifier sends pushes to
-    `push_url`, signed, with no quiet hours (a test may run at night)."""
+    `push_url`, signed, with no quiet hours (a test may run at night). `notifier_settings` adds
+    TAGSTREAM_NOTIFIER__* settings by name (e.g. {"ALERT_URL": ...}); `tagger_settings`: more tagger settings."""
     prefix = f"{name}-{uuid.uuid4().hex[:8]}"
     topics = {field: f"{prefix}.{field}" for field in TopicNames.model_fields}
     redis = {"TAGSTREAM_REDIS__URL": redis_url, "TAGSTREAM_REDIS__KEY_PREFIX": f"{prefix}:"}
-    tagger_env = tagger_environment(kafka, prefix, topics, partitions, workdir / "tagger", PROJECTOR="true")
-    tagger = TaggerProcess(tagger_env | redis, workdir / "tagger.log")
+    kafka_env = {
+        "TAGSTREAM_KAFKA__PARTITIONS": str(partitions),
+        "TAGSTREAM_KAFKA__REPLICATION_FACTOR": str(replication_factor),
+    }
+    tagger_env = tagger_environment(
+        kafka, prefix, topics, partitions, workdir / "tagger", projector="true", **(tagger_settings or {})
+    )
+    tagger = TaggerProcess(tagger_env | redis | kafka_env, workdir / "tagger.log")
     ingest_env = ingest_environment(kafka, redis_url, prefix, topics, KEYS)
-    ingest = IngestProcess(ingest_env | {"TAGSTREAM_KAFKA__PARTITIONS": str(partitions)}, workdir / "ingest.log")
+    ingest = IngestProcess(ingest_env | kafka_env, workdir / "ingest.log")
     playbooks_file = workdir / "playbooks.yaml"
     playbooks_file.write_text(playbooks)
     notifier_port = free_port()
     settings: dict[str, Any] = {
         "KAFKA__BOOTSTRAP_SERVERS": kafka,
-        "KAFKA__REPLICATION_FACTOR": "1",
+        "KAFKA__REPLICATION_FACTOR": str(replication_factor),
         "KAFKA__PARTITIONS": str(partitions),
         "REDIS__URL": redis_url,
         "REDIS__KEY_PREFIX": f"{prefix}:",
@@ -63,7 +80,7 @@ def services_stack(
         "NOTIFIER__PUSH_URL": push_url,
         "NOTIFIER__SIGNING_SECRET": SIGNING_SECRET,
         "NOTIFIER__QUIET_HOURS": "00:00-00:00",
-    }
+    } | {f"NOTIFIER__{setting}": value for setting, value in (notifier_settings or {}).items()}
     notifier = NotifierProcess(
         notifier_environment(settings | {f"TOPICS__{field}": topic for field, topic in topics.items()}),
         workdir / "notifier.log",

@@ -21,16 +21,29 @@ PROJECT = ("schemas", "services")
 
 FENCES = {
     "schemas": ("services",),
-    "services.engine": ("services.tagger", "services.ingest", "services.notifier", "services.embedded"),
-    "services.runtime": ("services.tagger", "services.ingest", "services.notifier", "services.embedded"),
-    "services.ingest": ("services.tagger", "services.notifier", "services.embedded"),
-    "services.notifier": ("services.tagger", "services.ingest", "services.embedded"),
-    "services.tagger": ("services.ingest", "services.notifier", "services.embedded"),
+    "services.engine": (
+        "services.tagger",
+        "services.ingest",
+        "services.notifier",
+        "services.sync",
+        "services.embedded",
+    ),
+    "services.runtime": (
+        "services.tagger",
+        "services.ingest",
+        "services.notifier",
+        "services.sync",
+        "services.embedded",
+    ),
+    "services.ingest": ("services.tagger", "services.notifier", "services.sync", "services.embedded"),
+    "services.notifier": ("services.tagger", "services.ingest", "services.sync", "services.embedded"),
+    "services.tagger": ("services.ingest", "services.notifier", "services.sync", "services.embedded"),
+    "services.sync": ("services.tagger", "services.ingest", "services.notifier", "services.embedded"),
 }
 """Package -> the packages no module in it may import. services.embedded and services.cli may import
 anything: the embedded node is the tagger, ingest and notifier in one process."""
 
-PURE = ("services.engine", "services.notifier.policy")
+PURE = ("services.engine", "services.notifier.policy", "services.sync.plan")
 
 IO_MODULES = (
     "aiohttp",
@@ -76,7 +89,10 @@ def _module_file(module: str) -> Path | None:
 
 
 def _modules_under(package: str) -> list[str]:
+    """The package's modules, or the module itself when `package` names one file (services.sync.plan)."""
     folder = ROOT.joinpath(*package.split("."))
+    if folder.with_suffix(".py").is_file():
+        return [package]
     found = []
     for path in sorted(folder.rglob("*.py")):
         parts = path.relative_to(ROOT).with_suffix("").parts

@@ -15,9 +15,9 @@ from services.notifier.core import Notifier
 from services.notifier.memory import MemoryLedger, MemoryOutcomes, MemoryScheduler, MemoryTagFacts
 from services.notifier.policy import Policy, load_playbooks
 from services.notifier.ports import Message
-from services.notifier.resilience import Backoff, CircuitBreaker, ProviderError, call_with_retries
 from services.runtime.clock import ManualClock
 from services.runtime.customers import MemoryCustomers
+from services.runtime.resilience import Backoff, CircuitBreaker, ProviderError, call_with_retries
 
 T0 = datetime(2026, 11, 23, 3, 0, tzinfo=UTC)  # 11:00 in Shanghai
 

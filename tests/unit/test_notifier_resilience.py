@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from services.notifier.resilience import Backoff, CircuitBreaker, CircuitOpen, GaveUp, ProviderError, call_with_retries
+from services.runtime.resilience import Backoff, CircuitBreaker, CircuitOpen, GaveUp, ProviderError, call_with_retries
 
 
 class Ticks:

@@ -217,7 +217,7 @@ async def playbook_report(
 
 def _access(ctx: Context) -> NotifierAccess:
     if ctx.campaigns is None:
-        raise HTTPException(503, "no notifier runs here: campaigns need one (tagstream run --embedded --playbooks)")
+        raise HTTPException(503, "no notifier runs here: campaigns need one (tagstream run --playbooks)")
     return ctx.campaigns
 
 

@@ -26,7 +26,7 @@ class OptOuts(BaseModel):
 
 @router.put("/v1/customers/{customer_id}/profile", status_code=204)
 async def put_profile(customer_id: ExternalId, profile: Profile, ctx: Ctx, caller: Operator) -> Response:
-    """Replace the customer's contact profile (name, phone, email, timezone, locale)."""
+    """Replace the customer's profile (name, phone, email, timezone, locale; owner, external_userid, follow_user)."""
     await ctx.customers.set_profile(customer_id, profile)
     return Response(status_code=204)
 

@@ -101,7 +101,7 @@ def _problems(ctx: Context, document: dict[str, Any]) -> tuple[PlaybookSet | Non
 
 def _store(ctx: Context) -> PlaybookStore:
     if ctx.campaigns is None:
-        raise HTTPException(503, "no notifier runs here: playbooks need one (tagstream run --embedded --playbooks)")
+        raise HTTPException(503, "no notifier runs here: playbooks need one (tagstream run --playbooks)")
     return ctx.campaigns.playbooks
 
 

@@ -21,7 +21,7 @@ from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
 Viewer = Annotated[Caller, require("viewer")]
 
 
-async def _read_model_whole(ctx: Ctx, caller: Viewer) -> None:
+async def read_model_whole(ctx: Ctx, caller: Viewer) -> None:
     """Every read here waits for a whole read model: after Redis lost its data, an empty or half-rebuilt
     one would answer wrong tags and audiences as if they were true. After the key check (`caller`), so
     an unauthenticated request gets its 401, not the read model's state."""
@@ -30,17 +30,15 @@ async def _read_model_whole(ctx: Ctx, caller: Viewer) -> None:
         raise HTTPException(503, reason, headers={"Retry-After": "5"})
 
 
-router = APIRouter(
-    tags=["reads"],
-    dependencies=[Depends(_read_model_whole)],
-    responses={
-        503: {
-            "model": ErrorBody,
-            "description": "Redis unreachable, or the read model is missing or rebuilding (Redis lost its data): "
-            "the detail says which and how far; retry after Retry-After",
-        }
-    },
-)
+READ_MODEL_UNAVAILABLE: dict[int | str, dict[str, object]] = {
+    503: {
+        "model": ErrorBody,
+        "description": "Redis unreachable, or the read model is missing or rebuilding (Redis lost its data): "
+        "the detail says which and how far; retry after Retry-After",
+    }
+}
+
+router = APIRouter(tags=["reads"], dependencies=[Depends(read_model_whole)], responses=READ_MODEL_UNAVAILABLE)
 
 TagRef = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=129)]
 
@@ -72,6 +70,11 @@ class History(BaseModel):
 
 @router.get("/v1/customers/{customer_id}/tags", response_model=CustomerTags)
 async def customer_tags(customer_id: ExternalId, ctx: Ctx, caller: Viewer) -> CustomerTags:
+    return CustomerTags(customer_id=customer_id, groups=await held_groups(ctx, customer_id))
+
+
+async def held_groups(ctx: Ctx, customer_id: str) -> list[GroupTags]:
+    """The customer's tags by group, in display and tag order; disabled and deleted groups hidden."""
     held = await ctx.reads.held_tags(customer_id)
     groups = []
     for group in catalog.display_order(ctx.groups()):
@@ -85,7 +88,7 @@ async def customer_tags(customer_id: ExternalId, ctx: Ctx, caller: Viewer) -> Cu
         ]
         if shown:
             groups.append(GroupTags(id=group.id, name=group.name, mode=group.mode, tags=shown))
-    return CustomerTags(customer_id=customer_id, groups=groups)
+    return groups
 
 
 @router.get("/v1/customers/{customer_id}/history", response_model=History)

@@ -41,7 +41,7 @@ class Facts:
     now: datetime
     opted_out: frozenset[str] = frozenset()
     reachable: bool = True
-    """Whether the channel has an address for the customer (a phone number for SMS)."""
+    """Whether the channel has an address for the customer (a phone number for SMS, an owner for alerts)."""
     already_decided: bool = False
     """A final decision for this very step key exists: a redelivered trigger or a retried job."""
     coupon_holder: str | None = None
@@ -97,7 +97,8 @@ def decide(job: ScheduledStep, playbook: Playbook | Campaign | None, facts: Fact
     if broken is not None:
         rule, scope = broken
         return Decision("suppress", "cap", f"{scope} cap of {rule.limit} {rule.channel} per {_days(rule.window)}")
-    if policy.quiet_hours is not None and job.channel in policy.quiet_channels:
+    held = playbook.quiet_hours if playbook.quiet_hours is not None else job.channel in policy.quiet_channels
+    if policy.quiet_hours is not None and held:
         zone = facts.zone or policy.default_zone
         until = policy.quiet_hours.ends_after(facts.now, zone)
         if until is not None:

@@ -13,10 +13,12 @@ T = TypeVar("T")
 class ProviderError(Exception):
     """A failed provider call; `retryable` is False for answers a retry cannot change (e.g. HTTP 400)."""
 
-    def __init__(self, detail: str, *, retryable: bool = True) -> None:
+    def __init__(self, detail: str, *, retryable: bool = True, status: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retryable = retryable
+        self.status = status
+        """The HTTP status when the provider answered one."""
 
 
 class CircuitOpen(Exception):
