@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from schemas.campaigns import Campaign
 from schemas.events import CustomerEvent
 from schemas.notifications import NotificationOutcome
 from schemas.queries import TaggerAnswer, TaggerQuery
@@ -30,6 +31,7 @@ def documents() -> dict[str, dict[str, Any]]:
         "tag-group-set.json": TagGroupSet.model_json_schema(),
         "tag-changed.json": TagChanged.model_json_schema(mode="serialization"),
         "tag-command.json": TagCommand.model_json_schema(),
+        "campaign.json": Campaign.model_json_schema(),
         "notification-outcome.json": NotificationOutcome.model_json_schema(mode="serialization"),
         "dead-letter.json": DeadLetter.model_json_schema(mode="serialization"),
         "tagger-tick.json": TypeAdapter(Annotated[Tick | SyncPartition, Field(discriminator="kind")]).json_schema(),

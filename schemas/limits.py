@@ -71,3 +71,12 @@ MAX_USER_FILE_BYTES: Final = 1024 * 1024
 
 EXCERPT_CHARS: Final = 80
 """Errors quote at most this much of an offending value."""
+
+MAX_CAMPAIGNS: Final = 1_000
+"""Campaigns kept (any status); a new one past this is refused until old ones are deleted."""
+MAX_AUDIENCE_TAGS: Final = 50
+"""Tags in each of a campaign audience's all_of / any_of / none_of (as the audience query allows)."""
+MAX_CAMPAIGN_CAPS: Final = 20
+MAX_CAMPAIGN_TEMPLATES: Final = 50
+MAX_SEND_RATE: Final = 100_000
+"""Campaign steps fanned out per second and channel (the pacing setting)."""

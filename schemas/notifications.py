@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, UtcDatetime
 
@@ -22,6 +22,7 @@ OutcomeReason = Literal[
     "circuit_open",
     "gave_up",
     "stale",
+    "paused",
 ]
 
 
@@ -40,7 +41,8 @@ class NotificationOutcome(Contract):
 
     `idempotency_key` is the same for every retry of the step (and is the provider's Idempotency-Key);
     after a crash a step may be reported twice with the same key, so consumers count distinct keys.
-    On `tagstream.notifications.dlq` the outcome is `failed` and `detail` says why.
+    On `tagstream.notifications.dlq` the outcome is `failed` and `detail` says why. A playbook's step
+    names its `playbook_id` and the `trigger`; a campaign's step names its `campaign_id` (no trigger).
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -48,13 +50,22 @@ class NotificationOutcome(Contract):
     reason: OutcomeReason = ""
     detail: str = Field(default="", max_length=500)
     idempotency_key: str
-    playbook_id: Identifier
+    playbook_id: Identifier | None = None
+    campaign_id: Identifier | None = None
     step: int = Field(ge=0)
     channel: Literal["push", "sms", "coupon", "alert"]
     coupon: str | None = None
     customer_id: ExternalId
-    trigger: TriggerRef
+    trigger: TriggerRef | None = None
     due_at: UtcDatetime
     decided_at: UtcDatetime
     deferred_until: UtcDatetime | None = None
     attempts: int = Field(default=0, ge=0, description="provider requests made for this decision")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> Self:
+        if (self.playbook_id is None) == (self.campaign_id is None):
+            raise ValueError("an outcome belongs to a playbook (playbook_id, trigger) or a campaign (campaign_id)")
+        if (self.trigger is None) != (self.playbook_id is None):
+            raise ValueError("a playbook's outcome names its trigger; a campaign's has none")
+        return self

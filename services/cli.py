@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from services.embedded import commands as embedded_commands
 from services.engine.aggregates import DEFAULT_HORIZON_DAYS
+from services.ingest import campaign_commands as campaign_client
 from services.ingest import commands as ingest_commands
 from services.notifier import commands as notifier_commands
 from services.sync import commands as sync_commands
@@ -78,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     notifier.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     notifier.add_argument("--check", metavar="PLAYBOOKS", help="only validate a playbooks file and exit")
+    notifier.add_argument(
+        "--rules", metavar="RULES", help="with --check: also refuse triggers naming tags this rules file lacks"
+    )
     notifier.set_defaults(run=notifier_commands.notifier)
 
     sync = commands.add_parser(
@@ -143,6 +147,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.add_argument("--prune", action="store_true", help="also delete groups that are not in the file")
     apply.set_defaults(run=ingest_commands.tags_apply)
+
+    campaign = commands.add_parser(
+        "campaigns",
+        help="one-off sends to tag audiences: create, preview, list, get, pause, resume, cancel, report",
+        description="Campaigns through the HTTP API (docs/notifier.md). Exit 0 done, 1 refused by the API, 2 unusable.",
+    )
+    campaign.add_argument("--url", default="http://127.0.0.1:8080", help="the ingest API (or `tagstream run`)")
+    campaign.add_argument("--api-key", help="an API key (admin to change; default: TAGSTREAM_API_KEY)")
+    campaign_commands = campaign.add_subparsers(title="campaign commands", required=True, dest="action")
+    for action, text in (
+        ("create", "schedule the campaign in a file"),
+        ("preview", "who a campaign file would reach now"),
+    ):
+        command = campaign_commands.add_parser(action, help=text)
+        command.add_argument("-f", "--file", required=True, help="campaign file (YAML or JSON)")
+    campaign_commands.add_parser("list", help="every campaign and where it stands")
+    for action, text in (
+        ("get", "one campaign"),
+        ("report", "per step: targeted, held out, sent, suppressed, deferred, cancelled, failed; conversion"),
+        ("pause", "stop fanning out and sending until resumed"),
+        ("resume", "continue a paused campaign"),
+        ("cancel", "stop for good: steps not yet sent are cancelled"),
+    ):
+        campaign_commands.add_parser(action, help=text).add_argument("id")
+    campaign.set_defaults(run=campaign_client.campaigns)
 
     readmodel = commands.add_parser("readmodel", help="the Redis read model: status, rebuild")
     readmodel_subcommands = readmodel.add_subparsers(title="readmodel commands", required=True)

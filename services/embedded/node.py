@@ -37,11 +37,14 @@ from services.embedded.journal import Entry, Journal, JournalError
 from services.embedded.pipeline import EmbeddedTagger
 from services.embedded.readmodel import MemoryReadModel, ReadModelFacts
 from services.embedded.stores import (
+    JournaledCampaigns,
     JournaledCustomers,
     JournaledLedger,
+    JournaledPlaybooks,
     JournaledScheduler,
     LoggedOutcomes,
     MemoryAudiences,
+    audience_members,
 )
 from services.embedded.views import EmbeddedState, MemoryMessages
 from services.engine import RuleBook
@@ -51,9 +54,11 @@ from services.engine.fingerprint import encode_fingerprint, fingerprint
 from services.engine.timeutil import to_us
 from services.ingest.app import AdapterFactory, Adapters
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Record, RecordRefused
+from services.ingest.ports import AudienceQuery, NotifierAccess, Record, RecordRefused
+from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
+from services.notifier.policy import Audience
 from services.notifier.ports import Provider
 from services.runtime.clock import Clock
 from services.runtime.settings import Settings
@@ -122,9 +127,12 @@ class EmbeddedNode:
         self.versions: dict[str, int] = {}
         """The highest version of each group seen, deleted ones included (a re-created group continues)."""
         self.notifier: Notifier | None = None
+        self.campaign_runner: CampaignRunner | None = None
         if self.composition is not None:
             self.scheduler = JournaledScheduler(self)
             self.ledger = JournaledLedger(self)
+            self.campaigns = JournaledCampaigns(self, self.scheduler, self._audience)
+            self.stored_playbooks = JournaledPlaybooks(self)
             ports = NotifierPorts(
                 scheduler=self.scheduler,
                 ledger=self.ledger,
@@ -132,8 +140,10 @@ class EmbeddedNode:
                 tags=ReadModelFacts(self.readmodel),
                 outcomes=LoggedOutcomes(self.messages),
                 definitions=lambda: self.tagger.groups,
+                campaigns=self.campaigns,
             )
             self.notifier = self.composition.notifier(ports, clock)
+            self.campaign_runner = self.composition.campaign_runner(ports, clock)
             self.tagger.listen(self._schedule)
 
     # -- life cycle ---------------------------------------------------------------------------------
@@ -167,6 +177,7 @@ class EmbeddedNode:
         self._stopping.clear()
         self._tasks.append(asyncio.create_task(self._ticking(), name="tagstream-embedded-ticks"))
         if self.composition is not None:
+            await self.composition.playbooks.follow(self.stored_playbooks)
             watching = self.composition.watch_playbooks(self._stopping)
             self._tasks.append(asyncio.create_task(watching, name="tagstream-embedded-playbooks"))
 
@@ -185,6 +196,8 @@ class EmbeddedNode:
         """Let time pass: tags flip when their time comes, then due notifier steps run."""
         async with self._lock:
             await self.tagger.advance(self.clock.now())
+        if self.campaign_runner is not None:
+            await self.campaign_runner.run()
         if self.notifier is not None:
             while await self.notifier.run_due():
                 pass
@@ -265,6 +278,10 @@ class EmbeddedNode:
             await self.scheduler.redo(entry)
         elif kind in JournaledLedger.KINDS:
             await self.ledger.redo(entry)
+        elif kind in JournaledCampaigns.KINDS:
+            await self.campaigns.redo(entry)
+        elif kind in JournaledPlaybooks.KINDS:
+            await self.stored_playbooks.redo(entry)
         elif kind in MemoryMessages.KINDS:
             await self.messages.redo(entry)
         else:
@@ -327,6 +344,23 @@ class EmbeddedNode:
         if not self._replaying:
             await self.notifier.on_changes(changes)
 
+    def campaign_access(self) -> NotifierAccess | None:
+        """Campaigns need the notifier: none without playbooks."""
+        if self.notifier is None:
+            return None
+        return NotifierAccess(
+            store=self.campaigns,
+            playbooks=self.stored_playbooks,
+            ledger=self.ledger,
+            reports=self.ledger,
+            activity=self.readmodel,
+        )
+
+    def _audience(self, audience: Audience) -> list[str]:
+        """A campaign's audience over the in-process read model (as MemoryAudiences selects it)."""
+        query = AudienceQuery(all_of=audience.all_of, any_of=audience.any_of, none_of=audience.none_of)
+        return audience_members(self.readmodel, query)
+
     def _kind(self, topic: str) -> str:
         topics = self.settings.topics
         kinds = {topics.events: "events", topics.tag_commands: "commands", topics.tag_definitions: "definitions"}
@@ -351,6 +385,7 @@ class EmbeddedNode:
                     customers=node.customers,
                     tagger=EmbeddedState(node),
                     messages=node.messages,
+                    campaigns=node.campaign_access(),
                 )
             finally:
                 await node.stop()

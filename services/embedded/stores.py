@@ -6,22 +6,26 @@ from __future__ import annotations
 import logging
 import uuid
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from pydantic import TypeAdapter
 
+from schemas.campaigns import Audience, CampaignRecord, CampaignStatus
 from schemas.notifications import NotificationOutcome
+from schemas.playbooks import PlaybookSet, ScheduledStep
 from services.embedded.journal import Entry
 from services.embedded.readmodel import MemoryReadModel
 from services.ingest.audiences import decode_cursor, encode_cursor
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
-from services.notifier.memory import MemoryLedger, MemoryScheduler
-from services.notifier.policy import ScheduledStep, SendRecord
+from services.notifier.memory import MemoryCampaigns, MemoryLedger, MemoryPlaybooks, MemoryScheduler
+from services.notifier.policy import SendRecord
 from services.notifier.ports import Claim
 from services.runtime.clock import Clock
 from services.runtime.customers import Channel, MemoryCustomers, Profile
+from services.runtime.playbooks import StoredPlaybooks
+from services.runtime.reports import ProgramKind, Tally
 
 _STEPS = TypeAdapter(list[ScheduledStep])
 log = logging.getLogger("tagstream.embedded")
@@ -60,20 +64,7 @@ class MemoryAudiences:
             yield customer_id
 
     def _members(self, query: AudienceQuery) -> list[str]:
-        def members(ref: str) -> frozenset[str]:
-            group_id, tag_id = ref.split("/", 1)
-            return self._readmodel.member_ids(group_id, tag_id)
-
-        chosen: set[str] | None = None
-        if query.all_of:
-            chosen = set.intersection(*(set(members(ref)) for ref in query.all_of))
-        if query.any_of:
-            union = set().union(*(members(ref) for ref in query.any_of))
-            chosen = union if chosen is None else chosen & union
-        chosen = chosen or set()
-        for ref in query.none_of:
-            chosen -= members(ref)
-        return sorted(chosen)
+        return audience_members(self._readmodel, query)
 
     def _page(self, snapshot: str, after: str | None, limit: int) -> AudiencePage:
         ids, expires = self._snapshots[snapshot]
@@ -91,6 +82,25 @@ class MemoryAudiences:
         now = self._clock.now()
         for snapshot in [s for s, (_, expires) in self._snapshots.items() if expires <= now]:
             del self._snapshots[snapshot]
+
+
+def audience_members(readmodel: MemoryReadModel, query: AudienceQuery) -> list[str]:
+    """The audience's customers in ascending id order, each once."""
+
+    def members(ref: str) -> frozenset[str]:
+        group_id, tag_id = ref.split("/", 1)
+        return readmodel.member_ids(group_id, tag_id)
+
+    chosen: set[str] | None = None
+    if query.all_of:
+        chosen = set.intersection(*(set(members(ref)) for ref in query.all_of))
+    if query.any_of:
+        union = set().union(*(members(ref) for ref in query.any_of))
+        chosen = union if chosen is None else chosen & union
+    chosen = chosen or set()
+    for ref in query.none_of:
+        chosen -= members(ref)
+    return sorted(chosen)
 
 
 class JournaledCustomers(MemoryCustomers):
@@ -172,7 +182,7 @@ class JournaledScheduler(MemoryScheduler):
 
 
 class JournaledLedger(MemoryLedger):
-    KINDS = ("reserve", "release", "record")
+    KINDS = ("reserve", "release", "record", "tally")
 
     def __init__(self, node: Journaling) -> None:
         super().__init__()
@@ -188,24 +198,135 @@ class JournaledLedger(MemoryLedger):
         self._node.journaled({"k": "release", "c": customer_id, "coupon": coupon, "key": key})
         await super().release_coupon(customer_id, coupon, key)
 
-    async def record(self, key: str, outcome: str, sent: SendRecord | None, customer_id: str, keep: timedelta) -> None:
+    async def record(
+        self,
+        key: str,
+        outcome: str,
+        sent: SendRecord | None,
+        customer_id: str,
+        keep: timedelta,
+        tally: Tally | None = None,
+    ) -> None:
         record = None if sent is None else {"channel": sent.channel, "playbook_id": sent.playbook_id, "at": sent.at}
-        self._node.journaled(
-            {"k": "record", "key": key, "o": outcome, "sent": record, "c": customer_id, "keep": keep.total_seconds()}
-        )
-        await super().record(key, outcome, sent, customer_id, keep)
+        entry: Entry = {"k": "record", "key": key, "o": outcome, "sent": record, "c": customer_id}
+        entry["keep"] = keep.total_seconds()
+        if tally is not None:
+            entry["t"] = [
+                tally.kind,
+                tally.program_id,
+                tally.step,
+                tally.outcome,
+                tally.reason,
+                tally.touched,
+                tally.at,
+            ]
+        self._node.journaled(entry)
+        await super().record(key, outcome, sent, customer_id, keep, tally)
+
+    async def tally(self, kind: ProgramKind, program_id: str, field: str, count: int = 1) -> None:
+        self._node.journaled({"k": "tally", "kind": kind, "p": program_id, "f": field, "n": count})
+        await super().tally(kind, program_id, field, count)
 
     async def redo(self, entry: Entry) -> None:
         if entry["k"] == "reserve":
             self._coupons[(entry["c"], entry["coupon"])] = (entry["key"], datetime.fromisoformat(entry["until"]))
         elif entry["k"] == "release":
             await super().release_coupon(entry["c"], entry["coupon"], entry["key"])
+        elif entry["k"] == "tally":
+            await super().tally(entry["kind"], entry["p"], entry["f"], entry["n"])
         else:
             raw = entry["sent"]
             sent = None
             if raw is not None:
                 sent = SendRecord(raw["channel"], raw["playbook_id"], datetime.fromisoformat(raw["at"]))
-            await super().record(entry["key"], entry["o"], sent, entry["c"], timedelta(seconds=entry["keep"]))
+            tally = None
+            if entry.get("t") is not None:
+                kind, program_id, step, outcome, reason, touched, at = entry["t"]
+                tally = Tally(kind, program_id, step, outcome, reason, entry["c"], touched, datetime.fromisoformat(at))
+            keep = timedelta(seconds=entry["keep"])
+            await super().record(entry["key"], entry["o"], sent, entry["c"], keep, tally)
+
+
+class JournaledCampaigns(MemoryCampaigns):
+    """Campaigns in memory with every change journaled: the audience snapshot as the ids it took (a
+    replay must not re-evaluate it on a read model that may be at another instant), and each fan-out
+    cursor move after the steps it scheduled (journaled by the scheduler), so a crash between the two
+    re-schedules one page, which the step keys deduplicate."""
+
+    KINDS = ("campaign", "campaign_status", "campaign_started", "campaign_moved", "campaign_done", "campaign_deleted")
+
+    def __init__(self, node: Journaling, scheduler: MemoryScheduler, members: Callable[[Audience], list[str]]) -> None:
+        super().__init__(scheduler, members)
+        self._node = node
+
+    async def create(self, record: CampaignRecord) -> bool:
+        if record.campaign.id in self._used:
+            return False
+        self._node.journaled({"k": "campaign", "v": record.model_dump(mode="json")})
+        return await super().create(record)
+
+    async def transition(self, campaign_id: str, allowed: frozenset[str], to: CampaignStatus) -> CampaignRecord | None:
+        before = await self.get(campaign_id)
+        after = await super().transition(campaign_id, allowed, to)
+        if after is not None and before is not None and after.status != before.status:
+            self._node.journaled({"k": "campaign_status", "id": campaign_id, "s": after.status})
+        return after
+
+    def started(self, campaign_id: str, members: list[str], at: datetime) -> CampaignRecord:
+        self._node.journaled({"k": "campaign_started", "id": campaign_id, "m": members, "at": at})
+        return super().started(campaign_id, members, at)
+
+    def moved(self, campaign_id: str, step: int, count: int, last: str) -> None:
+        self._node.journaled({"k": "campaign_moved", "id": campaign_id, "s": step, "n": count, "last": last})
+        super().moved(campaign_id, step, count, last)
+
+    async def finish(self, campaign_id: str) -> None:
+        self._node.journaled({"k": "campaign_done", "id": campaign_id})
+        await super().finish(campaign_id)
+
+    async def delete(self, campaign_id: str) -> bool:
+        deleted = await super().delete(campaign_id)
+        if deleted:
+            self._node.journaled({"k": "campaign_deleted", "id": campaign_id})
+        return deleted
+
+    async def redo(self, entry: Entry) -> None:
+        kind = entry["k"]
+        if kind == "campaign_deleted":
+            await super().delete(entry["id"])
+        elif kind == "campaign":
+            await super().create(CampaignRecord.model_validate(entry["v"]))
+        elif kind == "campaign_status":
+            await super().transition(entry["id"], frozenset({"scheduled", "running", "paused"}), entry["s"])
+        elif kind == "campaign_started":
+            self.started(entry["id"], entry["m"], datetime.fromisoformat(entry["at"]))
+        elif kind == "campaign_moved":
+            self.moved(entry["id"], entry["s"], entry["n"], entry["last"])
+        else:
+            await super().finish(entry["id"])
+
+
+class JournaledPlaybooks(MemoryPlaybooks):
+    """The playbooks replaced over the API, journaled whole with their version."""
+
+    KINDS = ("playbooks",)
+
+    def __init__(self, node: Journaling) -> None:
+        super().__init__()
+        self._node = node
+
+    async def replace(
+        self, playbooks: PlaybookSet, expected_version: int, at: datetime, actor: str
+    ) -> StoredPlaybooks | None:
+        stored = await super().replace(playbooks, expected_version, at, actor)
+        if stored is not None:
+            document = playbooks.model_dump(mode="json")
+            self._node.journaled({"k": "playbooks", "v": stored.version, "doc": document, "at": at, "by": actor})
+        return stored
+
+    async def redo(self, entry: Entry) -> None:
+        playbooks = PlaybookSet.model_validate(entry["doc"])
+        self.stored = StoredPlaybooks(entry["v"], playbooks, datetime.fromisoformat(entry["at"]), entry["by"])
 
 
 class MessageRecorder(Protocol):
@@ -229,7 +350,7 @@ class LoggedOutcomes:
             f" ({outcome.reason})" if outcome.reason else "",
             outcome.channel,
             outcome.step,
-            outcome.playbook_id,
+            outcome.playbook_id or f"campaign {outcome.campaign_id}",
             outcome.customer_id,
         )
 
@@ -238,7 +359,7 @@ class LoggedOutcomes:
             "notification failed for good: %s step %d of %s for customer %s: %s",
             outcome.channel,
             outcome.step,
-            outcome.playbook_id,
+            outcome.playbook_id or f"campaign {outcome.campaign_id}",
             outcome.customer_id,
             outcome.detail,
         )

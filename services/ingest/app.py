@@ -23,7 +23,19 @@ from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schemas.excerpt import problems
-from services.ingest.api import counts, customer_view, customers, events, groups, manual, ops, preview, reads
+from services.ingest.api import (
+    campaigns,
+    counts,
+    customer_view,
+    customers,
+    events,
+    groups,
+    manual,
+    ops,
+    playbooks,
+    preview,
+    reads,
+)
 from services.ingest.audiences import RedisAudiences
 from services.ingest.auth import load_keys
 from services.ingest.context import ERRORS, Context
@@ -34,16 +46,20 @@ from services.ingest.ports import (
     Audiences,
     Definitions,
     MessageLog,
+    NotifierAccess,
     Publisher,
     RecordRefused,
     TaggerState,
     TagReads,
 )
 from services.ingest.tagger_state import KafkaTaggerState
+from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.customers import CustomerStore, RedisCustomers
+from services.runtime.playbooks import RedisPlaybooks
 from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
+from services.runtime.reports import RedisReports
 from services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +74,7 @@ class Adapters:
     customers: CustomerStore
     tagger: TaggerState
     messages: MessageLog
+    campaigns: NotifierAccess | None = None
 
 
 AdapterFactory = Callable[[Settings, Clock, IngestMetrics], AbstractAsyncContextManager[Adapters]]
@@ -93,6 +110,7 @@ def create_app(
                 customers=opened.customers,
                 tagger=opened.tagger,
                 messages=opened.messages,
+                campaigns=opened.campaigns,
             )
             yield
 
@@ -102,7 +120,7 @@ def create_app(
         summary="Events, tag definitions, manual tags, and reads of customer tags and audiences.",
         lifespan=lifespan,
     )
-    for module in (events, groups, preview, manual, reads, counts, customer_view, customers):
+    for module in (events, groups, preview, manual, reads, counts, customer_view, customers, campaigns, playbooks):
         app.include_router(module.router, responses=ERRORS)
     app.include_router(ops.router)
     app.add_exception_handler(RedisError, _redis_unavailable)
@@ -140,6 +158,7 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
     redis = redis_client(settings.redis)
     prefix = settings.redis.key_prefix
     read_model = ReadModel(redis, key_prefix=prefix)
+    ledger = RedisReports(redis, key_prefix=prefix)
     tagger = KafkaTaggerState(settings, clock)
     await publisher.start()
     await definitions.start()
@@ -153,6 +172,13 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
             customers=RedisCustomers(redis, prefix),
             tagger=tagger,
             messages=read_model,
+            campaigns=NotifierAccess(
+                store=RedisCampaigns(redis, key_prefix=prefix),
+                playbooks=RedisPlaybooks(redis, key_prefix=prefix),
+                ledger=ledger,
+                reports=ledger,
+                activity=read_model,
+            ),
         )
     finally:
         with contextlib.suppress(Exception):

@@ -18,7 +18,15 @@ from services.ingest.auth import ApiKeys, Caller, Role
 from services.ingest.catalog import Limits
 from services.ingest.manual import ManualTagging
 from services.ingest.metrics import IngestMetrics
-from services.ingest.ports import Audiences, Definitions, MessageLog, Publisher, TaggerState, TagReads
+from services.ingest.ports import (
+    Audiences,
+    Definitions,
+    MessageLog,
+    NotifierAccess,
+    Publisher,
+    TaggerState,
+    TagReads,
+)
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore
 from services.runtime.settings import Settings
@@ -54,6 +62,8 @@ class Context:
     customers: CustomerStore
     tagger: TaggerState
     messages: MessageLog
+    campaigns: NotifierAccess | None = None
+    """Campaigns and reports; None where no notifier runs (the embedded mode without playbooks)."""
     definitions_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One definitions change at a time in this process: each is validated against the last."""
     _tagging: tuple[tuple[tuple[str, int], ...], ManualTagging] | None = None

@@ -14,7 +14,10 @@ from typing import Protocol
 from schemas.notifications import NotificationOutcome
 from schemas.queries import CustomerAggregates, PreviewTally
 from schemas.tags import TagChanged, TagGroup
+from services.runtime.campaigns import CampaignStore
+from services.runtime.playbooks import PlaybookStore
 from services.runtime.readmodel import HeldTag, TagCount
+from services.runtime.reports import OrderActivity, Reports, SendHistory
 
 Record = tuple[bytes, bytes | None]
 """(key, value) of one message; a None value is a tombstone."""
@@ -152,3 +155,16 @@ class MessageLog(Protocol):
     """Every notification decision per customer, newest first, the last `history_limit` kept."""
 
     async def messages(self, customer_id: str, offset: int, limit: int) -> list[NotificationOutcome]: ...
+
+
+@dataclass(frozen=True)
+class NotifierAccess:
+    """The notifier's stores the campaign, playbook and report routes use (None in Context: no notifier runs)."""
+
+    store: CampaignStore
+    playbooks: PlaybookStore
+    ledger: SendHistory
+    """The send history the preview's caps count."""
+    reports: Reports
+    activity: OrderActivity
+    """Customers' last orders, for conversion."""

@@ -26,16 +26,19 @@ from redis.asyncio import Redis
 
 from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged, TagGroup
+from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
 from services.notifier.durability import VolatileRedis, require_durable
 from services.notifier.ports import Provider
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
+from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.consumers import dead_letter, definitions_read, pause, rewind, serve_status
 from services.runtime.customers import RedisCustomers
 from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.kafka import client_options, ensure_topics, producer_options
+from services.runtime.playbooks import RedisPlaybooks
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 
@@ -97,6 +100,7 @@ class NotifierApp:
         self.definitions = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, _ignore)
         """The tag groups, read whole from their compacted topic: messages name groups and tags."""
         self.notifier: Notifier | None = None
+        self.campaigns: CampaignRunner | None = None
         self.ready = False
         self._stopped = False
         self.port: int | None = None
@@ -121,8 +125,11 @@ class NotifierApp:
             tags=RedisTagFacts(self._redis, key_prefix=prefix),
             outcomes=KafkaOutcomes(self._producer, topics.notifications, topics.notifications_dlq),
             definitions=lambda: self.definitions.groups,
+            campaigns=RedisCampaigns(self._redis, key_prefix=prefix),
         )
         self.notifier = self.composition.notifier(ports, self.clock)
+        self.campaigns = self.composition.campaign_runner(ports, self.clock)
+        await self.playbooks.follow(RedisPlaybooks(self._redis, key_prefix=prefix))
         self._consumer = AIOKafkaConsumer(
             topics.tag_changes,
             group_id=settings.notifier.group_id,
@@ -138,6 +145,7 @@ class NotifierApp:
         self._tasks = [
             asyncio.create_task(self._consume(), name="notifier-consume"),
             asyncio.create_task(self._deliver(), name="notifier-deliver"),
+            asyncio.create_task(self._fan_out(), name="notifier-campaigns"),
             asyncio.create_task(self.composition.watch_playbooks(self._stopping), name="notifier-reload"),
         ]
         self.ready = True
@@ -243,6 +251,17 @@ class NotifierApp:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _fan_out(self) -> None:
+        """Start due campaigns and schedule their steps at the configured pace (campaigns.py)."""
+        assert self.campaigns is not None
+        while not self._stopping.is_set():
+            try:
+                if await self.campaigns.run():
+                    self._wake.set()
+            except Exception:
+                log.exception("the campaign loop failed; retrying")
+            await pause(self._stopping, self.settings.notifier.campaign_interval_s)
 
     async def _start_web(self) -> None:
         self._runner, self.port = await serve_status(

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from schemas.durations import parse_duration
 from schemas.tags import TagGroup
+from services.notifier.campaigns import CampaignRunner
 from services.notifier.core import Notifier, Tuning
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import CapRule, Policy, QuietHours
@@ -29,6 +30,7 @@ from services.notifier.ports import Ledger, OutcomeSink, Provider, Scheduler, Ta
 from services.notifier.providers import LogProvider, WebhookProvider, signing_secret
 from services.notifier.reload import PlaybookFile
 from services.notifier.robot import robot_answer, robot_text
+from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.customers import CHANNELS, CustomerStore
 from services.runtime.resilience import Backoff, CircuitBreaker
@@ -47,6 +49,7 @@ class NotifierPorts:
     outcomes: OutcomeSink
     definitions: Callable[[], Mapping[str, TagGroup]] | None = None
     """The current tag groups: messages name groups and tags as the shop does (None: by their ids)."""
+    campaigns: CampaignStore | None = None
 
 
 class NotifierComposition:
@@ -88,6 +91,20 @@ class NotifierComposition:
             tuning=self.tuning,
             metrics=self.metrics,
             definitions=ports.definitions,
+            campaigns=ports.campaigns,
+        )
+
+    def campaign_runner(self, ports: NotifierPorts, clock: Clock) -> CampaignRunner | None:
+        """Starts and fans out the campaigns in `ports.campaigns` (None: the mode keeps none)."""
+        if ports.campaigns is None:
+            return None
+        return CampaignRunner(
+            ports.campaigns,
+            clock,
+            rates=rates_from(self.settings),
+            page=self.settings.batch * 5,
+            lease=self.tuning.lease,
+            definitions=ports.definitions,
         )
 
     async def watch_playbooks(self, stopping: asyncio.Event) -> None:
@@ -103,18 +120,22 @@ class NotifierComposition:
 def policy_from(notifier: NotifierSettings, shop: ShopSettings) -> Policy:
     """The global policy; customers without a time zone of their own are in `default_timezone`, or
     else in the shop's zone (a shop in Shanghai keeps Shanghai's nights without saying it twice)."""
-    caps = []
-    for text in notifier.caps:
-        channel, rest = text.split(":", 1)
-        limit, window = rest.split("/", 1)
-        caps.append(CapRule.model_validate({"channel": channel, "limit": int(limit), "window": window}))
     return Policy(
-        caps=tuple(caps),
+        caps=tuple(CapRule.from_setting(text) for text in notifier.caps),
         quiet_hours=QuietHours.parse(notifier.quiet_hours) if notifier.quiet_hours else None,
         quiet_channels=frozenset(notifier.quiet_channels),
         coupon_period=parse_duration(notifier.coupon_period),
         default_zone=ZoneInfo(notifier.default_timezone or shop.timezone),
     )
+
+
+def rates_from(settings: NotifierSettings) -> dict[str, float]:
+    """Campaign steps per second by channel; a channel left out is not paced below 1,000/s."""
+    rates: dict[str, float] = dict.fromkeys(CHANNELS, 1000.0)
+    for text in settings.campaign_rates:
+        channel, rate = text.split(":", 1)
+        rates[channel] = float(rate)
+    return rates
 
 
 def tuning_from(settings: NotifierSettings) -> Tuning:

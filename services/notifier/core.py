@@ -14,12 +14,16 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from schemas.notifications import NotificationOutcome, OutcomeKind, OutcomeReason, TriggerRef
 from schemas.tags import TagChanged, TagGroup
+from services.notifier.campaigns import CampaignLookup
+from services.notifier.messages import address, compose
 from services.notifier.metrics import NotifierMetrics
 from services.notifier.policy import (
+    Campaign,
     Decision,
     Facts,
     Playbook,
@@ -30,18 +34,21 @@ from services.notifier.policy import (
     decide,
     longest_window,
     plan,
-    render,
 )
 from services.notifier.ports import Claim, Ledger, Message, OutcomeSink, Provider, Scheduler, TagFacts
+from services.runtime.campaigns import CampaignStore
 from services.runtime.clock import Clock
 from services.runtime.customers import CustomerStore, Profile
 from services.runtime.readmodel import ReadModelUnavailable
+from services.runtime.reports import ProgramKind, Tally
 from services.runtime.resilience import CircuitOpen, GaveUp
 
 log = logging.getLogger("tagstream.notifier")
 _READ_MODEL_WAIT = timedelta(seconds=5)
 
 LOCK_RETRY = timedelta(seconds=1)
+PAUSED_RECHECK = timedelta(seconds=60)
+"""A due step of a paused campaign waits this long before it looks again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +87,11 @@ class Notifier:
         tuning: Tuning | None = None,
         metrics: NotifierMetrics | None = None,
         definitions: Callable[[], Mapping[str, TagGroup]] | None = None,
+        campaigns: CampaignStore | None = None,
     ) -> None:
         """`definitions`: the current tag groups, so that messages name groups and tags as the shop
-        does (a group or tag it does not know renders as its id)."""
+        does (a group or tag it does not know renders as its id). `campaigns`: where campaign steps
+        find their campaign (None: campaign steps are cancelled as if it were gone)."""
         self._playbooks = playbooks if callable(playbooks) else (lambda: playbooks)
         self._definitions = definitions
         self.scheduler = scheduler
@@ -95,6 +104,7 @@ class Notifier:
         self.policy = policy or Policy()
         self.tuning = tuning or Tuning()
         self.metrics = metrics
+        self.campaigns = CampaignLookup(campaigns)
 
     @property
     def playbooks(self) -> PlaybookSet:
@@ -116,13 +126,25 @@ class Notifier:
             await asyncio.gather(
                 *(self._report(job, "suppressed", _STALE, attempts=0, reason="stale") for job in stale)
             )
+            await self._count_targeted(stale)
         if jobs:
             new = await self.scheduler.schedule(jobs)
+            await self._count_targeted([job for job in jobs if job.key in new])
             later = [job for job in jobs if job.key in new and job.due_at > now]
             await asyncio.gather(
                 *(self._report(job, "scheduled", Decision("defer", until=job.due_at), attempts=0) for job in later)
             )
         return jobs
+
+    async def _count_targeted(self, jobs: list[ScheduledStep]) -> None:
+        """Steps planned per playbook and step (a campaign's are its fan-out positions)."""
+        counts: dict[tuple[str, int], int] = {}
+        for job in jobs:
+            counts[(job.playbook_id, job.step)] = counts.get((job.playbook_id, job.step), 0) + 1
+        for (playbook_id, step), count in counts.items():
+            await self.ledger.tally("playbook", playbook_id, f"{step}|targeted", count)
+            if self.metrics is not None:
+                self.metrics.targeted.labels("playbook", playbook_id).inc(count)
 
     async def run_due(self, limit: int | None = None) -> int:
         """Claim the steps due now and handle them; returns how many were claimed.
@@ -181,7 +203,17 @@ class Notifier:
 
     async def _decide_and_act(self, claim: Claim) -> None:
         job = claim.job
-        playbook = self.playbooks.get(job.playbook_id)
+        playbook: Playbook | Campaign | None
+        if job.campaign:
+            playbook, paused = await self.campaigns.campaign(job.playbook_id)
+            if paused:
+                until = self.clock.now() + PAUSED_RECHECK
+                if await self.scheduler.defer(claim, until):
+                    held = Decision("defer", "", f"campaign {job.playbook_id!r} is paused", until)
+                    await self._report(job, "deferred", held, attempts=0, reason="paused")
+                return
+        else:
+            playbook = self.playbooks.get(job.playbook_id)
         profile = await self.customers.profile(job.customer_id)
         facts = await self._facts(job, playbook, profile)
         decision = decide(job, playbook, facts, self.policy)
@@ -205,13 +237,13 @@ class Notifier:
                 return
         await self._deliver(claim, playbook, profile)
 
-    async def _deliver(self, claim: Claim, playbook: Playbook, profile: Profile) -> None:
+    async def _deliver(self, claim: Claim, playbook: Playbook | Campaign, profile: Profile) -> None:
         job = claim.job
         provider = self.providers.get(job.channel)
         if provider is None:
             await self._give_up(claim, f"no provider configured for {job.channel}", attempts=0)
             return
-        message = self._message(job, profile)
+        message = self._message(job, profile, playbook)
         try:
             attempts = await provider.send(message)
         except CircuitOpen as error:
@@ -225,7 +257,8 @@ class Notifier:
             return
         sent = SendRecord(job.channel, job.playbook_id, self.clock.now())
         await self._report(job, "sent", Decision("send"), attempts=attempts)
-        await self.ledger.record(job.key, "sent", sent, job.customer_id, self.tuning.keep_decisions)
+        tally = self._tally(job, "sent", "", touched="treated")
+        await self.ledger.record(job.key, "sent", sent, job.customer_id, self.tuning.keep_decisions, tally)
         await self.scheduler.complete(claim)
 
     async def _give_up(
@@ -240,7 +273,8 @@ class Notifier:
             self.metrics.dead_letters.labels(job.channel).inc()
         if job.coupon is not None:
             await self.ledger.release_coupon(job.customer_id, job.coupon, job.key)
-        await self.ledger.record(job.key, "failed", None, job.customer_id, self.tuning.keep_decisions)
+        tally = self._tally(job, "failed", reason)
+        await self.ledger.record(job.key, "failed", None, job.customer_id, self.tuning.keep_decisions, tally)
         await self.scheduler.complete(claim)
         log.warning("step %s of playbook %s dead-lettered: %s", job.step, job.playbook_id, detail)
 
@@ -248,10 +282,25 @@ class Notifier:
         job = claim.job
         await self._report(job, kind, decision, attempts=attempts)
         if decision.reason != "duplicate":  # a duplicate must not overwrite the original decision
-            await self.ledger.record(job.key, kind, None, job.customer_id, self.tuning.keep_decisions)
+            tally = self._tally(job, kind, decision.reason, touched="holdout" if decision.reason == "holdout" else None)
+            await self.ledger.record(job.key, kind, None, job.customer_id, self.tuning.keep_decisions, tally)
         await self.scheduler.complete(claim)
 
-    async def _facts(self, job: ScheduledStep, playbook: Playbook | None, profile: Profile) -> Facts:
+    def _tally(
+        self, job: ScheduledStep, outcome: str, reason: str, *, touched: Literal["treated", "holdout"] | None = None
+    ) -> Tally:
+        return Tally(
+            kind=_kind(job),
+            program_id=job.playbook_id,
+            step=job.step,
+            outcome=outcome,
+            reason=reason,
+            customer_id=job.customer_id,
+            touched=touched,
+            at=self.clock.now(),
+        )
+
+    async def _facts(self, job: ScheduledStep, playbook: Playbook | Campaign | None, profile: Profile) -> Facts:
         now = self.clock.now()
         caps = (*self.policy.caps, *(playbook.caps if playbook else ()))
         window = longest_window(cap for cap in caps if cap.channel == job.channel)
@@ -268,7 +317,7 @@ class Notifier:
         return Facts(
             now=now,
             opted_out=opted_out,
-            reachable=_address(job.channel, profile) is not None or job.channel in ("push", "coupon"),
+            reachable=address(job.channel, profile) is not None or job.channel in ("push", "coupon"),
             already_decided=decided,
             coupon_holder=coupon_holder,
             history=history,
@@ -278,41 +327,9 @@ class Notifier:
             zone=ZoneInfo(profile.timezone) if profile.timezone and job.channel != "alert" else None,
         )
 
-    def _message(self, job: ScheduledStep, profile: Profile) -> Message:
-        text = None
-        if job.template is not None:
-            template = self.playbooks.templates.get(job.template)
-            if template is not None:
-                group_name, tag_name = self._names(job.group_id, job.tag_id)
-                context = {
-                    "name": profile.name,
-                    "customer_id": job.customer_id,
-                    "group": group_name,
-                    "tag": tag_name,
-                    "group_id": job.group_id,
-                    "tag_id": job.tag_id,
-                    "coupon": job.coupon,
-                    "playbook": job.playbook_id,
-                }
-                text = render(template, context)
-        return Message(
-            idempotency_key=job.key,
-            channel=job.channel,
-            customer_id=job.customer_id,
-            playbook_id=job.playbook_id,
-            step=job.step,
-            template=job.template,
-            text=text,
-            coupon=job.coupon,
-            to=_address(job.channel, profile),
-        )
-
-    def _names(self, group_id: str, tag_id: str) -> tuple[str, str]:
-        group = self._definitions().get(group_id) if self._definitions is not None else None
-        if group is None:
-            return group_id, tag_id
-        tag_name = next((tag.name for tag in group.tags if tag.id == tag_id), tag_id)
-        return group.name, tag_name
+    def _message(self, job: ScheduledStep, profile: Profile, program: Playbook | Campaign) -> Message:
+        templates = program.templates if isinstance(program, Campaign) else self.playbooks.templates
+        return compose(job, profile, templates, self._definitions() if self._definitions is not None else None)
 
     async def _report(
         self,
@@ -326,8 +343,11 @@ class Notifier:
         reason = decision.reason if reason is None else reason
         outcome = self._outcome(job, kind, reason, decision.detail, attempts=attempts, until=decision.until)
         await self.outcomes.emit(outcome)
+        if kind == "deferred":  # not final: counted per deferral, not per step
+            await self.ledger.tally(_kind(job), job.playbook_id, f"{job.step}|deferred|{reason}")
         if self.metrics is not None:
             self.metrics.notifications.labels(job.channel, kind, reason).inc()
+            self.metrics.program_decisions.labels(_kind(job), job.playbook_id, kind, reason).inc()
 
     def _outcome(
         self,
@@ -344,12 +364,15 @@ class Notifier:
             reason=reason,
             detail=detail[:500],
             idempotency_key=job.key,
-            playbook_id=job.playbook_id,
+            playbook_id=None if job.campaign else job.playbook_id,
+            campaign_id=job.playbook_id if job.campaign else None,
             step=job.step,
             channel=job.channel,
             coupon=job.coupon,
             customer_id=job.customer_id,
-            trigger=TriggerRef(
+            trigger=None
+            if job.campaign
+            else TriggerRef(
                 group_id=job.group_id,
                 tag_id=job.tag_id,
                 change=job.change,
@@ -363,13 +386,8 @@ class Notifier:
         )
 
 
-def _address(channel: str, profile: Profile) -> str | None:
-    """Where the channel's message goes: the customer's phone for SMS, the salesperson for an alert."""
-    if channel == "sms":
-        return profile.phone
-    if channel == "alert":
-        return profile.owner
-    return None
+def _kind(job: ScheduledStep) -> ProgramKind:
+    return "campaign" if job.campaign else "playbook"
 
 
 async def _none() -> None:

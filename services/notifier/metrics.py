@@ -49,6 +49,18 @@ class NotifierMetrics:
             registry=registry,
         )
         self.playbooks = Gauge("tagstream_notifier_playbooks", "Playbooks in force", registry=registry)
+        self.program_decisions = Counter(
+            "tagstream_notifier_program_decisions_total",
+            "Decisions per playbook or campaign (kind), by outcome and reason: the reports' totals",
+            ["kind", "program", "outcome", "reason"],
+            registry=registry,
+        )
+        self.targeted = Counter(
+            "tagstream_notifier_targeted_total",
+            "Steps planned per playbook, or fanned out per campaign (one per customer and step)",
+            ["kind", "program"],
+            registry=registry,
+        )
         self.invalid_changes = Counter(
             "tagstream_notifier_invalid_changes_total",
             "Tag-change records that could not be read (dead-lettered)",

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from schemas.notifications import NotificationOutcome
 from services.notifier.policy import ScheduledStep, SendRecord
+from services.runtime.reports import ProgramKind, Tally
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +69,21 @@ class Ledger(Protocol):
         """Give the reservation back (the send failed), only if `key` holds it."""
         ...
 
-    async def record(self, key: str, outcome: str, sent: SendRecord | None, customer_id: str, keep: timedelta) -> None:
-        """Mark the step decided for `keep`, and count a send in the customer's history."""
+    async def record(
+        self,
+        key: str,
+        outcome: str,
+        sent: SendRecord | None,
+        customer_id: str,
+        keep: timedelta,
+        tally: Tally | None = None,
+    ) -> None:
+        """Mark the step decided for `keep`, and count a send in the customer's history; the first
+        record of a key also counts `tally` into its program's report (atomically with the mark)."""
+        ...
+
+    async def tally(self, kind: ProgramKind, program_id: str, field: str, count: int = 1) -> None:
+        """Count something the reports show that is not a final decision (targeted, deferred)."""
         ...
 
     async def lock(self, customer_id: str, channel: str, holder: str, ttl: timedelta) -> bool:
@@ -108,16 +122,18 @@ class Message:
     idempotency_key: str
     channel: str
     customer_id: str
-    playbook_id: str
+    playbook_id: str | None
     step: int
     template: str | None
     text: str | None
     coupon: str | None
     to: str | None = field(default=None)
+    campaign_id: str | None = None
 
     def __repr__(self) -> str:
         return (
-            f"Message(key={self.idempotency_key}, channel={self.channel}, playbook={self.playbook_id}, "
+            f"Message(key={self.idempotency_key}, channel={self.channel}, "
+            f"{'campaign=' + self.campaign_id if self.campaign_id else f'playbook={self.playbook_id}'}, "
             f"step={self.step}, customer={self.customer_id})"
         )
 
@@ -129,6 +145,7 @@ class Message:
             "channel": self.channel,
             "customer_id": self.customer_id,
             "playbook_id": self.playbook_id,
+            "campaign_id": self.campaign_id,
             "step": self.step,
             "template": self.template,
             "text": self.text,

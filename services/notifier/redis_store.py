@@ -10,6 +10,11 @@ Key layout (prefix `ts:` by default):
     ts:c:{<customer>}:sent:<ch>  zset    "<playbook>|<step key>" -> sent at (ms): what the caps count
     ts:c:{<customer>}:coupon:<k> string  "<step key>|<until ms>": who holds the coupon kind, until when
     ts:c:{<customer>}:lock:<ch>  string  the step key deciding and sending on that channel now (expires)
+    ts:r:<kind>:<id>             hash    report tallies of a playbook or campaign: "<step>|<outcome>|<reason>" -> n
+    ts:r:<kind>:<id>:touch       hash    customer -> "treated|<ms>" or "holdout|<ms>": their first send (or holdout)
+
+The tallies and send history are read through services/runtime/reports.py (the ingest API reads them
+too); campaigns and playbooks replaced over the API are services/runtime/{campaigns,playbooks}.py.
 
 A claim leaves the job in `due` with its score pushed to the lease's end, so a replica that dies
 holding it simply lets the score come due again: no reaper is needed. Completion and deferral check
@@ -23,22 +28,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from redis.asyncio import Redis
 
+from schemas.playbooks import ScheduledStep
 from services.engine.timeutil import from_us
-from services.notifier.policy import ScheduledStep, SendRecord
+from services.notifier.policy import SendRecord
 from services.notifier.ports import Claim
 from services.runtime.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable, tag_field
-
-
-def _ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+from services.runtime.redis import LEASE, as_text, to_ms
+from services.runtime.reports import ProgramKind, RedisReports, Tally
 
 
 class RedisScheduler:
@@ -54,12 +53,12 @@ class RedisScheduler:
     async def schedule(self, jobs: Sequence[ScheduledStep]) -> set[str]:
         args: list[str | int] = []
         for job in jobs:
-            args += [job.key, _ms(job.due_at), job.model_dump_json()]
-        return {_text(key) for key in await self._schedule(self._keys[:2], args)} if args else set()
+            args += [job.key, to_ms(job.due_at), job.model_dump_json()]
+        return {as_text(key) for key in await self._schedule(self._keys[:2], args)} if args else set()
 
     async def claim(self, now: datetime, limit: int, lease: timedelta) -> list[Claim]:
         token = uuid.uuid4().hex
-        reply = await self._claim(self._keys, [_ms(now), limit, _ms(now + lease), token])
+        reply = await self._claim(self._keys, [to_ms(now), limit, to_ms(now + lease), token])
         return [
             Claim(ScheduledStep.model_validate_json(reply[i + 1]), token, int(reply[i + 2]))
             for i in range(0, len(reply), 3)
@@ -69,13 +68,13 @@ class RedisScheduler:
         return bool(await self._complete(self._keys, [claim.job.key, claim.token]))
 
     async def defer(self, claim: Claim, until: datetime) -> bool:
-        return bool(await self._defer(self._keys, [claim.job.key, claim.token, _ms(until)]))
+        return bool(await self._defer(self._keys, [claim.job.key, claim.token, to_ms(until)]))
 
     async def backlog(self, now: datetime) -> tuple[int, datetime | None]:
         due_key = self._keys[0]
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zcount(due_key, "-inf", _ms(now))
-            pipe.zrangebyscore(due_key, "-inf", _ms(now), start=0, num=1, withscores=True)
+            pipe.zcount(due_key, "-inf", to_ms(now))
+            pipe.zrangebyscore(due_key, "-inf", to_ms(now), start=0, num=1, withscores=True)
             count, oldest = await pipe.execute()
         first = from_us(int(oldest[0][1]) * 1000) if oldest else None
         return int(count), first
@@ -85,20 +84,20 @@ class RedisScheduler:
         return int(await self._redis.zcard(self._keys[0]))
 
 
-class RedisLedger:
+class RedisLedger(RedisReports):
+    """Decisions, sends, coupons and locks; the report tallies and send history it writes are read
+    through RedisReports (services/runtime/reports.py), by the ingest API as well."""
+
     def __init__(self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX) -> None:
-        self._redis = redis
-        self._prefix = key_prefix
+        super().__init__(redis, key_prefix=key_prefix)
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
-        self._lock = redis.register_script(_LOCK)
+        self._lock = redis.register_script(LEASE)
         self._unlock = redis.register_script(_UNLOCK)
+        self._tally_first = redis.register_script(_TALLY_FIRST)
 
     def decided_key(self, key: str) -> str:
         return f"{self._prefix}n:d:{key}"
-
-    def sent_key(self, customer_id: str, channel: str) -> str:
-        return f"{self._prefix}c:{{{customer_id}}}:sent:{channel}"
 
     def coupon_key(self, customer_id: str, coupon: str) -> str:
         return f"{self._prefix}c:{{{customer_id}}}:coupon:{coupon}"
@@ -116,39 +115,50 @@ class RedisLedger:
     async def decided(self, key: str) -> bool:
         return bool(await self._redis.exists(self.decided_key(key)))
 
-    async def history(self, customer_id: str, channel: str, since: datetime) -> list[SendRecord]:
-        entries: list[Any] = await self._redis.zrangebyscore(
-            self.sent_key(customer_id, channel), f"({_ms(since)}", "+inf", withscores=True
-        )
-        return [
-            SendRecord(channel, _text(member).split("|", 1)[0], from_us(int(score) * 1000)) for member, score in entries
-        ]
-
     async def coupon_holder(self, customer_id: str, coupon: str, now: datetime) -> str | None:
         value = await self._redis.get(self.coupon_key(customer_id, coupon))
         if value is None:
             return None
-        holder, until = _text(value).rsplit("|", 1)
-        return holder if int(until) > _ms(now) else None
+        holder, until = as_text(value).rsplit("|", 1)
+        return holder if int(until) > to_ms(now) else None
 
     async def reserve_coupon(self, customer_id: str, coupon: str, key: str, now: datetime, until: datetime) -> str:
-        ttl_ms = max(1, _ms(until) - _ms(now))  # Redis forgets the reservation once it cannot matter
-        reply = await self._reserve([self.coupon_key(customer_id, coupon)], [key, _ms(now), _ms(until), ttl_ms])
-        return _text(reply)
+        ttl_ms = max(1, to_ms(until) - to_ms(now))  # Redis forgets the reservation once it cannot matter
+        reply = await self._reserve([self.coupon_key(customer_id, coupon)], [key, to_ms(now), to_ms(until), ttl_ms])
+        return as_text(reply)
 
     async def release_coupon(self, customer_id: str, coupon: str, key: str) -> None:
         await self._release([self.coupon_key(customer_id, coupon)], [key])
 
-    async def record(self, key: str, outcome: str, sent: SendRecord | None, customer_id: str, keep: timedelta) -> None:
+    async def record(
+        self,
+        key: str,
+        outcome: str,
+        sent: SendRecord | None,
+        customer_id: str,
+        keep: timedelta,
+        tally: Tally | None = None,
+    ) -> None:
         keep_ms = int(keep.total_seconds() * 1000)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.decided_key(key), outcome, px=keep_ms)
+            if tally is None:
+                pipe.set(self.decided_key(key), outcome, px=keep_ms)
+            else:
+                report = self.report_key(tally.kind, tally.program_id)
+                await self._tally_first(
+                    [self.decided_key(key), report, f"{report}:touch"],
+                    [outcome, keep_ms, tally.field, tally.customer_id, tally.touched or "", to_ms(tally.at)],
+                    client=pipe,
+                )
             if sent is not None:
                 history = self.sent_key(customer_id, sent.channel)
-                pipe.zadd(history, {f"{sent.playbook_id}|{key}": _ms(sent.at)})
-                pipe.zremrangebyscore(history, "-inf", _ms(sent.at) - keep_ms)
+                pipe.zadd(history, {f"{sent.playbook_id}|{key}": to_ms(sent.at)})
+                pipe.zremrangebyscore(history, "-inf", to_ms(sent.at) - keep_ms)
                 pipe.pexpire(history, keep_ms)
             await pipe.execute()
+
+    async def tally(self, kind: ProgramKind, program_id: str, field: str, count: int = 1) -> None:
+        await self._redis.hincrby(self.report_key(kind, program_id), field, count)
 
 
 class RedisTagFacts:
@@ -241,15 +251,6 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[3], 'PX', ARGV[4])
 return ARGV[1]
 """
 
-# KEYS: lock key. ARGV: holder, ttl ms. Re-entrant: a step re-claimed after its replica died takes
-# its own lock back at once (only one claim of a step is live at a time, so this is safe).
-_LOCK = """
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-
 # KEYS: lock key. ARGV: holder.
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -260,5 +261,18 @@ return 1
 _RELEASE = """
 local value = redis.call('GET', KEYS[1])
 if value and string.match(value, '^(.*)|%d+$') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+# KEYS: decided key, report hash, touch hash. ARGV: outcome, keep ms, field, customer, touched, at ms.
+# The first record of a step key counts into its report; a re-record (a replica that lost its lease)
+# does not, so the report counts distinct keys as consumers of the notifications topic do.
+_TALLY_FIRST = """
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if not old then
+  redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+  if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[3], ARGV[4], ARGV[5] .. '|' .. ARGV[6]) end
+end
 return 1
 """

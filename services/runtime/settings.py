@@ -29,6 +29,7 @@ from pydantic_settings import SettingsError as _SourceError
 from schemas.common import Text
 from schemas.durations import parse_duration
 from schemas.excerpt import excerpt
+from schemas.limits import MAX_SEND_RATE
 from schemas.topics import TopicNames
 
 
@@ -216,6 +217,13 @@ class NotifierSettings(_Section):
         default=("sms:1/1d", "push:3/7d"), description="global caps, channel:limit/window, e.g. sms:1/1d"
     )
     coupon_period: str = Field(default="30d", pattern=r"^\d+[smhdw]$", description="one coupon kind per customer per")
+    campaign_rates: tuple[str, ...] = Field(
+        default=("push:200", "sms:50", "coupon:200"),
+        description="campaign pace, channel:steps per second (fanned out at most this fast, all campaigns together)",
+    )
+    campaign_interval_s: float = Field(
+        default=1.0, gt=0, le=60, description="how often campaigns are started and fanned out"
+    )
     max_trigger_age: str = Field(
         default="1d", pattern=r"^\d+[smhdw]$", description="older tag changes (history, long outages) send nothing"
     )
@@ -296,6 +304,18 @@ class NotifierSettings(_Section):
             if not re.fullmatch(r"(push|sms|coupon|alert):\d{1,9}/\d+[smhdw]", cap):
                 raise ValueError(f"a cap looks like sms:1/1d (channel:limit/window), got {excerpt(cap)}")
             parse_duration(cap.rsplit("/", 1)[1])
+        return value
+
+    @field_validator("campaign_rates")
+    @classmethod
+    def _rates(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for rate in value:
+            match = re.fullmatch(r"(push|sms|coupon|alert):(\d{1,6})", rate)
+            if match is None or not 0 < int(match.group(2)) <= MAX_SEND_RATE:
+                raise ValueError(
+                    f"a campaign rate looks like sms:50 (channel:steps per second, 1 to {MAX_SEND_RATE}), "
+                    f"got {excerpt(rate)}"
+                )
         return value
 
     @field_validator("coupon_period", "max_trigger_age")

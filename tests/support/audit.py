@@ -26,9 +26,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
-from services.notifier.policy.keys import step_key
-from services.notifier.policy.playbooks import load_playbooks
+from services.runtime.program_files import load_playbooks
 from services.runtime.readmodel import ReadModel
+from services.runtime.step_keys import step_key
 from tests.support.kafka_io import TopicReader
 from tests.support.tag_streams import fold_tag_changes, replay_tags
 

@@ -10,8 +10,9 @@ import pytest
 
 from schemas.durations import parse_duration
 from schemas.tags import Reason, TagChanged
+from schemas.templates import check_template
 from services.notifier.policy import PlaybookError, load_playbooks, plan
-from services.notifier.policy.templates import check_template, render
+from services.notifier.policy.templates import render
 from services.runtime.definitions import parse_groups
 from tests.support.playbooks import WINBACK_HIGH_VALUE, playbooks_file
 
@@ -195,3 +196,20 @@ def test_an_imported_change_triggers_only_a_playbook_that_lists_the_import_sourc
     opted_in = load_playbooks(WINBACK.replace("on: added}", "on: added, sources: [import]}"))
     assert [step.channel for step in plan(opted_in, imported)] == ["push", "coupon", "sms"]
     assert plan(opted_in, change()) == []  # only the sources it lists
+
+
+def test_check_with_a_rules_file_names_every_trigger_tag_it_lacks(tmp_path, capsys):
+    from services.cli import main
+
+    rules = Path(__file__).parents[2] / "examples" / "rules.yaml"
+    playbooks = tmp_path / "playbooks.yaml"
+    playbooks.write_text(
+        'templates: {t: "hi"}\nplaybooks:\n'
+        " - {id: a, trigger: {group: churn, tag: nope}, steps: [{channel: push, template: t}]}\n"
+        " - {id: b, trigger: {group: ghost, tag: x}, steps: [{channel: push, template: t}]}\n"
+    )
+    assert main(["notifier", "--check", str(playbooks), "--rules", str(rules)]) == 2
+    error = capsys.readouterr().err
+    assert "playbook 'a' trigger.tag: group 'churn' has no tag 'nope'" in error
+    assert "playbook 'b' trigger.group: no tag group 'ghost'" in error
+    assert main(["notifier", "--check", str(playbooks)]) == 0  # without rules, only the file itself

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from services.notifier.policy.playbooks import CancelCondition
+from schemas.playbooks import CancelCondition
 
 
 def cancel_reason(

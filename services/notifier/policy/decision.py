@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from schemas.campaigns import Campaign
+from schemas.playbooks import CapRule, Playbook, ScheduledStep
 from services.notifier.policy.cancel import cancel_reason
-from services.notifier.policy.caps import SendRecord, exceeded_cap
-from services.notifier.policy.jobs import ScheduledStep
-from services.notifier.policy.keys import holdout_draw
-from services.notifier.policy.playbooks import CapRule, Playbook
 from services.notifier.policy.quiet import QuietHours
+from services.runtime.caps import SendRecord, exceeded_cap
+from services.runtime.step_keys import in_holdout
 
 Verdict = Literal["send", "suppress", "defer", "cancel"]
 Reason = Literal["", "consent", "unreachable", "holdout", "duplicate", "cap", "cancelled", "quiet_hours"]
@@ -63,8 +63,11 @@ class Decision:
 SEND = Decision("send")
 
 
-def decide(job: ScheduledStep, playbook: Playbook | None, facts: Facts, policy: Policy) -> Decision:
+def decide(job: ScheduledStep, playbook: Playbook | Campaign | None, facts: Facts, policy: Policy) -> Decision:
+    """`playbook`: the step's playbook or campaign as it is now; None when removed (or cancelled)."""
     if playbook is None or playbook.disabled:
+        if job.campaign:
+            return Decision("cancel", "cancelled", f"campaign {job.playbook_id!r} was cancelled")
         return Decision("cancel", "cancelled", f"playbook {job.playbook_id!r} was removed or disabled")
     why = cancel_reason(
         job.cancel_if, tag_held=facts.tag_held, last_activity=facts.last_activity, triggered_at=job.triggered_at
@@ -101,10 +104,6 @@ def decide(job: ScheduledStep, playbook: Playbook | None, facts: Facts, policy: 
         if until is not None:
             return Decision("defer", "quiet_hours", f"quiet hours {policy.quiet_hours} in {zone.key}", until)
     return SEND
-
-
-def in_holdout(customer_id: str, playbook: Playbook) -> bool:
-    return playbook.holdout > 0 and holdout_draw(customer_id, playbook.id) < float(playbook.holdout)
 
 
 def _days(window: timedelta) -> str:

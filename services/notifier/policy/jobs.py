@@ -2,35 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
-
-from schemas.common import UtcDatetime
+from schemas.playbooks import PlaybookSet, ScheduledStep
 from schemas.tags import TagChanged
-from services.notifier.policy.keys import step_key
-from services.notifier.policy.playbooks import CancelCondition, Channel, PlaybookSet
-
-
-class ScheduledStep(BaseModel):
-    """A snapshot of the step as it was when triggered, so editing a playbook never changes a scheduled one."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key: str
-    playbook_id: str
-    step: int
-    channel: Channel
-    template: str | None
-    coupon: str | None
-    cancel_if: tuple[CancelCondition, ...]
-    customer_id: str
-    group_id: str
-    tag_id: str
-    change: Literal["added", "removed"]
-    seq: int
-    triggered_at: UtcDatetime
-    due_at: UtcDatetime
+from services.runtime.step_keys import step_key
 
 
 def plan(playbooks: PlaybookSet, change: TagChanged) -> list[ScheduledStep]:

@@ -1,4 +1,4 @@
-"""Playbooks: what marketing wants sent when a tag changes, validated when loaded.
+"""Playbooks: what marketing wants sent when a tag changes, validated when loaded; the steps they schedule.
 
 A playbooks file (YAML) holds `templates` (id -> text with `${placeholders}`) and `playbooks`.
 Loading fails with an error naming the playbook and the field, so a bad ConfigMap is refused whole
@@ -7,19 +7,28 @@ and the notifier keeps running the previous one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
-from schemas.common import Identifier
+from schemas.common import Identifier, UtcDatetime
 from schemas.durations import parse_duration
 from schemas.excerpt import excerpt, problems
-from schemas.limits import MAX_NUMBER_TEXT, MAX_PLAYBOOKS, MAX_STEPS, MAX_TEMPLATE_LENGTH
-from schemas.tags import ChangeSource, TagChanged
-from services.notifier.policy.templates import check_template
-from services.runtime.user_yaml import UserYamlError, load_user_yaml
+from schemas.limits import MAX_DURATION, MAX_NUMBER_TEXT, MAX_PLAYBOOKS, MAX_STEPS, MAX_TEMPLATE_LENGTH
+from schemas.tags import ChangeSource, TagChanged, TagGroup
+from schemas.templates import check_template
 
 Channel = Literal["push", "sms", "coupon", "alert"]
 """`alert`: a message to the customer's salesperson (the profile's `owner`), not to the customer."""
@@ -42,7 +51,29 @@ def parse_fraction(value: Any) -> Decimal:
     return fraction
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+def format_duration(value: timedelta) -> str:
+    """The shortest text `parse_duration` reads back: `3d`, `90m`, `45s`, `0`."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s" if seconds else "0"
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "description": "seconds"},
+                {"type": "string", "pattern": r"^\s*\d+\s*[smhdw]?\s*$", "examples": ["90s", "30m", "12h", "3d", "1w"]},
+            ],
+            "description": f"a duration of at most {MAX_DURATION.days}d",
+        }
+    ),
+]
 Fraction = Annotated[Decimal, BeforeValidator(parse_fraction)]
 
 
@@ -110,6 +141,13 @@ class CapRule(_Model):
             raise ValueError(f"a cap's window must be positive, got {self.window}")
         return self
 
+    @classmethod
+    def from_setting(cls, text: str) -> CapRule:
+        """`push:3/1d`, as `notifier.caps` holds it (the settings check its shape when loaded)."""
+        channel, rest = text.split(":", 1)
+        limit, window = rest.split("/", 1)
+        return cls.model_validate({"channel": channel, "limit": int(limit), "window": window})
+
 
 class Playbook(_Model):
     id: Identifier
@@ -142,19 +180,25 @@ class PlaybookSet(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        problems = []  # every one at once: an operator fixing a file (or a PUT) sees them all
         seen: set[str] = set()
         for playbook in self.playbooks:
             if playbook.id in seen:
-                raise ValueError(f"playbook {playbook.id!r} is defined twice")
+                problems.append(f"playbook {playbook.id!r} is defined twice")
             seen.add(playbook.id)
             for number, step in enumerate(playbook.steps):
                 if step.template is not None and step.template not in self.templates:
-                    raise ValueError(
+                    problems.append(
                         f"playbook {playbook.id!r} steps[{number}].template: no template {step.template!r} "
                         f"(have: {', '.join(sorted(self.templates)) or 'none'})"
                     )
         for name, text in self.templates.items():
-            check_template(name, text)
+            try:
+                check_template(name, text)
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def get(self, playbook_id: str) -> Playbook | None:
@@ -168,12 +212,14 @@ class PlaybookSet(_Model):
 class PlaybookError(ValueError):
     """A playbooks file that cannot be used; the message names the source, playbook and field."""
 
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems if problems is not None else [message]
+        """Each problem alone (without the source), for answers that list them."""
 
-def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
-    try:
-        document = load_user_yaml(text)
-    except UserYamlError as error:
-        raise PlaybookError(f"{source}: {error}") from None
+
+def parse_playbooks(document: Any, source: str = "<playbooks>") -> PlaybookSet:
+    """A playbooks document already parsed (YAML, or a JSON request body); PlaybookError naming every problem."""
     if document is None:
         document = {}
     if not isinstance(document, dict):
@@ -183,10 +229,11 @@ def load_playbooks(text: str, source: str = "<playbooks>") -> PlaybookSet:
     try:
         return PlaybookSet.model_validate(document)
     except ValidationError as error:
-        raise PlaybookError(f"{source}: {_describe(error, document)}") from None
+        found = _describe(error, document)
+        raise PlaybookError(f"{source}: {'; '.join(found)}", found) from None
 
 
-def _describe(error: ValidationError, document: dict[str, Any]) -> str:
+def _describe(error: ValidationError, document: dict[str, Any]) -> list[str]:
     """Pydantic's locations with list indexes replaced by playbook ids: `playbook 'x' steps[2].delay: ...`."""
     lines = []
     for problem in problems(error):
@@ -201,7 +248,7 @@ def _describe(error: ValidationError, document: dict[str, Any]) -> str:
             where += f" {rest}" if rest else ""
         got = f" (got {problem['input']})" if "input" in problem else ""
         lines.append(f"{where}: {problem['msg']}{got}")
-    return "; ".join(lines)
+    return lines
 
 
 def _path(parts: list[Any]) -> str:
@@ -209,3 +256,40 @@ def _path(parts: list[Any]) -> str:
     for part in parts:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
+
+
+def unknown_triggers(playbooks: PlaybookSet, groups: Mapping[str, TagGroup]) -> list[str]:
+    """Every trigger naming a group or tag the definitions do not have (such a playbook never fires)."""
+    problems = []
+    for playbook in playbooks.playbooks:
+        group = groups.get(playbook.trigger.group)
+        if group is None:
+            problems.append(f"playbook {playbook.id!r} trigger.group: no tag group {playbook.trigger.group!r}")
+        elif playbook.trigger.tag not in {tag.id for tag in group.tags}:
+            problems.append(
+                f"playbook {playbook.id!r} trigger.tag: group {group.id!r} has no tag {playbook.trigger.tag!r}"
+            )
+    return problems
+
+
+class ScheduledStep(BaseModel):
+    """A snapshot of the step as it was when triggered, so editing a playbook never changes a scheduled one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    playbook_id: str
+    """The playbook's id, or the campaign's when `campaign` is set (holdout, caps and keys use it)."""
+    campaign: bool = False
+    step: int
+    channel: Channel
+    template: str | None
+    coupon: str | None
+    cancel_if: tuple[CancelCondition, ...]
+    customer_id: str
+    group_id: str
+    tag_id: str
+    change: Literal["added", "removed"]
+    seq: int
+    triggered_at: UtcDatetime
+    due_at: UtcDatetime

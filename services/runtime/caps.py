@@ -1,4 +1,7 @@
-"""Frequency caps over sliding windows: at most `limit` sends per customer and channel in any window."""
+"""Frequency caps over sliding windows: at most `limit` sends per customer and channel in any window.
+
+The notifier decides with them; the campaign preview (ingest) counts them the same way.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from services.notifier.policy.playbooks import CapRule
+from schemas.playbooks import CapRule
 
 
 @dataclass(frozen=True, slots=True)
