@@ -187,6 +187,13 @@ class TaggerSettings(_Section):
     shutdown_timeout_s: float = Field(
         default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"
     )
+    backfill_pause_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="fault injection, 0 in production: a pause after each chunk of a definitions backfill, the "
+        "worker's events held meanwhile; the fault tests set it to SIGKILL a worker in the middle of one",
+    )
 
 
 class NotifierSettings(_Section):

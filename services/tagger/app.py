@@ -103,6 +103,7 @@ class Tagger:
             metrics=self.metrics,
             index=self.index,
             offsets=self.offsets,
+            backfill_pause_s=settings.tagger.backfill_pause_s,
         )
         self.rebalances = RebalanceWatch()
         self.app.sensors.add(self.rebalances)

@@ -48,6 +48,7 @@ class BatchProcessor:
         metrics: TaggerMetrics,
         index: CustomerIndex,
         offsets: SourceOffsets,
+        backfill_pause_s: float = 0.0,
     ) -> None:
         self.app = app
         self.table = table
@@ -57,6 +58,7 @@ class BatchProcessor:
         self.metrics = metrics
         self.index = index
         self.offsets = offsets
+        self.backfill_pause_s = backfill_pause_s
 
     async def process_or_abandon(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
         """`_process`, again after a Kafka send failed; abandoned (nothing acknowledged) once a rebalance
@@ -162,6 +164,8 @@ class BatchProcessor:
                 done = min(_BACKFILL_CHUNK, len(customers) - start)
                 self.metrics.backfill_customers.inc(done)
                 self.metrics.backfill_remaining.dec(done)
+                if self.backfill_pause_s:
+                    await asyncio.sleep(self.backfill_pause_s)
             self.metrics.backfill_seconds.observe(time.perf_counter() - started)
             log.info("partition %d: backfilled %d customers for %s", partition, len(customers), change)
         await send_changelog(self.app, self.table, self.mark_synced([partition]))

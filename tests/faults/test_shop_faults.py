@@ -38,7 +38,14 @@ SETTLE_S = 120.0
 async def shop(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Shop]:
     # static membership: a restarted tagger takes its partitions back at once (docs/tagger.md)
     opened = await open_shop(
-        name="ft-shop", bootstrap=kafka_bootstrap, redis_url=redis_url, workdir=tmp_path, group_instance_id="t0"
+        name="ft-shop",
+        bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
+        workdir=tmp_path,
+        group_instance_id="t0",
+        # a backfill of ~1,100 customers takes well under a second on a quiet machine: paced so that
+        # the SIGKILL lands in its middle however fast the machine
+        backfill_pause_s="1.0",
     )
     try:
         yield opened
