@@ -25,6 +25,7 @@ COMPILED_MODULES = [
     "services/engine/routing.py",
     "services/engine/rulebook.py",
     "services/engine/schedule.py",
+    "services/engine/scores.py",
     "services/engine/state.py",
     "services/engine/tagging.py",
     "services/engine/timeutil.py",

@@ -62,6 +62,18 @@ MAX_SEQ: Final = 2**63 - 1
 MAX_NUMBER_TEXT: Final = 40
 """Characters of a number written as text ("199.90", "1e3"): read no further before refusing it."""
 
+MAX_SCORES: Final = 10
+"""Scores one tag group defines (docs/tags.md "Behaviour scores")."""
+MAX_SCORE_POINTS: Final = 1_000
+"""Points one action is worth, either way: a day's points stay far inside 64 bits even at DAY_CAP."""
+MAX_SCORE_TARGETS: Final = 100
+"""Products or link prefixes one score gives points of their own."""
+MAX_SCORE: Final = 10**9
+"""Largest score (either sign) a score condition compares with."""
+SCORE_PLACES: Final = 4
+"""Decimal places of a score: a decaying score is rounded down to them, thresholds have at most them."""
+MIN_HALF_LIFE: Final = timedelta(hours=1)
+
 MAX_PLAYBOOKS: Final = 200
 MAX_STEPS: Final = 20
 MAX_YAML_DEPTH: Final = 32

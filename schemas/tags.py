@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -24,12 +24,16 @@ from schemas.limits import (
     MAX_NUMBER_TEXT,
     MAX_ORDER,
     MAX_RULE_DEPTH,
+    MAX_SCORE,
+    MAX_SCORES,
     MAX_SEQ,
     MAX_TAGS,
     MAX_VALUES,
     MAX_VERSION,
     MIN_INSTANT,
+    SCORE_PLACES,
 )
+from schemas.scores import Score
 
 
 class Metric(StrEnum):
@@ -43,6 +47,7 @@ class Metric(StrEnum):
     BROWSE_COUNT = "browse_count"
     CLICK_COUNT = "click_count"
     HAS_TAG = "has_tag"
+    SCORE = "score"
 
 
 class Op(StrEnum):
@@ -67,14 +72,19 @@ NUMERIC_METRICS = frozenset(
         Metric.POINTS_TOTAL,
         Metric.BROWSE_COUNT,
         Metric.CLICK_COUNT,
+        Metric.SCORE,
     }
 )
 MONEY_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.AVG_ORDER_VALUE})
 DAY_METRICS = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
-WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
+WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CLICK_COUNT, Metric.SCORE})
 WINDOW_REQUIRED = frozenset({Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
 SET_METRICS = frozenset({Metric.BOUGHT_ANY, Metric.HAS_TAG})
 SET_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
+NAMED_METRICS = frozenset({Metric.SCORE})
+"""Metrics that read one of several named things (`name`: which score)."""
+SCORE_OPS = frozenset({Op.GTE, Op.GT, Op.LT, Op.LTE, Op.BETWEEN})
+"""A decaying score moves continuously: it is compared with thresholds, never tested for equality."""
 
 _LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
 _TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -161,12 +171,23 @@ class Condition(Contract):
     """`{metric, op, value, window?}`. Values are normalised per metric: counts to int, money to Decimal."""
 
     metric: Metric
+    name: Identifier | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="which score (metric score only)"
+    )
     op: Op
     value: ConditionValue
     window: Window | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if (self.name is None) == (self.metric in NAMED_METRICS):
+            raise ValueError(
+                f"metric {self.metric.value!r} needs a name, e.g. name: intent"
+                if self.name is None
+                else f"metric {self.metric.value!r} takes no name"
+            )
+        if self.metric is Metric.SCORE:
+            _check_score_condition(self.op, self.window)
         if self.window is not None and self.metric not in WINDOWED_METRICS:
             raise ValueError(f"metric {self.metric.value!r} takes no window")
         if self.window is None and self.metric in WINDOW_REQUIRED:
@@ -225,9 +246,16 @@ class TagGroup(Contract):
     disabled: bool = False
     version: int = Field(default=1, ge=1, le=MAX_VERSION)
     tags: list[Tag] = Field(min_length=1, max_length=MAX_TAGS)
+    scores: list[Score] | None = Field(
+        default=None,
+        max_length=MAX_SCORES,
+        exclude_if=lambda value: value is None,
+        description="behaviour scores this group's rules read (metric: score)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        _check_scores(self)
         seen: set[str] = set()
         for tag in self.tags:
             if tag.id in seen:
@@ -256,6 +284,7 @@ class ConditionOutcome(Contract):
     """One condition as evaluated: what it asked and what the customer had."""
 
     metric: Metric
+    name: Identifier | None = Field(default=None, exclude_if=lambda value: value is None)
     op: Op
     value: ConditionValue
     window: Window | None = None
@@ -303,6 +332,48 @@ class TagCommand(Contract):
     source: Literal["manual", "import"] = "manual"
     expires_at: UtcDatetime | None = None
     occurred_at: UtcDatetime
+
+
+def _check_score_condition(op: Op, window: Window | None) -> None:
+    if op not in SCORE_OPS:
+        allowed = ", ".join(sorted(o.value for o in SCORE_OPS))
+        raise ValueError(f"metric 'score' supports ops {allowed}, not {op.value!r}")
+    if window is not None and window.last is None:
+        raise ValueError("a score is summed over the last N days ({last: 14d}), not over dates")
+
+
+def _check_scores(group: TagGroup) -> None:
+    """Score ids are unique in the group; every score condition names one of them, with a window
+    exactly when the score does not decay (a decaying score already says how long points count)."""
+    scores: dict[str, Score] = {}
+    for score in group.scores or []:
+        if score.id in scores:
+            raise ValueError(f"score id {score.id!r} appears twice in group {group.id!r}")
+        scores[score.id] = score
+    for tag in group.tags:
+        for condition in _score_conditions(tag.rule) if tag.rule is not None else []:
+            found = scores.get(str(condition.name))
+            where = f"tag {tag.id!r}"
+            if found is None:
+                known = ", ".join(sorted(scores)) or "none"
+                raise ValueError(f"{where} reads score {condition.name!r}, not defined in group {group.id!r} ({known})")
+            score = found
+            if score.decay is None and condition.window is None:
+                raise ValueError(
+                    f"{where}: score {score.id!r} does not decay: give a window, e.g. window: {{last: 14d}}"
+                )
+            if score.decay is not None and condition.window is not None:
+                raise ValueError(f"{where}: score {score.id!r} decays (half_life {score.decay.half_life}): no window")
+
+
+def _score_conditions(rule: Rule) -> list[Condition]:
+    found: list[Condition] = []
+    for child in rule.conditions:
+        if isinstance(child, Rule):
+            found.extend(_score_conditions(child))
+        elif child.metric is Metric.SCORE:
+            found.append(child)
+    return found
 
 
 def _depth(rule: Any) -> int:
@@ -375,6 +446,12 @@ def _number(metric: Metric, value: Any) -> int | Decimal:
     bound = _BOUNDS.get(metric, MAX_COUNT)
     if not -bound <= number <= bound:
         raise ValueError(f"metric {metric.value!r} compares numbers within ±{bound}, got {excerpt(value)}")
+    if metric is Metric.SCORE:
+        # always a Decimal, even when whole: a decaying score is one, and the int comparisons'
+        # shortcuts (gt 5 as gte 6) would be wrong for it
+        if number != number.quantize(_SCORE_UNIT, rounding=ROUND_FLOOR):
+            raise ValueError(f"scores have at most {SCORE_PLACES} decimal places, got {excerpt(value)}")
+        return number
     if metric in MONEY_METRICS:
         return number
     if number != number.to_integral_value():
@@ -382,7 +459,10 @@ def _number(metric: Metric, value: Any) -> int | Decimal:
     return int(number)
 
 
-_BOUNDS: dict[Metric, int | Decimal] = dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS)
+_BOUNDS: dict[Metric, int | Decimal] = (
+    dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS) | {Metric.SCORE: MAX_SCORE}
+)
+_SCORE_UNIT = Decimal(1).scaleb(-SCORE_PLACES)
 
 
 def _too_long(value: object, limit: int = MAX_NUMBER_TEXT) -> bool:

@@ -26,11 +26,14 @@ from __future__ import annotations
 
 import hashlib
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
+
+if TYPE_CHECKING:
+    from services.engine.scores import ScoreState
 
 CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
 
@@ -119,6 +122,7 @@ class Aggregates:
         "orders",
         "points_total",
         "products",
+        "scores",
         "seen",
         "total_spent",
     )
@@ -147,6 +151,9 @@ class Aggregates:
         """The latest relative window counts evaluation asked for (`EvalContext.windows`), kept in
         step by the fold (browses and clicks) or dropped when they change (orders, pruning): a
         customer's events come in sessions, evaluated on the same day. Never stored: derived."""
+        self.scores: ScoreState | None = None
+        """The customer's behaviour scores (`scores.ScoreState`), kept by the engine's fold when the
+        definitions have scores; None otherwise (most shops, and every state stored before them)."""
 
     @property
     def avg_order_value(self) -> Decimal:

@@ -2,6 +2,8 @@
 
 Money stays exact (decimal strings); instants are integer microseconds; day buckets are flat
 [day, count, ...] lists; the browse/click event-id digests are a flat [day, base64, ...] list.
+Behaviour scores, when the definitions have them, are an optional trailing section: [latest scored
+day, {score key: [day, points, ...]}]; a state without it decodes with no scores (`agg.scores` None).
 Format 1 (before the event digests were kept per day, and before manual removals stuck) still
 decodes: its last 32 digests, which belong to no day, are dropped.
 """
@@ -15,6 +17,7 @@ from typing import Any, Final
 import orjson
 
 from services.engine.aggregates import EVENT_DIGEST_BYTES, Aggregates, OrderRecord
+from services.engine.scores import ScoreState
 from services.engine.state import CustomerState, earliest
 
 FORMAT_VERSION: Final = 2
@@ -37,36 +40,37 @@ def encode(state: CustomerState) -> bytes:
         group: {tag: [int(manual), expires] for tag, (manual, expires) in held.items()}
         for group, held in state.tags.items()
     }
-    return orjson.dumps(
+    stored: list[Any] = [
+        FORMAT_VERSION,
+        state.customer_id,
+        state.seq,
+        state.clock_us,
+        tags,
+        state.due,
         [
-            FORMAT_VERSION,
-            state.customer_id,
-            state.seq,
-            state.clock_us,
-            tags,
-            state.due,
+            agg.order_count,
+            str(agg.total_spent),
+            agg.points_total,
+            agg.first_order_us,
+            agg.last_order_us,
+            agg.last_seen_us,
+            agg.max_day,
+            sorted(agg.products),
+            orders,
+            _flat(agg.browse),
+            _flat(agg.click),
             [
-                agg.order_count,
-                str(agg.total_spent),
-                agg.points_total,
-                agg.first_order_us,
-                agg.last_order_us,
-                agg.last_seen_us,
-                agg.max_day,
-                sorted(agg.products),
-                orders,
-                _flat(agg.browse),
-                _flat(agg.click),
-                [
-                    item
-                    for day in sorted(agg.seen)
-                    # b2a_base64: base64.b64encode, less wrapping
-                    for item in (day, b2a_base64(agg.seen[day], newline=False).decode())
-                ],
+                item
+                for day in sorted(agg.seen)
+                # b2a_base64: base64.b64encode, less wrapping
+                for item in (day, b2a_base64(agg.seen[day], newline=False).decode())
             ],
-            None if not state.blocked else {group: sorted(tags) for group, tags in sorted(state.blocked.items())},
-        ]
-    )
+        ],
+        None if not state.blocked else {group: sorted(tags) for group, tags in sorted(state.blocked.items())},
+    ]
+    if agg.scores is not None:  # a trailing section only when scores are kept: other states are unchanged
+        stored.append([agg.scores.top_day, {key: _flat(days) for key, days in sorted(agg.scores.days.items())}])
+    return orjson.dumps(stored)
 
 
 def decode(data: bytes) -> CustomerState:
@@ -77,8 +81,11 @@ def decode(data: bytes) -> CustomerState:
         stored.append(None)
     elif version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
-    _, customer_id, seq, clock_us, tags, due, packed, blocked = stored
+    _, customer_id, seq, clock_us, tags, due, packed, blocked = stored[:8]
     state = CustomerState(customer_id, _aggregates(packed))
+    if len(stored) > 8:
+        top_day, days = stored[8]
+        state.agg.scores = ScoreState({key: _buckets(flat) for key, flat in days.items()}, top_day)
     if blocked:
         state.blocked = {group: set(tag_ids) for group, tag_ids in blocked.items()}
     state.seq = seq

@@ -17,7 +17,7 @@ ints (an Enum's `__hash__` is a Python function).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -104,21 +104,36 @@ class CompiledRule(Matcher):
         return list(self.flat)
 
 
-def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE) -> CompiledRule:
+class ScoreSource:
+    """A compiled score (`scores.py`): what compiles a condition on it."""
+
+    def condition(self, spec: Condition, comparison: Comparison) -> CompiledCondition:
+        raise NotImplementedError
+
+
+def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE, scores: Mapping[str, ScoreSource] | None = None) -> CompiledRule:
+    """`scores`: the rule's group's scores by id (what `metric: score` conditions read)."""
     children = tuple(
-        compile_rule(child, zone) if isinstance(child, Rule) else compile_condition(child, zone)
+        compile_rule(child, zone, scores) if isinstance(child, Rule) else compile_condition(child, zone, scores)
         for child in rule.conditions
     )
     return CompiledRule(rule.match == "all", children)
 
 
-def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCondition:
+def compile_condition(
+    spec: Condition, zone: DayZone = UTC_ZONE, scores: Mapping[str, ScoreSource] | None = None
+) -> CompiledCondition:
     metric = spec.metric
     if metric is Metric.BOUGHT_ANY:
         return _BoughtAny(spec)
     if metric is Metric.HAS_TAG:
         return _HasTag(spec)
     comparison = comparison_for(spec.op, spec.value)
+    if metric is Metric.SCORE:
+        score = scores.get(str(spec.name)) if scores is not None else None
+        if score is None:
+            raise ValueError(f"no score {spec.name!r} defined in the condition's group")
+        return score.condition(spec, comparison)
     if spec.window is not None:
         kind = WINDOW_KINDS[metric]
         span = spec.window.last_days

@@ -27,6 +27,7 @@ from services.engine.manual import commandable, forget_blocks, unblock
 from services.engine.routing import Routes
 from services.engine.rulebook import CompiledGroup, RuleBook
 from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
+from services.engine.scores import SCORE_TIME, fold_scores
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
 from services.engine.timeutil import from_us, to_us
@@ -34,7 +35,8 @@ from services.engine.windows import BROWSES, CLICKS, EvalContext
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, SCORE_TIME, MANUAL_EXPIRY)
+_SCORE_KEYS: Final = (SCORE_TIME,)
 
 
 class Engine:
@@ -50,6 +52,8 @@ class Engine:
         self._zone = rulebook.zone
         self._routes = Routes(rulebook, self._incremental)
         self._plan = self._routes.plan
+        self._scores = rulebook.scores
+        self._scores_timed = rulebook.time_plan.scores is not None
 
     @property
     def rulebook(self) -> RuleBook:
@@ -97,9 +101,23 @@ class Engine:
                 occurred_us = to_us(event.occurred_at)
             day = self._zone.day(occurred_us)
             had_day = day in buckets
+        scores = self._scores
+        counted_before = 0
+        if scores is not None:
+            if occurred_us is None:
+                occurred_us = to_us(event.occurred_at)
+            day = self._zone.day(occurred_us)
+            counted_before = buckets.get(day, 0) if buckets is not None else 0
         if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone):
             self.duplicates += 1
             return changes
+        if scores is not None:
+            # an action counts in the scores exactly when the aggregates counted it (not a browse or
+            # click past the horizon or over the day's cap): their de-duplication is the scores' too
+            if buckets is None or buckets.get(day, 0) > counted_before:
+                fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
+        elif agg.scores is not None:
+            agg.scores = None  # no score is defined any more
         ctx = EvalContext(agg, state.tags, now_us, self._zone)
         if first:  # a first event evaluates every group: "never bought" must appear on a first browse
             self._evaluate(state, ctx, self._routes.every_group, source, event.event_id, changes)
@@ -121,6 +139,8 @@ class Engine:
                         state.due[family] = at
                         if state.next_at is None or at < state.next_at:
                             state.next_at = at
+        if self._scores_timed and not first:
+            self._reschedule(state, ctx, _SCORE_KEYS)
         return changes
 
     def on_command(self, state: CustomerState, command: TagCommand, now: datetime) -> list[TagChange]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -68,9 +69,10 @@ def decode_fingerprint(data: bytes) -> Fingerprint:
 
 
 def _digest(group: CompiledGroup) -> str:
-    """Mode, tagging, auto-remove and the ordered tags with their rules: not names, order or version."""
+    """Mode, tagging, auto-remove, the ordered tags with their rules and the scores: not names, order
+    or version."""
     spec = group.spec
-    decisive = {
+    decisive: dict[str, Any] = {
         "mode": spec.mode,
         "tagging": spec.tagging,
         "auto_remove": spec.auto_remove,
@@ -78,4 +80,6 @@ def _digest(group: CompiledGroup) -> str:
             [tag.id, tag.spec.rule.model_dump(mode="json") if tag.spec.rule is not None else None] for tag in group.tags
         ],
     }
+    if spec.scores:  # only when present: the digests of groups without scores stay as they were
+        decisive["scores"] = [score.model_dump(mode="json") for score in spec.scores]
     return hashlib.sha256(orjson.dumps(decisive, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]

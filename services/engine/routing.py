@@ -22,7 +22,8 @@ from services.engine.windows import BROWSES, CLICKS
 _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     # How folding one event of each type moves each metric it touches: +1 only up (or unchanged),
     # -1 only down, 0 either way. A window count only grows with an event of its kind, and an order
-    # can only make the last order later (days since it smaller) and the first one earlier.
+    # can only make the last order later (days since it smaller) and the first one earlier. Any
+    # action may be worth points either way in a score.
     OrderPaid: {
         Metric.ORDER_COUNT: 1,
         Metric.TOTAL_SPENT: 1,
@@ -31,15 +32,17 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
         Metric.DAYS_SINCE_LAST_ORDER: -1,
         Metric.DAYS_SINCE_FIRST_ORDER: 1,
         Metric.BOUGHT_ANY: 1,
+        Metric.SCORE: 0,
     },
     OrderRefunded: {
         Metric.ORDER_COUNT: -1,
         Metric.TOTAL_SPENT: -1,
         Metric.POINTS_TOTAL: -1,
         Metric.AVG_ORDER_VALUE: 0,
+        Metric.SCORE: 0,
     },
-    Browse: {Metric.BROWSE_COUNT: 1},
-    Click: {Metric.CLICK_COUNT: 1},
+    Browse: {Metric.BROWSE_COUNT: 1, Metric.SCORE: 0},
+    Click: {Metric.CLICK_COUNT: 1, Metric.SCORE: 0},
 }
 _ACTIVITY: Final[dict[type, int]] = {Browse: BROWSES, Click: CLICKS}
 _MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})

@@ -24,7 +24,8 @@ from services.engine.conditions import (
 )
 from services.engine.errors import DefinitionError
 from services.engine.schedule import TimePlan
-from services.engine.timeutil import date_to_day
+from services.engine.scores import CompiledScore, ScoreBook
+from services.engine.timeutil import DAY_US, date_to_day
 from services.engine.zone import UTC_ZONE, DayZone
 
 
@@ -58,6 +59,7 @@ class CompiledGroup:
     tags: tuple[CompiledTag, ...]
     metrics: frozenset[Metric]
     depends_on: frozenset[str]
+    scores: tuple[CompiledScore, ...] = ()
     version: int = field(init=False)
     """`spec.version`, read once: every change carries it, and a model's attribute is a dict lookup."""
 
@@ -91,6 +93,8 @@ class RuleBook:
     horizon_days: int = DEFAULT_HORIZON_DAYS
     zone: DayZone = UTC_ZONE
     """The shop's time zone: where its days start."""
+    scores: ScoreBook | None = None
+    """Every group's behaviour scores, or None when no group defines one."""
     _positions: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -124,6 +128,7 @@ class RuleBook:
         for group in evaluated:
             for metric in group.metrics:
                 by_metric.setdefault(metric, set()).add(group.id)
+        scores = tuple(score for group in compiled.values() for score in group.scores)
         return cls(
             groups=compiled,
             evaluation_order=tuple(evaluated),
@@ -138,6 +143,7 @@ class RuleBook:
             ),
             horizon_days=horizon_days,
             zone=zone,
+            scores=ScoreBook(scores) if scores else None,
             _positions={group.id: index for index, group in enumerate(evaluated)},
         )
 
@@ -158,7 +164,8 @@ class RuleBook:
 
 
 def _compile_group(spec: TagGroup, zone: DayZone) -> CompiledGroup:
-    tags = tuple(_compile_tag(tag, zone) for tag in spec.ordered_tags())
+    scores = {score.id: CompiledScore(spec.id, score) for score in spec.scores or ()}
+    tags = tuple(_compile_tag(tag, zone, scores) for tag in spec.ordered_tags())
     leaves = [leaf for tag in tags if tag.rule is not None for leaf in tag.rule.leaves()]
     depends_on = {group for leaf in leaves if leaf.spec.metric is Metric.HAS_TAG for group, _ in _refs(leaf)}
     return CompiledGroup(
@@ -167,13 +174,14 @@ def _compile_group(spec: TagGroup, zone: DayZone) -> CompiledGroup:
         tags=tags,
         metrics=frozenset(leaf.spec.metric for leaf in leaves if leaf.spec.metric is not Metric.HAS_TAG),
         depends_on=frozenset(depends_on),
+        scores=tuple(scores.values()),
     )
 
 
-def _compile_tag(tag: Tag, zone: DayZone) -> CompiledTag:
+def _compile_tag(tag: Tag, zone: DayZone, scores: dict[str, CompiledScore]) -> CompiledTag:
     if tag.rule is None:
         return CompiledTag(tag.id, tag, None, frozenset())
-    rule = compile_rule(tag.rule, zone)
+    rule = compile_rule(tag.rule, zone, scores)
     return CompiledTag(tag.id, tag, rule, frozenset(leaf.spec.metric for leaf in rule.leaves()))
 
 
@@ -188,6 +196,12 @@ def _problems(specs: list[TagGroup], horizon_days: int, today: date | None, zone
         if spec.id in tags_by_group:
             problems.append(f"group id {spec.id!r} is defined twice")
         tags_by_group[spec.id] = {tag.id for tag in spec.tags}
+        for score in spec.scores or ():
+            if score.decay is not None and score.decay.half_life_us > horizon_days * DAY_US // 10:
+                problems.append(
+                    f"{spec.id}: score {score.id} half_life {score.decay.half_life} is over a tenth of the "
+                    f"{horizon_days}-day horizon the tagger retains (points older than it are dropped)"
+                )
     oldest_day = date_to_day(today) - horizon_days + 1 if today is not None else None
     for spec in specs:
         for tag in spec.tags:

@@ -26,7 +26,8 @@ from typing import Final
 
 from schemas.tags import Metric
 from services.engine.conditions import CompiledCondition, FixedWindow, change_points
-from services.engine.windows import SCAN_MAX, WINDOW_KINDS, EvalContext
+from services.engine.scores import SCORE_TIME, ScorePlan
+from services.engine.windows import SCAN_MAX, WINDOW_KINDS, EvalContext, next_window_change
 
 ORDER_TIME: Final = "order_time"
 ORDER_WINDOW: Final = "order_window"
@@ -49,6 +50,9 @@ Fired = tuple[str, tuple[int, ...] | tuple[Metric, ...], bool]
 whose value changes, or the absolute window end instant reached; and whether a bucket enters the
 windows). Plain hashable data, so the engine can remember what each combination means for
 evaluation instead of recomputing it."""
+
+_SCORES_MOVED: Final[Fired] = (SCORE_TIME, (), False)
+"""What a score wake-up changes: the scores' value, read anew (the plan scheduled it for a change)."""
 
 
 class _Window:
@@ -87,6 +91,8 @@ class TimePlan:
     """End instant -> the tags whose rules wait for a window ending then."""
     end_metrics: Mapping[int, tuple[Metric, ...]] = field(default_factory=dict)
     """End instant -> the window metrics of the conditions waiting for it."""
+    scores: ScorePlan | None = None
+    """The scores that time moves (`scores.py`), None when no rule reads one."""
     _windows: Mapping[str, _Window] = field(init=False, repr=False, compare=False)
     _days: tuple[_DaysSince, ...] = field(init=False, repr=False, compare=False)
 
@@ -111,6 +117,8 @@ class TimePlan:
         day_tags: dict[Metric, dict[str, set[str]]] = {}
         end_tags: dict[int, dict[str, set[str]]] = {}
         end_metrics: dict[int, set[Metric]] = {}
+        conditions = list(conditions)
+        scores = ScorePlan(conditions)
         for group_id, tag_id, condition in conditions:
             spec = condition.spec
             span = spec.window.last_days if spec.window is not None else None
@@ -132,6 +140,7 @@ class TimePlan:
             ends=tuple(sorted(end_tags)),
             end_tags={end: _frozen(value) for end, value in end_tags.items()},
             end_metrics={end: tuple(sorted(metrics)) for end, metrics in end_metrics.items()},
+            scores=scores if scores.tags else None,
         )
 
     @property
@@ -141,12 +150,16 @@ class TimePlan:
             found.append(ORDER_TIME)
         if self.ends:
             found.append(WINDOW_END)
+        if self.scores is not None:
+            found.append(SCORE_TIME)
         return tuple(found)
 
     def next_change(self, family: str, ctx: EvalContext) -> int | None:
         """The first instant after ctx.now_us at which a metric of this family changes (µs), if any."""
         if family == ORDER_TIME:
             return self._next_day_point(ctx)
+        if family == SCORE_TIME:
+            return self.scores.next_change(ctx) if self.scores is not None else None
         if family == WINDOW_END:
             ends = self.ends
             index = _bisect_right(ends, ctx.now_us)
@@ -157,7 +170,7 @@ class TimePlan:
         today = ctx.today
         present = ctx.buckets(window.kind)
         if len(present) <= SCAN_MAX:
-            return _day_start(ctx, _next_window_change(present, today, window.spans))
+            return _day_start(ctx, next_window_change(present, today, window.spans))
         days = ctx.series(window.kind).days
         entering = _bisect_right(days, today)
         best = days[entering] if entering < len(days) else None
@@ -176,13 +189,15 @@ class TimePlan:
         if window is None:
             return None
         # rare: a customer's first event of a day
-        return _day_start(ctx, _next_window_change({day: 1}, ctx.today, window.spans))
+        return _day_start(ctx, next_window_change({day: 1}, ctx.today, window.spans))
 
     def fired(self, family: str, ctx: EvalContext) -> Fired | None:
         """What of this family changes exactly at ctx.now_us (None: nothing)."""
         now_us = ctx.now_us
         if family == WINDOW_END:
             return (family, (now_us,), False) if now_us in self.end_tags else None
+        if family == SCORE_TIME:
+            return _SCORES_MOVED if self.scores is not None else None
         midnight = ctx.zone.start(ctx.today) == now_us
         if family == ORDER_TIME:
             metrics = []
@@ -217,6 +232,11 @@ class TimePlan:
                     assert isinstance(metric, Metric)
                     _merge(touched, self.day_tags[metric])
                     _move(moves, metric, 1)
+                continue
+            if family == SCORE_TIME:
+                assert self.scores is not None
+                _merge(touched, self.scores.tags)
+                _move(moves, Metric.SCORE, 0)  # a decaying score moves towards 0, from either side
                 continue
             if family == WINDOW_END:
                 for end in hits:
@@ -257,29 +277,6 @@ def _move(moves: dict[Metric, int], metric: Metric, direction: int) -> None:
     """Record how a metric moves; two different directions at one instant make it move either way."""
     before = moves.get(metric)
     moves[metric] = direction if before is None or before == direction else 0
-
-
-def _next_window_change(present: dict[int, int], today: int, spans: tuple[int, ...]) -> int | None:
-    """The local day at which a window family next changes, from a few buckets, without sorting them:
-    the first of a future bucket's day (it enters every window) and, for a bucket in the past, the day
-    it leaves the shortest window that still holds it (`spans` ascending). The same minimum as the
-    series path's first future day and first bucket leaving each window."""
-    found = False
-    best = 0
-    for day in present:
-        if day > today:
-            at = day
-        else:
-            for span in spans:
-                if day + span > today:
-                    at = day + span
-                    break
-            else:
-                continue  # out of every window already: it changes nothing any more
-        if not found or at < best:
-            best = at
-            found = True
-    return best if found else None
 
 
 Readers = Mapping[str, frozenset[str]]

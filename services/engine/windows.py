@@ -167,3 +167,26 @@ class EvalContext:
 def series(ctx: EvalContext, metric: Metric) -> Series:
     """The series of one window metric, built at most once per evaluation."""
     return ctx.series(WINDOW_KINDS[metric])
+
+
+def next_window_change(present: dict[int, int], today: int, spans: tuple[int, ...]) -> int | None:
+    """The local day at which a window family next changes, from a few buckets, without sorting them:
+    the first of a future bucket's day (it enters every window) and, for a bucket in the past, the day
+    it leaves the shortest window that still holds it (`spans` ascending). The same minimum as the
+    series path's first future day and first bucket leaving each window."""
+    found = False
+    best = 0
+    for day in present:
+        if day > today:
+            at = day
+        else:
+            for span in spans:
+                if day + span > today:
+                    at = day + span
+                    break
+            else:
+                continue  # out of every window already: it changes nothing any more
+        if not found or at < best:
+            best = at
+            found = True
+    return best if found else None

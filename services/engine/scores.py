@@ -1,0 +1,384 @@
+"""Behaviour scores (`schemas.scores`): points folded per local day, read by `metric: score` conditions.
+
+A customer's points are kept per score and per local day of the action (`ScoreState`), as integers:
+the fold is a sum, so the state depends only on the set of distinct actions, whatever their order
+(de-duplication is the aggregates' own: a score counts an action exactly when the aggregates count
+it). Days are kept for `horizon_days` back from the latest scored day, like browse and click buckets.
+
+A score without decay is read as the sum of its days in a rule's window (`last: 14d`): it changes at
+the local midnight a day leaves the window, like the window counts.
+
+A decaying score with half-life h, read at instant t, is
+
+    S(t) = sum over days d of  points(d) * 2 ** (-max(0, t - end(d)) / h)
+
+where end(d) is the local midnight that ends day d: an action's points count in full for the rest
+of its day, then halve every h. Every term and the sum are computed in `decimal` at 28 significant
+digits (round half even), the days in ascending order, and the score is S(t) rounded down to
+SCORE_PLACES decimal places. `decimal` computes the same digits on every platform (`float`'s pow and
+log come from the C library), so live and replay agree exactly.
+
+Between two day ends the points of the ended days decay as one exponential, so the instant a
+decaying score crosses a level L is solved exactly (L = C + E * 2 ** (-x / h), C the points not
+yet decaying, E the decaying part at the start of the piece): x = h * log2(E / (L - C)). That gives a
+candidate microsecond, and the score itself (the rounded S above) settles it: a condition on the
+score flips at the first whole microsecond at which the rounded score compares differently with its
+level. The engine schedules that instant through the customer's `due` (family SCORE_TIME).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
+from typing import Any, Final
+
+from schemas.events import Browse, Click, OrderPaid
+from schemas.limits import SCORE_PLACES
+from schemas.scores import Score
+from schemas.tags import Condition, Op
+from services.engine.aggregates import Aggregates, CustomerEvent
+from services.engine.comparisons import Comparison
+from services.engine.conditions import CompiledCondition, ScoreSource
+from services.engine.windows import EvalContext, next_window_change
+from services.engine.zone import DayZone
+
+SCORE_TIME: Final = "score"
+"""The `due` family of scores: a day leaving a window, or a decaying score crossing a level."""
+
+_MATH: Final = Context(prec=28, rounding=ROUND_HALF_EVEN)
+"""The one context every score computation uses (never the thread's current context)."""
+_ZERO: Final = Decimal(0)
+_TWO: Final = Decimal(2)
+_LN2: Final = _MATH.ln(_TWO)
+UNIT: Final = Decimal(1).scaleb(-SCORE_PLACES)
+_REFINE_STEPS: Final = 16
+"""Microseconds the solved flip instant is moved by, at most, to land on the first one at which the
+rounded score compares differently (in practice it moves by 0 or 1)."""
+
+
+class ScoreState:
+    """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
+    The aggregates' one slot for scores: None for customers of a shop that defines none."""
+
+    __slots__ = ("days", "memo", "memo_us", "top_day")
+
+    def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
+        self.days: dict[str, dict[int, int]] = {} if days is None else days
+        self.top_day = top_day
+        """The latest local day of an action while scores were defined: days up to `horizon_days`
+        before it are kept."""
+        self.memo: dict[str, Decimal] = {}
+        self.memo_us = -1
+        """Decaying scores as read at `memo_us` (never stored: derived; cleared by the fold)."""
+
+
+class CompiledScore(ScoreSource):
+    """One score as the fold and the conditions use it."""
+
+    def __init__(self, group_id: str, spec: Score) -> None:
+        self.id = spec.id
+        self.spec = spec
+        self.key = f"{group_id}/{spec.id}:{score_signature(spec)}"
+        """What the customer's points are kept under: a change of what the score counts (points,
+        products, links) starts it afresh; a change of its decay reads the same points."""
+        points = spec.points
+        self.click = points.click
+        self.browse = points.browse
+        self.order = points.order
+        self.refund = points.refund
+        self.products = dict(spec.products)
+        self.links = tuple(sorted(spec.links.items(), key=_longest_first))
+        self.half_life_us = spec.decay.half_life_us if spec.decay is not None else 0
+
+    def points_for(self, event: CustomerEvent) -> int:
+        if isinstance(event, Click):
+            target = event.target
+            for prefix, points in self.links:
+                if target.startswith(prefix):
+                    return points
+            return self.click
+        if isinstance(event, Browse):
+            return self.products.get(event.product_id, self.browse)
+        if isinstance(event, OrderPaid):
+            return self.order
+        return self.refund
+
+    def condition(self, spec: Condition, comparison: Comparison) -> CompiledCondition:
+        if self.half_life_us:
+            return DecayingScore(spec, comparison, self)
+        span = spec.window.last_days if spec.window is not None else None
+        if span is None:  # schemas.tags refuses it: a score without decay is read over a window
+            raise ValueError(f"score {self.id!r} does not decay: a condition on it needs a window")
+        return WindowedScore(spec, comparison, self, span)
+
+    def value(self, ctx: EvalContext) -> Decimal:
+        """This decaying score at ctx.now_us, read once per instant."""
+        state = ctx.agg.scores
+        if state is None:
+            return _ZERO
+        days = state.days.get(self.key)
+        if days is None:
+            return _ZERO
+        if state.memo_us != ctx.now_us:
+            state.memo.clear()
+            state.memo_us = ctx.now_us
+        found = state.memo.get(self.key)
+        if found is None:
+            found = state.memo[self.key] = decayed(days, ctx.now_us, self.half_life_us, ctx.zone)
+        return found
+
+
+class WindowedScore(CompiledCondition):
+    """A score without decay: its points in the last `span` local days, today included."""
+
+    def __init__(self, spec: Condition, comparison: Comparison, score: CompiledScore, span: int) -> None:
+        super().__init__(spec)
+        self.comparison = comparison
+        self.score = score
+        self.span = span
+
+    def read(self, ctx: EvalContext) -> int:
+        state = ctx.agg.scores
+        if state is None:
+            return 0
+        days = state.days.get(self.score.key)
+        if days is None:
+            return 0
+        first = ctx.today - self.span
+        today = ctx.today
+        total = 0
+        for day, points in days.items():
+            if first < day <= today:
+                total += points
+        return total
+
+    def test(self, observed: Any) -> bool:
+        return self.comparison.holds(observed)
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds(self.read(ctx))
+
+
+class DecayingScore(CompiledCondition):
+    def __init__(self, spec: Condition, comparison: Comparison, score: CompiledScore) -> None:
+        super().__init__(spec)
+        self.comparison = comparison
+        self.score = score
+
+    def read(self, ctx: EvalContext) -> Decimal:
+        return self.score.value(ctx)
+
+    def test(self, observed: Any) -> bool:
+        return self.comparison.holds(observed)
+
+    def matches(self, ctx: EvalContext) -> bool:
+        return self.comparison.holds(self.score.value(ctx))
+
+
+class ScoreBook:
+    """The rule book's scores: what the fold adds points to."""
+
+    def __init__(self, scores: tuple[CompiledScore, ...]) -> None:
+        self.scores = scores
+        self.keys = frozenset(score.key for score in scores)
+
+
+class ScorePlan:
+    """When time alone moves the scores that rules read, and which tags read them."""
+
+    def __init__(self, conditions: Iterable[tuple[str, str, CompiledCondition]]) -> None:
+        spans: dict[str, set[int]] = {}
+        levels: dict[str, set[Decimal]] = {}
+        scores: dict[str, CompiledScore] = {}
+        tags: dict[str, set[str]] = {}
+        for group_id, tag_id, condition in conditions:
+            if isinstance(condition, WindowedScore):
+                spans.setdefault(condition.score.key, set()).add(condition.span)
+                scores[condition.score.key] = condition.score
+            elif isinstance(condition, DecayingScore):
+                levels.setdefault(condition.score.key, set()).update(levels_of(condition.spec))
+                scores[condition.score.key] = condition.score
+            else:
+                continue
+            tags.setdefault(group_id, set()).add(tag_id)
+        self.windowed = tuple((scores[key], tuple(sorted(found))) for key, found in sorted(spans.items()))
+        self.decaying = tuple((scores[key], tuple(sorted(found))) for key, found in sorted(levels.items()))
+        self.tags = {group: frozenset(found) for group, found in tags.items()}
+        """Group id -> its tags that read a score time moves."""
+
+    def next_change(self, ctx: EvalContext) -> int | None:
+        state = ctx.agg.scores
+        if state is None:
+            return None
+        best: int | None = None
+        for score, spans in self.windowed:
+            days = state.days.get(score.key)
+            at = windowed_next_change(days, ctx, spans) if days is not None else None
+            if at is not None and (best is None or at < best):
+                best = at
+        for score, levels in self.decaying:
+            days = state.days.get(score.key)
+            at = next_flip(days, ctx.now_us, score.half_life_us, ctx.zone, levels) if days is not None else None
+            if at is not None and (best is None or at < best):
+                best = at
+        return best
+
+
+def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int, horizon_days: int) -> None:
+    """Add one counted action (dated on local `day`) to every score it is worth points in. Days more
+    than `horizon_days` before the latest one are dropped, as are the points of scores no longer
+    defined (or counting differently now)."""
+    state = agg.scores
+    if state is None:
+        state = agg.scores = ScoreState(top_day=day)
+    days_by_key = state.days
+    if len(days_by_key) and not book.keys.issuperset(days_by_key):
+        for key in [key for key in days_by_key if key not in book.keys]:
+            del days_by_key[key]
+    state.memo_us = -1
+    if day > state.top_day:
+        state.top_day = day
+        _prune(state, day - horizon_days + 1)
+    elif day <= state.top_day - horizon_days:
+        return  # older than anything kept
+    for score in book.scores:
+        points = score.points_for(event)
+        if points:
+            days = days_by_key.get(score.key)
+            if days is None:
+                days = days_by_key[score.key] = {}
+            left = days.get(day, 0) + points
+            if left:
+                days[day] = left
+            else:
+                del days[day]  # a refund that cancels the day's points: nothing left to keep
+
+
+def decayed(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone) -> Decimal:
+    """A decaying score at `at_us`: S(t) above, rounded down to SCORE_PLACES places."""
+    ended, pending = _parts(days, at_us, half_life_us, zone)
+    return _MATH.add(ended, Decimal(pending)).quantize(UNIT, rounding=ROUND_FLOOR)
+
+
+def next_flip(
+    days: dict[int, int], now_us: int, half_life_us: int, zone: DayZone, levels: tuple[Decimal, ...]
+) -> int | None:
+    """The first whole microsecond after `now_us` at which the decaying score compares differently
+    with one of `levels` (None: never, with no new action)."""
+    now_sign = _signs(decayed(days, now_us, half_life_us, zone), levels)
+    ends = sorted(end for end in (zone.start(day + 1) for day in days) if end > now_us)
+    start = now_us
+    for index in range(len(ends) + 1):
+        stop = ends[index] if index < len(ends) else None
+        ended, pending = _parts(days, start, half_life_us, zone)
+        found = _crossing(ended, Decimal(pending), start, stop, half_life_us, levels)
+        if found is not None:
+            return _settle(days, now_us, max(found, now_us + 1), half_life_us, zone, levels, now_sign)
+        if stop is None:
+            return None
+        start = stop
+    return None
+
+
+def windowed_next_change(days: dict[int, int], ctx: EvalContext, spans: tuple[int, ...]) -> int | None:
+    """When a windowed score next changes: the local midnight a day leaves (or a future day enters)
+    one of the rules' windows."""
+    day = next_window_change(days, ctx.today, spans)
+    return None if day is None else ctx.zone.start(day)
+
+
+def score_signature(spec: Score) -> str:
+    """A short digest of what a score counts: points, products and links."""
+    counted = spec.model_dump_json(include={"points", "products", "links"})
+    return hashlib.sha256(counted.encode()).hexdigest()[:8]
+
+
+def _parts(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone) -> tuple[Decimal, int]:
+    """(the decayed points of the days ended by `at_us`, the points of the days not ended yet). A day
+    ending exactly at `at_us` has ended (its factor is exactly 1): the piece from there decays it."""
+    ended = _ZERO
+    pending = 0
+    for day in sorted(days):
+        points = days[day]
+        end = zone.start(day + 1)
+        if end > at_us:
+            pending += points
+        else:
+            factor = _MATH.power(_TWO, _MATH.divide(Decimal(end - at_us), Decimal(half_life_us)))
+            ended = _MATH.add(ended, _MATH.multiply(Decimal(points), factor))
+    return ended, pending
+
+
+def _crossing(
+    ended: Decimal, pending: Decimal, start: int, stop: int | None, half_life_us: int, levels: tuple[Decimal, ...]
+) -> int | None:
+    """The earliest instant in [start, stop) at which `pending + ended * 2 ** (-(t - start) / h)`
+    reaches one of `levels` (`levels_of`). Rounded up to a microsecond."""
+    if not ended:
+        return None
+    best: int | None = None
+    for level in levels:
+        gap = _MATH.subtract(level, pending)
+        if not gap or (gap > 0) != (ended > 0) or abs(gap) > abs(ended):
+            continue  # the decaying part never reaches it: it only shrinks towards 0
+        elapsed = _MATH.divide(_MATH.multiply(Decimal(half_life_us), _MATH.ln(_MATH.divide(ended, gap))), _LN2)
+        at = start + int(elapsed.to_integral_value(rounding=ROUND_CEILING))
+        if (stop is None or at < stop) and (best is None or at < best):
+            best = at
+    return best
+
+
+def _settle(
+    days: dict[int, int],
+    now_us: int,
+    at: int,
+    half_life_us: int,
+    zone: DayZone,
+    levels: tuple[Decimal, ...],
+    now_sign: tuple[bool, ...],
+) -> int:
+    """The solved instant `at`, moved to the first microsecond after `now_us` at which the rounded
+    score compares differently with a level: the rounded score decides, not the solution."""
+    steps = 0
+    while steps < _REFINE_STEPS and _signs(decayed(days, at, half_life_us, zone), levels) == now_sign:
+        at += 1
+        steps += 1
+    while (
+        steps < 2 * _REFINE_STEPS
+        and at - 1 > now_us
+        and _signs(decayed(days, at - 1, half_life_us, zone), levels) != now_sign
+    ):
+        at -= 1
+        steps += 1
+    return at
+
+
+def _signs(value: Decimal, levels: tuple[Decimal, ...]) -> tuple[bool, ...]:
+    return tuple([value >= level for level in levels])
+
+
+def _prune(state: ScoreState, first_kept_day: int) -> None:
+    for key in list(state.days):
+        days = state.days[key]
+        for day in [day for day in days if day < first_kept_day]:
+            del days[day]
+        if not days:
+            del state.days[key]
+
+
+def _longest_first(item: tuple[str, int]) -> tuple[int, str]:
+    return (-len(item[0]), item[0])
+
+
+def levels_of(condition: Condition) -> tuple[Decimal, ...]:
+    """The levels L at which a score condition changes truth, as `score >= L` does: the rounded score
+    is a whole number of UNITs, so `score > 5` is `score >= 5.0001` and `score <= 5` is `not score
+    >= 5.0001`."""
+    value = condition.value
+    op = condition.op
+    if op is Op.BETWEEN:
+        return (Decimal(value[0]), Decimal(value[1]) + UNIT)
+    if op is Op.GT or op is Op.LTE:
+        return (Decimal(value) + UNIT,)
+    return (Decimal(value),)
