@@ -3,7 +3,7 @@
     scripts/compile-engine.sh
     python -m benchmarks.engine --events 100000 --customers 10000       # writes the workload once
     PYTHONHASHSEED=0 valgrind --tool=callgrind --collect-atstart=no \\
-        --toggle-collect=CPyDef_replay___replay_to python -m benchmarks.replay_slice
+        --toggle-collect=CPyDef_replay___replay_to python -m benchmarks.replay_slice [--scores]
 
 Counts instructions, not seconds: on a shared machine the count holds where events/s do not.
 (`CPyDef_replay___replay_to` is the compiled function; the pure-Python engine has no such symbol.)
@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-file", default=".run/bench/events-100000-10000.jsonl")
     parser.add_argument("--lines", type=int, default=40_000)
     parser.add_argument("--timezone", default="UTC", help="the shop's time zone (IANA name)")
+    parser.add_argument("--scores", action="store_true", help="the workload with behaviour scores (workload.rules)")
     args = parser.parse_args(argv)
-    groups = TagGroupSet.model_validate(rules()).groups
+    groups = TagGroupSet.model_validate(rules(scores=args.scores)).groups
     engine = Engine(RuleBook.compile(groups, zone=day_zone(args.timezone)))
     with open(args.events_file, "rb") as source:
         lines = list(itertools.islice(source, args.lines))

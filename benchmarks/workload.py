@@ -118,17 +118,65 @@ def _event(
     }
 
 
+def score_rules() -> list[dict[str, Any]]:
+    """Two groups, ten tags on behaviour scores: the intent template (three tiers of a decaying score)
+    and seven on a score summed over windows, with its own points for one click target."""
+    groups = [group.model_dump(mode="json", exclude_none=True) for group in templates()["intent"].render()]
+    tiers = [("eng_hot", 30, "7d"), ("eng_warm", 10, "7d"), ("eng_day", 5, "1d"), ("eng_month", 40, "30d")]
+    tiers += [("eng_quarter", 80, "90d"), ("eng_buyer_week", 12, "7d"), ("eng_idle_month", 1, "30d")]
+    groups.append(
+        {
+            "id": "engagement_score",
+            "name": "engagement score",
+            "mode": "multi",
+            "tagging": "auto",
+            "auto_remove": True,
+            "scores": [
+                {
+                    "id": "engagement",
+                    "points": {"click": 1, "browse": 1, "order": 10, "refund": -10},
+                    "links": {"recommendation": 3},
+                }
+            ],
+            "tags": [
+                {
+                    "id": tag_id,
+                    "name": tag_id,
+                    "rule": {
+                        "match": "all",
+                        "conditions": [
+                            {
+                                "metric": "score",
+                                "name": "engagement",
+                                "op": "lt" if tag_id == "eng_idle_month" else "gte",
+                                "value": value,
+                                "window": {"last": last},
+                            }
+                        ],
+                    },
+                }
+                for tag_id, value, last in tiers
+            ],
+        }
+    )
+    return groups
+
+
 def write_events(path: str, count: int, customers: int, seed: int = 7) -> None:
     with open(path, "wb") as out:
         for event in events(count, customers, seed=seed):
             out.write(orjson.dumps(event) + b"\n")
 
 
-def rules() -> dict[str, Any]:
-    """20 groups, 100 tags: the four built-in templates plus typical merchant groups."""
+def rules(*, scores: bool = False) -> dict[str, Any]:
+    """20 groups, 100 tags: the built-in templates without scores plus typical merchant groups.
+    `scores`: 22 groups, 110 tags, one rule in ten on a behaviour score (`score_rules`)."""
     groups: list[dict[str, Any]] = []
     for template in templates().values():
-        groups.extend(group.model_dump(mode="json", exclude_none=True) for group in template.render())
+        rendered = template.render()
+        if any(group.scores for group in rendered):
+            continue  # the score templates are `score_rules`: the workload stays what it was measured as
+        groups.extend(group.model_dump(mode="json", exclude_none=True) for group in rendered)
 
     def group(group_id: str, mode: str, tags: list[tuple[str, dict[str, Any]]]) -> None:
         groups.append(
@@ -282,6 +330,8 @@ def rules() -> dict[str, Any]:
     total = sum(len(entry["tags"]) for entry in groups)
     assert len(groups) == 20, len(groups)
     assert total == 100, total
+    if scores:
+        groups.extend(score_rules())
     # plain data with no object shared between two places: yaml.safe_dump writes a shared object as
     # an anchor and aliases, which a rules file may not contain (services/runtime/user_yaml.py)
     plain: dict[str, Any] = orjson.loads(orjson.dumps({"groups": groups}))

@@ -63,7 +63,7 @@ MAX_NUMBER_TEXT: Final = 40
 """Characters of a number written as text ("199.90", "1e3"): read no further before refusing it."""
 
 MAX_SCORES: Final = 10
-"""Scores one tag group defines (docs/tags.md "Behaviour scores")."""
+"""Scores one tag group defines (docs/tagger.md "Behaviour scores")."""
 MAX_SCORE_POINTS: Final = 1_000
 """Points one action is worth, either way: a day's points stay far inside 64 bits even at DAY_CAP."""
 MAX_SCORE_TARGETS: Final = 100

@@ -4,7 +4,7 @@ A score adds points for each action a customer takes (a click, a browse, an orde
 points of their own for listed products (browses) and link prefixes (clicks: a tracked "radar" link is
 a click whose target starts with `radar:`). Without `decay` a rule reads the points summed over its
 window (`window: {last: 14d}`); with `decay` a rule reads every point ever earned, each halving every
-`half_life` from the end of the shop's local day it was earned on (docs/tags.md "Behaviour scores").
+`half_life` from the end of the shop's local day it was earned on (docs/tagger.md "Behaviour scores").
 """
 
 from __future__ import annotations

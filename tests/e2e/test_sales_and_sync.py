@@ -44,13 +44,17 @@ INTENT = {
     "mode": "exclusive",
     "tagging": "auto",
     "auto_remove": True,
+    # a per-link score: only clicks on the radar links a salesperson shares count (a banner scores 0)
+    "scores": [{"id": "radar", "links": {"radar:": 1}}],
     "tags": [
         {
             "id": "high",
             "name": "高意向",
             "rule": {
                 "match": "all",
-                "conditions": [_c := {"metric": "click_count", "op": "gte", "value": 3, "window": {"last": "1d"}}],
+                "conditions": [
+                    _c := {"metric": "score", "name": "radar", "op": "gte", "value": 3, "window": {"last": "1d"}}
+                ],
             },
         },
         {"id": "warm", "name": "有兴趣", "rule": {"match": "all", "conditions": [_c | {"value": 1}]}},
@@ -63,13 +67,13 @@ def owner(lead: int) -> str:
     return ("sales.wang", "sales.li", "sales.zhao")[lead % 3]
 
 
-def click(customer: str) -> dict[str, Any]:
+def click(customer: str, target: str = "radar:autumn-lookbook") -> dict[str, Any]:
     return {
         "type": "click",
         "event_id": uuid.uuid4().hex,
         "customer_id": customer,
         "occurred_at": datetime.now(UTC).isoformat(),
-        "target": "radar:autumn-lookbook",
+        "target": target,
     }
 
 
@@ -141,6 +145,9 @@ async def test_a_radar_link_click_alerts_the_salesperson_at_once_and_wecom_ends_
         await asyncio.sleep(2)  # the group's definition reaches every tagger partition
 
         posted: dict[str, float] = {}
+        for customer in leads:  # banner clicks first: worth nothing in the radar score
+            answer = await http.post("/v1/events", json=[click(customer, "banner:autumn-sale")], headers=operator)
+            assert answer.status_code == 202, answer.text
         for round_ in range(CLICKS_PER_LEAD):
             for customer in leads:
                 started = time.monotonic()
@@ -159,11 +166,11 @@ async def test_a_radar_link_click_alerts_the_salesperson_at_once_and_wecom_ends_
         latencies = sorted(arrived[customer] - posted[customer] for customer in leads)
         p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
         print(
-            f"\nclick -> salesperson alert over HTTP, Kafka, tagger, notifier and the robot: {LEADS} leads, "
-            f"{CLICKS_PER_SECOND} clicks/s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+            f"\nradar click (per-link score) -> salesperson alert over HTTP, Kafka, tagger, notifier and the robot: "
+            f"{LEADS} leads, {CLICKS_PER_SECOND} clicks/s: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
             f"max {latencies[-1] * 1000:.0f} ms"
         )
-        assert p99 < 10, "alerts should take well under a second; ten means something waits for a timeout"
+        assert p99 <= 1.0, f"p99 {p99 * 1000:.0f} ms: a radar click must reach its salesperson within a second"
 
         async def read_model() -> dict[str, set[tuple[str, str]]]:
             held: dict[str, set[tuple[str, str]]] = {}

@@ -52,8 +52,8 @@ def browse(*, when: datetime = T0, customer: str = "c1", product: str = "p1", ev
     return Browse(event_id=event_id or f"e{next(_ids)}", customer_id=customer, occurred_at=when, product_id=product)
 
 
-def click(*, when: datetime = T0, customer: str = "c1") -> Click:
-    return Click(event_id=f"e{next(_ids)}", customer_id=customer, occurred_at=when, target="banner")
+def click(*, when: datetime = T0, customer: str = "c1", target: str = "banner", event_id: str | None = None) -> Click:
+    return Click(event_id=event_id or f"e{next(_ids)}", customer_id=customer, occurred_at=when, target=target)
 
 
 def command(

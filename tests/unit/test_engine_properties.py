@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Context, Decimal
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,6 +33,7 @@ from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
 from schemas.tags import TagGroup
 from services.engine import Engine, RuleBook
 from services.engine.codec import decode, encode
+from services.engine.scores import decayed
 from services.runtime.zone import day_zone
 
 HORIZON_DAYS = 400
@@ -65,9 +66,14 @@ def any_of(*conditions: dict[str, Any]) -> dict[str, Any]:
 
 
 def grp(
-    group_id: str, mode: str, tags: list[tuple[str, dict[str, Any]]], *, auto_remove: bool = True
+    group_id: str,
+    mode: str,
+    tags: list[tuple[str, dict[str, Any]]],
+    *,
+    auto_remove: bool = True,
+    scores: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    return {
+    found = {
         "id": group_id,
         "name": group_id,
         "mode": mode,
@@ -75,6 +81,23 @@ def grp(
         "auto_remove": auto_remove,
         "tags": [{"id": tag_id, "name": tag_id, "rule": rule} for tag_id, rule in tags],
     }
+    return found | ({"scores": scores} if scores else {})
+
+
+def score_c(name: str, op: str, value: Any, last: str | None = None) -> dict[str, Any]:
+    return c("score", op, value, last) | {"name": name}
+
+
+SCORES = [
+    {
+        "id": "intent",
+        "points": {"click": 1, "browse": 2, "order": 10, "refund": -10},
+        "links": {"radar:": 3},
+        "products": {"p1": 4},
+        "decay": {"half_life": "3d"},
+    },
+    {"id": "activity", "points": {"click": 1, "browse": 1, "order": 5, "refund": -5}},
+]
 
 
 # Listed dependencies first: the batch side evaluates groups in this list order.
@@ -140,6 +163,20 @@ BATCH_GROUPS: list[dict[str, Any]] = [
         ],
     ),
     grp(
+        "scoring",
+        "multi",
+        [
+            ("keen", all_of(score_c("intent", "gte", 5))),
+            ("cooling", all_of(score_c("intent", "between", ["0.5", "4.9999"]))),
+            ("negative", all_of(score_c("intent", "lt", 0))),
+            ("faint", all_of(score_c("intent", "lte", "0.25"), c("order_count", "gte", 1))),
+            ("busy_week", all_of(score_c("activity", "gte", 3, "7d"))),
+            ("quiet_week", all_of(score_c("activity", "lte", 1, "7d"), c("order_count", "gte", 1))),
+            ("hot", any_of(score_c("intent", "gt", "12.5"), score_c("activity", "gt", 20, "3d"))),
+        ],
+        scores=SCORES,
+    ),
+    grp(
         "vip",
         "exclusive",
         [
@@ -172,6 +209,16 @@ STICKY_GROUPS: list[dict[str, Any]] = [
             ("seen", all_of(c("browse_count", "gte", 1, "7d"))),
         ],
         auto_remove=False,
+    ),
+    grp(
+        "score_memory",
+        "exclusive",
+        [
+            ("once_keen", all_of(score_c("intent", "gte", 8))),
+            ("once_busy", all_of(score_c("activity", "gte", 2, "3d"))),
+        ],
+        auto_remove=False,
+        scores=SCORES,
     ),
     grp(
         "memory",
@@ -241,6 +288,8 @@ class Batch:
     browse_days: list[date] = field(default_factory=list)
     click_days: list[date] = field(default_factory=list)
     counted_order_days: list[date] = field(default_factory=list)
+    points: dict[str, dict[date, int]] = field(default_factory=dict)
+    """Score id -> local day -> points earned that day."""
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
     @property
@@ -264,6 +313,12 @@ def recompute(events: Iterable[Any], zone: str = "UTC") -> Batch:
             batch.browse_days.append(event.occurred_at.astimezone(batch.zone).date())
         else:
             batch.click_days.append(event.occurred_at.astimezone(batch.zone).date())
+    scored = [event for event in distinct.values() if not isinstance(event, OrderPaid)] + list(paid.values())
+    for score in SCORES:
+        days = batch.points.setdefault(score["id"], {})
+        for event in scored:
+            day = event.occurred_at.astimezone(batch.zone).date()
+            days[day] = days.get(day, 0) + points_of(score, event)
     for order_id, order in paid.items():
         refund = refunded.get(order_id, Decimal(0))
         batch.total_spent += max(order.amount - refund, Decimal(0))
@@ -276,6 +331,37 @@ def recompute(events: Iterable[Any], zone: str = "UTC") -> Batch:
         batch.last_order_at = when if batch.last_order_at is None else max(batch.last_order_at, when)
         batch.products.update(item.product_id for item in order.items)
     return batch
+
+
+def points_of(score: dict[str, Any], event: Any) -> int:
+    points = score["points"]
+    if isinstance(event, Click):
+        prefixes = sorted((prefix for prefix in score.get("links", {}) if event.target.startswith(prefix)), key=len)
+        return score["links"][prefixes[-1]] if prefixes else points.get("click", 0)
+    if isinstance(event, Browse):
+        return score.get("products", {}).get(event.product_id, points.get("browse", 0))
+    return points.get("order" if isinstance(event, OrderPaid) else "refund", 0)
+
+
+def score_at(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
+    """A windowed score: the points of the window's days; a decaying one: every day's points halving
+    every half-life from the day's end (computed at twice the engine's precision), rounded down."""
+    days = batch.points[condition["name"]]
+    window = condition.get("window")
+    if window is not None:
+        span = int(window["last"].removesuffix("d"))
+        today = now.astimezone(batch.zone).date()
+        return sum(points for day, points in days.items() if today - timedelta(days=span) < day <= today)
+    (score,) = [score for score in SCORES if score["id"] == condition["name"]]
+    half_life_us = int(score["decay"]["half_life"].removesuffix("d")) * 86_400_000_000
+    wide = Context(prec=60)
+    total = Decimal(0)
+    for day, points in days.items():
+        end = datetime.combine(day + ONE_DAY, time(0), tzinfo=batch.zone).astimezone(UTC)
+        age_us = max(0, (now.astimezone(UTC) - end) // timedelta(microseconds=1))
+        factor = wide.power(Decimal(2), wide.divide(Decimal(-age_us), Decimal(half_life_us)))
+        total = wide.add(total, wide.multiply(Decimal(points), factor))
+    return total.quantize(Decimal("0.0001"), rounding=ROUND_FLOOR)
 
 
 def days_since(moment: datetime | None, now: datetime, zone: ZoneInfo) -> int | None:
@@ -303,6 +389,8 @@ def window_pending(condition: dict[str, Any], now: datetime, zone: ZoneInfo) -> 
 
 def observe(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
     metric = condition["metric"]
+    if metric == "score":
+        return score_at(batch, condition, now)
     window = condition.get("window")
     if window is not None:
         days = {
@@ -322,7 +410,7 @@ def observe(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
 
 
 def as_number(metric: str, value: Any) -> Any:
-    return Decimal(str(value)) if metric in MONEY else int(value)
+    return Decimal(str(value)) if metric in MONEY or metric == "score" else int(value)
 
 
 def condition_holds(batch: Batch, tags: dict[str, set[str]], condition: dict[str, Any], now: datetime) -> bool:
@@ -401,7 +489,7 @@ SPEC = st.one_of(
     ),
     st.tuples(st.just("refund"), SLOTS, DAYS, SECONDS, st.sampled_from(REFUNDS)),
     st.tuples(st.just("browse"), DAYS, SECONDS, st.sampled_from(PRODUCTS)),
-    st.tuples(st.just("click"), DAYS, SECONDS),
+    st.tuples(st.just("click"), DAYS, SECONDS, st.sampled_from(["banner", "radar:spring"])),
 )
 HISTORIES = st.lists(st.lists(SPEC, max_size=25), min_size=1, max_size=4)
 
@@ -447,8 +535,8 @@ def build_events(specs_per_customer: list[list[tuple[Any, ...]]], base: datetime
                     Browse(**common, occurred_at=base + timedelta(days=day, seconds=second), product_id=product)
                 )
             else:
-                _, day, second = spec
-                events.append(Click(**common, occurred_at=base + timedelta(days=day, seconds=second), target="banner"))
+                _, day, second, target = spec
+                events.append(Click(**common, occurred_at=base + timedelta(days=day, seconds=second), target=target))
     return customers, events
 
 
@@ -593,6 +681,11 @@ def test_streaming_matches_batch_recomputation(scenario: Scenario) -> None:
         assert [change.seq for change in stream] == list(range(1, len(stream) + 1))
         assert all(change.customer_id == customer for change in stream)
         assert replay(stream) == state.tag_ids()
+        if own:  # the scores themselves, exactly: the decaying one to its last rounded digit
+            assert engine_scores(state, scenario) == {
+                "intent": score_at(expected, score_c("intent", "gte", 0), scenario.now),
+                "activity": score_at(expected, score_c("activity", "gte", 0, "7d"), scenario.now),
+            }
 
 
 @PROPERTY_SETTINGS
@@ -606,6 +699,21 @@ def test_incremental_evaluation_equals_full_reevaluation(scenario: Scenario) -> 
         assert _key(inc_changes[customer]) == _key(full_changes[customer])
         assert inc_states[customer].tag_ids() == full_states[customer].tag_ids()
         assert replay(inc_changes[customer]) == inc_states[customer].tag_ids()
+
+
+def engine_scores(state: Any, scenario: Scenario) -> dict[str, Any]:
+    """The customer's scores as the engine reads them at `scenario.now` (the group `scoring`)."""
+    days = state.agg.scores.days if state.agg.scores is not None else {}
+    found = {key.split("/")[1].split(":")[0]: value for key, value in days.items() if key.startswith("scoring/")}
+    now_us = _us(scenario.now)
+    assert now_us is not None
+    zone = day_zone(scenario.zone)
+    today = zone.day(now_us)
+    activity = found.get("activity", {})
+    return {
+        "intent": decayed(found.get("intent", {}), now_us, 3 * 86_400_000_000, zone),
+        "activity": sum(points for day, points in activity.items() if today - 7 < day <= today),
+    }
 
 
 def _us(moment: datetime | None) -> int | None:
