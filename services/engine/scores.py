@@ -13,10 +13,13 @@ A decaying score with half-life h, read at instant t, is
     S(t) = sum over days d of  points(d) * 2 ** (-max(0, t - end(d)) / h)
 
 where end(d) is the local midnight that ends day d: an action's points count in full for the rest
-of its day, then halve every h. Every term and the sum are computed in `decimal` at 28 significant
-digits (round half even), the days in ascending order, and the score is S(t) rounded down to
-SCORE_PLACES decimal places. `decimal` computes the same digits on every platform (`float`'s pow and
-log come from the C library), so live and replay agree exactly.
+of its day, then halve every h. It is computed as the points of the days not ended yet plus
+M * 2 ** (-(t - e) / h), where e is the end of the latest ended day and M the ended days' mass at e,
+built day by day in day order (`_mass`: kept per day until those days' points change, so an
+evaluation costs one power, not one per day), in `decimal` at 28 significant digits (round half even; a power of 2
+as 2 ** -q for its whole half-lives times exp(-(r / h) * ln 2) for the rest), and the score
+is that rounded down to SCORE_PLACES decimal places. `decimal` computes the same digits on every
+platform (`float`'s pow and log come from the C library), so live and replay agree exactly.
 
 Between two day ends the points of the ended days decay as one exponential, so the instant a
 decaying score crosses a level L is solved exactly (L = C + E * 2 ** (-x / h), C the points not
@@ -49,6 +52,7 @@ SCORE_TIME: Final = "score"
 _MATH: Final = Context(prec=28, rounding=ROUND_HALF_EVEN)
 """The one context every score computation uses (never the thread's current context)."""
 _ZERO: Final = Decimal(0)
+_ONE: Final = Decimal(1)
 _TWO: Final = Decimal(2)
 _LN2: Final = _MATH.ln(_TWO)
 UNIT: Final = Decimal(1).scaleb(-SCORE_PLACES)
@@ -61,7 +65,7 @@ class ScoreState:
     """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
     The aggregates' one slot for scores: None for customers of a shop that defines none."""
 
-    __slots__ = ("days", "memo", "memo_us", "top_day")
+    __slots__ = ("days", "masses", "memo", "memo_us", "top_day")
 
     def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
         self.days: dict[str, dict[int, int]] = {} if days is None else days
@@ -71,6 +75,16 @@ class ScoreState:
         self.memo: dict[str, Decimal] = {}
         self.memo_us = -1
         """Decaying scores as read at `memo_us` (never stored: derived; cleared by the fold)."""
+        self.masses: dict[str, dict[int, Decimal]] = {}
+        """Score key -> latest ended day -> the decayed points of the days up to it, as of that day's
+        end (`_mass`): derived, kept while those days' points stay as they are (most actions are
+        today's, which has not ended)."""
+
+    def masses_of(self, key: str) -> dict[int, Decimal]:
+        found = self.masses.get(key)
+        if found is None:
+            found = self.masses[key] = {}
+        return found
 
 
 class CompiledScore(ScoreSource):
@@ -125,7 +139,8 @@ class CompiledScore(ScoreSource):
             state.memo_us = ctx.now_us
         found = state.memo.get(self.key)
         if found is None:
-            found = state.memo[self.key] = decayed(days, ctx.now_us, self.half_life_us, ctx.zone)
+            masses = state.masses_of(self.key)
+            found = state.memo[self.key] = decayed(days, ctx.now_us, self.half_life_us, ctx.zone, masses)
         return found
 
 
@@ -219,7 +234,9 @@ class ScorePlan:
                 best = at
         for score, levels in self.decaying:
             days = state.days.get(score.key)
-            at = next_flip(days, ctx.now_us, score.half_life_us, ctx.zone, levels) if days is not None else None
+            if days is None:
+                continue
+            at = next_flip(days, ctx.now_us, score.half_life_us, ctx.zone, levels, state.masses_of(score.key))
             if at is not None and (best is None or at < best):
                 best = at
         return best
@@ -236,6 +253,7 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
     if len(days_by_key) and not book.keys.issuperset(days_by_key):
         for key in [key for key in days_by_key if key not in book.keys]:
             del days_by_key[key]
+            state.masses.pop(key, None)
     state.memo_us = -1
     if day > state.top_day:
         state.top_day = day
@@ -245,6 +263,10 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
     for score in book.scores:
         points = score.points_for(event)
         if points:
+            masses = state.masses.get(score.key)
+            if masses:  # the masses that hold `day` change with it
+                for last in [last for last in masses if last >= day]:
+                    del masses[last]
             days = days_by_key.get(score.key)
             if days is None:
                 days = days_by_key[score.key] = {}
@@ -255,26 +277,34 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
                 del days[day]  # a refund that cancels the day's points: nothing left to keep
 
 
-def decayed(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone) -> Decimal:
-    """A decaying score at `at_us`: S(t) above, rounded down to SCORE_PLACES places."""
-    ended, pending = _parts(days, at_us, half_life_us, zone)
+def decayed(
+    days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal] | None = None
+) -> Decimal:
+    """A decaying score at `at_us`: S(t) above, rounded down to SCORE_PLACES places. `masses`: the
+    score's `ScoreState.masses` to read and keep the ended days' mass in."""
+    ended, pending = _parts(days, at_us, half_life_us, zone, masses)
     return _MATH.add(ended, Decimal(pending)).quantize(UNIT, rounding=ROUND_FLOOR)
 
 
 def next_flip(
-    days: dict[int, int], now_us: int, half_life_us: int, zone: DayZone, levels: tuple[Decimal, ...]
+    days: dict[int, int],
+    now_us: int,
+    half_life_us: int,
+    zone: DayZone,
+    levels: tuple[Decimal, ...],
+    masses: dict[int, Decimal] | None = None,
 ) -> int | None:
     """The first whole microsecond after `now_us` at which the decaying score compares differently
     with one of `levels` (None: never, with no new action)."""
-    now_sign = _signs(decayed(days, now_us, half_life_us, zone), levels)
+    now_sign = _signs(decayed(days, now_us, half_life_us, zone, masses), levels)
     ends = sorted(end for end in (zone.start(day + 1) for day in days) if end > now_us)
     start = now_us
     for index in range(len(ends) + 1):
         stop = ends[index] if index < len(ends) else None
-        ended, pending = _parts(days, start, half_life_us, zone)
+        ended, pending = _parts(days, start, half_life_us, zone, masses)
         found = _crossing(ended, Decimal(pending), start, stop, half_life_us, levels)
         if found is not None:
-            return _settle(days, now_us, max(found, now_us + 1), half_life_us, zone, levels, now_sign)
+            return _settle(days, now_us, max(found, now_us + 1), half_life_us, zone, levels, now_sign, masses)
         if stop is None:
             return None
         start = stop
@@ -294,20 +324,72 @@ def score_signature(spec: Score) -> str:
     return hashlib.sha256(counted.encode()).hexdigest()[:8]
 
 
-def _parts(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone) -> tuple[Decimal, int]:
+def _parts(
+    days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal] | None
+) -> tuple[Decimal, int]:
     """(the decayed points of the days ended by `at_us`, the points of the days not ended yet). A day
-    ending exactly at `at_us` has ended (its factor is exactly 1): the piece from there decays it."""
-    ended = _ZERO
+    has ended when the local day of `at_us` is after it (a day ending exactly at `at_us` has, with a
+    factor of exactly 1)."""
+    current = zone.day(at_us)
     pending = 0
-    for day in sorted(days):
-        points = days[day]
-        end = zone.start(day + 1)
-        if end > at_us:
+    found = False
+    last = 0
+    for day, points in days.items():
+        if day >= current:
             pending += points
-        else:
-            factor = _MATH.power(_TWO, _MATH.divide(Decimal(end - at_us), Decimal(half_life_us)))
-            ended = _MATH.add(ended, _MATH.multiply(Decimal(points), factor))
-    return ended, pending
+        elif not found or day > last:
+            last = day
+            found = True
+    if not found:
+        return _ZERO, pending
+    mass = _mass(days, last, half_life_us, zone, masses)
+    return _MATH.multiply(mass, _halved(at_us - zone.start(last + 1), half_life_us)), pending
+
+
+def _mass(
+    days: dict[int, int], last: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal] | None
+) -> Decimal:
+    """The mass of the days up to `last` as of its end, day by day: the first day's points, then at
+    each later day the mass so far halved over the time between the two days' ends, plus that day's
+    points. Continued from the latest mass kept in `masses` at or before `last`, and kept there."""
+    if masses is not None:
+        kept = masses.get(last)
+        if kept is not None:
+            return kept
+    ordered = sorted(day for day in days if day <= last)
+    start = 0
+    mass = _ZERO
+    previous_end = 0
+    if masses is not None:
+        for index in range(len(ordered) - 1, -1, -1):
+            kept = masses.get(ordered[index])
+            if kept is not None:
+                start = index + 1
+                mass = kept
+                previous_end = zone.start(ordered[index] + 1)
+                break
+    for index in range(start, len(ordered)):
+        day = ordered[index]
+        end = zone.start(day + 1)
+        if index:
+            mass = _MATH.multiply(mass, _halved(end - previous_end, half_life_us))
+        mass = _MATH.add(mass, Decimal(days[day]))
+        previous_end = end
+        if masses is not None:
+            masses[day] = mass
+    return mass
+
+
+def _halved(age_us: int, half_life_us: int) -> Decimal:
+    """2 ** (-age / h) for age >= 0: 2 ** -q exactly for the whole half-lives q in it, times
+    exp(-(r / h) * ln 2) for the rest r, if any (exp is far cheaper than a fractional power, and
+    whole half-lives stay exact: 10 points are exactly 5 one half-life later)."""
+    whole, rest = divmod(age_us, half_life_us)
+    factor = _MATH.power(_TWO, -whole) if whole else _ONE
+    if rest:
+        fraction = _MATH.exp(_MATH.divide(_MATH.multiply(Decimal(-rest), _LN2), Decimal(half_life_us)))
+        factor = _MATH.multiply(factor, fraction)
+    return factor
 
 
 def _crossing(
@@ -337,17 +419,18 @@ def _settle(
     zone: DayZone,
     levels: tuple[Decimal, ...],
     now_sign: tuple[bool, ...],
+    masses: dict[int, Decimal] | None,
 ) -> int:
     """The solved instant `at`, moved to the first microsecond after `now_us` at which the rounded
     score compares differently with a level: the rounded score decides, not the solution."""
     steps = 0
-    while steps < _REFINE_STEPS and _signs(decayed(days, at, half_life_us, zone), levels) == now_sign:
+    while steps < _REFINE_STEPS and _signs(decayed(days, at, half_life_us, zone, masses), levels) == now_sign:
         at += 1
         steps += 1
     while (
         steps < 2 * _REFINE_STEPS
         and at - 1 > now_us
-        and _signs(decayed(days, at - 1, half_life_us, zone), levels) != now_sign
+        and _signs(decayed(days, at - 1, half_life_us, zone, masses), levels) != now_sign
     ):
         at -= 1
         steps += 1
@@ -359,6 +442,7 @@ def _signs(value: Decimal, levels: tuple[Decimal, ...]) -> tuple[bool, ...]:
 
 
 def _prune(state: ScoreState, first_kept_day: int) -> None:
+    state.masses.clear()
     for key in list(state.days):
         days = state.days[key]
         for day in [day for day in days if day < first_kept_day]:
