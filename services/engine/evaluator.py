@@ -111,11 +111,12 @@ class Engine:
         if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone):
             self.duplicates += 1
             return changes
+        scored = False
         if scores is not None:
             # an action counts in the scores exactly when the aggregates counted it (not a browse or
             # click past the horizon or over the day's cap): their de-duplication is the scores' too
             if buckets is None or buckets.get(day, 0) > counted_before:
-                fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
+                scored = fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
         elif agg.scores is not None:
             agg.scores = None  # no score is defined any more
         ctx = EvalContext(agg, state.tags, now_us, self._zone)
@@ -139,7 +140,7 @@ class Engine:
                         state.due[family] = at
                         if state.next_at is None or at < state.next_at:
                             state.next_at = at
-        if self._scores_timed and not first:
+        if scored and self._scores_timed and not first:  # the scores' next change moves only with them
             self._reschedule(state, ctx, _SCORE_KEYS)
         return changes
 

@@ -242,10 +242,10 @@ class ScorePlan:
         return best
 
 
-def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int, horizon_days: int) -> None:
-    """Add one counted action (dated on local `day`) to every score it is worth points in. Days more
-    than `horizon_days` before the latest one are dropped, as are the points of scores no longer
-    defined (or counting differently now)."""
+def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int, horizon_days: int) -> bool:
+    """Add one counted action (dated on local `day`) to every score it is worth points in; False
+    when it is worth none (no score moved). Days more than `horizon_days` before the latest one are
+    dropped, as are the points of scores no longer defined (or counting differently now)."""
     state = agg.scores
     if state is None:
         state = agg.scores = ScoreState(top_day=day)
@@ -259,7 +259,8 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
         state.top_day = day
         _prune(state, day - horizon_days + 1)
     elif day <= state.top_day - horizon_days:
-        return  # older than anything kept
+        return False  # older than anything kept
+    moved = False
     for score in book.scores:
         points = score.points_for(event)
         if points:
@@ -275,6 +276,8 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
                 days[day] = left
             else:
                 del days[day]  # a refund that cancels the day's points: nothing left to keep
+            moved = True
+    return moved
 
 
 def decayed(
