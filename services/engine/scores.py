@@ -32,6 +32,7 @@ level. The engine schedules that instant through the customer's `due` (family SC
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterable
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Final
@@ -65,7 +66,7 @@ class ScoreState:
     """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
     The aggregates' one slot for scores: None for customers of a shop that defines none."""
 
-    __slots__ = ("days", "masses", "memo", "memo_us", "top_day")
+    __slots__ = ("approx", "days", "masses", "memo", "memo_us", "top_day")
 
     def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
         self.days: dict[str, dict[int, int]] = {} if days is None else days
@@ -80,11 +81,27 @@ class ScoreState:
         end (`_mass`): derived, kept while those days' points stay as they are (most actions are
         today's, which has not ended)."""
 
+        self.approx: dict[str, dict[int, float]] = {}
+        """The same masses as floats (`_approx_mass`): what decides a condition far from its level."""
+
     def masses_of(self, key: str) -> dict[int, Decimal]:
         found = self.masses.get(key)
         if found is None:
             found = self.masses[key] = {}
         return found
+
+    def approx_of(self, key: str) -> dict[int, float]:
+        found = self.approx.get(key)
+        if found is None:
+            found = self.approx[key] = {}
+        return found
+
+    def forget(self, key: str, day: int) -> None:
+        """The masses that hold `day` (kept for days from it on), whose points just changed."""
+        for kept in (self.masses.get(key), self.approx.get(key)):
+            if kept:
+                for last in [last for last in kept if last >= day]:
+                    del kept[last]
 
 
 class CompiledScore(ScoreSource):
@@ -180,6 +197,12 @@ class DecayingScore(CompiledCondition):
         super().__init__(spec)
         self.comparison = comparison
         self.score = score
+        levels = levels_of(spec)
+        op = spec.op
+        self.below = float(levels[0]) if op in (Op.GTE, Op.GT, Op.BETWEEN) else _NO_LEVEL
+        """The condition holds from this level up (nan: no lower bound)."""
+        self.above = float(levels[-1]) if op in (Op.LT, Op.LTE, Op.BETWEEN) else _NO_LEVEL
+        """... and below this one (nan: no upper bound)."""
 
     def read(self, ctx: EvalContext) -> Decimal:
         return self.score.value(ctx)
@@ -188,7 +211,27 @@ class DecayingScore(CompiledCondition):
         return self.comparison.holds(observed)
 
     def matches(self, ctx: EvalContext) -> bool:
+        """Decided on a float approximation when the score is clearly on one side of every level (a
+        float is within 1e-15 of the exact score; the margin is 1e-9), else on the exact score."""
+        state = ctx.agg.scores
+        days = state.days.get(self.score.key) if state is not None else None
+        if state is None or days is None:
+            return self.comparison.holds(_ZERO)
+        approx = _approx(days, ctx.now_us, self.score.half_life_us, ctx.zone, state.approx_of(self.score.key))
+        below = self.below
+        above = self.above
+        if _clear(approx, below) and _clear(approx, above):
+            return (below != below or approx >= below) and (above != above or approx < above)
         return self.comparison.holds(self.score.value(ctx))
+
+
+def _clear(approx: float, level: float) -> bool:
+    """Whether `approx` is on the same side of `level` as the exact score (nan: no level)."""
+    return level != level or abs(approx - level) > _MARGIN * (abs(approx) + abs(level) + 1.0)
+
+
+_MARGIN: Final = 1e-9
+_NO_LEVEL: Final = float("nan")
 
 
 class ScoreBook:
@@ -236,7 +279,9 @@ class ScorePlan:
             days = state.days.get(score.key)
             if days is None:
                 continue
-            at = next_flip(days, ctx.now_us, score.half_life_us, ctx.zone, levels, state.masses_of(score.key))
+            at = _early(days, ctx.now_us, score.half_life_us, ctx.zone, levels, state.approx_of(score.key))
+            if at == EXACT:
+                at = next_flip(days, ctx.now_us, score.half_life_us, ctx.zone, levels, state.masses_of(score.key))
             if at is not None and (best is None or at < best):
                 best = at
         return best
@@ -254,6 +299,7 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
         for key in [key for key in days_by_key if key not in book.keys]:
             del days_by_key[key]
             state.masses.pop(key, None)
+            state.approx.pop(key, None)
     state.memo_us = -1
     if day > state.top_day:
         state.top_day = day
@@ -264,10 +310,7 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
     for score in book.scores:
         points = score.points_for(event)
         if points:
-            masses = state.masses.get(score.key)
-            if masses:  # the masses that hold `day` change with it
-                for last in [last for last in masses if last >= day]:
-                    del masses[last]
+            state.forget(score.key, day)
             days = days_by_key.get(score.key)
             if days is None:
                 days = days_by_key[score.key] = {}
@@ -383,6 +426,81 @@ def _mass(
     return mass
 
 
+def _early(
+    days: dict[int, int],
+    now_us: int,
+    half_life_us: int,
+    zone: DayZone,
+    levels: tuple[Decimal, ...],
+    approx: dict[int, float],
+) -> int | None:
+    """A wake-up EARLY_US before a float estimate of the first crossing of a level, when that is
+    further away (the exact instant is solved at that wake-up: a wake-up per flip, no decimal
+    arithmetic per action); None: no crossing; EXACT: the exact solution is needed now (the score
+    near a level where a piece starts, or the crossing close)."""
+    ends = sorted(zone.start(day + 1) for day in days if zone.start(day + 1) > now_us)
+    start = now_us
+    for index in range(len(ends) + 1):
+        stop = ends[index] if index < len(ends) else None
+        ended, pending = _approx_parts(days, start, half_life_us, zone, approx)
+        best = -1.0
+        for level in levels:
+            target = float(level)
+            if not _clear(ended + pending, target):
+                return EXACT
+            gap = target - pending
+            if ended and gap and (gap > 0) == (ended > 0) and abs(gap) < abs(ended):
+                at = start + half_life_us * math.log2(ended / gap)
+                if (stop is None or at < stop) and (best < 0 or at < best):
+                    best = at
+        if best >= 0:
+            early = int(best) - EARLY_US
+            return early if early > now_us else EXACT
+        if stop is None:
+            return None
+        start = stop
+    return None
+
+
+EXACT: Final = -1
+EARLY_US: Final = 1_000_000
+"""How long before a float estimate of a flip the exact instant is solved: far more than a float's
+error in it (under a microsecond for the longest half-life)."""
+
+
+def _approx_parts(
+    days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, approx: dict[int, float]
+) -> tuple[float, int]:
+    """`_parts` in floats."""
+    current = zone.day(at_us)
+    pending = 0
+    found = False
+    last = 0
+    for day, points in days.items():
+        if day >= current:
+            pending += points
+        elif not found or day > last:
+            last = day
+            found = True
+    if not found:
+        return 0.0, pending
+    mass = approx.get(last)
+    if mass is None:
+        mass = 0.0
+        previous_end = 0
+        for index, day in enumerate(sorted(day for day in days if day <= last)):
+            end = zone.start(day + 1)
+            mass = (mass * 2.0 ** (-(end - previous_end) / half_life_us) if index else 0.0) + days[day]
+            previous_end = end
+        approx[last] = mass
+    return mass * 2.0 ** (-(at_us - zone.start(last + 1)) / half_life_us), pending
+
+
+def _approx(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, approx: dict[int, float]) -> float:
+    ended, pending = _approx_parts(days, at_us, half_life_us, zone, approx)
+    return ended + pending
+
+
 def _halved(age_us: int, half_life_us: int) -> Decimal:
     """2 ** (-age / h) for age >= 0: 2 ** -q exactly for the whole half-lives q in it, times
     exp(-(r / h) * ln 2) for the rest r, if any (exp is far cheaper than a fractional power, and
@@ -446,6 +564,7 @@ def _signs(value: Decimal, levels: tuple[Decimal, ...]) -> tuple[bool, ...]:
 
 def _prune(state: ScoreState, first_kept_day: int) -> None:
     state.masses.clear()
+    state.approx.clear()
     for key in list(state.days):
         days = state.days[key]
         for day in [day for day in days if day < first_kept_day]:
