@@ -27,6 +27,13 @@ yet decaying, E the decaying part at the start of the piece): x = h * log2(E / (
 candidate microsecond, and the score itself (the rounded S above) settles it: a condition on the
 score flips at the first whole microsecond at which the rounded score compares differently with its
 level. The engine schedules that instant through the customer's `due` (family SCORE_TIME).
+
+Floats only filter: a condition whose float score is clearly on one side of its level (a margin of
+1e-9, a float being within 1e-15) is decided on it, and a flip is solved exactly at a wake-up
+EARLY_US before a float estimate of it; everything near a level is decided by the decimals above.
+
+Over 400 lines: the fold, the exact arithmetic and its float filter are one contract; the decimal and
+float halves are next to move into a module of their own.
 """
 
 from __future__ import annotations
