@@ -21,6 +21,7 @@ COMPILED_MODULES = [
     "services/engine/comparisons.py",
     "services/engine/conditions.py",
     "services/engine/evaluator.py",
+    "services/engine/loyalty.py",
     "services/engine/manual.py",
     "services/engine/routing.py",
     "services/engine/rulebook.py",

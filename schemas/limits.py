@@ -31,6 +31,8 @@ MAX_ITEMS: Final = 1_000
 """Lines (products) of one order."""
 MAX_DAYS: Final = 36_600
 """Largest day count a `days_since_*` condition compares with (about 100 years)."""
+MAX_PERIODS: Final = 100
+"""Periods a loyalty condition looks back over (cycle x periods must also fit the tagger's horizon)."""
 
 MONEY_PLACES: Final = 4
 """Decimal places of an amount (CNY has 2; a few currencies have 3; 4 leaves room for unit prices)."""

@@ -23,6 +23,7 @@ from schemas.limits import (
     MAX_MONEY,
     MAX_NUMBER_TEXT,
     MAX_ORDER,
+    MAX_PERIODS,
     MAX_RULE_DEPTH,
     MAX_SEQ,
     MAX_TAGS,
@@ -43,6 +44,10 @@ class Metric(StrEnum):
     BROWSE_COUNT = "browse_count"
     CLICK_COUNT = "click_count"
     HAS_TAG = "has_tag"
+    LOYALTY = "loyalty"
+    LOYALTY_TREND = "loyalty_trend"
+    CYCLES_SINCE_LAST_ORDER = "cycles_since_last_order"
+    CYCLES_BETWEEN_LAST_ORDERS = "cycles_between_last_orders"
 
 
 class Op(StrEnum):
@@ -67,6 +72,10 @@ NUMERIC_METRICS = frozenset(
         Metric.POINTS_TOTAL,
         Metric.BROWSE_COUNT,
         Metric.CLICK_COUNT,
+        Metric.LOYALTY,
+        Metric.LOYALTY_TREND,
+        Metric.CYCLES_SINCE_LAST_ORDER,
+        Metric.CYCLES_BETWEEN_LAST_ORDERS,
     }
 )
 MONEY_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.AVG_ORDER_VALUE})
@@ -75,6 +84,10 @@ WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CL
 WINDOW_REQUIRED = frozenset({Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
 SET_METRICS = frozenset({Metric.BOUGHT_ANY, Metric.HAS_TAG})
 SET_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
+PERIOD_METRICS = frozenset({Metric.LOYALTY, Metric.LOYALTY_TREND})
+"""Metrics over the last `periods` periods of `cycle` days (services/engine/loyalty.py)."""
+CYCLE_METRICS = PERIOD_METRICS | {Metric.CYCLES_SINCE_LAST_ORDER, Metric.CYCLES_BETWEEN_LAST_ORDERS}
+"""Metrics counted in the shop's consumption cycle: they need `cycle`."""
 
 _LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
 _TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -157,13 +170,33 @@ ObservedValue = Annotated[
 ]
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Condition(Contract):
-    """`{metric, op, value, window?}`. Values are normalised per metric: counts to int, money to Decimal."""
+    """`{metric, op, value, window?, cycle?, periods?}`. Values are normalised per metric: counts to
+    int, money to Decimal. `cycle` and `periods` (the cycle metrics) are left out of the serialised
+    form when absent, so every other condition serialises (and fingerprints) as it always did."""
 
     metric: Metric
     op: Op
     value: ConditionValue
     window: Window | None = None
+    cycle: str | None = Field(
+        default=None,
+        examples=["30d"],
+        pattern=_LAST.pattern,
+        exclude_if=_absent,
+        description="the shop's consumption cycle in local days, for the cycle metrics (loyalty, cycles_*)",
+    )
+    periods: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PERIODS,
+        exclude_if=_absent,
+        description="how many cycles back loyalty and loyalty_trend look (cycle x periods within the horizon)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -171,8 +204,56 @@ class Condition(Contract):
             raise ValueError(f"metric {self.metric.value!r} takes no window")
         if self.window is None and self.metric in WINDOW_REQUIRED:
             raise ValueError(f"metric {self.metric.value!r} needs a window, e.g. window: {{last: 30d}}")
+        _check_cycle(self.metric, self.cycle, self.periods)
         object.__setattr__(self, "value", _normalise_value(self.metric, self.op, self.value))
+        if self.metric in CYCLE_METRICS and self.metric not in PERIOD_METRICS:
+            assert self.cycle_days is not None
+            _check_cycles_value(self.metric, self.value, self.cycle_days)
         return self
+
+    @property
+    def cycle_days(self) -> int | None:
+        return None if self.cycle is None else _cycle_days(self.cycle)
+
+
+def _check_cycle(metric: Metric, cycle: str | None, periods: int | None) -> None:
+    if metric not in CYCLE_METRICS:
+        for name, given in (("cycle", cycle), ("periods", periods)):
+            if given is not None:
+                raise ValueError(f"metric {metric.value!r} takes no '{name}'")
+        return
+    if cycle is None:
+        raise ValueError(f"metric {metric.value!r} needs 'cycle', the consumption cycle in days, e.g. cycle: 30d")
+    if _cycle_days(cycle) > MAX_DAYS:
+        raise ValueError(f"metric {metric.value!r}: 'cycle' is at most {MAX_DAYS} days, got {cycle}")
+    if metric not in PERIOD_METRICS:
+        if periods is not None:
+            raise ValueError(f"metric {metric.value!r} takes no 'periods'")
+        return
+    least = 2 if metric is Metric.LOYALTY_TREND else 1  # a trend compares two halves
+    if periods is None or periods < least:
+        raise ValueError(f"metric {metric.value!r} needs 'periods' (at least {least}), e.g. periods: 6")
+    if _cycle_days(cycle) * periods > MAX_DAYS:
+        raise ValueError(
+            f"metric {metric.value!r}: cycle x periods is at most {MAX_DAYS} days, got {cycle} x {periods}"
+        )
+
+
+def _check_cycles_value(metric: Metric, value: Any, cycle: int) -> None:
+    """A value in cycles is a day count once multiplied: it keeps the bound of the days metrics, so
+    that the instant it is reached is a valid one."""
+    numbers = value if isinstance(value, list) else [value]
+    widest = max(abs(number) for number in numbers)
+    if widest * cycle > MAX_DAYS:
+        raise ValueError(
+            f"metric {metric.value!r}: value x cycle is at most {MAX_DAYS} days, got {excerpt(value)} x {cycle}d"
+        )
+
+
+def _cycle_days(cycle: str) -> int:
+    match = _LAST.match(cycle)
+    assert match is not None  # guaranteed by the field pattern
+    return int(match.group(1))
 
 
 def _condition_or_rule(value: Any) -> str:
@@ -382,7 +463,12 @@ def _number(metric: Metric, value: Any) -> int | Decimal:
     return int(number)
 
 
-_BOUNDS: dict[Metric, int | Decimal] = dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS)
+_BOUNDS: dict[Metric, int | Decimal] = (
+    dict.fromkeys(MONEY_METRICS, MAX_MONEY)
+    | dict.fromkeys(DAY_METRICS, MAX_DAYS)
+    | dict.fromkeys((Metric.CYCLES_SINCE_LAST_ORDER, Metric.CYCLES_BETWEEN_LAST_ORDERS), MAX_DAYS)
+    | {Metric.LOYALTY: 100, Metric.LOYALTY_TREND: MAX_PERIODS}
+)
 
 
 def _too_long(value: object, limit: int = MAX_NUMBER_TEXT) -> bool:

@@ -22,7 +22,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.tags import Condition, Metric, Op, Rule
+from schemas.tags import CYCLE_METRICS, Condition, Metric, Op, Rule
 from services.engine.changes import ConditionOutcome
 from services.engine.comparisons import Comparison, comparison_for
 from services.engine.state import Held
@@ -118,6 +118,10 @@ def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCond
         return _BoughtAny(spec)
     if metric is Metric.HAS_TAG:
         return _HasTag(spec)
+    if metric in CYCLE_METRICS:
+        from services.engine.loyalty import compile_cycle_condition  # loyalty.py builds on this module
+
+        return compile_cycle_condition(spec)
     comparison = comparison_for(spec.op, spec.value)
     if spec.window is not None:
         kind = WINDOW_KINDS[metric]

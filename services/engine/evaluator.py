@@ -26,7 +26,7 @@ from services.engine.fingerprint import DefinitionChange, definition_change
 from services.engine.manual import commandable, forget_blocks, unblock
 from services.engine.routing import Routes
 from services.engine.rulebook import CompiledGroup, RuleBook
-from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
+from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, LOYALTY, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
 from services.engine.timeutil import from_us, to_us
@@ -34,7 +34,7 @@ from services.engine.windows import BROWSES, CLICKS, EvalContext
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, LOYALTY, MANUAL_EXPIRY)
 
 
 class Engine:

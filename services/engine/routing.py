@@ -16,7 +16,7 @@ from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.tags import Metric, Op
 from services.engine.conditions import CompiledCondition, CompiledRule, Matcher
 from services.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
-from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
+from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, LOYALTY, ORDER_TIME, ORDER_WINDOW, Fired
 from services.engine.windows import BROWSES, CLICKS
 
 _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
@@ -31,22 +31,37 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
         Metric.DAYS_SINCE_LAST_ORDER: -1,
         Metric.DAYS_SINCE_FIRST_ORDER: 1,
         Metric.BOUGHT_ANY: 1,
+        # loyalty.py: a counted order can only fill a period; late history may fill an old one (the
+        # trend falls) and may fall between the last two order days (the gap shrinks)
+        Metric.LOYALTY: 1,
+        Metric.LOYALTY_TREND: 0,
+        Metric.CYCLES_SINCE_LAST_ORDER: -1,
+        Metric.CYCLES_BETWEEN_LAST_ORDERS: 0,
     },
     OrderRefunded: {
         Metric.ORDER_COUNT: -1,
         Metric.TOTAL_SPENT: -1,
         Metric.POINTS_TOTAL: -1,
         Metric.AVG_ORDER_VALUE: 0,
+        Metric.LOYALTY: -1,
+        Metric.LOYALTY_TREND: 0,
     },
     Browse: {Metric.BROWSE_COUNT: 1},
     Click: {Metric.CLICK_COUNT: 1},
 }
 _ACTIVITY: Final[dict[type, int]] = {Browse: BROWSES, Click: CLICKS}
-_MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
+_MAY_APPEAR: Final = frozenset(
+    {
+        Metric.DAYS_SINCE_LAST_ORDER,
+        Metric.DAYS_SINCE_FIRST_ORDER,
+        Metric.CYCLES_SINCE_LAST_ORDER,
+        Metric.CYCLES_BETWEEN_LAST_ORDERS,
+    }
+)
 """Metrics absent until the first order: appearing can only make a condition truer."""
 _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
-    OrderPaid: (ORDER_TIME, ORDER_WINDOW),
-    OrderRefunded: (ORDER_WINDOW,),
+    OrderPaid: (ORDER_TIME, ORDER_WINDOW, LOYALTY),
+    OrderRefunded: (ORDER_WINDOW, LOYALTY),
     Browse: (BROWSE_WINDOW,),
     Click: (CLICK_WINDOW,),
 }

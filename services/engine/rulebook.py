@@ -219,6 +219,13 @@ def _condition_problems(
                 problems.append(f"{where}: has_tag refers to unknown group {ref_group!r}")
             elif ref_tag not in tags_by_group[ref_group]:
                 problems.append(f"{where}: has_tag refers to unknown tag {ref_tag!r} in group {ref_group!r}")
+    periods = condition.periods
+    cycle = condition.cycle_days
+    if periods is not None and cycle is not None and cycle * periods > horizon_days:
+        problems.append(
+            f"{where}: {condition.metric.value} over {periods} periods of {cycle}d looks back {cycle * periods} days, "
+            f"beyond the {horizon_days}-day horizon the tagger retains"
+        )
     window = condition.window
     if window is not None:
         last = window.last_days

@@ -49,8 +49,9 @@ SPAN_DAYS = 60
 # --------------------------------------------------------------------------------------------------
 
 
-def c(metric: str, op: str, value: Any, last: str | None = None) -> dict[str, Any]:
-    found: dict[str, Any] = {"metric": metric, "op": op, "value": value}
+def c(metric: str, op: str, value: Any, last: str | None = None, **cycle: Any) -> dict[str, Any]:
+    """A condition; `cycle=` and `periods=` for the cycle metrics (loyalty, cycles_*)."""
+    found: dict[str, Any] = {"metric": metric, "op": op, "value": value, **cycle}
     if last is not None:
         found["window"] = {"last": last}
     return found
@@ -137,6 +138,36 @@ BATCH_GROUPS: list[dict[str, Any]] = [
             ("loyal", all_of(c("points_total", "gte", 150))),
             ("big_basket", all_of(c("avg_order_value", "between", ["500", "1500"]))),
             ("spendy", all_of(c("avg_order_value", "gt", "1000.0000"), c("points_total", "not_in", [0]))),
+        ],
+    ),
+    grp(
+        "loyalty",
+        "multi",
+        [
+            ("loyal", all_of(c("loyalty", "gte", 50, cycle="7d", periods=4))),
+            ("any_period", all_of(c("loyalty", "between", [1, 40], cycle="10d", periods=6))),
+            ("none", all_of(c("loyalty", "eq", 0, cycle="3d", periods=5), c("order_count", "gte", 1))),
+            ("rising", all_of(c("loyalty_trend", "gte", 1, cycle="7d", periods=4))),
+            ("falling", all_of(c("loyalty_trend", "lt", 0, cycle="5d", periods=5))),
+        ],
+    ),
+    grp(
+        "status",
+        "exclusive",
+        [
+            (
+                "returned",
+                all_of(
+                    c("cycles_since_last_order", "lt", 1, cycle="7d"),
+                    c("cycles_between_last_orders", "gte", 2, cycle="7d"),
+                ),
+            ),
+            ("new", all_of(c("days_since_first_order", "lt", 7))),
+            ("active", all_of(c("cycles_since_last_order", "eq", 0, cycle="7d"))),
+            ("lost", all_of(c("cycles_since_last_order", "gte", 3, cycle="7d"))),
+            ("dormant", all_of(c("cycles_since_last_order", "in", [2], cycle="7d"))),
+            ("low_active", all_of(c("cycles_since_last_order", "gte", 1, cycle="7d"))),
+            ("short_gap", all_of(c("cycles_between_last_orders", "between", [0, 1], cycle="4d"))),
         ],
     ),
     grp(
@@ -241,6 +272,7 @@ class Batch:
     browse_days: list[date] = field(default_factory=list)
     click_days: list[date] = field(default_factory=list)
     counted_order_days: list[date] = field(default_factory=list)
+    paid_order_days: set[date] = field(default_factory=set)
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
     @property
@@ -275,7 +307,36 @@ def recompute(events: Iterable[Any], zone: str = "UTC") -> Batch:
         batch.first_order_at = when if batch.first_order_at is None else min(batch.first_order_at, when)
         batch.last_order_at = when if batch.last_order_at is None else max(batch.last_order_at, when)
         batch.products.update(item.product_id for item in order.items)
+        batch.paid_order_days.add(when.astimezone(batch.zone).date())
     return batch
+
+
+def bought_periods(batch: Batch, condition: dict[str, Any], now: datetime) -> list[bool]:
+    """Newest period first: whether a counted order's local date lies in it."""
+    cycle, periods = int(condition["cycle"].removesuffix("d")), condition["periods"]
+    today = now.astimezone(batch.zone).date()
+    starts = [today - timedelta(days=(index + 1) * cycle - 1) for index in range(periods)]
+    ends = [today - timedelta(days=index * cycle) for index in range(periods)]
+    return [
+        any(start <= day <= end for day in batch.counted_order_days) for start, end in zip(starts, ends, strict=True)
+    ]
+
+
+def observe_cycles(batch: Batch, condition: dict[str, Any], now: datetime) -> int | None:
+    metric = condition["metric"]
+    cycle = int(condition["cycle"].removesuffix("d"))
+    if metric == "loyalty":
+        bought = bought_periods(batch, condition, now)
+        return 100 * sum(bought) // len(bought)
+    if metric == "loyalty_trend":
+        bought = bought_periods(batch, condition, now)
+        half = len(bought) // 2
+        return sum(bought[:half]) - sum(bought[len(bought) - half :])
+    if metric == "cycles_since_last_order":
+        days = days_since(batch.last_order_at, now, batch.zone)
+        return None if days is None else days // cycle
+    ordered = sorted(batch.paid_order_days)  # cycles_between_last_orders
+    return (ordered[-1] - ordered[-2]).days // cycle if len(ordered) >= 2 else None
 
 
 def days_since(moment: datetime | None, now: datetime, zone: ZoneInfo) -> int | None:
@@ -314,6 +375,8 @@ def observe(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
             return in_window(days, window["last"], now, batch.zone)
         first, end = date.fromisoformat(window["from"]), date.fromisoformat(window["to"])
         return sum(1 for day in days if first <= day < end)
+    if "cycle" in condition:
+        return observe_cycles(batch, condition, now)
     if metric == "days_since_last_order":
         return days_since(batch.last_order_at, now, batch.zone)
     if metric == "days_since_first_order":
