@@ -26,7 +26,9 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture(scope="module")
-async def shop(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
+async def shop(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Harness]:
     prefix = f"it-status-{uuid.uuid4().hex[:8]}"
     datadir = Path(tmp_path_factory.mktemp("tagger"))
     worker = worker_settings(prefix, kafka_bootstrap, redis_url, datadir, partitions=1)
