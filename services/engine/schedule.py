@@ -133,8 +133,8 @@ class TimePlan:
                 spans.setdefault(spec.metric, set()).add(span)
                 window_tags.setdefault((spec.metric, span), {}).setdefault(group_id, set()).add(tag_id)
             elif spec.metric in _DAYS_SINCE:
-                cycle = spec.cycle_days or 1  # a value in cycles reaches v on day v x cycle
-                day_points.setdefault(spec.metric, set()).update(point * cycle for point in change_points(spec))
+                unit = spec.cycle_days or 1  # a value in cycles reaches v on day v x cycle
+                day_points.setdefault(spec.metric, set()).update(point * unit for point in change_points(spec))
                 day_tags.setdefault(spec.metric, {}).setdefault(group_id, set()).add(tag_id)
             elif spec.metric in _PERIOD_METRICS:
                 cycle, periods = spec.cycle_days, spec.periods
