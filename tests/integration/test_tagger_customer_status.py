@@ -5,7 +5,6 @@ tagger's timers, with no event."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,8 +16,7 @@ import pytest
 from services.runtime.clock import ManualClock
 from services.runtime.definitions import templates
 from services.runtime.settings import ShopSettings
-from services.tagger.app import build_app
-from tests.integration.test_tagger import Harness, paid_event, summary, worker_settings
+from tests.integration.test_tagger import Harness, paid_event, running, summary, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +32,9 @@ async def shop(
     worker = worker_settings(prefix, kafka_bootstrap, redis_url, datadir, partitions=1)
     settings = worker.model_copy(update={"shop": ShopSettings(timezone="Asia/Shanghai")})
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-    tagger = build_app(settings, clock=clock)
-    await tagger.create_topics()
-    run = Harness(tagger, clock, kafka_bootstrap)
-    await run.publish(*templates()["customer_status"].render({"cycle": "7"}))
-    await asyncio.wait_for(tagger.app.start(), 60)
-    deadline = time.monotonic() + 60
-    while not tagger.ready:
-        assert time.monotonic() < deadline, "tagger did not become ready"
-        await asyncio.sleep(0.1)
-    yield run
-    await asyncio.wait_for(tagger.app.stop(), 60)
+    status = templates()["customer_status"].render({"cycle": "7"})
+    async with running(settings, clock, kafka_bootstrap, *status) as run:
+        yield run
 
 
 async def test_an_active_customer_turns_low_active_at_shanghai_midnight_a_cycle_after_the_last_order(
