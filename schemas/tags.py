@@ -340,6 +340,8 @@ class ConditionOutcome(Contract):
     op: Op
     value: ConditionValue
     window: Window | None = None
+    cycle: str | None = Field(default=None, exclude_if=_absent, description="as the condition's, when it has one")
+    periods: int | None = Field(default=None, exclude_if=_absent, description="as the condition's, when it has one")
     observed: ObservedValue = Field(description="the customer's value; null when the metric is absent")
     matched: bool
 

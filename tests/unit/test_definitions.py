@@ -164,7 +164,7 @@ def test_every_problem_is_reported_at_once():
 
 def test_every_built_in_template_compiles():
     found = templates()
-    assert set(found) == {"rfm", "lifecycle", "value_tiers", "churn"}
+    assert set(found) == {"rfm", "lifecycle", "value_tiers", "churn", "loyalty", "customer_status"}
     for template in found.values():
         RuleBook.compile(template.render())
 

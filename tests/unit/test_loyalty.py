@@ -194,9 +194,7 @@ def test_a_refunded_last_order_still_counts_as_a_visit_for_the_status() -> None:
     assert state.tag_ids() == {"customer_status": ["returned"]}
 
 
-def test_the_templates_render_with_their_defaults_and_with_a_weekly_cycle() -> None:
-    for name in ("loyalty", "customer_status"):
-        RuleBook.compile(templates()[name].render(), horizon_days=400)
+def test_the_status_template_renders_with_a_weekly_cycle() -> None:
     weekly = templates()["customer_status"].render({"cycle": "7"})
     conditions = [tag.rule.conditions for tag in weekly[0].tags if tag.rule is not None]
     assert {c.cycle for rule in conditions for c in rule if isinstance(c, Condition)} == {"7d", None}
