@@ -82,7 +82,8 @@ def test_a_source_names_a_known_channel():
     assert "douyin" in error.reason  # the channels it could be
     ok = {"type": "source_attributed", **BASE, "channel": "own_store", "sub_channel": "静安店", "code_id": "qr-9"}
     [parsed], errors = parse_events(_json(ok))
-    assert errors == [] and parsed.sub_channel == "静安店"
+    assert errors == []
+    assert parsed.sub_channel == "静安店"
 
 
 @pytest.mark.parametrize(

@@ -104,10 +104,12 @@ def test_a_definition_change_forgets_attributes_no_rule_reads_any_more():
     other = group("orders", [("some", [cond("order_count", "gte", 1)])])
     change = eng.load(type(eng.rulebook).compile([regions().model_copy(update={"disabled": True}), other]))
     eng.backfill(state, change, SHANGHAI_NOON)
-    assert state.agg.profile is not None and "region" in state.agg.profile.attributes  # a disabled group still reads
+    assert state.agg.profile is not None
+    assert "region" in state.agg.profile.attributes
     change = eng.load(type(eng.rulebook).compile([other]))
     eng.backfill(state, change, SHANGHAI_NOON)
-    assert state.agg.profile is not None and state.agg.profile.attributes == {}
+    assert state.agg.profile is not None
+    assert state.agg.profile.attributes == {}
 
 
 def test_an_explanation_quotes_an_attribute_only_as_far_as_the_rule_lists_it():
@@ -195,7 +197,8 @@ def test_the_first_touch_decides_even_when_it_arrives_after_a_later_one():
     earlier = SHANGHAI_NOON - timedelta(days=30)
     moved = eng.on_event(state, sourced("own_store", "静安店", code_id="qr-88", when=earlier), SHANGHAI_NOON)
     assert changes_of(moved) == [("channel", "douyin", "removed", "rule"), ("channel", "jingan_store", "added", "rule")]
-    assert state.agg.profile is not None and state.agg.profile.last is not None
+    assert state.agg.profile is not None
+    assert state.agg.profile.last is not None
     assert state.agg.profile.last.path == "douyin/live-3"
 
 
@@ -251,10 +254,12 @@ def test_a_profile_survives_storage():
     eng.on_event(state, profile(region="上海", birth_date="1990-05-04", clear=["gender"]), SHANGHAI_NOON)
     eng.on_event(state, sourced("own_store", "静安店", code_id="qr-1"), SHANGHAI_NOON)
     twin = decode(encode(state))
-    assert twin.agg.profile is not None and state.agg.profile is not None
+    assert twin.agg.profile is not None
+    assert state.agg.profile is not None
     assert twin.agg.profile.attributes == state.agg.profile.attributes
     assert twin.agg.profile.channels == {"own_store"}
-    assert twin.agg.profile.first is not None and twin.agg.profile.first.code_id == "qr-1"
+    assert twin.agg.profile.first is not None
+    assert twin.agg.profile.first.code_id == "qr-1"
     assert encode(twin) == encode(state)
     assert eng.evaluate(twin, SHANGHAI_NOON) == []
 
