@@ -397,7 +397,7 @@ def condition_holds(batch: Batch, tags: dict[str, set[str]], condition: dict[str
         }[metric]
         if found is None:
             return False
-        listed = found in wanted or found.split("/")[0] in wanted and metric != "attribute"
+        listed = found in wanted or (found.split("/")[0] in wanted and metric != "attribute")
         return listed is (op in ("eq", "in"))
     if metric == "sources_any":
         return any(channel in batch.channels for channel in wanted) is (op in ("eq", "in"))
