@@ -29,7 +29,7 @@ from decimal import Decimal
 from typing import Final
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded, ProfileUpdated, SourceAttributed
-from services.engine.profile import Profile
+from services.engine.profile import ProfileState
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
 
@@ -145,7 +145,7 @@ class Aggregates:
         """`order_days()`, kept up to date by the fold once first asked for (never stored: derived)."""
         self.browse_windows: Windows | None = None
         self.click_windows: Windows | None = None
-        self.profile: Profile | None = None
+        self.profile: ProfileState | None = None
         """Profile attributes and sources (profile.py); None for customers without any, most of them."""
         self.order_windows: Windows | None = None
         """The latest relative window counts evaluation asked for (`EvalContext.windows`), kept in
@@ -327,7 +327,7 @@ def _fold_profile(
 ) -> bool:
     profile = state.profile
     if profile is None:
-        profile = Profile()
+        profile = ProfileState()
     applied = profile.update(event, at, keep) if isinstance(event, ProfileUpdated) else profile.touch(event, at)
     if state.profile is None and not profile.empty:  # an update of attributes no rule reads leaves None
         state.profile = profile

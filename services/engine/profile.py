@@ -52,7 +52,7 @@ class Touch:
         return self.at_us == other.at_us and self.event_id == other.event_id
 
 
-class Profile:
+class ProfileState:
     """What the engine keeps of one customer's profile and sources (None on the aggregates until the
     customer has any)."""
 
@@ -120,7 +120,7 @@ class Profile:
 # -- age ------------------------------------------------------------------------------------------
 
 
-def birth_date(profile: Profile | None) -> date | None:
+def birth_date(profile: ProfileState | None) -> date | None:
     if profile is None:
         return None
     text = profile.value(BIRTH_DATE)

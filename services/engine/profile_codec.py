@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.engine.profile import Profile, Touch
+from services.engine.profile import ProfileState, Touch
 
 
-def pack_profile(profile: Profile) -> list[Any]:
+def pack_profile(profile: ProfileState) -> list[Any]:
     attributes = profile.attributes
     return [
         [item for name in sorted(attributes) for item in (name, *attributes[name])],
@@ -20,9 +20,9 @@ def pack_profile(profile: Profile) -> list[Any]:
     ]
 
 
-def unpack_profile(packed: list[Any]) -> Profile:
+def unpack_profile(packed: list[Any]) -> ProfileState:
     flat, channels, first, last = packed
-    profile = Profile()
+    profile = ProfileState()
     for index in range(0, len(flat), 4):
         profile.attributes[flat[index]] = (flat[index + 1], flat[index + 2], flat[index + 3])
     profile.channels = set(channels)
