@@ -12,6 +12,8 @@ from schemas.excerpt import PERSONAL_FIELDS, WITHHELD, describe_validation_error
 from schemas.limits import MAX_ATTRIBUTE_LENGTH, MAX_CUSTOM_ATTRIBUTES
 from schemas.tags import Condition
 from services.ingest.api.events import parse_events
+from services.ingest.app import create_app
+from services.runtime.settings import Settings
 
 BASE = {"event_id": "e1", "customer_id": "c1", "occurred_at": "2026-03-01T04:00:00+08:00"}
 
@@ -111,3 +113,11 @@ def test_attribute_values_in_rules_are_texts_even_when_written_as_numbers():
 
 def _json(document) -> bytes:
     return orjson.dumps(document)
+
+
+def test_the_openapi_document_describes_profile_and_source_events() -> None:
+    schemas = create_app(Settings()).openapi()["components"]["schemas"]
+    event_types = {ref["$ref"].rsplit("/", 1)[1] for ref in schemas["CustomerEvent"]["oneOf"]}
+    assert {"ProfileUpdated", "SourceAttributed"} <= event_types
+    assert schemas["SourceAttributed"]["properties"]["channel"]["enum"][:3] == ["taobao", "tmall", "jd"]
+    assert schemas["ProfileUpdated"]["properties"]["custom"]["maxProperties"] == MAX_CUSTOM_ATTRIBUTES
