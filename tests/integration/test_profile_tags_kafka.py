@@ -11,48 +11,19 @@ from typing import Any
 import orjson
 import pytest
 
-from services.runtime.definitions import templates
-from services.runtime.settings import Settings
 from tests.support.ingest_harness import (
-    Client,
+    Stack,
     create_topics,
     held,
     ingest_settings,
-    rule,
     running_ingest,
     running_tagger,
     unique,
 )
 from tests.support.kafka_io import TopicReader, produce
+from tests.support.payloads import profile_groups
 
 pytestmark = pytest.mark.integration
-
-REGION = {
-    "id": "region",
-    "name": "地区",
-    "mode": "multi",
-    "tagging": "auto",
-    "auto_remove": True,
-    "tags": [
-        {
-            "id": "east",
-            "name": "华东",
-            "rule": rule({"metric": "attribute", "name": "region", "op": "in", "value": ["上海", "杭州"]}),
-        },
-        {
-            "id": "not_east",
-            "name": "非华东",
-            "rule": rule({"metric": "attribute", "name": "region", "op": "not_in", "value": ["上海", "杭州"]}),
-        },
-        {"id": "omni", "name": "全渠道", "rule": rule({"metric": "sources_any", "op": "in", "value": ["tmall", "jd"]})},
-    ],
-}
-
-
-class Stack:
-    def __init__(self, settings: Settings, client: Client) -> None:
-        self.settings = settings
-        self.client = client
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +31,7 @@ async def stack(kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.T
     settings = ingest_settings(kafka_bootstrap, redis_url, f"it-profile-{uuid.uuid4().hex[:8]}")
     await create_topics(settings)
     async with running_tagger(settings, tmp_path_factory.mktemp("tagger")), running_ingest(settings) as client:
-        groups = [REGION] + [
-            group.model_dump(mode="json", by_alias=True)
-            for name in ("age_bands", "source_channels")
-            for group in templates()[name].render()
-        ]
-        for group in groups:
+        for group in profile_groups():
             response = await client.post("/v1/groups", "admin", json=group)
             assert response.status_code == 201, response.text
         yield Stack(settings, client)
