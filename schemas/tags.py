@@ -13,6 +13,7 @@ from pydantic import Tag as UnionTag
 
 from schemas.attributes import PROFILE_TEXT_METRICS, profile_text
 from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, Text, UtcDatetime, check_safe
+from schemas.events import AttributeName
 from schemas.excerpt import excerpt
 from schemas.limits import (
     MAX_AGE,
@@ -171,7 +172,7 @@ class Condition(Contract):
     """`{metric, op, value, window?}`. Values are normalised per metric: counts to int, money to Decimal."""
 
     metric: Metric
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] | None = Field(
+    name: AttributeName | None = Field(
         default=None, description="the attribute an `attribute` condition reads (region, gender, a custom field)"
     )
     op: Op
@@ -341,7 +342,6 @@ def _depth(rule: Any) -> int:
 def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
     if metric in SET_METRICS or metric.value in PROFILE_TEXT_METRICS:
         return _normalise_set_value(metric, op, value)
-
     if op in (Op.IN, Op.NOT_IN):
         return [_number(metric, item) for item in _as_list(op, value)]
     if op is Op.BETWEEN:
