@@ -11,9 +11,12 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AwareDatetime, Discriminator, Field, WithJsonSchema, model_validator
 from pydantic import Tag as UnionTag
 
+from schemas.attributes import PROFILE_TEXT_METRICS, profile_text
 from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, Text, UtcDatetime, check_safe
+from schemas.events import AttributeName
 from schemas.excerpt import excerpt
 from schemas.limits import (
+    MAX_AGE,
     MAX_CONDITIONS,
     MAX_COUNT,
     MAX_DAYS,
@@ -48,6 +51,11 @@ class Metric(StrEnum):
     LOYALTY_TREND = "loyalty_trend"
     CYCLES_SINCE_LAST_ORDER = "cycles_since_last_order"
     CYCLES_BETWEEN_LAST_ORDERS = "cycles_between_last_orders"
+    ATTRIBUTE = "attribute"
+    AGE = "age"
+    FIRST_SOURCE = "first_source"
+    LAST_SOURCE = "last_source"
+    SOURCES_ANY = "sources_any"
 
 
 class Op(StrEnum):
@@ -76,6 +84,7 @@ NUMERIC_METRICS = frozenset(
         Metric.LOYALTY_TREND,
         Metric.CYCLES_SINCE_LAST_ORDER,
         Metric.CYCLES_BETWEEN_LAST_ORDERS,
+        Metric.AGE,
     }
 )
 MONEY_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.AVG_ORDER_VALUE})
@@ -88,6 +97,8 @@ PERIOD_METRICS = frozenset({Metric.LOYALTY, Metric.LOYALTY_TREND})
 """Metrics over the last `periods` periods of `cycle` days (services/engine/loyalty.py)."""
 CYCLE_METRICS = PERIOD_METRICS | {Metric.CYCLES_SINCE_LAST_ORDER, Metric.CYCLES_BETWEEN_LAST_ORDERS}
 """Metrics counted in the shop's consumption cycle: they need `cycle`."""
+NAMED_METRICS = frozenset({Metric.ATTRIBUTE})
+"""Metrics that read one of several values of their kind, chosen by the condition's `name`."""
 
 _LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
 _TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -180,6 +191,9 @@ class Condition(Contract):
     form when absent, so every other condition serialises (and fingerprints) as it always did."""
 
     metric: Metric
+    name: AttributeName | None = Field(
+        default=None, description="the attribute an `attribute` condition reads (region, gender, a custom field)"
+    )
     op: Op
     value: ConditionValue
     window: Window | None = None
@@ -200,6 +214,9 @@ class Condition(Contract):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if (self.name is None) == (self.metric in NAMED_METRICS):
+            wrong = "needs a name, e.g. name: region" if self.name is None else "takes no name"
+            raise ValueError(f"metric {self.metric.value!r} {wrong}")
         if self.window is not None and self.metric not in WINDOWED_METRICS:
             raise ValueError(f"metric {self.metric.value!r} takes no window")
         if self.window is None and self.metric in WINDOW_REQUIRED:
@@ -337,6 +354,9 @@ class ConditionOutcome(Contract):
     """One condition as evaluated: what it asked and what the customer had."""
 
     metric: Metric
+    name: str | None = Field(
+        default=None, exclude_if=lambda name: name is None, description="the attribute read; absent for unnamed metrics"
+    )
     op: Op
     value: ConditionValue
     window: Window | None = None
@@ -403,7 +423,7 @@ def _depth(rule: Any) -> int:
 
 
 def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
-    if metric in SET_METRICS:
+    if metric in SET_METRICS or metric.value in PROFILE_TEXT_METRICS:
         return _normalise_set_value(metric, op, value)
     if op in (Op.IN, Op.NOT_IN):
         return [_number(metric, item) for item in _as_list(op, value)]
@@ -425,6 +445,9 @@ def _normalise_set_value(metric: Metric, op: Op, value: Any) -> Any:
     items = _as_list(op, value) if op in (Op.IN, Op.NOT_IN) else [value]
     texts = []
     for item in items:
+        if metric.value in PROFILE_TEXT_METRICS:
+            texts.append(profile_text(metric.value, item))
+            continue
         if isinstance(item, bool) or not isinstance(item, str | int) or _too_long(item, MAX_ID_LENGTH * 2 + 1):
             raise ValueError(f"metric {metric.value!r} compares ids, got {excerpt(item)}")
         text = check_safe(str(item))
@@ -470,6 +493,7 @@ _BOUNDS: dict[Metric, int | Decimal] = (
     | dict.fromkeys(DAY_METRICS, MAX_DAYS)
     | dict.fromkeys((Metric.CYCLES_SINCE_LAST_ORDER, Metric.CYCLES_BETWEEN_LAST_ORDERS), MAX_DAYS)
     | {Metric.LOYALTY: 100, Metric.LOYALTY_TREND: MAX_PERIODS}
+    | {Metric.AGE: MAX_AGE}
 )
 
 

@@ -10,6 +10,8 @@ Two kinds of metric move while no event arrives:
 - cycles since the last order (a days-since value compared in cycles: its points are in days) and
   loyalty over the last n periods of t days (`loyalty.py`): a loyalty value changes only at a local
   midnight when an order day crosses a period boundary.
+- age: whole years from the birth date, which only matter when they reach a value the rules compare
+  them with, on a birthday (profile.py: 1 March for 29 February in common years).
 
 Days are the shop's local days (`EvalContext.zone`): a window or a days-since value moves at local
 midnight, which is `zone.start(day)` as an instant (23 or 25 hours apart across a clock change).
@@ -30,6 +32,7 @@ from typing import Final
 from schemas.tags import Metric
 from services.engine.conditions import CompiledCondition, FixedWindow, change_points
 from services.engine.loyalty import PeriodShape, next_period_change, periods_turning
+from services.engine.profile import age_on, birth_date, next_age_change
 from services.engine.windows import ORDERS, SCAN_MAX, WINDOW_KINDS, EvalContext
 
 ORDER_TIME: Final = "order_time"
@@ -38,6 +41,7 @@ BROWSE_WINDOW: Final = "browse_window"
 CLICK_WINDOW: Final = "click_window"
 WINDOW_END: Final = "window_end"
 LOYALTY: Final = "loyalty"
+AGE_TIME: Final = "age"
 
 WINDOW_METRIC: Final = {
     ORDER_WINDOW: Metric.ORDER_COUNT,
@@ -97,6 +101,9 @@ class TimePlan:
     """The (cycle, periods) of the loyalty conditions, in a fixed order (the LOYALTY family's hits
     are indexes into it)."""
     period_tags: Mapping[PeriodShape, Readers] = field(default_factory=dict)
+    age_points: tuple[int, ...] = ()
+    """The ages at which some `age` condition can change truth."""
+    age_tags: Mapping[str, frozenset[str]] = field(default_factory=dict)
     _windows: Mapping[str, _Window] = field(init=False, repr=False, compare=False)
     _days: tuple[_DaysSince, ...] = field(init=False, repr=False, compare=False)
 
@@ -122,6 +129,8 @@ class TimePlan:
         end_tags: dict[int, dict[str, set[str]]] = {}
         end_metrics: dict[int, set[Metric]] = {}
         period_tags: dict[PeriodShape, dict[str, set[str]]] = {}
+        age_points: set[int] = set()
+        age_tags: dict[str, set[str]] = {}
         for group_id, tag_id, condition in conditions:
             spec = condition.spec
             span = spec.window.last_days if spec.window is not None else None
@@ -142,6 +151,9 @@ class TimePlan:
                 assert periods is not None
                 shape = (cycle, periods)
                 period_tags.setdefault(shape, {}).setdefault(group_id, set()).add(tag_id)
+            elif spec.metric is Metric.AGE:
+                age_points.update(change_points(spec))
+                age_tags.setdefault(group_id, set()).add(tag_id)
         return cls(
             spans={metric: tuple(sorted(values)) for metric, values in spans.items()},
             window_tags={key: _frozen(value) for key, value in window_tags.items()},
@@ -152,6 +164,8 @@ class TimePlan:
             end_metrics={end: tuple(sorted(metrics)) for end, metrics in end_metrics.items()},
             period_shapes=tuple(sorted(period_tags)),
             period_tags={shape: _frozen(value) for shape, value in period_tags.items()},
+            age_points=tuple(sorted(age_points)),
+            age_tags=_frozen(age_tags),
         )
 
     @property
@@ -163,6 +177,8 @@ class TimePlan:
             found.append(WINDOW_END)
         if self.period_shapes:
             found.append(LOYALTY)
+        if self.age_points:
+            found.append(AGE_TIME)
         return tuple(found)
 
     def next_change(self, family: str, ctx: EvalContext) -> int | None:
@@ -175,6 +191,9 @@ class TimePlan:
             return ends[index] if index < len(ends) else None
         if family == LOYALTY:
             return _day_start(ctx, next_period_change(ctx.buckets(ORDERS), ctx.today, self.period_shapes))
+        if family == AGE_TIME:
+            born = birth_date(ctx.agg.profile)
+            return None if born is None else _day_start(ctx, next_age_change(born, ctx.today, self.age_points))
         window = self._windows.get(family)
         if window is None:
             return None
@@ -208,6 +227,11 @@ class TimePlan:
         if family == WINDOW_END:
             return (family, (now_us,), False) if now_us in self.end_tags else None
         midnight = ctx.zone.start(ctx.today) == now_us
+        if family == AGE_TIME:
+            born = birth_date(ctx.agg.profile)
+            if not midnight or born is None or age_on(born, ctx.today) == age_on(born, ctx.today - 1):
+                return None
+            return (family, (Metric.AGE,), False) if age_on(born, ctx.today) in self.age_points else None
         if family == ORDER_TIME:
             metrics = []
             if midnight:
@@ -239,6 +263,10 @@ class TimePlan:
         touched: dict[str, set[str]] = {}
         moves: dict[Metric, int] = {}
         for family, hits, entering in fired:
+            if family == AGE_TIME:
+                _merge(touched, self.age_tags)
+                _move(moves, Metric.AGE, 1)
+                continue
             if family == ORDER_TIME:
                 for metric in hits:
                     assert isinstance(metric, Metric)
