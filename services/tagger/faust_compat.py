@@ -7,7 +7,7 @@ fails on another faust version or on any pinned source that differs (sha256 of `
 
 The consumer (`TaggerConsumer`, registered the supported way: `TaggerTransport.Consumer`, selected by
 the broker URL scheme `tagstream://`, which pyproject.toml registers in faust's `faust.transports`
-entry-point namespace) changes three things in faust's aiokafka consumer:
+entry-point namespace) changes four things in faust's aiokafka consumer:
 
 1. A cheaper per-message delivery step. faust's delivery loop (`Consumer._drain_messages`) hands every
    fetched message to the conductor inside `Service.wait_first(callback(message), suspend_flow.wait())`:
@@ -36,6 +36,15 @@ entry-point namespace) changes three things in faust's aiokafka consumer:
    ignore SIGTERM. `wait_empty` below gives up after `Delivery.revoke_wait_s`: the messages still held
    are left unacknowledged, so their offsets are not committed and they are read again by whoever
    owns the partition next (at-least-once; the effect stays exact, see docs/tagger.md).
+
+4. Seeks on the consumer's thread. faust runs aiokafka's consumer in a thread of its own and fetches
+   through that thread's method queue, but its `seek` calls aiokafka's from the caller's thread: its
+   `Fetcher.seek_to` then deletes the partition's prefetched records while `fetched_records` may be
+   decoding them on the consumer's thread, which fails at its own `del self._records[tp]` (KeyError:
+   the fetcher crashes and the worker stops). The tagger seeks when a partition must be read again
+   (services/tagger/offsets.py), typically just after a rebalance, when fetches are large: the second
+   worker of tests/integration/test_tagger_rebalance.py crashed so whenever it joined before the
+   first had left. `_seek` below runs the seek through the thread's method queue instead.
 
 The producer (`TaggerProducer`) is idempotent (see its docstring). The functions write the table's
 local store and changelog bookkeeping the way faust does per message, for whole batches at once.
@@ -121,6 +130,16 @@ PINS: tuple[Pin, ...] = (
         "faust/transport/_cython/conductor.pyx",
         "dde1f974267881cf8c5f7e4fd2b114a2c6d754633a2aa9a2a2fc92f93e143dba",
         "_deliverable_now lists what a delivery may wait on (the compiled handler faust uses when built)",
+    ),
+    Pin(
+        "faust.transport.consumer:ThreadDelegateConsumer._seek",
+        "4f95c631420410a5fe6ecb1eff2f9010d7cfff6861fe00d41889bb31bd7df8b1",
+        "TaggerConsumer._seek runs the seek on the consumer's thread: drop the override if upstream does too",
+    ),
+    Pin(
+        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek",
+        "1498560d05f025820be906f3695710b6ac45258ea1c96ab5a403fcb38520c234",
+        "TaggerConsumer._seek calls it through the thread's method queue: check it is still synchronous",
     ),
     Pin(
         "faust.transport.drivers.aiokafka:Producer._settings_extra",
@@ -255,6 +274,13 @@ class TaggerConsumer(AIOKafkaConsumer):
             )
             self._unacked_messages.clear()
 
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # On the consumer's thread, between two fetches: faust calls aiokafka's `seek` on the caller's
+        # thread, whose `Fetcher.seek_to` deletes the partition's prefetched records while
+        # `fetched_records` may be iterating them on the consumer's thread (KeyError, fetcher crashed).
+        thread = self._thread
+        await thread.call_thread(_sync_call, thread.seek, partition, offset)
+
     def _new_offset(self, tp: TP) -> int | None:
         with ack_lock:  # the lock faust's `ack` holds while it appends to these
             acked = self._acked[tp]
@@ -347,22 +373,6 @@ class TaggerTransport(AIOKafkaTransport):
     Producer = TaggerProducer
 
 
-def use_tagger_classes(app: faust.App) -> None:
-    """Put the tagger's consumer and producer classes on the app's `kafka://` transport before
-    anything creates them.
-
-    The tagger's app does not run on the `tagstream://` transport yet: with it, the second worker of
-    `tests/integration/test_tagger_rebalance.py` crashes at its first rebalance with a KeyError in
-    aiokafka's `Fetcher.fetched_records` (`del self._records[tp]`), every run, while the same classes
-    on faust's own transport pass. Until that is understood the classes are set on the live transport.
-    """
-    transport = cast(Any, app.transport)
-    transport.Consumer = TaggerTransport.Consumer
-    transport.Producer = TaggerTransport.Producer
-    producer_transport = cast(Any, app.producer_transport)
-    producer_transport.Producer = TaggerTransport.Producer
-
-
 def source_of(target: str) -> str:
     """The installed source of a `Pin.target`."""
     if "/" in target:
@@ -389,6 +399,10 @@ class _PartitionOnly:
     @property
     def message(self) -> _PartitionOnly:
         return self
+
+
+async def _sync_call(function: Callable[..., None], *args: Any) -> None:
+    function(*args)
 
 
 def _never() -> bool:
