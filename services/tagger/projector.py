@@ -7,9 +7,10 @@ applying any prefix of the stream any number of times converge on the same state
 the consumer commit offsets lazily and retry freely.
 
 Deployment: single-node Redis (or Sentinel) only. A customer's keys share a hash tag, but the
-script also updates the cross-customer tag -> members sets and the counters, which live in other
-slots, so it is not Redis Cluster-safe. Moving to Cluster means splitting the write: a per-customer
-script that returns what changed, then the member-set updates driven by that (idempotent SADD/SREM).
+script also updates the cross-customer tag bitmaps, the dense-id buckets (named inside the script,
+from the id it gives) and the counters, which live in other slots, so it is not Redis Cluster-safe.
+Moving to Cluster means splitting the write: a per-customer script that returns what changed, then
+the bitmap updates driven by that (idempotent SETBIT).
 
 Callers must apply one customer's changes in seq order and never two of them at once: a later seq
 applied first is a gap, and the earlier one then arrives stale and is dropped for good.
@@ -36,12 +37,18 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
+from services.runtime.bitmaps import ID_BUCKET
+from services.runtime.history_codec import pack_change
 from services.runtime.readmodel import (
     DAILY_BASE_FIELD,
     DAILY_KEEP_DAYS,
     DEFAULT_PREFIX,
+    GROUP_PREFIX,
+    ID_FIELD,
     LAST_ORDER_FIELD,
     LAST_SEEN_FIELD,
+    SEQ_FIELD,
+    TAG_PREFIX,
     HeldTag,
     Keys,
     tag_field,
@@ -100,8 +107,9 @@ class Projector:
         self._messages_batch_script = redis.register_script(_MESSAGES_BATCH)
 
     async def apply(self, change: TagChanged) -> ProjectionOutcome:
-        keys, args = self._apply_call(change)
-        return _outcome(await self._apply_script(keys, args))
+        keys, args = self._shared()
+        change_keys, change_args = self._apply_call(change)
+        return _outcome(await self._apply_script([*keys, *change_keys], [*args, *change_args]))
 
     async def apply_many(self, changes: Iterable[TagChanged]) -> list[ProjectionOutcome]:
         """Apply in the given order over one round trip (a non-transactional pipeline of scripts).
@@ -109,15 +117,17 @@ class Projector:
         If it raises, any part of the batch may have been applied; retrying the whole batch is safe.
         """
         pipe = self._redis.pipeline(transaction=False)
+        keys, args = self._shared()
         for change in changes:
-            keys, args = self._apply_call(change)
-            await self._apply_script(keys, args, client=pipe)
+            change_keys, change_args = self._apply_call(change)
+            await self._apply_script([*keys, *change_keys], [*args, *change_args], client=pipe)
         return [_outcome(reply) for reply in await pipe.execute()]
 
     async def apply_batch(self, position: Position, changes: Sequence[TagChanged], now: datetime) -> BatchResult:
         """Apply one partition's consecutive records (the changes decoded from them) at that position, atomically."""
-        keys: list[str] = [self.keys.meta, self.keys.offsets]
-        args: list[str | int] = _position_args(position, now)
+        shared_keys, shared_args = self._shared()
+        keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
+        args: list[str | int] = [*_position_args(position, now), *shared_args]
         for change in changes:
             change_keys, change_args = self._apply_call(change)
             keys += change_keys
@@ -135,7 +145,7 @@ class Projector:
         keys: list[str] = [self.keys.meta, self.keys.offsets]
         args: list[str | int] = _position_args(position, now)
         for customer_id, last_order_at, last_seen_at in activity:
-            keys.append(self.keys.activity(customer_id))
+            keys.append(self.keys.customer(customer_id))
             args += [to_us(last_seen_at), "" if last_order_at is None else to_us(last_order_at)]
         return _batch_result(await self._activity_batch_script(keys, args))
 
@@ -150,7 +160,7 @@ class Projector:
             args: list[str | int] = [LAST_SEEN_FIELD, to_us(last_seen_at)]
             if last_order_at is not None:
                 args += [LAST_ORDER_FIELD, to_us(last_order_at)]
-            await self._activity_script([self.keys.activity(customer_id)], args, client=pipe)
+            await self._activity_script([self.keys.customer(customer_id)], args, client=pipe)
         await pipe.execute()
 
     async def record_messages_batch(
@@ -167,31 +177,37 @@ class Projector:
         args.append(self._history_limit)
         return _batch_result(await self._messages_batch_script(keys, args))
 
-    def _apply_call(self, change: TagChanged) -> tuple[Sequence[str], Sequence[str | int]]:
-        customer_id = change.customer_id
-        keys = (
-            self.keys.seq(customer_id),
-            self.keys.tags(customer_id),
-            self.keys.groups(customer_id),
-            self.keys.history(customer_id),
-            self.keys.members(change.group_id, change.tag_id),
+    def _shared(self) -> tuple[list[str], list[str | int]]:
+        """The keys and args every change's script needs once: the dense-id counter and buckets, the
+        counters and gap records, and how long a history is."""
+        keys = [
+            self.keys.next_id,
+            self.keys.tag_members,
             self.keys.group_members,
             self.keys.gap_count,
             self.keys.gap_customers,
+        ]
+        return keys, [self.keys.id_buckets, self._history_limit]
+
+    def _apply_call(self, change: TagChanged) -> tuple[list[str], list[str | int]]:
+        customer_id = change.customer_id
+        keys = [
+            self.keys.customer(customer_id),
+            self.keys.history(customer_id),
+            self.keys.bitmap(change.group_id, change.tag_id),
             self.keys.daily(change.group_id, change.tag_id),
-        )
+        ]
         held = HeldTag(added_at=change.occurred_at, source=change.source, group_version=change.group_version)
-        args = (
+        args: list[str | int] = [
             change.seq,
             change.change,
             customer_id,
             change.group_id,
             tag_field(change.group_id, change.tag_id),
-            held.to_json().decode(),
-            change.model_dump_json(),
-            self._history_limit,
+            held.packed(),
+            pack_change(change),
             self._zone.day(to_us(change.occurred_at)),
-        )
+        ]
         return keys, args
 
 
@@ -249,60 +265,86 @@ end
 """
 
 # Counters move only when the tag set really changed, so an "added" for a tag already held (or a
-# "removed" for one not held, possible after a gap) keeps members and counts consistent. Numbers
-# go to redis.call as the ARGV strings: Lua would print large ones in exponent form.
+# "removed" for one not held, possible after a gap) keeps bitmaps and counts consistent. A customer
+# gets a dense id when first tagged: the next value of the counter, recorded in its hash and in the
+# id's bucket in the same script. Numbers go to redis.call as strings (string.format '%d'): Lua
+# would print large ones in exponent form.
+#
+# `shared`: the keys and args `Projector._shared` gives once per script (next id, tag members,
+# group members, gap count, gap customers; the buckets' key prefix, the history's length).
 _APPLY_ONE = (
     _COUNT_DAY
-    + """
-local function apply_one(k, a)
-  local seq_key, tags_key, groups_key, history_key = k[1], k[2], k[3], k[4]
-  local members_key, group_members_key, gap_count_key, gap_customers_key = k[5], k[6], k[7], k[8]
-  local daily_key = k[9]
-  local seq, change, customer, group, field = tonumber(a[1]), a[2], a[3], a[4], a[5]
-  local held, message, history_limit, day = a[6], a[7], tonumber(a[8]), a[9]
+    + f"""
+local function dense_id(shared, customer_key, customer)
+  local id = redis.call('HGET', customer_key, '{ID_FIELD}')
+  if id then return id end
+  local n = redis.call('INCR', shared.next_id) - 1
+  id = string.format('%d', n)
+  redis.call('HSET', customer_key, '{ID_FIELD}', id)
+  redis.call('HSET', shared.buckets .. string.format('%d', math.floor(n / {ID_BUCKET})),
+    string.format('%d', n % {ID_BUCKET}), customer)
+  return id
+end
 
-  local last = tonumber(redis.call('GET', seq_key) or '0')
+local function apply_one(shared, k, a)
+  local customer_key, history_key, bitmap_key, daily_key = k[1], k[2], k[3], k[4]
+  local seq, change, customer, group, field = tonumber(a[1]), a[2], a[3], a[4], a[5]
+  local held, entry, day = a[6], a[7], a[8]
+
+  local last = tonumber(redis.call('HGET', customer_key, '{SEQ_FIELD}') or '0')
   if seq == last then return 'duplicate' end
   if seq < last then return 'stale' end
 
   local outcome = 'applied'
   if seq > last + 1 then
-    redis.call('INCR', gap_count_key)
-    redis.call('SADD', gap_customers_key, customer)
+    redis.call('INCR', shared.gap_count)
+    redis.call('SADD', shared.gap_customers, customer)
     outcome = 'applied-after-gap'
   end
-  redis.call('SET', seq_key, a[1])
+  redis.call('HSET', customer_key, '{SEQ_FIELD}', a[1])
 
+  local tag_key, group_key = '{TAG_PREFIX}' .. field, '{GROUP_PREFIX}' .. group
   if change == 'added' then
-    if redis.call('HSET', tags_key, field, held) == 1 then
-      redis.call('SADD', members_key, customer)
+    if redis.call('HSET', customer_key, tag_key, held) == 1 then
+      redis.call('SETBIT', bitmap_key, dense_id(shared, customer_key, customer), 1)
+      redis.call('HINCRBY', shared.tag_members, field, 1)
       count_day(daily_key, day, 1)
-      if redis.call('HINCRBY', groups_key, group, 1) == 1 then
-        redis.call('HINCRBY', group_members_key, group, 1)
+      if redis.call('HINCRBY', customer_key, group_key, 1) == 1 then
+        redis.call('HINCRBY', shared.group_members, group, 1)
       end
     end
-  elseif redis.call('HDEL', tags_key, field) == 1 then
-    redis.call('SREM', members_key, customer)
+  elseif redis.call('HDEL', customer_key, tag_key) == 1 then
+    redis.call('SETBIT', bitmap_key, redis.call('HGET', customer_key, '{ID_FIELD}'), 0)
+    if redis.call('HINCRBY', shared.tag_members, field, -1) <= 0 then
+      redis.call('HDEL', shared.tag_members, field)
+    end
     count_day(daily_key, day, -1)
-    if redis.call('HINCRBY', groups_key, group, -1) <= 0 then
-      redis.call('HDEL', groups_key, group)
-      if redis.call('HINCRBY', group_members_key, group, -1) <= 0 then
-        redis.call('HDEL', group_members_key, group)
+    if redis.call('HINCRBY', customer_key, group_key, -1) <= 0 then
+      redis.call('HDEL', customer_key, group_key)
+      if redis.call('HINCRBY', shared.group_members, group, -1) <= 0 then
+        redis.call('HDEL', shared.group_members, group)
       end
     end
   end
 
-  redis.call('LPUSH', history_key, message)
-  redis.call('LTRIM', history_key, 0, history_limit - 1)
+  redis.call('LPUSH', history_key, entry)
+  redis.call('LTRIM', history_key, 0, shared.history_limit - 1)
   return outcome
+end
+
+local function shared_from(keys, k, args, a)
+  return {{next_id = keys[k], tag_members = keys[k + 1], group_members = keys[k + 2], gap_count = keys[k + 3],
+    gap_customers = keys[k + 4], buckets = args[a], history_limit = tonumber(args[a + 1])}}
 end
 """
 )
 
+# KEYS: the 5 shared keys, then the change's 4; ARGV: the 2 shared args, then the change's 8.
 _APPLY = (
     _APPLY_ONE
     + """
-return apply_one(KEYS, ARGV)
+return apply_one(shared_from(KEYS, 1, ARGV, 1), {KEYS[6], KEYS[7], KEYS[8], KEYS[9]},
+  {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]})
 """
 )
 
@@ -336,22 +378,21 @@ if not stored or tonumber(stored) < tonumber(ARGV[3]) then redis.call('HSET', of
 local state = settle(meta_key, offsets_key, ARGV[5])
 """
 
-# Per change: 9 keys and 9 args, as _APPLY takes them.
+# After the position's keys and args: the 5 shared keys and 2 shared args, then per change its 4
+# keys and 8 args, as _APPLY takes them.
 _APPLY_BATCH = (
     _APPLY_ONE
     + SETTLE
     + _BATCH_CHECK
     + """
+local shared = shared_from(KEYS, 3, ARGV, 6)
 local out = {}
 local n = 0
-for i = 3, #KEYS, 9 do
-  local a = 6 + (i - 3)
+for i = 8, #KEYS, 4 do
+  local a = 8 + (i - 8) * 2
   n = n + 1
-  out[n] = apply_one(
-    {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5], KEYS[i + 6], KEYS[i + 7],
-     KEYS[i + 8]},
-    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
-     ARGV[a + 8]})
+  out[n] = apply_one(shared, {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]},
+    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]})
 end
 """
     + _BATCH_DONE

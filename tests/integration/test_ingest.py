@@ -412,9 +412,8 @@ async def test_audiences_deduplicate_overlaps_and_page_by_cursor_over_one_snapsh
             if page["cursor"] is None:
                 break
             page = (await client.post("/v1/audiences/query", json={"cursor": page["cursor"], "limit": 2})).json()
-        assert len(found) == count
-        assert found == sorted(found)
-        return [customer for customer in found if customer.startswith(tag)]
+        assert len(found) == count == len(set(found))  # pages never repeat a customer
+        return sorted(customer for customer in found if customer.startswith(tag))
 
     def ids(*names: str) -> list[str]:
         return sorted(members[name] for name in names)
