@@ -2,22 +2,21 @@
 
 A history entry is the change's JSON without what the key already says (`customer_id`) or what is
 constant (`schema_version`), deflated with a preset dictionary of the words every change repeats,
-then base64 (so clients built with `decode_responses` read it too), behind a one-character format
-tag. A 490-byte change is kept in ~165 bytes; at a million customers that is most of the read
-model's memory. The dictionary is part of the format: a different one needs a new tag, and entries
-under the old tag stay readable.
+behind a one-byte format tag: binary, so readers fetch it undecoded (ReadModel.history) whatever the
+client's `decode_responses`. A 490-byte change is kept in ~125 bytes; the history is most of the
+read model's memory. The dictionary is part of the format: a different one needs a new tag, and
+entries under the old tag stay readable.
 """
 
 from __future__ import annotations
 
-import base64
 import zlib
 
 import orjson
 
 from schemas.tags import TagChanged
 
-_FORMAT = "1"
+_FORMAT = b"\x01"
 _DICTIONARY = (
     b'{"group_id":"","tag_id":"","change":"added","change":"removed","source":"rule","source":"time",'
     b'"source":"rule_change","source":"manual","source":"import","reason":{"summary":"","conditions":'
@@ -34,20 +33,19 @@ class HistoryEntryInvalid(ValueError):
     """A history entry this code did not write (another format, or damaged)."""
 
 
-def pack_change(change: TagChanged) -> str:
+def pack_change(change: TagChanged) -> bytes:
     document = orjson.dumps(change.model_dump(mode="json", exclude=_OMITTED))
     deflate = zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW_DEFLATE, zdict=_DICTIONARY)
-    return _FORMAT + base64.b64encode(deflate.compress(document) + deflate.flush()).decode()
+    return _FORMAT + deflate.compress(document) + deflate.flush()
 
 
-def unpack_change(customer_id: str, entry: bytes | str) -> TagChanged:
-    text = entry.decode() if isinstance(entry, bytes) else entry
-    if not text.startswith(_FORMAT):
-        raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: unknown format {text[:12]!r}")
+def unpack_change(customer_id: str, entry: bytes) -> TagChanged:
+    if not entry.startswith(_FORMAT):
+        raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: unknown format {entry[:12]!r}")
     try:
         inflate = zlib.decompressobj(_RAW_DEFLATE, zdict=_DICTIONARY)
-        document = orjson.loads(inflate.decompress(base64.b64decode(text[1:])) + inflate.flush())
+        document = orjson.loads(inflate.decompress(entry[1:]) + inflate.flush())
     except (ValueError, zlib.error) as error:
-        raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: {error} in {text[:24]!r}") from None
+        raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: {error} in {entry[:24]!r}") from None
     document["customer_id"] = customer_id
     return TagChanged.model_validate(document)

@@ -127,7 +127,7 @@ class Projector:
         """Apply one partition's consecutive records (the changes decoded from them) at that position, atomically."""
         shared_keys, shared_args = self._shared()
         keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
-        args: list[str | int] = [*_position_args(position, now), *shared_args]
+        args: list[str | int | bytes] = [*_position_args(position, now), *shared_args]
         for change in changes:
             change_keys, change_args = self._apply_call(change)
             keys += change_keys
@@ -189,7 +189,7 @@ class Projector:
         ]
         return keys, [self.keys.id_buckets, self._history_limit]
 
-    def _apply_call(self, change: TagChanged) -> tuple[list[str], list[str | int]]:
+    def _apply_call(self, change: TagChanged) -> tuple[list[str], list[str | int | bytes]]:
         customer_id = change.customer_id
         keys = [
             self.keys.customer(customer_id),
@@ -198,7 +198,7 @@ class Projector:
             self.keys.daily(change.group_id, change.tag_id),
         ]
         held = HeldTag(added_at=change.occurred_at, source=change.source, group_version=change.group_version)
-        args: list[str | int] = [
+        args: list[str | int | bytes] = [
             change.seq,
             change.change,
             customer_id,

@@ -261,7 +261,8 @@ async def _dump(redis_client: aioredis.Redis, redis_prefix: str) -> dict[str, An
         name = key.removeprefix(redis_prefix)
         kind = _text(await redis_client.type(key))
         if name.startswith("ids:"):
-            name, value = "ids", sorted(await reads.name(list(range(int(await redis_client.get(reads.keys.next_id))))))
+            kind, name = "dense ids", "ids"
+            value = sorted(await reads.name(list(range(int(await redis_client.get(reads.keys.next_id))))))
         elif name.startswith("b:"):
             value = sorted([c async for ids in set_bits(redis_client, key) for c in await reads.name(ids)])
         elif kind == "hash":
