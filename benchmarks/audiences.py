@@ -155,7 +155,7 @@ async def _measure_now(redis: Redis, prefix: str, customers: int) -> list[tuple[
     query = AudienceQuery(all_of=ALL_OF, any_of=(), none_of=())
     timings, longest, count = [], 0.0, 0
     for _ in range(5):
-        (page, took), slowest = await longest_command(redis, lambda: _timed(audiences.query(query, 100)))
+        (page, took), slowest = await longest_command(redis, lambda: timed(audiences.query(query, 100)))
         timings.append(took)
         longest, count = max(longest, slowest), page.count
     campaigns = RedisCampaigns(redis, key_prefix=prefix)
@@ -169,7 +169,7 @@ async def _measure_now(redis: Redis, prefix: str, customers: int) -> list[tuple[
     )
     await campaigns.create(CampaignRecord(campaign=campaign, status="scheduled", created_at=T0))
     (record, snapshot_s), snapshot_longest = await longest_command(
-        redis, lambda: _timed(campaigns.start("bench", campaign.audience, T0))
+        redis, lambda: timed(campaigns.start("bench", campaign.audience, T0))
     )
     assert record is not None
     return _rows(layout, per_customer, count, timings, longest, record.audience or 0, snapshot_s, snapshot_longest)
@@ -216,13 +216,13 @@ async def _measure_before(redis: Redis, prefix: str, customers: int) -> list[tup
 
     timings, longest, count = [], 0.0, 0
     for _ in range(5):
-        (count, took), slowest = await longest_command(redis, lambda: _timed(query()))
+        (count, took), slowest = await longest_command(redis, lambda: timed(query()))
         timings.append(took)
         longest = max(longest, slowest)
     snapshot = redis.register_script(_BEFORE_SNAPSHOT)
     work = [f"{prefix}cp:audience", f"{prefix}cp:any", f"{prefix}cp:base"]
     (audience, snapshot_s), snapshot_longest = await longest_command(
-        redis, lambda: _timed(snapshot([*work, *members, f"{prefix}t:segment/churn_risk"], []))
+        redis, lambda: timed(snapshot([*work, *members, f"{prefix}t:segment/churn_risk"], []))
     )
     return _rows(layout, per_customer, count, timings, longest, int(audience), snapshot_s, snapshot_longest)
 
@@ -285,7 +285,7 @@ def _ran_by_work(entry: dict[str, Any]) -> bool:
     return name not in (b"SLOWLOG", b"CONFIG")
 
 
-async def _timed(work: Awaitable[Any]) -> tuple[Any, float]:
+async def timed(work: Awaitable[Any]) -> tuple[Any, float]:
     started = time.perf_counter()
     result = await work
     return result, time.perf_counter() - started
