@@ -27,13 +27,18 @@ _BITS_OF_BYTE = [tuple(bit for bit in range(8) if byte & (0x80 >> bit)) for byte
 """Redis numbers bits from the most significant bit of byte 0 (SETBIT/GETBIT)."""
 
 
-def bits_in(data: bytes, first_bit: int) -> list[int]:
-    """The positions of the set bits of `data`, whose first bit is `first_bit` (a multiple of 8)."""
+def bits_in(data: bytes, first_bit: int, *, after: int = -1, limit: int | None = None) -> list[int]:
+    """The positions of the set bits of `data` (whose first bit is `first_bit`, a multiple of 8) beyond
+    `after`, ascending; only the first `limit` when given (the bytes after them are not looked at)."""
     found: list[int] = []
-    for index, byte in enumerate(data):
+    start = max(0, (after + 1 - first_bit) // 8)
+    for index in range(start, len(data)):
+        byte = data[index]
         if byte:
             base = first_bit + index * 8
-            found.extend(base + bit for bit in _BITS_OF_BYTE[byte])
+            found.extend(base + bit for bit in _BITS_OF_BYTE[byte] if base + bit > after)
+            if limit is not None and len(found) >= limit:
+                return found[:limit]
     return found
 
 
@@ -46,9 +51,8 @@ async def set_bits(redis: Redis, key: str, *, after: int = -1, limit: int | None
         data = await _getrange(redis, key, start_byte, start_byte + SLICE_BYTES - 1)
         if not data:
             return
-        found = [bit for bit in bits_in(data, start_byte * 8) if bit > after]
+        found = bits_in(data, start_byte * 8, after=after, limit=remaining)
         if remaining is not None:
-            found = found[:remaining]
             remaining -= len(found)
         if found:
             yield found

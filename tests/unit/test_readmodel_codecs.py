@@ -70,6 +70,7 @@ def test_bits_are_numbered_from_the_most_significant_bit_of_the_first_byte_as_re
     assert bits_in(b"\x80\x00\x01", 0) == [0, 23]
     assert bits_in(b"\xff", 131_064) == list(range(131_064, 131_072))
     assert bits_in(b"", 8) == []
+    assert bits_in(b"\xff\xff", 8, after=12, limit=2) == [13, 14]
 
 
 def test_none_of_is_taken_away_without_clearing_ids_beyond_the_none_of_bitmaps() -> None:
