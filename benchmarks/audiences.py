@@ -80,7 +80,7 @@ async def run(redis_url: str, customers: int, *, before: bool) -> int:
             rows += await _measure_before(redis, old_prefix, customers)
     finally:
         for prefix in prefixes:
-            await _forget(redis, prefix)
+            await forget(redis, prefix)
         await redis.aclose()
     print(f"\n{customers:,} customers, {sum(TAGS.values()):.2f} tags each on average; load {os.getloadavg()[0]:.2f}")
     print("\n| measure | layout | value |\n| --- | --- | ---: |")
@@ -295,7 +295,8 @@ async def _used_memory(redis: Redis) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
-async def _forget(redis: Redis, prefix: str) -> None:
+async def forget(redis: Redis, prefix: str) -> None:
+    """The run's keys out of the shared Redis."""
     batch = []
     async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
         batch.append(key)

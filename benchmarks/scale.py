@@ -41,7 +41,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from benchmarks.audiences import longest_command, timed
+from benchmarks.audiences import forget, longest_command, timed
 from benchmarks.kafka_rows import Backlog, Launched, Worker, launch
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
@@ -106,7 +106,7 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
             rows.append(await _recovery(launched, workdir))
         finally:
             worker.stop()
-            await _forget(redis, prefix)
+            await forget(redis, prefix)
             await redis.aclose()
     print(
         f"\none tagger worker, RocksDB, {args.partitions} partitions, {customers:,} customers, {count:,} events "
@@ -280,18 +280,6 @@ def _rss_bytes(worker: Worker) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-async def _forget(redis: Redis, prefix: str) -> None:
-    """The run's keys out of the shared Redis."""
-    batch = []
-    async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        await redis.delete(*batch)
 
 
 if __name__ == "__main__":
