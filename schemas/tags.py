@@ -11,9 +11,12 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AwareDatetime, Discriminator, Field, WithJsonSchema, model_validator
 from pydantic import Tag as UnionTag
 
+from schemas.attributes import PROFILE_TEXT_METRICS, profile_text
 from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, Text, UtcDatetime, check_safe
+from schemas.events import AttributeName
 from schemas.excerpt import excerpt
 from schemas.limits import (
+    MAX_AGE,
     MAX_CONDITIONS,
     MAX_COUNT,
     MAX_DAYS,
@@ -43,6 +46,11 @@ class Metric(StrEnum):
     BROWSE_COUNT = "browse_count"
     CLICK_COUNT = "click_count"
     HAS_TAG = "has_tag"
+    ATTRIBUTE = "attribute"
+    AGE = "age"
+    FIRST_SOURCE = "first_source"
+    LAST_SOURCE = "last_source"
+    SOURCES_ANY = "sources_any"
 
 
 class Op(StrEnum):
@@ -67,6 +75,7 @@ NUMERIC_METRICS = frozenset(
         Metric.POINTS_TOTAL,
         Metric.BROWSE_COUNT,
         Metric.CLICK_COUNT,
+        Metric.AGE,
     }
 )
 MONEY_METRICS = frozenset({Metric.TOTAL_SPENT, Metric.AVG_ORDER_VALUE})
@@ -75,6 +84,8 @@ WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CL
 WINDOW_REQUIRED = frozenset({Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
 SET_METRICS = frozenset({Metric.BOUGHT_ANY, Metric.HAS_TAG})
 SET_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
+NAMED_METRICS = frozenset({Metric.ATTRIBUTE})
+"""Metrics that read one of several values of their kind, chosen by the condition's `name`."""
 
 _LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
 _TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -161,12 +172,18 @@ class Condition(Contract):
     """`{metric, op, value, window?}`. Values are normalised per metric: counts to int, money to Decimal."""
 
     metric: Metric
+    name: AttributeName | None = Field(
+        default=None, description="the attribute an `attribute` condition reads (region, gender, a custom field)"
+    )
     op: Op
     value: ConditionValue
     window: Window | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if (self.name is None) == (self.metric in NAMED_METRICS):
+            wrong = "needs a name, e.g. name: region" if self.name is None else "takes no name"
+            raise ValueError(f"metric {self.metric.value!r} {wrong}")
         if self.window is not None and self.metric not in WINDOWED_METRICS:
             raise ValueError(f"metric {self.metric.value!r} takes no window")
         if self.window is None and self.metric in WINDOW_REQUIRED:
@@ -256,6 +273,9 @@ class ConditionOutcome(Contract):
     """One condition as evaluated: what it asked and what the customer had."""
 
     metric: Metric
+    name: str | None = Field(
+        default=None, exclude_if=lambda name: name is None, description="the attribute read; absent for unnamed metrics"
+    )
     op: Op
     value: ConditionValue
     window: Window | None = None
@@ -320,7 +340,7 @@ def _depth(rule: Any) -> int:
 
 
 def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
-    if metric in SET_METRICS:
+    if metric in SET_METRICS or metric.value in PROFILE_TEXT_METRICS:
         return _normalise_set_value(metric, op, value)
     if op in (Op.IN, Op.NOT_IN):
         return [_number(metric, item) for item in _as_list(op, value)]
@@ -342,6 +362,9 @@ def _normalise_set_value(metric: Metric, op: Op, value: Any) -> Any:
     items = _as_list(op, value) if op in (Op.IN, Op.NOT_IN) else [value]
     texts = []
     for item in items:
+        if metric.value in PROFILE_TEXT_METRICS:
+            texts.append(profile_text(metric.value, item))
+            continue
         if isinstance(item, bool) or not isinstance(item, str | int) or _too_long(item, MAX_ID_LENGTH * 2 + 1):
             raise ValueError(f"metric {metric.value!r} compares ids, got {excerpt(item)}")
         text = check_safe(str(item))
@@ -382,7 +405,9 @@ def _number(metric: Metric, value: Any) -> int | Decimal:
     return int(number)
 
 
-_BOUNDS: dict[Metric, int | Decimal] = dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS)
+_BOUNDS: dict[Metric, int | Decimal] = (
+    dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS) | {Metric.AGE: MAX_AGE}
+)
 
 
 def _too_long(value: object, limit: int = MAX_NUMBER_TEXT) -> bool:

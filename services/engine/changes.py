@@ -241,8 +241,10 @@ def _head(group_id: str, tag_id: str, change: str, source: str, summary: str) ->
 
 def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, Any]:
     window = condition.window
+    named = {} if condition.name is None else {"name": condition.name}  # as ConditionOutcome writes it
     return {
         "metric": condition.metric,
+        **named,
         "op": condition.op,
         "value": condition.value,
         "window": None

@@ -114,6 +114,10 @@ def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE) -> CompiledRule:
 
 def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCondition:
     metric = spec.metric
+    if metric in _PROFILE_METRICS:
+        from services.engine.profile_rules import compile_profile_condition  # it builds on this module
+
+        return compile_profile_condition(spec)
     if metric is Metric.BOUGHT_ANY:
         return _BoughtAny(spec)
     if metric is Metric.HAS_TAG:
@@ -141,6 +145,11 @@ def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCond
     if metric is Metric.POINTS_TOTAL:
         return _PointsTotal(spec, comparison)
     raise ValueError(f"no condition on {metric.value!r} without a window")
+
+
+_PROFILE_METRICS = frozenset(
+    {Metric.ATTRIBUTE, Metric.AGE, Metric.FIRST_SOURCE, Metric.LAST_SOURCE, Metric.SOURCES_ANY}
+)
 
 
 def window_day(bound: date, zone: DayZone) -> int:

@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded, ProfileUpdated, SourceAttributed
 from schemas.tags import Metric, Op
 from services.engine.conditions import CompiledCondition, CompiledRule, Matcher
 from services.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
-from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
+from services.engine.schedule import AGE_TIME, BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
 from services.engine.windows import BROWSES, CLICKS
 
 _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
@@ -40,15 +40,23 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     },
     Browse: {Metric.BROWSE_COUNT: 1},
     Click: {Metric.CLICK_COUNT: 1},
+    # An update may set or clear any attribute (a birth date too); a source event may move either
+    # touch, and only adds channels.
+    ProfileUpdated: {Metric.ATTRIBUTE: 0, Metric.AGE: 0},
+    SourceAttributed: {Metric.FIRST_SOURCE: 0, Metric.LAST_SOURCE: 0, Metric.SOURCES_ANY: 1},
 }
 _ACTIVITY: Final[dict[type, int]] = {Browse: BROWSES, Click: CLICKS}
 _MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
 """Metrics absent until the first order: appearing can only make a condition truer."""
+_GROWING_SETS: Final = frozenset({Metric.BOUGHT_ANY, Metric.SOURCES_ANY})
+"""Set metrics that events only add to: eq/in only truer, ne/not_in only falser."""
 _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
     OrderPaid: (ORDER_TIME, ORDER_WINDOW),
     OrderRefunded: (ORDER_WINDOW,),
     Browse: (BROWSE_WINDOW,),
     Click: (CLICK_WINDOW,),
+    ProfileUpdated: (AGE_TIME,),
+    SourceAttributed: (),
 }
 
 
@@ -206,9 +214,9 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
     delta = deltas.get(spec.metric)
     if delta is None:
         return None
-    if spec.op in (Op.GTE, Op.GT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.EQ, Op.IN)):
+    if spec.op in (Op.GTE, Op.GT) or (spec.metric in _GROWING_SETS and spec.op in (Op.EQ, Op.IN)):
         direction = delta
-    elif spec.op in (Op.LTE, Op.LT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.NE, Op.NOT_IN)):
+    elif spec.op in (Op.LTE, Op.LT) or (spec.metric in _GROWING_SETS and spec.op in (Op.NE, Op.NOT_IN)):
         direction = -delta
     else:
         return 0

@@ -6,7 +6,9 @@ Two kinds of metric move while no event arrives:
 - days since the first / last order: a whole number that only matters when it reaches one of the
   values the rules compare it with;
 - absolute windows whose condition waits for the window's end (`conditions.upper_bounding`): at
-  that instant the condition may start to hold, for every customer alike.
+  that instant the condition may start to hold, for every customer alike;
+- age: whole years from the birth date, which only matter when they reach a value the rules compare
+  them with, on a birthday (profile.py: 1 March for 29 February in common years).
 
 Days are the shop's local days (`EvalContext.zone`): a window or a days-since value moves at local
 midnight, which is `zone.start(day)` as an instant (23 or 25 hours apart across a clock change).
@@ -26,6 +28,7 @@ from typing import Final
 
 from schemas.tags import Metric
 from services.engine.conditions import CompiledCondition, FixedWindow, change_points
+from services.engine.profile import age_on, birth_date, next_age_change
 from services.engine.windows import SCAN_MAX, WINDOW_KINDS, EvalContext
 
 ORDER_TIME: Final = "order_time"
@@ -33,6 +36,7 @@ ORDER_WINDOW: Final = "order_window"
 BROWSE_WINDOW: Final = "browse_window"
 CLICK_WINDOW: Final = "click_window"
 WINDOW_END: Final = "window_end"
+AGE_TIME: Final = "age"
 
 WINDOW_METRIC: Final = {
     ORDER_WINDOW: Metric.ORDER_COUNT,
@@ -87,6 +91,9 @@ class TimePlan:
     """End instant -> the tags whose rules wait for a window ending then."""
     end_metrics: Mapping[int, tuple[Metric, ...]] = field(default_factory=dict)
     """End instant -> the window metrics of the conditions waiting for it."""
+    age_points: tuple[int, ...] = ()
+    """The ages at which some `age` condition can change truth."""
+    age_tags: Mapping[str, frozenset[str]] = field(default_factory=dict)
     _windows: Mapping[str, _Window] = field(init=False, repr=False, compare=False)
     _days: tuple[_DaysSince, ...] = field(init=False, repr=False, compare=False)
 
@@ -111,6 +118,8 @@ class TimePlan:
         day_tags: dict[Metric, dict[str, set[str]]] = {}
         end_tags: dict[int, dict[str, set[str]]] = {}
         end_metrics: dict[int, set[Metric]] = {}
+        age_points: set[int] = set()
+        age_tags: dict[str, set[str]] = {}
         for group_id, tag_id, condition in conditions:
             spec = condition.spec
             span = spec.window.last_days if spec.window is not None else None
@@ -124,6 +133,9 @@ class TimePlan:
             elif spec.metric in _DAYS_SINCE:
                 day_points.setdefault(spec.metric, set()).update(change_points(spec))
                 day_tags.setdefault(spec.metric, {}).setdefault(group_id, set()).add(tag_id)
+            elif spec.metric is Metric.AGE:
+                age_points.update(change_points(spec))
+                age_tags.setdefault(group_id, set()).add(tag_id)
         return cls(
             spans={metric: tuple(sorted(values)) for metric, values in spans.items()},
             window_tags={key: _frozen(value) for key, value in window_tags.items()},
@@ -132,6 +144,8 @@ class TimePlan:
             ends=tuple(sorted(end_tags)),
             end_tags={end: _frozen(value) for end, value in end_tags.items()},
             end_metrics={end: tuple(sorted(metrics)) for end, metrics in end_metrics.items()},
+            age_points=tuple(sorted(age_points)),
+            age_tags=_frozen(age_tags),
         )
 
     @property
@@ -141,6 +155,8 @@ class TimePlan:
             found.append(ORDER_TIME)
         if self.ends:
             found.append(WINDOW_END)
+        if self.age_points:
+            found.append(AGE_TIME)
         return tuple(found)
 
     def next_change(self, family: str, ctx: EvalContext) -> int | None:
@@ -151,6 +167,9 @@ class TimePlan:
             ends = self.ends
             index = _bisect_right(ends, ctx.now_us)
             return ends[index] if index < len(ends) else None
+        if family == AGE_TIME:
+            born = birth_date(ctx.agg.profile)
+            return None if born is None else _day_start(ctx, next_age_change(born, ctx.today, self.age_points))
         window = self._windows.get(family)
         if window is None:
             return None
@@ -184,6 +203,11 @@ class TimePlan:
         if family == WINDOW_END:
             return (family, (now_us,), False) if now_us in self.end_tags else None
         midnight = ctx.zone.start(ctx.today) == now_us
+        if family == AGE_TIME:
+            born = birth_date(ctx.agg.profile)
+            if not midnight or born is None or age_on(born, ctx.today) == age_on(born, ctx.today - 1):
+                return None
+            return (family, (Metric.AGE,), False) if age_on(born, ctx.today) in self.age_points else None
         if family == ORDER_TIME:
             metrics = []
             if midnight:
@@ -212,6 +236,10 @@ class TimePlan:
         touched: dict[str, set[str]] = {}
         moves: dict[Metric, int] = {}
         for family, hits, entering in fired:
+            if family == AGE_TIME:
+                _merge(touched, self.age_tags)
+                _move(moves, Metric.AGE, 1)
+                continue
             if family == ORDER_TIME:
                 for metric in hits:
                     assert isinstance(metric, Metric)
