@@ -405,9 +405,8 @@ async def test_audiences_deduplicate_overlaps_and_page_by_cursor_over_one_snapsh
             if page["cursor"] is None:
                 break
             page = (await client.post("/v1/audiences/query", json={"cursor": page["cursor"], "limit": 2})).json()
-        assert len(found) == count
-        assert found == sorted(found)
-        return [customer for customer in found if customer.startswith(tag)]
+        assert len(found) == count == len(set(found))  # pages never repeat a customer
+        return sorted(customer for customer in found if customer.startswith(tag))
 
     def ids(*names: str) -> list[str]:
         return sorted(members[name] for name in names)
@@ -422,7 +421,7 @@ async def test_audiences_deduplicate_overlaps_and_page_by_cursor_over_one_snapsh
     assert export.headers["content-type"].startswith("text/csv")
     exported = [row[0] for row in csv.reader(io.StringIO(export.text))]
     assert exported[0] == "customer_id"
-    assert [c for c in exported[1:] if c.startswith(tag)] == ids("ab", "a", "b", "abc", "c")
+    assert sorted(c for c in exported[1:] if c.startswith(tag)) == ids("ab", "a", "b", "abc", "c")
     assert len(exported[1:]) == len(set(exported[1:]))
 
     unknown = await client.post("/v1/audiences/query", json={"all_of": ["segment/zzz"]})
