@@ -383,8 +383,19 @@ class Tagger:
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _unstick(self) -> None:
-        """Re-read the partitions that have messages past their position but make no progress."""
+        """Move past what retention deleted unprocessed, then re-read the partitions that have messages
+        past their position but make no progress (offsets.py)."""
         consumer = self.app.consumer
+        behind = self.offsets.behind(consumer.highwater)
+        if behind:
+            try:
+                log_starts = await consumer.earliest_offsets(*behind)
+            except Exception as error:  # the broker is away: the next check asks again
+                log.warning("could not read the log start offsets of %d partitions: %r", len(behind), error)
+                log_starts = {}
+            for lost in self.offsets.lost_to_retention(log_starts):
+                self.metrics.lost_to_retention.labels(lost.tp.topic, str(lost.tp.partition)).inc(lost.count)
+                await consumer.seek(lost.tp, lost.end)
         for tp, offset in self.offsets.stalled(consumer.highwater):
             await consumer.seek(tp, offset)
 

@@ -6,12 +6,19 @@ nor transactional, so a partition's offsets are contiguous: a message beyond the
 means faust skipped some (it can, when a rebalance interrupts a delivery), and a partition with
 messages past its position that makes no progress had its last messages skipped. Both are read again
 from the position. No I/O here: the tagger seeks and measures with the offsets this module returns.
+
+Unless the position is gone: when the topic's retention deleted records the tagger had not processed
+(a worker far behind, or down longer than the retention), the log starts past the position, a read
+from there is reset to the log start, and reading "again from the position" would repeat forever.
+`lost_to_retention` tells those partitions from the log start offsets the broker reports: their
+position moves to the log start and the lost range is reported, for the tagger to count and log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 from faust.types import TP
 
@@ -27,6 +34,19 @@ Highwater = Callable[[TP], int | None]
 def position_record(tp: TP, next_offset: int) -> tuple[bytes, bytes]:
     """The table record that stores a partition's position."""
     return POSITION_PREFIX + f"{tp.topic}:{tp.partition}".encode(), b"%d" % next_offset
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """Offsets `first` to `end - 1` of `tp`, deleted by retention before the tagger processed them."""
+
+    tp: TP
+    first: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return self.end - self.first
 
 
 class SourceOffsets:
@@ -69,6 +89,39 @@ class SourceOffsets:
             end = highwater(tp)
             if end is not None:
                 yield tp, max(0, end - next_offset)
+
+    def behind(self, highwater: Highwater) -> list[TP]:
+        """Partitions with messages past their position: the only ones retention can have taken
+        unprocessed records from (the log never starts past its end)."""
+        behind = []
+        for tp, next_offset in self._next.items():
+            end = highwater(tp)
+            if end is not None and end > next_offset:
+                behind.append(tp)
+        return behind
+
+    def lost_to_retention(self, log_starts: Mapping[TP, int]) -> list[Lost]:
+        """The partitions whose log now starts past their position (`log_starts`: the broker's log
+        start offsets), each moved on to its log start. Nothing can read the records before it again."""
+        lost: list[Lost] = []
+        for tp, start in log_starts.items():
+            expected = self._next.get(tp)
+            if expected is None or start <= expected:
+                continue
+            log.error(
+                "%s[%d]: offsets %d to %d (%d records) were deleted by the topic's retention before the "
+                "tagger processed them; they are lost to it, going on from %d",
+                tp.topic,
+                tp.partition,
+                expected,
+                start - 1,
+                start - expected,
+                start,
+            )
+            self._next[tp] = start
+            self._stuck.pop(tp, None)
+            lost.append(Lost(tp, expected, start))
+        return lost
 
     def stalled(self, highwater: Highwater) -> list[tuple[TP, int]]:
         """Partitions with messages past their position that made no progress in `STUCK_CHECKS` calls,
