@@ -17,7 +17,7 @@ position moves to the log start and the lost range is reported, for the tagger t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from faust.types import TP
@@ -55,6 +55,7 @@ class SourceOffsets:
     def __init__(self) -> None:
         self._next: dict[TP, int] = {}
         self._stuck: dict[TP, tuple[int, int]] = {}
+        self._rewound: set[TP] = set()
 
     def skipped(self, tp: TP, offset: int) -> int | None:
         """The offset to read `tp` again from if a message at `offset` means faust skipped messages."""
@@ -68,6 +69,7 @@ class SourceOffsets:
                 expected,
                 expected,
             )
+            self._rewound.add(tp)
             return expected
         return None
 
@@ -90,15 +92,13 @@ class SourceOffsets:
             if end is not None:
                 yield tp, max(0, end - next_offset)
 
-    def behind(self, highwater: Highwater) -> list[TP]:
-        """Partitions with messages past their position: the only ones retention can have taken
-        unprocessed records from (the log never starts past its end)."""
-        behind = []
-        for tp, next_offset in self._next.items():
-            end = highwater(tp)
-            if end is not None and end > next_offset:
-                behind.append(tp)
-        return behind
+    def suspects(self, stalled: Iterable[TP]) -> set[TP]:
+        """The partitions whose position retention may have deleted: those `skipped` sent back since the
+        last call, and `stalled` ones. Only these need the broker's log start: a partition whose
+        position is gone shows as a jump (the read reset to the log start) or, with nothing left
+        past it, as a stall."""
+        suspects, self._rewound = self._rewound | set(stalled), set()
+        return suspects
 
     def lost_to_retention(self, log_starts: Mapping[TP, int]) -> list[Lost]:
         """The partitions whose log now starts past their position (`log_starts`: the broker's log

@@ -120,3 +120,40 @@ async def test_records_deleted_by_retention_while_the_tagger_was_down_are_counte
         f"{topics.events}[0]: offsets 5 to 14 (10 records) were deleted by the topic's retention before the "
         "tagger processed them; they are lost to it, going on from 15"
     ]
+
+
+async def test_a_partition_whose_unprocessed_records_were_all_deleted_goes_on_from_its_end(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    # nothing left past the position to reveal a jump: the partition shows as stalled below its end
+    prefix = f"it-retention-{uuid.uuid4().hex[:8]}"
+    first = Worker(prefix, kafka_bootstrap, redis_url, tmp_path)
+    topics = first.tagger.settings.topics
+    events = TopicPartition(topics.events, 0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    await first.tagger.create_topics()
+    await produce(kafka_bootstrap, topics.tag_definitions, [(*definition_record(g), None) for g in definitions()])
+    async with first:
+        await send_orders(kafka_bootstrap, topics.events, ["seen"], now)
+        assert "seen" in await customers_with_changes(kafka_bootstrap, topics.tag_changes, {"seen"}, 90)
+
+    gone = [f"gone-{n}" for n in range(3)]  # offsets 1-3, then the log starts at 4, its end
+    await send_orders(kafka_bootstrap, topics.events, gone, now)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({events: RecordsToDelete(before_offset=4)})
+    finally:
+        await admin.close()
+
+    second = Worker(prefix, kafka_bootstrap, redis_url, tmp_path)
+    async with second:
+        deadline = time.monotonic() + 90
+        while second.lost(topics.events) != 3:
+            assert time.monotonic() < deadline, "the tagger did not count the deleted records"
+            await asyncio.sleep(0.5)
+        await send_orders(kafka_bootstrap, topics.events, ["later"], now)
+        changed = await customers_with_changes(kafka_bootstrap, topics.tag_changes, {"later"}, 60)
+        assert "later" in changed
+        assert not changed & set(gone)
+        assert second.lost(topics.events) == 3
