@@ -15,7 +15,6 @@ import pytest
 
 from services.runtime.customers import RedisCustomers
 from services.runtime.redis import redis_client
-from services.runtime.settings import Settings
 from tests.integration.shop_semantics import (
     a_manual_removal_sticks_until_cleared,
     free_orders_count_and_other_currencies_are_refused,
@@ -25,7 +24,7 @@ from tests.support.ingest_harness import (
     CARE,
     SEGMENT,
     VALUE,
-    Client,
+    Stack,
     browse,
     cond,
     create_topics,
@@ -40,12 +39,6 @@ from tests.support.ingest_harness import (
 from tests.support.kafka_io import TopicReader
 
 pytestmark = pytest.mark.integration
-
-
-class Stack:
-    def __init__(self, settings: Settings, client: Client) -> None:
-        self.settings = settings
-        self.client = client
 
 
 @pytest.fixture(scope="module")
