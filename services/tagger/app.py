@@ -56,6 +56,7 @@ from services.tagger.watchdog import RebalanceWatch, exit_after
 log = logging.getLogger(__name__)
 
 _INTERNAL_PREFIX = b"\x00"  # table keys that are not customers
+_LOG_START_WAIT_S = 10.0  # a ListOffsets call; bounded so that an outage cannot hold the stall checks
 
 
 class TopicLayoutError(RuntimeError):
@@ -387,8 +388,22 @@ class Tagger:
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _unstick(self) -> None:
-        """Re-read the partitions that have messages past their position but make no progress."""
-        for tp, offset in self.offsets.stalled(self._highwater()):
+        """Re-read the partitions that have messages past their position but make no progress, and move
+        on from the log start where retention deleted the position (offsets.py)."""
+        consumer = self.app.consumer
+        stalled = dict(self.offsets.stalled(self._highwater()))
+        suspects = self.offsets.suspects(stalled)
+        if suspects:
+            try:
+                log_starts = await asyncio.wait_for(consumer.earliest_offsets(*suspects), _LOG_START_WAIT_S)
+            except Exception as error:  # the broker is away: a partition still stuck is a suspect again
+                log.warning("could not read the log start of %d partitions: %r", len(suspects), error)
+                log_starts = {}
+            for lost in self.offsets.lost_to_retention(log_starts):
+                self.metrics.lost_to_retention.labels(lost.tp.topic, str(lost.tp.partition)).inc(lost.count)
+                stalled.pop(lost.tp, None)
+                await self.processor.rewind(lost.tp, lost.end)
+        for tp, offset in stalled.items():
             await self.processor.rewind(tp, offset)
 
     def _highwater(self) -> Callable[[TP], int | None]:

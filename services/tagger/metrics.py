@@ -87,6 +87,12 @@ class TaggerMetrics:
             ["topic", "partition"],
             registry=registry,
         )
+        self.lost_to_retention = Counter(
+            "tagstream_lost_to_retention_total",
+            "Source records the topic's retention deleted before the tagger processed them (never processed)",
+            ["topic", "partition"],
+            registry=registry,
+        )
         self.definitions_groups = Gauge(
             "tagstream_definitions_groups", "Tag groups the tagger is running", registry=registry
         )
