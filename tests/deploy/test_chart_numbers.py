@@ -21,7 +21,7 @@ tagger:
   replicas: 3
   standbyReplicas: 1000000
   terminationGracePeriodSeconds: 10000000
-  settings: {stream_buffer: 2000000, batch_within_s: 0.005, projector: false}
+  settings: {stream_buffer: 1000000, batch_within_s: 0.005, projector: false}
   probes: {startupFailureThreshold: 1000000}
 notifier:
   terminationGracePeriodSeconds: 1000000
@@ -52,13 +52,13 @@ def test_numbers_of_a_million_and_more_in_a_values_file_render_as_whole_numbers(
 
     tagger = one(manifests, "StatefulSet", "tagger")["spec"]["template"]["spec"]
     env = literal_env(tagger["containers"][0])
-    assert env["TAGSTREAM_TAGGER__STREAM_BUFFER"] == "2000000"
+    assert env["TAGSTREAM_TAGGER__STREAM_BUFFER"] == "1000000"
     assert env["TAGSTREAM_TAGGER__BATCH_WITHIN_S"] == "0.005"
     assert env["TAGSTREAM_TAGGER__PROJECTOR"] == "false"
     assert env["TAGSTREAM_TAGGER__STANDBY_REPLICAS"] == "1000000"
     assert tagger["terminationGracePeriodSeconds"] == 10_000_000
     assert tagger["containers"][0]["startupProbe"]["failureThreshold"] == 1_000_000
-    assert settings_check.load(env).tagger.stream_buffer == 2_000_000
+    assert settings_check.load(env).tagger.stream_buffer == 1_000_000
 
     notifier = one(manifests, "Deployment", "notifier")["spec"]["template"]["spec"]
     env = literal_env(notifier["containers"][0])
