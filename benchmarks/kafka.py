@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--no-floors", dest="floors", action="store_false", help="skip the passthrough rows")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency run")
+    parser.add_argument(
+        "--workers-from",
+        type=Path,
+        help="run the rows' workers from another checkout (with its own .venv): an older tagger on this "
+        "harness, workload and replay check",
+    )
     args = parser.parse_args(argv)
     rows = [row.strip() for row in args.rows.split(",") if row.strip()]
     unknown = sorted(set(rows) - set(ROWS))
@@ -101,6 +108,8 @@ async def run(bootstrap: str, args: argparse.Namespace, rows: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as directory:
         workdir = Path(directory)
         backlog, lines = await _backlog(bootstrap, args.events, args.customers, workdir)
+        if args.workers_from is not None:
+            backlog = dataclasses.replace(backlog, checkout=args.workers_from.resolve())
         print(f"replaying {args.events:,} events with `tagstream replay`...", file=sys.stderr)
         expected = replay(workdir / "events.jsonl", workdir / "rules.yaml", workdir, timezone=TIMEZONE, currency="CNY")
         runs: list[RowRun] = []
@@ -163,6 +172,11 @@ def _report(
         f"({replay_changes / args.events:.2f} per event)"
     )
     print(f"engine: {engine_build().describe()}; rounds: {args.rounds}, row order rotated")
+    if args.workers_from is not None:
+        head = subprocess.run(
+            ["git", "-C", str(args.workers_from), "rev-parse", "--short", "HEAD"], capture_output=True
+        )
+        print(f"workers from {args.workers_from} at {head.stdout.decode().strip() or 'an unknown commit'}")
     print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at end {os.getloadavg()[0]:.2f}")
     print("\n| worker | events/s (median, range) | CPU per event (median, range) | tag changes per event | = replay |")
     print("| --- | ---: | ---: | ---: | --- |")

@@ -19,13 +19,17 @@ Measured, in order:
 - backfill of the new group: publish → every customer re-evaluated; and the worker's RSS growth
   meanwhile (sampled every 0.1 s);
 - recovery after losing the local disk: the worker stopped, its RocksDB directory deleted, started
-  again: start → ready.
+  again: start → ready;
+- scale-out: two workers in one group (half the partitions each, their own read model) drain the
+  same backlog from the start: their CPU per event (both processes, each from its ready signal)
+  against the one worker's above.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import statistics
@@ -42,7 +46,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from benchmarks.kafka_rows import Backlog, Launched, Worker, launch
+from benchmarks.kafka_rows import Backlog, Launched, Worker, launch, prepare
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
@@ -55,6 +59,7 @@ from services.runtime.readmodel import Keys, ReadModel, offset_field
 from services.runtime.settings import KafkaSettings
 from tests.support import infra
 from tests.support.kafka_io import produce, topic_config
+from tests.support.netprobe import free_port
 from tests.support.processes import wait_caught_up
 
 PARTITIONS = 12
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=float, default=5.6)
     parser.add_argument("--partitions", type=int, default=PARTITIONS)
+    parser.add_argument(
+        "--no-two-workers", dest="two_workers", action="store_false", help="skip the two-worker drain of the backlog"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.customers <= 10_000_000 or not 1 <= args.events_per_customer <= 100:
         parser.error("--customers must be 1-10,000,000 and --events-per-customer 1-100")
@@ -91,10 +99,11 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
         launched = await launch("tagger", backlog, workdir)
         worker = launched.worker
         try:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), worker.cpu_seconds()
             await wait_caught_up(bootstrap, launched.group, backlog.topic, args.partitions, timeout=7200)
-            drained = time.perf_counter()
+            drained, one_cpu_us = time.perf_counter(), (worker.cpu_seconds() - cpu) * 1e6 / count
             rows.append(("backlog drained (start of the worker excluded)", f"{drained - started:.0f} s"))
+            rows.append(("worker CPU per event while draining", f"{one_cpu_us:.0f} µs"))
             await _projected(redis, prefix, bootstrap, [launched.topics["tag_changes"], backlog.topic])
             rows.append(("read model current after the backlog drained", f"+{time.perf_counter() - drained:.1f} s"))
             memory = (await _used_memory(redis) - memory_before) / customers
@@ -104,9 +113,12 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
             rows.extend(await _backfill(backlog, launched, customers))
             worker.stop()
             rows.append(await _recovery(launched, workdir))
+            if args.two_workers:
+                rows.extend(await _two_workers(backlog, workdir, one_cpu_us))
         finally:
             worker.stop()
             await _forget(redis, prefix)
+            await _forget(redis, _second_prefix(prefix))
             await redis.aclose()
     print(
         f"\none tagger worker, RocksDB, {args.partitions} partitions, {customers:,} customers, {count:,} events "
@@ -272,6 +284,39 @@ async def _recovery(launched: Launched, workdir: Path) -> tuple[str, str]:
         return "recovery after losing the local disk (start -> ready)", f"{time.perf_counter() - started:.0f} s"
     finally:
         worker.stop()
+
+
+async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float) -> list[tuple[str, str]]:
+    """Two workers of one group on the whole backlog; CPU counts in each from its ready signal (the
+    rebalance when the second joins included), until the group has committed the end."""
+    prefix = _second_prefix(backlog.settings["TAGSTREAM_REDIS__KEY_PREFIX"])
+    own = dataclasses.replace(backlog, settings=backlog.settings | {"TAGSTREAM_REDIS__KEY_PREFIX": prefix})
+    group, _, env, clock = await prepare("tagger", own, workdir)
+    workers = []
+    for number in range(2):
+        datadir = Path(env["TAGSTREAM_TAGGER__DATADIR"]) / f"worker-{number}"
+        mine = env | {"TAGSTREAM_TAGGER__DATADIR": str(datadir), "TAGSTREAM_TAGGER__WEB_PORT": str(free_port())}
+        workers.append(Worker("tagger", mine, clock, workdir / f"{group}-{number}.log"))
+    try:
+        await asyncio.gather(*(worker.start() for worker in workers))
+        cpu = [worker.cpu_seconds() for worker in workers]
+        started = time.perf_counter()
+        await wait_caught_up(own.bootstrap, group, own.topic, own.partitions, timeout=7200)
+        seconds = time.perf_counter() - started
+        used = [worker.cpu_seconds() - before for worker, before in zip(workers, cpu, strict=True)]
+    finally:
+        for worker in workers:
+            worker.stop()
+    per_event = sum(used) * 1e6 / own.events
+    shares = " / ".join(f"{share / sum(used):.0%}" for share in used)
+    return [
+        (f"two workers drain the backlog (CPU shares {shares})", f"{seconds:.0f} s"),
+        ("two workers' CPU per event (both), vs one worker's", f"{per_event:.0f} µs ({per_event / one_cpu_us:.2f}x)"),
+    ]
+
+
+def _second_prefix(prefix: str) -> str:
+    return f"{prefix.rstrip(':')}-two:"
 
 
 def _metrics(launched: Launched) -> dict[str, float]:
