@@ -65,6 +65,8 @@ async def run(customers: int, redis_url: str, decide_seconds: float | None) -> N
     started = time.perf_counter()
     for first in range(0, customers, _SEED_BATCH):
         await redis.sadd(members, *(f"c{n:08d}" for n in range(first, min(customers, first + _SEED_BATCH))))
+    # the marker of a whole read model (services/runtime/readmodel.py): without it a campaign waits
+    await redis.hset(Keys(prefix).meta, mapping={"state": "ready", "ready_ms": int(time.time() * 1000)})
     print(f"seeded {customers:,} members in {time.perf_counter() - started:.1f}s")
 
     clock = SystemClock()
@@ -98,7 +100,7 @@ async def run(customers: int, redis_url: str, decide_seconds: float | None) -> N
     await redis.config_set("slowlog-log-slower-than", 1000)  # commands over 1 ms, all kept (this run's Redis)
     await redis.config_set("slowlog-max-len", 100_000)
     await redis.slowlog_reset()
-    fanned = await runner.run()
+    fanned = first = await runner.run()
     record = await campaigns.get("bench")
     assert record is not None
     assert record.audience is not None
@@ -110,8 +112,11 @@ async def run(customers: int, redis_url: str, decide_seconds: float | None) -> N
         fanned += await runner.run()
         record = await campaigns.get("bench")
         assert record is not None
-    fan_s = snapshot_s + time.perf_counter() - started
-    print(f"fan-out: {fanned:,} steps scheduled in {fan_s:.1f}s, snapshot included ({fanned / fan_s:,.0f}/s)")
+    fan_s = time.perf_counter() - started
+    print(
+        f"fan-out: {fanned:,} steps scheduled, {first:,} in the first round; the rest in {fan_s:.1f}s "
+        f"({(fanned - first) / max(fan_s, 1e-9):,.0f}/s)"
+    )
 
     decided, deadline = 0, time.perf_counter() + (decide_seconds or float("inf"))
     started = time.perf_counter()
