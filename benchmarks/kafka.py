@@ -369,14 +369,14 @@ async def _latency(backlog: Backlog, lines: list[bytes], workdir: Path, runs: li
                     later.append(latency)
     whole, second = statistics.quantiles(latencies, n=100), statistics.quantiles(later, n=100)
     return Latency(
-        rate,
-        len(lines) / (finished - started),
-        whole[49],
-        whole[98],
-        max(latencies),
-        second[49],
-        second[98],
-        len(latencies),
+        rate=rate,
+        sent_rate=len(lines) / (finished - started),
+        p50=whole[49],
+        p99=whole[98],
+        longest=max(latencies),
+        later_p50=second[49],
+        later_p99=second[98],
+        changes=len(latencies),
     )
 
 
