@@ -367,7 +367,8 @@ async def _latency(backlog: Backlog, lines: list[bytes], workdir: Path, runs: li
                 latencies.append(latency)
                 if sent[cause] >= halfway:
                     later.append(latency)
-    whole, second = statistics.quantiles(latencies, n=100), statistics.quantiles(later, n=100)
+    whole = statistics.quantiles(latencies, n=100)
+    second = statistics.quantiles(later, n=100) if len(later) > 1 else whole  # a tiny run
     return Latency(
         rate=rate,
         sent_rate=len(lines) / (finished - started),
