@@ -4,8 +4,8 @@
     python -m benchmarks.campaigns --customers 100000
     python -m benchmarks.campaigns --decide-seconds 120   # 1M snapshot and fan-out, then 120 s of decisions
 
-Starts Redis with scripts/redis.sh (or uses TAGSTREAM_TEST_REDIS_URL), puts the customers in one
-tag's member set as the projector would, then runs one notifier in process over the Redis stores —
+Starts Redis with scripts/redis.sh (or uses TAGSTREAM_TEST_REDIS_URL), gives every customer one tag
+through the read model's projector, then runs one notifier in process over the Redis stores —
 the campaign runner (snapshot, paced fan-out with the pace set out of the way) and the scheduler's
 claim/decide/record loop — with a provider that accepts every message at once and outcomes dropped,
 so the figure is what the notifier itself decides per second: claims, the six reads of each decision,
@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from schemas.campaigns import CampaignRecord
 from schemas.notifications import NotificationOutcome
+from schemas.tags import Reason, TagChanged
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.core import Notifier, Tuning
 from services.notifier.policy import Campaign, PlaybookSet, Policy
@@ -36,7 +37,8 @@ from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagF
 from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import SystemClock
 from services.runtime.customers import RedisCustomers
-from services.runtime.readmodel import Keys
+from services.tagger.marker import Marker
+from services.tagger.projector import Projector
 from tests.support import infra
 
 _SEED_BATCH = 10_000
@@ -61,12 +63,11 @@ class Dropped:
 async def run(customers: int, redis_url: str, decide_seconds: float | None) -> None:
     redis = aioredis.from_url(redis_url)
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    members = Keys(prefix).members("segment", "churn_risk")
     started = time.perf_counter()
+    await Marker(redis, key_prefix=prefix).begin({}, datetime.now(UTC), reason="benchmark")
+    projector = Projector(redis, key_prefix=prefix)
     for first in range(0, customers, _SEED_BATCH):
-        await redis.sadd(members, *(f"c{n:08d}" for n in range(first, min(customers, first + _SEED_BATCH))))
-    # the marker of a whole read model (services/runtime/readmodel.py): without it a campaign waits
-    await redis.hset(Keys(prefix).meta, mapping={"state": "ready", "ready_ms": int(time.time() * 1000)})
+        await projector.apply_many([_tagged(f"c{n:08d}") for n in range(first, min(customers, first + _SEED_BATCH))])
     print(f"seeded {customers:,} members in {time.perf_counter() - started:.1f}s")
 
     clock = SystemClock()
@@ -142,6 +143,20 @@ async def run(customers: int, redis_url: str, decide_seconds: float | None) -> N
     for first in range(0, len(keys), 10_000):
         await redis.delete(*keys[first : first + 10_000])
     await redis.aclose()
+
+
+def _tagged(customer: str) -> TagChanged:
+    return TagChanged(
+        customer_id=customer,
+        group_id="segment",
+        tag_id="churn_risk",
+        change="added",
+        source="rule",
+        reason=Reason(summary="days_since_last_order >= 60"),
+        group_version=1,
+        occurred_at=datetime(2026, 11, 2, tzinfo=UTC),
+        seq=1,
+    )
 
 
 def main() -> None:

@@ -40,12 +40,12 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from benchmarks.audiences import forget, longest_command, timed
 from benchmarks.kafka_rows import Backlog, Launched, Worker, launch, prepare
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
@@ -123,8 +123,8 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
                 record(*await _two_workers(backlog, workdir, one_cpu_us, args.customers))
         finally:
             worker.stop()
-            await _forget(redis, prefix)
-            await _forget(redis, _second_prefix(prefix))
+            await forget(redis, prefix)
+            await forget(redis, _second_prefix(prefix))
             await redis.aclose()
     print(
         f"\none tagger worker, RocksDB, {args.partitions} partitions, {customers:,} customers, {count:,} events "
@@ -222,42 +222,30 @@ async def _changelog_records(bootstrap: str, group: str, customers: int) -> tupl
 
 async def _audience(redis: Redis, prefix: str) -> list[tuple[str, str]]:
     """`all_of` the largest tags of the two largest groups, as the ingest API runs it."""
-    sizes: dict[str, int] = {}
-    async for key in redis.scan_iter(match=f"{prefix}t:*", count=1000):
-        name = key.decode()[len(prefix) + 2 :]
-        sizes[name] = int(await redis.scard(key))
+    keys = Keys(prefix)
+    sizes = {_text(name): int(size) for name, size in (await redis.hgetall(keys.tag_members)).items()}
     largest: dict[str, tuple[int, str]] = {}
     for name, size in sizes.items():
         group = name.split("/", 1)[0]
         largest[group] = max(largest.get(group, (0, "")), (size, name))
     (first_size, first), (second_size, second) = sorted(largest.values(), reverse=True)[:2]
-    audiences = RedisAudiences(redis, Keys(prefix), 60, SystemClock())
+    audiences = RedisAudiences(redis, keys, 60, SystemClock())
     query = AudienceQuery(all_of=(first, second), any_of=(), none_of=())
-    slower_than = str((await redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"])
-    await redis.config_set("slowlog-log-slower-than", 0)
-    try:
-        timings = []
-        longest = 0
-        for _ in range(5):
-            await redis.slowlog_reset()
-            started = time.perf_counter()
-            page = await audiences.query(query, 100)
-            timings.append(time.perf_counter() - started)
-            commands = await redis.slowlog_get(128)
-            longest = max([longest, *(entry["duration"] for entry in commands if _ran_by_query(entry))])
-    finally:
-        await redis.config_set("slowlog-log-slower-than", slower_than)
+    timings = []
+    longest = 0.0
+    for _ in range(5):
+        (page, took), slowest = await longest_command(redis, lambda: timed(audiences.query(query, 100)))
+        timings.append(took)
+        longest = max(longest, slowest)
     name = f"audience all_of {first} ({first_size:,}) and {second} ({second_size:,}): {page.count:,} members"
     return [
         (f"{name}, median of 5", f"{statistics.median(timings) * 1000:.0f} ms"),
-        ("longest Redis command of that query (Redis blocked)", f"{longest / 1000:.1f} ms"),
+        ("longest Redis command of that query (Redis blocked)", f"{longest:.1f} ms"),
     ]
 
 
-def _ran_by_query(entry: dict[str, Any]) -> bool:
-    command = entry["command"]
-    name = (command if isinstance(command, bytes) else str(command).encode()).split(b" ", 1)[0].upper()
-    return name not in (b"SLOWLOG", b"CONFIG")
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _backfill(backlog: Backlog, launched: Launched, customers: int) -> list[tuple[str, str]]:
@@ -364,18 +352,6 @@ def _rss_bytes(worker: Worker) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-async def _forget(redis: Redis, prefix: str) -> None:
-    """The run's keys out of the shared Redis."""
-    batch = []
-    async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        await redis.delete(*batch)
 
 
 if __name__ == "__main__":

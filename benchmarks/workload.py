@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -124,10 +124,16 @@ def write_events(path: str, count: int, customers: int, seed: int = 7) -> None:
             out.write(orjson.dumps(event) + b"\n")
 
 
+WORKLOAD_TEMPLATES: Final = frozenset({"rfm", "lifecycle", "value_tiers", "churn"})
+
+
 def rules() -> dict[str, Any]:
-    """20 groups, 100 tags: the four built-in templates plus typical merchant groups."""
+    """20 groups, 100 tags: the four built-in templates on orders and activity plus typical merchant
+    groups (the templates on profiles and sources read events the workload does not have)."""
     groups: list[dict[str, Any]] = []
     for template in templates().values():
+        if template.id not in WORKLOAD_TEMPLATES:
+            continue
         groups.extend(group.model_dump(mode="json", exclude_none=True) for group in template.render())
 
     def group(group_id: str, mode: str, tags: list[tuple[str, dict[str, Any]]]) -> None:

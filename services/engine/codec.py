@@ -3,7 +3,8 @@
 Money stays exact (decimal strings); instants are integer microseconds; day buckets are flat
 [day, count, ...] lists; the browse/click event-id digests are a flat [day, base64, ...] list.
 Format 1 (before the event digests were kept per day, and before manual removals stuck) still
-decodes: its last 32 digests, which belong to no day, are dropped.
+decodes: its last 32 digests, which belong to no day, are dropped. A customer with profile attributes
+or sources has one more, trailing section (`profile_codec.py`); without, the bytes are as before.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Final
 import orjson
 
 from services.engine.aggregates import EVENT_DIGEST_BYTES, Aggregates, OrderRecord
+from services.engine.profile_codec import pack_profile, unpack_profile
 from services.engine.state import CustomerState, earliest
 
 FORMAT_VERSION: Final = 2
@@ -66,6 +68,7 @@ def encode(state: CustomerState) -> bytes:
             ],
             None if not state.blocked else {group: sorted(tags) for group, tags in sorted(state.blocked.items())},
         ]
+        + ([] if agg.profile is None else [pack_profile(agg.profile)])  # a trailing section, only when present
     )
 
 
@@ -77,8 +80,11 @@ def decode(data: bytes) -> CustomerState:
         stored.append(None)
     elif version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
+    profile = stored.pop() if len(stored) == 9 else None
     _, customer_id, seq, clock_us, tags, due, packed, blocked = stored
     state = CustomerState(customer_id, _aggregates(packed))
+    if profile is not None:
+        state.agg.profile = unpack_profile(profile)
     if blocked:
         state.blocked = {group: set(tag_ids) for group, tag_ids in blocked.items()}
     state.seq = seq

@@ -22,7 +22,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.tags import Condition, Metric, Op, Rule
+from schemas.tags import CYCLE_METRICS, Condition, Metric, Op, Rule
 from services.engine.changes import ConditionOutcome
 from services.engine.comparisons import Comparison, comparison_for
 from services.engine.state import Held
@@ -114,10 +114,18 @@ def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE) -> CompiledRule:
 
 def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCondition:
     metric = spec.metric
+    if metric in _PROFILE_METRICS:
+        from services.engine.profile_rules import compile_profile_condition  # it builds on this module
+
+        return compile_profile_condition(spec)
     if metric is Metric.BOUGHT_ANY:
         return _BoughtAny(spec)
     if metric is Metric.HAS_TAG:
         return _HasTag(spec)
+    if metric in CYCLE_METRICS:
+        from services.engine.loyalty import compile_cycle_condition  # loyalty.py builds on this module
+
+        return compile_cycle_condition(spec)
     comparison = comparison_for(spec.op, spec.value)
     if spec.window is not None:
         kind = WINDOW_KINDS[metric]
@@ -141,6 +149,11 @@ def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE) -> CompiledCond
     if metric is Metric.POINTS_TOTAL:
         return _PointsTotal(spec, comparison)
     raise ValueError(f"no condition on {metric.value!r} without a window")
+
+
+_PROFILE_METRICS = frozenset(
+    {Metric.ATTRIBUTE, Metric.AGE, Metric.FIRST_SOURCE, Metric.LAST_SOURCE, Metric.SOURCES_ANY}
+)
 
 
 def window_day(bound: date, zone: DayZone) -> int:

@@ -26,7 +26,16 @@ from services.engine.fingerprint import DefinitionChange, definition_change
 from services.engine.manual import commandable, forget_blocks, unblock
 from services.engine.routing import Routes
 from services.engine.rulebook import CompiledGroup, RuleBook
-from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
+from services.engine.schedule import (
+    AGE_TIME,
+    BROWSE_WINDOW,
+    CLICK_WINDOW,
+    LOYALTY,
+    ORDER_TIME,
+    ORDER_WINDOW,
+    WINDOW_END,
+    Fired,
+)
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
 from services.engine.timeutil import from_us, to_us
@@ -34,7 +43,16 @@ from services.engine.windows import BROWSES, CLICKS, EvalContext
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (
+    ORDER_TIME,
+    ORDER_WINDOW,
+    BROWSE_WINDOW,
+    CLICK_WINDOW,
+    WINDOW_END,
+    AGE_TIME,
+    LOYALTY,
+    MANUAL_EXPIRY,
+)
 
 
 class Engine:
@@ -97,7 +115,7 @@ class Engine:
                 occurred_us = to_us(event.occurred_at)
             day = self._zone.day(occurred_us)
             had_day = day in buckets
-        if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone):
+        if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone, self._rulebook.attributes):
             self.duplicates += 1
             return changes
         ctx = EvalContext(agg, state.tags, now_us, self._zone)
@@ -226,6 +244,8 @@ class Engine:
         changes = self._advance(state, now_us)
         ctx = EvalContext(state.agg, state.tags, now_us, self._zone)
         forget_blocks(state, self._rulebook)
+        if state.agg.profile is not None:  # attributes no rule reads any more are not kept
+            state.agg.profile.forget(self._rulebook.attributes)
         for group_id, version in sorted(change.deleted.items()):
             for tag_id in sorted(state.tags.get(group_id, {})):
                 emit(

@@ -131,21 +131,29 @@ class TaggerSettings(_Section):
     )
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /healthz /readyz /metrics")
     standby_replicas: int = Field(default=1, ge=0, description="warm copies of each partition's table on other workers")
-    batch_size: int = Field(default=500, ge=1, description="events taken per batch")
+    batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=100_000,
+        description="records processed per batch (one checkpoint: changes, then states and changelog, then "
+        "offsets); a batch holds whole fetches, so one fetch larger than this is one batch",
+    )
     stream_buffer: int = Field(
         default=16384,
         ge=1,
-        description="messages fetched ahead of the agent (faust's stream_buffer_maxsize, 4096 by default): "
-        "more keeps a busy worker fed (~1.5 KB each); a rebalance waits until the buffered ones are processed",
+        le=1_000_000,
+        description="source records fetched ahead of the processor (~1.5 KB each; more keeps a busy worker fed), "
+        "and faust's stream_buffer_maxsize for the changelog records of recovery and standbys; a rebalance "
+        "drops the queued ones (not committed: read again by the partition's next owner)",
     )
     direct_delivery: bool = Field(
         default=True,
-        description="hand fetched messages to the stream without faust's four tasks per message when nothing can "
-        "block the hand-over (services/tagger/faust_compat.py); false: every hand-over goes through faust's "
-        "`wait_first`, as in faust's own loop (the tagger's consumer and its commit fix stay)",
+        description="hand the table's changelog records (recovery, standbys) to faust's conductor without its "
+        "four tasks per message when nothing can block the hand-over (services/tagger/faust_compat.py); false: "
+        "through faust's `wait_first`, as in faust's own loop. Source records always go over in batches",
     )
     batch_within_s: float = Field(
-        default=0.01, gt=0, description="longest wait to fill a batch (bounds the latency added at low rates)"
+        default=0.01, gt=0, le=10, description="longest wait to fill a batch (bounds the latency added at low rates)"
     )
     timer_interval_s: float = Field(default=0.5, gt=0, description="how often due time-based re-evaluations are sent")
     horizon_days: int = Field(
@@ -182,7 +190,8 @@ class TaggerSettings(_Section):
         default=30.0,
         gt=0,
         le=600,
-        description="on a rebalance or stop, longest wait for the batch in flight; then it is abandoned unacknowledged",
+        description="on a rebalance or stop, longest wait for the batch in flight; then it is cancelled, its "
+        "positions neither stored nor committed (read again by the partition's next owner)",
     )
     shutdown_timeout_s: float = Field(
         default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"

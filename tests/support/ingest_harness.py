@@ -92,6 +92,14 @@ async def running_tagger(settings: Settings, datadir: Path) -> AsyncIterator[Tag
         tagger.stop()
 
 
+class Stack:
+    """Ingest in process and a tagger beside it, on one set of topics: the settings and a client."""
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
+
+
 class Client:
     """HTTP calls as a role: `client.as_("admin").post(...)`."""
 
