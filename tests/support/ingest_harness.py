@@ -38,7 +38,7 @@ def ingest_settings(kafka_bootstrap: str, redis_url: str, prefix: str, **ingest:
         redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
         topics=topic_names(prefix),
         ingest=IngestSettings(
-            api_keys=[ApiKey(key=key, role=role, name=f"{role}@test") for role, key in KEYS.items()],  # type: ignore[arg-type]
+            api_keys=[ApiKey(key=key, role=role, name=f"{role}@test") for role, key in KEYS.items()],
             **ingest,
         ),
     )
