@@ -5,9 +5,9 @@
 `benchmarks.kafka` runs it as a floor beside the aiokafka passthrough and the core alone. It is the
 tagger with the engine and the state taken out and everything else kept: the tagger's own faust app
 (`services.tagger.faust_app.faust_app`: acks=all, at-least-once, commit interval, stream buffer, the
-`TaggerConsumer` with direct delivery; a memory store, as no table is used), the same batches
-(`noack_take`, acknowledged after the batch's sends are acked) and the same record-batch sender
-(`send_records`). What it costs per event is what any faust-based worker pays
+`TaggerConsumer` handing fetched records over in batches; a memory store, as no table is used), the
+same batches (`SourceBatches`, positions committed after the batch's sends are acked) and the same
+record-batch sender (`send_records`). What it costs per event is what any faust-based worker pays
 before doing any work of its own.
 """
 
@@ -21,23 +21,28 @@ from typing import cast
 import faust
 
 from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
+from services.tagger.delivery import Batch, SourceBatches
 from services.tagger.faust_app import RAW_TOPIC, faust_app, send_records
-from services.tagger.faust_compat import noack_batches
 
 
 def build_app(settings: Settings, source: str, sink: str) -> faust.App:
-    """The tagger's own faust app (`faust_app`), with one agent that forwards each event."""
+    """The tagger's own faust app (`faust_app`) and hand-over, with a task that forwards each batch."""
     app = faust_app(settings)
     tagger = settings.tagger
+    batches = SourceBatches([source], tagger.stream_buffer)
+    app.source_batches = batches
+    app.topics.add(app.topic(source, **RAW_TOPIC))
 
-    @app.agent(app.topic(source, **RAW_TOPIC), concurrency=1, name="bench.forward")
-    async def forward(stream: faust.StreamT[bytes]) -> None:
-        async for events in noack_batches(stream, tagger.batch_size, tagger.batch_within_s):
-            # the workload's events all have a key and a value
-            messages = cast(list[tuple[bytes, bytes]], [(event.message.key, event.message.value) for event in events])
-            await asyncio.gather(*await send_records(app, sink, messages))
-            for event in events:
-                await stream.ack(event)
+    async def forward(taken: list[Batch]) -> None:
+        # the workload's events all have a key and a value
+        messages = cast(list[tuple[bytes, bytes]], [(r.key, r.value) for _, records in taken for r in records])
+        await asyncio.gather(*await send_records(app, sink, messages))
+        batches.stored({tp: records[-1].offset + 1 for tp, records in taken})
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def forward_batches() -> None:
+        while True:
+            await batches.run(forward(await batches.take(tagger.batch_size, tagger.batch_within_s)))
 
     return app
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import math
 import os
 import statistics
 import subprocess
@@ -80,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--no-floors", dest="floors", action="store_false", help="skip the passthrough rows")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency run")
+    parser.add_argument(
+        "--workers-from",
+        type=Path,
+        help="run the rows' workers from another checkout (with its own .venv): an older tagger on this "
+        "harness, workload and replay check",
+    )
     args = parser.parse_args(argv)
     rows = [row.strip() for row in args.rows.split(",") if row.strip()]
     unknown = sorted(set(rows) - set(ROWS))
@@ -101,6 +109,8 @@ async def run(bootstrap: str, args: argparse.Namespace, rows: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as directory:
         workdir = Path(directory)
         backlog, lines = await _backlog(bootstrap, args.events, args.customers, workdir)
+        if args.workers_from is not None:
+            backlog = dataclasses.replace(backlog, checkout=args.workers_from.resolve())
         print(f"replaying {args.events:,} events with `tagstream replay`...", file=sys.stderr)
         expected = replay(workdir / "events.jsonl", workdir / "rules.yaml", workdir, timezone=TIMEZONE, currency="CNY")
         runs: list[RowRun] = []
@@ -153,7 +163,7 @@ def _report(
     rows: list[str],
     runs: list[RowRun],
     floors: list[tuple[str, float, float]],
-    latency: tuple[float, float, float, int] | None,
+    latency: Latency | None,
     replay_changes: int,
     load: tuple[float, float, float],
 ) -> None:
@@ -163,6 +173,11 @@ def _report(
         f"({replay_changes / args.events:.2f} per event)"
     )
     print(f"engine: {engine_build().describe()}; rounds: {args.rounds}, row order rotated")
+    if args.workers_from is not None:
+        head = subprocess.run(
+            ["git", "-C", str(args.workers_from), "rev-parse", "--short", "HEAD"], capture_output=True
+        )
+        print(f"workers from {args.workers_from} at {head.stdout.decode().strip() or 'an unknown commit'}")
     print(f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at end {os.getloadavg()[0]:.2f}")
     print("\n| worker | events/s (median, range) | CPU per event (median, range) | tag changes per event | = replay |")
     print("| --- | ---: | ---: | ---: | --- |")
@@ -187,10 +202,11 @@ def _report(
     for label, rate, cpu in floors:
         print(f"floor, {label}: {rate:,.0f} events/s, {cpu:.0f} µs CPU per event")
     if latency is not None:
-        rate, p50, p99, changes = latency
         print(
-            f"tagger event -> tag change latency at {rate:,.0f} events/s (half its median rate), {changes:,} "
-            f"changes: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
+            f"tagger event -> tag change latency at {latency.rate:,.0f} events/s (half its median rate; sent at "
+            f"{latency.sent_rate:,.0f}/s), {latency.changes:,} changes: p50 {latency.p50 * 1000:.0f} ms, "
+            f"p99 {latency.p99 * 1000:.0f} ms, max {latency.longest * 1000:.0f} ms; "
+            f"second half of the run: p50 {latency.later_p50 * 1000:.0f} ms, p99 {latency.later_p99 * 1000:.0f} ms"
         )
     for found in runs:
         if not found.check.ok:
@@ -300,17 +316,33 @@ async def _faust_passthrough(backlog: Backlog, workdir: Path) -> tuple[float, fl
         started, cpu = time.perf_counter(), cpu_seconds(process.pid)
         await wait_caught_up(backlog.bootstrap, group, backlog.topic, PARTITIONS, timeout=1800)
         measured = backlog.events - forwarded
+        if measured <= 0:  # a backlog this small is forwarded whole before the first probe answers
+            print(f"faust passthrough: all {backlog.events} events forwarded before the first probe; not measured")
+            return math.nan, math.nan
         return measured / (time.perf_counter() - started), (cpu_seconds(process.pid) - cpu) * 1e6 / measured
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-async def _latency(
-    backlog: Backlog, lines: list[bytes], workdir: Path, runs: list[RowRun]
-) -> tuple[float, float, float, int]:
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """Event -> tag change latency of a paced run, in seconds; `later_*` over the changes of events
+    sent in the run's second half (a start-up transient would show in the whole run's tail only)."""
+
+    rate: float
+    sent_rate: float
+    p50: float
+    p99: float
+    longest: float
+    later_p50: float
+    later_p99: float
+    changes: int
+
+
+async def _latency(backlog: Backlog, lines: list[bytes], workdir: Path, runs: list[RowRun]) -> Latency:
     """The workload sent at half the tagger's median rate to a ready tagger; for each tag change the
-    time from its event's send to the change's record timestamp."""
+    time from its event's send to the change's record timestamp (set when the tagger sends it)."""
     rate = statistics.median(found.events_per_s for found in runs if found.row == "tagger") / 2
     events_topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
     await ensure_topics(_kafka(backlog), [events_topic], kept_forever=[events_topic])  # see _backlog
@@ -322,19 +354,35 @@ async def _latency(
         sent.setdefault(orjson.loads(line)["event_id"], at)
 
     try:
+        started = time.time()
         await produce_at_rate(backlog.bootstrap, events_topic, lines, rate, on_sent=remember, stamps=stamps)
+        finished = time.time()
         await wait_caught_up(backlog.bootstrap, launched.group, events_topic, PARTITIONS, timeout=1800)
     finally:
         launched.worker.stop()
+    halfway = (started + finished) / 2
     async with TopicReader(backlog.bootstrap, launched.topics["tag_changes"]) as reader:
         await reader.drain()
-        latencies = []
+        latencies, later = [], []
         for record in reader.records:
             cause = orjson.loads(record.value).get("caused_by")
             if cause in sent:
-                latencies.append(max(0.0, record.timestamp / 1000 - sent[cause]))
-    quantiles = statistics.quantiles(latencies, n=100)
-    return rate, quantiles[49], quantiles[98], len(latencies)
+                latency = max(0.0, record.timestamp / 1000 - sent[cause])
+                latencies.append(latency)
+                if sent[cause] >= halfway:
+                    later.append(latency)
+    whole = statistics.quantiles(latencies, n=100)
+    second = statistics.quantiles(later, n=100) if len(later) > 1 else whole  # a tiny run
+    return Latency(
+        rate=rate,
+        sent_rate=len(lines) / (finished - started),
+        p50=whole[49],
+        p99=whole[98],
+        longest=max(latencies),
+        later_p50=second[49],
+        later_p99=second[98],
+        changes=len(latencies),
+    )
 
 
 def _kafka(backlog: Backlog) -> KafkaSettings:

@@ -55,6 +55,9 @@ class Backlog:
     groups: list[object]
     settings: dict[str, str]
     """TAGSTREAM_* variables every worker gets on top of its topics (the shop's zone, history age)."""
+    checkout: Path = Path(__file__).resolve().parents[1]
+    """Where the workers run from (its `.venv` unless it is this checkout): another checkout compares
+    an older tagger with this one on the same backlog, harness and replay."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,17 @@ class Launched:
 
 async def launch(row: str, backlog: Backlog, workdir: Path, events_topic: str | None = None) -> Launched:
     """A row's worker, ready, on its own topics and `events_topic` (default: the shared backlog)."""
+    prefix, topics, env, clock = await prepare(row, backlog, workdir, events_topic)
+    worker = Worker(row, env, clock, workdir / f"{prefix}.log", backlog.checkout)
+    await worker.start()
+    return Launched(worker, prefix, topics, clock)
+
+
+async def prepare(
+    row: str, backlog: Backlog, workdir: Path, events_topic: str | None = None
+) -> tuple[str, dict[str, str], dict[str, str], Path]:
+    """A row's topics, clock file and environment (group, RocksDB directory, web port), its tagger
+    warmed; nothing running: (group, topics, env, clock)."""
     prefix = f"bench-{row[:5]}-{uuid.uuid4().hex[:6]}"
     topics = await tagger_topics(backlog.bootstrap, prefix, backlog.partitions, backlog.groups)
     clock = workdir / f"{prefix}.clock"
@@ -94,16 +108,14 @@ async def launch(row: str, backlog: Backlog, workdir: Path, events_topic: str | 
         # A first start over a backlog re-evaluates the customers it processed before its partition
         # sync arrives, at the wall time: a worker that ran before (on an empty stream) has its
         # partitions synced, as one that resumes after an outage.
-        warm = Worker(row, env, clock, workdir / f"{prefix}-warm.log")
+        warm = Worker(row, env, clock, workdir / f"{prefix}-warm.log", backlog.checkout)
         await warm.start()
         await _settled(
             backlog.bootstrap, prefix, topics["tagger_ticks"], backlog.partitions, warm, quiet=1.0, every=True
         )
         warm.stop()
     topics["events"] = env["TAGSTREAM_TOPICS__EVENTS"] = events_topic or backlog.topic
-    worker = Worker(row, env, clock, workdir / f"{prefix}.log")
-    await worker.start()
-    return Launched(worker, prefix, topics, clock)
+    return prefix, topics, env, clock
 
 
 async def measure_row(row: str, backlog: Backlog, expected: Expected, workdir: Path) -> RowRun:
@@ -126,8 +138,11 @@ async def measure_row(row: str, backlog: Backlog, expected: Expected, workdir: P
 class Worker:
     """A row's worker process: started, ready, measured by its process CPU, stopped with SIGTERM."""
 
-    def __init__(self, row: str, env: dict[str, str], clock: Path, log: Path) -> None:
+    def __init__(
+        self, row: str, env: dict[str, str], clock: Path, log: Path, checkout: Path = Backlog.checkout
+    ) -> None:
         self.row = row
+        self.checkout = checkout
         self.env = env
         self._clock = clock
         self._log = log
@@ -139,8 +154,8 @@ class Worker:
         arguments = [str(self._clock)] if self.row == "tagger" else [str(self._clock), str(self._ready)]
         with open(self._log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", MODULES[self.row], *arguments],
-                cwd=Path(__file__).resolve().parents[1],
+                [python_of(self.checkout), "-m", MODULES[self.row], *arguments],
+                cwd=self.checkout,
                 env=self.env,
                 stdout=log,
                 stderr=log,
@@ -215,6 +230,16 @@ async def _settled(
     finally:
         await probe.stop()
         await admin.close()
+
+
+def python_of(checkout: Path) -> str:
+    """This interpreter for this checkout, else the other checkout's own venv."""
+    if checkout == Backlog.checkout:
+        return sys.executable
+    python = checkout / ".venv" / "bin" / "python"
+    if not python.exists():
+        raise FileNotFoundError(f"--workers-from: no {python}")
+    return str(python)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -2,6 +2,7 @@
 
     python -m benchmarks.preview                          # 100,000 customers' states, previewed 10 times over
     python -m benchmarks.preview --events 100000 --customers 10000 --rounds 2
+    python -m benchmarks.preview --kafka --customers 1000000   # one worker end to end (local broker, Redis)
 
 The states are those `tagstream replay` builds from the engine benchmark's workload (benchmarks/workload.py,
 20 groups / 100 tags), stored as the tagger stores them (encoded bytes). The draft shifts the bounds of
@@ -10,12 +11,21 @@ every customer — what `POST /v1/groups/aov:preview` makes each worker do for i
 (services/engine/lookup.py: decode a copy, run the backfill, count). `--rounds` previews the same states
 again under other ids' counts, so 100,000 states x 10 rounds are 1,000,000 customer previews on one core.
 Not measured here: reading the states from RocksDB (a key lookup per customer in the worker).
+
+`--kafka`: one `tagstream tagger` worker (RocksDB, 4 partitions) holding `--customers` customers of
+one order each (the integration test's `value` tiers, loaded by producing the orders unpaced and
+waiting for the worker to commit them), then `POST /v1/groups/value:preview` through ingest: the
+scan of the table, the core, the answers on Kafka, the gathering. Prints the wall time and the
+worker's CPU for the preview alone. Starts the local broker and Redis (scripts/kafka.sh, redis.sh).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
+import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -36,9 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=10, help="previews of every state (1..100)")
     parser.add_argument("--workdir", default=".run/bench")
+    parser.add_argument("--kafka", action="store_true", help="one tagger worker end to end (see above)")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 100:
         parser.error(f"--rounds must be 1..100, got {args.rounds}")
+    if args.kafka:
+        if not 1 <= args.customers <= 10_000_000:
+            parser.error(f"--customers must be 1..10,000,000, got {args.customers}")
+        return _kafka_preview(args.customers)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     events_path = workdir / f"events-{args.events}-{args.customers}.jsonl"
@@ -75,6 +90,22 @@ def main(argv: list[str] | None = None) -> int:
         f"| {previewed:,} | {seconds:.1f} | {cpu:.1f} | {per_customer * 1e6:.1f} µs | {per_customer * 1e6:.1f} s | "
         f"{decode_cpu / len(stored) / per_customer:.0%} | {moved:,} per round |"
     )
+    return 0
+
+
+def _kafka_preview(customers: int) -> int:
+    # imported here: the in-memory run above needs neither a broker nor the test helpers
+    from benchmarks.preview_kafka import preview_seconds
+    from tests.support import infra
+
+    with tempfile.TemporaryDirectory(prefix="bench-preview-") as directory:
+        loading, seconds, cpu, answered = asyncio.run(
+            preview_seconds(infra.start_kafka(), infra.start_redis(), Path(directory), customers)
+        )
+    print(f"engine {engine_build().describe()}; load average {os.getloadavg()[0]:.2f} at the end")
+    print("| customers previewed | wall s | worker CPU s | CPU per customer | state loaded in |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {answered:,} | {seconds:.1f} | {cpu:.1f} | {cpu / answered * 1e6:.1f} µs | {loading:.0f} s |")
     return 0
 
 

@@ -19,13 +19,17 @@ Measured, in order:
 - backfill of the new group: publish → every customer re-evaluated; and the worker's RSS growth
   meanwhile (sampled every 0.1 s);
 - recovery after losing the local disk: the worker stopped, its RocksDB directory deleted, started
-  again: start → ready.
+  again: start → ready;
+- scale-out: two workers in one group (half the partitions each, their own read model) drain the
+  same backlog from the start: their CPU per event (both processes, each from its ready signal)
+  against the one worker's above.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import statistics
@@ -36,13 +40,13 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
-from benchmarks.kafka_rows import Backlog, Launched, Worker, launch
+from benchmarks.audiences import forget, longest_command, timed
+from benchmarks.kafka_rows import Backlog, Launched, Worker, launch, prepare
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
@@ -55,6 +59,7 @@ from services.runtime.readmodel import Keys, ReadModel, offset_field
 from services.runtime.settings import KafkaSettings
 from tests.support import infra
 from tests.support.kafka_io import produce, topic_config
+from tests.support.netprobe import free_port
 from tests.support.processes import wait_caught_up
 
 PARTITIONS = 12
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=float, default=5.6)
     parser.add_argument("--partitions", type=int, default=PARTITIONS)
+    parser.add_argument(
+        "--no-two-workers", dest="two_workers", action="store_false", help="skip the two-worker drain of the backlog"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.customers <= 10_000_000 or not 1 <= args.events_per_customer <= 100:
         parser.error("--customers must be 1-10,000,000 and --events-per-customer 1-100")
@@ -83,6 +91,12 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
     prefix = f"scale-{uuid.uuid4().hex[:6]}:"
     redis = Redis.from_url(redis_url)
     rows: list[tuple[str, str]] = []
+
+    def record(*found: tuple[str, str]) -> None:  # printed as measured too: a later failure keeps them
+        rows.extend(found)
+        for name, value in found:
+            print(f"{name}: {value}", file=sys.stderr)
+
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as directory:
         workdir = Path(directory)
         backlog, customers = await _backlog(bootstrap, count, args.customers, args.partitions, redis_url, prefix)
@@ -91,22 +105,26 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
         launched = await launch("tagger", backlog, workdir)
         worker = launched.worker
         try:
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), worker.cpu_seconds()
             await wait_caught_up(bootstrap, launched.group, backlog.topic, args.partitions, timeout=7200)
-            drained = time.perf_counter()
-            rows.append(("backlog drained (start of the worker excluded)", f"{drained - started:.0f} s"))
+            drained, one_cpu_us = time.perf_counter(), (worker.cpu_seconds() - cpu) * 1e6 / count
+            record(("backlog drained (start of the worker excluded)", f"{drained - started:.0f} s"))
+            record(("worker CPU per event while draining", f"{one_cpu_us:.0f} µs"))
             await _projected(redis, prefix, bootstrap, [launched.topics["tag_changes"], backlog.topic])
-            rows.append(("read model current after the backlog drained", f"+{time.perf_counter() - drained:.1f} s"))
+            record(("read model current after the backlog drained", f"+{time.perf_counter() - drained:.1f} s"))
             memory = (await _used_memory(redis) - memory_before) / customers
-            rows.append(("Redis memory per customer", f"{memory / 1024:.2f} KiB"))
-            rows.append(await _changelog_records(bootstrap, launched.group, customers))
-            rows.extend(await _audience(redis, prefix))
-            rows.extend(await _backfill(backlog, launched, customers))
+            record(("Redis memory per customer", f"{memory / 1024:.2f} KiB"))
+            record(await _changelog_records(bootstrap, launched.group, customers))
+            record(*await _audience(redis, prefix))
+            record(*await _backfill(backlog, launched, customers))
             worker.stop()
-            rows.append(await _recovery(launched, workdir))
+            record(await _recovery(launched, workdir))
+            if args.two_workers:
+                record(*await _two_workers(backlog, workdir, one_cpu_us, args.customers))
         finally:
             worker.stop()
-            await _forget(redis, prefix)
+            await forget(redis, prefix)
+            await forget(redis, _second_prefix(prefix))
             await redis.aclose()
     print(
         f"\none tagger worker, RocksDB, {args.partitions} partitions, {customers:,} customers, {count:,} events "
@@ -126,6 +144,20 @@ async def _backlog(
     topic = f"bench-scale-events-{uuid.uuid4().hex[:6]}"
     kafka = KafkaSettings(bootstrap_servers=bootstrap, partitions=partitions, replication_factor=1)
     await ensure_topics(kafka, [topic], kept_forever=[topic])  # months-old timestamps: see benchmarks.kafka
+    seen, first, last = await _produce(bootstrap, topic, count, customers)
+    settings = {
+        "TAGSTREAM_SHOP__TIMEZONE": "Asia/Shanghai",
+        "TAGSTREAM_TAGGER__HISTORY_AGE": "30d",
+        "TAGSTREAM_TAGGER__PROJECTOR": "true",
+        "TAGSTREAM_REDIS__URL": redis_url,
+        "TAGSTREAM_REDIS__KEY_PREFIX": prefix,
+    }
+    start, end = (datetime.fromtimestamp(stamp / 1000, UTC) for stamp in (first, last))
+    return Backlog(bootstrap, topic, partitions, count, start, end, list(groups), settings), len(seen)
+
+
+async def _produce(bootstrap: str, topic: str, count: int, customers: int) -> tuple[set[str], int, int]:
+    """The stamped workload into `topic`: the customers seen, the first and last stamps (epoch ms)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20)
     seen: set[str] = set()
     first = last = 0
@@ -143,15 +175,7 @@ async def _backlog(
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    settings = {
-        "TAGSTREAM_SHOP__TIMEZONE": "Asia/Shanghai",
-        "TAGSTREAM_TAGGER__HISTORY_AGE": "30d",
-        "TAGSTREAM_TAGGER__PROJECTOR": "true",
-        "TAGSTREAM_REDIS__URL": redis_url,
-        "TAGSTREAM_REDIS__KEY_PREFIX": prefix,
-    }
-    start, end = (datetime.fromtimestamp(stamp / 1000, UTC) for stamp in (first, last))
-    return Backlog(bootstrap, topic, partitions, count, start, end, list(groups), settings), len(seen)
+    return seen, first, last
 
 
 async def _projected(redis: Redis, prefix: str, bootstrap: str, topics: list[str], timeout: float = 7200) -> None:
@@ -198,42 +222,30 @@ async def _changelog_records(bootstrap: str, group: str, customers: int) -> tupl
 
 async def _audience(redis: Redis, prefix: str) -> list[tuple[str, str]]:
     """`all_of` the largest tags of the two largest groups, as the ingest API runs it."""
-    sizes: dict[str, int] = {}
-    async for key in redis.scan_iter(match=f"{prefix}t:*", count=1000):
-        name = key.decode()[len(prefix) + 2 :]
-        sizes[name] = int(await redis.scard(key))
+    keys = Keys(prefix)
+    sizes = {_text(name): int(size) for name, size in (await redis.hgetall(keys.tag_members)).items()}
     largest: dict[str, tuple[int, str]] = {}
     for name, size in sizes.items():
         group = name.split("/", 1)[0]
         largest[group] = max(largest.get(group, (0, "")), (size, name))
     (first_size, first), (second_size, second) = sorted(largest.values(), reverse=True)[:2]
-    audiences = RedisAudiences(redis, Keys(prefix), 60, SystemClock())
+    audiences = RedisAudiences(redis, keys, 60, SystemClock())
     query = AudienceQuery(all_of=(first, second), any_of=(), none_of=())
-    slower_than = str((await redis.config_get("slowlog-log-slower-than"))["slowlog-log-slower-than"])
-    await redis.config_set("slowlog-log-slower-than", 0)
-    try:
-        timings = []
-        longest = 0
-        for _ in range(5):
-            await redis.slowlog_reset()
-            started = time.perf_counter()
-            page = await audiences.query(query, 100)
-            timings.append(time.perf_counter() - started)
-            commands = await redis.slowlog_get(128)
-            longest = max([longest, *(entry["duration"] for entry in commands if _ran_by_query(entry))])
-    finally:
-        await redis.config_set("slowlog-log-slower-than", slower_than)
+    timings = []
+    longest = 0.0
+    for _ in range(5):
+        (page, took), slowest = await longest_command(redis, lambda: timed(audiences.query(query, 100)))
+        timings.append(took)
+        longest = max(longest, slowest)
     name = f"audience all_of {first} ({first_size:,}) and {second} ({second_size:,}): {page.count:,} members"
     return [
         (f"{name}, median of 5", f"{statistics.median(timings) * 1000:.0f} ms"),
-        ("longest Redis command of that query (Redis blocked)", f"{longest / 1000:.1f} ms"),
+        ("longest Redis command of that query (Redis blocked)", f"{longest:.1f} ms"),
     ]
 
 
-def _ran_by_query(entry: dict[str, Any]) -> bool:
-    command = entry["command"]
-    name = (command if isinstance(command, bytes) else str(command).encode()).split(b" ", 1)[0].upper()
-    return name not in (b"SLOWLOG", b"CONFIG")
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 async def _backfill(backlog: Backlog, launched: Launched, customers: int) -> list[tuple[str, str]]:
@@ -274,6 +286,54 @@ async def _recovery(launched: Launched, workdir: Path) -> tuple[str, str]:
         worker.stop()
 
 
+async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, customers: int) -> list[tuple[str, str]]:
+    """Two workers of one group, both ready on an empty events topic, then the same workload produced
+    into it; CPU counts in each from then until the group has committed the end. They join while idle:
+    two workers rebalancing over a full fetch buffer crash (aiokafka's Fetcher.fetched_records KeyError,
+    reported)."""
+    prefix = _second_prefix(backlog.settings["TAGSTREAM_REDIS__KEY_PREFIX"])
+    topic = f"{backlog.topic}-two"
+    await ensure_topics(_kafka(backlog), [topic], kept_forever=[topic])
+    settings = backlog.settings | {"TAGSTREAM_REDIS__KEY_PREFIX": prefix}
+    own = dataclasses.replace(backlog, topic=topic, settings=settings)
+    group, _, env, clock = await prepare("tagger", own, workdir)
+    workers = []
+    for number in range(2):
+        datadir = Path(env["TAGSTREAM_TAGGER__DATADIR"]) / f"worker-{number}"
+        mine = env | {"TAGSTREAM_TAGGER__DATADIR": str(datadir), "TAGSTREAM_TAGGER__WEB_PORT": str(free_port())}
+        workers.append(Worker("tagger", mine, clock, workdir / f"{group}-{number}.log"))
+    try:
+        await asyncio.gather(*(worker.start() for worker in workers))
+        await asyncio.sleep(10)  # the group settles (one rebalance per joining worker) before any record
+        cpu = [worker.cpu_seconds() for worker in workers]
+        started = time.perf_counter()
+        await _produce(own.bootstrap, topic, own.events, customers)
+        caught_up = asyncio.create_task(wait_caught_up(own.bootstrap, group, topic, own.partitions, timeout=7200))
+        while not caught_up.done():
+            assert all(worker.alive for worker in workers), f"a worker exited; see {workdir}/{group}-*.log"
+            await asyncio.sleep(1)
+        await caught_up
+        seconds = time.perf_counter() - started
+        used = [worker.cpu_seconds() - before for worker, before in zip(workers, cpu, strict=True)]
+    finally:
+        for worker in workers:
+            worker.stop()
+    per_event = sum(used) * 1e6 / own.events
+    shares = " / ".join(f"{share / sum(used):.0%}" for share in used)
+    return [
+        (f"two workers drain it, produced while they run (CPU shares {shares})", f"{seconds:.0f} s"),
+        ("two workers' CPU per event (both), vs one worker's", f"{per_event:.0f} µs ({per_event / one_cpu_us:.2f}x)"),
+    ]
+
+
+def _kafka(backlog: Backlog) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=backlog.bootstrap, partitions=backlog.partitions, replication_factor=1)
+
+
+def _second_prefix(prefix: str) -> str:
+    return f"{prefix.rstrip(':')}-two:"
+
+
 def _metrics(launched: Launched) -> dict[str, float]:
     port = launched.worker.env["TAGSTREAM_TAGGER__WEB_PORT"]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
@@ -292,18 +352,6 @@ def _rss_bytes(worker: Worker) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-async def _forget(redis: Redis, prefix: str) -> None:
-    """The run's keys out of the shared Redis."""
-    batch = []
-    async for key in redis.scan_iter(match=f"{prefix}*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            await redis.delete(*batch)
-            batch.clear()
-    if batch:
-        await redis.delete(*batch)
 
 
 if __name__ == "__main__":

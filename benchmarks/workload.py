@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -168,15 +168,19 @@ def write_events(path: str, count: int, customers: int, seed: int = 7) -> None:
             out.write(orjson.dumps(event) + b"\n")
 
 
+WORKLOAD_TEMPLATES: Final = frozenset({"rfm", "lifecycle", "value_tiers", "churn"})
+"""The built-in templates the workload renders: those on orders and activity (the templates on
+profiles and sources read events the workload does not have; the score ones are `score_rules`)."""
+
+
 def rules(*, scores: bool = False) -> dict[str, Any]:
-    """20 groups, 100 tags: the built-in templates without scores plus typical merchant groups.
-    `scores`: 22 groups, 110 tags, one rule in ten on a behaviour score (`score_rules`)."""
+    """20 groups, 100 tags: the four built-in templates on orders and activity plus typical merchant
+    groups. `scores`: 22 groups, 110 tags, one rule in ten on a behaviour score (`score_rules`)."""
     groups: list[dict[str, Any]] = []
     for template in templates().values():
-        rendered = template.render()
-        if any(group.scores for group in rendered):
-            continue  # the score templates are `score_rules`: the workload stays what it was measured as
-        groups.extend(group.model_dump(mode="json", exclude_none=True) for group in rendered)
+        if template.id not in WORKLOAD_TEMPLATES:
+            continue
+        groups.extend(group.model_dump(mode="json", exclude_none=True) for group in template.render())
 
     def group(group_id: str, mode: str, tags: list[tuple[str, dict[str, Any]]]) -> None:
         groups.append(

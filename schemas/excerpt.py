@@ -8,12 +8,16 @@ and control characters reach logs escaped, as repr writes them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
 from schemas.limits import EXCERPT_CHARS
 from schemas.safe_text import SAFE_TEXT_MESSAGE, SAFE_TEXT_PATTERN
+
+PERSONAL_FIELDS: Final = frozenset({"gender", "birth_date", "region", "family", "custom"})
+"""Fields of `profile_updated` whose values are personal data: errors name them, never quote them."""
+WITHHELD: Final = "(withheld: personal data)"
 
 _MESSAGE_CHARS = 3 * EXCERPT_CHARS
 _WIDE_INT_BITS = 256
@@ -32,8 +36,8 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
 
 
 def problems(error: ValidationError | Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """pydantic's errors (or FastAPI's list of them) with every `input` cut to an excerpt and no
-    `ctx` (it may hold the value)."""
+    """pydantic's errors (or FastAPI's list of them) with every `input` cut to an excerpt, or withheld
+    under a personal field (PERSONAL_FIELDS), and no `ctx` (it may hold the value)."""
     found = []
     listed = error.errors(include_url=False) if isinstance(error, ValidationError) else error
     for problem in listed:
@@ -43,7 +47,8 @@ def problems(error: ValidationError | Iterable[Mapping[str, Any]]) -> list[dict[
             "type": problem["type"],
         }
         if problem["type"] != "missing":
-            shown["input"] = excerpt(problem.get("input"))
+            personal = not PERSONAL_FIELDS.isdisjoint(part for part in problem["loc"] if isinstance(part, str))
+            shown["input"] = WITHHELD if personal else excerpt(problem.get("input"))
         found.append(shown)
     return found
 

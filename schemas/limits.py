@@ -31,6 +31,16 @@ MAX_ITEMS: Final = 1_000
 """Lines (products) of one order."""
 MAX_DAYS: Final = 36_600
 """Largest day count a `days_since_*` condition compares with (about 100 years)."""
+MAX_PERIODS: Final = 100
+"""Periods a loyalty condition looks back over (cycle x periods must also fit the tagger's horizon)."""
+
+MAX_ATTRIBUTE_LENGTH: Final = 64
+"""Characters of one profile attribute value (a region, a family situation, a custom field) and of a
+source's sub-channel or code id."""
+MAX_CUSTOM_ATTRIBUTES: Final = 20
+"""Custom attributes one `profile_updated` sets (and names it clears): what a shop's form holds."""
+MAX_AGE: Final = 150
+"""Largest age an `age` condition compares with (birth dates lie after 1900-01-01)."""
 
 MONEY_PLACES: Final = 4
 """Decimal places of an amount (CNY has 2; a few currencies have 3; 4 leaves room for unit prices)."""

@@ -11,9 +11,12 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import AwareDatetime, Discriminator, Field, WithJsonSchema, model_validator
 from pydantic import Tag as UnionTag
 
+from schemas.attributes import PROFILE_TEXT_METRICS, profile_text
 from schemas.common import SCHEMA_VERSION, Contract, ExternalId, Identifier, Text, UtcDatetime, check_safe
+from schemas.events import ATTRIBUTE_NAME_PATTERN
 from schemas.excerpt import excerpt
 from schemas.limits import (
+    MAX_AGE,
     MAX_CONDITIONS,
     MAX_COUNT,
     MAX_DAYS,
@@ -23,6 +26,7 @@ from schemas.limits import (
     MAX_MONEY,
     MAX_NUMBER_TEXT,
     MAX_ORDER,
+    MAX_PERIODS,
     MAX_RULE_DEPTH,
     MAX_SCORE,
     MAX_SCORES,
@@ -47,6 +51,15 @@ class Metric(StrEnum):
     BROWSE_COUNT = "browse_count"
     CLICK_COUNT = "click_count"
     HAS_TAG = "has_tag"
+    LOYALTY = "loyalty"
+    LOYALTY_TREND = "loyalty_trend"
+    CYCLES_SINCE_LAST_ORDER = "cycles_since_last_order"
+    CYCLES_BETWEEN_LAST_ORDERS = "cycles_between_last_orders"
+    ATTRIBUTE = "attribute"
+    AGE = "age"
+    FIRST_SOURCE = "first_source"
+    LAST_SOURCE = "last_source"
+    SOURCES_ANY = "sources_any"
     SCORE = "score"
 
 
@@ -72,6 +85,11 @@ NUMERIC_METRICS = frozenset(
         Metric.POINTS_TOTAL,
         Metric.BROWSE_COUNT,
         Metric.CLICK_COUNT,
+        Metric.LOYALTY,
+        Metric.LOYALTY_TREND,
+        Metric.CYCLES_SINCE_LAST_ORDER,
+        Metric.CYCLES_BETWEEN_LAST_ORDERS,
+        Metric.AGE,
         Metric.SCORE,
     }
 )
@@ -81,10 +99,17 @@ WINDOWED_METRICS = frozenset({Metric.ORDER_COUNT, Metric.BROWSE_COUNT, Metric.CL
 WINDOW_REQUIRED = frozenset({Metric.BROWSE_COUNT, Metric.CLICK_COUNT})
 SET_METRICS = frozenset({Metric.BOUGHT_ANY, Metric.HAS_TAG})
 SET_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
-NAMED_METRICS = frozenset({Metric.SCORE})
-"""Metrics that read one of several named things (`name`: which score)."""
+PERIOD_METRICS = frozenset({Metric.LOYALTY, Metric.LOYALTY_TREND})
+"""Metrics over the last `periods` periods of `cycle` days (services/engine/loyalty.py)."""
+CYCLE_METRICS = PERIOD_METRICS | {Metric.CYCLES_SINCE_LAST_ORDER, Metric.CYCLES_BETWEEN_LAST_ORDERS}
+"""Metrics counted in the shop's consumption cycle: they need `cycle`."""
+NAMED_METRICS = frozenset({Metric.SCORE, Metric.ATTRIBUTE})
+"""Metrics that read one of several values of their kind, chosen by the condition's `name`: which
+score (an `Identifier`, as score ids are) or which profile attribute (an `AttributeName`)."""
 SCORE_OPS = frozenset({Op.GTE, Op.GT, Op.LT, Op.LTE, Op.BETWEEN})
 """A decaying score moves continuously: it is compared with thresholds, never tested for equality."""
+_ATTRIBUTE_NAME = re.compile(ATTRIBUTE_NAME_PATTERN)
+"""The names an `attribute` condition may read (`schemas.events.AttributeName`)."""
 
 _LAST = re.compile(r"^([1-9][0-9]{0,4})d$")
 _TAG_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*/[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -167,24 +192,51 @@ ObservedValue = Annotated[
 ]
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class Condition(Contract):
-    """`{metric, op, value, window?}`. Values are normalised per metric: counts to int, money to Decimal."""
+    """`{metric, op, value, window?, cycle?, periods?}`. Values are normalised per metric: counts to
+    int, money to Decimal. `cycle` and `periods` (the cycle metrics) are left out of the serialised
+    form when absent, so every other condition serialises (and fingerprints) as it always did."""
 
     metric: Metric
     name: Identifier | None = Field(
-        default=None, exclude_if=lambda value: value is None, description="which score (metric score only)"
+        default=None,
+        description=(
+            "the score a `score` condition reads (its id), or the attribute an `attribute` condition reads"
+            " (region, gender, a custom field: lower case, digits and _, at most 32 characters)"
+        ),
     )
     op: Op
     value: ConditionValue
     window: Window | None = None
+    cycle: str | None = Field(
+        default=None,
+        examples=["30d"],
+        pattern=_LAST.pattern,
+        exclude_if=_absent,
+        description="the shop's consumption cycle in local days, for the cycle metrics (loyalty, cycles_*)",
+    )
+    periods: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PERIODS,
+        exclude_if=_absent,
+        description="how many cycles back loyalty and loyalty_trend look (cycle x periods within the horizon)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if (self.name is None) == (self.metric in NAMED_METRICS):
+            example = "intent" if self.metric is Metric.SCORE else "region"
+            wrong = f"needs a name, e.g. name: {example}" if self.name is None else "takes no name"
+            raise ValueError(f"metric {self.metric.value!r} {wrong}")
+        if self.metric is Metric.ATTRIBUTE and self.name is not None and not _ATTRIBUTE_NAME.match(self.name):
             raise ValueError(
-                f"metric {self.metric.value!r} needs a name, e.g. name: intent"
-                if self.name is None
-                else f"metric {self.metric.value!r} takes no name"
+                f"metric 'attribute': name {self.name!r} is not an attribute name"
+                " (lower case letters, digits and _, starting with a letter, at most 32 characters)"
             )
         if self.metric is Metric.SCORE:
             _check_score_condition(self.op, self.window)
@@ -192,8 +244,56 @@ class Condition(Contract):
             raise ValueError(f"metric {self.metric.value!r} takes no window")
         if self.window is None and self.metric in WINDOW_REQUIRED:
             raise ValueError(f"metric {self.metric.value!r} needs a window, e.g. window: {{last: 30d}}")
+        _check_cycle(self.metric, self.cycle, self.periods)
         object.__setattr__(self, "value", _normalise_value(self.metric, self.op, self.value))
+        if self.metric in CYCLE_METRICS and self.metric not in PERIOD_METRICS:
+            assert self.cycle_days is not None
+            _check_cycles_value(self.metric, self.value, self.cycle_days)
         return self
+
+    @property
+    def cycle_days(self) -> int | None:
+        return None if self.cycle is None else _cycle_days(self.cycle)
+
+
+def _check_cycle(metric: Metric, cycle: str | None, periods: int | None) -> None:
+    if metric not in CYCLE_METRICS:
+        for name, given in (("cycle", cycle), ("periods", periods)):
+            if given is not None:
+                raise ValueError(f"metric {metric.value!r} takes no '{name}'")
+        return
+    if cycle is None:
+        raise ValueError(f"metric {metric.value!r} needs 'cycle', the consumption cycle in days, e.g. cycle: 30d")
+    if _cycle_days(cycle) > MAX_DAYS:
+        raise ValueError(f"metric {metric.value!r}: 'cycle' is at most {MAX_DAYS} days, got {cycle}")
+    if metric not in PERIOD_METRICS:
+        if periods is not None:
+            raise ValueError(f"metric {metric.value!r} takes no 'periods'")
+        return
+    least = 2 if metric is Metric.LOYALTY_TREND else 1  # a trend compares two halves
+    if periods is None or periods < least:
+        raise ValueError(f"metric {metric.value!r} needs 'periods' (at least {least}), e.g. periods: 6")
+    if _cycle_days(cycle) * periods > MAX_DAYS:
+        raise ValueError(
+            f"metric {metric.value!r}: cycle x periods is at most {MAX_DAYS} days, got {cycle} x {periods}"
+        )
+
+
+def _check_cycles_value(metric: Metric, value: Any, cycle: int) -> None:
+    """A value in cycles is a day count once multiplied: it keeps the bound of the days metrics, so
+    that the instant it is reached is a valid one."""
+    numbers = value if isinstance(value, list) else [value]
+    widest = max(abs(number) for number in numbers)
+    if widest * cycle > MAX_DAYS:
+        raise ValueError(
+            f"metric {metric.value!r}: value x cycle is at most {MAX_DAYS} days, got {excerpt(value)} x {cycle}d"
+        )
+
+
+def _cycle_days(cycle: str) -> int:
+    match = _LAST.match(cycle)
+    assert match is not None  # guaranteed by the field pattern
+    return int(match.group(1))
 
 
 def _condition_or_rule(value: Any) -> str:
@@ -284,10 +384,16 @@ class ConditionOutcome(Contract):
     """One condition as evaluated: what it asked and what the customer had."""
 
     metric: Metric
-    name: Identifier | None = Field(default=None, exclude_if=lambda value: value is None)
+    name: str | None = Field(
+        default=None,
+        exclude_if=lambda name: name is None,
+        description="the score or attribute read; absent for unnamed metrics",
+    )
     op: Op
     value: ConditionValue
     window: Window | None = None
+    cycle: str | None = Field(default=None, exclude_if=_absent, description="as the condition's, when it has one")
+    periods: int | None = Field(default=None, exclude_if=_absent, description="as the condition's, when it has one")
     observed: ObservedValue = Field(description="the customer's value; null when the metric is absent")
     matched: bool
 
@@ -391,7 +497,7 @@ def _depth(rule: Any) -> int:
 
 
 def _normalise_value(metric: Metric, op: Op, value: Any) -> Any:
-    if metric in SET_METRICS:
+    if metric in SET_METRICS or metric.value in PROFILE_TEXT_METRICS:
         return _normalise_set_value(metric, op, value)
     if op in (Op.IN, Op.NOT_IN):
         return [_number(metric, item) for item in _as_list(op, value)]
@@ -413,6 +519,9 @@ def _normalise_set_value(metric: Metric, op: Op, value: Any) -> Any:
     items = _as_list(op, value) if op in (Op.IN, Op.NOT_IN) else [value]
     texts = []
     for item in items:
+        if metric.value in PROFILE_TEXT_METRICS:
+            texts.append(profile_text(metric.value, item))
+            continue
         if isinstance(item, bool) or not isinstance(item, str | int) or _too_long(item, MAX_ID_LENGTH * 2 + 1):
             raise ValueError(f"metric {metric.value!r} compares ids, got {excerpt(item)}")
         text = check_safe(str(item))
@@ -460,7 +569,12 @@ def _number(metric: Metric, value: Any) -> int | Decimal:
 
 
 _BOUNDS: dict[Metric, int | Decimal] = (
-    dict.fromkeys(MONEY_METRICS, MAX_MONEY) | dict.fromkeys(DAY_METRICS, MAX_DAYS) | {Metric.SCORE: MAX_SCORE}
+    dict.fromkeys(MONEY_METRICS, MAX_MONEY)
+    | dict.fromkeys(DAY_METRICS, MAX_DAYS)
+    | dict.fromkeys((Metric.CYCLES_SINCE_LAST_ORDER, Metric.CYCLES_BETWEEN_LAST_ORDERS), MAX_DAYS)
+    | {Metric.LOYALTY: 100, Metric.LOYALTY_TREND: MAX_PERIODS}
+    | {Metric.AGE: MAX_AGE}
+    | {Metric.SCORE: MAX_SCORE}
 )
 _SCORE_UNIT = Decimal(1).scaleb(-SCORE_PLACES)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -38,7 +37,8 @@ class Journaling(Protocol):
 
 
 class MemoryAudiences:
-    """Audiences over the in-memory read model: snapshots in ascending id order, like the Redis ones."""
+    """Audiences over the in-memory read model: snapshots in ascending id order, paged by position in
+    the snapshot (the cursor's number, as the Redis one's is a dense id)."""
 
     def __init__(self, readmodel: MemoryReadModel, ttl_s: int, clock: Clock) -> None:
         self._readmodel = readmodel
@@ -50,7 +50,7 @@ class MemoryAudiences:
         self._expire()
         snapshot = uuid.uuid4().hex
         self._snapshots[snapshot] = (self._members(query), self._clock.now() + self._ttl)
-        return self._page(snapshot, None, limit)
+        return self._page(snapshot, -1, limit)
 
     async def page(self, cursor: str, limit: int) -> AudiencePage:
         snapshot, after = decode_cursor(cursor)
@@ -66,15 +66,15 @@ class MemoryAudiences:
     def _members(self, query: AudienceQuery) -> list[str]:
         return audience_members(self._readmodel, query)
 
-    def _page(self, snapshot: str, after: str | None, limit: int) -> AudiencePage:
+    def _page(self, snapshot: str, after: int, limit: int) -> AudiencePage:
         ids, expires = self._snapshots[snapshot]
-        start = 0 if after is None else bisect_right(ids, after)
+        start = after + 1
         chosen = ids[start : start + limit]
         more = start + limit < len(ids)
         return AudiencePage(
             count=len(ids),
             customer_ids=chosen,
-            cursor=encode_cursor(snapshot, chosen[-1]) if more else None,
+            cursor=encode_cursor(snapshot, start + len(chosen) - 1) if more else None,
             expires_at=expires,
         )
 

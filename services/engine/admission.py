@@ -7,10 +7,11 @@ and the embedded node) to let in only amounts that can be summed. One function, 
 
 from __future__ import annotations
 
-from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from schemas.events import OrderPaid
+from services.engine.aggregates import CustomerEvent
 
 
-def wrong_currency(event: OrderPaid | OrderRefunded | Browse | Click, currency: str) -> str | None:
+def wrong_currency(event: CustomerEvent, currency: str) -> str | None:
     """Why `event` is refused (None: it is not): an order paid in another currency than the shop's.
 
     Refunds carry no currency: they refund in the currency of their order, which was checked."""

@@ -28,14 +28,15 @@ import hashlib
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
-from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded, ProfileUpdated, SourceAttributed
+from services.engine.profile import ProfileState
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
 
 if TYPE_CHECKING:
     from services.engine.scores import ScoreState
 
-CustomerEvent = OrderPaid | OrderRefunded | Browse | Click
+CustomerEvent = OrderPaid | OrderRefunded | Browse | Click | ProfileUpdated | SourceAttributed
 
 DEFAULT_HORIZON_DAYS: Final = 400
 DAY_CAP: Final = 1000
@@ -122,6 +123,7 @@ class Aggregates:
         "orders",
         "points_total",
         "products",
+        "profile",
         "scores",
         "seen",
         "total_spent",
@@ -147,6 +149,8 @@ class Aggregates:
         """`order_days()`, kept up to date by the fold once first asked for (never stored: derived)."""
         self.browse_windows: Windows | None = None
         self.click_windows: Windows | None = None
+        self.profile: ProfileState | None = None
+        """Profile attributes and sources (profile.py); None for customers without any, most of them."""
         self.order_windows: Windows | None = None
         """The latest relative window counts evaluation asked for (`EvalContext.windows`), kept in
         step by the fold (browses and clicks) or dropped when they change (orders, pruning): a
@@ -183,10 +187,15 @@ def initial() -> Aggregates:
 
 
 def apply(
-    state: Aggregates, event: CustomerEvent, horizon_days: int = DEFAULT_HORIZON_DAYS, zone: DayZone = UTC_ZONE
+    state: Aggregates,
+    event: CustomerEvent,
+    horizon_days: int = DEFAULT_HORIZON_DAYS,
+    zone: DayZone = UTC_ZONE,
+    keep: frozenset[str] | None = None,
 ) -> Aggregates:
-    """Fold one event into `state` (in place) and return it; days are `zone`'s local days."""
-    fold(state, event, horizon_days, None, zone)
+    """Fold one event into `state` (in place) and return it; days are `zone`'s local days, and only
+    the profile attributes in `keep` are kept (all when None)."""
+    fold(state, event, horizon_days, None, zone, keep)
     return state
 
 
@@ -196,16 +205,20 @@ def fold(
     horizon_days: int = DEFAULT_HORIZON_DAYS,
     occurred_us: int | None = None,
     zone: DayZone = UTC_ZONE,
+    keep: frozenset[str] | None = None,
 ) -> bool:
     """Fold one event; False when it was a duplicate and changed nothing. `occurred_us` is the
-    event's `occurred_at` in epoch microseconds when the caller has already converted it."""
+    event's `occurred_at` in epoch microseconds when the caller has already converted it; `keep`
+    the profile attributes to store (the rules' `RuleBook.attributes`; None: all)."""
     at = to_us(event.occurred_at) if occurred_us is None else occurred_us
     if isinstance(event, Browse) or isinstance(event, Click):  # noqa: SIM101 - compiled, `A | B` is built per call
         applied = _fold_activity(state, event, at, horizon_days, zone)
     elif isinstance(event, OrderPaid):
         applied = _fold_paid(state, event, at, zone)
-    else:
+    elif isinstance(event, OrderRefunded):
         applied = _fold_refund(state, event, zone)
+    else:
+        applied = _fold_profile(state, event, at, keep)
     if applied and (state.last_seen_us is None or at > state.last_seen_us):
         state.last_seen_us = at
     return applied
@@ -314,6 +327,18 @@ def _account(state: Aggregates, order: OrderRecord, before_counts: bool, before_
             else:
                 del days[day]
     state.total_spent += order.spent - before_spent
+
+
+def _fold_profile(
+    state: Aggregates, event: ProfileUpdated | SourceAttributed, at: int, keep: frozenset[str] | None
+) -> bool:
+    profile = state.profile
+    if profile is None:
+        profile = ProfileState()
+    applied = profile.update(event, at, keep) if isinstance(event, ProfileUpdated) else profile.touch(event, at)
+    if state.profile is None and not profile.empty:  # an update of attributes no rule reads leaves None
+        state.profile = profile
+    return applied
 
 
 def _prune(state: Aggregates, first_kept_day: int) -> None:

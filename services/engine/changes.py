@@ -241,8 +241,8 @@ def _head(group_id: str, tag_id: str, change: str, source: str, summary: str) ->
 
 def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, Any]:
     window = condition.window
-    named = {} if condition.name is None else {"name": condition.name}  # as the contract: only when set
-    return {
+    named = {} if condition.name is None else {"name": condition.name}  # as ConditionOutcome writes it
+    found: dict[str, Any] = {
         "metric": condition.metric,
         **named,
         "op": condition.op,
@@ -254,9 +254,15 @@ def _outcome(condition: Condition, observed: Any, matched: bool) -> dict[str, An
             "from": None if window.from_ is None else window.from_.isoformat(),
             "to": None if window.to is None else window.to.isoformat(),
         },
-        "observed": observed,
-        "matched": matched,
     }
+    # the cycle metrics' parameters, only where a condition has them (ConditionOutcome leaves them out)
+    if condition.cycle is not None:
+        found["cycle"] = condition.cycle
+    if condition.periods is not None:
+        found["periods"] = condition.periods
+    found["observed"] = observed
+    found["matched"] = matched
+    return found
 
 
 _MATCHED: Final = (b',"matched":false}', b',"matched":true}')

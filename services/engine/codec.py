@@ -2,10 +2,14 @@
 
 Money stays exact (decimal strings); instants are integer microseconds; day buckets are flat
 [day, count, ...] lists; the browse/click event-id digests are a flat [day, base64, ...] list.
-Behaviour scores, when the definitions have them, are an optional trailing section: [latest scored
-day, {score key: [day, points, ...]}]; a state without it decodes with no scores (`agg.scores` None).
 Format 1 (before the event digests were kept per day, and before manual removals stuck) still
 decodes: its last 32 digests, which belong to no day, are dropped.
+
+Two optional trailing sections follow the blocked tags, each written only when present, so a state
+with neither has the bytes it always had: at index 8 a customer's profile attributes and sources
+(`profile_codec.py`), at index 9 the behaviour scores when the definitions have them, [latest scored
+day, {score key: [day, points, ...]}]. A state with scores but no profile has null at index 8. A
+missing or null section decodes as None (`agg.profile`, `agg.scores`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Final
 import orjson
 
 from services.engine.aggregates import EVENT_DIGEST_BYTES, Aggregates, OrderRecord
+from services.engine.profile_codec import pack_profile, unpack_profile
 from services.engine.scores import ScoreState
 from services.engine.state import CustomerState, earliest
 
@@ -68,7 +73,11 @@ def encode(state: CustomerState) -> bytes:
         ],
         None if not state.blocked else {group: sorted(tags) for group, tags in sorted(state.blocked.items())},
     ]
-    if agg.scores is not None:  # a trailing section only when scores are kept: other states are unchanged
+    # Trailing sections, each only when present, so that other states' bytes are unchanged: the
+    # profile (index 8), then the scores (index 9, with a null profile before them when there is none).
+    if agg.profile is not None or agg.scores is not None:
+        stored.append(None if agg.profile is None else pack_profile(agg.profile))
+    if agg.scores is not None:
         stored.append([agg.scores.top_day, {key: _flat(days) for key, days in sorted(agg.scores.days.items())}])
     return orjson.dumps(stored)
 
@@ -81,10 +90,14 @@ def decode(data: bytes) -> CustomerState:
         stored.append(None)
     elif version != FORMAT_VERSION:
         raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
+    scores = stored[9] if len(stored) > 9 else None
+    profile = stored[8] if len(stored) > 8 else None
     _, customer_id, seq, clock_us, tags, due, packed, blocked = stored[:8]
     state = CustomerState(customer_id, _aggregates(packed))
-    if len(stored) > 8:
-        top_day, days = stored[8]
+    if profile is not None:
+        state.agg.profile = unpack_profile(profile)
+    if scores is not None:
+        top_day, days = scores
         state.agg.scores = ScoreState({key: _buckets(flat) for key, flat in days.items()}, top_day)
     if blocked:
         state.blocked = {group: set(tag_ids) for group, tag_ids in blocked.items()}

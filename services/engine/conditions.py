@@ -13,6 +13,10 @@ direct C call while every closure, lambda or `functools.partial` stays a generic
 condition is a class with a typed `matches`, a rule calls its children's `matches` in a plain loop,
 and a comparison is a class too, not an `operator` function. Cache keys are plain strings or small
 ints (an Enum's `__hash__` is a Python function).
+
+Over 400 lines: one class per kind of metric is what makes evaluation cheap, and they share this
+module's `Matcher`; the profile, loyalty and score conditions live in their own modules, and only
+their dispatch is here.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from schemas.tags import Condition, Metric, Op, Rule
+from schemas.tags import CYCLE_METRICS, Condition, Metric, Op, Rule
 from services.engine.changes import ConditionOutcome
 from services.engine.comparisons import Comparison, comparison_for
 from services.engine.state import Held
@@ -124,10 +128,18 @@ def compile_condition(
     spec: Condition, zone: DayZone = UTC_ZONE, scores: Mapping[str, ScoreSource] | None = None
 ) -> CompiledCondition:
     metric = spec.metric
+    if metric in _PROFILE_METRICS:
+        from services.engine.profile_rules import compile_profile_condition  # it builds on this module
+
+        return compile_profile_condition(spec)
     if metric is Metric.BOUGHT_ANY:
         return _BoughtAny(spec)
     if metric is Metric.HAS_TAG:
         return _HasTag(spec)
+    if metric in CYCLE_METRICS:
+        from services.engine.loyalty import compile_cycle_condition  # loyalty.py builds on this module
+
+        return compile_cycle_condition(spec)
     comparison = comparison_for(spec.op, spec.value)
     if metric is Metric.SCORE:
         score = scores.get(str(spec.name)) if scores is not None else None
@@ -156,6 +168,11 @@ def compile_condition(
     if metric is Metric.POINTS_TOTAL:
         return _PointsTotal(spec, comparison)
     raise ValueError(f"no condition on {metric.value!r} without a window")
+
+
+_PROFILE_METRICS = frozenset(
+    {Metric.ATTRIBUTE, Metric.AGE, Metric.FIRST_SOURCE, Metric.LAST_SOURCE, Metric.SOURCES_ANY}
+)
 
 
 def window_day(bound: date, zone: DayZone) -> int:

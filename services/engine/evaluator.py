@@ -11,6 +11,10 @@ customer), `aggregates.py` (the fold), `routing.py` (which groups an event or a 
 touch), `tagging.py` (the evaluation pass and the changes it records), `manual.py` (commands and
 blocks), `schedule.py` (when time next matters), and beneath the rules `conditions.py`,
 `windows.py` and `comparisons.py`.
+
+Over 400 lines: it is the engine's one entry point (events, commands, timers, definition changes),
+and the per-event path, with the profile attributes kept, the loyalty and age families and the
+behaviour scores folded beside the aggregates, stays one method: compiled, a call per event costs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from services.engine.fingerprint import DefinitionChange, definition_change
 from services.engine.manual import commandable, forget_blocks, unblock
 from services.engine.routing import Routes
 from services.engine.rulebook import CompiledGroup, RuleBook
-from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, WINDOW_END, Fired
+from services.engine.schedule import (
+    AGE_TIME,
+    BROWSE_WINDOW,
+    CLICK_WINDOW,
+    LOYALTY,
+    ORDER_TIME,
+    ORDER_WINDOW,
+    WINDOW_END,
+    Fired,
+)
 from services.engine.scores import SCORE_TIME, fold_scores
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
@@ -35,7 +48,17 @@ from services.engine.windows import BROWSES, CLICKS, EvalContext
 
 MANUAL_EXPIRY: Final = "@expiry"
 """The `due` key of manual tags with an expiry."""
-ALL_TIME_KEYS: Final = (ORDER_TIME, ORDER_WINDOW, BROWSE_WINDOW, CLICK_WINDOW, WINDOW_END, SCORE_TIME, MANUAL_EXPIRY)
+ALL_TIME_KEYS: Final = (
+    ORDER_TIME,
+    ORDER_WINDOW,
+    BROWSE_WINDOW,
+    CLICK_WINDOW,
+    WINDOW_END,
+    AGE_TIME,
+    LOYALTY,
+    SCORE_TIME,
+    MANUAL_EXPIRY,
+)
 _SCORE_KEYS: Final = (SCORE_TIME,)
 
 
@@ -101,14 +124,14 @@ class Engine:
                 occurred_us = to_us(event.occurred_at)
             day = self._zone.day(occurred_us)
             had_day = day in buckets
-        scores = self._scores
+        scores = self._scores if route.scored else None  # profile events are no scored action
         counted_before = 0
         if scores is not None:
             if occurred_us is None:
                 occurred_us = to_us(event.occurred_at)
             day = self._zone.day(occurred_us)
             counted_before = buckets.get(day, 0) if buckets is not None else 0
-        if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone):
+        if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone, self._rulebook.attributes):
             self.duplicates += 1
             return changes
         scored = False
@@ -117,7 +140,7 @@ class Engine:
             # click past the horizon or over the day's cap): their de-duplication is the scores' too
             if buckets is None or buckets.get(day, 0) > counted_before:
                 scored = fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
-        elif agg.scores is not None:
+        elif agg.scores is not None and self._scores is None:
             agg.scores = None  # no score is defined any more
         ctx = EvalContext(agg, state.tags, now_us, self._zone)
         if first:  # a first event evaluates every group: "never bought" must appear on a first browse
@@ -140,7 +163,10 @@ class Engine:
                         state.due[family] = at
                         if state.next_at is None or at < state.next_at:
                             state.next_at = at
-        if scored and self._scores_timed and not first:  # the scores' next change moves only with them
+        if self._scores_timed and not first and (scored or not route.scored):
+            # the scores' next change moves with them; a profile event moves none, but like an action
+            # that scores it leaves the due instant a full recomputation now would give (an early
+            # wake-up depends on when it was computed: tests/unit/test_engine_properties.py)
             self._reschedule(state, ctx, _SCORE_KEYS)
         return changes
 
@@ -247,6 +273,8 @@ class Engine:
         changes = self._advance(state, now_us)
         ctx = EvalContext(state.agg, state.tags, now_us, self._zone)
         forget_blocks(state, self._rulebook)
+        if state.agg.profile is not None:  # attributes no rule reads any more are not kept
+            state.agg.profile.forget(self._rulebook.attributes)
         for group_id, version in sorted(change.deleted.items()):
             for tag_id in sorted(state.tags.get(group_id, {})):
                 emit(

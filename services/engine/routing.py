@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded, ProfileUpdated, SourceAttributed
 from schemas.tags import Metric, Op
 from services.engine.conditions import CompiledCondition, CompiledRule, Matcher
 from services.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
-from services.engine.schedule import BROWSE_WINDOW, CLICK_WINDOW, ORDER_TIME, ORDER_WINDOW, Fired
+from services.engine.schedule import AGE_TIME, BROWSE_WINDOW, CLICK_WINDOW, LOYALTY, ORDER_TIME, ORDER_WINDOW, Fired
 from services.engine.windows import BROWSES, CLICKS
 
 _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
@@ -32,6 +32,12 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
         Metric.DAYS_SINCE_LAST_ORDER: -1,
         Metric.DAYS_SINCE_FIRST_ORDER: 1,
         Metric.BOUGHT_ANY: 1,
+        # loyalty.py: a counted order can only fill a period; late history may fill an old one (the
+        # trend falls) and may fall between the last two order days (the gap shrinks)
+        Metric.LOYALTY: 1,
+        Metric.LOYALTY_TREND: 0,
+        Metric.CYCLES_SINCE_LAST_ORDER: -1,
+        Metric.CYCLES_BETWEEN_LAST_ORDERS: 0,
         Metric.SCORE: 0,
     },
     OrderRefunded: {
@@ -39,19 +45,36 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
         Metric.TOTAL_SPENT: -1,
         Metric.POINTS_TOTAL: -1,
         Metric.AVG_ORDER_VALUE: 0,
+        Metric.LOYALTY: -1,
+        Metric.LOYALTY_TREND: 0,
         Metric.SCORE: 0,
     },
     Browse: {Metric.BROWSE_COUNT: 1, Metric.SCORE: 0},
     Click: {Metric.CLICK_COUNT: 1, Metric.SCORE: 0},
+    # An update may set or clear any attribute (a birth date too); a source event may move either
+    # touch, and only adds channels. Neither is an action a score counts.
+    ProfileUpdated: {Metric.ATTRIBUTE: 0, Metric.AGE: 0},
+    SourceAttributed: {Metric.FIRST_SOURCE: 0, Metric.LAST_SOURCE: 0, Metric.SOURCES_ANY: 1},
 }
 _ACTIVITY: Final[dict[type, int]] = {Browse: BROWSES, Click: CLICKS}
-_MAY_APPEAR: Final = frozenset({Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER})
+_MAY_APPEAR: Final = frozenset(
+    {
+        Metric.DAYS_SINCE_LAST_ORDER,
+        Metric.DAYS_SINCE_FIRST_ORDER,
+        Metric.CYCLES_SINCE_LAST_ORDER,
+        Metric.CYCLES_BETWEEN_LAST_ORDERS,
+    }
+)
 """Metrics absent until the first order: appearing can only make a condition truer."""
+_GROWING_SETS: Final = frozenset({Metric.BOUGHT_ANY, Metric.SOURCES_ANY})
+"""Set metrics that events only add to: eq/in only truer, ne/not_in only falser."""
 _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
-    OrderPaid: (ORDER_TIME, ORDER_WINDOW),
-    OrderRefunded: (ORDER_WINDOW,),
+    OrderPaid: (ORDER_TIME, ORDER_WINDOW, LOYALTY),
+    OrderRefunded: (ORDER_WINDOW, LOYALTY),
     Browse: (BROWSE_WINDOW,),
     Click: (CLICK_WINDOW,),
+    ProfileUpdated: (AGE_TIME,),
+    SourceAttributed: (),
 }
 
 
@@ -116,6 +139,8 @@ class Route:
     steps: tuple[Step, ...]
     activity: int = -1
     """BROWSES or CLICKS for the events counted in day buckets of their own, else -1."""
+    scored: bool = False
+    """Whether the event type is an action a behaviour score may count (not a profile event)."""
 
 
 @dataclass(frozen=True)
@@ -167,9 +192,10 @@ def _event_routes(rulebook: RuleBook, plan: Plan, incremental: bool) -> dict[typ
     for kind, deltas in _EVENT_METRICS.items():
         families = tuple(family for family in _EVENT_FAMILIES[kind] if family in watched)
         activity = _ACTIVITY.get(kind, -1)
+        scored = Metric.SCORE in deltas
         if not incremental:
             every = frozenset(group.id for group in rulebook.evaluation_order)
-            routes[kind] = Route(every, {}, families, plan.steps, activity)
+            routes[kind] = Route(every, {}, families, plan.steps, activity, scored)
             continue
         groups = rulebook.groups_reading(deltas)
         checks = {
@@ -181,7 +207,7 @@ def _event_routes(rulebook: RuleBook, plan: Plan, incremental: bool) -> dict[typ
             for group_id in groups
             if rulebook.groups[group_id].spec.mode == "multi"
         }
-        routes[kind] = Route(groups, checks, families, plan.candidates(groups), activity)
+        routes[kind] = Route(groups, checks, families, plan.candidates(groups), activity, scored)
     return routes
 
 
@@ -209,9 +235,9 @@ def _leaf_direction(condition: CompiledCondition, deltas: Mapping[Metric, int]) 
     delta = deltas.get(spec.metric)
     if delta is None:
         return None
-    if spec.op in (Op.GTE, Op.GT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.EQ, Op.IN)):
+    if spec.op in (Op.GTE, Op.GT) or (spec.metric in _GROWING_SETS and spec.op in (Op.EQ, Op.IN)):
         direction = delta
-    elif spec.op in (Op.LTE, Op.LT) or (spec.metric is Metric.BOUGHT_ANY and spec.op in (Op.NE, Op.NOT_IN)):
+    elif spec.op in (Op.LTE, Op.LT) or (spec.metric in _GROWING_SETS and spec.op in (Op.NE, Op.NOT_IN)):
         direction = -delta
     else:
         return 0

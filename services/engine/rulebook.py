@@ -23,6 +23,7 @@ from services.engine.conditions import (
     window_day,
 )
 from services.engine.errors import DefinitionError
+from services.engine.profile import BIRTH_DATE
 from services.engine.schedule import TimePlan
 from services.engine.scores import CompiledScore, ScoreBook
 from services.engine.timeutil import DAY_US, date_to_day
@@ -95,6 +96,9 @@ class RuleBook:
     """The shop's time zone: where its days start."""
     scores: ScoreBook | None = None
     """Every group's behaviour scores, or None when no group defines one."""
+    attributes: frozenset[str] = frozenset()
+    """The profile attributes some rule reads (`age` reads the birth date): the only ones the fold
+    keeps (personal data: docs/tagger.md)."""
     _positions: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -144,6 +148,7 @@ class RuleBook:
             horizon_days=horizon_days,
             zone=zone,
             scores=ScoreBook(scores) if scores else None,
+            attributes=_attributes(specs),
             _positions={group.id: index for index, group in enumerate(evaluated)},
         )
 
@@ -183,6 +188,20 @@ def _compile_tag(tag: Tag, zone: DayZone, scores: dict[str, CompiledScore]) -> C
         return CompiledTag(tag.id, tag, None, frozenset())
     rule = compile_rule(tag.rule, zone, scores)
     return CompiledTag(tag.id, tag, rule, frozenset(leaf.spec.metric for leaf in rule.leaves()))
+
+
+def _attributes(specs: list[TagGroup]) -> frozenset[str]:
+    """The attributes the rules of every group read, disabled ones included: enabling a group again
+    finds what arrived meanwhile."""
+    found: set[str] = set()
+    for spec in specs:
+        for tag in spec.tags:
+            for condition in _conditions(tag.rule) if tag.rule is not None else []:
+                if condition.metric is Metric.ATTRIBUTE and condition.name is not None:
+                    found.add(condition.name)
+                elif condition.metric is Metric.AGE:
+                    found.add(BIRTH_DATE)
+    return frozenset(found)
 
 
 def _refs(leaf: CompiledCondition) -> list[tuple[str, str]]:
@@ -233,6 +252,13 @@ def _condition_problems(
                 problems.append(f"{where}: has_tag refers to unknown group {ref_group!r}")
             elif ref_tag not in tags_by_group[ref_group]:
                 problems.append(f"{where}: has_tag refers to unknown tag {ref_tag!r} in group {ref_group!r}")
+    periods = condition.periods
+    cycle = condition.cycle_days
+    if periods is not None and cycle is not None and cycle * periods > horizon_days:
+        problems.append(
+            f"{where}: {condition.metric.value} over {periods} periods of {cycle}d looks back {cycle * periods} days, "
+            f"beyond the {horizon_days}-day horizon the tagger retains"
+        )
     window = condition.window
     if window is not None:
         last = window.last_days

@@ -6,7 +6,12 @@ Two kinds of metric move while no event arrives:
 - days since the first / last order: a whole number that only matters when it reaches one of the
   values the rules compare it with;
 - absolute windows whose condition waits for the window's end (`conditions.upper_bounding`): at
-  that instant the condition may start to hold, for every customer alike.
+  that instant the condition may start to hold, for every customer alike;
+- cycles since the last order (a days-since value compared in cycles: its points are in days) and
+  loyalty over the last n periods of t days (`loyalty.py`): a loyalty value changes only at a local
+  midnight when an order day crosses a period boundary.
+- age: whole years from the birth date, which only matter when they reach a value the rules compare
+  them with, on a birthday (profile.py: 1 March for 29 February in common years).
 
 Days are the shop's local days (`EvalContext.zone`): a window or a days-since value moves at local
 midnight, which is `zone.start(day)` as an instant (23 or 25 hours apart across a clock change).
@@ -26,21 +31,26 @@ from typing import Final
 
 from schemas.tags import Metric
 from services.engine.conditions import CompiledCondition, FixedWindow, change_points
+from services.engine.loyalty import PeriodShape, next_period_change, periods_turning
+from services.engine.profile import age_on, birth_date, next_age_change
 from services.engine.scores import SCORE_TIME, ScorePlan
-from services.engine.windows import SCAN_MAX, WINDOW_KINDS, EvalContext, next_window_change
+from services.engine.windows import ORDERS, SCAN_MAX, WINDOW_KINDS, EvalContext, next_window_change
 
 ORDER_TIME: Final = "order_time"
 ORDER_WINDOW: Final = "order_window"
 BROWSE_WINDOW: Final = "browse_window"
 CLICK_WINDOW: Final = "click_window"
 WINDOW_END: Final = "window_end"
+LOYALTY: Final = "loyalty"
+AGE_TIME: Final = "age"
 
 WINDOW_METRIC: Final = {
     ORDER_WINDOW: Metric.ORDER_COUNT,
     BROWSE_WINDOW: Metric.BROWSE_COUNT,
     CLICK_WINDOW: Metric.CLICK_COUNT,
 }
-_DAYS_SINCE: Final = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER)
+_DAYS_SINCE: Final = (Metric.DAYS_SINCE_LAST_ORDER, Metric.DAYS_SINCE_FIRST_ORDER, Metric.CYCLES_SINCE_LAST_ORDER)
+_PERIOD_METRICS: Final = (Metric.LOYALTY, Metric.LOYALTY_TREND)
 
 _bisect_right: Final = bisect_right
 """Compiled, a Final name is a C static, not a module dict lookup per call."""
@@ -69,7 +79,7 @@ class _DaysSince:
 
     def __init__(self, metric: Metric, points: tuple[int, ...]) -> None:
         self.metric = metric
-        self.last = metric is Metric.DAYS_SINCE_LAST_ORDER
+        self.last = metric is not Metric.DAYS_SINCE_FIRST_ORDER
         self.points = points
 
     def since(self, ctx: EvalContext) -> int | None:
@@ -91,6 +101,13 @@ class TimePlan:
     """End instant -> the tags whose rules wait for a window ending then."""
     end_metrics: Mapping[int, tuple[Metric, ...]] = field(default_factory=dict)
     """End instant -> the window metrics of the conditions waiting for it."""
+    period_shapes: tuple[PeriodShape, ...] = ()
+    """The (cycle, periods) of the loyalty conditions, in a fixed order (the LOYALTY family's hits
+    are indexes into it)."""
+    period_tags: Mapping[PeriodShape, Readers] = field(default_factory=dict)
+    age_points: tuple[int, ...] = ()
+    """The ages at which some `age` condition can change truth."""
+    age_tags: Mapping[str, frozenset[str]] = field(default_factory=dict)
     scores: ScorePlan | None = None
     """The scores that time moves (`scores.py`), None when no rule reads one."""
     _windows: Mapping[str, _Window] = field(init=False, repr=False, compare=False)
@@ -119,6 +136,9 @@ class TimePlan:
         end_metrics: dict[int, set[Metric]] = {}
         conditions = list(conditions)
         scores = ScorePlan(conditions)
+        period_tags: dict[PeriodShape, dict[str, set[str]]] = {}
+        age_points: set[int] = set()
+        age_tags: dict[str, set[str]] = {}
         for group_id, tag_id, condition in conditions:
             spec = condition.spec
             span = spec.window.last_days if spec.window is not None else None
@@ -130,8 +150,18 @@ class TimePlan:
                 spans.setdefault(spec.metric, set()).add(span)
                 window_tags.setdefault((spec.metric, span), {}).setdefault(group_id, set()).add(tag_id)
             elif spec.metric in _DAYS_SINCE:
-                day_points.setdefault(spec.metric, set()).update(change_points(spec))
+                unit = spec.cycle_days or 1  # a value in cycles reaches v on day v x cycle
+                day_points.setdefault(spec.metric, set()).update(point * unit for point in change_points(spec))
                 day_tags.setdefault(spec.metric, {}).setdefault(group_id, set()).add(tag_id)
+            elif spec.metric in _PERIOD_METRICS:
+                cycle, periods = spec.cycle_days, spec.periods
+                assert cycle is not None  # both required on these metrics
+                assert periods is not None
+                shape = (cycle, periods)
+                period_tags.setdefault(shape, {}).setdefault(group_id, set()).add(tag_id)
+            elif spec.metric is Metric.AGE:
+                age_points.update(change_points(spec))
+                age_tags.setdefault(group_id, set()).add(tag_id)
         return cls(
             spans={metric: tuple(sorted(values)) for metric, values in spans.items()},
             window_tags={key: _frozen(value) for key, value in window_tags.items()},
@@ -140,6 +170,10 @@ class TimePlan:
             ends=tuple(sorted(end_tags)),
             end_tags={end: _frozen(value) for end, value in end_tags.items()},
             end_metrics={end: tuple(sorted(metrics)) for end, metrics in end_metrics.items()},
+            period_shapes=tuple(sorted(period_tags)),
+            period_tags={shape: _frozen(value) for shape, value in period_tags.items()},
+            age_points=tuple(sorted(age_points)),
+            age_tags=_frozen(age_tags),
             scores=scores if scores.tags else None,
         )
 
@@ -150,6 +184,10 @@ class TimePlan:
             found.append(ORDER_TIME)
         if self.ends:
             found.append(WINDOW_END)
+        if self.period_shapes:
+            found.append(LOYALTY)
+        if self.age_points:
+            found.append(AGE_TIME)
         if self.scores is not None:
             found.append(SCORE_TIME)
         return tuple(found)
@@ -164,6 +202,11 @@ class TimePlan:
             ends = self.ends
             index = _bisect_right(ends, ctx.now_us)
             return ends[index] if index < len(ends) else None
+        if family == LOYALTY:
+            return _day_start(ctx, next_period_change(ctx.buckets(ORDERS), ctx.today, self.period_shapes))
+        if family == AGE_TIME:
+            born = birth_date(ctx.agg.profile)
+            return None if born is None else _day_start(ctx, next_age_change(born, ctx.today, self.age_points))
         window = self._windows.get(family)
         if window is None:
             return None
@@ -199,6 +242,11 @@ class TimePlan:
         if family == SCORE_TIME:
             return _SCORES_MOVED if self.scores is not None else None
         midnight = ctx.zone.start(ctx.today) == now_us
+        if family == AGE_TIME:
+            born = birth_date(ctx.agg.profile)
+            if not midnight or born is None or age_on(born, ctx.today) == age_on(born, ctx.today - 1):
+                return None
+            return (family, (Metric.AGE,), False) if age_on(born, ctx.today) in self.age_points else None
         if family == ORDER_TIME:
             metrics = []
             if midnight:
@@ -209,6 +257,9 @@ class TimePlan:
                     if ctx.zone.days_between(since, now_us) in days_since.points:
                         metrics.append(days_since.metric)
             return (family, tuple(metrics), False) if metrics else None
+        if family == LOYALTY:
+            hits = periods_turning(ctx.buckets(ORDERS), ctx.today, self.period_shapes) if midnight else ()
+            return (family, hits, False) if hits else None
         window = self._windows.get(family)
         if window is None or not midnight:
             return None
@@ -227,6 +278,10 @@ class TimePlan:
         touched: dict[str, set[str]] = {}
         moves: dict[Metric, int] = {}
         for family, hits, entering in fired:
+            if family == AGE_TIME:
+                _merge(touched, self.age_tags)
+                _move(moves, Metric.AGE, 1)
+                continue
             if family == ORDER_TIME:
                 for metric in hits:
                     assert isinstance(metric, Metric)
@@ -244,6 +299,13 @@ class TimePlan:
                     _merge(touched, self.end_tags[end])
                     for metric in self.end_metrics[end]:
                         _move(moves, metric, 0)  # the count stays; what it may decide changes
+                continue
+            if family == LOYALTY:
+                for index in hits:
+                    assert isinstance(index, int)
+                    _merge(touched, self.period_tags[self.period_shapes[index]])
+                for metric in _PERIOD_METRICS:
+                    _move(moves, metric, 0)  # a period gained or lost: either way
                 continue
             metric = WINDOW_METRIC[family]
             for span in hits:

@@ -44,7 +44,7 @@ from collections.abc import Iterable
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Final
 
-from schemas.events import Browse, Click, OrderPaid
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.limits import SCORE_PLACES
 from schemas.scores import Score
 from schemas.tags import Condition, Op
@@ -140,7 +140,9 @@ class CompiledScore(ScoreSource):
             return self.products.get(event.product_id, self.browse)
         if isinstance(event, OrderPaid):
             return self.order
-        return self.refund
+        if isinstance(event, OrderRefunded):
+            return self.refund
+        return 0  # a profile event: no action (the engine does not fold them into scores)
 
     def condition(self, spec: Condition, comparison: Comparison) -> CompiledCondition:
         if self.half_life_us:

@@ -177,18 +177,7 @@ def add(
 ) -> None:
     """Give the customer a tag (`hold`: by hand, and until when) and record the change."""
     state.tags.setdefault(group.id, {})[tag_id] = hold
-    emit(
-        state,
-        ctx,
-        group_id=group.id,
-        version=group.version,
-        tag_id=tag_id,
-        kind="added",
-        source=source,
-        cause=cause,
-        reason=reason,
-        changes=changes,
-    )
+    _emit_in(state, ctx, group, tag_id, "added", source=source, cause=cause, reason=reason, changes=changes)
 
 
 def remove(
@@ -207,13 +196,29 @@ def remove(
     del held[tag_id]
     if not held:
         del state.tags[group.id]
+    _emit_in(state, ctx, group, tag_id, "removed", source=source, cause=cause, reason=reason, changes=changes)
+
+
+def _emit_in(
+    state: CustomerState,
+    ctx: EvalContext,
+    group: CompiledGroup,
+    tag_id: str,
+    kind: Literal["added", "removed"],
+    *,
+    source: ChangeSource,
+    cause: str | None,
+    reason: Reason,
+    changes: list[TagChange],
+) -> None:
+    """`emit` for a group of the rule book in force: the change carries its id and version."""
     emit(
         state,
         ctx,
         group_id=group.id,
         version=group.version,
         tag_id=tag_id,
-        kind="removed",
+        kind=kind,
         source=source,
         cause=cause,
         reason=reason,

@@ -1,9 +1,11 @@
-"""Audiences over the Redis read model: set algebra on the tag member sets `ts:t:<group>/<tag>`.
+"""Audiences over the Redis read model: bitmap algebra on the tag bitmaps `ts:b:<group>/<tag>`.
 
-A query is snapshotted into a sorted set whose members all score the same, so pages are read in
-ascending id order by range (ZRANGEBYLEX after the last id seen): stable while the snapshot lives
-(`audience_ttl_s`), however members join or leave meanwhile, and one customer appears once however
-many of the selected tags they hold (set semantics).
+A query is snapshotted into a bitmap over dense customer ids (readmodel.py) by a few `BITOP`s in one
+transaction: each reads and writes about 125 KB at a million customers, well under a millisecond of
+Redis, where the set algebra it replaces blocked Redis for seconds. Pages are read in dense-id
+order from the bit after the last one seen, in bounded slices (bitmaps.py), and named from the id
+buckets: stable while the snapshot lives (`audience_ttl_s`), however members join or leave
+meanwhile, and one customer appears once however many of the selected tags they hold.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import orjson
 from redis.asyncio import Redis
 
 from services.ingest.ports import AudiencePage, AudienceQuery, CursorExpired
+from services.runtime.bitmaps import customer_ids, set_bits, snapshot_commands
 from services.runtime.clock import Clock
 from services.runtime.readmodel import Keys
 
@@ -40,7 +43,7 @@ class RedisAudiences:
     async def query(self, query: AudienceQuery, limit: int) -> AudiencePage:
         snapshot = uuid.uuid4().hex
         await self._snapshot(query, snapshot)
-        return await self._page(snapshot, None, limit)
+        return await self._page(snapshot, -1, limit)
 
     async def page(self, cursor: str, limit: int) -> AudiencePage:
         snapshot, after = decode_cursor(cursor)
@@ -52,82 +55,61 @@ class RedisAudiences:
         snapshot = uuid.uuid4().hex
         await self._snapshot(query, snapshot)
         key = self._snapshot_key(snapshot)
-        after: str | None = None
         try:
-            while True:
-                ids = [
-                    _text(member) for member in await self._redis.zrangebylex(key, _after(after), "+", 0, _EXPORT_PAGE)
-                ]
-                for customer_id in ids:
-                    yield customer_id
-                if len(ids) < _EXPORT_PAGE:
-                    return
-                after = ids[-1]
+            async for ids in set_bits(self._redis, key):
+                for first in range(0, len(ids), _EXPORT_PAGE):
+                    for customer_id in await self._name(ids[first : first + _EXPORT_PAGE]):
+                        yield customer_id
         finally:
             await self._redis.delete(key)
 
     async def _snapshot(self, query: AudienceQuery, snapshot: str) -> None:
         key = self._snapshot_key(snapshot)
-        work = [f"{key}:all", f"{key}:any", f"{key}:base"]
-        members = self._member_keys
         async with self._redis.pipeline(transaction=True) as pipe:
-            sources = []
-            if query.all_of:
-                pipe.sinterstore(work[0], members(query.all_of))
-                sources.append(work[0])
-            if query.any_of:
-                pipe.sunionstore(work[1], members(query.any_of))
-                sources.append(work[1])
-            pipe.sinterstore(work[2], sources)
-            if query.none_of:
-                pipe.sdiffstore(work[2], [work[2], *members(query.none_of)])
-            pipe.zunionstore(key, {work[2]: 0})  # every score 0: ranges by id (ZRANGEBYLEX)
+            bitmaps = [[self._keys.bitmap(*ref.split("/", 1)) for ref in refs] for refs in query_refs(query)]
+            for command in snapshot_commands(*bitmaps, target=key, work=f"{key}:work"):
+                pipe.execute_command(*command)
             pipe.expire(key, self._ttl_s)
-            pipe.delete(*work)
             await pipe.execute()
 
-    async def _page(self, snapshot: str, after: str | None, limit: int) -> AudiencePage:
+    async def _page(self, snapshot: str, after: int, limit: int) -> AudiencePage:
         key = self._snapshot_key(snapshot)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zcard(key)
-            pipe.zrangebylex(key, _after(after), "+", 0, limit + 1)
-            count, members = await pipe.execute()
-        ids = [_text(member) for member in members]
+        count = int(await self._redis.bitcount(key))
+        ids = [dense async for found in set_bits(self._redis, key, after=after, limit=limit + 1) for dense in found]
         more = len(ids) > limit
         ids = ids[:limit]
-        cursor = encode_cursor(snapshot, ids[-1]) if more else None
         return AudiencePage(
-            count=int(count),
-            customer_ids=ids,
-            cursor=cursor,
+            count=count,
+            customer_ids=await self._name(ids),
+            cursor=encode_cursor(snapshot, ids[-1]) if more else None,
             expires_at=self._clock.now() + timedelta(seconds=self._ttl_s),
         )
 
-    def _member_keys(self, refs: tuple[str, ...]) -> list[str]:
-        return [self._keys.members(*ref.split("/", 1)) for ref in refs]
+    async def _name(self, ids: list[int]) -> list[str]:
+        return await customer_ids(self._redis, self._keys.id_bucket, ids)
 
     def _snapshot_key(self, snapshot: str) -> str:
         return f"{self._keys.prefix}audience:{snapshot}"
 
 
-def _after(customer_id: str | None) -> str:
-    return "-" if customer_id is None else "(" + customer_id
+def query_refs(query: AudienceQuery) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    return query.all_of, query.any_of, query.none_of
 
 
-def encode_cursor(snapshot: str, after: str) -> str:
+def encode_cursor(snapshot: str, after: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"s": snapshot, "a": after})).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[str, str]:
+def decode_cursor(cursor: str) -> tuple[str, int]:
     try:
         document: Any = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
         snapshot, after = document["s"], document["a"]
     except (ValueError, TypeError, KeyError):
         raise InvalidCursor(f"cursor: not a cursor this service issued: {cursor[:40]!r}") from None
-    if not isinstance(snapshot, str) or not _SNAPSHOT_ID.match(snapshot) or not isinstance(after, str):
+    if not isinstance(snapshot, str) or not _SNAPSHOT_ID.match(snapshot) or not _dense_id(after):
         raise InvalidCursor(f"cursor: not a cursor this service issued: {cursor[:40]!r}")
     return snapshot, after
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _dense_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32

@@ -18,14 +18,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from schemas.notifications import NotificationOutcome
-from schemas.tags import TagChanged, TagGroup
+from schemas.tags import TagChanged
 from services.notifier.campaigns import CampaignRunner
 from services.notifier.composition import NotifierComposition, NotifierPorts
 from services.notifier.core import Notifier
@@ -34,10 +33,9 @@ from services.notifier.ports import Provider
 from services.notifier.redis_store import RedisLedger, RedisScheduler, RedisTagFacts
 from services.runtime.campaigns import RedisCampaigns
 from services.runtime.clock import Clock, SystemClock
-from services.runtime.consumers import dead_letter, definitions_read, pause, rewind, serve_status
+from services.runtime.consumers import ConsumerService, dead_letter, pause, rewind
 from services.runtime.customers import RedisCustomers
-from services.runtime.definitions_feed import DefinitionsFeed
-from services.runtime.kafka import client_options, ensure_topics, producer_options
+from services.runtime.kafka import ensure_topics, producer_options
 from services.runtime.playbooks import RedisPlaybooks
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
@@ -76,7 +74,7 @@ class KafkaOutcomes:
         )
 
 
-class NotifierApp:
+class NotifierApp(ConsumerService):
     def __init__(
         self,
         settings: Settings,
@@ -84,26 +82,14 @@ class NotifierApp:
         providers: Mapping[str, Provider] | None,
         registry: CollectorRegistry,
     ) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.clock = clock
         self.composition = NotifierComposition(settings, registry, providers=providers)
         self.metrics = self.composition.metrics
         self.playbooks = self.composition.playbooks
-        self._redis: Redis | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-        self._reading: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self.definitions = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, _ignore)
-        """The tag groups, read whole from their compacted topic: messages name groups and tags."""
         self.notifier: Notifier | None = None
         self.campaigns: CampaignRunner | None = None
-        self.ready = False
-        self._stopped = False
-        self.port: int | None = None
 
     async def start(self) -> None:
         settings, topics = self.settings, self.settings.topics
@@ -130,18 +116,10 @@ class NotifierApp:
         self.notifier = self.composition.notifier(ports, self.clock)
         self.campaigns = self.composition.campaign_runner(ports, self.clock)
         await self.playbooks.follow(RedisPlaybooks(self._redis, key_prefix=prefix))
-        self._consumer = AIOKafkaConsumer(
-            topics.tag_changes,
-            group_id=settings.notifier.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **client_options(settings.kafka),
-        )
-        await self._consumer.start()
-        await self._start_web()
-        self._reading = asyncio.create_task(self.definitions.run(), name="notifier-definitions")
+        await self._start_consumer(settings.notifier.group_id)
+        await self._serve_status(settings.notifier.web_host, settings.notifier.web_port, self.metrics.registry)
         # before any send: a message sent earlier would name tags by their ids
-        await definitions_read(self.definitions, self._reading)
+        await self._read_definitions("notifier-definitions")
         self._tasks = [
             asyncio.create_task(self._consume(), name="notifier-consume"),
             asyncio.create_task(self._deliver(), name="notifier-deliver"),
@@ -152,7 +130,7 @@ class NotifierApp:
         log.info("notifier started: %d playbooks, web on port %s", len(self.playbooks.current.playbooks), self.port)
 
     def request_stop(self) -> None:
-        self._stopping.set()
+        super().request_stop()
         self._wake.set()
 
     async def _check_durable(self, redis: Redis) -> None:
@@ -166,35 +144,8 @@ class NotifierApp:
             await redis.aclose()
             raise
 
-    async def run(self) -> None:
-        """Start, then serve until `request_stop()` (SIGTERM), then stop gracefully."""
-        await self.start()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.stop()
-
-    async def stop(self) -> None:
-        """Stop taking work, let in-flight sends finish, then close every client. Safe to call twice."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.ready = False
-        self.request_stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._reading is not None:
-            self._reading.cancel()  # reads until cancelled
-            await asyncio.gather(self._reading, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+    async def _close_outputs(self) -> None:
         await self.composition.close()
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._redis is not None:
-            await self._redis.aclose()
 
     async def _consume(self) -> None:
         assert self._consumer is not None
@@ -263,11 +214,6 @@ class NotifierApp:
                 log.exception("the campaign loop failed; retrying")
             await pause(self._stopping, self.settings.notifier.campaign_interval_s)
 
-    async def _start_web(self) -> None:
-        self._runner, self.port = await serve_status(
-            self.settings.notifier.web_host, self.settings.notifier.web_port, self.metrics.registry, self._readiness
-        )
-
     async def _readiness(self) -> tuple[bool, dict[str, Any]]:
         body: dict[str, Any] = {"ready": self.ready, "playbooks": len(self.playbooks.current.playbooks)}
         if self.ready and self._redis is not None:
@@ -276,7 +222,3 @@ class NotifierApp:
             except Exception as error:
                 body.update(ready=False, redis=type(error).__name__)
         return body["ready"], body
-
-
-def _ignore(groups: dict[str, TagGroup]) -> None:
-    """The notifier reads the feed's groups when it renders a message: nothing to do on a change."""

@@ -35,7 +35,7 @@ from schemas.playbooks import ScheduledStep
 from services.engine.timeutil import from_us
 from services.notifier.policy import SendRecord
 from services.notifier.ports import Claim
-from services.runtime.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable, tag_field
+from services.runtime.readmodel import DEFAULT_PREFIX, Keys, ReadModel, ReadModelUnavailable
 from services.runtime.redis import LEASE, as_text, to_ms
 from services.runtime.reports import ProgramKind, RedisReports, Tally
 
@@ -171,11 +171,7 @@ class RedisTagFacts:
 
     async def holds(self, customer_id: str, group_id: str, tag_id: str) -> bool | None:
         await self._require_whole()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self._keys.seq(customer_id))
-            pipe.hexists(self._keys.tags(customer_id), tag_field(group_id, tag_id))
-            known, held = await pipe.execute()
-        return bool(held) if known else None
+        return await self._reads.holds(customer_id, group_id, tag_id)
 
     async def last_activity(self, customer_id: str) -> datetime | None:
         await self._require_whole()

@@ -1,8 +1,9 @@
 """What the plain aiokafka services (the notifier, the tag sync sink) share around their consumer loop.
 
 Both commit offsets only once a batch's work is done, read the tag definitions whole before they act,
-serve /healthz /readyz /metrics on a small aiohttp site, and dead-letter records they cannot read:
-one implementation of each here, so the two cannot drift apart.
+serve /healthz /readyz /metrics on a small aiohttp site, dead-letter records they cannot read, and
+live the same life (`ConsumerService`: start, serve until asked to stop, let the work in flight
+finish, close): one implementation of each here, so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from aiohttp import web
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.asyncio import Redis
 
+from schemas.tags import TagGroup
 from schemas.topics import DeadLetter
+from services.runtime.definitions_feed import DefinitionsFeed
+from services.runtime.kafka import client_options
 
 if TYPE_CHECKING:
-    from services.runtime.definitions_feed import DefinitionsFeed
+    from services.runtime.settings import Settings
 
 
 class Service(Protocol):
@@ -33,6 +38,99 @@ class Service(Protocol):
 
 Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 """(ready, the /readyz body)"""
+
+
+class ConsumerService:
+    """The life of a service around one consumer of tag changes: `start()` (the subclass's: it opens
+    the clients below and sets `ready`), serve until `request_stop()` (SIGTERM), then `stop()`.
+
+    Stopping lets the work in flight finish first (the loops in `_tasks` watch `_stopping`), so a
+    batch being handled is committed or read again, never half done; then it stops reading the
+    definitions, leaves the consumer group, and closes the clients, the web site and Redis last.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.definitions = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, _read_when_needed)
+        """The tag groups, read whole from their compacted topic (the service reads `.groups` when it acts)."""
+        self.ready = False
+        self.port: int | None = None
+        self._stopping = asyncio.Event()
+        self._stopped = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reading: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._runner: web.AppRunner | None = None
+        self._redis: Redis | None = None
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, then serve until `request_stop()` (SIGTERM), then stop gracefully."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Stop taking work, let the work in flight finish, then close every client. Safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.ready = False
+        self.request_stop()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._reading is not None:
+            self._reading.cancel()  # reads until cancelled
+            await asyncio.gather(self._reading, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._close_outputs()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def _close_outputs(self) -> None:
+        """Close what the service sends to besides Kafka (providers, the external system): after the
+        consumer has left, before the producer closes."""
+
+    async def _read_definitions(self, name: str) -> None:
+        """Start reading the definitions topic and wait until it has been read to its end."""
+        self._reading = asyncio.create_task(self.definitions.run(), name=name)
+        await definitions_read(self.definitions, self._reading)
+
+    async def _start_consumer(self, group_id: str, **options: Any) -> AIOKafkaConsumer:
+        """Join `group_id` on the tag changes; offsets are committed by hand, once a batch is done."""
+        self._consumer = AIOKafkaConsumer(
+            self.settings.topics.tag_changes,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **options,
+            **client_options(self.settings.kafka),
+        )
+        await self._consumer.start()
+        return self._consumer
+
+    async def _serve_status(self, host: str, port: int, registry: CollectorRegistry) -> None:
+        self._runner, self.port = await serve_status(host, port, registry, self._readiness)
+
+    async def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        return self.ready, {"ready": self.ready}
+
+
+def _read_when_needed(groups: dict[str, TagGroup]) -> None:
+    """The services read the feed's groups when they act (a batch, a message): nothing to do on a change."""
 
 
 async def rewind(consumer: AIOKafkaConsumer) -> None:

@@ -5,13 +5,15 @@ ERROR lines a second from one tagger); the first ones say everything the rest do
 lets the first `burst` records of a kind through per window and, with the next one after the
 window, says how many it held back. A kind is the logger, the level and the message *template*
 (`record.msg`, before its arguments), so "connect to node 1 failed: refused" and "... timed out"
-are one kind. Records below WARNING always pass.
+are one kind. Records below WARNING always pass. `hold_back_repeats` puts one filter on several
+handlers, so a record reaches it once per handler: the decision is made once per record.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,10 +38,19 @@ class RepeatFilter(logging.Filter):
         self._window_s = window_s
         self._monotonic = monotonic
         self._windows: dict[tuple[str, int, str], _Window] = {}
+        # weak: a record can hold a traceback, and with it every frame's locals
+        self._last: tuple[weakref.ref[logging.LogRecord], bool] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
+        if self._last is not None and self._last[0]() is record:
+            return self._last[1]  # the same record at the next handler: counted once, decided alike
+        passed = self._decide(record)
+        self._last = (weakref.ref(record), passed)
+        return passed
+
+    def _decide(self, record: logging.LogRecord) -> bool:
         kind = (record.name, record.levelno, str(record.msg))
         now = self._monotonic()
         window = self._windows.get(kind)
@@ -50,7 +61,9 @@ class RepeatFilter(logging.Filter):
             window = self._windows[kind] = _Window(started=now)
             if held:
                 record.msg = f"{record.getMessage()} [{held} more like this held back in {self._window_s:.0f}s]"
-                record.args = None
+                # (), not None: formatters that wrap args (mode's ExtensionFormatter, the tagger's) turn
+                # None into (None,), and "%" then fails with "not all arguments converted"
+                record.args = ()
         if window.passed < self._burst:
             window.passed += 1
             return True

@@ -4,23 +4,36 @@
 only reads, so the ingest service and the notifier can use it without the write side. Redis is a
 projection: drop the keys under a prefix and replay the topic to rebuild it.
 
-Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Cluster hash tag):
+Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Cluster hash tag).
+Layout 2: one small hash per customer and tags as bitmaps over dense customer ids, ~0.7 KiB per
+customer with one change (docs/performance.md); the meta's `layout` field names it, and a read model
+in any other layout is refused by readers and rebuilt by the projector, never misread.
 
-    ts:c:{<customer>}:seq        string  last applied seq
-    ts:c:{<customer>}:tags       hash    "group/tag" -> {"added_at", "source", "group_version"} JSON
-    ts:c:{<customer>}:groups     hash    group -> how many of its tags the customer holds
-    ts:c:{<customer>}:history    list    TagChanged JSON, newest first, capped
-    ts:c:{<customer>}:activity   hash    last_order_us / last_seen_us (epoch microseconds)
+    ts:r:{<customer>}            hash    seq -> last applied seq; id -> dense id (once tagged);
+                                         lo / ls -> last order / last seen (epoch µs);
+                                         t:<group>/<tag> -> "<added µs> <source> <group version>";
+                                         g:<group> -> how many of its tags the customer holds
+                                         (a few dozen short fields: Redis keeps it as one listpack)
+    ts:h:{<customer>}            list    the customer's tag changes, newest first, capped, each packed
+                                         (history_codec.py: ~125 bytes instead of ~490 of JSON)
     ts:c:{<customer>}:messages   zset    NotificationOutcome JSON by decided_at (µs), the newest kept
-    ts:t:<group>/<tag>           set     customer ids holding the tag (SINTER/SUNION/SDIFF-able)
+    ts:b:<group>/<tag>           string  bitmap: bit <dense id> set while the customer holds the tag
+    ts:ids:next                  string  how many dense ids were given (INCR)
+    ts:ids:<n>                   hash    dense id % 128 -> customer id, for ids n*128 .. n*128+127
+    ts:stats:tag-members         hash    group/tag -> customers holding the tag
     ts:daily:<group>/<tag>       hash    local epoch day -> net change of holders that day; "base" -> the
                                          sum of the days folded away (see "Daily counts")
     ts:stats:group-members       hash    group -> customers holding any tag of it
     ts:stats:gaps                string  how many seq gaps were seen
     ts:gaps                      set     customers whose stream had a gap
-    ts:meta:readmodel            hash    state (rebuilding|ready|resetting), epoch, started_ms, ready_ms,
-                                         reason, target:<topic>:<partition> -> offset a rebuild must reach
+    ts:meta:readmodel            hash    state (rebuilding|ready|resetting), layout, epoch, started_ms,
+                                         ready_ms, reason, target:<topic>:<partition> -> offset a rebuild
+                                         must reach
     ts:meta:offsets              hash    <topic>:<partition> -> next offset to apply (tag-changes, events)
+
+Dense ids are never given back: a customer keeps its id while it holds no tag, and a reset
+(`tagstream readmodel rebuild`) keeps the ids and their buckets, so an audience snapshot taken
+before it (a running campaign's) still names the same customers after it.
 
 The read model holds, per partition of tag-changes (and of events, for activity), exactly the fold
 of the records before its `ts:meta:offsets` entry: the projector applies a batch only when it starts
@@ -44,16 +57,24 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, cast
 
-import orjson
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 
 from schemas.notifications import NotificationOutcome
 from schemas.tags import ChangeSource, TagChanged
-from services.engine.timeutil import from_us
+from services.engine.timeutil import from_us, to_us
+from services.runtime.bitmaps import customer_ids, set_bits
+from services.runtime.history_codec import unpack_change
 
 DEFAULT_PREFIX = "ts:"
-LAST_ORDER_FIELD = "last_order_us"
-LAST_SEEN_FIELD = "last_seen_us"
+LAYOUT = "2"
+"""The key layout this code reads and writes (the meta's `layout` field)."""
+SEQ_FIELD = "seq"
+ID_FIELD = "id"
+LAST_ORDER_FIELD = "lo"
+LAST_SEEN_FIELD = "ls"
+TAG_PREFIX = "t:"
+GROUP_PREFIX = "g:"
 DAILY_KEEP_DAYS = 90
 """Days of tag-count history a reader can ask for."""
 DAILY_BASE_FIELD = "base"
@@ -62,7 +83,7 @@ _EPOCH = date(1970, 1, 1)
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Names of every key under one prefix. Customer keys share the hash tag `{<customer_id>}`.
+    """Names of every key under one prefix. A customer's keys share the hash tag `{<customer_id>}`.
 
     A customer id may itself contain braces; the hash tag then ends at its first `}`, which is still
     the same for all of that customer's keys, and no suffix contains `}`, so names stay distinct.
@@ -70,29 +91,36 @@ class Keys:
 
     prefix: str = DEFAULT_PREFIX
 
-    def seq(self, customer_id: str) -> str:
-        return self._customer(customer_id, "seq")
-
-    def tags(self, customer_id: str) -> str:
-        return self._customer(customer_id, "tags")
-
-    def groups(self, customer_id: str) -> str:
-        return self._customer(customer_id, "groups")
+    def customer(self, customer_id: str) -> str:
+        return f"{self.prefix}r:{{{customer_id}}}"
 
     def history(self, customer_id: str) -> str:
-        return self._customer(customer_id, "history")
-
-    def activity(self, customer_id: str) -> str:
-        return self._customer(customer_id, "activity")
+        return f"{self.prefix}h:{{{customer_id}}}"
 
     def messages(self, customer_id: str) -> str:
-        return self._customer(customer_id, "messages")
+        return f"{self.prefix}c:{{{customer_id}}}:messages"
 
-    def members(self, group_id: str, tag_id: str) -> str:
-        return f"{self.prefix}t:{tag_field(group_id, tag_id)}"
+    def bitmap(self, group_id: str, tag_id: str) -> str:
+        return f"{self.prefix}b:{tag_field(group_id, tag_id)}"
+
+    def id_bucket(self, bucket: int) -> str:
+        return f"{self.prefix}ids:{bucket}"
+
+    @property
+    def id_buckets(self) -> str:
+        """The prefix of every bucket's name (the projector's scripts append the number)."""
+        return f"{self.prefix}ids:"
+
+    @property
+    def next_id(self) -> str:
+        return f"{self.prefix}ids:next"
 
     def daily(self, group_id: str, tag_id: str) -> str:
         return f"{self.prefix}daily:{tag_field(group_id, tag_id)}"
+
+    @property
+    def tag_members(self) -> str:
+        return f"{self.prefix}stats:tag-members"
 
     @property
     def group_members(self) -> str:
@@ -114,9 +142,6 @@ class Keys:
     def offsets(self) -> str:
         return f"{self.prefix}meta:offsets"
 
-    def _customer(self, customer_id: str, part: str) -> str:
-        return f"{self.prefix}c:{{{customer_id}}}:{part}"
-
 
 def tag_field(group_id: str, tag_id: str) -> str:
     """`group/tag`: group and tag ids never contain `/` (schemas.common.Identifier)."""
@@ -129,20 +154,14 @@ class HeldTag:
     source: ChangeSource
     group_version: int
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"added_at": self.added_at, "source": self.source, "group_version": self.group_version},
-            option=orjson.OPT_UTC_Z,
-        )
+    def packed(self) -> str:
+        """`<added µs> <source> <group version>`: a short listpack value, where JSON would be 80 bytes."""
+        return f"{to_us(self.added_at)} {self.source} {self.group_version}"
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> HeldTag:
-        document = orjson.loads(data)
-        return cls(
-            added_at=datetime.fromisoformat(document["added_at"]),
-            source=document["source"],
-            group_version=document["group_version"],
-        )
+    def unpacked(cls, value: bytes | str) -> HeldTag:
+        added_us, source, version = _text(value).split(" ")
+        return cls(added_at=from_us(int(added_us)), source=cast(ChangeSource, source), group_version=int(version))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +176,7 @@ class Activity:
         return max(moments, default=None)
 
 
-State = Literal["missing", "resetting", "rebuilding", "ready"]
+State = Literal["missing", "outdated", "resetting", "rebuilding", "ready"]
 
 
 def offset_field(topic: str, partition: int) -> str:
@@ -199,6 +218,11 @@ class ReadModelStatus:
         if self.state == "missing":
             return (
                 "the read model is missing (Redis lost its data, or it was never built); the projector "
+                "rebuilds it from tagstream.tag-changes"
+            )
+        if self.state == "outdated":
+            return (
+                f"the read model in Redis has another key layout than this version's ({LAYOUT}); the projector "
                 "rebuilds it from tagstream.tag-changes"
             )
         if self.state == "resetting":
@@ -256,26 +280,29 @@ class ReadModel:
 
     async def current_tags(self, customer_id: str) -> dict[str, list[str]]:
         """Tag ids per group, each list sorted (display order belongs to the definitions)."""
-        grouped: dict[str, list[str]] = {}
-        for field in await self._redis.hkeys(self.keys.tags(customer_id)):
-            group_id, tag_id = _text(field).split("/", 1)
-            grouped.setdefault(group_id, []).append(tag_id)
-        return {group_id: sorted(tags) for group_id, tags in sorted(grouped.items())}
+        return {group_id: sorted(tags) for group_id, tags in sorted((await self.held_tags(customer_id)).items())}
 
     async def held_tags(self, customer_id: str) -> dict[str, dict[str, HeldTag]]:
         """Like `current_tags`, with when, how and under which group version each tag was added."""
         grouped: dict[str, dict[str, HeldTag]] = {}
-        for field, value in (await self._redis.hgetall(self.keys.tags(customer_id))).items():
-            group_id, tag_id = _text(field).split("/", 1)
-            grouped.setdefault(group_id, {})[tag_id] = HeldTag.from_json(value)
+        for raw, value in (await self._redis.hgetall(self.keys.customer(customer_id))).items():
+            field = _text(raw)
+            if field.startswith(TAG_PREFIX):
+                group_id, tag_id = field[len(TAG_PREFIX) :].split("/", 1)
+                grouped.setdefault(group_id, {})[tag_id] = HeldTag.unpacked(value)
         return grouped
 
     async def history(self, customer_id: str, offset: int = 0, limit: int = 50) -> list[TagChanged]:
-        """The customer's tag changes, newest first; only the last `history_limit` are kept."""
+        """The customer's tag changes, newest first; only the last `history_limit` are kept (the whole
+        history is on tagstream.tag-changes)."""
         if offset < 0 or limit < 1:
             raise ValueError(f"history needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")
-        entries = await self._redis.lrange(self.keys.history(customer_id), offset, offset + limit - 1)
-        return [TagChanged.model_validate_json(entry) for entry in entries]
+        key = self.keys.history(customer_id)
+        # Packed entries are binary: read undecoded whatever the client's decode_responses.
+        entries = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+            "LRANGE", key, offset, offset + limit - 1, **{NEVER_DECODE: True}
+        )
+        return [unpack_change(customer_id, bytes(entry)) for entry in entries]
 
     async def messages(self, customer_id: str, offset: int, limit: int) -> list[NotificationOutcome]:
         """The notifier's decisions about the customer, newest first (the last `history_limit` kept)."""
@@ -286,30 +313,66 @@ class ReadModel:
 
     async def last_seq(self, customer_id: str) -> int:
         """The seq of the last change applied for the customer; 0 when none was."""
-        value = await self._redis.get(self.keys.seq(customer_id))
+        value = await self._redis.hget(self.keys.customer(customer_id), SEQ_FIELD)
         return 0 if value is None else int(value)
 
-    async def members(self, group_id: str, tag_id: str, *, batch: int = 1000) -> AsyncIterator[str]:
-        """Customers holding the tag, in no order; SSCAN, so a member may be seen twice if the set changes."""
-        async for member in self._redis.sscan_iter(self.keys.members(group_id, tag_id), count=batch):
-            yield _text(member)
+    async def holds(self, customer_id: str, group_id: str, tag_id: str) -> bool | None:
+        """Whether the customer holds the tag; None when no change of theirs was ever applied."""
+        seq, held = await self._redis.hmget(
+            self.keys.customer(customer_id), [SEQ_FIELD, TAG_PREFIX + tag_field(group_id, tag_id)]
+        )
+        return None if seq is None else held is not None
+
+    async def members(self, group_id: str, tag_id: str) -> AsyncIterator[str]:
+        """Customers holding the tag, in dense-id order, read in bounded slices (bitmaps.py); a
+        customer who joins or leaves meanwhile may or may not be seen."""
+        async for ids in set_bits(self._redis, self.keys.bitmap(group_id, tag_id)):
+            for customer_id in await self.name(ids):
+                yield customer_id
+
+    async def name(self, ids: Sequence[int]) -> list[str]:
+        """The customers behind dense ids (from a tag bitmap or an audience snapshot), in order."""
+        return await customer_ids(self._redis, self.keys.id_bucket, ids)
+
+    async def customers(self, *, batch: int = 1000) -> AsyncIterator[str]:
+        """Every customer with a change applied (SCAN: one may come twice while keys change)."""
+        head = f"{self.keys.prefix}r:{{"
+        found: list[str] = []
+        async for key in self._redis.scan_iter(match=f"{_glob_escape(head)}*", count=batch):
+            found.append(_text(key))
+            if len(found) >= batch:
+                for customer_id in await self._with_seq(head, found):
+                    yield customer_id
+                found = []
+        for customer_id in await self._with_seq(head, found):
+            yield customer_id
+
+    async def _with_seq(self, head: str, keys: list[str]) -> list[str]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hexists(key, SEQ_FIELD)
+            known = await pipe.execute()
+        return [key[len(head) : -1] for key, seq in zip(keys, known, strict=True) if seq and key.endswith("}")]
 
     async def member_count(self, group_id: str, tag_id: str) -> int:
-        return int(await self._redis.scard(self.keys.members(group_id, tag_id)))
+        value = await self._redis.hget(self.keys.tag_members, tag_field(group_id, tag_id))
+        return 0 if value is None else int(value)
 
     async def tag_counts(self, tags: Sequence[tuple[str, str]]) -> dict[tuple[str, str], TagCount]:
         """Holders now and the daily deltas of each (group, tag), over one round trip."""
+        if not tags:
+            return {}
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.tag_members, [tag_field(group_id, tag_id) for group_id, tag_id in tags])
             for group_id, tag_id in tags:
-                pipe.scard(self.keys.members(group_id, tag_id))
                 pipe.hgetall(self.keys.daily(group_id, tag_id))
-            replies = await pipe.execute()
+            holders, *dailies = await pipe.execute()
         counts = {}
-        for index, tag in enumerate(tags):
-            holders, stored = replies[2 * index], replies[2 * index + 1]
+        for tag, held, stored in zip(tags, holders, dailies, strict=True):
             fields = {_text(field): int(value) for field, value in stored.items()}
             base = fields.pop(DAILY_BASE_FIELD, 0)
-            counts[tag] = TagCount(int(holders), DailyDeltas(base, {int(day): n for day, n in fields.items()}))
+            days = {int(day): n for day, n in fields.items()}
+            counts[tag] = TagCount(0 if held is None else int(held), DailyDeltas(base, days))
         return counts
 
     async def group_member_count(self, group_id: str) -> int:
@@ -318,13 +381,14 @@ class ReadModel:
         return 0 if value is None else int(value)
 
     async def activity(self, customer_id: str) -> Activity | None:
-        stored = await self._redis.hgetall(self.keys.activity(customer_id))
-        if not stored:
+        last_order, last_seen = await self._redis.hmget(
+            self.keys.customer(customer_id), [LAST_ORDER_FIELD, LAST_SEEN_FIELD]
+        )
+        if last_order is None and last_seen is None:
             return None
-        fields = {_text(field): int(value) for field, value in stored.items()}
         return Activity(
-            last_order_at=_instant(fields.get(LAST_ORDER_FIELD)),
-            last_seen_at=_instant(fields.get(LAST_SEEN_FIELD)),
+            last_order_at=None if last_order is None else from_us(int(last_order)),
+            last_seen_at=None if last_seen is None else from_us(int(last_seen)),
         )
 
     async def gaps(self) -> int:
@@ -342,6 +406,8 @@ def parse_status(meta_raw: dict[Any, Any], offsets_raw: dict[Any, Any]) -> ReadM
     state = meta.get("state")
     if state not in ("resetting", "rebuilding", "ready"):
         return ReadModelStatus("missing", offsets={_text(f): int(v) for f, v in offsets_raw.items()})
+    if meta.get("layout") != LAYOUT:
+        return ReadModelStatus("outdated", epoch=meta.get("epoch"))
     return ReadModelStatus(
         cast(State, state),
         epoch=meta.get("epoch"),
@@ -360,5 +426,5 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _instant(us: int | None) -> datetime | None:
-    return None if us is None else from_us(us)
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

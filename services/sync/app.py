@@ -13,19 +13,16 @@ import asyncio
 import logging
 from typing import Any
 
-from aiohttp import web
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from schemas.excerpt import describe_validation_error
-from schemas.tags import TagChanged, TagGroup
+from schemas.tags import TagChanged
 from services.runtime.clock import Clock, SystemClock
-from services.runtime.consumers import dead_letter, definitions_read, pause, rewind, serve_status
+from services.runtime.consumers import ConsumerService, dead_letter, pause, rewind
 from services.runtime.customers import RedisCustomers
-from services.runtime.definitions_feed import DefinitionsFeed
-from services.runtime.kafka import client_options, ensure_topics, producer_options
+from services.runtime.kafka import ensure_topics, producer_options
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.sync.adapters import build_adapter
@@ -47,24 +44,13 @@ def build_app(
     return SyncApp(settings, clock or SystemClock(), adapter, registry or CollectorRegistry())
 
 
-class SyncApp:
+class SyncApp(ConsumerService):
     def __init__(self, settings: Settings, clock: Clock, adapter: Adapter | None, registry: CollectorRegistry) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.clock = clock
         self.metrics = SyncMetrics(registry, adapter.name if adapter is not None else settings.sync.adapter)
         self._adapter = adapter
-        self.definitions = DefinitionsFeed(settings.kafka, settings.topics.tag_definitions, _ignore)
         self.sink: SyncSink | None = None
-        self._redis: Redis | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._runner: web.AppRunner | None = None
-        self._reading: asyncio.Task[None] | None = None
-        self._loop: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
-        self.ready = False
-        self._stopped = False
-        self.port: int | None = None
 
     async def start(self) -> None:
         settings, topics = self.settings, self.settings.topics
@@ -82,56 +68,18 @@ class SyncApp:
         self.sink = SyncSink(adapter, applied, lambda: self.definitions.groups, self.metrics)
         self._producer = AIOKafkaProducer(**producer_options(settings.kafka))
         await self._producer.start()
-        self._reading = asyncio.create_task(self.definitions.run(), name="sync-definitions")
         # before any change is read: a disabled group must not be synced
-        await definitions_read(self.definitions, self._reading)
-        self._consumer = AIOKafkaConsumer(
-            topics.tag_changes,
-            group_id=settings.sync.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_interval_ms=900_000,  # a batch may wait out WeCom's rate limits
-            **client_options(settings.kafka),
-        )
-        await self._consumer.start()
-        await self._start_web()
-        self._loop = asyncio.create_task(self._consume(), name="sync-consume")
+        await self._read_definitions("sync-definitions")
+        # a batch may wait out WeCom's rate limits
+        await self._start_consumer(settings.sync.group_id, max_poll_interval_ms=900_000)
+        await self._serve_status(settings.sync.web_host, settings.sync.web_port, self.metrics.registry)
+        self._tasks = [asyncio.create_task(self._consume(), name="sync-consume")]
         self.ready = True
         log.info("sync started: adapter %s, web on port %s", adapter.name, self.port)
 
-    def request_stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Start, then serve until `request_stop()` (SIGTERM), then stop gracefully."""
-        await self.start()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.stop()
-
-    async def stop(self) -> None:
-        """Let the batch in flight finish (its offsets committed), then close every client. Safe twice."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.ready = False
-        self.request_stop()
-        if self._loop is not None:
-            await asyncio.gather(self._loop, return_exceptions=True)
-        if self._reading is not None:
-            self._reading.cancel()  # reads until cancelled
-            await asyncio.gather(self._reading, return_exceptions=True)
-        if self._consumer is not None:
-            await self._consumer.stop()
+    async def _close_outputs(self) -> None:
         if self.sink is not None:
             await self.sink.adapter.close()
-        if self._producer is not None:
-            await self._producer.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._redis is not None:
-            await self._redis.aclose()
 
     async def _consume(self) -> None:
         assert self._consumer is not None
@@ -201,14 +149,5 @@ class SyncApp:
         elif behind == 0:
             self.metrics.lag_seconds.set(0)
 
-    async def _start_web(self) -> None:
-        self._runner, self.port = await serve_status(
-            self.settings.sync.web_host, self.settings.sync.web_port, self.metrics.registry, self._readiness
-        )
-
     async def _readiness(self) -> tuple[bool, dict[str, Any]]:
         return self.ready, {"ready": self.ready, "groups": len(self.definitions.groups)}
-
-
-def _ignore(groups: dict[str, TagGroup]) -> None:
-    """The sink reads the feed's groups for every batch: nothing to do on a change."""

@@ -10,7 +10,7 @@ once profiles gained their WeCom contact ids.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -65,7 +65,7 @@ async def resync(
         if progress is not None:
             progress(report)
 
-    async for customer_id in known_customers(redis, key_prefix):
+    async for customer_id in readmodel.customers():
         seq, held = await asyncio.gather(readmodel.last_seq(customer_id), readmodel.current_tags(customer_id))
         pairs = frozenset((group, tag) for group, tags in held.items() if group in synced_ids for tag in tags)
         pending.append(Snapshot(customer_id, seq, pairs, synced))
@@ -75,16 +75,3 @@ async def resync(
         await flush()
     report.first_reasons = tuple(reasons)
     return report
-
-
-async def known_customers(redis: Redis, key_prefix: str) -> AsyncIterator[str]:
-    """Every customer with a seq in the read model (SCAN: one may come twice while keys change)."""
-    head, tail = f"{key_prefix}c:{{", "}:seq"
-    async for key in redis.scan_iter(match=f"{_glob_escape(key_prefix)}c:*:seq", count=1000):
-        text = key.decode() if isinstance(key, bytes) else str(key)
-        if text.startswith(head) and text.endswith(tail):
-            yield text[len(head) : -len(tail)]
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

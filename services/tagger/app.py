@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal, cast
 
-import faust
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from schemas.tags import TagGroup
@@ -43,8 +43,8 @@ from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
 from services.tagger.checkpoint import dead_letter_json, send_changelog
 from services.tagger.core import Incoming, TaggerCore
+from services.tagger.delivery import SourceBatches
 from services.tagger.faust_app import RAW_TOPIC, customers_table, faust_app
-from services.tagger.faust_compat import noack_batches
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import POSITION_PREFIX, SourceOffsets
@@ -56,6 +56,7 @@ from services.tagger.watchdog import RebalanceWatch, exit_after
 log = logging.getLogger(__name__)
 
 _INTERNAL_PREFIX = b"\x00"  # table keys that are not customers
+_LOG_START_WAIT_S = 10.0  # a ListOffsets call; bounded so that an outage cannot hold the stall checks
 
 
 class TopicLayoutError(RuntimeError):
@@ -94,6 +95,10 @@ class Tagger:
         self.ticks_topic = self.app.topic(topics.tagger_ticks, **RAW_TOPIC)
         self.table = customers_table(self.app, settings)
         self.table.on_recover(self._on_recovered)
+        self.batches = SourceBatches(
+            [topics.events, topics.tag_commands, topics.tagger_ticks], settings.tagger.stream_buffer
+        )
+        self.app.source_batches = self.batches
         self.processor = BatchProcessor(
             app=self.app,
             table=self.table,
@@ -103,6 +108,7 @@ class Tagger:
             metrics=self.metrics,
             index=self.index,
             offsets=self.offsets,
+            batches=self.batches,
             backfill_pause_s=settings.tagger.backfill_pause_s,
         )
         self.rebalances = RebalanceWatch()
@@ -170,16 +176,15 @@ class Tagger:
     def _wire(self) -> None:
         app = self.app
 
-        @app.agent(self.source, concurrency=1, name="tagstream.tagger.process")  # concurrency 1: faust#606
-        async def process(stream: faust.StreamT[bytes]) -> None:
+        # Subscribed through faust's conductor, but the consumer hands these topics' records to the
+        # processor in batches (services/tagger/delivery.py), not to a stream: no agent reads them.
+        app.topics.add(self.source)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def process() -> None:
             await self.feed.ready.wait()
-            # noack_take, not take_events: take_events acks a batch in a `finally`, so a batch cut short
-            # by a rebalance (the agent is cancelled) would be committed unprocessed. Here a batch is
-            # acknowledged only after its changes are acked by Kafka and its states are written.
-            size, within = self.settings.tagger.batch_size, self.settings.tagger.batch_within_s
-            async for events in noack_batches(stream, size, within):
-                for event in await self.processor.process_or_abandon(events):
-                    await stream.ack(event)
+            tagger = self.settings.tagger
+            await self.processor.run(self.batches, tagger.batch_size, tagger.batch_within_s)
 
         if self.settings.tagger.projector:
             self._wire_projector()
@@ -379,14 +384,34 @@ class Tagger:
         self.metrics.timer_scheduled.set(self.index.pending())
 
     def _measure_lag(self) -> None:
-        for tp, lag in self.offsets.lags(self.app.consumer.highwater):
+        for tp, lag in self.offsets.lags(self._highwater()):
             self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
 
     async def _unstick(self) -> None:
-        """Re-read the partitions that have messages past their position but make no progress."""
+        """Re-read the partitions that have messages past their position but make no progress, and move
+        on from the log start where retention deleted the position (offsets.py)."""
         consumer = self.app.consumer
-        for tp, offset in self.offsets.stalled(consumer.highwater):
-            await consumer.seek(tp, offset)
+        stalled = dict(self.offsets.stalled(self._highwater()))
+        suspects = self.offsets.suspects(stalled)
+        if suspects:
+            try:
+                log_starts = await asyncio.wait_for(consumer.earliest_offsets(*suspects), _LOG_START_WAIT_S)
+            except Exception as error:  # the broker is away: a partition still stuck is a suspect again
+                log.warning("could not read the log start of %d partitions: %r", len(suspects), error)
+                log_starts = {}
+            for lost in self.offsets.lost_to_retention(log_starts):
+                self.metrics.lost_to_retention.labels(lost.tp.topic, str(lost.tp.partition)).inc(lost.count)
+                stalled.pop(lost.tp, None)
+                await self.processor.rewind(lost.tp, lost.end)
+        for tp, offset in stalled.items():
+            await self.processor.rewind(tp, offset)
+
+    def _highwater(self) -> Callable[[TP], int | None]:
+        """The consumer's highwater of the partitions assigned now (aiokafka asserts on any other: the
+        positions of revoked partitions are kept until the next recovery)."""
+        consumer = self.app.consumer
+        assigned = consumer.assignment()
+        return lambda tp: consumer.highwater(tp) if tp in assigned else None
 
     def _active_partitions(self) -> set[int]:
         events = self.settings.topics.events

@@ -4,7 +4,7 @@
 2. Only then is each customer's last state of the batch, and each source partition's position
    (services/tagger/offsets.py), written to the local store and to the table's changelog, and the
    changelog acknowledged.
-3. Only then may the agent acknowledge the batch's messages to faust, which commits their offsets.
+3. Only then may the batch's offsets be committed (up to the positions just stored).
 
 A crash before 2 leaves the old state and the uncommitted offsets: the batch is read again, and the
 engine (deterministic, evaluating each message at its record timestamp) repeats the same changes
@@ -83,9 +83,10 @@ class Checkpoint:
         if result.customer_id is not None and result.state is not None:
             self._latest[result.customer_id] = (partition, result.state, result.next_check_us)
 
-    async def commit(self) -> None:
-        """Steps 1 and 2 of the protocol (the module's docstring); returns once both are acknowledged.
-        The checkpoint is empty afterwards and can take the next batch."""
+    async def commit(self) -> dict[TP, int]:
+        """Steps 1 and 2 of the protocol (the module's docstring); returns once both are acknowledged,
+        with each source partition's position now stored (the offsets step 3 may commit). The
+        checkpoint is empty afterwards and can take the next batch."""
         if self._changes:  # sent as record batches, one or a few per partition
             outgoing = [(change.customer_id.encode(), change.to_json()) for change, _ in self._changes]
             self._sends.extend(await send_records(self._app, self._topics.tag_changes, outgoing))
@@ -106,10 +107,12 @@ class Checkpoint:
             changelog.setdefault(tp.partition, []).append((key, position))
         if changelog:  # durable in the changelog before the messages are acknowledged
             await send_changelog(self._app, self._table, changelog)
+        positions = dict(self._positions)
         self._sends.clear()
         self._changes.clear()
         self._latest.clear()
         self._positions.clear()
+        return positions
 
     async def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
         # Straight to the producer: faust's Topic.send wraps every message in a FutureMessage and a

@@ -20,7 +20,6 @@ from services.tagger.faust_compat import (
     TaggerFaustApp,
     TaggerTransport,
     kafka_producer,
-    use_tagger_classes,
 )
 
 RAW_TOPIC: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
@@ -39,7 +38,7 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
     app = TaggerFaustApp(
         tagger.app_id,
         delivery=Delivery(direct=tagger.direct_delivery, revoke_wait_s=tagger.revoke_wait_s),
-        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker=[f"{TRANSPORT_SCHEME}://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="rocksdb://" if tagger.store == "rocksdb" else "memory://",
         datadir=str(tagger.datadir),
@@ -62,7 +61,6 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
         broker_heartbeat_interval=min(3.0, tagger.session_timeout_s / 3),
         stream_buffer_maxsize=tagger.stream_buffer,
     )
-    use_tagger_classes(app)
     return app
 
 

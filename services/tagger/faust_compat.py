@@ -7,39 +7,44 @@ fails on another faust version or on any pinned source that differs (sha256 of `
 
 The consumer (`TaggerConsumer`, registered the supported way: `TaggerTransport.Consumer`, selected by
 the broker URL scheme `tagstream://`, which pyproject.toml registers in faust's `faust.transports`
-entry-point namespace) changes three things in faust's aiokafka consumer:
+entry-point namespace) changes five things in faust's aiokafka consumer:
 
-1. A cheaper per-message delivery step. faust's delivery loop (`Consumer._drain_messages`) hands every
-   fetched message to the conductor inside `Service.wait_first(callback(message), suspend_flow.wait())`:
-   four asyncio tasks and an `asyncio.wait` per message, so that a rebalance (which sets
-   `suspend_flow`) can interrupt a delivery blocked on a full stream buffer, suspended flow control or
-   a full producer buffer. `_drain_messages` below is faust 0.15.3's (BSD-3-Clause, see NOTICE) with
-   one change: when nothing the delivery could wait on is in the way (`_deliverable_now`), the
-   delivery cannot suspend (the conductor then only decodes and `put_nowait`s), so it is awaited
-   directly. Otherwise it goes through `wait_first` exactly as upstream. The check and the delivery
-   run without yielding to the event loop in between, so nothing can change the answer between them.
-   With `Delivery.direct` off (TAGSTREAM_TAGGER__DIRECT_DELIVERY=false) every message goes through
-   `wait_first`, as in faust's own loop; the two changes below stay.
-
-2. Commits that keep up after rebalances: the workaround for robinhood/faust#625 ("Offsets not
-   committed due to duplicate in _acked", open, inherited unchanged by faust-streaming). faust commits
-   the end of the first run of consecutive acknowledged offsets (`_new_offset`, over `_acked`). After
-   a rebalance that list can hold an offset twice (a message buffered before the rebalance and
-   fetched again after it); `consecutive_numbers` ends a run at a repeat, so the committed offset
-   crawls forward a few offsets per commit, thousands behind although every message was processed.
-   `_new_offset` below drops the repeats before faust's computation; it cannot commit an offset that
-   was not acknowledged (tests/unit/test_tagger_consumer.py).
-
-3. A bounded wait for the batch in flight. On a rebalance and on stop faust waits in `wait_empty`
-   until every message handed to an agent is acknowledged, with no limit: an agent blocked on Kafka
-   (a send to a partition whose leader died) held a worker in a rebalance for minutes and made it
-   ignore SIGTERM. `wait_empty` below gives up after `Delivery.revoke_wait_s`: the messages still held
-   are left unacknowledged, so their offsets are not committed and they are read again by whoever
-   owns the partition next (at-least-once; the effect stays exact, see docs/tagger.md).
+1. The source topics' records go to the processor in batches. faust's delivery loop
+   (`Consumer._drain_messages` over `getmany`) wraps every fetched record in a `Message`, hands it to
+   the conductor (an `Event`, a stream buffer, a per-message ack) inside `Service.wait_first`: four
+   asyncio tasks per message. `_drain_messages` below takes each fetch's record lists as aiokafka
+   returns them (`_wait_next_records`, with upstream `getmany`'s checks: flow, generation, active
+   partitions) and hands the lists of the app's `source_batches` topics to that bounded queue
+   (services/tagger/delivery.py) whole; waiting for room, it gives way to a rebalance (`suspend_flow`).
+2. The other topics' records (the table's changelog, in recovery and on standbys) go the upstream way,
+   one message at a time (faust 0.15.3's loop, BSD-3-Clause, see NOTICE), with one change: when nothing
+   the delivery could wait on is in the way (`_deliverable_now`) it is awaited directly, which then
+   cannot suspend, instead of through `wait_first` (off: TAGSTREAM_TAGGER__DIRECT_DELIVERY=false).
+3. Commits: faust commits from the acknowledgements of its messages, and the processor acknowledges
+   none: `_commit_tps` also commits each source partition's position once a checkpoint has stored it
+   with the states (`SourceBatches.stored`), at faust's commit interval and through faust's commit path
+   (`_commit_offsets`: producer flush, assignment filter, table and monitor callbacks). For faust's
+   own messages `_new_offset` works around robinhood/faust#625 ("Offsets not committed due to
+   duplicate in _acked", open, inherited by faust-streaming): after a rebalance `_acked` can hold an
+   offset twice, `consecutive_numbers` ends a run at a repeat and the commit crawls; the override
+   drops repeats first and cannot commit an unacknowledged offset (tests/unit/test_tagger_consumer.py).
+4. Rebalances and stops: `wait_empty` first quiesces the hand-over (drops what is queued, waits for
+   the batch in flight, cancels it after `Delivery.revoke_wait_s`) and commits the positions stored,
+   so no revoked partition is processed or committed here once its assignment moves; then it waits
+   for faust's own unacknowledged messages, bounded by the same limit (upstream waits for ever: an
+   agent blocked on a dead leader held a worker in a rebalance for minutes, deaf to SIGTERM).
+5. Seeks on the consumer's thread. faust fetches through the consumer thread's method queue but
+   seeks on the caller's thread, where aiokafka's `Fetcher.seek_to` deletes the partition's prefetched
+   records while `fetched_records` may be decoding them on the consumer's thread, which then fails at
+   its own `del self._records[tp]` (KeyError: the fetcher crashes, the worker stops). The tagger seeks
+   to read a partition again (services/tagger/offsets.py), typically just after a rebalance when
+   fetches are large; the rebalance test's second worker crashed so whenever it joined before the
+   first had left. `_seek` below runs the seek through the thread's method queue instead.
 
 The producer (`TaggerProducer`) is idempotent (see its docstring). The functions write the table's
 local store and changelog bookkeeping the way faust does per message, for whole batches at once.
-About 400 lines on purpose: the fence is one module, and the copied delivery loop alone is 70 of them.
+About 500 lines on purpose: the fence is one module, its PINS list alone is 100 and the delivery
+loop with its copied per-message part 130.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import importlib
 import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -62,10 +67,12 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
-from faust.types import TP, EventT, StreamT, TableT
+from faust.types import TP, TableT
 from faust.types.stores import StoreT
 from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
+
+from services.tagger.delivery import SourceBatches
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,29 @@ PINS: tuple[Pin, ...] = (
     Pin(
         "faust.transport.consumer:Consumer._drain_messages",
         "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417",
-        "TaggerConsumer._drain_messages is a copy: port the new loop, keep the direct-delivery branch",
+        "TaggerConsumer._drain_messages replaces it (batches for the source topics, its per-message body copied "
+        "for the rest): port what changed, keep the hand-over and the direct-delivery branch",
+    ),
+    Pin(
+        "faust.transport.consumer:Consumer.getmany",
+        "4b168d84882a70d6e3e2f9804430a63b92f8fd117d3187cbb4aeb54305bda34e",
+        "TaggerConsumer._drain_messages repeats its checks (flow, generation, active partitions, seek back "
+        "while stopped) over `_wait_next_records`: port any new one",
+    ),
+    Pin(
+        "faust.transport.consumer:Consumer._wait_next_records",
+        "6218e1969a636b3ff504ad1b8e7ad58a113572e43d746cc96d684ed5153032c6",
+        "TaggerConsumer._drain_messages takes fetched record lists from it: check it still returns (records, active)",
+    ),
+    Pin(
+        "faust.transport.consumer:Consumer._commit_tps",
+        "a20e230b05ae8b151ac9f78fa77a102003a948c66c24c9d3588e39cb12859b7e",
+        "TaggerConsumer._commit_tps adds the source positions: check every periodic commit still comes here",
+    ),
+    Pin(
+        "faust.transport.consumer:Consumer._commit_offsets",
+        "1a6979904118844111259d182ca1c6e92ccc16364ccbe55c58e59d6e254a7adb",
+        "the source positions are committed through it: check it still drops revoked partitions",
     ),
     Pin(
         "faust.transport.consumer:Consumer._new_offset",
@@ -123,6 +152,16 @@ PINS: tuple[Pin, ...] = (
         "_deliverable_now lists what a delivery may wait on (the compiled handler faust uses when built)",
     ),
     Pin(
+        "faust.transport.consumer:ThreadDelegateConsumer._seek",
+        "4f95c631420410a5fe6ecb1eff2f9010d7cfff6861fe00d41889bb31bd7df8b1",
+        "TaggerConsumer._seek runs the seek on the consumer's thread: drop the override if upstream does too",
+    ),
+    Pin(
+        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread.seek",
+        "1498560d05f025820be906f3695710b6ac45258ea1c96ab5a403fcb38520c234",
+        "TaggerConsumer._seek calls it through the thread's method queue: check it is still synchronous",
+    ),
+    Pin(
         "faust.transport.drivers.aiokafka:Producer._settings_extra",
         "a4c7bc41b63822236e4c9be1c49437d091f58c1b3a983eecabb7362a819aa8bd",
         "TaggerProducer merges acks=all and enable_idempotence into it: check it is still merged last",
@@ -152,18 +191,6 @@ PINS: tuple[Pin, ...] = (
         "4966e8c5f9b42eb97abe3f93cbc9bc566a22bdea01ae5328c5a6593414820323",
         "the changelog bypasses faust's producer buffer because its pre-commit flush gives up after 0.1 s",
     ),
-    Pin(
-        "faust.streams:Stream.noack_take",
-        "f2cc2dbfc162d2006c94361c0ed68535c95484020849eb0d4210c1f52c4c430a",
-        "noack_batches: a batch is acknowledged only by the agent, after its checkpoint (take_events acks in "
-        "a `finally`, committing a batch a rebalance cut short)",
-    ),
-    Pin(
-        "faust.agents.agent:Agent._execute_actor",
-        "c750b828d2bda93ef38a5e89888b6f4de13199010cd2608a2bd7b9d1735c70e5",
-        "Tagger._process_or_abandon never lets a batch fail out of the agent: the crashed actor keeps the "
-        "exception, whose frames hold the batch's messages, and wait_empty then waits for them",
-    ),
 )
 
 
@@ -181,6 +208,8 @@ class TaggerFaustApp(faust.App):
 
     def __init__(self, id: str, *, delivery: Delivery, **options: Any) -> None:
         self.delivery = delivery
+        self.source_batches: SourceBatches | None = None
+        """Set by whoever processes the source topics in batches, before the app starts."""
         super().__init__(id, **options)
 
 
@@ -209,13 +238,6 @@ def kafka_producer(app: faust.App) -> AIOKafkaProducer:
     return producer
 
 
-def noack_batches(stream: StreamT[bytes], size: int, within: float) -> AsyncIterator[Sequence[EventT[bytes]]]:
-    """Batches of events that stay unacknowledged until the agent acknowledges them (`Stream.noack_take`,
-    missing from faust's `StreamT` stub)."""
-    batches: AsyncIterator[Sequence[EventT[bytes]]] = cast(Any, stream).noack_take(size, within=within)
-    return batches
-
-
 class TaggerProducer(AIOKafkaFaustProducer):
     """faust's aiokafka producer, idempotent: a batch of tag changes retried by the client is written once.
 
@@ -233,16 +255,26 @@ class TaggerConsumer(AIOKafkaConsumer):
     """faust's aiokafka consumer with the three changes in the module's docstring."""
 
     def _delivery(self) -> Delivery:
+        return self._tagger_app().delivery
+
+    def _batches(self) -> SourceBatches | None:
+        return self._tagger_app().source_batches
+
+    def _tagger_app(self) -> TaggerFaustApp:
         app = self.app
         if not isinstance(app, TaggerFaustApp):
             raise TypeError(
                 f"the {TRANSPORT_SCHEME}:// transport serves the tagger's app only "
                 f"(services.tagger.faust_app.faust_app), not {type(app).__name__}"
             )
-        return app.delivery
+        return app
 
     async def wait_empty(self) -> None:
         revoke_wait_s = self._delivery().revoke_wait_s
+        batches = self._batches()
+        if batches is not None:  # before the assignment moves: nothing more processed, all stored committed
+            await batches.quiesce(revoke_wait_s)
+            await self._commit_positions(batches, start_new_transaction=True)
         try:
             await asyncio.wait_for(super().wait_empty(), revoke_wait_s)
         except TimeoutError:
@@ -255,6 +287,29 @@ class TaggerConsumer(AIOKafkaConsumer):
             )
             self._unacked_messages.clear()
 
+    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
+        committed: bool = await super()._commit_tps(tps, start_new_transaction)
+        batches = self._batches()
+        if batches is not None:
+            committed = await self._commit_positions(batches, start_new_transaction) or committed
+        return committed
+
+    async def _commit_positions(self, batches: SourceBatches, start_new_transaction: bool) -> bool:
+        positions = batches.committable()
+        if not positions:
+            return False
+        committed: bool = await self._commit_offsets(positions, start_new_transaction)
+        if not committed:  # tried again at the next commit (a revoked partition's is discarded then)
+            batches.stored(positions)
+        return committed
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        # On the consumer's thread, between two fetches: faust calls aiokafka's `seek` on the caller's
+        # thread, whose `Fetcher.seek_to` deletes the partition's prefetched records while
+        # `fetched_records` may be iterating them on the consumer's thread (KeyError, fetcher crashed).
+        thread = self._thread
+        await thread.call_thread(_sync_call, thread.seek, partition, offset)
+
     def _new_offset(self, tp: TP) -> int | None:
         with ack_lock:  # the lock faust's `ack` holds while it appends to these
             acked = self._acked[tp]
@@ -266,61 +321,45 @@ class TaggerConsumer(AIOKafkaConsumer):
             return offset
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:
-        callback = self.callback
-        getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
-        deliverable_now = _deliverable_now(self) if self._delivery().direct else _never
-
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
+        deliver_one = self._one_by_one()
+        batches = self._batches()
+        batch_topics = batches.topics if batches is not None else frozenset()
+        app = self.app
+        buffered = self._buffered_partitions
+        track_end_offset = app.monitor.track_tp_end_offset
+        highwater = self.highwater
         flag_consumer_fetching = CONSUMER_FETCHING
         set_flag = self.diag.set_flag
         unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
-        acks_enabled_for = self.app.topics.acks_enabled_for
-
-        yield_every = 100
-        num_since_yield = 0
-        sleep = asyncio.sleep
 
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(flag_consumer_fetching)
-                ait = cast(AsyncIterator[Any], getmany(timeout=1.0))
-
+                # upstream's getmany, without a Message per record
+                records, active = await self._wait_next_records(1.0)
                 # Sleeping because sometimes getmany is called in a loop never releasing to the event loop
                 await self.sleep(0)
-                if not self.should_stop:
-                    async for tp, message in ait:
-                        num_since_yield += 1
-                        if num_since_yield > yield_every:
-                            await sleep(0)
-                            num_since_yield = 0
-
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            # We have a gap in income messages
-                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                                await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
-                            if deliverable_now():
-                                await callback(message)  # cannot suspend: see the module's docstring
-                            else:
-                                await self.wait_first(callback(message), self.suspend_flow.wait())
-                            set_read_offset(tp, offset)
-                        else:
-                            self.log.dev(
-                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
-                                offset,
-                                message.key,
-                                message.value,
-                            )
-                    unset_flag(flag_consumer_fetching)
+                if records is None or self.should_stop:
+                    continue
+                if not self.flow_active:
+                    await self._seek_back_while_stopped()
+                    continue
+                generation_id = app.consumer_generation_id
+                for tp, fetched in records.items():
+                    if not self.flow_active or app.consumer_generation_id != generation_id:
+                        break
+                    if active is not None and tp not in active and tp not in buffered:
+                        continue
+                    track_end_offset(tp, highwater(tp))
+                    if tp.topic in batch_topics:
+                        assert batches is not None
+                        if not await self._hand_over(batches, tp, fetched, generation_id):
+                            break
+                    else:
+                        await deliver_one(tp, fetched)
+                unset_flag(flag_consumer_fetching)
 
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -339,28 +378,73 @@ class TaggerConsumer(AIOKafkaConsumer):
         finally:
             unset_flag(flag_consumer_fetching)
 
+    async def _hand_over(self, batches: SourceBatches, tp: TP, fetched: Sequence[Any], generation_id: int) -> bool:
+        """Queue a fetched batch for the processor; False if a rebalance began while the queue was full
+        (the batch is dropped: after the rebalance every partition is read from its committed offset)."""
+        while not batches.offer(tp, fetched):
+            await self.wait_first(batches.room(), self.suspend_flow.wait())
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                return False
+        return True
+
+    async def _seek_back_while_stopped(self) -> None:
+        # upstream getmany's answer to records fetched while the flow is stopped
+        self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+        try:
+            await self.perform_seek()
+        except Exception as ex:
+            self.log.warning(f"exception performing seek when flow not active {ex}")
+
+    def _one_by_one(self) -> Callable[[TP, Sequence[Any]], Awaitable[None]]:
+        """faust 0.15.3's per-message delivery (`_drain_messages`, BSD-3-Clause, see NOTICE) for the
+        topics not handed over in batches (the table's changelog, in recovery and on standbys), with
+        the direct hand-over of the module's docstring."""
+        callback = self.callback
+        to_message = self._to_message
+        deliverable_now = _deliverable_now(self) if self._delivery().direct else _never
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        yield_every = 100
+        since_yield = 0
+
+        async def deliver(tp: TP, fetched: Sequence[Any]) -> None:
+            nonlocal since_yield
+            for record in fetched:
+                if not self.flow_active:
+                    return
+                message = to_message(tp, record)
+                since_yield += 1
+                if since_yield > yield_every:
+                    await asyncio.sleep(0)
+                    since_yield = 0
+                offset = message.offset
+                r_offset = get_read_offset(tp)
+                if r_offset is None or offset >= r_offset:
+                    gap = offset - (r_offset or 0)
+                    # We have a gap in income messages
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if deliverable_now():
+                        await callback(message)  # cannot suspend: see the module's docstring
+                    else:
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    set_read_offset(tp, offset)
+                else:
+                    self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
+
+        return deliver
+
 
 class TaggerTransport(AIOKafkaTransport):
     """faust's aiokafka transport with the tagger's consumer and producer (broker URLs `tagstream://`)."""
 
     Consumer = TaggerConsumer
     Producer = TaggerProducer
-
-
-def use_tagger_classes(app: faust.App) -> None:
-    """Put the tagger's consumer and producer classes on the app's `kafka://` transport before
-    anything creates them.
-
-    The tagger's app does not run on the `tagstream://` transport yet: with it, the second worker of
-    `tests/integration/test_tagger_rebalance.py` crashes at its first rebalance with a KeyError in
-    aiokafka's `Fetcher.fetched_records` (`del self._records[tp]`), every run, while the same classes
-    on faust's own transport pass. Until that is understood the classes are set on the live transport.
-    """
-    transport = cast(Any, app.transport)
-    transport.Consumer = TaggerTransport.Consumer
-    transport.Producer = TaggerTransport.Producer
-    producer_transport = cast(Any, app.producer_transport)
-    producer_transport.Producer = TaggerTransport.Producer
 
 
 def source_of(target: str) -> str:
@@ -389,6 +473,10 @@ class _PartitionOnly:
     @property
     def message(self) -> _PartitionOnly:
         return self
+
+
+async def _sync_call(function: Callable[..., None], *args: Any) -> None:
+    function(*args)
 
 
 def _never() -> bool:

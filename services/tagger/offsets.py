@@ -6,12 +6,19 @@ nor transactional, so a partition's offsets are contiguous: a message beyond the
 means faust skipped some (it can, when a rebalance interrupts a delivery), and a partition with
 messages past its position that makes no progress had its last messages skipped. Both are read again
 from the position. No I/O here: the tagger seeks and measures with the offsets this module returns.
+
+Unless the position is gone: when the topic's retention deleted records the tagger had not processed
+(a worker far behind, or down longer than the retention), the log starts past the position, a read
+from there is reset to the log start, and reading "again from the position" would repeat forever.
+`lost_to_retention` tells those partitions from the log start offsets the broker reports: their
+position moves to the log start and the lost range is reported, for the tagger to count and log.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from faust.types import TP
 
@@ -29,12 +36,26 @@ def position_record(tp: TP, next_offset: int) -> tuple[bytes, bytes]:
     return POSITION_PREFIX + f"{tp.topic}:{tp.partition}".encode(), b"%d" % next_offset
 
 
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """Offsets `first` to `end - 1` of `tp`, deleted by retention before the tagger processed them."""
+
+    tp: TP
+    first: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return self.end - self.first
+
+
 class SourceOffsets:
     """Per source partition, the offset after the last one processed (and how long it has not moved)."""
 
     def __init__(self) -> None:
         self._next: dict[TP, int] = {}
         self._stuck: dict[TP, tuple[int, int]] = {}
+        self._rewound: set[TP] = set()
 
     def skipped(self, tp: TP, offset: int) -> int | None:
         """The offset to read `tp` again from if a message at `offset` means faust skipped messages."""
@@ -48,6 +69,7 @@ class SourceOffsets:
                 expected,
                 expected,
             )
+            self._rewound.add(tp)
             return expected
         return None
 
@@ -69,6 +91,37 @@ class SourceOffsets:
             end = highwater(tp)
             if end is not None:
                 yield tp, max(0, end - next_offset)
+
+    def suspects(self, stalled: Iterable[TP]) -> set[TP]:
+        """The partitions whose position retention may have deleted: those `skipped` sent back since the
+        last call, and `stalled` ones. Only these need the broker's log start: a partition whose
+        position is gone shows as a jump (the read reset to the log start) or, with nothing left
+        past it, as a stall."""
+        suspects, self._rewound = self._rewound | set(stalled), set()
+        return suspects
+
+    def lost_to_retention(self, log_starts: Mapping[TP, int]) -> list[Lost]:
+        """The partitions whose log now starts past their position (`log_starts`: the broker's log
+        start offsets), each moved on to its log start. Nothing can read the records before it again."""
+        lost: list[Lost] = []
+        for tp, start in log_starts.items():
+            expected = self._next.get(tp)
+            if expected is None or start <= expected:
+                continue
+            log.error(
+                "%s[%d]: offsets %d to %d (%d records) were deleted by the topic's retention before the "
+                "tagger processed them; they are lost to it, going on from %d",
+                tp.topic,
+                tp.partition,
+                expected,
+                start - 1,
+                start - expected,
+                start,
+            )
+            self._next[tp] = start
+            self._stuck.pop(tp, None)
+            lost.append(Lost(tp, expected, start))
+        return lost
 
     def stalled(self, highwater: Highwater) -> list[tuple[TP, int]]:
         """Partitions with messages past their position that made no progress in `STUCK_CHECKS` calls,

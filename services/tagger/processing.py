@@ -1,6 +1,7 @@
-"""The tagger's batch step: a batch of source messages through the pure core and a `Checkpoint`.
+"""The tagger's batch step: fetched source records, in batches, through the pure core and a `Checkpoint`.
 
-Per message it only decodes, calls the core (services/tagger/core.py) and hands the result to the
+The records come from the consumer's hand-over (services/tagger/delivery.py) as aiokafka fetched
+them. Per record it only decodes, calls the core (services/tagger/core.py) and hands the result to the
 batch's checkpoint (services/tagger/checkpoint.py: changes, then state and changelog, then offsets).
 A partition sync message (a definitions change, or a start) backfills the partition's customers.
 """
@@ -10,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.types import TP, EventT, TableT
+from faust.types import TP, TableT
 
 from schemas.topics import SyncPartition, TopicNames
 from services.engine import Engine
 from services.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
 from services.tagger.checkpoint import Checkpoint, send_changelog
 from services.tagger.core import Incoming, Result, TaggerCore
+from services.tagger.delivery import Batch, SourceBatches, SourceRecord
 from services.tagger.faust_compat import store_locally
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
@@ -48,6 +50,7 @@ class BatchProcessor:
         metrics: TaggerMetrics,
         index: CustomerIndex,
         offsets: SourceOffsets,
+        batches: SourceBatches | None = None,
         backfill_pause_s: float = 0.0,
     ) -> None:
         self.app = app
@@ -58,95 +61,118 @@ class BatchProcessor:
         self.metrics = metrics
         self.index = index
         self.offsets = offsets
+        self.batches = batches
         self.backfill_pause_s = backfill_pause_s
 
-    async def process_or_abandon(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
-        """`_process`, again after a Kafka send failed; abandoned (nothing acknowledged) once a rebalance
-        or a stop is under way.
+    async def run(self, batches: SourceBatches, size: int, within: float) -> None:
+        """Process what the consumer hands over (services/tagger/delivery.py) until the worker stops:
+        up to `size` records at a time, waiting up to `within` seconds to fill a batch."""
+        inbound = self.app.monitor.stream_inbound_time
+        while True:
+            taken = await batches.take(size, within)
+            now = time.monotonic()
+            for tp, _ in taken:
+                inbound[tp] = now  # faust's slow-processing warnings read when each partition last moved
+            await batches.run(self._process_and_store(taken, batches))
 
-        A batch must not fail out of the agent: the exception faust keeps for the crashed agent holds
-        the batch's messages, so faust waits for them in every later rebalance and at stop (for good),
-        and commits stay below them. A send fails when a leader died and the producer's metadata stayed
-        stale past its request timeout. Processing the batch again is safe: its states were not
-        written, and the engine repeats the same changes under the same seq. An abandoned batch is not
-        committed: whoever owns its partitions next reads it again.
+    async def _process_and_store(self, taken: Sequence[Batch], batches: SourceBatches) -> None:
+        batches.stored(await self.process_or_abandon(taken))
+
+    async def process_or_abandon(self, batches: Sequence[Batch]) -> dict[TP, int]:
+        """`_process`, again after a Kafka send failed; abandoned (nothing stored) once a rebalance or a
+        stop is under way. Returns each partition's position stored with the states (what may be
+        committed).
+
+        A send fails when a leader died and the producer's metadata stayed stale past its request
+        timeout. Processing the batch again is safe: its states were not written, and the engine
+        repeats the same changes under the same seq. An abandoned batch is not committed: whoever owns
+        its partitions next reads it again.
         """
         delay = 0.1
         while True:
             try:
-                return await self._process(events)
+                return await self._process(batches)
             except KafkaError as error:
                 if self.app.rebalancing or self.app.should_stop:
                     log.warning(
-                        "leaving %d messages unacknowledged, to be read again (a rebalance or stop is under way): %r",
-                        len(events),
+                        "leaving %d messages unprocessed, to be read again (a rebalance or stop is under way): %r",
+                        sum(len(records) for _, records in batches),
                         error,
                     )
-                    return []
+                    return {}
                 log.warning("processing a batch failed (%r); again in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _process(self, events: Sequence[EventT[bytes]]) -> list[EventT[bytes]]:
-        """Process a batch through a `Checkpoint`; returns the events that were processed (and may be
-        acknowledged).
+    async def _process(self, batches: Sequence[Batch]) -> dict[TP, int]:
+        """Process fetched records through a `Checkpoint`; returns the positions it stored.
 
-        A partition where faust skipped messages (services/tagger/offsets.py) is sought back to the
-        first missing offset and the rest of its batch left unacknowledged, to be read again in order.
+        A partition where records were skipped (services/tagger/offsets.py) is sought back to the
+        first missing offset, and the rest of its records here dropped, to be read again in order.
         """
         checkpoint = self._checkpoint()
-        processed: list[EventT[bytes]] = []
+        stored: dict[TP, int] = {}
         rewinding: set[TP] = set()
-        for event in events:
-            message = event.message
-            tp = message.tp
+        outcomes: Tally[tuple[str, str]] = Tally()
+        seconds = 0.0
+        for tp, records in batches:
             if tp in rewinding:
                 continue
-            expected = self.offsets.skipped(tp, message.offset)
-            if expected is not None:
-                rewinding.add(tp)
-                await self.app.consumer.seek(tp, expected)
-                continue
-            result = self._handle(message, checkpoint)
-            self.offsets.processed(tp, message.offset)
-            checkpoint.position(tp, message.offset)
-            processed.append(event)
-            if result.sync is not None:
-                await checkpoint.commit()
-                checkpoint = self._checkpoint()
-                await self._sync(message, result.sync)
-                continue
-            await checkpoint.add(message.partition, message.key, message.timestamp, result)
-        await checkpoint.commit()
-        return processed
+            for record in records:
+                expected = self.offsets.skipped(tp, record.offset)
+                if expected is not None:
+                    rewinding.add(tp)
+                    await self.rewind(tp, expected)
+                    break
+                started = time.perf_counter()
+                result = self._handle(record, checkpoint)
+                seconds += time.perf_counter() - started
+                outcomes[result.kind, result.outcome] += 1
+                self.offsets.processed(tp, record.offset)
+                checkpoint.position(tp, record.offset)
+                if result.sync is not None:
+                    stored.update(await checkpoint.commit())
+                    checkpoint = self._checkpoint()
+                    await self._sync(record, result.sync)
+                    continue
+                await checkpoint.add(record.partition, record.key, record.timestamp / 1000.0, result)
+        stored.update(await checkpoint.commit())
+        self.metrics.count_batch(outcomes, seconds)
+        return stored
+
+    async def rewind(self, tp: TP, offset: int) -> None:
+        """Read a partition again from `offset`: nothing fetched after it before the seek is processed."""
+        await self.app.consumer.seek(tp, offset)
+        if self.batches is not None:
+            self.batches.drop([tp])
 
     def _checkpoint(self) -> Checkpoint:
         return Checkpoint(self.app, self.table, self.topics, self.metrics, self.index)
 
-    def _handle(self, message: Any, checkpoint: Checkpoint) -> Result:
+    def _handle(self, record: SourceRecord, checkpoint: Checkpoint) -> Result:
         incoming = Incoming(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            timestamp_us=int(message.timestamp * 1_000_000),
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            # the arithmetic faust's messages carried (seconds as a float), so that a change repeated
+            # after an upgrade is the same to the microsecond
+            timestamp_us=int(record.timestamp / 1000.0 * 1_000_000),
         )
-        started = time.perf_counter()
         try:
-            result = self.core.handle(incoming, checkpoint.load)
+            return self.core.handle(incoming, checkpoint.load)
         except Exception as error:  # a bug must not stall the partition: dead-letter the message
-            log.exception("failed to process %s[%d]@%d", message.topic, message.partition, message.offset)
-            result = self.core.failed(incoming, error)
-        self.metrics.count_message(result.kind, result.outcome, time.perf_counter() - started)
-        return result
+            log.exception("failed to process %s[%d]@%d", record.topic, record.partition, record.offset)
+            return self.core.failed(incoming, error)
 
-    async def _sync(self, message: Any, sync: SyncPartition) -> None:
+    async def _sync(self, record: SourceRecord, sync: SyncPartition) -> None:
         """Backfill one partition's customers to the current definitions, then mark it done."""
-        partition = message.partition
+        partition = record.partition
+        produced_at = record.timestamp / 1000.0
         stored = self.table.get(marker_key(partition))
         change = change_since(decode_fingerprint(stored) if stored else {}, self.engine.rulebook)
-        now_us = int(message.timestamp * 1_000_000)
+        now_us = int(produced_at * 1_000_000)
         if not change.empty:
             started = time.perf_counter()
             customers = self.index.customers(partition)
@@ -159,7 +185,7 @@ class BatchProcessor:
                         continue
                     state, changes, due = self.core.backfill(current, change, now_us)
                     result = Result("applied", "backfill", customer_id, state, due, changes)
-                    await checkpoint.add(partition, message.key, message.timestamp, result)
+                    await checkpoint.add(partition, record.key, produced_at, result)
                 await checkpoint.commit()
                 done = min(_BACKFILL_CHUNK, len(customers) - start)
                 self.metrics.backfill_customers.inc(done)

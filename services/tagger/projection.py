@@ -9,7 +9,8 @@ when Redis has none. `tagstream.tag-changes` is kept forever, so its beginning i
 
 Every second or so (`_reconcile`) it also reads the marker (marker.py): a missing one means Redis
 lost its data (or the read model was never built), and the first projector to see that begins a
-rebuild. Projecting events records each customer's activity the same way (activity only moves
+rebuild; a marker of an older key layout makes it delete that layout first (marker.py). Projecting
+events records each customer's activity the same way (activity only moves
 forward, so re-reading is harmless; events older than that topic's retention are gone for good).
 """
 
@@ -170,6 +171,8 @@ class Projection:
             return None
         self._last_reconcile = now
         status = await _until_done(self._marker.status, "read the read model's marker")
+        if status.state == "outdated":
+            status = await self._upgrade()
         if status.state == "missing":
             status = await self._begin()
         consumer = self._consumer
@@ -189,6 +192,12 @@ class Projection:
                     self._seek(tp, offset)
         self._report(status)
         return status
+
+    async def _upgrade(self) -> ReadModelStatus:
+        log.warning("the read model in Redis has an older key layout: deleting it to rebuild it in this one")
+        if await _until_done(lambda: self._marker.upgrade(self._clock.now()), "upgrade the read model"):
+            log.info("the read model's older layout is deleted")
+        return await _until_done(self._marker.status, "read the read model's marker")
 
     async def _begin(self) -> ReadModelStatus:
         targets = await self._end_offsets()

@@ -7,9 +7,10 @@ applying any prefix of the stream any number of times converge on the same state
 the consumer commit offsets lazily and retry freely.
 
 Deployment: single-node Redis (or Sentinel) only. A customer's keys share a hash tag, but the
-script also updates the cross-customer tag -> members sets and the counters, which live in other
-slots, so it is not Redis Cluster-safe. Moving to Cluster means splitting the write: a per-customer
-script that returns what changed, then the member-set updates driven by that (idempotent SADD/SREM).
+script also updates the cross-customer tag bitmaps, the dense-id buckets (named inside the script,
+from the id it gives) and the counters, which live in other slots, so it is not Redis Cluster-safe.
+Moving to Cluster means splitting the write: a per-customer script that returns what changed, then
+the bitmap updates driven by that (idempotent SETBIT).
 
 Callers must apply one customer's changes in seq order and never two of them at once: a later seq
 applied first is a gap, and the earlier one then arrives stale and is dropped for good.
@@ -36,9 +37,8 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
+from services.runtime.history_codec import pack_change
 from services.runtime.readmodel import (
-    DAILY_BASE_FIELD,
-    DAILY_KEEP_DAYS,
     DEFAULT_PREFIX,
     LAST_ORDER_FIELD,
     LAST_SEEN_FIELD,
@@ -46,7 +46,7 @@ from services.runtime.readmodel import (
     Keys,
     tag_field,
 )
-from services.tagger.marker import SETTLE
+from services.tagger.projector_scripts import ACTIVITY, ACTIVITY_BATCH, APPLY, APPLY_BATCH, MESSAGES_BATCH
 
 
 class ProjectionOutcome(StrEnum):
@@ -93,15 +93,16 @@ class Projector:
         self._history_limit = history_limit
         self._zone = zone
         self.keys = Keys(key_prefix)
-        self._apply_script = redis.register_script(_APPLY)
-        self._activity_script = redis.register_script(_ACTIVITY)
-        self._apply_batch_script = redis.register_script(_APPLY_BATCH)
-        self._activity_batch_script = redis.register_script(_ACTIVITY_BATCH)
-        self._messages_batch_script = redis.register_script(_MESSAGES_BATCH)
+        self._apply_script = redis.register_script(APPLY)
+        self._activity_script = redis.register_script(ACTIVITY)
+        self._apply_batch_script = redis.register_script(APPLY_BATCH)
+        self._activity_batch_script = redis.register_script(ACTIVITY_BATCH)
+        self._messages_batch_script = redis.register_script(MESSAGES_BATCH)
 
     async def apply(self, change: TagChanged) -> ProjectionOutcome:
-        keys, args = self._apply_call(change)
-        return _outcome(await self._apply_script(keys, args))
+        keys, args = self._shared()
+        change_keys, change_args = self._apply_call(change)
+        return _outcome(await self._apply_script([*keys, *change_keys], [*args, *change_args]))
 
     async def apply_many(self, changes: Iterable[TagChanged]) -> list[ProjectionOutcome]:
         """Apply in the given order over one round trip (a non-transactional pipeline of scripts).
@@ -109,15 +110,17 @@ class Projector:
         If it raises, any part of the batch may have been applied; retrying the whole batch is safe.
         """
         pipe = self._redis.pipeline(transaction=False)
+        keys, args = self._shared()
         for change in changes:
-            keys, args = self._apply_call(change)
-            await self._apply_script(keys, args, client=pipe)
+            change_keys, change_args = self._apply_call(change)
+            await self._apply_script([*keys, *change_keys], [*args, *change_args], client=pipe)
         return [_outcome(reply) for reply in await pipe.execute()]
 
     async def apply_batch(self, position: Position, changes: Sequence[TagChanged], now: datetime) -> BatchResult:
         """Apply one partition's consecutive records (the changes decoded from them) at that position, atomically."""
-        keys: list[str] = [self.keys.meta, self.keys.offsets]
-        args: list[str | int] = _position_args(position, now)
+        shared_keys, shared_args = self._shared()
+        keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
+        args: list[str | int | bytes] = [*_position_args(position, now), *shared_args]
         for change in changes:
             change_keys, change_args = self._apply_call(change)
             keys += change_keys
@@ -135,7 +138,7 @@ class Projector:
         keys: list[str] = [self.keys.meta, self.keys.offsets]
         args: list[str | int] = _position_args(position, now)
         for customer_id, last_order_at, last_seen_at in activity:
-            keys.append(self.keys.activity(customer_id))
+            keys.append(self.keys.customer(customer_id))
             args += [to_us(last_seen_at), "" if last_order_at is None else to_us(last_order_at)]
         return _batch_result(await self._activity_batch_script(keys, args))
 
@@ -150,7 +153,7 @@ class Projector:
             args: list[str | int] = [LAST_SEEN_FIELD, to_us(last_seen_at)]
             if last_order_at is not None:
                 args += [LAST_ORDER_FIELD, to_us(last_order_at)]
-            await self._activity_script([self.keys.activity(customer_id)], args, client=pipe)
+            await self._activity_script([self.keys.customer(customer_id)], args, client=pipe)
         await pipe.execute()
 
     async def record_messages_batch(
@@ -167,31 +170,37 @@ class Projector:
         args.append(self._history_limit)
         return _batch_result(await self._messages_batch_script(keys, args))
 
-    def _apply_call(self, change: TagChanged) -> tuple[Sequence[str], Sequence[str | int]]:
-        customer_id = change.customer_id
-        keys = (
-            self.keys.seq(customer_id),
-            self.keys.tags(customer_id),
-            self.keys.groups(customer_id),
-            self.keys.history(customer_id),
-            self.keys.members(change.group_id, change.tag_id),
+    def _shared(self) -> tuple[list[str], list[str | int]]:
+        """The keys and args every change's script needs once: the dense-id counter and buckets, the
+        counters and gap records, and how long a history is."""
+        keys = [
+            self.keys.next_id,
+            self.keys.tag_members,
             self.keys.group_members,
             self.keys.gap_count,
             self.keys.gap_customers,
+        ]
+        return keys, [self.keys.id_buckets, self._history_limit]
+
+    def _apply_call(self, change: TagChanged) -> tuple[list[str], list[str | int | bytes]]:
+        customer_id = change.customer_id
+        keys = [
+            self.keys.customer(customer_id),
+            self.keys.history(customer_id),
+            self.keys.bitmap(change.group_id, change.tag_id),
             self.keys.daily(change.group_id, change.tag_id),
-        )
+        ]
         held = HeldTag(added_at=change.occurred_at, source=change.source, group_version=change.group_version)
-        args = (
+        args: list[str | int | bytes] = [
             change.seq,
             change.change,
             customer_id,
             change.group_id,
             tag_field(change.group_id, change.tag_id),
-            held.to_json().decode(),
-            change.model_dump_json(),
-            self._history_limit,
+            held.packed(),
+            pack_change(change),
             self._zone.day(to_us(change.occurred_at)),
-        )
+        ]
         return keys, args
 
 
@@ -215,193 +224,3 @@ def _text(value: Any) -> str:
 
 def _outcome(reply: Any) -> ProjectionOutcome:
     return ProjectionOutcome(reply.decode() if isinstance(reply, bytes) else reply)
-
-
-# A tag's daily counts (readmodel.py, "Daily counts"): the day's net change of holders; once the
-# hash holds more than twice the days kept, the days older than the newest day minus the days kept
-# are folded into the base field. That never touches a day a reader shows (the newest day is at
-# most today), and the fold changes no prefix sum, so any interleaving of partitions (a rebuild)
-# ends in the same counts.
-_COUNT_DAY = f"""
-local function count_day(key, day, delta)
-  redis.call('HINCRBY', key, day, delta)
-  if redis.call('HLEN', key) <= {2 * DAILY_KEEP_DAYS + 1} then return end
-  local fields = redis.call('HGETALL', key)
-  local newest = nil
-  for i = 1, #fields, 2 do
-    if fields[i] ~= '{DAILY_BASE_FIELD}' then
-      local d = tonumber(fields[i])
-      if not newest or d > newest then newest = d end
-    end
-  end
-  local folded, old = 0, {{}}
-  for i = 1, #fields, 2 do
-    if fields[i] ~= '{DAILY_BASE_FIELD}' and tonumber(fields[i]) < newest - {DAILY_KEEP_DAYS} then
-      folded = folded + tonumber(fields[i + 1])
-      old[#old + 1] = fields[i]
-    end
-  end
-  if #old > 0 then
-    redis.call('HINCRBY', key, '{DAILY_BASE_FIELD}', folded)
-    redis.call('HDEL', key, unpack(old))
-  end
-end
-"""
-
-# Counters move only when the tag set really changed, so an "added" for a tag already held (or a
-# "removed" for one not held, possible after a gap) keeps members and counts consistent. Numbers
-# go to redis.call as the ARGV strings: Lua would print large ones in exponent form.
-_APPLY_ONE = (
-    _COUNT_DAY
-    + """
-local function apply_one(k, a)
-  local seq_key, tags_key, groups_key, history_key = k[1], k[2], k[3], k[4]
-  local members_key, group_members_key, gap_count_key, gap_customers_key = k[5], k[6], k[7], k[8]
-  local daily_key = k[9]
-  local seq, change, customer, group, field = tonumber(a[1]), a[2], a[3], a[4], a[5]
-  local held, message, history_limit, day = a[6], a[7], tonumber(a[8]), a[9]
-
-  local last = tonumber(redis.call('GET', seq_key) or '0')
-  if seq == last then return 'duplicate' end
-  if seq < last then return 'stale' end
-
-  local outcome = 'applied'
-  if seq > last + 1 then
-    redis.call('INCR', gap_count_key)
-    redis.call('SADD', gap_customers_key, customer)
-    outcome = 'applied-after-gap'
-  end
-  redis.call('SET', seq_key, a[1])
-
-  if change == 'added' then
-    if redis.call('HSET', tags_key, field, held) == 1 then
-      redis.call('SADD', members_key, customer)
-      count_day(daily_key, day, 1)
-      if redis.call('HINCRBY', groups_key, group, 1) == 1 then
-        redis.call('HINCRBY', group_members_key, group, 1)
-      end
-    end
-  elseif redis.call('HDEL', tags_key, field) == 1 then
-    redis.call('SREM', members_key, customer)
-    count_day(daily_key, day, -1)
-    if redis.call('HINCRBY', groups_key, group, -1) <= 0 then
-      redis.call('HDEL', groups_key, group)
-      if redis.call('HINCRBY', group_members_key, group, -1) <= 0 then
-        redis.call('HDEL', group_members_key, group)
-      end
-    end
-  end
-
-  redis.call('LPUSH', history_key, message)
-  redis.call('LTRIM', history_key, 0, history_limit - 1)
-  return outcome
-end
-"""
-)
-
-_APPLY = (
-    _APPLY_ONE
-    + """
-return apply_one(KEYS, ARGV)
-"""
-)
-
-# ARGV holds field, epoch-microseconds pairs; each field only ever grows.
-_ACTIVITY = """
-for i = 1, #ARGV, 2 do
-  local current = redis.call('HGET', KEYS[1], ARGV[i])
-  if not current or tonumber(ARGV[i + 1]) > tonumber(current) then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  end
-end
-return 0
-"""
-
-
-# The position check and update around a batch. KEYS[1] meta, KEYS[2] offsets; ARGV[1..5]: offset
-# field, first offset, next offset, from_start, now_ms. The batch's own keys and args follow.
-_BATCH_CHECK = """
-local meta_key, offsets_key, field = KEYS[1], KEYS[2], ARGV[1]
-if redis.call('HGET', meta_key, 'state') == 'resetting' then return {'paused', ''} end
-local stored = redis.call('HGET', offsets_key, field)
-if stored then
-  if tonumber(stored) < tonumber(ARGV[2]) then return {'behind', stored} end
-elseif ARGV[4] ~= '1' then
-  return {'behind', ''}
-end
-"""
-
-_BATCH_DONE = """
-if not stored or tonumber(stored) < tonumber(ARGV[3]) then redis.call('HSET', offsets_key, field, ARGV[3]) end
-local state = settle(meta_key, offsets_key, ARGV[5])
-"""
-
-# Per change: 9 keys and 9 args, as _APPLY takes them.
-_APPLY_BATCH = (
-    _APPLY_ONE
-    + SETTLE
-    + _BATCH_CHECK
-    + """
-local out = {}
-local n = 0
-for i = 3, #KEYS, 9 do
-  local a = 6 + (i - 3)
-  n = n + 1
-  out[n] = apply_one(
-    {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], KEYS[i + 4], KEYS[i + 5], KEYS[i + 6], KEYS[i + 7],
-     KEYS[i + 8]},
-    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
-     ARGV[a + 8]})
-end
-"""
-    + _BATCH_DONE
-    + """
-local reply = {'ok', state}
-for i = 1, n do reply[i + 2] = out[i] end
-return reply
-"""
-)
-
-# Per customer: its activity key, then last_seen_us and last_order_us ('' for none); each only grows.
-_ACTIVITY_BATCH = (
-    SETTLE
-    + _BATCH_CHECK
-    + f"""
-local fields = {{'{LAST_SEEN_FIELD}', '{LAST_ORDER_FIELD}'}}
-for i = 3, #KEYS do
-  local a = 6 + (i - 3) * 2
-  for j = 1, 2 do
-    local value = ARGV[a + j - 1]
-    if value ~= '' then
-      local current = redis.call('HGET', KEYS[i], fields[j])
-      if not current or tonumber(value) > tonumber(current) then
-        redis.call('HSET', KEYS[i], fields[j], value)
-      end
-    end
-  end
-end
-"""
-    + _BATCH_DONE
-    + """
-return {'ok', state}
-"""
-)
-
-# Per outcome: its customer's log key, then score (decided_at, µs) and member (the outcome's JSON);
-# the last ARGV is how many entries a log keeps.
-_MESSAGES_BATCH = (
-    SETTLE
-    + _BATCH_CHECK
-    + """
-local keep = tonumber(ARGV[#ARGV])
-for i = 3, #KEYS do
-  local a = 6 + (i - 3) * 2
-  redis.call('ZADD', KEYS[i], ARGV[a], ARGV[a + 1])
-  redis.call('ZREMRANGEBYRANK', KEYS[i], 0, -(keep + 1))
-end
-"""
-    + _BATCH_DONE
-    + """
-return {'ok', state}
-"""
-)

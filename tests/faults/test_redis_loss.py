@@ -151,7 +151,7 @@ async def test_readmodel_rebuild_command_restores_a_wiped_redis_and_a_kept_one_a
         assert await _equal(reads, set(streams), expected)
 
         await redis.sadd(f"{key_prefix}c:{{c1}}:optout", "sms")  # consent is not the projection's
-        await redis.hset(f"{key_prefix}c:{{c1}}:tags", "ghost/tag", "{}")  # damage the rebuild must undo
+        await redis.hset(f"{key_prefix}r:{{c1}}", "t:ghost/tag", "0 rule 1")  # damage the rebuild must undo
         await _rebuild(env)
         assert await _equal(reads, set(streams), expected)
         assert await redis.smembers(f"{key_prefix}c:{{c1}}:optout") == {b"sms"}

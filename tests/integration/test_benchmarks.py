@@ -55,5 +55,13 @@ def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_boot
         "| backfill of a new group (",
         "| tagger RSS growth during the backfill | +",
         "| recovery after losing the local disk (start -> ready) |",
+        "| two workers' CPU per event (both), vs one worker's |",
     ):
         assert measure in done.stdout, measure
+
+
+def test_the_campaign_benchmark_decides_every_step_of_a_small_audience(redis_url: str) -> None:
+    done = run_benchmark("", "benchmarks.campaigns", "--customers", "300", redis_url=redis_url)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "fan-out: 300 steps scheduled" in done.stdout
+    assert "decided 300 of 300 steps" in done.stdout

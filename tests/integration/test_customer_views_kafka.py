@@ -55,7 +55,9 @@ def settings_for(kafka_bootstrap: str, redis_url: str, prefix: str, **ingest: An
     return settings.model_copy(update={"kafka": kafka})
 
 
-async def start_workers(settings: Settings, tmp_path: Path, count: int) -> list[TaggerProcess]:
+async def start_workers(
+    settings: Settings, tmp_path: Path, count: int, *, projector: bool = True
+) -> list[TaggerProcess]:
     topics = {name: getattr(settings.topics, name) for name in type(settings.topics).model_fields}
     workers = []
     for number in range(count):
@@ -67,7 +69,7 @@ async def start_workers(settings: Settings, tmp_path: Path, count: int) -> list[
             topics,
             PARTITIONS,
             datadir,
-            projector="true",
+            projector="true" if projector else "false",
             batch_within_s="0.05",
         )
         env["TAGSTREAM_REDIS__URL"] = settings.redis.url
@@ -86,29 +88,6 @@ async def load_customers(settings: Settings, customers: int) -> None:
     timeout = max(180.0, customers / 200)
     bootstrap, events = settings.kafka.bootstrap_servers, settings.topics.events
     await wait_caught_up(bootstrap, app_id(settings), events, PARTITIONS, timeout=timeout)
-
-
-async def preview_seconds(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path, customers: int
-) -> tuple[float, float, int]:
-    """How long `POST /v1/groups/value:preview` takes with one worker (RocksDB) holding `customers`
-    customers: wall seconds, the worker process's CPU seconds meanwhile (a shared machine's wall clock
-    counts others' work too), and how many customers it evaluated (docs/performance.md)."""
-    settings = settings_for(kafka_bootstrap, redis_url, unique("views"), preview_timeout_s=900.0)
-    await create_topics(settings)
-    async with running_ingest(settings) as client:
-        assert (await client.post("/v1/groups", "admin", json=VALUE)).status_code == 201
-        workers = await start_workers(settings, tmp_path, 1)
-        try:
-            await load_customers(settings, customers)
-            cpu_before, started = cpu_seconds(workers[0]), time.monotonic()
-            response = await client.post("/v1/groups/value:preview", "admin", json=DRAFT, timeout=900)
-            seconds, cpu = time.monotonic() - started, cpu_seconds(workers[0]) - cpu_before
-        finally:
-            for worker in workers:
-                worker.stop()
-    assert response.status_code == 200, response.text
-    return seconds, cpu, response.json()["customers"]
 
 
 def cpu_seconds(worker: TaggerProcess) -> float:
@@ -258,7 +237,7 @@ async def until_read(client: Client, path: str, done: Callable[[dict[str, Any]],
         response = await client.get(path)
         assert response.status_code in (200, 503), response.text
         if response.status_code == 200 and done(body := response.json()):
-            return body
+            return dict(body)
         assert time.monotonic() < deadline, f"timed out on {path}: {response.text}"
         await asyncio.sleep(0.2)
 

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
+from services.runtime.bitmaps import set_bits
 from services.runtime.readmodel import Activity, HeldTag, ReadModel
 from services.tagger.projector import ProjectionOutcome, Projector
 from tests.support.tag_change_streams import (
@@ -147,8 +148,8 @@ async def test_a_group_counts_a_customer_once_whatever_the_number_of_its_tags(
     assert await reads.group_member_count("interest") == 1
 
 
-async def test_member_sets_combine_with_redis_set_operations(
-    projector: Projector, redis_client: aioredis.Redis, redis_prefix: str
+async def test_tag_bitmaps_combine_with_bitop_into_the_customers_they_name(
+    projector: Projector, reads: ReadModel, redis_client: aioredis.Redis, redis_prefix: str
 ) -> None:
     await projector.apply_many(
         [
@@ -158,11 +159,16 @@ async def test_member_sets_combine_with_redis_set_operations(
             changed("c3", 1, "interest", "tea"),
         ]
     )
-    gold, tea = projector.keys.members("tier", "gold"), projector.keys.members("interest", "tea")
+    gold, tea = projector.keys.bitmap("tier", "gold"), projector.keys.bitmap("interest", "tea")
 
-    assert await redis_client.sinter([gold, tea]) == {b"c1"}
-    assert await redis_client.sunion([gold, tea]) == {b"c1", b"c2", b"c3"}
-    assert await redis_client.sdiff([gold, tea]) == {b"c2"}
+    async def combined(op: str) -> set[str]:
+        target = f"{redis_prefix}scratch"
+        await redis_client.bitop(op, target, gold, tea)
+        return {name async for ids in set_bits(redis_client, target) for name in await reads.name(ids)}
+
+    assert await combined("AND") == {"c1"}
+    assert await combined("OR") == {"c1", "c2", "c3"}
+    assert await combined("XOR") == {"c2", "c3"}
 
 
 async def test_activity_only_moves_forward(projector: Projector, reads: ReadModel) -> None:
@@ -245,22 +251,29 @@ async def test_applying_the_stream_twice_leaves_identical_state(
 
 
 async def _dump(redis_client: aioredis.Redis, redis_prefix: str) -> dict[str, Any]:
-    """Every key under the redis_prefix (named without it) with its type and full content."""
+    """Every key under the redis_prefix (named without it) with its type and full content, dense ids
+    replaced by the customers they stand for (ids are given in the order customers are first tagged,
+    which differs between two orders of applying the same streams)."""
+    reads = ReadModel(redis_client, key_prefix=redis_prefix)
     dump: dict[str, Any] = {}
     async for raw in redis_client.scan_iter(match=f"{redis_prefix}*", count=1000):
         key = _text(raw)
+        name = key.removeprefix(redis_prefix)
         kind = _text(await redis_client.type(key))
-        if kind == "string":
-            value: Any = await redis_client.get(key)
+        if name.startswith("ids:"):
+            kind, name = "dense ids", "ids"
+            value = sorted(await reads.name(list(range(int(await redis_client.get(reads.keys.next_id))))))
+        elif name.startswith("b:"):
+            value = sorted([c async for ids in set_bits(redis_client, key) for c in await reads.name(ids)])
         elif kind == "hash":
-            value = await redis_client.hgetall(key)
+            value = {k: v for k, v in (await redis_client.hgetall(key)).items() if k != b"id"}
         elif kind == "list":
             value = await redis_client.lrange(key, 0, -1)
         elif kind == "set":
             value = sorted(await redis_client.smembers(key))
         else:
             raise AssertionError(f"unexpected {kind} key {key}")
-        dump[key.removeprefix(redis_prefix)] = (kind, value)
+        dump[name] = (kind, value)
     return dump
 
 

@@ -108,11 +108,63 @@ async def test_a_reset_deletes_the_projection_but_keeps_consent_profiles_and_pau
     assert paused.kind == "paused"
 
     deleted = await marker.reset(T0)
-    assert deleted >= 5  # seq, tags, groups, history, activity, the member set, the group count
+    assert deleted >= 4  # history, the tag's bitmap, its daily counts, the counters
     assert await reads.current_tags("c1") == {}
     assert await reads.activity("c1") is None
+    assert await reads.last_seq("c1") == 0
     assert (await reads.status()).state == "missing"
     assert await customers.opted_out("c1") == {"sms"}
+
+
+async def test_a_reset_keeps_dense_ids_so_a_snapshot_taken_before_it_names_the_same_customers(
+    redis_client: aioredis.Redis, projector: Projector, reads: ReadModel, marker: Marker
+) -> None:
+    tagged = [changed(f"c{n}", 1, "tier", "gold") for n in range(5)]
+    await projector.apply_batch(Position(FIELD, 0, 5, from_start=True), tagged, T0)
+    before = await reads.name(list(range(5)))
+
+    await marker.reset(T0)
+    await marker.begin({FIELD: 5}, T0, reason="rebuild")
+    await projector.apply_batch(Position(FIELD, 0, 5, from_start=True), tagged[::-1], T0)
+
+    assert await reads.name(list(range(5))) == before
+    assert [m async for m in reads.members("tier", "gold")] == before
+    assert int(await redis_client.get(reads.keys.next_id)) == 5
+
+
+async def test_a_read_model_of_the_older_layout_is_refused_then_deleted_by_one_upgrade_and_rebuilt(
+    redis_client: aioredis.Redis, redis_prefix: str, projector: Projector, reads: ReadModel, marker: Marker
+) -> None:
+    """Layout 1 (one key per customer and part, tags as sets) under a `ready` marker without a layout."""
+    customers = RedisCustomers(redis_client, prefix=redis_prefix)
+    await customers.opt_out("c1", "sms")
+    old = {f"{redis_prefix}c:{{c1}}:{part}" for part in ("seq", "tags", "groups", "history", "activity")}
+    await redis_client.set(f"{redis_prefix}c:{{c1}}:seq", 1)
+    await redis_client.hset(f"{redis_prefix}c:{{c1}}:tags", "tier/gold", "{}")
+    await redis_client.hset(f"{redis_prefix}c:{{c1}}:groups", "tier", 1)
+    await redis_client.lpush(f"{redis_prefix}c:{{c1}}:history", "{}")
+    await redis_client.hset(f"{redis_prefix}c:{{c1}}:activity", "last_seen_us", 1)
+    await redis_client.sadd(f"{redis_prefix}t:tier/gold", "c1")
+    old.add(f"{redis_prefix}t:tier/gold")
+    await redis_client.hset(marker.keys.meta, mapping={"state": "ready", "epoch": "e1"})
+    await redis_client.hset(marker.keys.offsets, FIELD, 1)
+
+    status = await reads.status()
+    assert status.state == "outdated"
+    assert "another key layout" in (status.reason or "")
+    assert await marker.begin({FIELD: 1}, T0, reason="marker missing") is None  # not mistaken for a loss
+
+    claims = await asyncio.gather(marker.upgrade(T0), marker.upgrade(T0))
+    assert sorted(claims) == [False, True]  # one projector deletes, the other finds nothing to do
+    assert not await redis_client.exists(*old)
+    assert (await reads.status()).state == "missing"
+    assert await customers.opted_out("c1") == {"sms"}
+
+    await marker.begin({FIELD: 1}, T0, reason="marker missing")
+    await projector.apply_batch(Position(FIELD, 0, 1, from_start=True), [changed("c1", 1, "tier", "gold")], T0)
+    assert (await reads.status()).ready
+    assert await reads.current_tags("c1") == {"tier": ["gold"]}
+    assert [m async for m in reads.members("tier", "gold")] == ["c1"]
 
 
 async def test_projectors_racing_over_one_partition_end_in_the_fold_of_the_whole_stream(

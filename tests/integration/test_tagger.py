@@ -9,6 +9,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,22 @@ def summary(changes: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
     return [(c["group_id"], c["tag_id"], c["change"], c["source"]) for c in changes]
 
 
+@asynccontextmanager
+async def running(settings: Settings, clock: ManualClock, kafka: str, *groups: TagGroup) -> AsyncIterator[Harness]:
+    """An in-process tagger on `settings`' topics with `groups` defined, started and ready."""
+    tagger = build_app(settings, clock=clock)
+    await tagger.create_topics()
+    run = Harness(tagger, clock, kafka)
+    await run.publish(*groups)
+    await asyncio.wait_for(tagger.app.start(), 60)
+    deadline = time.monotonic() + 60
+    while not tagger.ready:
+        assert time.monotonic() < deadline, "tagger did not become ready"
+        await asyncio.sleep(0.1)
+    yield run
+    await asyncio.wait_for(tagger.app.stop(), 60)
+
+
 @pytest.fixture(scope="module")
 async def harness(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
@@ -143,17 +160,8 @@ async def harness(
     datadir = Path(tmp_path_factory.mktemp("tagger"))
     settings = worker_settings(prefix, kafka_bootstrap, redis_url, datadir, partitions=3, projector=True)
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
-    tagger = build_app(settings, clock=clock)
-    await tagger.create_topics()
-    run = Harness(tagger, clock, kafka_bootstrap)
-    await run.publish(*definitions())
-    await asyncio.wait_for(tagger.app.start(), 60)
-    deadline = time.monotonic() + 60
-    while not tagger.ready:
-        assert time.monotonic() < deadline, "tagger did not become ready"
-        await asyncio.sleep(0.1)
-    yield run
-    await asyncio.wait_for(tagger.app.stop(), 60)
+    async with running(settings, clock, kafka_bootstrap, *definitions()) as run:
+        yield run
 
 
 async def test_events_become_exact_tag_changes(harness: Harness) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,8 +13,7 @@ import pytest
 
 from services.runtime.clock import ManualClock
 from services.runtime.settings import ShopSettings
-from services.tagger.app import build_app
-from tests.integration.test_tagger import Harness, paid_event, summary, worker_settings
+from tests.integration.test_tagger import Harness, paid_event, running, summary, worker_settings
 from tests.support.builders import cond, group
 
 pytestmark = pytest.mark.integration
@@ -34,18 +32,9 @@ async def shanghai(
     # 07:30 yesterday in Shanghai: 23:30 UTC the day before that
     yesterday = datetime.now(SHANGHAI).date() - timedelta(days=1)
     clock = ManualClock(datetime(yesterday.year, yesterday.month, yesterday.day, 7, 30, tzinfo=SHANGHAI))
-    tagger = build_app(settings, clock=clock)
-    await tagger.create_topics()
-    run = Harness(tagger, clock, kafka_bootstrap)
     today = group("activity", [("ordered_today", [cond("days_since_last_order", "eq", 0)])], mode="multi")
-    await run.publish(today)
-    await asyncio.wait_for(tagger.app.start(), 60)
-    deadline = time.monotonic() + 60
-    while not tagger.ready:
-        assert time.monotonic() < deadline, "tagger did not become ready"
-        await asyncio.sleep(0.1)
-    yield run
-    await asyncio.wait_for(tagger.app.stop(), 60)
+    async with running(settings, clock, kafka_bootstrap, today) as run:
+        yield run
 
 
 async def test_a_0730_order_in_shanghai_is_of_that_day_until_local_midnight(shanghai: Harness) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 from itertools import count
 from typing import Any
 
-from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
+from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded, ProfileUpdated, SourceAttributed
 from schemas.tags import TagCommand, TagGroup
 from services.engine import Engine, RuleBook
 from services.runtime.zone import day_zone
@@ -56,6 +56,36 @@ def click(*, when: datetime = T0, customer: str = "c1", target: str = "banner", 
     return Click(event_id=event_id or f"e{next(_ids)}", customer_id=customer, occurred_at=when, target=target)
 
 
+def profile(
+    *, when: datetime = T0, customer: str = "c1", event_id: str | None = None, **attributes: Any
+) -> ProfileUpdated:
+    """A profile update setting `attributes` (gender, birth_date, region, family, custom, clear)."""
+    return ProfileUpdated.model_validate(
+        {"event_id": event_id or f"e{next(_ids)}", "customer_id": customer, "occurred_at": when} | attributes
+    )
+
+
+def sourced(
+    channel: str,
+    sub_channel: str | None = None,
+    *,
+    when: datetime = T0,
+    customer: str = "c1",
+    code_id: str | None = None,
+    event_id: str | None = None,
+) -> SourceAttributed:
+    return SourceAttributed.model_validate(
+        {
+            "event_id": event_id or f"e{next(_ids)}",
+            "customer_id": customer,
+            "occurred_at": when,
+            "channel": channel,
+            "sub_channel": sub_channel,
+            "code_id": code_id,
+        }
+    )
+
+
 def command(
     group: str,
     tag: str,
@@ -77,8 +107,10 @@ def command(
     )
 
 
-def cond(metric: str, op: str, value: Any, last: str | None = None) -> dict[str, Any]:
+def cond(metric: str, op: str, value: Any, last: str | None = None, *, name: str | None = None) -> dict[str, Any]:
     found: dict[str, Any] = {"metric": metric, "op": op, "value": value}
+    if name is not None:
+        found["name"] = name
     if last is not None:
         found["window"] = {"last": last}
     return found

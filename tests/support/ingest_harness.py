@@ -38,7 +38,7 @@ def ingest_settings(kafka_bootstrap: str, redis_url: str, prefix: str, **ingest:
         redis=RedisSettings(url=redis_url, key_prefix=f"{prefix}:"),
         topics=topic_names(prefix),
         ingest=IngestSettings(
-            api_keys=[ApiKey(key=key, role=role, name=f"{role}@test") for role, key in KEYS.items()],  # type: ignore[arg-type]
+            api_keys=[ApiKey(key=key, role=role, name=f"{role}@test") for role, key in KEYS.items()],
             **ingest,
         ),
     )
@@ -90,6 +90,14 @@ async def running_tagger(settings: Settings, datadir: Path) -> AsyncIterator[Tag
         yield tagger
     finally:
         tagger.stop()
+
+
+class Stack:
+    """Ingest in process and a tagger beside it, on one set of topics: the settings and a client."""
+
+    def __init__(self, settings: Settings, client: Client) -> None:
+        self.settings = settings
+        self.client = client
 
 
 class Client:

@@ -15,6 +15,8 @@ def test_the_fast_json_of_a_change_is_exactly_the_tag_changed_contract():
         [
             ("busy", [cond("browse_count", "gte", 1, "7d"), cond("days_since_last_order", "lte", 3)]),
             ("bought", [cond("bought_any", "in", ["sku-1", "sku-2"])]),
+            ("loyal", [{"metric": "loyalty", "cycle": "7d", "periods": 4, "op": "gt", "value": 0}]),
+            ("recent", [{"metric": "cycles_since_last_order", "cycle": "7d", "op": "eq", "value": 0}]),
         ],
         mode="multi",
     )
@@ -24,7 +26,9 @@ def test_the_fast_json_of_a_change_is_exactly_the_tag_changed_contract():
     for event in (browse(when=at(0, hours=0.5)), paid("320.50", when=at(0, hours=1), products=("sku-2",))):
         changes += eng.on_event(state, event, event.occurred_at)
     changes += eng.advance(state, at(30))
-    assert len(changes) >= 5
+    assert len(changes) >= 9
+    explained = orjson.loads(changes[-1].to_json())["reason"]["conditions"][0]
+    assert (explained["metric"], explained["cycle"], explained["periods"]) == ("loyalty", "7d", 4)
     for change in changes:
         message = change.to_message()
         assert isinstance(message, TagChanged)
@@ -64,6 +68,8 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
     money = Condition(metric="total_spent", op="gte", value="300")
     days = Condition(metric="days_since_last_order", op="lte", value=3)
     products = Condition(metric="bought_any", op="in", value=["sku-1", "sku-2"])
+    loyalty = Condition(metric="loyalty", op="gte", value=50, cycle="30d", periods=6)
+    cycles = Condition(metric="cycles_between_last_orders", op="gte", value=2, cycle="30d")
     outcomes_cases = [
         ((count, 0, False),),
         ((count, 12345678901, True),),
@@ -73,6 +79,7 @@ def test_the_fast_json_is_byte_for_byte_one_orjson_dump_for_every_kind_of_observ
         ((money, Decimal("-0.0001"), False),),
         ((days, None, False),),
         ((products, ["sku-2"], True),),
+        ((loyalty, 66, True), (cycles, None, False)),
         ((count, 3, True), (money, Decimal("12.3400"), False), (days, 2, True)),
         (),
     ]

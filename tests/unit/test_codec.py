@@ -1,7 +1,25 @@
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
 
 from services.engine.codec import decode, encode
-from tests.support.builders import at, browse, click, command, cond, engine, group, paid, refunded, value_tiers
+from tests.support.builders import (
+    at,
+    browse,
+    click,
+    command,
+    cond,
+    engine,
+    group,
+    paid,
+    profile,
+    refunded,
+    sourced,
+    value_tiers,
+)
 
 
 def test_a_stored_state_decodes_to_the_same_state_and_behaves_the_same():
@@ -84,3 +102,69 @@ def test_a_format_1_blob_still_decodes_without_its_day_less_event_digests():
     )
     assert state.tags == {"value": {"mid": (False, None)}}
     assert encode(state).startswith(b'[2,"c7"')
+
+
+NOON = datetime(2026, 3, 1, 4, tzinfo=UTC)  # 12:00 in Shanghai
+REGIONS = group("region", [("east", [cond("attribute", "in", ["上海", "杭州"], name="region")])], mode="multi")
+INTENT = group(
+    "intent",
+    [("keen", [{"metric": "score", "name": "intent", "op": "gte", "value": 2}])],
+    scores=[{"id": "intent", "points": {"click": 1, "order": 10}, "decay": {"half_life": "7d"}}],
+)
+MAIN_PROFILE_STATE = (
+    '[2,"c1",1,1772337600000000,{"region":{"east":[0,null]}},{},[0,"0",0,null,null,1772337600000000,null,[],'
+    '{},[],[],[]],null,[["region","上海",1772337600000000,"e1"],["own_store"],'
+    '[1772337600000000,"e2","own_store","静安店","qr-1"],[1772337600000000,"e2","own_store","静安店","qr-1"]]]'
+).encode()
+"""A customer with a profile as stored before scores existed (format 2, the profile as a ninth section)."""
+
+
+@pytest.mark.parametrize(
+    ("with_profile", "with_scores", "sections"),
+    [(False, False, 8), (True, False, 9), (False, True, 10), (True, True, 10)],
+)
+def test_the_optional_profile_and_scores_sections_round_trip_alone_together_or_neither(
+    with_profile: bool, with_scores: bool, sections: int
+):
+    eng = engine(value_tiers(), REGIONS, *([INTENT] if with_scores else []), zone="Asia/Shanghai")
+    state = eng.new_state("c1")
+    events: list[Any] = [paid("120", when=NOON), click(when=NOON)]
+    if with_profile:
+        events += [profile(region="上海", when=NOON), sourced("own_store", "静安店", code_id="qr-1", when=NOON)]
+    for event in events:
+        eng.on_event(state, event, NOON)
+    assert (state.agg.profile is not None, state.agg.scores is not None) == (with_profile, with_scores)
+    data = encode(state)
+    stored = orjson.loads(data)
+    assert len(stored) == sections  # neither: the bytes as before both; scores alone: a null profile first
+    if with_scores and not with_profile:
+        assert stored[8] is None
+    twin = decode(data)
+    assert encode(twin) == data
+    assert (twin.agg.profile is not None, twin.agg.scores is not None) == (with_profile, with_scores)
+    if with_profile:
+        assert twin.agg.profile is not None
+        assert state.agg.profile is not None
+        assert twin.agg.profile.attributes == state.agg.profile.attributes
+        assert twin.agg.profile.channels == state.agg.profile.channels == {"own_store"}
+        assert twin.agg.profile.first is not None
+        assert twin.agg.profile.first.code_id == "qr-1"
+    if with_scores:
+        assert twin.agg.scores is not None
+        assert state.agg.scores is not None
+        assert twin.agg.scores.days == state.agg.scores.days
+        assert twin.agg.scores.top_day == state.agg.scores.top_day
+    assert twin.tag_ids() == state.tag_ids()
+    assert eng.next_check_at(twin) == eng.next_check_at(state)
+    later = click(when=NOON + timedelta(days=1))
+    assert [c.to_json() for c in eng.on_event(twin, later, later.occurred_at)] == [
+        c.to_json() for c in eng.on_event(state, later, later.occurred_at)
+    ]
+
+
+def test_a_state_stored_with_a_profile_before_scores_existed_decodes_and_encodes_to_the_same_bytes():
+    state = decode(MAIN_PROFILE_STATE)
+    assert state.agg.profile is not None
+    assert state.agg.profile.channels == {"own_store"}
+    assert state.agg.scores is None
+    assert encode(state) == MAIN_PROFILE_STATE

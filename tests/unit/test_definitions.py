@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -7,7 +7,8 @@ from pydantic import ValidationError
 from schemas.tags import Condition, TagGroup
 from services.engine import DefinitionError, Engine, RuleBook
 from services.runtime.definitions import RulesFileError, parse_groups, templates
-from tests.support.builders import at, browse, cond, group, paid
+from services.runtime.zone import day_zone
+from tests.support.builders import at, browse, cond, group, paid, profile, sourced
 
 ISSUE_EXAMPLE = """
 groups:
@@ -164,7 +165,17 @@ def test_every_problem_is_reported_at_once():
 
 def test_every_built_in_template_compiles():
     found = templates()
-    assert set(found) == {"rfm", "lifecycle", "value_tiers", "churn", "intent"}
+    assert set(found) == {
+        "rfm",
+        "lifecycle",
+        "value_tiers",
+        "churn",
+        "source_channels",
+        "age_bands",
+        "loyalty",
+        "customer_status",
+        "intent",
+    }
     for template in found.values():
         RuleBook.compile(template.render())
 
@@ -212,6 +223,26 @@ def test_churn_prediction_flags_an_active_customer_who_went_silent():
     assert state.tag_ids() == {"churn": ["likely_to_churn"]}
     engine.on_event(state, browse(when=at(32)), at(32))
     assert state.tag_ids() == {}
+
+
+def test_source_channels_tag_the_channel_of_the_first_touch_even_when_it_arrives_late():
+    engine = Engine(RuleBook.compile(templates()["source_channels"].render(), zone=day_zone("Asia/Shanghai")))
+    state = engine.new_state("c1")
+    engine.on_event(state, sourced("douyin", "live-3", when=at(5)), at(5))
+    assert state.tag_ids() == {"source_channel": ["short_video"]}
+    engine.on_event(state, sourced("own_store", "静安店", code_id="qr-7", when=at(1)), at(6))
+    assert state.tag_ids() == {"source_channel": ["own_store"]}
+
+
+def test_age_bands_move_a_customer_up_on_the_birthday_at_the_shops_midnight():
+    engine = Engine(RuleBook.compile(templates()["age_bands"].render(), zone=day_zone("Asia/Shanghai")))
+    state = engine.new_state("c1")
+    engine.on_event(state, profile(birth_date="2001-03-10", when=at(0)), at(0))  # 2026-03-02: 24
+    assert state.tag_ids() == {"age_band": ["young"]}
+    birthday = datetime(2026, 3, 9, 16, tzinfo=UTC)  # 2026-03-10 00:00 in Shanghai
+    assert engine.next_check_at(state) == birthday
+    engine.advance(state, birthday)
+    assert state.tag_ids() == {"age_band": ["prime"]}
 
 
 def test_templates_round_trip_through_the_group_model():

@@ -11,6 +11,9 @@ multi groups, timers) emits exactly the same change stream as re-evaluating ever
 and a third that the next checks the engine keeps up to date event by event (a browse or click only
 moves them by the day bucket it adds) are those a full recomputation gives.
 
+Profile updates and source events are in the histories too: the batch side takes per attribute the
+latest update (occurred_at, then event id), the earliest and latest touch, and ages by the local date.
+
 Every property runs for a shop in UTC, Asia/Shanghai (a constant +08:00) and two zones with daylight
 saving time, over histories that cross a clock change: days are the shop's local days (the batch side
 derives them with zoneinfo, the engine with its offset table).
@@ -29,7 +32,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded
+from schemas.events import Browse, Click, OrderItem, OrderPaid, OrderRefunded, ProfileUpdated, SourceAttributed
 from schemas.tags import TagGroup
 from services.engine import Engine, RuleBook
 from services.engine.codec import decode, encode
@@ -50,8 +53,13 @@ SPAN_DAYS = 60
 # --------------------------------------------------------------------------------------------------
 
 
-def c(metric: str, op: str, value: Any, last: str | None = None) -> dict[str, Any]:
-    found: dict[str, Any] = {"metric": metric, "op": op, "value": value}
+def c(
+    metric: str, op: str, value: Any, last: str | None = None, name: str | None = None, **cycle: Any
+) -> dict[str, Any]:
+    """A condition; `cycle=` and `periods=` for the cycle metrics (loyalty, cycles_*)."""
+    found: dict[str, Any] = {"metric": metric, "op": op, "value": value, **cycle}
+    if name is not None:
+        found["name"] = name
     if last is not None:
         found["window"] = {"last": last}
     return found
@@ -177,6 +185,62 @@ BATCH_GROUPS: list[dict[str, Any]] = [
         scores=SCORES,
     ),
     grp(
+        "loyalty",
+        "multi",
+        [
+            ("loyal", all_of(c("loyalty", "gte", 50, cycle="7d", periods=4))),
+            ("any_period", all_of(c("loyalty", "between", [1, 40], cycle="10d", periods=6))),
+            ("none", all_of(c("loyalty", "eq", 0, cycle="3d", periods=5), c("order_count", "gte", 1))),
+            ("rising", all_of(c("loyalty_trend", "gte", 1, cycle="7d", periods=4))),
+            ("falling", all_of(c("loyalty_trend", "lt", 0, cycle="5d", periods=5))),
+        ],
+    ),
+    grp(
+        "status",
+        "exclusive",
+        [
+            (
+                "returned",
+                all_of(
+                    c("cycles_since_last_order", "lt", 1, cycle="7d"),
+                    c("cycles_between_last_orders", "gte", 2, cycle="7d"),
+                ),
+            ),
+            ("new", all_of(c("days_since_first_order", "lt", 7))),
+            ("active", all_of(c("cycles_since_last_order", "eq", 0, cycle="7d"))),
+            ("lost", all_of(c("cycles_since_last_order", "gte", 3, cycle="7d"))),
+            ("dormant", all_of(c("cycles_since_last_order", "in", [2], cycle="7d"))),
+            ("low_active", all_of(c("cycles_since_last_order", "gte", 1, cycle="7d"))),
+            ("short_gap", all_of(c("cycles_between_last_orders", "between", [0, 1], cycle="4d"))),
+        ],
+    ),
+    grp(
+        "age_band",
+        "exclusive",
+        [
+            ("under_18", all_of(c("age", "lt", 18))),
+            ("young", all_of(c("age", "between", [18, 24]))),
+            ("prime", all_of(c("age", "between", [25, 34]))),
+            ("older", all_of(c("age", "gte", 35))),
+        ],
+    ),
+    grp(
+        "profile",
+        "multi",
+        [
+            ("east", all_of(c("attribute", "in", ["上海", "杭州"], name="region"))),
+            ("not_beijing", all_of(c("attribute", "ne", "北京", name="region"))),
+            ("adult_woman", all_of(c("attribute", "eq", "female", name="gender"), c("age", "gte", 18))),
+            ("seventeen", all_of(c("age", "eq", 17))),
+            ("gold", all_of(c("attribute", "eq", "gold", name="card"))),
+            ("from_douyin", all_of(c("first_source", "eq", "douyin"))),
+            ("jingan_first", all_of(c("first_source", "eq", "own_store/静安店"))),
+            ("last_store", all_of(c("last_source", "in", ["own_store", "franchise_store/南京路"]))),
+            ("marketplace", all_of(c("sources_any", "in", ["taobao", "jd"]), c("sources_any", "not_in", ["event"]))),
+            ("not_web_first", any_of(c("first_source", "ne", "website"), c("order_count", "gte", 2))),
+        ],
+    ),
+    grp(
         "vip",
         "exclusive",
         [
@@ -290,6 +354,11 @@ class Batch:
     counted_order_days: list[date] = field(default_factory=list)
     points: dict[str, dict[date, int]] = field(default_factory=dict)
     """Score id -> local day -> points earned that day."""
+    paid_order_days: set[date] = field(default_factory=set)
+    attributes: dict[str, str | None] = field(default_factory=dict)
+    first_touch: str | None = None
+    last_touch: str | None = None
+    channels: set[str] = field(default_factory=set)
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
 
     @property
@@ -304,8 +373,19 @@ def recompute(events: Iterable[Any], zone: str = "UTC") -> Batch:
     paid: dict[str, OrderPaid] = {}
     refunded: dict[str, Decimal] = {}
     batch = Batch(zone=ZoneInfo(zone))
+    updates: dict[str, tuple[datetime, str, str | None]] = {}
+    touches: list[tuple[datetime, str, str]] = []
     for event in distinct.values():
-        if isinstance(event, OrderPaid):
+        if isinstance(event, ProfileUpdated):
+            for name, value in [*event.attributes().items(), *((name, None) for name in event.clear)]:
+                candidate = (event.occurred_at, event.event_id, value)
+                if name not in updates or candidate[:2] > updates[name][:2]:
+                    updates[name] = candidate
+        elif isinstance(event, SourceAttributed):
+            path = event.channel if event.sub_channel is None else f"{event.channel}/{event.sub_channel}"
+            touches.append((event.occurred_at, event.event_id, path))
+            batch.channels.add(event.channel)
+        elif isinstance(event, OrderPaid):
             paid.setdefault(event.order_id, event)
         elif isinstance(event, OrderRefunded):
             refunded[event.order_id] = refunded.get(event.order_id, Decimal(0)) + event.amount
@@ -330,6 +410,10 @@ def recompute(events: Iterable[Any], zone: str = "UTC") -> Batch:
         batch.first_order_at = when if batch.first_order_at is None else min(batch.first_order_at, when)
         batch.last_order_at = when if batch.last_order_at is None else max(batch.last_order_at, when)
         batch.products.update(item.product_id for item in order.items)
+        batch.paid_order_days.add(when.astimezone(batch.zone).date())
+    batch.attributes = {name: value for name, (_, _, value) in updates.items()}
+    if touches:
+        batch.first_touch, batch.last_touch = min(touches)[2], max(touches)[2]
     return batch
 
 
@@ -340,7 +424,11 @@ def points_of(score: dict[str, Any], event: Any) -> int:
         return score["links"][prefixes[-1]] if prefixes else points.get("click", 0)
     if isinstance(event, Browse):
         return score.get("products", {}).get(event.product_id, points.get("browse", 0))
-    return points.get("order" if isinstance(event, OrderPaid) else "refund", 0)
+    if isinstance(event, OrderPaid):
+        return points.get("order", 0)
+    if isinstance(event, OrderRefunded):
+        return points.get("refund", 0)
+    return 0  # a profile or source event: no action
 
 
 def score_at(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
@@ -362,6 +450,44 @@ def score_at(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
         factor = wide.power(Decimal(2), wide.divide(Decimal(-age_us), Decimal(half_life_us)))
         total = wide.add(total, wide.multiply(Decimal(points), factor))
     return total.quantize(Decimal("0.0001"), rounding=ROUND_FLOOR)
+
+
+def bought_periods(batch: Batch, condition: dict[str, Any], now: datetime) -> list[bool]:
+    """Newest period first: whether a counted order's local date lies in it."""
+    cycle, periods = int(condition["cycle"].removesuffix("d")), condition["periods"]
+    today = now.astimezone(batch.zone).date()
+    starts = [today - timedelta(days=(index + 1) * cycle - 1) for index in range(periods)]
+    ends = [today - timedelta(days=index * cycle) for index in range(periods)]
+    return [
+        any(start <= day <= end for day in batch.counted_order_days) for start, end in zip(starts, ends, strict=True)
+    ]
+
+
+def observe_cycles(batch: Batch, condition: dict[str, Any], now: datetime) -> int | None:
+    metric = condition["metric"]
+    cycle = int(condition["cycle"].removesuffix("d"))
+    if metric == "loyalty":
+        bought = bought_periods(batch, condition, now)
+        return 100 * sum(bought) // len(bought)
+    if metric == "loyalty_trend":
+        bought = bought_periods(batch, condition, now)
+        half = len(bought) // 2
+        return sum(bought[:half]) - sum(bought[len(bought) - half :])
+    if metric == "cycles_since_last_order":
+        days = days_since(batch.last_order_at, now, batch.zone)
+        return None if days is None else days // cycle
+    ordered = sorted(batch.paid_order_days)  # cycles_between_last_orders
+    return (ordered[-1] - ordered[-2]).days // cycle if len(ordered) >= 2 else None
+
+
+def age(batch: Batch, now: datetime) -> int | None:
+    """Whole years from the birth date to the local date of `now` (29 February: 1 March in common years)."""
+    born = batch.attributes.get("birth_date")
+    if born is None:
+        return None
+    birth, today = date.fromisoformat(born), now.astimezone(batch.zone).date()
+    years = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+    return years if years >= 0 else None
 
 
 def days_since(moment: datetime | None, now: datetime, zone: ZoneInfo) -> int | None:
@@ -402,10 +528,14 @@ def observe(batch: Batch, condition: dict[str, Any], now: datetime) -> Any:
             return in_window(days, window["last"], now, batch.zone)
         first, end = date.fromisoformat(window["from"]), date.fromisoformat(window["to"])
         return sum(1 for day in days if first <= day < end)
+    if "cycle" in condition:
+        return observe_cycles(batch, condition, now)
     if metric == "days_since_last_order":
         return days_since(batch.last_order_at, now, batch.zone)
     if metric == "days_since_first_order":
         return days_since(batch.first_order_at, now, batch.zone)
+    if metric == "age":
+        return age(batch, now)
     return getattr(batch, metric)
 
 
@@ -415,6 +545,19 @@ def as_number(metric: str, value: Any) -> Any:
 
 def condition_holds(batch: Batch, tags: dict[str, set[str]], condition: dict[str, Any], now: datetime) -> bool:
     metric, op, value = condition["metric"], condition["op"], condition["value"]
+    wanted = value if isinstance(value, list) else [value]
+    if metric in ("attribute", "first_source", "last_source"):
+        found = {
+            "attribute": batch.attributes.get(condition.get("name", "")),
+            "first_source": batch.first_touch,
+            "last_source": batch.last_touch,
+        }[metric]
+        if found is None:
+            return False
+        listed = found in wanted or (found.split("/")[0] in wanted and metric != "attribute")
+        return listed is (op in ("eq", "in"))
+    if metric == "sources_any":
+        return any(channel in batch.channels for channel in wanted) is (op in ("eq", "in"))
     if metric in ("bought_any", "has_tag"):
         wanted = value if isinstance(value, list) else [value]
         if metric == "bought_any":
@@ -470,6 +613,19 @@ def batch_tags(batch: Batch, groups: list[dict[str, Any]], now: datetime) -> dic
 AMOUNTS = ["99.90", "300.00", "1500.00", "650.00", "2000.00", "49.50", "0.00"]
 REFUNDS = ["99.90", "300.00", "1500.00", "150.00", "50.00", "649.99", "2000.00"]
 PRODUCTS = ["p1", "p2", "p3", "p4", "p5"]
+BIRTH_DATES = ["2007-01-20", "2008-02-29", "2000-10-01", "1990-03-05", "2007-10-20", "2001-01-10"]
+"""Birthdays inside the histories (January to April, September to December 2025): ages 17, 18, 25, 35."""
+SOURCES = [
+    ("douyin", None),
+    ("douyin", "live-3"),
+    ("own_store", "静安店"),
+    ("own_store", "徐汇店"),
+    ("franchise_store", "南京路"),
+    ("website", None),
+    ("taobao", None),
+    ("jd", None),
+    ("event", "expo"),
+]
 SECONDS = st.one_of(
     st.sampled_from([0, 1, 43_200, 86_399]),
     st.integers(min_value=0, max_value=86_399),
@@ -490,6 +646,17 @@ SPEC = st.one_of(
     st.tuples(st.just("refund"), SLOTS, DAYS, SECONDS, st.sampled_from(REFUNDS)),
     st.tuples(st.just("browse"), DAYS, SECONDS, st.sampled_from(PRODUCTS)),
     st.tuples(st.just("click"), DAYS, SECONDS, st.sampled_from(["banner", "radar:spring"])),
+    st.tuples(
+        st.just("profile"),
+        DAYS,
+        SECONDS,
+        st.sampled_from([None, "上海", "杭州", "北京"]),
+        st.sampled_from([None, "female", "male"]),
+        st.sampled_from([None, *BIRTH_DATES]),
+        st.sampled_from([None, "gold", "silver"]),
+        st.lists(st.sampled_from(["region", "gender", "birth_date", "card", "family"]), max_size=2, unique=True),
+    ),
+    st.tuples(st.just("source"), DAYS, SECONDS, st.sampled_from(SOURCES)),
 )
 HISTORIES = st.lists(st.lists(SPEC, max_size=25), min_size=1, max_size=4)
 
@@ -527,6 +694,31 @@ def build_events(specs_per_customer: list[list[tuple[Any, ...]]], base: datetime
                         occurred_at=base + timedelta(days=day, seconds=second),
                         order_id=f"{customer}-o{slot}",
                         amount=Decimal(amount),
+                    )
+                )
+            elif kind == "profile":
+                _, day, second, region, gender, born, card, clear = spec
+                fields = {"region": region, "gender": gender, "birth_date": born, "family": "married"}
+                given = {name: value for name, value in fields.items() if value is not None and name not in clear}
+                events.append(
+                    ProfileUpdated.model_validate(
+                        {
+                            **common,
+                            "occurred_at": base + timedelta(days=day, seconds=second),
+                            **given,
+                            "custom": {"card": card} if card is not None and "card" not in clear else {},
+                            "clear": clear,
+                        }
+                    )
+                )
+            elif kind == "source":
+                _, day, second, (channel, sub_channel) = spec
+                events.append(
+                    SourceAttributed(
+                        **common,
+                        occurred_at=base + timedelta(days=day, seconds=second),
+                        channel=channel,
+                        sub_channel=sub_channel,
                     )
                 )
             elif kind == "browse":
@@ -647,6 +839,22 @@ SHANGHAI_MORNING = fixed(
     [_paid(BASE + 4 * ONE_DAY - timedelta(minutes=30))], BASE + 4 * ONE_DAY + timedelta(hours=17), "Asia/Shanghai"
 )
 
+# Shanghai, a birthday: born 2007-01-20, 18 from 2025-01-20 00:00 +08:00 (16:00 UTC the day before),
+# a time flip on the local birthday; and one on 29 February, 17 on 1 March 2025 (a common year).
+SHANGHAI_BIRTHDAY = fixed(
+    [
+        ProfileUpdated(event_id="c0-p", customer_id="c0", occurred_at=BASE, birth_date=date(2007, 1, 20)),
+        ProfileUpdated(event_id="c0-q", customer_id="c0", occurred_at=BASE, gender="female", region="上海"),
+    ],
+    datetime(2025, 1, 19, 16, tzinfo=UTC),
+    "Asia/Shanghai",
+)
+LEAP_DAY_BIRTHDAY = fixed(
+    [ProfileUpdated(event_id="c0-p", customer_id="c0", occurred_at=BASE, birth_date=date(2008, 2, 29))],
+    datetime(2025, 3, 1, 5, tzinfo=UTC),
+    "America/New_York",
+)
+
 # --------------------------------------------------------------------------------------------------
 # Properties
 # --------------------------------------------------------------------------------------------------
@@ -658,6 +866,8 @@ PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_ch
 @given(scenarios())
 @example(LATE_FIRST_ORDER_LAPSED)
 @example(SHANGHAI_MORNING)
+@example(SHANGHAI_BIRTHDAY)
+@example(LEAP_DAY_BIRTHDAY)
 def test_streaming_matches_batch_recomputation(scenario: Scenario) -> None:
     states, changes = run(Engine(scenario.book), scenario)
     for customer in scenario.customers:

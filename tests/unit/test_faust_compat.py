@@ -81,7 +81,10 @@ def test_the_tagger_app_creates_its_consumer_and_producer_through_its_transport_
         tagger=TaggerSettings(datadir=tmp_path / "tagger", direct_delivery=False, revoke_wait_s=7.0),
     )
     app = faust_app(settings)
-    assert [str(url) for url in app.conf.broker] == ["kafka://127.0.0.1:9092", "kafka://127.0.0.1:9093"]
+    assert [str(url) for url in app.conf.broker] == [
+        f"{TRANSPORT_SCHEME}://127.0.0.1:9092",
+        f"{TRANSPORT_SCHEME}://127.0.0.1:9093",
+    ]
     assert type(app.consumer) is TaggerConsumer  # built, not started: nothing connects
     assert type(app.producer) is TaggerProducer
     assert app.delivery == Delivery(direct=False, revoke_wait_s=7.0)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from schemas.tags import TagGroup
+from schemas.tags import Condition, TagGroup
 from services.engine import DefinitionError, Engine, RuleBook
 from services.engine.codec import decode, encode
 from services.engine.scores import EARLY_US, decayed
@@ -241,3 +241,16 @@ def test_the_intent_template_tiers_a_lead_by_a_decaying_score_of_its_actions():
     ]
     assert later[0].occurred_us == to_us(MONDAY_ENDS) + 1
     assert to_us(MONDAY_ENDS + timedelta(days=6.3)) < later[2].occurred_us < to_us(MONDAY_ENDS + timedelta(days=6.4))
+
+
+def test_one_name_field_serves_scores_and_attributes_each_validated_as_its_metric_names_them():
+    assert Condition(metric="score", name="Intent.v2", op="gte", value=1).name == "Intent.v2"  # a score id
+    assert Condition(metric="attribute", name="vip_card", op="eq", value="gold").name == "vip_card"
+    with pytest.raises(ValidationError, match="not an attribute name"):
+        Condition(metric="attribute", name="Intent.v2", op="eq", value="gold")  # a score id, not an attribute
+    with pytest.raises(ValidationError, match=re.escape("needs a name, e.g. name: intent")):
+        Condition(metric="score", op="gte", value=1)
+    with pytest.raises(ValidationError, match=re.escape("needs a name, e.g. name: region")):
+        Condition(metric="attribute", op="eq", value="gold")
+    with pytest.raises(ValidationError, match="takes no name"):
+        Condition(metric="order_count", name="intent", op="gte", value=1)

@@ -75,3 +75,42 @@ def test_progress_or_reaching_the_end_clears_the_stall_count() -> None:
     offsets.processed(EVENTS_0, 19)
     for _ in range(STUCK_CHECKS + 1):
         assert offsets.stalled(end) == []  # at the end: nothing to re-read
+
+
+def test_a_log_that_starts_past_the_position_is_reported_lost_and_the_position_moves_to_its_start() -> None:
+    offsets = SourceOffsets()
+    offsets.processed(EVENTS_0, 4)  # expects 5
+    offsets.processed(EVENTS_1, 99)  # expects 100
+    (lost,) = offsets.lost_to_retention({EVENTS_0: 15, EVENTS_1: 100})
+    assert (lost.tp, lost.first, lost.end, lost.count) == (EVENTS_0, 5, 15, 10)
+    assert offsets.skipped(EVENTS_0, 15) is None  # the log start is what comes next now, not a skip
+    assert offsets.lost_to_retention({EVENTS_0: 15}) == []  # counted once
+
+
+def test_a_log_start_at_or_below_the_position_loses_nothing_and_a_skip_is_still_re_read() -> None:
+    offsets = SourceOffsets()
+    offsets.processed(EVENTS_0, 4)
+    assert offsets.lost_to_retention({EVENTS_0: 5, EVENTS_1: 50}) == []  # partition 1: no position, no claim
+    assert offsets.skipped(EVENTS_0, 9) == 5
+
+
+def test_a_partition_moved_past_lost_records_stalling_there_is_re_read_from_the_log_start() -> None:
+    offsets = SourceOffsets()
+    offsets.processed(EVENTS_0, 4)
+    end = {EVENTS_0: 20}.__getitem__
+    for _ in range(STUCK_CHECKS - 1):
+        assert offsets.stalled(end) == []
+    offsets.lost_to_retention({EVENTS_0: 15})
+    for _ in range(STUCK_CHECKS - 1):
+        assert offsets.stalled(end) == []  # the checks count afresh at the new position
+    assert offsets.stalled(end) == [(EVENTS_0, 15)]
+
+
+def test_the_partitions_sent_back_or_stalled_are_the_suspects_once_each() -> None:
+    offsets = SourceOffsets()
+    offsets.processed(EVENTS_0, 4)
+    offsets.processed(EVENTS_1, 4)
+    assert offsets.suspects(()) == set()  # nothing jumped or stalled: no question for the broker
+    assert offsets.skipped(EVENTS_0, 15) == 5  # the read reset to a log start past the position looks like this
+    assert offsets.suspects([EVENTS_1]) == {EVENTS_0, EVENTS_1}
+    assert offsets.suspects(()) == set()

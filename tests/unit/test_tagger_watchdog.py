@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from aiokafka.errors import KafkaTimeoutError
+from faust.types import TP
 
 from services.tagger.processing import BatchProcessor
 from services.tagger.watchdog import RebalanceWatch, exit_after, liveness
@@ -71,21 +72,24 @@ class FakeTagger:
         self.failures = failures
         self.calls = 0
 
-    async def _process(self, events: list[str]) -> list[str]:
+    async def _process(self, batches: list[tuple[TP, list[str]]]) -> dict[TP, int]:
         self.calls += 1
         if self.calls <= self.failures:
             raise KafkaTimeoutError()
-        return list(events)
+        return {tp: len(records) for tp, records in batches}
 
 
-async def test_a_batch_whose_send_failed_is_processed_again_and_then_acknowledged() -> None:
+BATCHES = [(TP("events", 0), ["e1", "e2"])]
+
+
+async def test_a_batch_whose_send_failed_is_processed_again_and_then_stored() -> None:
     fake = FakeTagger(failures=2)
-    processed = await BatchProcessor.process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"]))
-    assert processed == ["e1", "e2"]
+    stored = await BatchProcessor.process_or_abandon(cast(Any, fake), cast(Any, BATCHES))
+    assert stored == {TP("events", 0): 2}
     assert fake.calls == 3
 
 
-async def test_a_batch_whose_send_failed_during_a_rebalance_is_left_unacknowledged() -> None:
+async def test_a_batch_whose_send_failed_during_a_rebalance_is_abandoned_with_no_position_stored() -> None:
     fake = FakeTagger(failures=1, rebalancing=True)
-    assert await BatchProcessor.process_or_abandon(cast(Any, fake), cast(Any, ["e1", "e2"])) == []
+    assert await BatchProcessor.process_or_abandon(cast(Any, fake), cast(Any, BATCHES)) == {}
     assert fake.calls == 1

@@ -116,7 +116,7 @@ class AudienceRequest(BaseModel):
 
 class AudienceResponse(BaseModel):
     count: int = Field(description="customers in the audience (each once)")
-    customer_ids: list[str] = Field(description="this page, ascending")
+    customer_ids: list[str] = Field(description="this page, in the snapshot's order (fixed over its pages)")
     cursor: str | None = Field(description="send back for the next page; null on the last")
     expires_at: datetime = Field(description="the cursor works until then")
 

@@ -75,9 +75,9 @@ app.kubernetes.io/part-of: tagstream
   value: {{ . | quote }}
 {{- end }}
 - name: TAGSTREAM_KAFKA__PARTITIONS
-  value: {{ .Values.kafka.partitions | quote }}
+  value: {{ include "tagstream.envValue" .Values.kafka.partitions }}
 - name: TAGSTREAM_KAFKA__REPLICATION_FACTOR
-  value: {{ .Values.kafka.replicationFactor | quote }}
+  value: {{ include "tagstream.envValue" .Values.kafka.replicationFactor }}
 - name: TAGSTREAM_REDIS__URL
   value: {{ .Values.redis.url | quote }}
 - name: TAGSTREAM_REDIS__KEY_PREFIX
@@ -100,7 +100,7 @@ app.kubernetes.io/part-of: tagstream
 {{- end }}
 {{- range $name, $value := .Values.extraEnv }}
 - name: {{ $name }}
-  value: {{ $value | quote }}
+  value: {{ include "tagstream.envValue" $value }}
 {{- end }}
 {{- end }}
 
@@ -108,8 +108,17 @@ app.kubernetes.io/part-of: tagstream
 {{- define "tagstream.sectionEnv" -}}
 {{- range $name, $value := .settings }}
 - name: {{ printf "TAGSTREAM_%s__%s" $.section (upper $name) }}
-  value: {{ $value | quote }}
+  value: {{ include "tagstream.envValue" $value }}
 {{- end }}
+{{- end }}
+
+{{/*
+An environment variable's value from a values scalar, quoted. Numbers print whole: a values file
+reaches the templates as float64, which `quote` and `{{ }}` print in scientific notation from 1e6 on
+("1e+07", which an integer setting refuses); toJson prints 10000000 and 0.01 as written.
+*/}}
+{{- define "tagstream.envValue" -}}
+{{- if kindIs "string" . }}{{ . | quote }}{{ else }}{{ toJson . | quote }}{{ end }}
 {{- end }}
 
 {{- define "tagstream.podSecurityContext" -}}
@@ -125,7 +134,7 @@ app.kubernetes.io/part-of: tagstream
 startupProbe:
   httpGet: {path: /healthz, port: http}
   periodSeconds: 5
-  failureThreshold: {{ .probes.startupFailureThreshold }}
+  failureThreshold: {{ int64 .probes.startupFailureThreshold }}
 livenessProbe:
   httpGet: {path: /healthz, port: http}
   periodSeconds: 10
