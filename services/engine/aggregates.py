@@ -34,7 +34,7 @@ from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
 
 if TYPE_CHECKING:
-    from services.engine.scores import ScoreState
+    from services.engine.score_state import ScoreState
 
 CustomerEvent = OrderPaid | OrderRefunded | Browse | Click | ProfileUpdated | SourceAttributed
 
@@ -156,7 +156,7 @@ class Aggregates:
         step by the fold (browses and clicks) or dropped when they change (orders, pruning): a
         customer's events come in sessions, evaluated on the same day. Never stored: derived."""
         self.scores: ScoreState | None = None
-        """The customer's behaviour scores (`scores.ScoreState`), kept by the engine's fold when the
+        """The customer's behaviour scores (`score_state.ScoreState`), kept by the engine's fold when the
         definitions have scores; None otherwise (most shops, and every state stored before them)."""
 
     @property

@@ -22,7 +22,7 @@ import orjson
 
 from services.engine.aggregates import EVENT_DIGEST_BYTES, Aggregates, OrderRecord
 from services.engine.profile_codec import pack_profile, unpack_profile
-from services.engine.scores import ScoreState
+from services.engine.score_state import ScoreState
 from services.engine.state import CustomerState, earliest
 
 FORMAT_VERSION: Final = 2

@@ -11,10 +11,6 @@ customer), `aggregates.py` (the fold), `routing.py` (which groups an event or a 
 touch), `tagging.py` (the evaluation pass and the changes it records), `manual.py` (commands and
 blocks), `schedule.py` (when time next matters), and beneath the rules `conditions.py`,
 `windows.py` and `comparisons.py`.
-
-Over 400 lines: it is the engine's one entry point (events, commands, timers, definition changes),
-and the per-event path, with the profile attributes kept, the loyalty and age families and the
-behaviour scores folded beside the aggregates, stays one method: compiled, a call per event costs.
 """
 
 from __future__ import annotations
@@ -27,7 +23,7 @@ from schemas.tags import ChangeSource, TagCommand
 from services.engine.aggregates import CustomerEvent, fold
 from services.engine.changes import TagChange
 from services.engine.fingerprint import DefinitionChange, definition_change
-from services.engine.manual import commandable, forget_blocks, unblock
+from services.engine.manual import commandable, expire_manual, forget_blocks, next_expiry, unblock
 from services.engine.routing import Routes
 from services.engine.rulebook import CompiledGroup, RuleBook
 from services.engine.schedule import (
@@ -40,7 +36,8 @@ from services.engine.schedule import (
     WINDOW_END,
     Fired,
 )
-from services.engine.scores import SCORE_TIME, fold_scores
+from services.engine.score_state import fold_scores
+from services.engine.scores import SCORE_TIME
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
 from services.engine.timeutil import from_us, to_us
@@ -134,12 +131,14 @@ class Engine:
         if not fold(agg, event, self._rulebook.horizon_days, occurred_us, self._zone, self._rulebook.attributes):
             self.duplicates += 1
             return changes
-        scored = False
+        moved = 0
         if scores is not None:
             # an action counts in the scores exactly when the aggregates counted it (not a browse or
             # click past the horizon or over the day's cap): their de-duplication is the scores' too
             if buckets is None or buckets.get(day, 0) > counted_before:
-                scored = fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
+                moved = fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
+            if moved:
+                route = self._routes.scored(type(event), moved)
         elif agg.scores is not None and self._scores is None:
             agg.scores = None  # no score is defined any more
         ctx = EvalContext(agg, state.tags, now_us, self._zone)
@@ -163,10 +162,9 @@ class Engine:
                         state.due[family] = at
                         if state.next_at is None or at < state.next_at:
                             state.next_at = at
-        if self._scores_timed and not first and (scored or not route.scored):
-            # the scores' next change moves with them; a profile event moves none, but like an action
-            # that scores it leaves the due instant a full recomputation now would give (an early
-            # wake-up depends on when it was computed: tests/unit/test_engine_properties.py)
+        if moved and self._scores_timed and not first:
+            # the scores' next change moves with their points only: it is the first change after
+            # the instant it was computed at, and nothing else moves it
             self._reschedule(state, ctx, _SCORE_KEYS)
         return changes
 
@@ -330,7 +328,7 @@ class Engine:
             reopened: set[str] | None = None
             for key in keys:
                 if key == MANUAL_EXPIRY:
-                    reopened = self._expire_manual(state, ctx, changes)
+                    reopened = expire_manual(state, ctx, self._rulebook, changes)
                 else:
                     found = plan.fired(key, ctx)
                     if found is not None:
@@ -360,43 +358,10 @@ class Engine:
         if pending:
             run(state, ctx, self._plan.steps, pending, None, source, cause, changes)
 
-    def _expire_manual(self, state: CustomerState, ctx: EvalContext, changes: list[TagChange]) -> set[str]:
-        reopened: set[str] = set()
-        for group_id in sorted(state.tags):
-            for tag_id, (manual, expires) in sorted(state.tags[group_id].items()):
-                if manual and expires is not None and expires <= ctx.now_us:
-                    group = self._rulebook.groups.get(group_id)
-                    version = group.spec.version if group is not None else 1
-                    del state.tags[group_id][tag_id]
-                    emit(
-                        state,
-                        ctx,
-                        group_id=group_id,
-                        version=version,
-                        tag_id=tag_id,
-                        kind="removed",
-                        source="time",
-                        cause=None,
-                        reason=why(f"manual tag expired at {from_us(expires).isoformat()}"),
-                        changes=changes,
-                    )
-                    reopened.add(group_id)
-                    reopened |= self._rulebook.dependants.get(group_id, frozenset())
-        return reopened
-
     def _reschedule(self, state: CustomerState, ctx: EvalContext, keys: Iterable[str]) -> None:
         plan = self._rulebook.time_plan
         for key in keys:
-            if key == MANUAL_EXPIRY:
-                expiries = [
-                    expires
-                    for tags in state.tags.values()
-                    for manual, expires in tags.values()
-                    if manual and expires is not None
-                ]
-                at = min(expiries) if expiries else None
-            else:
-                at = plan.next_change(key, ctx)
+            at = next_expiry(state) if key == MANUAL_EXPIRY else plan.next_change(key, ctx)
             if at is None:
                 state.due.pop(key, None)
             else:

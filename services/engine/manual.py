@@ -1,4 +1,5 @@
-"""Manual tags: which commands a group accepts, and the blocks a manual removal leaves behind.
+"""Manual tags: which commands a group accepts, the blocks a manual removal leaves behind, and their
+expiry.
 
 A rule's tag removed by hand in a `both` group is blocked: the rules must not give it back until an
 operator clears the block or adds the tag by hand. Blocks live on the customer (`CustomerState.blocked`).
@@ -7,10 +8,13 @@ operator clears the block or adds the tag by hand. Blocks live on the customer (
 from __future__ import annotations
 
 from schemas.tags import TagCommand
+from services.engine.changes import TagChange
 from services.engine.errors import CommandRefused
 from services.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
 from services.engine.state import CustomerState
-from services.engine.timeutil import to_us
+from services.engine.tagging import emit, why
+from services.engine.timeutil import from_us, to_us
+from services.engine.windows import EvalContext
 
 
 def commandable(rulebook: RuleBook, command: TagCommand, now_us: int) -> tuple[CompiledGroup, CompiledTag]:
@@ -59,3 +63,38 @@ def forget_blocks(state: CustomerState, rulebook: RuleBook) -> None:
             del state.blocked[group_id]
     if not state.blocked:
         state.blocked = None
+
+
+def expire_manual(state: CustomerState, ctx: EvalContext, rulebook: RuleBook, changes: list[TagChange]) -> set[str]:
+    """Remove the manual tags whose expiry has come (source `time`); the groups to evaluate again: the
+    rules take the group back, and its dependants may follow."""
+    reopened: set[str] = set()
+    for group_id in sorted(state.tags):
+        for tag_id, (manual, expires) in sorted(state.tags[group_id].items()):
+            if manual and expires is not None and expires <= ctx.now_us:
+                group = rulebook.groups.get(group_id)
+                version = group.spec.version if group is not None else 1
+                del state.tags[group_id][tag_id]
+                emit(
+                    state,
+                    ctx,
+                    group_id=group_id,
+                    version=version,
+                    tag_id=tag_id,
+                    kind="removed",
+                    source="time",
+                    cause=None,
+                    reason=why(f"manual tag expired at {from_us(expires).isoformat()}"),
+                    changes=changes,
+                )
+                reopened.add(group_id)
+                reopened |= rulebook.dependants.get(group_id, frozenset())
+    return reopened
+
+
+def next_expiry(state: CustomerState) -> int | None:
+    """The earliest expiry of a manual tag the customer holds (None: none expires)."""
+    expiries = [
+        expires for tags in state.tags.values() for manual, expires in tags.values() if manual and expires is not None
+    ]
+    return min(expiries) if expiries else None

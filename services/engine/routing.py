@@ -17,13 +17,14 @@ from schemas.tags import Metric, Op
 from services.engine.conditions import CompiledCondition, CompiledRule, Matcher
 from services.engine.rulebook import CompiledGroup, CompiledTag, RuleBook
 from services.engine.schedule import AGE_TIME, BROWSE_WINDOW, CLICK_WINDOW, LOYALTY, ORDER_TIME, ORDER_WINDOW, Fired
+from services.engine.scores import DecayingScore, WindowedScore
 from services.engine.windows import BROWSES, CLICKS
 
 _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
     # How folding one event of each type moves each metric it touches: +1 only up (or unchanged),
     # -1 only down, 0 either way. A window count only grows with an event of its kind, and an order
-    # can only make the last order later (days since it smaller) and the first one earlier. Any
-    # action may be worth points either way in a score.
+    # can only make the last order later (days since it smaller) and the first one earlier. Scores
+    # are not here: the fold says which moved, and which way (`Routes.scored`).
     OrderPaid: {
         Metric.ORDER_COUNT: 1,
         Metric.TOTAL_SPENT: 1,
@@ -38,7 +39,6 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
         Metric.LOYALTY_TREND: 0,
         Metric.CYCLES_SINCE_LAST_ORDER: -1,
         Metric.CYCLES_BETWEEN_LAST_ORDERS: 0,
-        Metric.SCORE: 0,
     },
     OrderRefunded: {
         Metric.ORDER_COUNT: -1,
@@ -47,10 +47,9 @@ _EVENT_METRICS: Final[dict[type, dict[Metric, int]]] = {
         Metric.AVG_ORDER_VALUE: 0,
         Metric.LOYALTY: -1,
         Metric.LOYALTY_TREND: 0,
-        Metric.SCORE: 0,
     },
-    Browse: {Metric.BROWSE_COUNT: 1, Metric.SCORE: 0},
-    Click: {Metric.CLICK_COUNT: 1, Metric.SCORE: 0},
+    Browse: {Metric.BROWSE_COUNT: 1},
+    Click: {Metric.CLICK_COUNT: 1},
     # An update may set or clear any attribute (a birth date too); a source event may move either
     # touch, and only adds channels. Neither is an action a score counts.
     ProfileUpdated: {Metric.ATTRIBUTE: 0, Metric.AGE: 0},
@@ -140,7 +139,8 @@ class Route:
     activity: int = -1
     """BROWSES or CLICKS for the events counted in day buckets of their own, else -1."""
     scored: bool = False
-    """Whether the event type is an action a behaviour score may count (not a profile event)."""
+    """Whether some behaviour score counts events of this type (never a profile event). The route
+    itself is for an event that moved no score; `Routes.scored` adds the groups that read one."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,18 @@ class Routes:
         self._rulebook = rulebook
         self._incremental = incremental
         self._timed: dict[tuple[Fired, ...], Timed] = {}
+        self._scored: dict[tuple[type, int], Route] = {}
+
+    def scored(self, kind: type, moved: int) -> Route:
+        """The route of an event of type `kind` that moved scores: `moved` as `fold_scores` returns it
+        (bit 2i: score i of the book gained points, bit 2i + 1: it lost some). Adds the groups and
+        tags that read a moved score, with the direction they can move in."""
+        route = self._scored.get((kind, moved))
+        if route is None:
+            route = self._scored[(kind, moved)] = _scored_route(
+                self._rulebook, self.plan, self.events[kind], kind, moved, self._incremental
+            )
+        return route
 
     def timed(self, fired: tuple[Fired, ...]) -> Timed:
         """What evaluation a combination of time changes at one instant needs."""
@@ -192,7 +204,8 @@ def _event_routes(rulebook: RuleBook, plan: Plan, incremental: bool) -> dict[typ
     for kind, deltas in _EVENT_METRICS.items():
         families = tuple(family for family in _EVENT_FAMILIES[kind] if family in watched)
         activity = _ACTIVITY.get(kind, -1)
-        scored = Metric.SCORE in deltas
+        book = rulebook.scores
+        scored = book is not None and any(score.feeds(kind) for score in book.scores)
         if not incremental:
             every = frozenset(group.id for group in rulebook.evaluation_order)
             routes[kind] = Route(every, {}, families, plan.steps, activity, scored)
@@ -209,6 +222,39 @@ def _event_routes(rulebook: RuleBook, plan: Plan, incremental: bool) -> dict[typ
         }
         routes[kind] = Route(groups, checks, families, plan.candidates(groups), activity, scored)
     return routes
+
+
+def _scored_route(rulebook: RuleBook, plan: Plan, base: Route, kind: type, moved: int, incremental: bool) -> Route:
+    if not incremental:
+        return base  # every group already
+    book = rulebook.scores
+    assert book is not None
+    keys = {score.key for position, score in enumerate(book.scores) if moved >> (2 * position) & 3}
+    gained = any(moved >> (2 * position) & 1 for position in range(len(book.scores)))
+    lost = any(moved >> (2 * position) & 2 for position in range(len(book.scores)))
+    deltas = dict(_EVENT_METRICS[kind])
+    deltas[Metric.SCORE] = 0 if gained and lost else 1 if gained else -1
+    reading = {
+        group.id: tuple(tag for tag in group.tags if tag.rule is not None and _reads_score(tag.rule, keys))
+        for group in rulebook.groups.values()
+    }
+    groups = base.groups | frozenset(group_id for group_id, tags in reading.items() if tags)
+    checks: dict[str, Checks] = {}
+    for group_id in groups:
+        group = rulebook.groups[group_id]
+        if group.spec.mode != "multi":
+            continue
+        wanted = {tag.id for tag in group.tags_reading(_EVENT_METRICS[kind])} | {tag.id for tag in reading[group_id]}
+        checks[group_id] = tuple(
+            Check(tag, tag.rule.matcher, _direction(tag, deltas))
+            for tag in group.tags
+            if tag.rule is not None and tag.id in wanted
+        )
+    return Route(groups, checks, base.families, plan.candidates(groups), base.activity, base.scored)
+
+
+def _reads_score(rule: CompiledRule, keys: set[str]) -> bool:
+    return any(isinstance(leaf, (WindowedScore, DecayingScore)) and leaf.score.key in keys for leaf in rule.leaves())
 
 
 def _direction(tag: CompiledTag, deltas: Mapping[Metric, int]) -> int:

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from schemas.tags import Condition, TagGroup
 from services.engine import DefinitionError, Engine, RuleBook
 from services.engine.codec import decode, encode
-from services.engine.scores import EARLY_US, decayed
+from services.engine.scores import decayed
 from services.engine.timeutil import from_us, to_us
 from services.runtime.definitions import templates
 from services.runtime.zone import day_zone
@@ -86,12 +86,9 @@ def test_a_decaying_score_flips_at_the_microsecond_solved_from_its_half_life():
     wide = Context(prec=50)
     solved = wide.multiply(Decimal(WEEK_US), wide.divide(wide.ln(Decimal("1.3")), wide.ln(Decimal(2))))
     flip_us = to_us(MONDAY_ENDS) + int(solved.to_integral_value(rounding=ROUND_CEILING))
-    # the tagger wakes a second before a float estimate of it, then solves it exactly
-    early = eng.next_check_at(state)
-    assert early is not None
-    assert flip_us - EARLY_US - 2 <= to_us(early) < flip_us
-    assert eng.advance(state, early) == []
+    # the tagger schedules the flip at that microsecond, with no wake-up before it
     assert eng.next_check_at(state) == from_us(flip_us)
+    assert eng.advance(state, from_us(flip_us - 1)) == []
     days = next(iter(state.agg.scores.days.values()))
     assert decayed(days, flip_us - 1, WEEK_US, SHANGHAI) >= 10 > decayed(days, flip_us, WEEK_US, SHANGHAI)
     changes = eng.advance(state, MONDAY_ENDS + timedelta(days=3))

@@ -1,0 +1,368 @@
+"""A decaying score's arithmetic (`scores.py`): its value, whether it reaches a level, and the instant
+it next crosses one.
+
+A decaying score with half-life h, read at instant t, is
+
+    S(t) = sum over days d of  points(d) * 2 ** (-max(0, t - end(d)) / h)
+
+where end(d) is the local midnight that ends day d: an action's points count in full for the rest
+of its day, then halve every h. It is the points of the days not ended yet plus M * 2 ** (-(t - e) / h),
+where e is the end of the latest ended day and M the ended days' mass at e, built day by day in day
+order and kept per day (an evaluation costs one power, not one per day). The score as rules and
+reasons read it is S rounded down to SCORE_PLACES decimal places; a level L of a condition is on
+that grid, so "the rounded score >= L" is "S >= L".
+
+What is decided is the exact S, whichever arithmetic decides it. Floats first: S in floats with a
+bound on their error (`approx`: the rounding of each operation, a power's error growing with its
+exponent), which decides a comparison or the rounded value whenever S is further than the bound from
+the level or the grid line, as it is almost always (a float is within ~1e-15 of S, a flip's instant
+within a microsecond of S's crossing). Only within the bound is S computed in `decimal` at 28
+significant digits (`exact`): the same digits on every platform, where a float's pow comes from the
+C library, so live and replay agree exactly.
+
+Between two day ends the decaying part is one exponential, monotonic, so the instant S crosses L
+(L = C + E * 2 ** (-x / h), C the points not yet decaying, E the decaying part at the start e of the
+piece) is x = h * log2(E / (L - C)) after e: a float candidate, settled on the first whole
+microsecond at which the comparison with L decided as above differs (`next_flip`). A flip is solved
+once, when the score or time moves it, and scheduled at its own microsecond.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
+from typing import Final
+
+from schemas.limits import SCORE_PLACES
+from services.engine.zone import DayZone
+
+_MATH: Final = Context(prec=28, rounding=ROUND_HALF_EVEN)
+"""The one context every exact score computation uses (never the thread's current context)."""
+_ZERO: Final = Decimal(0)
+_ONE: Final = Decimal(1)
+_TWO: Final = Decimal(2)
+_LN2: Final = _MATH.ln(_TWO)
+UNIT: Final = Decimal(1).scaleb(-SCORE_PLACES)
+_SCALE: Final = 10.0**SCORE_PLACES
+_ULP: Final = 2.0**-52
+"""Twice a double's unit roundoff: every error bound below counts each rounding twice over."""
+
+Approx = tuple[float, float]
+"""A float and a bound on its distance from the exact value."""
+
+
+def exact(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal]) -> Decimal:
+    """S at `at_us` in decimals, rounded down to SCORE_PLACES places. `masses`: the score's kept
+    masses of ended days, read and extended."""
+    current = zone.day(at_us)
+    pending, last, found = _split(days, current)
+    if not found:
+        return Decimal(pending).quantize(UNIT, rounding=ROUND_FLOOR)
+    mass = _mass(days, last, half_life_us, zone, masses)
+    ended = _MATH.multiply(mass, _halved(at_us - zone.start(last + 1), half_life_us))
+    return _MATH.add(ended, Decimal(pending)).quantize(UNIT, rounding=ROUND_FLOOR)
+
+
+def approx(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Approx]) -> Approx:
+    """S at `at_us` in floats, with its error bound. `masses`: the float twins of `exact`'s."""
+    current = zone.day(at_us)
+    pending, last, found = _split(days, current)
+    if not found:
+        return float(pending), 0.0  # whole points: exact
+    mass, error = _approx_mass(days, last, half_life_us, zone, masses)
+    exponent = (at_us - zone.start(last + 1)) / half_life_us
+    factor = 2.0**-exponent
+    part = mass * factor
+    value = part + pending
+    return value, error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * _ULP
+
+
+def decide(found: Approx, level: float) -> int:
+    """1 when the approximated S is surely at least `level`, 0 surely below, -1 too close to tell."""
+    value, error = found
+    margin = 2.0 * error + abs(level) * _ULP
+    if value - level > margin:
+        return 1
+    if level - value > margin:
+        return 0
+    return -1
+
+
+def rounded(found: Approx) -> Decimal | None:
+    """The rounded score when the approximation settles it (None: S is too close to a grid line)."""
+    value, error = found
+    scaled = value * _SCALE
+    floor = math.floor(scaled)
+    margin = (2.0 * error + abs(value) * _ULP) * _SCALE + (abs(scaled) + 1.0) * _ULP
+    if scaled - margin >= floor and scaled + margin < floor + 1:
+        return Decimal(floor).scaleb(-SCORE_PLACES)
+    return None
+
+
+class Decaying:
+    """One customer's decaying score as `next_flip` reads it: its days, half-life and kept masses."""
+
+    __slots__ = ("approx_masses", "days", "half_life_us", "masses", "zone")
+
+    def __init__(
+        self,
+        days: dict[int, int],
+        half_life_us: int,
+        zone: DayZone,
+        masses: dict[int, Decimal],
+        approx_masses: dict[int, Approx],
+    ) -> None:
+        self.days = days
+        self.half_life_us = half_life_us
+        self.zone = zone
+        self.masses = masses
+        self.approx_masses = approx_masses
+
+    def at_least(self, at_us: int, level: Decimal, level_f: float) -> bool:
+        """Whether S >= level at `at_us`, exactly: floats when they tell, else decimals."""
+        found = approx(self.days, at_us, self.half_life_us, self.zone, self.approx_masses)
+        return self.compare(found, at_us, level, level_f)
+
+    def compare(self, found: Approx, at_us: int, level: Decimal, level_f: float) -> bool:
+        """`at_least` from S approximated at `at_us` already."""
+        decided = decide(found, level_f)
+        if decided >= 0:
+            return decided == 1
+        return exact(self.days, at_us, self.half_life_us, self.zone, self.masses) >= level
+
+
+def next_flip(score: Decaying, now_us: int, levels: tuple[Decimal, ...], floats: tuple[float, ...]) -> int | None:
+    """The first whole microsecond after `now_us` at which S compares differently with one of
+    `levels` (`floats`: the same as floats); None: never, without a new action."""
+    days = score.days
+    zone = score.zone
+    half_life_us = score.half_life_us
+    current = zone.day(now_us)
+    piece = _Piece(score)
+    last, found = piece.split(current)
+    if found:
+        piece.mass, piece.error = _approx_mass(days, last, half_life_us, zone, score.approx_masses)
+        piece.start = zone.start(last + 1)
+        now = piece.approx(now_us)
+    else:
+        now = (float(piece.pending), 0.0)
+    before = [score.compare(now, now_us, level, floats[index]) for index, level in enumerate(levels)]
+    coming = sorted(day for day in days if day >= current)
+    for index in range(len(coming) + 1):
+        stop = zone.start(coming[index] + 1) if index < len(coming) else None
+        if found:  # a piece [start, stop) in which S = pending + mass * 2 ** (-(t - start) / h)
+            best = piece.first_flip(now_us, stop, levels, floats, before)
+            if best is not None:
+                return best
+        if stop is None:
+            return None
+        piece.extend(stop, days[coming[index]], found)
+        found = True
+    return None
+
+
+class _Piece:
+    """S between two day ends [start, stop), in floats: pending + mass * 2 ** (-(t - start) / h), where
+    `mass` (within `error`) is the decayed points of the days ended by `start`, as `approx` has them."""
+
+    __slots__ = ("error", "mass", "pending", "score", "start")
+
+    def __init__(self, score: Decaying) -> None:
+        self.score = score
+        self.pending = 0
+        self.mass = 0.0
+        self.error = 0.0
+        self.start = 0
+
+    def split(self, current: int) -> tuple[int, bool]:
+        pending, last, found = _split(self.score.days, current)
+        self.pending = pending
+        return last, found
+
+    def extend(self, end: int, points: int, decaying: bool) -> None:
+        """The next piece: the day ending at `end`, worth `points`, starts decaying."""
+        if decaying:
+            exponent = (end - self.start) / self.score.half_life_us
+            factor = 2.0**-exponent
+            moved = self.mass * factor
+            self.mass = moved + points
+            self.error = self.error * factor + (abs(moved) * (exponent + 6.0) + abs(self.mass)) * _ULP
+        else:
+            self.mass = float(points)
+        self.pending -= points
+        self.start = end
+
+    def approx(self, at_us: int) -> Approx:
+        exponent = (at_us - self.start) / self.score.half_life_us
+        factor = 2.0**-exponent
+        part = self.mass * factor
+        value = part + self.pending
+        return value, self.error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * _ULP
+
+    def at_least(self, at_us: int, level: Decimal, level_f: float) -> bool:
+        return self.score.compare(self.approx(at_us), at_us, level, level_f)
+
+    def first_flip(
+        self, now_us: int, stop: int | None, levels: tuple[Decimal, ...], floats: tuple[float, ...], before: list[bool]
+    ) -> int | None:
+        """The first flip after `now_us` within this piece (None: none), candidates earliest first."""
+        candidates: list[tuple[int, int, int]] = []
+        for position, level_f in enumerate(floats):
+            crossing = self.crossing(level_f)
+            if crossing is None:
+                continue
+            at, slack = crossing
+            if at + slack < now_us or (stop is not None and at - slack > stop):
+                continue  # crossed before now (the comparison now says so) or in a later piece
+            candidates.append((at, slack, position))
+        if len(candidates) > 1:
+            candidates.sort()
+        low = now_us + 1 if now_us >= self.start else self.start
+        best: int | None = None
+        for at, slack, position in candidates:
+            if best is not None and at - slack > best:
+                break  # S is monotonic here: a later candidate cannot come first
+            found = _first_change(self, levels[position], floats[position], before[position], low, stop, at, slack)
+            if found is not None and (best is None or found < best):
+                best = found
+        return best
+
+    def crossing(self, level: float) -> tuple[int, int] | None:
+        """A float candidate for the first microsecond from `start` at which S compares differently
+        with `level`, and how far off it may be; None: S never reaches the level in this piece's form."""
+        mass = self.mass
+        gap = level - self.pending
+        tolerance = 2.0 * self.error + (abs(level) + abs(self.pending) + abs(mass)) * _ULP
+        if not mass or not gap or (gap > 0) != (mass > 0) or abs(gap) > abs(mass) + tolerance:
+            return None  # the decaying part only shrinks towards 0: it never reaches the level
+        half_life_us = self.score.half_life_us
+        ratio = mass / gap
+        elapsed = half_life_us * math.log2(ratio) if ratio > 1.0 else 0.0
+        slack = int(half_life_us * 1.5 * (2.0 * tolerance / abs(gap) + _ULP)) + 2
+        # falling (mass > 0): S >= L up to start + x, below after; rising: S >= L from start + x on
+        return self.start + (math.floor(elapsed) + 1 if mass > 0 else math.ceil(elapsed)), slack
+
+
+def _first_change(
+    piece: _Piece,
+    level: Decimal,
+    level_f: float,
+    before: bool,
+    low: int,
+    high: int | None,
+    guess: int,
+    slack: int,
+) -> int | None:
+    """The first microsecond in [low, high] (high None: unbounded) at which `S >= level` is not
+    `before` (as it is at low - 1), given a float `guess` of it within `slack`; None: no change
+    there (S is monotonic in [low, high]: the comparison changes at most once)."""
+    at = guess if guess > low else low
+    if high is not None and at > high:
+        at = high
+    if piece.at_least(at, level, level_f) != before:
+        if at == low or piece.at_least(at - 1, level, level_f) == before:
+            return at  # the float guess was right, as it nearly always is
+        top = at - 1
+        below = guess - slack - 1
+        if below < low or piece.at_least(below, level, level_f) != before:
+            below = low - 1
+    else:
+        if high is not None and at >= high:
+            return None
+        if piece.at_least(at + 1, level, level_f) != before:
+            return at + 1
+        below = at + 1
+        top = guess + slack
+        if high is not None and top > high:
+            top = high
+        if top <= below or piece.at_least(top, level, level_f) == before:
+            return None  # it changed before low, or not in this piece
+    while top - below > 1:  # below: still `before`; top: changed
+        middle = (below + top) // 2
+        if piece.at_least(middle, level, level_f) == before:
+            below = middle
+        else:
+            top = middle
+    return top
+
+
+def _split(days: dict[int, int], current: int) -> tuple[int, int, bool]:
+    """(the points of the days not ended by local day `current`, the latest ended day, whether any)."""
+    pending = 0
+    found = False
+    last = 0
+    for day, points in days.items():
+        if day >= current:
+            pending += points
+        elif not found or day > last:
+            last = day
+            found = True
+    return pending, last, found
+
+
+def _mass(days: dict[int, int], last: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal]) -> Decimal:
+    """The mass of the days up to `last` as of its end, day by day: the first day's points, then at
+    each later day the mass so far halved over the time between the two days' ends, plus that day's
+    points. Continued from the latest mass kept in `masses` at or before `last`, and kept there."""
+    kept = masses.get(last)
+    if kept is not None:
+        return kept
+    ordered = sorted(day for day in days if day <= last)
+    start = 0
+    mass = _ZERO
+    previous_end = 0
+    for index in range(len(ordered) - 1, -1, -1):
+        kept = masses.get(ordered[index])
+        if kept is not None:
+            start = index + 1
+            mass = kept
+            previous_end = zone.start(ordered[index] + 1)
+            break
+    for index in range(start, len(ordered)):
+        day = ordered[index]
+        end = zone.start(day + 1)
+        if index:
+            mass = _MATH.multiply(mass, _halved(end - previous_end, half_life_us))
+        mass = _MATH.add(mass, Decimal(days[day]))
+        previous_end = end
+        masses[day] = mass
+    return mass
+
+
+def _approx_mass(
+    days: dict[int, int], last: int, half_life_us: int, zone: DayZone, masses: dict[int, Approx]
+) -> Approx:
+    """`_mass` in floats, with its error bound: each step's product and sum rounded, its power off by
+    a few units in the last place plus its exponent's own rounding, scaled by the exponent."""
+    kept = masses.get(last)
+    if kept is not None:
+        return kept
+    mass = 0.0
+    error = 0.0
+    previous_end = 0
+    for index, day in enumerate(sorted(day for day in days if day <= last)):
+        end = zone.start(day + 1)
+        if index:
+            exponent = (end - previous_end) / half_life_us
+            factor = 2.0**-exponent
+            moved = mass * factor
+            mass = moved + days[day]
+            error = error * factor + (abs(moved) * (exponent + 6.0) + abs(mass)) * _ULP
+        else:
+            mass = float(days[day])
+        previous_end = end
+    found = (mass, error)
+    masses[last] = found
+    return found
+
+
+def _halved(age_us: int, half_life_us: int) -> Decimal:
+    """2 ** (-age / h) for age >= 0: 2 ** -q exactly for the whole half-lives q in it, times
+    exp(-(r / h) * ln 2) for the rest r, if any (exp is far cheaper than a fractional power, and
+    whole half-lives stay exact: 10 points are exactly 5 one half-life later)."""
+    whole, rest = divmod(age_us, half_life_us)
+    factor = _MATH.power(_TWO, -whole) if whole else _ONE
+    if rest:
+        fraction = _MATH.exp(_MATH.divide(_MATH.multiply(Decimal(-rest), _LN2), Decimal(half_life_us)))
+        factor = _MATH.multiply(factor, fraction)
+    return factor

@@ -1,0 +1,133 @@
+"""A customer's behaviour scores (`scores.py`): the points kept per score and local day, and the fold
+that adds an action's points to them.
+
+The points are integers and the fold is a sum, so the state depends only on the set of distinct
+actions, whatever their order (de-duplication is the aggregates' own: a score counts an action
+exactly when the aggregates count it). Days are kept for `horizon_days` back from the latest scored
+day, like browse and click buckets. What is derived from the points (masses, memos, sums) is kept
+beside them while they stay as they are, and never stored.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from services.engine.aggregates import Aggregates, CustomerEvent
+from services.engine.decay import Approx, Decaying
+from services.engine.zone import DayZone
+
+if TYPE_CHECKING:
+    from services.engine.scores import ScoreBook
+
+
+class ScoreState:
+    """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
+    The aggregates' one slot for scores: None for customers of a shop that defines none. Everything
+    but `days` and `top_day` is derived, never stored, and dropped when the points change."""
+
+    __slots__ = ("approx", "days", "masses", "memo", "memo_us", "sums", "sums_day", "top_day")
+
+    def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
+        self.days: dict[str, dict[int, int]] = {} if days is None else days
+        self.top_day = top_day
+        """The latest local day of an action while scores were defined: days up to `horizon_days`
+        before it are kept."""
+        self.memo: dict[str, Approx] = {}
+        self.memo_us = -1
+        """Decaying scores approximated at `memo_us` (`decay.approx`): each read once per instant."""
+        self.sums: dict[str, int] = {}
+        self.sums_day = -1
+        """Windowed scores summed on local day `sums_day`, by `WindowedScore.slot`: each summed once
+        per evaluation, however many tags read it."""
+        self.masses: dict[str, dict[int, Decimal]] = {}
+        """Score key -> latest ended day -> the decayed points of the days up to it, as of that day's
+        end: kept while those days' points stay as they are (most actions are today's, which has
+        not ended)."""
+        self.approx: dict[str, dict[int, Approx]] = {}
+        """The same masses as floats with their error bounds."""
+
+    def decaying(self, key: str, half_life_us: int, zone: DayZone) -> Decaying | None:
+        """The score `key` as `decay.py` reads it (None: no points)."""
+        days = self.days.get(key)
+        if days is None:
+            return None
+        masses = self.masses.get(key)
+        if masses is None:
+            masses = self.masses[key] = {}
+        approx_masses = self.approx.get(key)
+        if approx_masses is None:
+            approx_masses = self.approx[key] = {}
+        return Decaying(days, half_life_us, zone, masses, approx_masses)
+
+    def changed(self, key: str, day: int) -> None:
+        """Forget what was derived from the points of `key`, whose `day` just changed (the masses
+        are kept for days before it)."""
+        self.memo_us = -1
+        self.sums_day = -1
+        for kept in (self.masses.get(key), self.approx.get(key)):
+            if kept:
+                for last in [last for last in kept if last >= day]:
+                    del kept[last]
+
+
+def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int, horizon_days: int) -> int:
+    """Add one counted action (dated on local `day`) to every score it is worth points in. Returns
+    which scores moved (0: none): bit 2i when the i-th of `book.scores` gained points, 2i + 1 when it
+    lost some. Days more than `horizon_days` before the latest one are dropped, as are the points of
+    scores no longer defined (or counting differently now)."""
+    state = agg.scores
+    if state is None:
+        state = agg.scores = ScoreState(top_day=day)
+    days_by_key = state.days
+    if len(days_by_key) and not book.keys.issuperset(days_by_key):
+        for key in [key for key in days_by_key if key not in book.keys]:
+            del days_by_key[key]
+            state.memo_us = -1
+            state.masses.pop(key, None)
+            state.approx.pop(key, None)
+    moved = 0
+    if day > state.top_day:
+        state.top_day = day
+        pruned = _prune(state, day - horizon_days + 1)
+        if pruned:  # points dropped past the horizon move a decaying score either way
+            for position, score in enumerate(book.scores):
+                if score.key in pruned:
+                    moved |= 3 << (2 * position)
+    elif day <= state.top_day - horizon_days:
+        return 0  # older than anything kept
+    for position, score in enumerate(book.scores):
+        points = score.points_for(event)
+        if points:
+            state.changed(score.key, day)
+            days = days_by_key.get(score.key)
+            if days is None:
+                days = days_by_key[score.key] = {}
+            left = days.get(day, 0) + points
+            if left:
+                days[day] = left
+            else:
+                del days[day]  # a refund that cancels the day's points: nothing left to keep
+            moved |= (1 if points > 0 else 2) << (2 * position)
+    return moved
+
+
+def _prune(state: ScoreState, first_kept_day: int) -> set[str]:
+    """Drop the days before `first_kept_day`; the keys of the scores that lost some."""
+    pruned: set[str] = set()
+    for key in list(state.days):
+        days = state.days[key]
+        old = [day for day in days if day < first_kept_day]
+        if not old:
+            continue
+        pruned.add(key)
+        for day in old:
+            del days[day]
+        state.masses.pop(key, None)
+        state.approx.pop(key, None)
+        if not days:
+            del state.days[key]
+    if pruned:
+        state.memo_us = -1
+        state.sums_day = -1
+    return pruned
