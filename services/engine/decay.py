@@ -70,7 +70,18 @@ def approx(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, m
     if not found:
         return float(pending), 0.0  # whole points: exact
     mass, error = _approx_mass(days, last, half_life_us, zone, masses)
-    exponent = (at_us - zone.start(last + 1)) / half_life_us
+    return _decayed(mass, error, pending, at_us - zone.start(last + 1), half_life_us)
+
+
+def _decayed(mass: float, error: float, pending: int, age_us: int, half_life_us: int) -> Approx:
+    """pending + mass * 2 ** (-age / h), and its error bound: `error` scaled, the power's own error
+    (growing with its exponent), the sum's rounding. A bound of 0 means exact: whole points at age 0."""
+    if not age_us:
+        value = mass + pending
+        if not error and mass.is_integer():
+            return value, 0.0  # whole numbers far below 2 ** 53: the sum is exact
+        return value, error + abs(value) * _ULP
+    exponent = age_us / half_life_us
     factor = 2.0**-exponent
     part = mass * factor
     value = part + pending
@@ -91,6 +102,8 @@ def decide(found: Approx, level: float) -> int:
 def rounded(found: Approx) -> Decimal | None:
     """The rounded score when the approximation settles it (None: S is too close to a grid line)."""
     value, error = found
+    if not error:  # the float is S itself
+        return Decimal(value).quantize(UNIT, rounding=ROUND_FLOOR)
     scaled = value * _SCALE
     floor = math.floor(scaled)
     margin = (2.0 * error + abs(value) * _ULP) * _SCALE + (abs(scaled) + 1.0) * _ULP
@@ -128,6 +141,8 @@ class Decaying:
         decided = decide(found, level_f)
         if decided >= 0:
             return decided == 1
+        if not found[1]:
+            return Decimal(found[0]) >= level  # the float is S itself
         return exact(self.days, at_us, self.half_life_us, self.zone, self.masses) >= level
 
 
@@ -193,11 +208,7 @@ class _Piece:
         self.start = end
 
     def approx(self, at_us: int) -> Approx:
-        exponent = (at_us - self.start) / self.score.half_life_us
-        factor = 2.0**-exponent
-        part = self.mass * factor
-        value = part + self.pending
-        return value, self.error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * _ULP
+        return _decayed(self.mass, self.error, self.pending, at_us - self.start, self.score.half_life_us)
 
     def at_least(self, at_us: int, level: Decimal, level_f: float) -> bool:
         return self.score.compare(self.approx(at_us), at_us, level, level_f)

@@ -21,21 +21,32 @@ if TYPE_CHECKING:
     from services.engine.scores import ScoreBook
 
 
+class Reading:
+    """A decaying score approximated at one instant (`decay.approx`): its value within its error."""
+
+    __slots__ = ("at_us", "error", "value")
+
+    def __init__(self) -> None:
+        self.at_us = -1
+        """When it was read (-1: not since the points changed)."""
+        self.value = 0.0
+        self.error = 0.0
+
+
 class ScoreState:
     """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
     The aggregates' one slot for scores: None for customers of a shop that defines none. Everything
     but `days` and `top_day` is derived, never stored, and dropped when the points change."""
 
-    __slots__ = ("approx", "days", "masses", "memo", "memo_us", "sums", "sums_day", "top_day")
+    __slots__ = ("approx", "days", "masses", "readings", "sums", "sums_day", "top_day")
 
     def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
         self.days: dict[str, dict[int, int]] = {} if days is None else days
         self.top_day = top_day
         """The latest local day of an action while scores were defined: days up to `horizon_days`
         before it are kept."""
-        self.memo: dict[str, Approx] = {}
-        self.memo_us = -1
-        """Decaying scores approximated at `memo_us` (`decay.approx`): each read once per instant."""
+        self.readings: dict[str, Reading] = {}
+        """Decaying scores as last approximated, by key: each read once per instant."""
         self.sums: dict[str, int] = {}
         self.sums_day = -1
         """Windowed scores summed on local day `sums_day`, by `WindowedScore.slot`: each summed once
@@ -63,7 +74,9 @@ class ScoreState:
     def changed(self, key: str, day: int) -> None:
         """Forget what was derived from the points of `key`, whose `day` just changed (the masses
         are kept for days before it)."""
-        self.memo_us = -1
+        reading = self.readings.get(key)
+        if reading is not None:
+            reading.at_us = -1
         self.sums_day = -1
         for kept in (self.masses.get(key), self.approx.get(key)):
             if kept:
@@ -83,7 +96,7 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
     if len(days_by_key) and not book.keys.issuperset(days_by_key):
         for key in [key for key in days_by_key if key not in book.keys]:
             del days_by_key[key]
-            state.memo_us = -1
+            state.readings.pop(key, None)
             state.masses.pop(key, None)
             state.approx.pop(key, None)
     moved = 0
@@ -128,6 +141,6 @@ def _prune(state: ScoreState, first_kept_day: int) -> set[str]:
         if not days:
             del state.days[key]
     if pruned:
-        state.memo_us = -1
+        state.readings.clear()
         state.sums_day = -1
     return pruned

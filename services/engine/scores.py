@@ -25,7 +25,8 @@ from schemas.tags import Condition, Op
 from services.engine.aggregates import CustomerEvent
 from services.engine.comparisons import Comparison
 from services.engine.conditions import CompiledCondition, ScoreSource
-from services.engine.decay import UNIT, Approx, approx, decide, exact, next_flip, rounded
+from services.engine.decay import UNIT, approx, decide, exact, next_flip, rounded
+from services.engine.score_state import Reading
 from services.engine.windows import EvalContext, next_window_change
 
 SCORE_TIME: Final = "score"
@@ -87,32 +88,33 @@ class CompiledScore(ScoreSource):
             raise ValueError(f"score {self.id!r} does not decay: a condition on it needs a window")
         return WindowedScore(spec, comparison, self, span)
 
-    def approximate(self, ctx: EvalContext) -> Approx | None:
+    def approximate(self, ctx: EvalContext) -> Reading | None:
         """This decaying score at ctx.now_us in floats (`decay.approx`), read once per instant; None:
         no points."""
         state = ctx.agg.scores
         if state is None:
             return None
-        days = state.days.get(self.key)
+        key = self.key
+        days = state.days.get(key)
         if days is None:
             return None
-        if state.memo_us != ctx.now_us:
-            state.memo.clear()
-            state.memo_us = ctx.now_us
-        found = state.memo.get(self.key)
-        if found is None:
-            approx_masses = state.approx.get(self.key)
+        reading = state.readings.get(key)
+        if reading is None:
+            reading = state.readings[key] = Reading()
+        if reading.at_us != ctx.now_us:
+            approx_masses = state.approx.get(key)
             if approx_masses is None:
-                approx_masses = state.approx[self.key] = {}
-            found = state.memo[self.key] = approx(days, ctx.now_us, self.half_life_us, ctx.zone, approx_masses)
-        return found
+                approx_masses = state.approx[key] = {}
+            reading.value, reading.error = approx(days, ctx.now_us, self.half_life_us, ctx.zone, approx_masses)
+            reading.at_us = ctx.now_us
+        return reading
 
     def value(self, ctx: EvalContext) -> Decimal:
         """This decaying score at ctx.now_us, rounded down to SCORE_PLACES places (what reasons show)."""
-        found = self.approximate(ctx)
-        if found is None:
-            return _ZERO.quantize(UNIT)
-        settled = rounded(found)
+        reading = self.approximate(ctx)
+        if reading is None:
+            return _ZERO
+        settled = rounded((reading.value, reading.error))
         if settled is not None:
             return settled
         state = ctx.agg.scores
@@ -188,17 +190,17 @@ class DecayingScore(CompiledCondition):
 
     def matches(self, ctx: EvalContext) -> bool:
         """Whether the exact score is within the levels: floats decide unless too close to tell."""
-        found = self.score.approximate(ctx)
-        if found is None:
+        reading = self.score.approximate(ctx)
+        if reading is None:
             return self.comparison.holds(_ZERO)
         below = self.below
-        if below is not None and not self._at_least(found, ctx, below, self.below_f):
+        if below is not None and not self._at_least(reading, ctx, below, self.below_f):
             return False
         above = self.above
-        return above is None or not self._at_least(found, ctx, above, self.above_f)
+        return above is None or not self._at_least(reading, ctx, above, self.above_f)
 
-    def _at_least(self, found: Approx, ctx: EvalContext, level: Decimal, level_f: float) -> bool:
-        decided = decide(found, level_f)
+    def _at_least(self, reading: Reading, ctx: EvalContext, level: Decimal, level_f: float) -> bool:
+        decided = decide((reading.value, reading.error), level_f)
         if decided >= 0:
             return decided == 1
         return self.score.value(ctx) >= level
