@@ -161,12 +161,11 @@ def next_flip(score: Decaying, now_us: int, levels: tuple[Decimal, ...], floats:
         now = piece.approx(now_us)
     else:
         now = (float(piece.pending), 0.0)
-    before = [score.compare(now, now_us, level, floats[index]) for index, level in enumerate(levels)]
     coming = sorted(day for day in days if day >= current)
     for index in range(len(coming) + 1):
         stop = zone.start(coming[index] + 1) if index < len(coming) else None
         if found:  # a piece [start, stop) in which S = pending + mass * 2 ** (-(t - start) / h)
-            best = piece.first_flip(now_us, stop, levels, floats, before)
+            best = piece.first_flip(now_us, now, stop, levels, floats)
             if best is not None:
                 return best
         if stop is None:
@@ -214,33 +213,40 @@ class _Piece:
         return self.score.compare(self.approx(at_us), at_us, level, level_f)
 
     def first_flip(
-        self, now_us: int, stop: int | None, levels: tuple[Decimal, ...], floats: tuple[float, ...], before: list[bool]
+        self, now_us: int, now: Approx, stop: int | None, levels: tuple[Decimal, ...], floats: tuple[float, ...]
     ) -> int | None:
-        """The first flip after `now_us` within this piece (None: none), candidates earliest first."""
-        candidates: list[tuple[int, int, int]] = []
+        """The first flip after `now_us` (where S is approximated as `now`) within this piece (None:
+        none). A float candidate whose microsecond is certain is the flip; the others are searched."""
+        best: int | None = None
+        unsure: list[tuple[int, int, int]] = []
         for position, level_f in enumerate(floats):
             crossing = self.crossing(level_f)
             if crossing is None:
                 continue
-            at, slack = crossing
-            if at + slack < now_us or (stop is not None and at - slack > stop):
-                continue  # crossed before now (the comparison now says so) or in a later piece
-            candidates.append((at, slack, position))
-        if len(candidates) > 1:
-            candidates.sort()
-        low = now_us + 1 if now_us >= self.start else self.start
-        best: int | None = None
-        for at, slack, position in candidates:
-            if best is not None and at - slack > best:
-                break  # S is monotonic here: a later candidate cannot come first
-            found = _first_change(self, levels[position], floats[position], before[position], low, stop, at, slack)
-            if found is not None and (best is None or found < best):
-                best = found
+            at, slack, sure = crossing
+            if sure and now_us < at and (stop is None or at <= stop):
+                # S is monotonic in the piece: the comparison is as it is now until `at`, then changes
+                if best is None or at < best:
+                    best = at
+            elif not (at + slack < now_us or (stop is not None and at - slack > stop)):
+                unsure.append((at, slack, position))  # else: crossed before now, or in a later piece
+        if unsure:
+            unsure.sort()
+            low = now_us + 1 if now_us >= self.start else self.start
+            for at, slack, position in unsure:
+                if best is not None and at - slack > best:
+                    break  # a later candidate cannot come first
+                level = levels[position]
+                before = self.score.compare(now, now_us, level, floats[position])
+                found = _first_change(self, level, floats[position], before, low, stop, at, slack)
+                if found is not None and (best is None or found < best):
+                    best = found
         return best
 
-    def crossing(self, level: float) -> tuple[int, int] | None:
+    def crossing(self, level: float) -> tuple[int, int, bool] | None:
         """A float candidate for the first microsecond from `start` at which S compares differently
-        with `level`, and how far off it may be; None: S never reaches the level in this piece's form."""
+        with `level`, how far off it may be, and whether it is certain (the float solution is further
+        than its error from a whole microsecond); None: S never reaches the level in this piece."""
         mass = self.mass
         gap = level - self.pending
         tolerance = 2.0 * self.error + (abs(level) + abs(self.pending) + abs(mass)) * _ULP
@@ -249,9 +255,15 @@ class _Piece:
         half_life_us = self.score.half_life_us
         ratio = mass / gap
         elapsed = half_life_us * math.log2(ratio) if ratio > 1.0 else 0.0
-        slack = int(half_life_us * 1.5 * (2.0 * tolerance / abs(gap) + _ULP)) + 2
-        # falling (mass > 0): S >= L up to start + x, below after; rising: S >= L from start + x on
-        return self.start + (math.floor(elapsed) + 1 if mass > 0 else math.ceil(elapsed)), slack
+        # the solution's error: the ratio's relative error, scaled by h / ln 2, and log2's own
+        off = half_life_us * 1.5 * (2.0 * tolerance / abs(gap) + _ULP) + elapsed * _ULP
+        if mass > 0:  # falling: S >= L up to start + x, below from the next microsecond
+            at = math.floor(elapsed) + 1
+            sure = ratio > 1.0 and off < 0.25 and math.floor(elapsed - off) + 1 == at == math.floor(elapsed + off) + 1
+        else:  # rising: S >= L from start + x on
+            at = math.ceil(elapsed)
+            sure = ratio > 1.0 and off < 0.25 and math.ceil(elapsed - off) == at == math.ceil(elapsed + off)
+        return self.start + at, int(off) + 2, sure
 
 
 def _first_change(

@@ -11,14 +11,21 @@ beside them while they stay as they are, and never stored.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from services.engine.aggregates import Aggregates, CustomerEvent
 from services.engine.decay import Approx, Decaying
 from services.engine.zone import DayZone
 
 if TYPE_CHECKING:
     from services.engine.scores import ScoreBook
+
+CLICK: Final = 0
+BROWSE: Final = 1
+ORDER: Final = 2
+REFUND: Final = 3
+"""The kinds of action a score gives points for (`CompiledScore.points`)."""
 
 
 class Reading:
@@ -47,10 +54,10 @@ class ScoreState:
         before it are kept."""
         self.readings: dict[str, Reading] = {}
         """Decaying scores as last approximated, by key: each read once per instant."""
-        self.sums: dict[str, int] = {}
+        self.sums: dict[str, list[int]] = {}
         self.sums_day = -1
-        """Windowed scores summed on local day `sums_day`, by `WindowedScore.slot`: each summed once
-        per evaluation, however many tags read it."""
+        """Windowed scores summed on local day `sums_day`, by key, one sum per window of the score
+        (`CompiledScore.spans`): each summed once per evaluation, however many tags read it."""
         self.masses: dict[str, dict[int, Decimal]] = {}
         """Score key -> latest ended day -> the decayed points of the days up to it, as of that day's
         end: kept while those days' points stay as they are (most actions are today's, which has
@@ -78,10 +85,14 @@ class ScoreState:
         if reading is not None:
             reading.at_us = -1
         self.sums_day = -1
-        for kept in (self.masses.get(key), self.approx.get(key)):
-            if kept:
-                for last in [last for last in kept if last >= day]:
-                    del kept[last]
+        masses = self.masses.get(key)
+        if masses:
+            for last in [last for last in masses if last >= day]:
+                del masses[last]
+        approx = self.approx.get(key)
+        if approx:
+            for last in [last for last in approx if last >= day]:
+                del approx[last]
 
 
 def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int, horizon_days: int) -> int:
@@ -109,13 +120,28 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
                     moved |= 3 << (2 * position)
     elif day <= state.top_day - horizon_days:
         return 0  # older than anything kept
+    if isinstance(event, Click):
+        kind = CLICK
+        name = event.target
+    elif isinstance(event, Browse):
+        kind = BROWSE
+        name = event.product_id
+    elif isinstance(event, OrderPaid):
+        kind = ORDER
+        name = ""
+    elif isinstance(event, OrderRefunded):
+        kind = REFUND
+        name = ""
+    else:
+        return moved  # a profile event: no action
     for position, score in enumerate(book.scores):
-        points = score.points_for(event)
+        points = score.points(kind, name)
         if points:
-            state.changed(score.key, day)
-            days = days_by_key.get(score.key)
+            key = score.key
+            state.changed(key, day)
+            days = days_by_key.get(key)
             if days is None:
-                days = days_by_key[score.key] = {}
+                days = days_by_key[key] = {}
             left = days.get(day, 0) + points
             if left:
                 days[day] = left

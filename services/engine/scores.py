@@ -22,11 +22,10 @@ from typing import Any, Final
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.scores import Score
 from schemas.tags import Condition, Op
-from services.engine.aggregates import CustomerEvent
 from services.engine.comparisons import Comparison
 from services.engine.conditions import CompiledCondition, ScoreSource
 from services.engine.decay import UNIT, approx, decide, exact, next_flip, rounded
-from services.engine.score_state import Reading
+from services.engine.score_state import BROWSE, CLICK, ORDER, Reading
 from services.engine.windows import EvalContext, next_window_change
 
 SCORE_TIME: Final = "score"
@@ -52,6 +51,8 @@ class CompiledScore(ScoreSource):
         self.products = dict(spec.products)
         self.links = tuple(sorted(spec.links.items(), key=_longest_first))
         self.half_life_us = spec.decay.half_life_us if spec.decay is not None else 0
+        self.spans: tuple[int, ...] = ()
+        """The windows its conditions read, ascending (set by `ScorePlan`)."""
 
     def feeds(self, kind: type) -> bool:
         """Whether an event of this type can be worth points in this score."""
@@ -65,20 +66,17 @@ class CompiledScore(ScoreSource):
             return bool(self.refund)
         return False
 
-    def points_for(self, event: CustomerEvent) -> int:
-        if isinstance(event, Click):
-            target = event.target
+    def points(self, kind: int, name: str) -> int:
+        """What an action of `kind` (`score_state.CLICK`...) is worth; `name`: a click's target or a
+        browsed product's id."""
+        if kind == CLICK:
             for prefix, points in self.links:
-                if target.startswith(prefix):
+                if name.startswith(prefix):
                     return points
             return self.click
-        if isinstance(event, Browse):
-            return self.products.get(event.product_id, self.browse)
-        if isinstance(event, OrderPaid):
-            return self.order
-        if isinstance(event, OrderRefunded):
-            return self.refund
-        return 0  # a profile event: no action (the engine does not fold them into scores)
+        if kind == BROWSE:
+            return self.products.get(name, self.browse) if self.products else self.browse
+        return self.order if kind == ORDER else self.refund
 
     def condition(self, spec: Condition, comparison: Comparison) -> CompiledCondition:
         if self.half_life_us:
@@ -132,7 +130,8 @@ class WindowedScore(CompiledCondition):
         self.comparison = comparison
         self.score = score
         self.span = span
-        self.slot = f"{score.key}/{span}"
+        self.index = -1
+        """Its window's place in `score.spans` (set by `ScorePlan`)."""
 
     def read(self, ctx: EvalContext) -> int:
         return _windowed_sum(self, ctx)
@@ -145,27 +144,34 @@ class WindowedScore(CompiledCondition):
 
 
 def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
-    """The condition's score summed over its window, once per evaluation day and points."""
+    """The condition's score summed over its window. Every window of the score is summed in one pass
+    (`ScorePlan` numbers them), once per evaluation day and points."""
     state = ctx.agg.scores
     if state is None:
         return 0
-    days = state.days.get(condition.score.key)
+    score = condition.score
+    days = state.days.get(score.key)
     if days is None:
         return 0
     today = ctx.today
+    index = condition.index
+    if index < 0:  # a condition no plan numbered: its window alone
+        return sum(points for day, points in days.items() if 0 <= today - day < condition.span)
     if state.sums_day != today:
         state.sums.clear()
         state.sums_day = today
-    found = state.sums.get(condition.slot)
-    if found is not None:
-        return found
-    first = today - condition.span
-    total = 0
-    for day, points in days.items():
-        if first < day <= today:
-            total += points
-    state.sums[condition.slot] = total
-    return total
+    sums = state.sums.get(score.key)
+    if sums is None:
+        spans = score.spans
+        sums = [0] * len(spans)
+        for day, points in days.items():
+            age = today - day
+            if age >= 0:
+                for position in range(len(spans)):
+                    if age < spans[position]:
+                        sums[position] += points
+        state.sums[score.key] = sums
+    return sums[index]
 
 
 class DecayingScore(CompiledCondition):
@@ -217,7 +223,8 @@ class ScoreBook:
 class ScorePlan:
     """When time alone moves the scores that rules read, and which tags read them."""
 
-    def __init__(self, conditions: Iterable[tuple[str, str, CompiledCondition]]) -> None:
+    def __init__(self, read: Iterable[tuple[str, str, CompiledCondition]]) -> None:
+        conditions = list(read)
         spans: dict[str, set[int]] = {}
         levels: dict[str, set[Decimal]] = {}
         scores: dict[str, CompiledScore] = {}
@@ -233,6 +240,11 @@ class ScorePlan:
                 continue
             tags.setdefault(group_id, set()).add(tag_id)
         self.windowed = tuple((scores[key], tuple(sorted(found))) for key, found in sorted(spans.items()))
+        for score, ordered in self.windowed:
+            score.spans = ordered
+        for _, _, condition in conditions:
+            if isinstance(condition, WindowedScore):
+                condition.index = condition.score.spans.index(condition.span)
         self.decaying = tuple(
             (scores[key], tuple(sorted(found)), tuple(float(level) for level in sorted(found)))
             for key, found in sorted(levels.items())
