@@ -224,10 +224,9 @@ class _Piece:
             if crossing is None:
                 continue
             at, slack, sure = crossing
-            if sure and now_us < at and (stop is None or at <= stop):
-                # S is monotonic in the piece: the comparison is as it is now until `at`, then changes
-                if best is None or at < best:
-                    best = at
+            if sure:  # S is monotonic in the piece: the comparison changes at `at` and only then
+                if now_us < at and (stop is None or at <= stop) and (best is None or at < best):
+                    best = at  # (at or before now: it has changed already; after stop: a later piece's)
             elif not (at + slack < now_us or (stop is not None and at - slack > stop)):
                 unsure.append((at, slack, position))  # else: crossed before now, or in a later piece
         if unsure:

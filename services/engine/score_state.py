@@ -57,7 +57,7 @@ class ScoreState:
         self.sums: dict[str, list[int]] = {}
         self.sums_day = -1
         """Windowed scores summed on local day `sums_day`, by key, one sum per window of the score
-        (`CompiledScore.spans`): each summed once per evaluation, however many tags read it."""
+        (`CompiledScore.spans`): summed in one pass on the first read of a day, then kept by the fold."""
         self.masses: dict[str, dict[int, Decimal]] = {}
         """Score key -> latest ended day -> the decayed points of the days up to it, as of that day's
         end: kept while those days' points stay as they are (most actions are today's, which has
@@ -84,7 +84,6 @@ class ScoreState:
         reading = self.readings.get(key)
         if reading is not None:
             reading.at_us = -1
-        self.sums_day = -1
         masses = self.masses.get(key)
         if masses:
             for last in [last for last in masses if last >= day]:
@@ -108,6 +107,7 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
         for key in [key for key in days_by_key if key not in book.keys]:
             del days_by_key[key]
             state.readings.pop(key, None)
+            state.sums.pop(key, None)
             state.masses.pop(key, None)
             state.approx.pop(key, None)
     moved = 0
@@ -147,8 +147,19 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
                 days[day] = left
             else:
                 del days[day]  # a refund that cancels the day's points: nothing left to keep
+            sums = state.sums.get(key)
+            if sums is not None:
+                add_to_windows(sums, score.spans, state.sums_day - day, points)
             moved |= (1 if points > 0 else 2) << (2 * position)
     return moved
+
+
+def add_to_windows(sums: list[int], spans: tuple[int, ...], age: int, points: int) -> None:
+    """Add points earned `age` days before the sums' day to the windows (`spans`) that hold it."""
+    if age >= 0:
+        for position in range(len(spans)):
+            if age < spans[position]:
+                sums[position] += points
 
 
 def _prune(state: ScoreState, first_kept_day: int) -> set[str]:

@@ -25,7 +25,7 @@ from schemas.tags import Condition, Op
 from services.engine.comparisons import Comparison
 from services.engine.conditions import CompiledCondition, ScoreSource
 from services.engine.decay import UNIT, approx, decide, exact, next_flip, rounded
-from services.engine.score_state import BROWSE, CLICK, ORDER, Reading
+from services.engine.score_state import BROWSE, CLICK, ORDER, Reading, add_to_windows
 from services.engine.windows import EvalContext, next_window_change
 
 SCORE_TIME: Final = "score"
@@ -145,7 +145,7 @@ class WindowedScore(CompiledCondition):
 
 def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
     """The condition's score summed over its window. Every window of the score is summed in one pass
-    (`ScorePlan` numbers them), once per evaluation day and points."""
+    (`ScorePlan` numbers them) on the first read of a local day, then kept by the fold."""
     state = ctx.agg.scores
     if state is None:
         return 0
@@ -165,11 +165,7 @@ def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
         spans = score.spans
         sums = [0] * len(spans)
         for day, points in days.items():
-            age = today - day
-            if age >= 0:
-                for position in range(len(spans)):
-                    if age < spans[position]:
-                        sums[position] += points
+            add_to_windows(sums, spans, today - day, points)
         state.sums[score.key] = sums
     return sums[index]
 
