@@ -13,10 +13,6 @@ direct C call while every closure, lambda or `functools.partial` stays a generic
 condition is a class with a typed `matches`, a rule calls its children's `matches` in a plain loop,
 and a comparison is a class too, not an `operator` function. Cache keys are plain strings or small
 ints (an Enum's `__hash__` is a Python function).
-
-Over 400 lines: one class per kind of metric is what makes evaluation cheap, and they share this
-module's `Matcher`; the profile, loyalty and score conditions live in their own modules, and only
-their dispatch is here.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.tags import CYCLE_METRICS, Condition, Metric, Op, Rule
 from services.engine.changes import ConditionOutcome
@@ -33,6 +29,11 @@ from services.engine.state import Held
 from services.engine.timeutil import date_to_day, to_us
 from services.engine.windows import WINDOW_KINDS, EvalContext
 from services.engine.zone import UTC_ZONE, DayZone
+
+if TYPE_CHECKING:
+    from services.engine.scores import CompiledScore
+
+    Scores = Mapping[str, CompiledScore]  # a group's scores by id: what `metric: score` conditions read
 
 
 class Matcher:
@@ -108,15 +109,7 @@ class CompiledRule(Matcher):
         return list(self.flat)
 
 
-class ScoreSource:
-    """A compiled score (`scores.py`): what compiles a condition on it."""
-
-    def condition(self, spec: Condition, comparison: Comparison) -> CompiledCondition:
-        raise NotImplementedError
-
-
-def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE, scores: Mapping[str, ScoreSource] | None = None) -> CompiledRule:
-    """`scores`: the rule's group's scores by id (what `metric: score` conditions read)."""
+def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE, scores: Scores | None = None) -> CompiledRule:
     children = tuple(
         compile_rule(child, zone, scores) if isinstance(child, Rule) else compile_condition(child, zone, scores)
         for child in rule.conditions
@@ -124,9 +117,7 @@ def compile_rule(rule: Rule, zone: DayZone = UTC_ZONE, scores: Mapping[str, Scor
     return CompiledRule(rule.match == "all", children)
 
 
-def compile_condition(
-    spec: Condition, zone: DayZone = UTC_ZONE, scores: Mapping[str, ScoreSource] | None = None
-) -> CompiledCondition:
+def compile_condition(spec: Condition, zone: DayZone = UTC_ZONE, scores: Scores | None = None) -> CompiledCondition:
     metric = spec.metric
     if metric in _PROFILE_METRICS:
         from services.engine.profile_rules import compile_profile_condition  # it builds on this module
@@ -142,10 +133,9 @@ def compile_condition(
         return compile_cycle_condition(spec)
     comparison = comparison_for(spec.op, spec.value)
     if metric is Metric.SCORE:
-        score = scores.get(str(spec.name)) if scores is not None else None
-        if score is None:
-            raise ValueError(f"no score {spec.name!r} defined in the condition's group")
-        return score.condition(spec, comparison)
+        from services.engine.scores import compile_score_condition  # scores.py builds on this module
+
+        return compile_score_condition(spec, comparison, scores)
     if spec.window is not None:
         kind = WINDOW_KINDS[metric]
         span = spec.window.last_days

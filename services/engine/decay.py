@@ -158,14 +158,11 @@ def next_flip(score: Decaying, now_us: int, levels: tuple[Decimal, ...], floats:
     if found:
         piece.mass, piece.error = _approx_mass(days, last, half_life_us, zone, score.approx_masses)
         piece.start = zone.start(last + 1)
-        now = piece.approx(now_us)
-    else:
-        now = (float(piece.pending), 0.0)
-    coming = sorted(day for day in days if day >= current)
+    coming = sorted([day for day in days if day >= current])
     for index in range(len(coming) + 1):
         stop = zone.start(coming[index] + 1) if index < len(coming) else None
         if found:  # a piece [start, stop) in which S = pending + mass * 2 ** (-(t - start) / h)
-            best = piece.first_flip(now_us, now, stop, levels, floats)
+            best = piece.first_flip(now_us, stop, levels, floats)
             if best is not None:
                 return best
         if stop is None:
@@ -213,10 +210,10 @@ class _Piece:
         return self.score.compare(self.approx(at_us), at_us, level, level_f)
 
     def first_flip(
-        self, now_us: int, now: Approx, stop: int | None, levels: tuple[Decimal, ...], floats: tuple[float, ...]
+        self, now_us: int, stop: int | None, levels: tuple[Decimal, ...], floats: tuple[float, ...]
     ) -> int | None:
-        """The first flip after `now_us` (where S is approximated as `now`) within this piece (None:
-        none). A float candidate whose microsecond is certain is the flip; the others are searched."""
+        """The first flip after `now_us` within this piece (None: none). A float candidate whose
+        microsecond is certain is the flip; the others are searched."""
         best: int | None = None
         unsure: list[tuple[int, int, int]] = []
         for position, level_f in enumerate(floats):
@@ -236,7 +233,7 @@ class _Piece:
                 if best is not None and at - slack > best:
                     break  # a later candidate cannot come first
                 level = levels[position]
-                before = self.score.compare(now, now_us, level, floats[position])
+                before = self.score.at_least(now_us, level, floats[position])
                 found = _first_change(self, level, floats[position], before, low, stop, at, slack)
                 if found is not None and (best is None or found < best):
                     best = found

@@ -8,9 +8,10 @@ exact instant it was due.
 
 This module decides what to evaluate and when. The pieces it uses: `state.py` (what is kept per
 customer), `aggregates.py` (the fold), `routing.py` (which groups an event or a time change can
-touch), `tagging.py` (the evaluation pass and the changes it records), `manual.py` (commands and
-blocks), `schedule.py` (when time next matters), and beneath the rules `conditions.py`,
-`windows.py` and `comparisons.py`.
+touch), `tagging.py` (the evaluation pass and the changes it records), `manual.py` (commands,
+blocks and expiries), `schedule.py` (when time next matters), `score_state.py` (behaviour scores'
+points, folded beside the aggregates), and beneath the rules `conditions.py`, `windows.py`,
+`comparisons.py`, `scores.py` and `decay.py`.
 """
 
 from __future__ import annotations

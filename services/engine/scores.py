@@ -15,7 +15,7 @@ the engine schedules that instant through the customer's `due` (family SCORE_TIM
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -23,7 +23,7 @@ from schemas.events import Browse, Click, OrderPaid, OrderRefunded
 from schemas.scores import Score
 from schemas.tags import Condition, Op
 from services.engine.comparisons import Comparison
-from services.engine.conditions import CompiledCondition, ScoreSource
+from services.engine.conditions import CompiledCondition
 from services.engine.decay import UNIT, approx, decide, exact, next_flip, rounded
 from services.engine.score_state import BROWSE, CLICK, ORDER, Reading, add_to_windows
 from services.engine.windows import EvalContext, next_window_change
@@ -34,7 +34,7 @@ SCORE_TIME: Final = "score"
 _ZERO: Final = Decimal(0)
 
 
-class CompiledScore(ScoreSource):
+class CompiledScore:
     """One score as the fold and the conditions use it."""
 
     def __init__(self, group_id: str, spec: Score) -> None:
@@ -120,6 +120,16 @@ class CompiledScore(ScoreSource):
         decaying = state.decaying(self.key, self.half_life_us, ctx.zone)
         assert decaying is not None
         return exact(decaying.days, ctx.now_us, self.half_life_us, ctx.zone, decaying.masses)
+
+
+def compile_score_condition(
+    spec: Condition, comparison: Comparison, scores: Mapping[str, CompiledScore] | None
+) -> CompiledCondition:
+    """A `metric: score` condition on one of its group's `scores` (by id)."""
+    score = scores.get(str(spec.name)) if scores is not None else None
+    if score is None:
+        raise ValueError(f"no score {spec.name!r} defined in the condition's group")
+    return score.condition(spec, comparison)
 
 
 class WindowedScore(CompiledCondition):
