@@ -249,6 +249,8 @@ class _Piece:
         if not mass or not gap or (gap > 0) != (mass > 0) or abs(gap) > abs(mass) + tolerance:
             return None  # the decaying part only shrinks towards 0: it never reaches the level
         half_life_us = self.score.half_life_us
+        if mass == gap and mass > 0 and not self.error:
+            return self.start + 1, 2, True  # whole points exactly at the level as they start to fall
         ratio = mass / gap
         elapsed = half_life_us * math.log2(ratio) if ratio > 1.0 else 0.0
         # the solution's error: the ratio's relative error, scaled by h / ln 2, and log2's own
