@@ -19,6 +19,7 @@ NOTIFICATIONS_DLQ = "tagstream.notifications.dlq"
 TAGGER_QUERIES = "tagstream.tagger-queries"
 TAGGER_ANSWERS = "tagstream.tagger-answers"
 SYNC_DLQ = "tagstream.sync.dlq"
+INGEST_PROBE = "tagstream.ingest-probe"
 
 
 class TopicNames(BaseModel):
@@ -35,6 +36,8 @@ class TopicNames(BaseModel):
     tagger_queries: str = TAGGER_QUERIES
     tagger_answers: str = TAGGER_ANSWERS
     sync_dlq: str = SYNC_DLQ
+    ingest_probe: str = INGEST_PROBE
+    """Ingest's proof that the brokers take writes again after a failed send (kept an hour, read by none)."""
 
 
 class DeadLetter(Contract):

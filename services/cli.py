@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--state", help="progress file (default: EVENTS.import-state.json beside the input)")
     history.add_argument("--restart", action="store_true", help="ignore the progress file: start from line 1")
     history.add_argument("--batch", type=int, default=500, help="events per request (at most ingest.max_batch)")
+    history.add_argument(
+        "--rate",
+        type=float,
+        help="send at most this many events per second (default: as fast as the server takes them)",
+    )
     history.set_defaults(run=ingest_commands.import_history)
 
     tags = commands.add_parser("tags", help="manage tag definitions on Kafka")

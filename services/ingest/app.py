@@ -153,6 +153,7 @@ async def kafka_redis_adapters(settings: Settings, clock: Clock, metrics: Ingest
         metrics,
         topics=[topics.events, topics.tag_commands, topics.tag_definitions],
         compacted=[topics.tag_definitions],
+        probe_topic=topics.ingest_probe,
     )
     definitions = KafkaDefinitions(settings.kafka, settings.topics.tag_definitions)
     redis = redis_client(settings.redis)

@@ -25,8 +25,19 @@ def import_history(args: argparse.Namespace) -> int:
     if not 1 <= args.batch <= 10_000:
         print(f"tagstream import: --batch must be 1..10000, got {args.batch}", file=sys.stderr)
         return 2
+    if args.rate is not None and not 1 <= args.rate <= 1_000_000:
+        print(f"tagstream import: --rate must be 1..1000000 events/s, got {args.rate:g}", file=sys.stderr)
+        return 2
     state = Path(args.state) if args.state else None
-    return main(Path(args.events), url=args.url, api_key=api_key, state=state, restart=args.restart, batch=args.batch)
+    return main(
+        Path(args.events),
+        url=args.url,
+        api_key=api_key,
+        state=state,
+        restart=args.restart,
+        batch=args.batch,
+        rate=args.rate,
+    )
 
 
 def ingest(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ resumes after that line, so no line is lost and none is counted twice; a process
 acknowledgement and the state write resends at most that one batch, whose events the tagger ignores
 as duplicates (same event_id). The input may not change before the resume point (the hash says so).
 
+Paced on request (`--rate`): a shop loading years of history into a live node keeps the live
+traffic's share of ingest and the tagger by capping events sent per second.
+
 Outcomes per line: `accepted`; `duplicate` (an earlier accepted line of the file has its event_id:
 not sent again, as a resent line would change nothing); `rejected` (with the server's reason).
 """
@@ -117,7 +120,9 @@ class Importer:
         batch_bytes: int = 1 << 20,
         attempts: int = 6,
         progress: IO[str] | None = None,
+        rate: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.state_path = state_path
@@ -127,6 +132,11 @@ class Importer:
         self._attempts = attempts
         self._out = progress
         self._sleep = sleep
+        self._clock = clock
+        self._rate = rate
+        """Events sent per second at most (None: as fast as the server takes them)."""
+        self._paced_since: float | None = None
+        self._paced_sent = 0
         self._size = source.stat().st_size
         self._digest = hashlib.sha256()
         self._reported = 0
@@ -197,7 +207,7 @@ class Importer:
     def _deliver(self, batch: list[_Line], seen: set[str]) -> None:
         """Send until the server took every line of the batch it does not refuse."""
         while batch:
-            response = self._post(b"[" + b",".join(line.text for line in batch) + b"]")
+            response = self._post(b"[" + b",".join(line.text for line in batch) + b"]", len(batch))
             if response.status == 202:
                 self.progress.accepted += len(batch)
                 break
@@ -207,7 +217,20 @@ class Importer:
                 seen.discard(batch[index].event_id)
             batch = [line for index, line in enumerate(batch) if index not in refused]
 
-    def _post(self, body: bytes) -> Response:
+    def _pace(self, events: int) -> None:
+        """Before sending `events` more: wait until the run's average stays within the rate."""
+        if self._rate is None:
+            return
+        now = self._clock()
+        if self._paced_since is None:
+            self._paced_since = now
+        due = self._paced_since + self._paced_sent / self._rate
+        if due > now:
+            self._sleep(due - now)
+        self._paced_sent += events
+
+    def _post(self, body: bytes, events: int) -> Response:
+        self._pace(events)
         for attempt in range(1, self._attempts + 1):
             try:
                 response = self._send(body)
@@ -303,11 +326,21 @@ def summary(progress: Progress) -> str:
     return "\n".join(lines)
 
 
-def main(source: Path, *, url: str, api_key: str, state: Path | None, restart: bool, batch: int) -> int:
+def main(
+    source: Path,
+    *,
+    url: str,
+    api_key: str,
+    state: Path | None,
+    restart: bool,
+    batch: int,
+    rate: float | None = None,
+) -> int:
     """The command: 0 imported, 1 interrupted (run again to resume), 2 unusable."""
     state_path = state or default_state_path(source)
     try:
-        importer = Importer(source, state_path, http_sender(url, api_key), batch=batch, progress=sys.stderr)
+        send = http_sender(url, api_key)
+        importer = Importer(source, state_path, send, batch=batch, progress=sys.stderr, rate=rate)
         progress = importer.run(restart=restart)
     except Interrupted as error:
         print(f"tagstream import: interrupted: {error} (state: {state_path})", file=sys.stderr)

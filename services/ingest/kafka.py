@@ -8,7 +8,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from schemas.tags import TagGroup
 from services.ingest.brokers import BrokerWatch
@@ -41,6 +41,7 @@ class KafkaPublisher:
         *,
         topics: Sequence[str] = (),
         compacted: Sequence[str] = (),
+        probe_topic: str | None = None,
     ) -> None:
         self._kafka = kafka
         self._topics = topics
@@ -50,7 +51,14 @@ class KafkaPublisher:
         self._metrics = metrics
         self._producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._watch = BrokerWatch(kafka, topics, timeout_s=min(ingest.send_timeout_s, _CHECK_TIMEOUT_S))
+        self._probe_topic = probe_topic
+        """Where the broker watch writes its probe after a failed send (None: no probe, metadata decides)."""
+        self._watch = BrokerWatch(
+            kafka,
+            topics,
+            timeout_s=min(ingest.send_timeout_s, _CHECK_TIMEOUT_S),
+            probe=self._probe if probe_topic is not None else None,
+        )
         self._watching: asyncio.Task[None] | None = None
         self._inflight = 0
 
@@ -99,6 +107,13 @@ class KafkaPublisher:
             self._inflight -= size
             self._metrics.buffer_bytes.set(self._inflight)
 
+    async def _probe(self) -> None:
+        """One record on the probe topic, acknowledged by its in-sync replicas within send_timeout_s."""
+        producer, topic = self._producer, self._probe_topic
+        if producer is None or topic is None:
+            raise KafkaConnectionError("no producer yet")
+        await asyncio.wait_for(self._send_all(producer, topic, [(b"probe", None)]), self._ingest.send_timeout_s)
+
     @staticmethod
     async def _send_all(producer: AIOKafkaProducer, topic: str, records: Sequence[Record]) -> None:
         pending = [await producer.send(topic, key=key, value=value) for key, value in records]
@@ -113,17 +128,20 @@ class KafkaPublisher:
             producer = AIOKafkaProducer(**options)
             try:
                 if self._topics:
-                    await ensure_topics(self._kafka, self._topics, compacted=self._compacted)
+                    probes = [self._probe_topic] if self._probe_topic is not None else []
+                    await ensure_topics(
+                        self._kafka, [*self._topics, *probes], compacted=self._compacted, short_lived=probes
+                    )
                 await producer.start()
             except (KafkaError, OSError, RuntimeError) as error:
                 log.warning("Kafka not reachable (%s); retrying in %.0fs", error, _RECONNECT_S)
                 await producer.stop()
                 await asyncio.sleep(_RECONNECT_S)
                 continue
+            self._producer = producer  # writes still wait for the watch, whose probe writes through it
             if self._topics:
                 await self._watch.check()
                 self._watching = asyncio.create_task(self._watch.run())
-            self._producer = producer
             return
 
 

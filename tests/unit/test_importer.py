@@ -114,3 +114,30 @@ def test_an_input_changed_before_the_resume_point_is_refused(tmp_path: Path) -> 
     with pytest.raises(ImportFailed, match="changed since"):
         _importer(source, FakeServer()).run()
     assert _importer(source, FakeServer()).run(restart=True).accepted == 40
+
+
+def test_a_rate_spaces_the_batches_so_the_run_never_sends_faster(tmp_path: Path) -> None:
+    source = _history(tmp_path / "events.jsonl", 100)
+    now = [0.0]
+    sent_at: list[tuple[float, int]] = []
+    server = FakeServer()
+
+    def send(body: bytes) -> Response:
+        sent_at.append((now[0], len(orjson.loads(body))))
+        return server(body)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    importer = Importer(
+        source, default_state_path(source), send, batch=10, rate=50.0, sleep=sleep, clock=lambda: now[0]
+    )
+    assert importer.run().accepted == 100
+    # the server answers at once, so each request goes exactly when the events before it fit the rate:
+    # never sooner (the cap), never later (no time lost); a batch resent without its 422'd lines counts again
+    sent = 0
+    for at, size in sent_at:
+        assert at == pytest.approx(sent / 50.0)
+        sent += size
+    assert sent > 100
+    assert len(sent_at) > 10
