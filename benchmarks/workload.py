@@ -118,6 +118,23 @@ def _event(
     }
 
 
+def auto_group(
+    group_id: str, mode: str, tags: list[tuple[str, dict[str, Any]]], scores: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A group of automatic, auto-removed tags, each tag's id its name; `scores`: the group's own."""
+    found: dict[str, Any] = {
+        "id": group_id,
+        "name": group_id.replace("_", " "),
+        "mode": mode,
+        "tagging": "auto",
+        "auto_remove": True,
+    }
+    if scores is not None:
+        found["scores"] = scores
+    found["tags"] = [{"id": tag_id, "name": tag_id, "rule": rule} for tag_id, rule in tags]
+    return found
+
+
 def score_rules() -> list[dict[str, Any]]:
     """Three groups, ten tags on behaviour scores, as a shop sets them: the intent template (three tiers
     of a decaying score) with tiers a few sessions apart, and windowed scores read over 7 to 90 days,
@@ -141,20 +158,8 @@ def score_rules() -> list[dict[str, Any]]:
         return {"metric": "score", "name": name, "op": op, "value": value, "window": {"last": last}}
 
     def group(group_id: str, mode: str, scores: list[dict[str, Any]], tags: list[tuple[str, list[Any]]]) -> None:
-        groups.append(
-            {
-                "id": group_id,
-                "name": group_id.replace("_", " "),
-                "mode": mode,
-                "tagging": "auto",
-                "auto_remove": True,
-                "scores": scores,
-                "tags": [
-                    {"id": tag_id, "name": tag_id, "rule": {"match": "all", "conditions": conditions}}
-                    for tag_id, conditions in tags
-                ],
-            }
-        )
+        rules = [(tag_id, {"match": "all", "conditions": conditions}) for tag_id, conditions in tags]
+        groups.append(auto_group(group_id, mode, rules, scores))
 
     group(
         "leads",
@@ -207,16 +212,7 @@ def rules(*, scores: bool = False) -> dict[str, Any]:
         groups.extend(group.model_dump(mode="json", exclude_none=True) for group in template.render())
 
     def group(group_id: str, mode: str, tags: list[tuple[str, dict[str, Any]]]) -> None:
-        groups.append(
-            {
-                "id": group_id,
-                "name": group_id.replace("_", " "),
-                "mode": mode,
-                "tagging": "auto",
-                "auto_remove": True,
-                "tags": [{"id": tag_id, "name": tag_id, "rule": rule} for tag_id, rule in tags],
-            }
-        )
+        groups.append(auto_group(group_id, mode, tags))
 
     def all_of(*conditions: dict[str, Any]) -> dict[str, Any]:
         return {"match": "all", "conditions": list(conditions)}
