@@ -5,11 +5,12 @@ in-sync replicas as the topic's `min.insync.replicas` (acks=all refuses it other
 reads that from the brokers' metadata every few seconds, every second while something is wrong,
 and at once after a send failed; readiness and the fail-fast path follow it.
 
-Metadata alone cannot clear a failed send. A cluster that lost its controller quorum (2 of 3
-combined KRaft nodes down) keeps serving the metadata it had: every partition still shows its dead
-leader and a full in-sync set, while no acks=all write can succeed. So after a send failed, writes
-stay refused until a probe write (one small record to the probe topic, acks=all) is acknowledged;
-then the cluster has shown it takes writes again.
+Metadata alone cannot clear a doubt. A cluster that lost its controller quorum (2 of 3 combined
+KRaft nodes down) keeps serving the metadata it had from the surviving node: every partition still
+shows its dead leader and a full in-sync set, while no acks=all write can succeed (measured: a fifth
+of the checks reach the survivor and read "writable"). So from start, and again after any problem
+(a failed send, metadata showing one, brokers not answering), writes stay refused until the metadata
+looks fine and a probe write (one small record to the probe topic, acks=all) is acknowledged.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class BrokerWatch:
         self._timeout_s = timeout_s
         self._probe = probe
         """Writes one record acks=all (raises when not acknowledged): the proof that clears a failed send."""
-        self._unproven = False
-        """A send failed and no write was acknowledged since: metadata saying "fine" is not enough."""
+        self._unproven = probe is not None
+        """No probe write acknowledged since the start or the last problem: metadata saying "fine" is not enough."""
         self.problem: str | None = "the brokers have not been checked yet"
         """Why a write cannot succeed now; None while it can."""
         self._wake = asyncio.Event()
@@ -58,12 +59,11 @@ class BrokerWatch:
 
     def send_failed(self, reason: str) -> None:
         """A send was not acknowledged: refuse writes until a check says the brokers are fine again."""
-        self._unproven = self._probe is not None
         self._set(reason)
         self._wake.set()
 
     async def check(self) -> None:
-        """One look at the brokers' metadata, bounded by timeout_s; after a failed send, then a probe write."""
+        """One look at the brokers' metadata, bounded by timeout_s; then a probe write if one is owed."""
         try:
             problem = await asyncio.wait_for(self._look(), self._timeout_s)
         except (KafkaError, OSError, TimeoutError) as error:
@@ -118,6 +118,8 @@ class BrokerWatch:
         return None
 
     def _set(self, problem: str | None) -> None:
+        if problem is not None:
+            self._unproven = self._probe is not None
         if (problem is None) != (self.problem is None):  # a change of state, not of wording
             if problem is None:
                 log.info("Kafka takes writes again")

@@ -138,10 +138,10 @@ class KafkaPublisher:
                 await producer.stop()
                 await asyncio.sleep(_RECONNECT_S)
                 continue
+            self._producer = producer  # writes still wait for the watch, whose probe writes through it
             if self._topics:
                 await self._watch.check()
                 self._watching = asyncio.create_task(self._watch.run())
-            self._producer = producer
             return
 
 

@@ -7,8 +7,7 @@ restart without moving anyone's time: no churn, no win-back, no message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +16,10 @@ import orjson
 
 from services.embedded.journal import Journal
 from services.embedded.node import JOURNAL_FILE, EmbeddedNode
-from services.ingest.app import create_app
 from services.notifier.ports import Message
 from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
+from tests.support.embedded_kit import held_tags, in_process_node
 from tests.support.history import GROUPS, PLAYBOOKS, SHANGHAI
 
 ADMIN = "admin-key-0123456789abcdef"
@@ -47,20 +46,12 @@ def _settings() -> Settings:
     return Settings(ingest={"api_keys": keys}, notifier={"quiet_hours": None})  # type: ignore[arg-type]
 
 
-@asynccontextmanager
-async def _node(
+def _node(
     data: Path, clock: ManualClock, outbox: Outbox
-) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
-    settings = _settings()
+) -> AbstractAsyncContextManager[tuple[EmbeddedNode, httpx.AsyncClient]]:
     playbooks = data / "playbooks.yaml"
     playbooks.write_text(PLAYBOOKS)
-    node = EmbeddedNode(settings, data, clock, playbooks=playbooks, providers={"push": outbox}, tick_s=3600)
-    app = create_app(settings, clock=clock, adapters=node.adapters())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
-            yield node, http
+    return in_process_node(_settings(), data, clock, playbooks=playbooks, providers={"push": outbox})
 
 
 def _event(kind: str, customer: str, when: datetime, **fields: str) -> dict[str, str]:
@@ -83,11 +74,6 @@ async def _define(http: httpx.AsyncClient) -> None:
         assert (await http.post("/v1/groups", json=group)).status_code == 201
 
 
-async def _tags(http: httpx.AsyncClient, customer: str) -> set[str]:
-    answer = (await http.get(f"/v1/customers/{customer}/tags")).json()
-    return {f"{group['id']}/{tag['id']}" for group in answer["groups"] for tag in group["tags"]}
-
-
 async def test_one_browse_dated_next_year_fires_nothing_before_or_after_a_restart(tmp_path: Path) -> None:
     clock = ManualClock(NOW)
     outbox = Outbox()
@@ -104,7 +90,7 @@ async def test_one_browse_dated_next_year_fires_nothing_before_or_after_a_restar
         assert "at most 5m" in problem["reason"]
         clock.advance(timedelta(hours=1))
         await node.tick()
-        assert [await _tags(http, f"c{n}") for n in range(1, 4)] == [{"lifecycle/new"}] * 3
+        assert [await held_tags(http, f"c{n}") for n in range(1, 4)] == [{"lifecycle/new"}] * 3
     assert outbox.sent == []
 
     # A journal written before ingest refused such events may hold one: replaying it moves no clock.
@@ -116,8 +102,8 @@ async def test_one_browse_dated_next_year_fires_nothing_before_or_after_a_restar
     clock.advance(timedelta(hours=1))
     async with _node(tmp_path, clock, outbox) as (node, http):
         await node.tick()
-        assert [await _tags(http, f"c{n}") for n in range(1, 4)] == [{"lifecycle/new"}] * 3
-        assert await _tags(http, "c9") == set()
+        assert [await held_tags(http, f"c{n}") for n in range(1, 4)] == [{"lifecycle/new"}] * 3
+        assert await held_tags(http, "c9") == set()
         assert (await http.post("/v1/events", json=_order("c5", NOW + timedelta(hours=2)))).status_code == 202
         await node.tick()
     assert outbox.who() == [("welcome", "c5")]
@@ -133,10 +119,10 @@ async def test_history_turns_into_churn_only_when_the_wall_clock_gets_there(tmp_
         assert (await http.post("/v1/events:import", json=_order("c1", NOW - timedelta(days=20)))).status_code == 202
         clock.advance(timedelta(hours=21))
         await node.tick()
-        assert await _tags(http, "c1") == {"lifecycle/new"}
+        assert await held_tags(http, "c1") == {"lifecycle/new"}
         clock.advance(timedelta(hours=1))
         await node.tick()
-        assert await _tags(http, "c1") == {"lifecycle/new", "churn/likely"}
+        assert await held_tags(http, "c1") == {"lifecycle/new", "churn/likely"}
     # The customer really went quiet while the shop was live: that one is a live message.
     assert outbox.who() == [("winback", "c1")]
 

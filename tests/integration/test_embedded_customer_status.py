@@ -5,8 +5,7 @@ across a restart of the node in the middle."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,10 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from services.embedded.node import EmbeddedNode
-from services.ingest.app import create_app
 from services.runtime.clock import ManualClock
 from services.runtime.definitions import templates
 from services.runtime.settings import Settings, ShopSettings
+from tests.support.embedded_kit import held_tags, in_process_node
 
 ADMIN = "admin-key-0123456789abcdef"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -33,16 +32,8 @@ def _settings() -> Settings:
     return Settings(ingest={"api_keys": keys}, shop=ShopSettings(timezone="Asia/Shanghai"))  # type: ignore[arg-type]
 
 
-@asynccontextmanager
-async def _node(data: Path, clock: ManualClock) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
-    settings = _settings()
-    node = EmbeddedNode(settings, data, clock, tick_s=3600)
-    app = create_app(settings, clock=clock, adapters=node.adapters())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
-            yield node, http
+def _node(data: Path, clock: ManualClock) -> AbstractAsyncContextManager[tuple[EmbeddedNode, httpx.AsyncClient]]:
+    return in_process_node(_settings(), data, clock)
 
 
 def _order(number: int, when: datetime, amount: str) -> dict[str, Any]:
@@ -55,11 +46,6 @@ def _order(number: int, when: datetime, amount: str) -> dict[str, Any]:
         "amount": amount,
         "currency": "CNY",
     }
-
-
-async def _tags(http: httpx.AsyncClient) -> set[str]:
-    answer = (await http.get("/v1/customers/c1/tags")).json()
-    return {f"{group['id']}/{tag['id']}" for group in answer["groups"] for tag in group["tags"]}
 
 
 async def _at(node: EmbeddedNode, clock: ManualClock, moment: datetime) -> None:
@@ -75,33 +61,33 @@ async def test_the_status_walks_down_by_timers_and_returns_with_an_order_across_
                 answer = await http.post("/v1/groups", json=spec.model_dump(mode="json", by_alias=True))
                 assert answer.status_code == 201, answer.text
         assert (await http.post("/v1/events", json=_order(1, local(3, 1, 10), "99.00"))).status_code == 202
-        assert await _tags(http) == {"customer_status/new", "loyalty/occasional", "loyalty_trend/rising"}
+        assert await held_tags(http, "c1") == {"customer_status/new", "loyalty/occasional", "loyalty_trend/rising"}
         await _at(node, clock, local(3, 20, 20))
         assert (await http.post("/v1/events", json=_order(2, local(3, 20, 20), "59.00"))).status_code == 202
 
         await _at(node, clock, local(3, 30, 23, 59))
-        assert "customer_status/new" in await _tags(http)
+        assert "customer_status/new" in await held_tags(http, "c1")
         await _at(node, clock, local(3, 31, 0, 1))
-        assert "customer_status/active" in await _tags(http)
+        assert "customer_status/active" in await held_tags(http, "c1")
         await _at(node, clock, local(4, 19, 0, 1))
-        assert "customer_status/low_active" in await _tags(http)
+        assert "customer_status/low_active" in await held_tags(http, "c1")
         await _at(node, clock, local(5, 19, 0, 1))
-        assert "customer_status/dormant" in await _tags(http)
+        assert "customer_status/dormant" in await held_tags(http, "c1")
 
     # A restart replays the journal: the due timers come back with the state.
     clock.set(local(6, 17, 23, 59))
     async with _node(tmp_path, clock) as (node, http):
         await node.tick()
-        assert "customer_status/dormant" in await _tags(http)
+        assert "customer_status/dormant" in await held_tags(http, "c1")
         await _at(node, clock, local(6, 18, 0, 1))
-        assert "customer_status/lost" in await _tags(http)
+        assert "customer_status/lost" in await held_tags(http, "c1")
 
         back = local(8, 1, 7, 30)  # 23:30 UTC on 07-31: the Shanghai day 08-01
         await _at(node, clock, back)
         assert (await http.post("/v1/events", json=_order(3, back, "0.00"))).status_code == 202
-        assert "customer_status/returned" in await _tags(http)
+        assert "customer_status/returned" in await held_tags(http, "c1")
         await _at(node, clock, local(8, 31, 0, 1))
-        assert "customer_status/low_active" in await _tags(http)
+        assert "customer_status/low_active" in await held_tags(http, "c1")
 
         entries = (await http.get("/v1/customers/c1/history", params={"limit": 100})).json()["changes"]
     added = [

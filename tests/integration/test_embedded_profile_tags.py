@@ -3,8 +3,7 @@ real journal file, with the node's own clock; a restart replays the journal to t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,26 +11,19 @@ from typing import Any
 import httpx
 
 from services.embedded.node import EmbeddedNode
-from services.ingest.app import create_app
 from services.runtime.clock import ManualClock
 from services.runtime.settings import Settings
+from tests.support.embedded_kit import held_tags, in_process_node
 from tests.support.payloads import profile_groups
 
 ADMIN = "admin-key-0123456789abcdef"
 NOW = datetime(2026, 3, 9, 2, 30, tzinfo=UTC)  # 10:30 on 9 March in Shanghai
 
 
-@asynccontextmanager
-async def _node(data: Path, clock: ManualClock) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
+def _node(data: Path, clock: ManualClock) -> AbstractAsyncContextManager[tuple[EmbeddedNode, httpx.AsyncClient]]:
     keys = [{"key": ADMIN, "role": "admin", "name": "admin@shop"}]
     settings = Settings(ingest={"api_keys": keys}, shop={"timezone": "Asia/Shanghai"})  # type: ignore[arg-type]
-    node = EmbeddedNode(settings, data, clock, tick_s=3600)
-    app = create_app(settings, clock=clock, adapters=node.adapters())
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
-            yield node, http
+    return in_process_node(settings, data, clock)
 
 
 def _event(kind: str, customer: str, number: int, **fields: Any) -> dict[str, Any]:
@@ -41,11 +33,6 @@ def _event(kind: str, customer: str, number: int, **fields: Any) -> dict[str, An
         "customer_id": customer,
         "occurred_at": (NOW - timedelta(minutes=number)).isoformat(),
     } | fields
-
-
-async def _tags(http: httpx.AsyncClient, customer: str) -> set[str]:
-    answer = (await http.get(f"/v1/customers/{customer}/tags")).json()
-    return {f"{group['id']}/{tag['id']}" for group in answer["groups"] for tag in group["tags"]}
 
 
 async def test_profile_and_source_tags_follow_events_birthdays_and_a_restart(tmp_path: Path) -> None:
@@ -61,8 +48,8 @@ async def test_profile_and_source_tags_follow_events_birthdays_and_a_restart(tmp
         ]
         assert (await http.post("/v1/events", json=events)).status_code == 202
         await node.tick()
-        assert await _tags(http, "mei") == {"region/east", "age_band/young", "source_channel/own_store"}
-        assert await _tags(http, "lin") == {"region/not_east"}
+        assert await held_tags(http, "mei") == {"region/east", "age_band/young", "source_channel/own_store"}
+        assert await held_tags(http, "lin") == {"region/not_east"}
 
         refused = await http.post("/v1/events", json=_event("profile_updated", "lin", 5, region="x" * 65))
         assert refused.status_code == 422
@@ -72,15 +59,15 @@ async def test_profile_and_source_tags_follow_events_birthdays_and_a_restart(tmp
 
         clock.set(datetime(2026, 3, 9, 16, tzinfo=UTC))  # midnight starting 10 March in Shanghai: 25
         await node.tick()
-        assert "age_band/prime" in await _tags(http, "mei")
+        assert "age_band/prime" in await held_tags(http, "mei")
         history = (await http.get("/v1/customers/mei/history")).json()["changes"]
         assert (history[0]["tag_id"], history[0]["source"]) == ("prime", "time")
 
     async with _node(tmp_path, clock) as (node, http):  # the journal replays to the same state
         await node.tick()
-        assert await _tags(http, "mei") == {"region/east", "age_band/prime", "source_channel/own_store"}
+        assert await held_tags(http, "mei") == {"region/east", "age_band/prime", "source_channel/own_store"}
         moved = _event("profile_updated", "mei", 0, region="北京")
         moved["occurred_at"] = clock.now().isoformat()
         assert (await http.post("/v1/events", json=moved)).status_code == 202
         await node.tick()
-        assert "region/east" not in await _tags(http, "mei")
+        assert "region/east" not in await held_tags(http, "mei")

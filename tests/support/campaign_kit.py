@@ -4,8 +4,7 @@ in-process outbox and an embedded node with the API in front of it."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import httpx
 import redis.asyncio as aioredis
 
 from services.embedded.node import EmbeddedNode
-from services.ingest.app import create_app
 from services.notifier.policy import holdout_draw
 from services.notifier.ports import Message
 from services.runtime.clock import ManualClock
@@ -22,6 +20,7 @@ from services.runtime.settings import Settings
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
 from tests.support.campaign_data import CAMPAIGN, NO_PLAYBOOKS, SEGMENTS, audiences, customers, order
+from tests.support.embedded_kit import in_process_node
 from tests.support.notifier_kit import tag_changed
 
 __all__ = [
@@ -55,24 +54,16 @@ class Outbox:
         return Counter(m.customer_id for m in self.sent if m.channel == channel)
 
 
-@asynccontextmanager
-async def embedded_node(
+def embedded_node(
     data: Path, clock: ManualClock, outbox: Outbox, settings: Settings
-) -> AsyncIterator[tuple[EmbeddedNode, httpx.AsyncClient]]:
+) -> AbstractAsyncContextManager[tuple[EmbeddedNode, httpx.AsyncClient]]:
     """A node over `data` with the first API key of `settings` on every request, and no playbooks
     unless `data/playbooks.yaml` holds some."""
     playbooks = data / "playbooks.yaml"
     if not playbooks.exists():
         playbooks.write_text(NO_PLAYBOOKS)
     providers = {"push": outbox, "sms": outbox, "coupon": outbox}
-    node = EmbeddedNode(settings, data, clock, playbooks=playbooks, providers=providers, tick_s=3600)
-    app = create_app(settings, clock=clock, adapters=node.adapters())
-    key = settings.ingest.api_keys[0].key.get_secret_value()
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {key}"}
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as http:
-            yield node, http
+    return in_process_node(settings, data, clock, playbooks=playbooks, providers=providers)
 
 
 async def seed(redis: aioredis.Redis, prefix: str, ids: list[str], at: datetime) -> None:

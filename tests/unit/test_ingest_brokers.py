@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, NodeNotReadyError
 
 from services.ingest.brokers import BrokerWatch
 from services.runtime.settings import KafkaSettings
@@ -48,6 +48,16 @@ class Metadata:
         return None
 
 
+class Unreachable:
+    """The admin client asking a node that is down."""
+
+    async def describe_topics(self, topics: list[str]) -> list[dict[str, Any]]:
+        raise NodeNotReadyError("Attempt to send a request to node which is not ready (node id 2).")
+
+    async def close(self) -> None:
+        return None
+
+
 class Probe:
     """Writes the probe record: acknowledged or not, as the cluster would."""
 
@@ -85,23 +95,39 @@ async def test_a_partition_without_a_leader_refuses_writes() -> None:
 
 async def test_metadata_that_looks_fine_does_not_clear_a_failed_send_until_a_probe_write_is_acknowledged() -> None:
     # 2 of 3 combined KRaft nodes down: the survivor serves the metadata it had, full in-sync sets
-    probe = Probe(acknowledged=False)
+    probe = Probe(acknowledged=True)
     watch = await look(Metadata({0: [1, 2, 3]}), probe)
-    assert (watch.writable, probe.writes) == (True, 0)  # no failed send yet: metadata decides, nothing written
+    assert (watch.writable, probe.writes) == (True, 1)  # the start is proven by a write too
+    await watch.check()
+    assert probe.writes == 1  # proven: healthy checks write nothing
+
+    probe.acknowledged = False
     watch.send_failed("a send was not acknowledged: KafkaTimeoutError")
     assert not watch.writable
     await watch.check()
     await watch.check()
     assert not watch.writable
-    assert probe.writes == 2
+    assert probe.writes == 3
     assert watch.problem is not None
     assert watch.problem.startswith("a probe write was not acknowledged (KafkaTimeoutError)")
 
     probe.acknowledged = True  # the brokers are back
     await watch.check()
-    assert (watch.writable, probe.writes) == (True, 3)
+    assert (watch.writable, probe.writes) == (True, 4)
+
+
+async def test_brokers_that_did_not_answer_must_take_a_probe_write_before_writes_resume() -> None:
+    probe = Probe(acknowledged=False)
+    watch = await look(Metadata({0: [1, 2, 3]}), probe)
+    assert not watch.writable  # never proven since the start
+    watch._admin = Unreachable()  # type: ignore[assignment]  # the check reached a dead node
     await watch.check()
-    assert probe.writes == 3  # proven: healthy checks write nothing
+    assert watch.problem == "Kafka at 127.0.0.1:9092 did not answer: NodeNotReadyError"
+    writes = probe.writes
+    watch._admin = Metadata({0: [1, 2, 3]})  # type: ignore[assignment]  # the survivor's stale metadata
+    await watch.check()
+    assert not watch.writable
+    assert probe.writes == writes + 1
 
 
 async def test_no_probe_is_written_while_the_metadata_itself_shows_the_problem() -> None:
