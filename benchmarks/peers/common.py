@@ -48,6 +48,7 @@ class PeerWorker:
             self.clock,
             Arrival.of(settings.shop.future_skew, settings.history_age),
             currency=settings.shop.currency,
+            partitions=settings.kafka.partitions,  # the tagger's own check, paid here too
         )
 
     def signal_ready(self) -> None:

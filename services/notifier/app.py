@@ -97,7 +97,9 @@ class NotifierApp(ConsumerService):
             settings.kafka,
             [topics.tag_changes, topics.notifications, topics.notifications_dlq, topics.tag_definitions],
             compacted=[topics.tag_definitions],
-            kept_forever=[topics.tag_changes],  # as the tagger creates it, whichever service starts first
+            # tag changes as the tagger creates them, whichever service starts first; failed sends kept
+            # for repair, like every dead-letter topic
+            kept_forever=[topics.tag_changes, topics.notifications_dlq],
         )
         self._redis = redis_client(settings.redis)
         await self._check_durable(self._redis)

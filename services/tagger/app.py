@@ -79,6 +79,7 @@ class Tagger:
             clock,
             Arrival.of(settings.shop.future_skew, settings.history_age),
             currency=settings.shop.currency,
+            partitions=settings.kafka.partitions,  # create_topics stops the worker on any other count
         )
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(

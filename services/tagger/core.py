@@ -26,6 +26,7 @@ from services.engine.codec import decode, encode
 from services.engine.evaluator import next_due
 from services.engine.timeutil import from_us, to_us
 from services.runtime.clock import Clock
+from services.runtime.partitioning import cached_partition_for
 
 RecordOutcome = Literal[
     "applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"
@@ -64,9 +65,19 @@ Loader = Callable[[str], bytes | None]
 
 class TaggerCore:
     def __init__(
-        self, engine: Engine, topics: TopicNames, clock: Clock, arrival: Arrival | None = None, *, currency: str = "CNY"
+        self,
+        engine: Engine,
+        topics: TopicNames,
+        clock: Clock,
+        arrival: Arrival | None = None,
+        *,
+        currency: str = "CNY",
+        partitions: int | None = None,
     ) -> None:
         self.engine = engine
+        self._partitions = partitions
+        """The input topics' partition count: a record on another partition than its key's is refused
+        (None: records are not read from Kafka, nothing to check)."""
         self._arrival = arrival or Arrival()
         self._topics = topics
         self._clock = clock
@@ -111,7 +122,7 @@ class TaggerCore:
             event = self._events.validate_json(message.value or b"")
         except ValidationError as error:
             return self._rejected(message, "invalid", describe_validation_error(error))
-        mismatch = _key_mismatch(message, event.customer_id)
+        mismatch = _key_mismatch(message, event.customer_id, self._partitions)
         if mismatch:
             return self._rejected(message, "mismatched_key", mismatch)
         refused = wrong_currency(event, self._currency)
@@ -135,7 +146,7 @@ class TaggerCore:
             command = TagCommand.model_validate_json(message.value or b"")
         except ValidationError as error:
             return self._rejected(message, "invalid", describe_validation_error(error))
-        mismatch = _key_mismatch(message, command.customer_id)
+        mismatch = _key_mismatch(message, command.customer_id, self._partitions)
         if mismatch:
             return self._rejected(message, "mismatched_key", mismatch)
         state = self._load(command.customer_id, load)
@@ -186,12 +197,21 @@ class TaggerCore:
         return decode(stored) if stored is not None else self.engine.new_state(customer_id)
 
 
-def _key_mismatch(message: Incoming, customer_id: str) -> str | None:
+def _key_mismatch(message: Incoming, customer_id: str, partitions: int | None) -> str | None:
     # Per-customer order needs every message of a customer in one partition: the key decides it. A
-    # key-less message lands on any partition, so the customer's state would exist in several.
+    # key-less message lands on any partition, so the customer's state would exist in several; so
+    # does a keyed one placed by another partitioner (librdkafka's default hashes with CRC32).
     if message.key is None:
         return f"the message has no key; key messages by customer_id ({customer_id!r})"
     key = message.key.decode("utf-8", "replace")
     if key != customer_id:
         return f"message key {key!r} does not match customer_id {customer_id!r}; key messages by customer_id"
+    if partitions is not None:
+        expected = cached_partition_for(message.key, partitions)
+        if expected != message.partition:
+            return (
+                f"message key {excerpt(key, 60)} belongs in partition {expected} of {partitions}, not "
+                f"{message.partition}; produce with Kafka's default partitioner (murmur2; librdkafka clients: "
+                "partitioner=murmur2_random)"
+            )
     return None

@@ -24,7 +24,7 @@ from services.runtime.customers import Profile, RedisCustomers
 from services.runtime.settings import Settings
 from services.tagger.marker import Marker
 from services.tagger.projector import Projector
-from tests.support.kafka_io import TopicReader, produce
+from tests.support.kafka_io import TopicReader, produce, topic_config
 from tests.support.notifier_kit import ProviderServer, eventually, notifier_settings, record, tag_changed
 from tests.support.playbooks import WINBACK_HIGH_VALUE, playbooks_file
 
@@ -174,7 +174,7 @@ async def test_quiet_hours_hold_a_push_and_send_it_when_the_window_ends(
     await eventually(lambda: len(providers.of("push")) == 1, what="the held push")
 
 
-async def test_provider_500s_are_retried_with_one_idempotency_key_then_dead_lettered(
+async def test_provider_500s_are_retried_with_one_idempotency_key_then_dead_lettered_and_kept(
     start: Callable[..., Any], providers: ProviderServer
 ) -> None:
     providers.failing["push"] = 500
@@ -186,6 +186,8 @@ async def test_provider_500s_are_retried_with_one_idempotency_key_then_dead_lett
     assert len(providers.of("push")) == 3
     assert len({r.key for r in providers.of("push")}) == 1
     assert len(providers.of("coupon")) == 1  # the other channel is unaffected
+    # kept for repair like every dead-letter topic, not for the broker's default week
+    assert await topic_config(n.bootstrap, n.settings.topics.notifications_dlq, "retention.ms") == ("-1", True)
 
 
 async def test_an_unreadable_tag_change_is_dead_lettered_and_does_not_stall_the_partition(

@@ -22,13 +22,14 @@ from services.engine.codec import decode
 from services.runtime.clock import ManualClock
 from services.runtime.definitions_feed import definition_record
 from services.runtime.engine_build import engine_build
+from services.runtime.partitioning import partition_for
 from services.runtime.readmodel import ReadModel
 from services.runtime.redis import redis_client
 from services.runtime.settings import KafkaSettings, RedisSettings, Settings, TaggerSettings
 from services.tagger.app import Tagger, build_app
 from services.tagger.faust_compat import kafka_producer
 from tests.support.builders import cond, group, order_bands, value_tiers
-from tests.support.kafka_io import TopicReader, produce, topic_config
+from tests.support.kafka_io import TopicReader, produce, produce_to, topic_config
 
 pytestmark = pytest.mark.integration
 
@@ -366,15 +367,20 @@ async def test_key_less_and_wrongly_keyed_records_on_every_input_topic_are_dead_
     misfiled = group("misfiled", [("anyone", [cond("order_count", "gte", 1)])], mode="multi")
     _, value = definition_record(misfiled)
     await produce(harness.bootstrap, harness.topics.tag_definitions, [(b"value", value, None)])
+    # keyed right, but placed by another partitioner (librdkafka's CRC32): erin's state would split too
+    elsewhere = (partition_for(b"erin", harness.tagger.settings.kafka.partitions) + 1) % 3
+    placed = json.dumps(paid_event("erin", "700", at=now)).encode()
+    await produce_to(harness.bootstrap, harness.topics.events, elsewhere, b"erin", placed, harness.now_ms())
     await harness.send_events(paid_event("erin", "20", at=now))  # keyed right: applied as usual
     assert summary(await harness.changes_for("erin", 4))[0] == ("care", "regular", "added", "rule")
 
     async with TopicReader(harness.bootstrap, harness.topics.events_dlq) as reader:
-        await reader.until(lambda records: len(_about_erin_or_misfiled(records)) >= 4)
+        await reader.until(lambda records: len(_about_erin_or_misfiled(records)) >= 5)
         letters = _about_erin_or_misfiled(reader.records)
     by_topic = {(letter["topic"], letter["key"]): letter for letter in letters}
     assert set(by_topic) == {
         (harness.topics.events, None),
+        (harness.topics.events, "erin"),
         (harness.topics.tag_commands, None),
         (harness.topics.tag_commands, "frank"),
         (harness.topics.tag_definitions, "value"),
@@ -385,6 +391,9 @@ async def test_key_less_and_wrongly_keyed_records_on_every_input_topic_are_dead_
         == "the message has no key; key messages by customer_id ('erin')"
     )
     assert "does not match customer_id 'erin'" in by_topic[harness.topics.tag_commands, "frank"]["reason"]
+    misplaced = by_topic[harness.topics.events, "erin"]
+    assert misplaced["partition"] == elsewhere
+    assert f"belongs in partition {(elsewhere + 2) % 3} of 3, not {elsewhere}" in misplaced["reason"]
     assert "does not match the group id 'misfiled'" in by_topic[harness.topics.tag_definitions, "value"]["reason"]
     assert json.loads(by_topic[harness.topics.tag_definitions, "value"]["original"])["id"] == "misfiled"
     # the misfiled record neither replaced the group `value` nor added `misfiled`

@@ -26,6 +26,19 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
         await producer.stop()
 
 
+async def produce_to(
+    bootstrap: str, topic: str, partition: int, key: bytes | None, value: bytes, timestamp_ms: int | None = None
+) -> None:
+    """One record on a partition of the caller's choosing, as a producer with another partitioner would
+    place it."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=key, value=value, partition=partition, timestamp_ms=timestamp_ms)
+    finally:
+        await producer.stop()
+
+
 class TopicReader:
     """Reads a topic from the beginning and keeps everything it has seen."""
 
