@@ -12,14 +12,15 @@ under the same seq, which consumers drop. A crash between 2 and 3 re-reads messa
 written already: de-duplicated by event id. So a change may repeat, never go missing.
 
 A checkpoint holds plain records (partition, key, state), not faust events, so a batch of records can
-go through it however it was fetched.
+go through it however it was fetched. It reads and writes the partitions' local stores itself
+(`LocalStore`: a direct read per state, one write batch per partition), not through faust's table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -30,7 +31,7 @@ from services.engine.changes import TagChange
 from services.runtime.kafka import send_partitioned
 from services.tagger.core import Result
 from services.tagger.faust_app import send_records
-from services.tagger.faust_compat import kafka_producer, mark_persisted, store_locally
+from services.tagger.faust_compat import LocalStore, kafka_producer, mark_persisted
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import position_record
@@ -53,19 +54,25 @@ class Checkpoint:
         self._topics = topics
         self._metrics = metrics
         self._index = index
+        self._store = LocalStore(table)
+        self._read: Callable[[bytes], bytes | None] = _no_partition_chosen
         self._latest: dict[str, tuple[int, bytes, int | None]] = {}
         """Per customer, in first-seen order: the partition, last state and next check of the batch."""
         self._sends: list[Awaitable[Any]] = []
         self._changes: list[tuple[TagChange, float]] = []
         self._positions: dict[TP, int] = {}
 
+    def reading(self, partition: int) -> None:
+        """Load the next states from `partition`'s store: the partition of the records handled next."""
+        self._read = self._store.reader(partition)
+
     def load(self, customer_id: str) -> bytes | None:
-        """The customer's state as of this batch: its latest result here, else the stored one."""
+        """The customer's state as of this batch: its latest result here, else the one stored in the
+        partition being read (`reading`)."""
         pending = self._latest.get(customer_id)
         if pending is not None:
             return pending[1]
-        stored: bytes | None = self._table.get(customer_id.encode())
-        return stored
+        return self._read(customer_id.encode())
 
     def position(self, tp: TP, offset: int) -> None:
         """Remember a processed message: its partition's position is stored with the batch's states."""
@@ -95,18 +102,15 @@ class Checkpoint:
         acknowledged = time.time()
         if self._changes:
             self._metrics.count_changes(self._changes, acknowledged)
-        changelog: dict[int, list[tuple[bytes, bytes]]] = {}
+        records: dict[int, list[tuple[bytes, bytes]]] = {}
         for customer_id, (partition, state, due) in self._latest.items():  # one record per customer per
-            key = customer_id.encode()  # batch: its last state is all recovery needs
-            store_locally(self._table, partition, key, state)
-            changelog.setdefault(partition, []).append((key, state))
-            self._index.put(customer_id, partition, due)
+            records.setdefault(partition, []).append((customer_id.encode(), state))  # batch: its last state
+            self._index.put(customer_id, partition, due)  # is all recovery needs
         for tp, next_offset in self._positions.items():
-            key, position = position_record(tp, next_offset)
-            store_locally(self._table, tp.partition, key, position)
-            changelog.setdefault(tp.partition, []).append((key, position))
-        if changelog:  # durable in the changelog before the messages are acknowledged
-            await send_changelog(self._app, self._table, changelog)
+            records.setdefault(tp.partition, []).append(position_record(tp, next_offset))
+        if records:  # stored, then durable in the changelog before the messages are acknowledged
+            self._store.write(records)
+            await send_changelog(self._app, self._table, records)
         positions = dict(self._positions)
         self._sends.clear()
         self._changes.clear()
@@ -145,3 +149,7 @@ async def send_changelog(
 
 def dead_letter_json(letter: DeadLetter) -> bytes:
     return letter.model_dump_json().encode()
+
+
+def _no_partition_chosen(key: bytes) -> bytes | None:
+    raise RuntimeError(f"a state ({key[:40]!r}) was loaded before Checkpoint.reading chose its partition")

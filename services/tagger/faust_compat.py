@@ -41,8 +41,9 @@ entry-point namespace) changes five things in faust's aiokafka consumer:
    fetches are large; the rebalance test's second worker crashed so whenever it joined before the
    first had left. `_seek` below runs the seek through the thread's method queue instead.
 
-The producer (`TaggerProducer`) is idempotent (see its docstring). The functions write the table's
-local store and changelog bookkeeping the way faust does per message, for whole batches at once.
+The producer (`TaggerProducer`) is idempotent (see its docstring). `LocalStore` reads and writes the
+table's local store per partition and batch, and `mark_persisted` keeps faust's changelog bookkeeping,
+as faust does per message.
 About 500 lines on purpose: the fence is one module, its PINS list alone is 100 and the delivery
 loop with its copied per-message part 130.
 """
@@ -54,7 +55,6 @@ import hashlib
 import importlib
 import inspect
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,7 @@ from typing import Any, cast
 
 import faust
 from aiokafka import AIOKafkaProducer
-from faust.streams import _current_event
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
@@ -71,6 +71,7 @@ from faust.types import TP, TableT
 from faust.types.stores import StoreT
 from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
+from rocksdict import WriteBatch
 
 from services.tagger.delivery import SourceBatches
 
@@ -172,9 +173,24 @@ PINS: tuple[Pin, ...] = (
         "kafka_producer returns the AIOKafkaProducer through it, for record batches",
     ),
     Pin(
-        "faust.stores.rocksdb:Store._set",
-        "4227e561e288d9413bf663a3a67940fd4976f5484e70e49445858ce4d400d26e",
-        "store_locally sets `_current_event` because this takes the partition from the current event",
+        "faust.stores.rocksdb:Store._db_for_partition",
+        "cb7e67d5f9efc4bced7b7ab09a55fe717c352daad5b693594e3f7ca52a98787f",
+        "LocalStore reads and writes the database it returns: check it still opens one database per partition",
+    ),
+    Pin(
+        "faust.stores.rocksdb:RocksDBOptions.as_options",
+        "d2a1bea17736d2eb2f8d2da592ef843f31bd9583b17b3fcbb2ebd84c15051660",
+        "LocalStore reads bytes keys and writes `WriteBatch(raw_mode=True)`: check rocksdict is still opened raw",
+    ),
+    Pin(
+        "faust.stores.rocksdb:Store._get_bucket_for_key",
+        "951e43a00ee0679fcff2ed4e3202cf14d5576d5abd4f283533b3ab7e3b7489b5",
+        "LocalStore leaves faust's key index alone: check a read with no event still asks every database on a miss",
+    ),
+    Pin(
+        "faust.stores.rocksdb:Store.revoke_partitions",
+        "3f85447a24fc34ffd1ecb5039f502ac6049d92fbd61d91371049bab01203e390",
+        "LocalStore never keeps a database: check a revoked one is still dropped unclosed (closed once unreferenced)",
     ),
     Pin(
         "faust.stores.rocksdb:Store.set_persisted_offset",
@@ -213,17 +229,49 @@ class TaggerFaustApp(faust.App):
         super().__init__(id, **options)
 
 
-def store_locally(table: TableT[bytes, bytes], partition: int, key: bytes, value: bytes) -> None:
-    """Write a value to the table's local store (RocksDB: the partition's database), not the changelog.
+class LocalStore:
+    """The table's local store, read and written by the batch: each partition's RocksDB directly.
 
-    faust's RocksDB store takes the partition from the event being processed (`_current_event`); a
-    stand-in carrying only the partition lets a batch be written without per-record faust events."""
-    current = _PartitionOnly(partition)
-    token = _current_event.set(cast(Any, weakref.ref(current)))
-    try:
-        table.data[key] = value
-    finally:
-        _current_event.reset(token)
+    faust reads a key through `Table.get` (a sensor call, then a containment check and a read, each
+    finding the partition through the store's key index or by asking every partition's database)
+    and writes one through `Store._set` (the partition taken from the current event, the key index
+    updated). The tagger knows the partition of every state it reads or writes: it asks that
+    partition's database (rocksdict, opened raw) and writes a batch with one `WriteBatch` per
+    partition. faust's key index is left alone: its own reads (queries, recovery's scan) miss it and
+    ask each partition's database, as after a restart. A database is taken from the store per batch
+    and kept no longer: faust drops a revoked partition's database unclosed, to be closed once
+    unreferenced, so a kept one would hold its lock when the partition comes back (a rebalance
+    waits for the batch in flight first: services/tagger/delivery.py).
+
+    The memory store (`TAGSTREAM_TAGGER__STORE=memory`) is one dict for every partition.
+    """
+
+    def __init__(self, table: TableT[bytes, bytes]) -> None:
+        store = table.data
+        self._mapping = store
+        self._rocks: RocksDBStore | None = None
+        if isinstance(store, RocksDBStore):
+            if not store.use_rocksdict:
+                raise TypeError(f"table {table.name!r}: the tagger's RocksDB store needs the rocksdict driver")
+            self._rocks = store
+
+    def reader(self, partition: int) -> Callable[[bytes], bytes | None]:
+        """A read of one key of `partition`'s states, for the batch under way (not to be kept)."""
+        if self._rocks is None:
+            return self._mapping.get
+        read: Callable[[bytes], bytes | None] = self._rocks._db_for_partition(partition).get
+        return read
+
+    def write(self, records: Mapping[int, Iterable[tuple[bytes, bytes]]]) -> None:
+        """Write each partition's records (key, value), in one write batch per partition's database."""
+        for partition, pairs in records.items():
+            if self._rocks is None:
+                self._mapping.update(pairs)
+                continue
+            batch = WriteBatch(raw_mode=True)
+            for key, value in pairs:
+                batch.put(key, value)
+            self._rocks._db_for_partition(partition).write(batch)
 
 
 def mark_persisted(table: TableT[bytes, bytes], changelog: TP, offset: int) -> None:
@@ -460,19 +508,6 @@ def source_of(target: str) -> str:
 
 def source_digest(target: str) -> str:
     return hashlib.sha256(source_of(target).encode()).hexdigest()
-
-
-class _PartitionOnly:
-    """What faust's RocksDB store reads from the current event: `event.message.partition`."""
-
-    __slots__ = ("__weakref__", "partition")
-
-    def __init__(self, partition: int) -> None:
-        self.partition = partition
-
-    @property
-    def message(self) -> _PartitionOnly:
-        return self
 
 
 async def _sync_call(function: Callable[..., None], *args: Any) -> None:

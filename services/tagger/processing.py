@@ -24,7 +24,7 @@ from services.engine.fingerprint import change_since, decode_fingerprint, encode
 from services.tagger.checkpoint import Checkpoint, send_changelog
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.delivery import Batch, SourceBatches, SourceRecord
-from services.tagger.faust_compat import store_locally
+from services.tagger.faust_compat import LocalStore
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import SourceOffsets
@@ -118,6 +118,7 @@ class BatchProcessor:
         for tp, records in batches:
             if tp in rewinding:
                 continue
+            checkpoint.reading(tp.partition)
             for record in records:
                 expected = self.offsets.skipped(tp, record.offset)
                 if expected is not None:
@@ -134,6 +135,7 @@ class BatchProcessor:
                     stored.update(await checkpoint.commit())
                     checkpoint = self._checkpoint()
                     await self._sync(record, result.sync)
+                    checkpoint.reading(tp.partition)
                     continue
                 await checkpoint.add(record.partition, record.key, record.timestamp / 1000.0, result)
         stored.update(await checkpoint.commit())
@@ -170,7 +172,7 @@ class BatchProcessor:
         """Backfill one partition's customers to the current definitions, then mark it done."""
         partition = record.partition
         produced_at = record.timestamp / 1000.0
-        stored = self.table.get(marker_key(partition))
+        stored = LocalStore(self.table).reader(partition)(marker_key(partition))
         change = change_since(decode_fingerprint(stored) if stored else {}, self.engine.rulebook)
         now_us = int(produced_at * 1_000_000)
         if not change.empty:
@@ -179,6 +181,7 @@ class BatchProcessor:
             self.metrics.backfill_remaining.inc(len(customers))
             for start in range(0, len(customers), _BACKFILL_CHUNK):
                 checkpoint = self._checkpoint()
+                checkpoint.reading(partition)
                 for customer_id in customers[start : start + _BACKFILL_CHUNK]:
                     current = checkpoint.load(customer_id)
                     if current is None:
@@ -201,11 +204,8 @@ class BatchProcessor:
         with the definitions in force (a later sync re-evaluates only what changed since); returns the
         records for the changelog (`send_changelog`)."""
         value = encode_fingerprint(fingerprint(self.engine.rulebook))
-        records: dict[int, list[tuple[bytes, bytes]]] = {}
-        for partition in sorted(partitions):
-            marker = marker_key(partition)
-            store_locally(self.table, partition, marker, value)
-            records[partition] = [(marker, value)]
+        records = {partition: [(marker_key(partition), value)] for partition in sorted(partitions)}
+        LocalStore(self.table).write(records)
         return records
 
 

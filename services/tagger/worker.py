@@ -1,7 +1,9 @@
-"""The tagger's `faust.Worker`: faust's own logging set-up, then repeated records held back."""
+"""The tagger's `faust.Worker`: faust's own logging set-up, then repeated records held back; once
+started, what it built to start is kept out of the garbage collector's scans."""
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import faust
@@ -12,4 +14,17 @@ from services.runtime.logs import hold_back_repeats
 class TaggerWorker(faust.Worker):
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         super().on_setup_root_logger(logger, level)
+        if level:
+            # faust lowers the root logger to DEBUG at WARNING and above, for its start-up spinner to turn
+            # on every record; then every debug call of aiokafka (per send, per response) builds a record
+            # that no handler shows
+            logger.setLevel(level)
         hold_back_repeats(logger)  # a broker outage: ~100 identical aiokafka ERROR lines a second
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        # Once, when the tables are recovered and the app runs: its modules, faust's services and the
+        # rules live as long as the process. Frozen, they are no longer walked by every full collection
+        # (the engine's allocations trigger one every few thousand events), only what processing keeps.
+        gc.collect()
+        gc.freeze()

@@ -29,7 +29,7 @@ FENCE = ROOT / "services" / "tagger" / "faust_compat.py"
 PRIVATE_FAUST = re.compile(
     r"_current_event|_ensure_producer|set_persisted_offset|_settings_extra|_drain_messages|_new_offset"
     r"|_tp_to_callback_lock|_read_offset|_commit_every|_n_acked|_add_gap|_unacked_messages|\b_acked\b"
-    r"|\._stopped\b|\.noack_take\b|\btable\.data\b|\.data\[|transport\.(Consumer|Producer)\s*="
+    r"|\._stopped\b|\.noack_take\b|\btable\.data\b|\.data\[|transport\.(Consumer|Producer)\s*=|_db_for_partition"
 )
 """faust's private names the tagger uses (and ways of patching a live app); only the fence may say them."""
 IMPORTS_FAUST = re.compile(r"^\s*(import faust|from faust\b)", re.MULTILINE)

@@ -1,0 +1,43 @@
+"""The tagger worker process: its root logger stays at the level asked for (faust's start-up spinner would
+lower it), and once started what it built is frozen out of the garbage collector's scans."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from pathlib import Path
+
+import pytest
+
+from services.runtime.logs import RepeatFilter
+from services.runtime.settings import Settings, TaggerSettings
+from services.tagger.faust_app import faust_app
+from services.tagger.worker import TaggerWorker
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.ERROR, logging.INFO, logging.DEBUG])
+def test_the_root_logger_keeps_the_level_asked_for_and_holds_back_repeats(tmp_path: Path, level: int) -> None:
+    app = faust_app(Settings(tagger=TaggerSettings(datadir=tmp_path / "tagger")))
+    worker = TaggerWorker(app, loglevel=logging.getLevelName(level))
+    logger = logging.Logger(f"tagger-root-{level}")  # a stand-in for the root logger: nothing global changes
+    logger.addHandler(logging.StreamHandler())
+
+    worker.on_setup_root_logger(logger, level)
+
+    assert logger.level == level
+    assert logger.isEnabledFor(logging.DEBUG) is (level <= logging.DEBUG)
+    assert any(isinstance(found, RepeatFilter) for found in logger.handlers[0].filters)
+
+
+def test_once_started_the_worker_freezes_what_it_built_out_of_the_collectors_scans(tmp_path: Path) -> None:
+    app = faust_app(Settings(tagger=TaggerSettings(datadir=tmp_path / "tagger")))
+    worker = TaggerWorker(app, loglevel="WARNING")
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        asyncio.run(worker.on_startup_finished())
+        assert gc.get_freeze_count() > 0
+        assert gc.get_count()[2] == 0  # collected first: no garbage of the start-up is frozen with it
+    finally:
+        gc.unfreeze()
