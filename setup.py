@@ -30,6 +30,7 @@ COMPILED_MODULES = [
     "services/engine/routing.py",
     "services/engine/rulebook.py",
     "services/engine/schedule.py",
+    "services/engine/score_plan.py",
     "services/engine/score_state.py",
     "services/engine/scores.py",
     "services/engine/state.py",

@@ -38,7 +38,7 @@ from services.engine.schedule import (
     Fired,
 )
 from services.engine.score_state import fold_scores
-from services.engine.scores import SCORE_TIME
+from services.engine.scores import SCORE_TIME, SCORE_WINDOW
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
 from services.engine.timeutil import from_us, to_us
@@ -55,9 +55,9 @@ ALL_TIME_KEYS: Final = (
     AGE_TIME,
     LOYALTY,
     SCORE_TIME,
+    SCORE_WINDOW,
     MANUAL_EXPIRY,
 )
-_SCORE_KEYS: Final = (SCORE_TIME,)
 
 
 class Engine:
@@ -74,7 +74,6 @@ class Engine:
         self._routes = Routes(rulebook, self._incremental)
         self._plan = self._routes.plan
         self._scores = rulebook.scores
-        self._scores_timed = rulebook.time_plan.scores is not None
 
     @property
     def rulebook(self) -> RuleBook:
@@ -122,7 +121,7 @@ class Engine:
                 occurred_us = to_us(event.occurred_at)
             day = self._zone.day(occurred_us)
             had_day = day in buckets
-        scores = self._scores if route.scored else None  # profile events are no scored action
+        scores = self._scores if route.score_kind >= 0 else None  # profile events are no scored action
         counted_before = 0
         if scores is not None:
             if occurred_us is None:
@@ -133,11 +132,15 @@ class Engine:
             self.duplicates += 1
             return changes
         moved = 0
+        rescheduled = 0
         if scores is not None:
             # an action counts in the scores exactly when the aggregates counted it (not a browse or
             # click past the horizon or over the day's cap): their de-duplication is the scores' too
             if buckets is None or buckets.get(day, 0) > counted_before:
-                moved = fold_scores(agg, scores, event, day, self._rulebook.horizon_days)
+                today = self._zone.day(now_us)
+                moved, rescheduled = fold_scores(
+                    agg, scores, route.score_kind, event, day, today, self._rulebook.horizon_days
+                )
             if moved:
                 route = self._routes.scored(type(event), moved)
         elif agg.scores is not None and self._scores is None:
@@ -163,10 +166,10 @@ class Engine:
                         state.due[family] = at
                         if state.next_at is None or at < state.next_at:
                             state.next_at = at
-        if moved and self._scores_timed and not first:
-            # the scores' next change moves with their points only: it is the first change after
-            # the instant it was computed at, and nothing else moves it
-            self._reschedule(state, ctx, _SCORE_KEYS)
+        if rescheduled and not first:
+            plan = self._rulebook.time_plan.scores
+            if plan is not None:
+                plan.reschedule(state, ctx, rescheduled, day)
         return changes
 
     def on_command(self, state: CustomerState, command: TagCommand, now: datetime) -> list[TagChange]:

@@ -77,9 +77,13 @@ _EVENT_FAMILIES: Final[dict[type, tuple[str, ...]]] = {
 }
 
 
+UNCHANGED: Final = 2
+"""A `Check.direction`: the event moved nothing the tag's rule reads (exclusive groups list every tag)."""
+
+
 class Check:
     """One tag to evaluate: the tag and its id, what evaluates its rule, and the direction its truth
-    can move (+1 only truer, -1 only falser, 0 either; always 0 when evaluated whole). A class
+    can move (+1 only truer, -1 only falser, 0 either, UNCHANGED; always 0 when evaluated whole). A class
     rather than a tuple: compiled, every item read from a tuple has its type checked, an attribute
     of a native class is read as it is."""
 
@@ -129,8 +133,9 @@ class Plan:
 
 @dataclass(frozen=True)
 class Route:
-    """What one event type touches: groups to evaluate (narrowed to tags for multi groups), the steps
-    they may reach, and the time families whose next change it can move."""
+    """What one event type touches: groups to evaluate (narrowed to tags for multi groups, directed
+    for exclusive groups reading a moved score), the steps they may reach, and the time families
+    whose next change it can move."""
 
     groups: frozenset[str]
     checks: dict[str, Checks]
@@ -138,9 +143,10 @@ class Route:
     steps: tuple[Step, ...]
     activity: int = -1
     """BROWSES or CLICKS for the events counted in day buckets of their own, else -1."""
-    scored: bool = False
-    """Whether some behaviour score counts events of this type (never a profile event). The route
-    itself is for an event that moved no score; `Routes.scored` adds the groups that read one."""
+    score_kind: int = -1
+    """The kind of scored action events of this type are (`score_state.CLICK`...), -1 when no
+    behaviour score counts them (never a profile event). The route itself is for an event that moved
+    no score; `Routes.scored` adds the groups that read one."""
 
 
 @dataclass(frozen=True)
@@ -205,10 +211,10 @@ def _event_routes(rulebook: RuleBook, plan: Plan, incremental: bool) -> dict[typ
         families = tuple(family for family in _EVENT_FAMILIES[kind] if family in watched)
         activity = _ACTIVITY.get(kind, -1)
         book = rulebook.scores
-        scored = book is not None and any(score.feeds(kind) for score in book.scores)
+        score_kind = book.kind_of(kind) if book is not None else -1
         if not incremental:
             every = frozenset(group.id for group in rulebook.evaluation_order)
-            routes[kind] = Route(every, {}, families, plan.steps, activity, scored)
+            routes[kind] = Route(every, {}, families, plan.steps, activity, score_kind)
             continue
         groups = rulebook.groups_reading(deltas)
         checks = {
@@ -220,7 +226,7 @@ def _event_routes(rulebook: RuleBook, plan: Plan, incremental: bool) -> dict[typ
             for group_id in groups
             if rulebook.groups[group_id].spec.mode == "multi"
         }
-        routes[kind] = Route(groups, checks, families, plan.candidates(groups), activity, scored)
+        routes[kind] = Route(groups, checks, families, plan.candidates(groups), activity, score_kind)
     return routes
 
 
@@ -243,6 +249,12 @@ def _scored_route(rulebook: RuleBook, plan: Plan, base: Route, kind: type, moved
     for group_id in groups:
         group = rulebook.groups[group_id]
         if group.spec.mode != "multi":
+            if reading[group_id] and group.spec.auto_remove:
+                checks[group_id] = tuple(
+                    Check(tag, tag.rule.matcher, _direction_or(tag, deltas, UNCHANGED))
+                    for tag in group.tags
+                    if tag.rule is not None
+                )
             continue
         wanted = {tag.id for tag in group.tags_reading(_EVENT_METRICS[kind])} | {tag.id for tag in reading[group_id]}
         checks[group_id] = tuple(
@@ -250,7 +262,7 @@ def _scored_route(rulebook: RuleBook, plan: Plan, base: Route, kind: type, moved
             for tag in group.tags
             if tag.rule is not None and tag.id in wanted
         )
-    return Route(groups, checks, base.families, plan.candidates(groups), base.activity, base.scored)
+    return Route(groups, checks, base.families, plan.candidates(groups), base.activity, base.score_kind)
 
 
 def _reads_score(rule: CompiledRule, keys: set[str]) -> bool:
@@ -259,9 +271,14 @@ def _reads_score(rule: CompiledRule, keys: set[str]) -> bool:
 
 def _direction(tag: CompiledTag, deltas: Mapping[Metric, int]) -> int:
     """+1 when an event with these metric moves can only make the tag's rule truer, -1 only falser."""
+    return _direction_or(tag, deltas, 0)
+
+
+def _direction_or(tag: CompiledTag, deltas: Mapping[Metric, int], unread: int) -> int:
+    """`_direction`, and `unread` when the tag's rule reads none of the moved metrics."""
     assert tag.rule is not None
     found = _rule_direction(tag.rule, deltas)
-    return found if found is not None else 0
+    return found if found is not None else unread
 
 
 def _rule_direction(rule: CompiledRule, deltas: Mapping[Metric, int]) -> int | None:

@@ -33,7 +33,8 @@ from schemas.tags import Metric
 from services.engine.conditions import CompiledCondition, FixedWindow, change_points
 from services.engine.loyalty import PeriodShape, next_period_change, periods_turning
 from services.engine.profile import age_on, birth_date, next_age_change
-from services.engine.scores import SCORE_TIME, ScorePlan
+from services.engine.score_plan import ScorePlan
+from services.engine.scores import SCORE_TIME, SCORE_WINDOW
 from services.engine.windows import ORDERS, SCAN_MAX, WINDOW_KINDS, EvalContext, next_window_change
 
 ORDER_TIME: Final = "order_time"
@@ -60,9 +61,6 @@ Fired = tuple[str, tuple[int, ...] | tuple[Metric, ...], bool]
 whose value changes, or the absolute window end instant reached; and whether a bucket enters the
 windows). Plain hashable data, so the engine can remember what each combination means for
 evaluation instead of recomputing it."""
-
-_SCORES_MOVED: Final[Fired] = (SCORE_TIME, (), False)
-"""What a score wake-up changes: the scores' value, read anew (the plan scheduled it for a change)."""
 
 
 class _Window:
@@ -174,7 +172,7 @@ class TimePlan:
             period_tags={shape: _frozen(value) for shape, value in period_tags.items()},
             age_points=tuple(sorted(age_points)),
             age_tags=_frozen(age_tags),
-            scores=scores if scores.tags else None,
+            scores=scores if scores.windowed or scores.decaying else None,
         )
 
     @property
@@ -189,7 +187,7 @@ class TimePlan:
         if self.age_points:
             found.append(AGE_TIME)
         if self.scores is not None:
-            found.append(SCORE_TIME)
+            found.extend(self.scores.families())
         return tuple(found)
 
     def next_change(self, family: str, ctx: EvalContext) -> int | None:
@@ -197,7 +195,9 @@ class TimePlan:
         if family == ORDER_TIME:
             return self._next_day_point(ctx)
         if family == SCORE_TIME:
-            return self.scores.next_change(ctx) if self.scores is not None else None
+            return self.scores.next_flip(ctx) if self.scores is not None else None
+        if family == SCORE_WINDOW:
+            return self.scores.next_window_change(ctx) if self.scores is not None else None
         if family == WINDOW_END:
             ends = self.ends
             index = _bisect_right(ends, ctx.now_us)
@@ -240,7 +240,9 @@ class TimePlan:
         if family == WINDOW_END:
             return (family, (now_us,), False) if now_us in self.end_tags else None
         if family == SCORE_TIME:
-            return _SCORES_MOVED if self.scores is not None else None
+            return self.scores.decay_fired() if self.scores is not None else None
+        if family == SCORE_WINDOW:
+            return self.scores.window_fired(ctx) if self.scores is not None else None
         midnight = ctx.zone.start(ctx.today) == now_us
         if family == AGE_TIME:
             born = birth_date(ctx.agg.profile)
@@ -290,8 +292,15 @@ class TimePlan:
                 continue
             if family == SCORE_TIME:
                 assert self.scores is not None
-                _merge(touched, self.scores.tags)
+                _merge(touched, self.scores.decay_readers)
                 _move(moves, Metric.SCORE, 0)  # a decaying score moves towards 0, from either side
+                continue
+            if family == SCORE_WINDOW:
+                assert self.scores is not None
+                for slot in hits:
+                    assert isinstance(slot, int)
+                    _merge(touched, self.scores.slot_readers[slot])
+                _move(moves, Metric.SCORE, 0)  # points may be negative: a day leaving moves either way
                 continue
             if family == WINDOW_END:
                 for end in hits:

@@ -11,9 +11,9 @@ beside them while they stay as they are, and never stored.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
-from schemas.events import Browse, Click, OrderPaid, OrderRefunded
+from schemas.events import Browse, Click
 from services.engine.aggregates import Aggregates, CustomerEvent
 from services.engine.decay import Approx, Decaying
 from services.engine.zone import DayZone
@@ -26,6 +26,9 @@ BROWSE: Final = 1
 ORDER: Final = 2
 REFUND: Final = 3
 """The kinds of action a score gives points for (`CompiledScore.points`)."""
+DECAY_MOVED: Final = 1
+WINDOW_DAY: Final = 2
+"""What `fold_scores` says to reschedule: a decaying score's crossing, a windowed score's next change."""
 
 
 class Reading:
@@ -45,7 +48,7 @@ class ScoreState:
     The aggregates' one slot for scores: None for customers of a shop that defines none. Everything
     but `days` and `top_day` is derived, never stored, and dropped when the points change."""
 
-    __slots__ = ("approx", "days", "masses", "readings", "sums", "sums_day", "top_day")
+    __slots__ = ("approx", "book", "days", "masses", "readings", "sums", "sums_day", "top_day")
 
     def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
         self.days: dict[str, dict[int, int]] = {} if days is None else days
@@ -64,6 +67,8 @@ class ScoreState:
         not ended)."""
         self.approx: dict[str, dict[int, Approx]] = {}
         """The same masses as floats with their error bounds."""
+        self.book: ScoreBook | None = None
+        """The score book whose scores alone `days` holds (None: not checked yet)."""
 
     def decaying(self, key: str, half_life_us: int, zone: DayZone) -> Decaying | None:
         """The score `key` as `decay.py` reads it (None: no points)."""
@@ -86,22 +91,115 @@ class ScoreState:
             reading.at_us = -1
         masses = self.masses.get(key)
         if masses:
-            for last in [last for last in masses if last >= day]:
-                del masses[last]
+            if day >= self.top_day:  # kept for days with points, none after the latest: only `day`'s
+                masses.pop(day, None)
+            else:
+                for last in [last for last in masses if last >= day]:
+                    del masses[last]
         approx = self.approx.get(key)
         if approx:
-            for last in [last for last in approx if last >= day]:
-                del approx[last]
+            if day >= self.top_day:
+                approx.pop(day, None)
+            else:
+                for last in [last for last in approx if last >= day]:
+                    del approx[last]
 
 
-def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int, horizon_days: int) -> int:
-    """Add one counted action (dated on local `day`) to every score it is worth points in. Returns
-    which scores moved (0: none): bit 2i when the i-th of `book.scores` gained points, 2i + 1 when it
-    lost some. Days more than `horizon_days` before the latest one are dropped, as are the points of
-    scores no longer defined (or counting differently now)."""
+def fold_scores(
+    agg: Aggregates, book: ScoreBook, kind: int, event: CustomerEvent, day: int, today: int, horizon_days: int
+) -> tuple[int, int]:
+    """Add one counted action of `kind` (dated on local `day`, read on local day `today`) to every
+    score it is worth points in. Returns (moved, rescheduled).
+
+    `moved`: the scores whose conditions may read differently now: bit 2i when the i-th of
+    `book.scores` gained points, 2i + 1 when it lost some. A windowed score whose window sums are kept
+    for today is in it only when a sum crossed a level (`CompiledScore.levels`): no condition on it
+    can have changed otherwise. `rescheduled`: DECAY_MOVED when a decaying score's points changed
+    (its next crossing moved), WINDOW_DAY when a windowed score gained a day (its windows' next change
+    may come earlier). Days more than `horizon_days` before the latest one are dropped, as are the
+    points of scores no longer defined (or counting differently now)."""
     state = agg.scores
     if state is None:
         state = agg.scores = ScoreState(top_day=day)
+    if state.book is not book:
+        _forget_undefined(state, book)
+    moved = 0
+    rescheduled = 0
+    if day > state.top_day:
+        state.top_day = day
+        pruned = _prune(state, day - horizon_days + 1)
+        if pruned:  # points dropped past the horizon move a decaying score either way (no window holds them)
+            for position, score in enumerate(book.scores):
+                if score.half_life_us and score.key in pruned:
+                    moved |= 3 << (2 * position)
+                    rescheduled |= DECAY_MOVED
+    elif day <= state.top_day - horizon_days:
+        return 0, 0  # older than anything kept
+    name = ""
+    if kind == CLICK and book.links:
+        name = cast(Click, event).target
+    elif kind == BROWSE and book.products:
+        name = cast(Browse, event).product_id
+    days_by_key = state.days
+    sums_today = state.sums_day == today
+    for position, score in book.by_kind[kind]:
+        points = score.points(kind, name)
+        if not points:
+            continue
+        key = score.key
+        days = days_by_key.get(key)
+        if days is None:
+            days = days_by_key[key] = {}
+        before = days.get(day, 0)
+        left = before + points
+        if left:
+            days[day] = left
+        else:
+            del days[day]  # a refund that cancels the day's points: nothing left to keep
+        bits = (1 if points > 0 else 2) << (2 * position)
+        if score.half_life_us:
+            state.changed(key, day)
+            moved |= bits
+            rescheduled |= DECAY_MOVED
+            continue
+        if not before:
+            rescheduled |= WINDOW_DAY
+        sums = state.sums.get(key)
+        if sums is not None and sums_today:
+            if add_to_windows(sums, score.spans, score.levels, today - day, points):
+                moved |= bits
+        else:
+            if sums is not None:  # kept for another day: in step, though not what today reads
+                add_to_windows(sums, score.spans, score.levels, state.sums_day - day, points)
+            if score.spans:
+                moved |= bits  # not summed today: whether it crossed a level is not known
+    return moved, rescheduled
+
+
+def add_to_windows(
+    sums: list[int], spans: tuple[int, ...], levels: tuple[tuple[int, ...], ...], age: int, points: int
+) -> bool:
+    """Add points earned `age` days before the sums' day to the windows (`spans`) that hold it.
+    Whether a sum crossed one of its window's `levels` (a sum n at which a condition reads
+    differently from n - 1)."""
+    crossed = False
+    if age >= 0:
+        for position in range(len(spans)):
+            if age < spans[position]:
+                before = sums[position]
+                after = before + points
+                sums[position] = after
+                if not crossed:
+                    low, high = (before, after) if points > 0 else (after, before)
+                    for level in levels[position]:
+                        if low < level <= high:
+                            crossed = True
+                            break
+    return crossed
+
+
+def _forget_undefined(state: ScoreState, book: ScoreBook) -> None:
+    """Drop the points of scores the book no longer defines (once per state and book)."""
     days_by_key = state.days
     if len(days_by_key) and not book.keys.issuperset(days_by_key):
         for key in [key for key in days_by_key if key not in book.keys]:
@@ -110,56 +208,7 @@ def fold_scores(agg: Aggregates, book: ScoreBook, event: CustomerEvent, day: int
             state.sums.pop(key, None)
             state.masses.pop(key, None)
             state.approx.pop(key, None)
-    moved = 0
-    if day > state.top_day:
-        state.top_day = day
-        pruned = _prune(state, day - horizon_days + 1)
-        if pruned:  # points dropped past the horizon move a decaying score either way
-            for position, score in enumerate(book.scores):
-                if score.key in pruned:
-                    moved |= 3 << (2 * position)
-    elif day <= state.top_day - horizon_days:
-        return 0  # older than anything kept
-    if isinstance(event, Click):
-        kind = CLICK
-        name = event.target
-    elif isinstance(event, Browse):
-        kind = BROWSE
-        name = event.product_id
-    elif isinstance(event, OrderPaid):
-        kind = ORDER
-        name = ""
-    elif isinstance(event, OrderRefunded):
-        kind = REFUND
-        name = ""
-    else:
-        return moved  # a profile event: no action
-    for position, score in enumerate(book.scores):
-        points = score.points(kind, name)
-        if points:
-            key = score.key
-            state.changed(key, day)
-            days = days_by_key.get(key)
-            if days is None:
-                days = days_by_key[key] = {}
-            left = days.get(day, 0) + points
-            if left:
-                days[day] = left
-            else:
-                del days[day]  # a refund that cancels the day's points: nothing left to keep
-            sums = state.sums.get(key)
-            if sums is not None:
-                add_to_windows(sums, score.spans, state.sums_day - day, points)
-            moved |= (1 if points > 0 else 2) << (2 * position)
-    return moved
-
-
-def add_to_windows(sums: list[int], spans: tuple[int, ...], age: int, points: int) -> None:
-    """Add points earned `age` days before the sums' day to the windows (`spans`) that hold it."""
-    if age >= 0:
-        for position in range(len(spans)):
-            if age < spans[position]:
-                sums[position] += points
+    state.book = book
 
 
 def _prune(state: ScoreState, first_kept_day: int) -> set[str]:

@@ -10,12 +10,14 @@ A decaying score (with a half-life) is every point ever earned, each halving eve
 the end of its day; its arithmetic, exact to the last rounded digit, is `decay.py`'s. A condition on
 it flips at the first microsecond at which the rounded score compares differently with its level:
 the engine schedules that instant through the customer's `due` (family SCORE_TIME).
+
+When time moves them, and which tags read them, is `score_plan.py`'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
@@ -24,14 +26,17 @@ from schemas.scores import Score
 from schemas.tags import Condition, Op
 from services.engine.comparisons import Comparison
 from services.engine.conditions import CompiledCondition
-from services.engine.decay import UNIT, approx, decide, exact, next_flip, rounded
-from services.engine.score_state import BROWSE, CLICK, ORDER, Reading, add_to_windows
-from services.engine.windows import EvalContext, next_window_change
+from services.engine.decay import UNIT, approx, decide, exact, rounded
+from services.engine.score_state import BROWSE, CLICK, ORDER, REFUND, Reading
+from services.engine.windows import EvalContext
 
 SCORE_TIME: Final = "score"
-"""The `due` family of scores: a day leaving a window, or a decaying score crossing a level."""
+"""The `due` family of decaying scores: one crossing a level."""
+SCORE_WINDOW: Final = "score_window"
+"""The `due` family of windowed scores: a day leaving (or a future day entering) a window."""
 
 _ZERO: Final = Decimal(0)
+_KINDS: Final[dict[type, int]] = {Click: CLICK, Browse: BROWSE, OrderPaid: ORDER, OrderRefunded: REFUND}
 
 
 class CompiledScore:
@@ -53,18 +58,21 @@ class CompiledScore:
         self.half_life_us = spec.decay.half_life_us if spec.decay is not None else 0
         self.spans: tuple[int, ...] = ()
         """The windows its conditions read, ascending (set by `ScorePlan`)."""
+        self.levels: tuple[tuple[int, ...], ...] = ()
+        """Per window of `spans`, the sums n at which a condition on that window reads differently
+        from n - 1: the fold routes an action to the score's tags only when it crosses one."""
+        self.first_slot = 0
+        """Where its windows start in `ScorePlan.slots` (set by `ScorePlan`)."""
 
-    def feeds(self, kind: type) -> bool:
-        """Whether an event of this type can be worth points in this score."""
-        if kind is Click:
+    def feeds_kind(self, kind: int) -> bool:
+        """Whether an action of `kind` (`score_state.CLICK`...) can be worth points in this score."""
+        if kind == CLICK:
             return bool(self.click or self.links)
-        if kind is Browse:
+        if kind == BROWSE:
             return bool(self.browse or self.products)
-        if kind is OrderPaid:
+        if kind == ORDER:
             return bool(self.order)
-        if kind is OrderRefunded:
-            return bool(self.refund)
-        return False
+        return bool(self.refund)
 
     def points(self, kind: int, name: str) -> int:
         """What an action of `kind` (`score_state.CLICK`...) is worth; `name`: a click's target or a
@@ -175,7 +183,11 @@ def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
         spans = score.spans
         sums = [0] * len(spans)
         for day, points in days.items():
-            add_to_windows(sums, spans, today - day, points)
+            age = today - day
+            if age >= 0:
+                for position in range(len(spans)):
+                    if age < spans[position]:
+                        sums[position] += points
         state.sums[score.key] = sums
     return sums[index]
 
@@ -224,70 +236,26 @@ class ScoreBook:
     def __init__(self, scores: tuple[CompiledScore, ...]) -> None:
         self.scores = scores
         self.keys = frozenset(score.key for score in scores)
-
-
-class ScorePlan:
-    """When time alone moves the scores that rules read, and which tags read them."""
-
-    def __init__(self, read: Iterable[tuple[str, str, CompiledCondition]]) -> None:
-        conditions = list(read)
-        spans: dict[str, set[int]] = {}
-        levels: dict[str, set[Decimal]] = {}
-        scores: dict[str, CompiledScore] = {}
-        tags: dict[str, set[str]] = {}
-        for group_id, tag_id, condition in conditions:
-            if isinstance(condition, WindowedScore):
-                spans.setdefault(condition.score.key, set()).add(condition.span)
-                scores[condition.score.key] = condition.score
-            elif isinstance(condition, DecayingScore):
-                levels.setdefault(condition.score.key, set()).update(levels_of(condition.spec))
-                scores[condition.score.key] = condition.score
-            else:
-                continue
-            tags.setdefault(group_id, set()).add(tag_id)
-        self.windowed = tuple((scores[key], tuple(sorted(found))) for key, found in sorted(spans.items()))
-        for score, ordered in self.windowed:
-            score.spans = ordered
-        for _, _, condition in conditions:
-            if isinstance(condition, WindowedScore):
-                condition.index = condition.score.spans.index(condition.span)
-        self.decaying = tuple(
-            (scores[key], tuple(sorted(found)), tuple(float(level) for level in sorted(found)))
-            for key, found in sorted(levels.items())
+        self.by_kind: tuple[tuple[tuple[int, CompiledScore], ...], ...] = tuple(
+            tuple((position, score) for position, score in enumerate(scores) if score.feeds_kind(kind))
+            for kind in (CLICK, BROWSE, ORDER, REFUND)
         )
-        self.tags = {group: frozenset(found) for group, found in tags.items()}
-        """Group id -> its tags that read a score time moves."""
+        """Per kind of action (`score_state.CLICK`...), the scores it can be worth points in, with
+        their positions in `scores`."""
+        self.links = any(score.links for score in scores)
+        """Whether a click's target can matter (some score lists links)."""
+        self.products = any(score.products for score in scores)
+        """Whether a browsed product can matter (some score lists products)."""
 
-    def next_change(self, ctx: EvalContext) -> int | None:
-        state = ctx.agg.scores
-        if state is None:
-            return None
-        best: int | None = None
-        for score, spans in self.windowed:
-            days = state.days.get(score.key)
-            at = windowed_next_change(days, ctx, spans) if days is not None else None
-            if at is not None and (best is None or at < best):
-                best = at
-        for decaying_score, levels, floats in self.decaying:
-            decaying = state.decaying(decaying_score.key, decaying_score.half_life_us, ctx.zone)
-            if decaying is None:
-                continue
-            at = next_flip(decaying, ctx.now_us, levels, floats)
-            if at is not None and (best is None or at < best):
-                best = at
-        return best
+    def kind_of(self, event_type: type) -> int:
+        """The kind of action an event of this type is (-1: none, or worth nothing in every score)."""
+        kind = _KINDS.get(event_type, -1)
+        return kind if kind >= 0 and self.by_kind[kind] else -1
 
 
 def decayed(days: dict[int, int], at_us: int, half_life_us: int, zone: Any) -> Decimal:
     """A decaying score at `at_us` in decimals (`decay.exact`), nothing kept: what tests compare."""
     return exact(days, at_us, half_life_us, zone, {})
-
-
-def windowed_next_change(days: dict[int, int], ctx: EvalContext, spans: tuple[int, ...]) -> int | None:
-    """When a windowed score next changes: the local midnight a day leaves (or a future day enters)
-    one of the rules' windows."""
-    day = next_window_change(days, ctx.today, spans)
-    return None if day is None else ctx.zone.start(day)
 
 
 def score_signature(spec: Score) -> str:

@@ -13,7 +13,7 @@ from typing import Literal
 
 from schemas.tags import ChangeSource
 from services.engine.changes import ConditionOutcome, TagChange
-from services.engine.routing import Checks, Step
+from services.engine.routing import UNCHANGED, Checks, Step
 from services.engine.rulebook import CompiledGroup, CompiledTag
 from services.engine.state import CustomerState
 from services.engine.windows import EvalContext
@@ -38,17 +38,20 @@ def run(
     `subsets` narrows a multi group to the tags whose inputs changed (its other tags' truth cannot
     have moved), and says which of those can only have become truer (+1) or falser (-1): a held
     tag that can only become truer stays, an absent one that can only become falser stays absent.
-    A group reached through a dependency is always evaluated whole."""
+    For an exclusive group it gives every tag's direction (`_winner`). A group reached through a
+    dependency is always evaluated whole."""
     reached: set[str] | None = None  # groups brought in by a dependency (None: none yet)
     for step in steps:
         group_id = step.id
         if group_id not in pending and (reached is None or group_id not in reached):
             continue
+        routed = subsets is not None and (reached is None or group_id not in reached)
         if step.exclusive:
-            changed = _evaluate_exclusive(state, ctx, step, source, cause, changes)
+            directed = subsets.get(group_id) if subsets is not None and routed else None
+            changed = _evaluate_exclusive(state, ctx, step, directed, source, cause, changes)
         else:
             checks = step.checks
-            if subsets is not None and (reached is None or group_id not in reached):
+            if subsets is not None and routed:
                 checks = subsets.get(group_id, checks)
             changed = _evaluate_multi(state, ctx, step, checks, source, cause, changes)
         if changed and step.dependants:
@@ -111,6 +114,7 @@ def _evaluate_exclusive(
     state: CustomerState,
     ctx: EvalContext,
     step: Step,
+    directed: Checks | None,
     source: ChangeSource,
     cause: str | None,
     changes: list[TagChange],
@@ -124,10 +128,13 @@ def _evaluate_exclusive(
             return False  # a manual tag pins an exclusive group until removed by hand
     blocked = state.blocked.get(step.id) if state.blocked is not None else None
     winner = None
-    for check in step.checks:
-        if (blocked is None or check.tag_id not in blocked) and check.matcher.matches(ctx):
-            winner = check.tag
-            break
+    if directed is not None and step.auto_remove and (blocked is None or current not in blocked):
+        winner = _winner(ctx, directed, current, blocked)
+    else:
+        for check in step.checks:
+            if (blocked is None or check.tag_id not in blocked) and check.matcher.matches(ctx):
+                winner = check.tag
+                break
     if winner is None:
         if current is None or not step.auto_remove:
             return False
@@ -161,6 +168,34 @@ def _evaluate_exclusive(
         reason=matched(ctx, winner),
     )
     return True
+
+
+def _winner(ctx: EvalContext, checks: Checks, current: str | None, blocked: set[str] | None) -> CompiledTag | None:
+    """The first matching tag of an auto-removed exclusive group, knowing how far each tag's truth
+    can have moved since the group was last evaluated: then every tag before the held one (all,
+    when none is held) was false, and the held one true. A tag before it that can only have become
+    falser, or did not move, is still false; a held tag that can only have become truer still wins.
+    Tags after the held one are read only when it no longer matches."""
+    passed = current is None
+    for check in checks:
+        tag_id = check.tag_id
+        if blocked is not None and tag_id in blocked:
+            continue
+        direction = check.direction
+        if tag_id == current:
+            passed = True
+            if direction == 1 or direction == UNCHANGED or check.matcher.matches(ctx):
+                return check.tag
+        elif passed and current is not None:
+            if check.matcher.matches(ctx):
+                return check.tag
+        elif (direction == 1 or direction == 0) and check.matcher.matches(ctx):
+            return check.tag
+    if not passed:  # the held tag has no rule here: nothing is known of the others, read them all
+        for check in checks:
+            if (blocked is None or check.tag_id not in blocked) and check.matcher.matches(ctx):
+                return check.tag
+    return None
 
 
 def add(

@@ -184,6 +184,19 @@ BATCH_GROUPS: list[dict[str, Any]] = [
         ],
         scores=SCORES,
     ),
+    grp(  # tiers on scores that rise and fall, beside other metrics: an action reads only the tiers it can move
+        "score_tiers",
+        "exclusive",
+        [
+            ("top", all_of(score_c("intent", "gte", 12))),
+            ("mixed", all_of(score_c("activity", "gte", 4, "7d"), c("order_count", "gte", 1))),
+            ("band", all_of(score_c("intent", "between", [5, 8]))),
+            ("mid", all_of(score_c("intent", "gte", 3))),
+            ("calm", all_of(score_c("intent", "lt", 1))),
+            ("floor", all_of(score_c("activity", "lte", 2, "7d"))),
+        ],
+        scores=SCORES,
+    ),
     grp(
         "loyalty",
         "multi",
