@@ -21,6 +21,7 @@ COMPILED_MODULES = [
     "services/engine/comparisons.py",
     "services/engine/conditions.py",
     "services/engine/decay.py",
+    "services/engine/decay_mass.py",
     "services/engine/evaluator.py",
     "services/engine/loyalty.py",
     "services/engine/manual.py",

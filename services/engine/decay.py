@@ -30,46 +30,49 @@ once, when the score or time moves it, and scheduled at its own microsecond.
 from __future__ import annotations
 
 import math
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Final
 
 from schemas.limits import SCORE_PLACES
+from services.engine.decay_mass import MATH, ULP, Approx, approx_mass, halved, mass_of, split
 from services.engine.zone import DayZone
 
-_MATH: Final = Context(prec=28, rounding=ROUND_HALF_EVEN)
-"""The one context every exact score computation uses (never the thread's current context)."""
-_ZERO: Final = Decimal(0)
-_ONE: Final = Decimal(1)
-_TWO: Final = Decimal(2)
-_LN2: Final = _MATH.ln(_TWO)
 UNIT: Final = Decimal(1).scaleb(-SCORE_PLACES)
 _SCALE: Final = 10.0**SCORE_PLACES
-_ULP: Final = 2.0**-52
-"""Twice a double's unit roundoff: every error bound below counts each rounding twice over."""
-
-Approx = tuple[float, float]
-"""A float and a bound on its distance from the exact value."""
 
 
 def exact(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal]) -> Decimal:
     """S at `at_us` in decimals, rounded down to SCORE_PLACES places. `masses`: the score's kept
     masses of ended days, read and extended."""
     current = zone.day(at_us)
-    pending, last, found = _split(days, current)
+    pending, last, found = split(days, current)
     if not found:
         return Decimal(pending).quantize(UNIT, rounding=ROUND_FLOOR)
-    mass = _mass(days, last, half_life_us, zone, masses)
-    ended = _MATH.multiply(mass, _halved(at_us - zone.start(last + 1), half_life_us))
-    return _MATH.add(ended, Decimal(pending)).quantize(UNIT, rounding=ROUND_FLOOR)
+    mass = mass_of(days, last, half_life_us, zone, masses)
+    ended = MATH.multiply(mass, halved(at_us - zone.start(last + 1), half_life_us))
+    return MATH.add(ended, Decimal(pending)).quantize(UNIT, rounding=ROUND_FLOOR)
 
 
 def approx(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Approx]) -> Approx:
     """S at `at_us` in floats, with its error bound. `masses`: the float twins of `exact`'s."""
-    current = zone.day(at_us)
-    pending, last, found = _split(days, current)
+    pending, last, found = split(days, zone.day(at_us))
+    return approx_split(days, at_us, half_life_us, zone, masses, pending, last, found)
+
+
+def approx_split(
+    days: dict[int, int],
+    at_us: int,
+    half_life_us: int,
+    zone: DayZone,
+    masses: dict[int, Approx],
+    pending: int,
+    last: int,
+    found: bool,
+) -> Approx:
+    """`approx` given the days split at the local day of `at_us` (`decay_mass.split`'s three values)."""
     if not found:
         return float(pending), 0.0  # whole points: exact
-    mass, error = _approx_mass(days, last, half_life_us, zone, masses)
+    mass, error = approx_mass(days, last, half_life_us, zone, masses)
     return _decayed(mass, error, pending, at_us - zone.start(last + 1), half_life_us)
 
 
@@ -80,18 +83,18 @@ def _decayed(mass: float, error: float, pending: int, age_us: int, half_life_us:
         value = mass + pending
         if not error and mass.is_integer():
             return value, 0.0  # whole numbers far below 2 ** 53: the sum is exact
-        return value, error + abs(value) * _ULP
+        return value, error + abs(value) * ULP
     exponent = age_us / half_life_us
     factor = 2.0**-exponent
     part = mass * factor
     value = part + pending
-    return value, error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * _ULP
+    return value, error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * ULP
 
 
 def decide(found: Approx, level: float) -> int:
     """1 when the approximated S is surely at least `level`, 0 surely below, -1 too close to tell."""
     value, error = found
-    margin = 2.0 * error + abs(level) * _ULP
+    margin = 2.0 * error + abs(level) * ULP
     if value - level > margin:
         return 1
     if level - value > margin:
@@ -106,7 +109,7 @@ def rounded(found: Approx) -> Decimal | None:
         return Decimal(value).quantize(UNIT, rounding=ROUND_FLOOR)
     scaled = value * _SCALE
     floor = math.floor(scaled)
-    margin = (2.0 * error + abs(value) * _ULP) * _SCALE + (abs(scaled) + 1.0) * _ULP
+    margin = (2.0 * error + abs(value) * ULP) * _SCALE + (abs(scaled) + 1.0) * ULP
     if scaled - margin >= floor and scaled + margin < floor + 1:
         return Decimal(floor).scaleb(-SCORE_PLACES)
     return None
@@ -150,15 +153,31 @@ def next_flip(score: Decaying, now_us: int, levels: tuple[Decimal, ...], floats:
     """The first whole microsecond after `now_us` at which S compares differently with one of
     `levels` (`floats`: the same as floats); None: never, without a new action."""
     days = score.days
-    zone = score.zone
-    half_life_us = score.half_life_us
-    current = zone.day(now_us)
-    piece = _Piece(score)
-    last, found = piece.split(current)
-    if found:
-        piece.mass, piece.error = _approx_mass(days, last, half_life_us, zone, score.approx_masses)
-        piece.start = zone.start(last + 1)
+    current = score.zone.day(now_us)
+    pending, last, found = split(days, current)
     coming = sorted([day for day in days if day >= current])
+    return flip_split(score, now_us, levels, floats, pending, last, found, coming)
+
+
+def flip_split(
+    score: Decaying,
+    now_us: int,
+    levels: tuple[Decimal, ...],
+    floats: tuple[float, ...],
+    pending: int,
+    last: int,
+    found: bool,
+    coming: list[int],
+) -> int | None:
+    """`next_flip` given the days split at the local day of `now_us` (`decay_mass.split`'s three values) and
+    the days not ended yet, ascending."""
+    days = score.days
+    zone = score.zone
+    piece = _Piece(score)
+    piece.pending = pending
+    if found:
+        piece.mass, piece.error = approx_mass(days, last, score.half_life_us, zone, score.approx_masses)
+        piece.start = zone.start(last + 1)
     for index in range(len(coming) + 1):
         stop = zone.start(coming[index] + 1) if index < len(coming) else None
         if found:  # a piece [start, stop) in which S = pending + mass * 2 ** (-(t - start) / h)
@@ -185,11 +204,6 @@ class _Piece:
         self.error = 0.0
         self.start = 0
 
-    def split(self, current: int) -> tuple[int, bool]:
-        pending, last, found = _split(self.score.days, current)
-        self.pending = pending
-        return last, found
-
     def extend(self, end: int, points: int, decaying: bool) -> None:
         """The next piece: the day ending at `end`, worth `points`, starts decaying."""
         if decaying:
@@ -197,7 +211,7 @@ class _Piece:
             factor = 2.0**-exponent
             moved = self.mass * factor
             self.mass = moved + points
-            self.error = self.error * factor + (abs(moved) * (exponent + 6.0) + abs(self.mass)) * _ULP
+            self.error = self.error * factor + (abs(moved) * (exponent + 6.0) + abs(self.mass)) * ULP
         else:
             self.mass = float(points)
         self.pending -= points
@@ -245,7 +259,7 @@ class _Piece:
         than its error from a whole microsecond); None: S never reaches the level in this piece."""
         mass = self.mass
         gap = level - self.pending
-        tolerance = 2.0 * self.error + (abs(level) + abs(self.pending) + abs(mass)) * _ULP
+        tolerance = 2.0 * self.error + (abs(level) + abs(self.pending) + abs(mass)) * ULP
         if not mass or not gap or (gap > 0) != (mass > 0) or abs(gap) > abs(mass) + tolerance:
             return None  # the decaying part only shrinks towards 0: it never reaches the level
         half_life_us = self.score.half_life_us
@@ -254,7 +268,7 @@ class _Piece:
         ratio = mass / gap
         elapsed = half_life_us * math.log2(ratio) if ratio > 1.0 else 0.0
         # the solution's error: the ratio's relative error, scaled by h / ln 2, and log2's own
-        off = half_life_us * 1.5 * (2.0 * tolerance / abs(gap) + _ULP) + elapsed * _ULP
+        off = half_life_us * 1.5 * (2.0 * tolerance / abs(gap) + ULP) + elapsed * ULP
         if mass > 0:  # falling: S >= L up to start + x, below from the next microsecond
             at = math.floor(elapsed) + 1
             sure = ratio > 1.0 and off < 0.25 and math.floor(elapsed - off) + 1 == at == math.floor(elapsed + off) + 1
@@ -305,85 +319,3 @@ def _first_change(
         else:
             top = middle
     return top
-
-
-def _split(days: dict[int, int], current: int) -> tuple[int, int, bool]:
-    """(the points of the days not ended by local day `current`, the latest ended day, whether any)."""
-    pending = 0
-    found = False
-    last = 0
-    for day, points in days.items():
-        if day >= current:
-            pending += points
-        elif not found or day > last:
-            last = day
-            found = True
-    return pending, last, found
-
-
-def _mass(days: dict[int, int], last: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal]) -> Decimal:
-    """The mass of the days up to `last` as of its end, day by day: the first day's points, then at
-    each later day the mass so far halved over the time between the two days' ends, plus that day's
-    points. Continued from the latest mass kept in `masses` at or before `last`, and kept there."""
-    kept = masses.get(last)
-    if kept is not None:
-        return kept
-    ordered = sorted(day for day in days if day <= last)
-    start = 0
-    mass = _ZERO
-    previous_end = 0
-    for index in range(len(ordered) - 1, -1, -1):
-        kept = masses.get(ordered[index])
-        if kept is not None:
-            start = index + 1
-            mass = kept
-            previous_end = zone.start(ordered[index] + 1)
-            break
-    for index in range(start, len(ordered)):
-        day = ordered[index]
-        end = zone.start(day + 1)
-        if index:
-            mass = _MATH.multiply(mass, _halved(end - previous_end, half_life_us))
-        mass = _MATH.add(mass, Decimal(days[day]))
-        previous_end = end
-        masses[day] = mass
-    return mass
-
-
-def _approx_mass(
-    days: dict[int, int], last: int, half_life_us: int, zone: DayZone, masses: dict[int, Approx]
-) -> Approx:
-    """`_mass` in floats, with its error bound: each step's product and sum rounded, its power off by
-    a few units in the last place plus its exponent's own rounding, scaled by the exponent."""
-    kept = masses.get(last)
-    if kept is not None:
-        return kept
-    mass = 0.0
-    error = 0.0
-    previous_end = 0
-    for index, day in enumerate(sorted(day for day in days if day <= last)):
-        end = zone.start(day + 1)
-        if index:
-            exponent = (end - previous_end) / half_life_us
-            factor = 2.0**-exponent
-            moved = mass * factor
-            mass = moved + days[day]
-            error = error * factor + (abs(moved) * (exponent + 6.0) + abs(mass)) * _ULP
-        else:
-            mass = float(days[day])
-        previous_end = end
-    found = (mass, error)
-    masses[last] = found
-    return found
-
-
-def _halved(age_us: int, half_life_us: int) -> Decimal:
-    """2 ** (-age / h) for age >= 0: 2 ** -q exactly for the whole half-lives q in it, times
-    exp(-(r / h) * ln 2) for the rest r, if any (exp is far cheaper than a fractional power, and
-    whole half-lives stay exact: 10 points are exactly 5 one half-life later)."""
-    whole, rest = divmod(age_us, half_life_us)
-    factor = _MATH.power(_TWO, -whole) if whole else _ONE
-    if rest:
-        fraction = _MATH.exp(_MATH.divide(_MATH.multiply(Decimal(-rest), _LN2), Decimal(half_life_us)))
-        factor = _MATH.multiply(factor, fraction)
-    return factor

@@ -16,7 +16,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Final
 
 from services.engine.conditions import CompiledCondition
-from services.engine.decay import next_flip
+from services.engine.decay import flip_split
 from services.engine.score_state import DECAY_MOVED, WINDOW_DAY
 from services.engine.scores import SCORE_TIME, SCORE_WINDOW, CompiledScore, DecayingScore, WindowedScore, levels_of
 from services.engine.state import CustomerState, earliest
@@ -72,6 +72,12 @@ class ScorePlan:
             (scores[key], tuple(sorted(found)), tuple(float(level) for level in sorted(found)))
             for key, found in sorted(levels.items())
         )
+        """(score, its levels ascending, the same as floats)."""
+        self.singles = tuple(
+            tuple(((level,), (level_f,)) for level, level_f in zip(ordered, floats, strict=True))
+            for _, ordered, floats in self.decaying
+        )
+        """Per decaying score, each level alone: what `next_flip` solves for a score that only falls."""
         self.decay_readers: Readers = _frozen(decay_readers)
         """Group id -> its tags that read a decaying score."""
 
@@ -85,12 +91,18 @@ class ScorePlan:
         only remove a change: at worst a wake-up that finds nothing)."""
         due = state.due
         if rescheduled & DECAY_MOVED and self.decaying:
+            before = due.get(SCORE_TIME)
             at = self.next_flip(ctx)
             if at is None:
-                due.pop(SCORE_TIME, None)
+                if before is not None:
+                    del due[SCORE_TIME]
+                    state.next_at = earliest(due)
             else:
                 due[SCORE_TIME] = at
-            state.next_at = earliest(due)
+                if state.next_at is None or at <= state.next_at:
+                    state.next_at = at
+                elif before == state.next_at:  # the earliest instant moved later: find the new one
+                    state.next_at = earliest(due)
         if rescheduled & WINDOW_DAY and self.windowed:
             at = self.next_change_for_day(day, ctx)
             if at is not None:
@@ -136,11 +148,30 @@ class ScorePlan:
         if state is None:
             return None
         best: int | None = None
-        for decaying_score, levels, floats in self.decaying:
-            decaying = state.decaying(decaying_score.key, decaying_score.half_life_us, ctx.zone)
+        now_us = ctx.now_us
+        today = ctx.today
+        for position, (score, levels, floats) in enumerate(self.decaying):
+            decaying = state.decaying(score.key, score.half_life_us, ctx.zone)
             if decaying is None:
                 continue
-            at = next_flip(decaying, ctx.now_us, levels, floats)
+            split = state.split(score.key, decaying.days, today)
+            if split.monotonic:
+                # S only falls until the next action: its next flip is the fall below the highest
+                # level it reaches now (it never reaches those above again, and meets the others later)
+                reading = score.approximate(ctx)
+                assert reading is not None
+                found = (reading.value, reading.error)
+                top = len(levels) - 1
+                while top >= 0 and not decaying.compare(found, now_us, levels[top], floats[top]):
+                    top -= 1
+                if top < 0:
+                    continue  # below every level: no flip without an action
+                coming = [today] if split.pending else []
+                level, level_f = self.singles[position][top]
+                at = flip_split(decaying, now_us, level, level_f, split.pending, split.last, split.found, coming)
+            else:
+                coming = sorted([day for day in decaying.days if day >= today])
+                at = flip_split(decaying, now_us, levels, floats, split.pending, split.last, split.found, coming)
             if at is not None and (best is None or at < best):
                 best = at
         return best

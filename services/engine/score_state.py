@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 from schemas.events import Browse, Click
 from services.engine.aggregates import Aggregates, CustomerEvent
-from services.engine.decay import Approx, Decaying
+from services.engine.decay import Decaying
+from services.engine.decay_mass import Approx
 from services.engine.zone import DayZone
 
 if TYPE_CHECKING:
@@ -43,12 +44,42 @@ class Reading:
         self.error = 0.0
 
 
+class Split:
+    """A decaying score's days as seen on one local day `day` (`decay_mass.split`): the points of the
+    days not ended by then, the latest ended day, and whether the score can only fall until its next
+    action (every day's points positive, none dated after `day`). Kept by the fold while the actions
+    are dated `day` or later, so that reading the score costs no pass over its days."""
+
+    __slots__ = ("day", "found", "last", "monotonic", "pending")
+
+    def __init__(self, days: dict[int, int], current: int) -> None:
+        self.day = current
+        pending = 0
+        last = 0
+        found = False
+        monotonic = True
+        for day, points in days.items():
+            if points <= 0:
+                monotonic = False
+            if day >= current:
+                pending += points
+                if day > current:
+                    monotonic = False  # a future day: more pieces than `ScorePlan.next_flip`'s quick path reads
+            elif not found or day > last:
+                last = day
+                found = True
+        self.pending = pending
+        self.last = last
+        self.found = found
+        self.monotonic = monotonic
+
+
 class ScoreState:
     """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
     The aggregates' one slot for scores: None for customers of a shop that defines none. Everything
     but `days` and `top_day` is derived, never stored, and dropped when the points change."""
 
-    __slots__ = ("approx", "book", "days", "masses", "readings", "sums", "sums_day", "top_day")
+    __slots__ = ("approx", "book", "days", "masses", "readings", "splits", "sums", "sums_day", "top_day")
 
     def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
         self.days: dict[str, dict[int, int]] = {} if days is None else days
@@ -69,6 +100,15 @@ class ScoreState:
         """The same masses as floats with their error bounds."""
         self.book: ScoreBook | None = None
         """The score book whose scores alone `days` holds (None: not checked yet)."""
+        self.splits: dict[str, Split] = {}
+        """Decaying scores' days split at the local day last read, by key."""
+
+    def split(self, key: str, days: dict[int, int], current: int) -> Split:
+        """The days of score `key` split at local day `current`."""
+        found = self.splits.get(key)
+        if found is None or found.day != current:
+            found = self.splits[key] = Split(days, current)
+        return found
 
     def decaying(self, key: str, half_life_us: int, zone: DayZone) -> Decaying | None:
         """The score `key` as `decay.py` reads it (None: no points)."""
@@ -83,12 +123,20 @@ class ScoreState:
             approx_masses = self.approx[key] = {}
         return Decaying(days, half_life_us, zone, masses, approx_masses)
 
-    def changed(self, key: str, day: int) -> None:
-        """Forget what was derived from the points of `key`, whose `day` just changed (the masses
-        are kept for days before it)."""
+    def changed(self, key: str, day: int, points: int, left: int) -> None:
+        """Forget what was derived from the points of `key`, whose `day` just gained `points` (`left`
+        in all): the masses are kept for days before it, the split moved along if `day` is not ended."""
         reading = self.readings.get(key)
         if reading is not None:
             reading.at_us = -1
+        split = self.splits.get(key)
+        if split is not None:
+            if day < split.day:  # an ended day: the latest ended day may move
+                del self.splits[key]
+            else:
+                split.pending += points
+                if day > split.day or left <= 0:
+                    split.monotonic = False
         masses = self.masses.get(key)
         if masses:
             if day >= self.top_day:  # kept for days with points, none after the latest: only `day`'s
@@ -158,7 +206,7 @@ def fold_scores(
             del days[day]  # a refund that cancels the day's points: nothing left to keep
         bits = (1 if points > 0 else 2) << (2 * position)
         if score.half_life_us:
-            state.changed(key, day)
+            state.changed(key, day, points, left)
             moved |= bits
             rescheduled |= DECAY_MOVED
             continue
@@ -208,6 +256,7 @@ def _forget_undefined(state: ScoreState, book: ScoreBook) -> None:
             state.sums.pop(key, None)
             state.masses.pop(key, None)
             state.approx.pop(key, None)
+            state.splits.pop(key, None)
     state.book = book
 
 
@@ -224,6 +273,7 @@ def _prune(state: ScoreState, first_kept_day: int) -> set[str]:
             del days[day]
         state.masses.pop(key, None)
         state.approx.pop(key, None)
+        state.splits.pop(key, None)
         if not days:
             del state.days[key]
     if pruned:

@@ -26,7 +26,7 @@ from schemas.scores import Score
 from schemas.tags import Condition, Op
 from services.engine.comparisons import Comparison
 from services.engine.conditions import CompiledCondition
-from services.engine.decay import UNIT, approx, decide, exact, rounded
+from services.engine.decay import UNIT, approx_split, decide, exact, rounded
 from services.engine.score_state import BROWSE, CLICK, ORDER, REFUND, Reading
 from services.engine.windows import EvalContext
 
@@ -111,7 +111,10 @@ class CompiledScore:
             approx_masses = state.approx.get(key)
             if approx_masses is None:
                 approx_masses = state.approx[key] = {}
-            reading.value, reading.error = approx(days, ctx.now_us, self.half_life_us, ctx.zone, approx_masses)
+            split = state.split(key, days, ctx.today)
+            reading.value, reading.error = approx_split(
+                days, ctx.now_us, self.half_life_us, ctx.zone, approx_masses, split.pending, split.last, split.found
+            )
             reading.at_us = ctx.now_us
         return reading
 
