@@ -266,6 +266,12 @@ class _Piece:
         if mass == gap and mass > 0 and not self.error:
             return self.start + 1, 2, True  # whole points exactly at the level as they start to fall
         ratio = mass / gap
+        if not self.error and gap.is_integer() and ratio > 1.0:
+            fraction, exponent = math.frexp(ratio)
+            if fraction == 0.5 and exponent <= 21:
+                # whole points (the float is exact) at 2 ** k times the level's distance: S meets the
+                # level exactly k half-lives on, in decimals too (whole half-lives halve exactly)
+                return self.start + (exponent - 1) * half_life_us + (1 if mass > 0 else 0), 2, True
         elapsed = half_life_us * math.log2(ratio) if ratio > 1.0 else 0.0
         # the solution's error: the ratio's relative error, scaled by h / ln 2, and log2's own
         off = half_life_us * 1.5 * (2.0 * tolerance / abs(gap) + ULP) + elapsed * ULP

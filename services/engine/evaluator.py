@@ -137,9 +137,8 @@ class Engine:
             # an action counts in the scores exactly when the aggregates counted it (not a browse or
             # click past the horizon or over the day's cap): their de-duplication is the scores' too
             if buckets is None or buckets.get(day, 0) > counted_before:
-                today = self._zone.day(now_us)
                 moved, rescheduled = fold_scores(
-                    agg, scores, route.score_kind, event, day, today, self._rulebook.horizon_days
+                    agg, scores, route.score_kind, event, day, now_us, self._zone, self._rulebook.horizon_days
                 )
             if moved:
                 route = self._routes.scored(type(event), moved)

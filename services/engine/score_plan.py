@@ -73,6 +73,8 @@ class ScorePlan:
             for key, found in sorted(levels.items())
         )
         """(score, its levels ascending, the same as floats)."""
+        for score, _, floats in self.decaying:
+            score.decay_levels = floats
         self.singles = tuple(
             tuple(((level,), (level_f,)) for level, level_f in zip(ordered, floats, strict=True))
             for _, ordered, floats in self.decaying

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Final, cast
 
 from schemas.events import Browse, Click
 from services.engine.aggregates import Aggregates, CustomerEvent
-from services.engine.decay import Decaying
-from services.engine.decay_mass import Approx
+from services.engine.decay import Decaying, approx_split, decide
+from services.engine.decay_mass import ULP, Approx
 from services.engine.zone import DayZone
 
 if TYPE_CHECKING:
@@ -154,18 +154,27 @@ class ScoreState:
 
 
 def fold_scores(
-    agg: Aggregates, book: ScoreBook, kind: int, event: CustomerEvent, day: int, today: int, horizon_days: int
+    agg: Aggregates,
+    book: ScoreBook,
+    kind: int,
+    event: CustomerEvent,
+    day: int,
+    now_us: int,
+    zone: DayZone,
+    horizon_days: int,
 ) -> tuple[int, int]:
-    """Add one counted action of `kind` (dated on local `day`, read on local day `today`) to every
-    score it is worth points in. Returns (moved, rescheduled).
+    """Add one counted action of `kind` (dated on local `day`, read at `now_us`) to every score it is
+    worth points in. Returns (moved, rescheduled).
 
     `moved`: the scores whose conditions may read differently now: bit 2i when the i-th of
-    `book.scores` gained points, 2i + 1 when it lost some. A windowed score whose window sums are kept
-    for today is in it only when a sum crossed a level (`CompiledScore.levels`): no condition on it
-    can have changed otherwise. `rescheduled`: DECAY_MOVED when a decaying score's points changed
+    `book.scores` gained points, 2i + 1 when it lost some. A score is in it only when it may have
+    crossed a level some condition reads (a windowed score whose sums are kept for today,
+    `CompiledScore.levels`; a decaying score gaining points on a day not ended, `decay_levels`): no
+    condition on it can have changed otherwise. `rescheduled`: DECAY_MOVED when a decaying score's points changed
     (its next crossing moved), WINDOW_DAY when a windowed score gained a day (its windows' next change
     may come earlier). Days more than `horizon_days` before the latest one are dropped, as are the
     points of scores no longer defined (or counting differently now)."""
+    today = zone.day(now_us)
     state = agg.scores
     if state is None:
         state = agg.scores = ScoreState(top_day=day)
@@ -198,6 +207,10 @@ def fold_scores(
         days = days_by_key.get(key)
         if days is None:
             days = days_by_key[key] = {}
+        found: Approx | None = None
+        if score.half_life_us and day >= today and score.decay_levels:
+            # points of a day not ended count in full at once: S(now) moves by exactly `points`
+            found = _read_now(state, score.key, days, score.half_life_us, now_us, today, zone)
         before = days.get(day, 0)
         left = before + points
         if left:
@@ -207,8 +220,9 @@ def fold_scores(
         bits = (1 if points > 0 else 2) << (2 * position)
         if score.half_life_us:
             state.changed(key, day, points, left)
-            moved |= bits
             rescheduled |= DECAY_MOVED
+            if found is None or _crossed(state, key, found, points, now_us, score.decay_levels):
+                moved |= bits
             continue
         if not before:
             rescheduled |= WINDOW_DAY
@@ -222,6 +236,37 @@ def fold_scores(
             if score.spans:
                 moved |= bits  # not summed today: whether it crossed a level is not known
     return moved, rescheduled
+
+
+def _read_now(
+    state: ScoreState, key: str, days: dict[int, int], half_life_us: int, now_us: int, today: int, zone: DayZone
+) -> Approx:
+    """A decaying score at `now_us` in floats (`decay.approx`), read once per instant."""
+    reading = state.readings.get(key)
+    if reading is not None and reading.at_us == now_us:
+        return (reading.value, reading.error)
+    masses = state.approx.get(key)
+    if masses is None:
+        masses = state.approx[key] = {}
+    split = state.split(key, days, today)
+    return approx_split(days, now_us, half_life_us, zone, masses, split.pending, split.last, split.found)
+
+
+def _crossed(state: ScoreState, key: str, before: Approx, points: int, now_us: int, levels: tuple[float, ...]) -> bool:
+    """Whether S, `before` at `now_us` and now `points` more, may have crossed one of `levels`; the new
+    value is kept as the score's reading at `now_us` (what the evaluation and the next flip read)."""
+    value = before[0] + points
+    after = (value, before[1] + abs(value) * ULP)  # the sum's own rounding
+    reading = state.readings.get(key)
+    if reading is None:
+        reading = state.readings[key] = Reading()
+    reading.value, reading.error = after
+    reading.at_us = now_us
+    for level in levels:
+        was = decide(before, level)
+        if was < 0 or was != decide(after, level):
+            return True
+    return False
 
 
 def add_to_windows(

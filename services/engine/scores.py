@@ -63,6 +63,9 @@ class CompiledScore:
         from n - 1: the fold routes an action to the score's tags only when it crosses one."""
         self.first_slot = 0
         """Where its windows start in `ScorePlan.slots` (set by `ScorePlan`)."""
+        self.decay_levels: tuple[float, ...] = ()
+        """A decaying score's levels (`levels_of`) its conditions read, as floats (set by `ScorePlan`):
+        the fold routes an action to its tags only when the score may have crossed one."""
 
     def feeds_kind(self, kind: int) -> bool:
         """Whether an action of `kind` (`score_state.CLICK`...) can be worth points in this score."""
