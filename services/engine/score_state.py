@@ -74,40 +74,57 @@ class Split:
         self.monotonic = monotonic
 
 
+class Derived:
+    """What is derived from one score's points, kept beside them while they stay as they are: one
+    lookup per score where each would be a dictionary of its own."""
+
+    __slots__ = ("approx", "masses", "reading", "split", "sums", "sums_day")
+
+    def __init__(self) -> None:
+        self.reading = Reading()
+        """A decaying score as last approximated: read once per instant."""
+        self.split: Split | None = None
+        """A decaying score's days split at the local day last read."""
+        self.masses: dict[int, Decimal] = {}
+        """Latest ended day -> the decayed points of the days up to it, as of that day's end: kept
+        while those days' points stay as they are (most actions are today's, which has not ended)."""
+        self.approx: dict[int, Approx] = {}
+        """The same masses as floats with their error bounds."""
+        self.sums: list[int] | None = None
+        self.sums_day = -1
+        """A windowed score summed on local day `sums_day`, one sum per window of the score
+        (`CompiledScore.spans`): summed in one pass on the first read of a day, then kept by the fold."""
+
+
 class ScoreState:
     """A customer's points per score (`CompiledScore.key`) and local day, and the latest scored day.
     The aggregates' one slot for scores: None for customers of a shop that defines none. Everything
     but `days` and `top_day` is derived, never stored, and dropped when the points change."""
 
-    __slots__ = ("approx", "book", "days", "masses", "readings", "splits", "sums", "sums_day", "top_day")
+    __slots__ = ("book", "days", "derived", "top_day")
 
     def __init__(self, days: dict[str, dict[int, int]] | None = None, top_day: int = 0) -> None:
         self.days: dict[str, dict[int, int]] = {} if days is None else days
         self.top_day = top_day
         """The latest local day of an action while scores were defined: days up to `horizon_days`
         before it are kept."""
-        self.readings: dict[str, Reading] = {}
-        """Decaying scores as last approximated, by key: each read once per instant."""
-        self.sums: dict[str, list[int]] = {}
-        self.sums_day = -1
-        """Windowed scores summed on local day `sums_day`, by key, one sum per window of the score
-        (`CompiledScore.spans`): summed in one pass on the first read of a day, then kept by the fold."""
-        self.masses: dict[str, dict[int, Decimal]] = {}
-        """Score key -> latest ended day -> the decayed points of the days up to it, as of that day's
-        end: kept while those days' points stay as they are (most actions are today's, which has
-        not ended)."""
-        self.approx: dict[str, dict[int, Approx]] = {}
-        """The same masses as floats with their error bounds."""
+        self.derived: dict[str, Derived] = {}
+        """By score key: what is derived from its points."""
         self.book: ScoreBook | None = None
         """The score book whose scores alone `days` holds (None: not checked yet)."""
-        self.splits: dict[str, Split] = {}
-        """Decaying scores' days split at the local day last read, by key."""
+
+    def of(self, key: str) -> Derived:
+        found = self.derived.get(key)
+        if found is None:
+            found = self.derived[key] = Derived()
+        return found
 
     def split(self, key: str, days: dict[int, int], current: int) -> Split:
         """The days of score `key` split at local day `current`."""
-        found = self.splits.get(key)
+        derived = self.of(key)
+        found = derived.split
         if found is None or found.day != current:
-            found = self.splits[key] = Split(days, current)
+            found = derived.split = Split(days, current)
         return found
 
     def decaying(self, key: str, half_life_us: int, zone: DayZone) -> Decaying | None:
@@ -115,36 +132,30 @@ class ScoreState:
         days = self.days.get(key)
         if days is None:
             return None
-        masses = self.masses.get(key)
-        if masses is None:
-            masses = self.masses[key] = {}
-        approx_masses = self.approx.get(key)
-        if approx_masses is None:
-            approx_masses = self.approx[key] = {}
-        return Decaying(days, half_life_us, zone, masses, approx_masses)
+        derived = self.of(key)
+        return Decaying(days, half_life_us, zone, derived.masses, derived.approx)
 
-    def changed(self, key: str, day: int, points: int, left: int) -> None:
-        """Forget what was derived from the points of `key`, whose `day` just gained `points` (`left`
-        in all): the masses are kept for days before it, the split moved along if `day` is not ended."""
-        reading = self.readings.get(key)
-        if reading is not None:
-            reading.at_us = -1
-        split = self.splits.get(key)
+    def changed(self, derived: Derived, day: int, points: int, left: int) -> None:
+        """Forget what was derived from a decaying score's points, whose `day` just gained `points`
+        (`left` in all): the masses are kept for days before it, the split moved along if `day` is
+        not ended."""
+        derived.reading.at_us = -1
+        split = derived.split
         if split is not None:
             if day < split.day:  # an ended day: the latest ended day may move
-                del self.splits[key]
+                derived.split = None
             else:
                 split.pending += points
                 if day > split.day or left <= 0:
                     split.monotonic = False
-        masses = self.masses.get(key)
+        masses = derived.masses
         if masses:
             if day >= self.top_day:  # kept for days with points, none after the latest: only `day`'s
                 masses.pop(day, None)
             else:
                 for last in [last for last in masses if last >= day]:
                     del masses[last]
-        approx = self.approx.get(key)
+        approx = derived.approx
         if approx:
             if day >= self.top_day:
                 approx.pop(day, None)
@@ -198,7 +209,6 @@ def fold_scores(
     elif kind == BROWSE and book.products:
         name = cast(Browse, event).product_id
     days_by_key = state.days
-    sums_today = state.sums_day == today
     for position, score in book.by_kind[kind]:
         points = score.points(kind, name)
         if not points:
@@ -207,10 +217,11 @@ def fold_scores(
         days = days_by_key.get(key)
         if days is None:
             days = days_by_key[key] = {}
+        derived = state.of(key)
         found: Approx | None = None
         if score.half_life_us and day >= today and score.decay_levels:
             # points of a day not ended count in full at once: S(now) moves by exactly `points`
-            found = _read_now(state, score.key, days, score.half_life_us, now_us, today, zone)
+            found = _read_now(state, derived, key, days, score.half_life_us, now_us, today, zone)
         before = days.get(day, 0)
         left = before + points
         if left:
@@ -219,47 +230,48 @@ def fold_scores(
             del days[day]  # a refund that cancels the day's points: nothing left to keep
         bits = (1 if points > 0 else 2) << (2 * position)
         if score.half_life_us:
-            state.changed(key, day, points, left)
+            state.changed(derived, day, points, left)
             rescheduled |= DECAY_MOVED
-            if found is None or _crossed(state, key, found, points, now_us, score.decay_levels):
+            if found is None or _crossed(derived.reading, found, points, now_us, score.decay_levels):
                 moved |= bits
             continue
         if not before:
             rescheduled |= WINDOW_DAY
-        sums = state.sums.get(key)
-        if sums is not None and sums_today:
+        sums = derived.sums
+        if sums is not None and derived.sums_day == today:
             if add_to_windows(sums, score.spans, score.levels, today - day, points):
                 moved |= bits
         else:
             if sums is not None:  # kept for another day: in step, though not what today reads
-                add_to_windows(sums, score.spans, score.levels, state.sums_day - day, points)
+                add_to_windows(sums, score.spans, score.levels, derived.sums_day - day, points)
             if score.spans:
                 moved |= bits  # not summed today: whether it crossed a level is not known
     return moved, rescheduled
 
 
 def _read_now(
-    state: ScoreState, key: str, days: dict[int, int], half_life_us: int, now_us: int, today: int, zone: DayZone
+    state: ScoreState,
+    derived: Derived,
+    key: str,
+    days: dict[int, int],
+    half_life_us: int,
+    now_us: int,
+    today: int,
+    zone: DayZone,
 ) -> Approx:
     """A decaying score at `now_us` in floats (`decay.approx`), read once per instant."""
-    reading = state.readings.get(key)
-    if reading is not None and reading.at_us == now_us:
+    reading = derived.reading
+    if reading.at_us == now_us:
         return (reading.value, reading.error)
-    masses = state.approx.get(key)
-    if masses is None:
-        masses = state.approx[key] = {}
     split = state.split(key, days, today)
-    return approx_split(days, now_us, half_life_us, zone, masses, split.pending, split.last, split.found)
+    return approx_split(days, now_us, half_life_us, zone, derived.approx, split.pending, split.last, split.found)
 
 
-def _crossed(state: ScoreState, key: str, before: Approx, points: int, now_us: int, levels: tuple[float, ...]) -> bool:
+def _crossed(reading: Reading, before: Approx, points: int, now_us: int, levels: tuple[float, ...]) -> bool:
     """Whether S, `before` at `now_us` and now `points` more, may have crossed one of `levels`; the new
-    value is kept as the score's reading at `now_us` (what the evaluation and the next flip read)."""
+    value is kept as the score's `reading` at `now_us` (what the evaluation and the next flip read)."""
     value = before[0] + points
     after = (value, before[1] + abs(value) * ULP)  # the sum's own rounding
-    reading = state.readings.get(key)
-    if reading is None:
-        reading = state.readings[key] = Reading()
     reading.value, reading.error = after
     reading.at_us = now_us
     for level in levels:
@@ -297,11 +309,7 @@ def _forget_undefined(state: ScoreState, book: ScoreBook) -> None:
     if len(days_by_key) and not book.keys.issuperset(days_by_key):
         for key in [key for key in days_by_key if key not in book.keys]:
             del days_by_key[key]
-            state.readings.pop(key, None)
-            state.sums.pop(key, None)
-            state.masses.pop(key, None)
-            state.approx.pop(key, None)
-            state.splits.pop(key, None)
+            state.derived.pop(key, None)
     state.book = book
 
 
@@ -316,12 +324,7 @@ def _prune(state: ScoreState, first_kept_day: int) -> set[str]:
         pruned.add(key)
         for day in old:
             del days[day]
-        state.masses.pop(key, None)
-        state.approx.pop(key, None)
-        state.splits.pop(key, None)
+        state.derived.pop(key, None)
         if not days:
             del state.days[key]
-    if pruned:
-        state.readings.clear()
-        state.sums_day = -1
     return pruned

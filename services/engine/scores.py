@@ -107,16 +107,12 @@ class CompiledScore:
         days = state.days.get(key)
         if days is None:
             return None
-        reading = state.readings.get(key)
-        if reading is None:
-            reading = state.readings[key] = Reading()
+        derived = state.of(key)
+        reading = derived.reading
         if reading.at_us != ctx.now_us:
-            approx_masses = state.approx.get(key)
-            if approx_masses is None:
-                approx_masses = state.approx[key] = {}
             split = state.split(key, days, ctx.today)
             reading.value, reading.error = approx_split(
-                days, ctx.now_us, self.half_life_us, ctx.zone, approx_masses, split.pending, split.last, split.found
+                days, ctx.now_us, self.half_life_us, ctx.zone, derived.approx, split.pending, split.last, split.found
             )
             reading.at_us = ctx.now_us
         return reading
@@ -181,11 +177,9 @@ def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
     index = condition.index
     if index < 0:  # a condition no plan numbered: its window alone
         return sum(points for day, points in days.items() if 0 <= today - day < condition.span)
-    if state.sums_day != today:
-        state.sums.clear()
-        state.sums_day = today
-    sums = state.sums.get(score.key)
-    if sums is None:
+    derived = state.of(score.key)
+    sums = derived.sums
+    if sums is None or derived.sums_day != today:
         spans = score.spans
         sums = [0] * len(spans)
         for day, points in days.items():
@@ -194,7 +188,8 @@ def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
                 for position in range(len(spans)):
                     if age < spans[position]:
                         sums[position] += points
-        state.sums[score.key] = sums
+        derived.sums = sums
+        derived.sums_day = today
     return sums[index]
 
 
