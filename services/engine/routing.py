@@ -102,7 +102,7 @@ Checks = tuple[Check, ...]
 class Step:
     """One group as the evaluation loop needs it, resolved once per rule book."""
 
-    __slots__ = ("auto_remove", "checks", "dependants", "exclusive", "group", "id")
+    __slots__ = ("auto_remove", "checks", "dependants", "directed", "exclusive", "group", "id")
 
     def __init__(self, group: CompiledGroup, dependants: frozenset[str]) -> None:
         self.id = group.id
@@ -112,6 +112,13 @@ class Step:
         self.checks: Checks = tuple(Check(tag, tag.rule.matcher, 0) for tag in group.tags if tag.rule is not None)
         """Every tag with a rule, in group order, with direction 0: the whole group."""
         self.dependants = dependants
+        self.directed = (
+            self.exclusive
+            and self.auto_remove
+            and any(tag.rule is not None and _reads_any_score(tag.rule) for tag in group.tags)
+        )
+        """An exclusive group an action on a score may route to with each tag's direction
+        (`Routes.scored`)."""
 
 
 class Plan:
@@ -263,6 +270,10 @@ def _scored_route(rulebook: RuleBook, plan: Plan, base: Route, kind: type, moved
             if tag.rule is not None and tag.id in wanted
         )
     return Route(groups, checks, base.families, plan.candidates(groups), base.activity, base.score_kind)
+
+
+def _reads_any_score(rule: CompiledRule) -> bool:
+    return any(isinstance(leaf, (WindowedScore, DecayingScore)) for leaf in rule.leaves())
 
 
 def _reads_score(rule: CompiledRule, keys: set[str]) -> bool:

@@ -16,8 +16,8 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Final
 
 from services.engine.conditions import CompiledCondition
-from services.engine.decay import flip_split
-from services.engine.score_state import DECAY_MOVED, WINDOW_DAY
+from services.engine.decay import Decaying, flip_split
+from services.engine.score_state import DECAY_MOVED, WINDOW_DAY, split_of
 from services.engine.scores import SCORE_TIME, SCORE_WINDOW, CompiledScore, DecayingScore, WindowedScore, levels_of
 from services.engine.state import CustomerState, earliest
 from services.engine.windows import EvalContext, next_window_change
@@ -153,15 +153,16 @@ class ScorePlan:
         now_us = ctx.now_us
         today = ctx.today
         for position, (score, levels, floats) in enumerate(self.decaying):
-            decaying = state.decaying(score.key, score.half_life_us, ctx.zone)
-            if decaying is None:
+            days = state.days.get(score.key)
+            if days is None:
                 continue
-            split = state.split(score.key, decaying.days, today)
+            derived = state.of(score.key)
+            decaying = Decaying(days, score.half_life_us, ctx.zone, derived.masses, derived.approx)
+            split = split_of(derived, days, today)
             if split.monotonic:
                 # S only falls until the next action: its next flip is the fall below the highest
                 # level it reaches now (it never reaches those above again, and meets the others later)
-                reading = score.approximate(ctx)
-                assert reading is not None
+                reading = score.approximate_in(derived, days, ctx)
                 found = (reading.value, reading.error)
                 top = len(levels) - 1
                 while top >= 0 and not decaying.compare(found, now_us, levels[top], floats[top]):
@@ -172,7 +173,7 @@ class ScorePlan:
                 level, level_f = self.singles[position][top]
                 at = flip_split(decaying, now_us, level, level_f, split.pending, split.last, split.found, coming)
             else:
-                coming = sorted([day for day in decaying.days if day >= today])
+                coming = sorted([day for day in days if day >= today])
                 at = flip_split(decaying, now_us, levels, floats, split.pending, split.last, split.found, coming)
             if at is not None and (best is None or at < best):
                 best = at

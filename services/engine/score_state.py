@@ -121,11 +121,7 @@ class ScoreState:
 
     def split(self, key: str, days: dict[int, int], current: int) -> Split:
         """The days of score `key` split at local day `current`."""
-        derived = self.of(key)
-        found = derived.split
-        if found is None or found.day != current:
-            found = derived.split = Split(days, current)
-        return found
+        return split_of(self.of(key), days, current)
 
     def decaying(self, key: str, half_life_us: int, zone: DayZone) -> Decaying | None:
         """The score `key` as `decay.py` reads it (None: no points)."""
@@ -162,6 +158,14 @@ class ScoreState:
             else:
                 for last in [last for last in approx if last >= day]:
                     del approx[last]
+
+
+def split_of(derived: Derived, days: dict[int, int], current: int) -> Split:
+    """A score's `days` split at local day `current`, kept in `derived`."""
+    found = derived.split
+    if found is None or found.day != current:
+        found = derived.split = Split(days, current)
+    return found
 
 
 def fold_scores(
@@ -221,7 +225,7 @@ def fold_scores(
         found: Approx | None = None
         if score.half_life_us and day >= today and score.decay_levels:
             # points of a day not ended count in full at once: S(now) moves by exactly `points`
-            found = _read_now(state, derived, key, days, score.half_life_us, now_us, today, zone)
+            found = _read_now(derived, days, score.half_life_us, now_us, today, zone)
         before = days.get(day, 0)
         left = before + points
         if left:
@@ -250,9 +254,7 @@ def fold_scores(
 
 
 def _read_now(
-    state: ScoreState,
     derived: Derived,
-    key: str,
     days: dict[int, int],
     half_life_us: int,
     now_us: int,
@@ -263,7 +265,7 @@ def _read_now(
     reading = derived.reading
     if reading.at_us == now_us:
         return (reading.value, reading.error)
-    split = state.split(key, days, today)
+    split = split_of(derived, days, today)
     return approx_split(days, now_us, half_life_us, zone, derived.approx, split.pending, split.last, split.found)
 
 

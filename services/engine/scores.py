@@ -27,7 +27,7 @@ from schemas.tags import Condition, Op
 from services.engine.comparisons import Comparison
 from services.engine.conditions import CompiledCondition
 from services.engine.decay import UNIT, approx_split, decide, exact, rounded
-from services.engine.score_state import BROWSE, CLICK, ORDER, REFUND, Reading
+from services.engine.score_state import BROWSE, CLICK, ORDER, REFUND, Derived, Reading, split_of
 from services.engine.windows import EvalContext
 
 SCORE_TIME: Final = "score"
@@ -107,10 +107,13 @@ class CompiledScore:
         days = state.days.get(key)
         if days is None:
             return None
-        derived = state.of(key)
+        return self.approximate_in(state.of(key), days, ctx)
+
+    def approximate_in(self, derived: Derived, days: dict[int, int], ctx: EvalContext) -> Reading:
+        """`approximate`, given the score's days and what is derived from them."""
         reading = derived.reading
         if reading.at_us != ctx.now_us:
-            split = state.split(key, days, ctx.today)
+            split = split_of(derived, days, ctx.today)
             reading.value, reading.error = approx_split(
                 days, ctx.now_us, self.half_life_us, ctx.zone, derived.approx, split.pending, split.last, split.found
             )

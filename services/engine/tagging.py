@@ -45,13 +45,14 @@ def run(
         group_id = step.id
         if group_id not in pending and (reached is None or group_id not in reached):
             continue
-        routed = subsets is not None and (reached is None or group_id not in reached)
         if step.exclusive:
-            directed = subsets.get(group_id) if subsets is not None and routed else None
+            directed = None
+            if step.directed and subsets is not None and (reached is None or group_id not in reached):
+                directed = subsets.get(group_id)
             changed = _evaluate_exclusive(state, ctx, step, directed, source, cause, changes)
         else:
             checks = step.checks
-            if subsets is not None and routed:
+            if subsets is not None and (reached is None or group_id not in reached):
                 checks = subsets.get(group_id, checks)
             changed = _evaluate_multi(state, ctx, step, checks, source, cause, changes)
         if changed and step.dependants:
