@@ -156,7 +156,7 @@ class ScorePlan:
             days = state.days.get(score.key)
             if days is None:
                 continue
-            derived = state.of(score.key)
+            derived = state.decay_of(score.key, score.half_life_us)
             decaying = Decaying(days, score.half_life_us, ctx.zone, derived.masses, derived.approx)
             split = split_of(derived, days, today)
             if split.monotonic:

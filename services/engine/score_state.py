@@ -78,7 +78,7 @@ class Derived:
     """What is derived from one score's points, kept beside them while they stay as they are: one
     lookup per score where each would be a dictionary of its own."""
 
-    __slots__ = ("approx", "masses", "reading", "split", "sums", "sums_day")
+    __slots__ = ("approx", "half_life_us", "masses", "reading", "split", "sums", "sums_day", "sums_spans")
 
     def __init__(self) -> None:
         self.reading = Reading()
@@ -90,10 +90,15 @@ class Derived:
         while those days' points stay as they are (most actions are today's, which has not ended)."""
         self.approx: dict[int, Approx] = {}
         """The same masses as floats with their error bounds."""
+        self.half_life_us = 0
+        """The half-life the reading and masses were computed with (a changed definition may change
+        it and keep the points)."""
         self.sums: list[int] | None = None
         self.sums_day = -1
-        """A windowed score summed on local day `sums_day`, one sum per window of the score
-        (`CompiledScore.spans`): summed in one pass on the first read of a day, then kept by the fold."""
+        self.sums_spans: tuple[int, ...] = ()
+        """A windowed score summed on local day `sums_day`, one sum per window of `sums_spans` (the
+        score's `CompiledScore.spans`, compared by identity: a changed definition reads anew): summed
+        in one pass on the first read of a day, then kept by the fold."""
 
 
 class ScoreState:
@@ -119,6 +124,16 @@ class ScoreState:
             found = self.derived[key] = Derived()
         return found
 
+    def decay_of(self, key: str, half_life_us: int) -> Derived:
+        """`of` for a decaying score read with `half_life_us`: what was computed with another is dropped."""
+        found = self.of(key)
+        if found.half_life_us != half_life_us:
+            found.half_life_us = half_life_us
+            found.reading.at_us = -1
+            found.masses = {}
+            found.approx = {}
+        return found
+
     def split(self, key: str, days: dict[int, int], current: int) -> Split:
         """The days of score `key` split at local day `current`."""
         return split_of(self.of(key), days, current)
@@ -128,7 +143,7 @@ class ScoreState:
         days = self.days.get(key)
         if days is None:
             return None
-        derived = self.of(key)
+        derived = self.decay_of(key, half_life_us)
         return Decaying(days, half_life_us, zone, derived.masses, derived.approx)
 
     def changed(self, derived: Derived, day: int, points: int, left: int) -> None:
@@ -221,7 +236,7 @@ def fold_scores(
         days = days_by_key.get(key)
         if days is None:
             days = days_by_key[key] = {}
-        derived = state.of(key)
+        derived = state.decay_of(key, score.half_life_us) if score.half_life_us else state.of(key)
         found: Approx | None = None
         if score.half_life_us and day >= today and score.decay_levels:
             # points of a day not ended count in full at once: S(now) moves by exactly `points`
@@ -242,6 +257,8 @@ def fold_scores(
         if not before:
             rescheduled |= WINDOW_DAY
         sums = derived.sums
+        if sums is not None and derived.sums_spans is not score.spans:
+            sums = derived.sums = None  # summed for windows a changed definition no longer reads
         if sums is not None and derived.sums_day == today:
             if add_to_windows(sums, score.spans, score.levels, today - day, points):
                 moved |= bits

@@ -107,7 +107,7 @@ class CompiledScore:
         days = state.days.get(key)
         if days is None:
             return None
-        return self.approximate_in(state.of(key), days, ctx)
+        return self.approximate_in(state.decay_of(key, self.half_life_us), days, ctx)
 
     def approximate_in(self, derived: Derived, days: dict[int, int], ctx: EvalContext) -> Reading:
         """`approximate`, given the score's days and what is derived from them."""
@@ -182,8 +182,8 @@ def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
         return sum(points for day, points in days.items() if 0 <= today - day < condition.span)
     derived = state.of(score.key)
     sums = derived.sums
-    if sums is None or derived.sums_day != today:
-        spans = score.spans
+    spans = score.spans
+    if sums is None or derived.sums_day != today or derived.sums_spans is not spans:
         sums = [0] * len(spans)
         for day, points in days.items():
             age = today - day
@@ -193,6 +193,7 @@ def _windowed_sum(condition: WindowedScore, ctx: EvalContext) -> int:
                         sums[position] += points
         derived.sums = sums
         derived.sums_day = today
+        derived.sums_spans = spans
     return sums[index]
 
 

@@ -10,12 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import Browse, Click, OrderPaid, OrderRefunded
-from services.engine import Engine
+from services.engine import Engine, RuleBook
 from services.engine.decay import Decaying, next_flip
 from services.engine.score_state import Split
 from services.engine.scores import SCORE_TIME, SCORE_WINDOW
+from services.engine.state import CustomerState
 from services.engine.windows import EvalContext
-from tests.support.builders import T0, browse, click, engine, group, paid, refunded
+from services.runtime.zone import day_zone
+from tests.support.builders import T0, browse, click, cond, engine, group, paid, refunded
 
 INTENT = {
     "id": "intent",
@@ -27,10 +29,7 @@ RECENT = {"id": "recent", "points": {"click": 1, "browse": 1, "order": 4, "refun
 
 
 def score(name: str, op: str, value: object, last: str | None = None) -> dict[str, object]:
-    found: dict[str, object] = {"metric": "score", "name": name, "op": op, "value": value}
-    if last is not None:
-        found["window"] = {"last": last}
-    return found
+    return cond("score", op, value, last, name=name)
 
 
 def scored_engine() -> Engine:
@@ -152,3 +151,30 @@ def test_a_score_that_only_falls_is_woken_once_per_tier_it_leaves_and_at_no_othe
         [("warm", "removed"), ("mild", "added")],
         [("mild", "removed")],
     ]
+
+
+def test_a_definition_changed_the_same_day_reads_the_scores_with_its_own_windows_and_half_life() -> None:
+    def book(window: str, half_life: str) -> RuleBook:
+        rules = group(
+            "g",
+            [("busy", [score("recent", "gte", 3, window)]), ("keen", [score("intent", "gte", 5)])],
+            mode="multi",
+            scores=[RECENT, INTENT | {"decay": {"half_life": half_life}}],
+        )
+        return RuleBook.compile([rules], zone=day_zone("Asia/Shanghai"))
+
+    def browsed(eng: Engine) -> CustomerState:
+        state = eng.new_state("c1")
+        for day in (0, 3, 6):  # a browse every third day: 3 in the last 7 days, 1 in the last 2
+            eng.on_event(state, browse(when=T0 + timedelta(days=day)), T0 + timedelta(days=day))
+        return state
+
+    eng = Engine(book("7d", "40d"))
+    state = browsed(eng)
+    assert set(state.tags["g"]) == {"busy", "keen"}  # 6 points hardly decayed over 40 days
+    now = T0 + timedelta(days=6, hours=1)
+    eng.backfill(state, eng.load(book("2d", "1h")), now)
+    fresh = Engine(book("2d", "1h"))
+    again = browsed(fresh)
+    fresh.advance(again, now)
+    assert state.tags.get("g") == again.tags.get("g") is None  # 1 browse in 2 days; 2 points and a little
