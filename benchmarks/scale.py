@@ -20,9 +20,12 @@ Measured, in order:
   meanwhile (sampled every 0.1 s);
 - recovery after losing the local disk: the worker stopped, its RocksDB directory deleted, started
   again: start → ready;
-- scale-out: two workers in one group (half the partitions each, their own read model) drain the
-  same backlog from the start: their CPU per event (both processes, each from its ready signal)
-  against the one worker's above.
+- scale-out: two workers in one group (half the partitions each, their own read model, one standby
+  copy of each partition as deployed by default) drain the same backlog from the start: their CPU
+  per event (both processes, each from its ready signal) against the one worker's above;
+- standby takeover: one of the two stopped (SIGTERM, as a rolling update or a drained node does), a
+  first order for a new customer in every partition produced at once: until each has its tag change
+  from the survivor, which holds the stopped worker's partitions as standby copies.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ from services.ingest.ports import AudienceQuery
 from services.runtime.clock import SystemClock
 from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics, partitions_of
+from services.runtime.partitioning import partition_for
 from services.runtime.readmodel import Keys, ReadModel, offset_field
 from services.runtime.settings import KafkaSettings
 from tests.support import infra
-from tests.support.kafka_io import produce, topic_config
+from tests.support.kafka_io import TopicReader, produce, topic_config
 from tests.support.netprobe import free_port
 from tests.support.processes import wait_caught_up
 
@@ -296,11 +300,15 @@ async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, custo
     await ensure_topics(_kafka(backlog), [topic], kept_forever=[topic])
     settings = backlog.settings | {"TAGSTREAM_REDIS__KEY_PREFIX": prefix}
     own = dataclasses.replace(backlog, topic=topic, settings=settings)
-    group, _, env, clock = await prepare("tagger", own, workdir)
+    group, topics, env, clock = await prepare("tagger", own, workdir)
     workers = []
     for number in range(2):
         datadir = Path(env["TAGSTREAM_TAGGER__DATADIR"]) / f"worker-{number}"
-        mine = env | {"TAGSTREAM_TAGGER__DATADIR": str(datadir), "TAGSTREAM_TAGGER__WEB_PORT": str(free_port())}
+        mine = env | {
+            "TAGSTREAM_TAGGER__DATADIR": str(datadir),
+            "TAGSTREAM_TAGGER__WEB_PORT": str(free_port()),
+            "TAGSTREAM_TAGGER__STANDBY_REPLICAS": "1",
+        }
         workers.append(Worker("tagger", mine, clock, workdir / f"{group}-{number}.log"))
     try:
         await asyncio.gather(*(worker.start() for worker in workers))
@@ -315,6 +323,8 @@ async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, custo
         await caught_up
         seconds = time.perf_counter() - started
         used = [worker.cpu_seconds() - before for worker, before in zip(workers, cpu, strict=True)]
+        await asyncio.sleep(5)  # the standby copies read the last changelog records
+        takeover = await _takeover(own, topic, topics["tag_changes"], workers[1])
     finally:
         for worker in workers:
             worker.stop()
@@ -322,8 +332,48 @@ async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, custo
     shares = " / ".join(f"{share / sum(used):.0%}" for share in used)
     return [
         (f"two workers drain it, produced while they run (CPU shares {shares})", f"{seconds:.0f} s"),
-        ("two workers' CPU per event (both), vs one worker's", f"{per_event:.0f} µs ({per_event / one_cpu_us:.2f}x)"),
+        (
+            "two workers' CPU per event (both, standby copies kept), vs one worker's",
+            f"{per_event:.0f} µs ({per_event / one_cpu_us:.2f}x)",
+        ),
+        ("standby takeover: one of two workers stopped -> a new order in every partition tagged", f"{takeover:.1f} s"),
     ]
+
+
+async def _takeover(backlog: Backlog, topic: str, changes_topic: str, stopping: Worker) -> float:
+    """Stop `stopping`, produce a first order for a new customer in every partition (stamped just after
+    the backlog), and time until each customer's first tag change is on the changes topic."""
+    customers: dict[int, str] = {}
+    while len(customers) < backlog.partitions:
+        customer = f"takeover-{uuid.uuid4().hex[:8]}"
+        customers.setdefault(partition_for(customer.encode(), backlog.partitions), customer)
+    stamp = int(backlog.last.timestamp() * 1000) + 1000
+    occurred = datetime.fromtimestamp(stamp / 1000, UTC).isoformat().replace("+00:00", "Z")
+    records = [
+        (customer.encode(), orjson.dumps(_first_order(customer, occurred)), stamp) for customer in customers.values()
+    ]
+    async with TopicReader(backlog.bootstrap, changes_topic) as reader:
+        await reader.drain(timeout=600)
+        started = time.perf_counter()
+        stopping.stop()
+        await produce(backlog.bootstrap, topic, records)
+        waiting = {customer.encode() for customer in customers.values()}
+        await reader.until(lambda seen: waiting <= {record.key for record in seen}, timeout=600)
+    return time.perf_counter() - started
+
+
+def _first_order(customer: str, occurred_at: str) -> dict[str, object]:
+    return {
+        "type": "order_paid",
+        "event_id": f"{customer}-order",
+        "customer_id": customer,
+        "occurred_at": occurred_at,
+        "order_id": f"{customer}-o1",
+        "amount": "88.00",
+        "currency": "CNY",
+        "items": [{"product_id": "p1", "quantity": 1, "price": "88.00"}],
+        "points_earned": 8,
+    }
 
 
 def _kafka(backlog: Backlog) -> KafkaSettings:

@@ -86,6 +86,14 @@ class TaggerSettings(Section):
     shutdown_timeout_s: float = Field(
         default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"
     )
+    backfill_chunk: int = Field(
+        default=2_000,
+        ge=1,
+        le=20_000,
+        description="customers re-evaluated per commit of a definitions backfill (their states held meanwhile, "
+        "~0.5 KiB each): each commit waits for two Kafka acknowledgements, so small chunks spend a 1M-customer "
+        "backfill waiting",
+    )
     backfill_pause_s: float = Field(
         default=0.0,
         ge=0,
