@@ -55,7 +55,14 @@ class TaggerSettings(Section):
         description="an event dated further back than this when it arrives is history: its tag changes carry "
         "source import, which playbooks ignore; default: notifier.max_trigger_age (also the embedded node's)",
     )
-    projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
+    projector: bool = Field(
+        default=True,
+        description="also maintain the Redis read model from tag changes in this process; false where `tagstream "
+        "projector` runs apart (it needs a core of its own at a large shop's full rate: docs/readmodel.md)",
+    )
+    projector_web_port: int = Field(
+        default=8083, ge=1, le=65535, description="`tagstream projector`'s port of /healthz /readyz /metrics"
+    )
     producer_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
