@@ -63,6 +63,14 @@ class TaggerSettings(Section):
     projector_web_port: int = Field(
         default=8083, ge=1, le=65535, description="`tagstream projector`'s port of /healthz /readyz /metrics"
     )
+    producer_batch_bytes: int = Field(
+        default=524_288,
+        ge=16_384,
+        le=1_000_000,
+        description="largest record batch the worker sends per partition: an idempotent producer has one batch "
+        "per partition in flight, so a batch's changes or states sent in 16 KiB batches (faust's default) wait a "
+        "round trip per batch; keep it below the topics' max.message.bytes (1 MiB by default)",
+    )
     producer_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
