@@ -15,6 +15,14 @@ class TaggerSettings(Section):
     store: Literal["memory", "rocksdb"] = Field(default="rocksdb", description="where customer state is kept")
     datadir: Path = Field(default=Path("/var/lib/tagstream"), description="RocksDB files (a volume per replica)")
     rocksdb_block_cache_mb: int = Field(default=64, ge=8, description="per partition; faust's default is 2 GiB")
+    rocksdb_write_buffer_mb: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="per partition, a memtable's size before it is flushed to disk (up to 3 held); faust's 64 MiB "
+        "is more than a partition's whole state at most shops, so a backfill or a restore kept every state it "
+        "rewrote in memory: the worker's memory grew with its customers",
+    )
     web_host: str = Field(
         default="127.0.0.1",
         description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
@@ -55,7 +63,22 @@ class TaggerSettings(Section):
         description="an event dated further back than this when it arrives is history: its tag changes carry "
         "source import, which playbooks ignore; default: notifier.max_trigger_age (also the embedded node's)",
     )
-    projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
+    projector: bool = Field(
+        default=True,
+        description="also maintain the Redis read model from tag changes in this process; false where `tagstream "
+        "projector` runs apart (it needs a core of its own at a large shop's full rate: docs/readmodel.md)",
+    )
+    projector_web_port: int = Field(
+        default=8083, ge=1, le=65535, description="`tagstream projector`'s port of /healthz /readyz /metrics"
+    )
+    producer_batch_bytes: int = Field(
+        default=524_288,
+        ge=16_384,
+        le=1_000_000,
+        description="largest record batch the worker sends per partition: an idempotent producer has one batch "
+        "per partition in flight, so a batch's changes or states sent in 16 KiB batches (faust's default) wait a "
+        "round trip per batch; keep it below the topics' max.message.bytes (1 MiB by default)",
+    )
     producer_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
@@ -85,6 +108,14 @@ class TaggerSettings(Section):
     )
     shutdown_timeout_s: float = Field(
         default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"
+    )
+    backfill_chunk: int = Field(
+        default=2_000,
+        ge=1,
+        le=20_000,
+        description="customers re-evaluated per commit of a definitions backfill (their states held meanwhile, "
+        "~0.5 KiB each): each commit waits for two Kafka acknowledgements, so small chunks spend a 1M-customer "
+        "backfill waiting",
     )
     backfill_pause_s: float = Field(
         default=0.0,
