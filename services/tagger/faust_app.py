@@ -49,6 +49,7 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_request_timeout=tagger.producer_request_timeout_s,
+        producer_max_batch_size=tagger.producer_batch_bytes,
         web_enabled=True,
         web_port=tagger.web_port,
         web_bind=tagger.web_host,

@@ -43,7 +43,11 @@ class TaggerSettings(Section):
         "through faust's `wait_first`, as in faust's own loop. Source records always go over in batches",
     )
     batch_within_s: float = Field(
-        default=0.01, gt=0, le=10, description="longest wait to fill a batch (bounds the latency added at low rates)"
+        default=0.001,
+        gt=0,
+        le=10,
+        description="longest wait to fill a batch, added to every event's latency below the worker's rate; records "
+        "arriving while a batch is processed make the next one anyway",
     )
     timer_interval_s: float = Field(default=0.5, gt=0, description="how often due time-based re-evaluations are sent")
     horizon_days: int = Field(
@@ -56,6 +60,15 @@ class TaggerSettings(Section):
         "source import, which playbooks ignore; default: notifier.max_trigger_age (also the embedded node's)",
     )
     projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
+    producer_batch_bytes: int = Field(
+        default=512 * 1024,
+        ge=16 * 1024,
+        le=1_000_000,
+        description="largest record batch the tagger builds per partition (faust's producer_max_batch_size, 16 "
+        "KiB by default): aiokafka sends one request at a time per broker, with one batch per partition, so a "
+        "batch's tag changes or states beyond this wait a round trip per batch; at most the topics' "
+        "max.message.bytes (Kafka's default 1,048,588)",
+    )
     producer_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
     )
