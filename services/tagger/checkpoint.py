@@ -59,7 +59,9 @@ class Checkpoint:
         self._latest: dict[str, tuple[int, bytes, int | None]] = {}
         """Per customer, in first-seen order: the partition, last state and next check of the batch."""
         self._sends: list[Awaitable[Any]] = []
-        self._changes: list[tuple[TagChange, float]] = []
+        self._changes: list[TagChange] = []
+        self._caused_at: list[tuple[float, int]] = []
+        """Per message with changes: its record timestamp and how many (`TaggerMetrics.count_changes`)."""
         self._positions: dict[TP, int] = {}
 
     def reading(self, partition: int) -> None:
@@ -86,7 +88,9 @@ class Checkpoint:
         if result.dead_letter is not None:
             await self._send(self._topics.events_dlq, key, dead_letter_json(result.dead_letter))
             self._metrics.dead_letters.labels(result.dead_letter.error).inc()
-        self._changes.extend((change, produced_at) for change in result.changes)
+        if result.changes:
+            self._changes.extend(result.changes)
+            self._caused_at.append((produced_at, len(result.changes)))
         if result.customer_id is not None and result.state is not None:
             self._latest[result.customer_id] = (partition, result.state, result.next_check_us)
 
@@ -95,13 +99,13 @@ class Checkpoint:
         with each source partition's position now stored (the offsets step 3 may commit). The
         checkpoint is empty afterwards and can take the next batch."""
         if self._changes:  # sent as record batches, one or a few per partition
-            outgoing = [(change.customer_id.encode(), change.to_json()) for change, _ in self._changes]
+            outgoing = [(change.customer_id.encode(), change.to_json()) for change in self._changes]
             self._sends.extend(await send_records(self._app, self._topics.tag_changes, outgoing))
         if self._sends:
             await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
         acknowledged = time.time()
         if self._changes:
-            self._metrics.count_changes(self._changes, acknowledged)
+            self._metrics.count_changes(self._changes, self._caused_at, acknowledged)
         records: dict[int, list[tuple[bytes, bytes]]] = {}
         for customer_id, (partition, state, due) in self._latest.items():  # one record per customer per
             records.setdefault(partition, []).append((customer_id.encode(), state))  # batch: its last state
@@ -114,6 +118,7 @@ class Checkpoint:
         positions = dict(self._positions)
         self._sends.clear()
         self._changes.clear()
+        self._caused_at.clear()
         self._latest.clear()
         self._positions.clear()
         return positions

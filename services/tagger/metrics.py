@@ -10,6 +10,7 @@ import threading
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
 from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -153,25 +154,31 @@ class TaggerMetrics:
             if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
                 self.projector_gaps.inc()
 
-    def count_changes(self, changes: Iterable[tuple[TagChange, float]], acknowledged: float) -> None:
-        """Record a batch of acknowledged tag changes (each with its message's timestamp): each change's
-        latency counted in its bucket, one metric update per batch and per distinct label set."""
-        tally: Tally[tuple[str, str, str, str]] = Tally()
+    def count_changes(
+        self, changes: Iterable[TagChange], caused_at: Iterable[tuple[float, int]], acknowledged: float
+    ) -> None:
+        """Record a batch of tag changes acknowledged at `acknowledged`; `caused_at` holds, per message
+        that caused some, its timestamp and how many. One latency per change, counted in its bucket;
+        one metric update per batch and per distinct label set."""
         latency = self.event_to_change.tally()
-        for change, produced_at in changes:
-            latency.add(acknowledged - produced_at)
-            tally[change.group_id, change.tag_id, change.change, change.source] += 1
+        for produced_at, count in caused_at:
+            latency.add(acknowledged - produced_at, count)
         self.event_to_change.add(latency)
-        for labels, count in tally.items():
+        for labels, count in Tally(map(_change_labels, changes)).items():
             self.tag_changes.labels(*labels).inc(count)
+
+
+_change_labels = attrgetter("group_id", "tag_id", "change", "source")
+"""A tag change's labels on `tagstream_tag_changes_total`."""
 
 
 class TalliedHistogram:
     """A Prometheus histogram without labels filled a batch at a time: the same series and values as
     `Histogram.observe` per observation, for one locked update per batch (`tally`, then `add`).
 
-    The tagger observes a latency per tag change, ~3.5 per event; `Histogram.observe` (a lock per
-    bucket and per sum, ~2.4 µs) made that 8% of its CPU per event (docs/performance.md)."""
+    The tagger observes a latency per tag change, ~3.5 per event, the same for every change of one
+    message; `Histogram.observe` (a lock per bucket and per sum, ~2.4 µs) made that 8% of its CPU per
+    event (docs/performance.md)."""
 
     def __init__(self, name: str, documentation: str, registry: CollectorRegistry, buckets: Sequence[float]) -> None:
         if list(buckets) != sorted(set(buckets)) or not buckets:
@@ -216,8 +223,9 @@ class BucketTally:
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, times: int = 1) -> None:
+        """Count `value` observed `times` times."""
         if value < 0.0:
             value = 0.0
-        self.counts[bisect_left(self.bounds, value)] += 1  # the first bound >= value: Prometheus' `le`
-        self.sum += value
+        self.counts[bisect_left(self.bounds, value)] += times  # the first bound >= value: Prometheus' `le`
+        self.sum += value * times

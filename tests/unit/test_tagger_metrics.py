@@ -34,25 +34,30 @@ def test_a_batch_of_changes_exports_the_buckets_sum_and_count_of_one_observation
     # negative (a record timestamp ahead of this host's clock: counted as 0)
     latencies = [0.05, 0.05, 0.0375, 0.0004, 45.0, 0.0, -0.2, 0.2, 0.2, 0.2]
     tagged = TaggerMetrics(CollectorRegistry())
-    changes = [(change(f"c{n % 3}", f"t{n % 2}", n), acknowledged - latency) for n, latency in enumerate(latencies)]
-    tagged.count_changes(changes[:4], acknowledged)
-    tagged.count_changes(changes[4:], acknowledged)  # two batches add up
+    # message n caused n % 3 + 1 changes (the same latency each)
+    caused_at = [(acknowledged - latency, n % 3 + 1) for n, latency in enumerate(latencies)]
+    changes = [change(f"c{n}", f"t{k % 2}", k) for n, (_, count) in enumerate(caused_at) for k in range(count)]
+    split = sum(count for _, count in caused_at[:4])
+    tagged.count_changes(changes[:split], caused_at[:4], acknowledged)
+    tagged.count_changes(changes[split:], caused_at[4:], acknowledged)  # two batches add up
 
     plain = CollectorRegistry()
     reference = Histogram(NAME, "per change", registry=plain, buckets=_LATENCY_BUCKETS)
-    for _, produced_at in changes:
-        reference.observe(max(0.0, acknowledged - produced_at))
+    for produced_at, count in caused_at:
+        for _ in range(count):
+            reference.observe(max(0.0, acknowledged - produced_at))
 
     exported = samples(tagged.registry, NAME)
     expected = samples(plain, NAME)
     assert exported.keys() == expected.keys()
     assert {key: pytest.approx(value) for key, value in exported.items()} == expected
-    assert exported[f"{NAME}_bucket", "0.025"] == 3  # 0.0, 0.0 (negative) and 0.0004
-    assert exported[f"{NAME}_count", ""] == 10
+    # 0.0004 (message 3: 1 change), 0.0 (5: 3 changes), the negative one (6: 1 change)
+    assert exported[f"{NAME}_bucket", "0.025"] == 5
+    assert exported[f"{NAME}_count", ""] == len(changes) == 19
     counted = tagged.registry.get_sample_value("tagstream_tag_changes_total", {
         "group": "value", "tag": "t0", "change": "added", "source": "rule"
     })  # fmt: skip
-    assert counted == 5
+    assert counted == sum((count + 1) // 2 for _, count in caused_at)  # k = 0, 2 of each message
 
 
 def test_a_value_on_a_bound_counts_in_that_bound_as_prometheus_le_says() -> None:
@@ -65,7 +70,7 @@ def test_a_value_on_a_bound_counts_in_that_bound_as_prometheus_le_says() -> None
 
 def test_a_batch_without_changes_leaves_the_histogram_at_zero() -> None:
     metrics = TaggerMetrics(CollectorRegistry())
-    metrics.count_changes([], 1_767_225_600.0)
+    metrics.count_changes([], [], 1_767_225_600.0)
     assert metrics.registry.get_sample_value(f"{NAME}_count") == 0
     assert metrics.registry.get_sample_value(f"{NAME}_bucket", {"le": "+Inf"}) == 0
 
