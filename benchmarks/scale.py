@@ -5,8 +5,9 @@ count) is what costs.
     python -m benchmarks.scale --customers 1000000 --events-per-customer 1
 
 Starts the local broker and Redis (scripts/kafka.sh, scripts/redis.sh) unless TAGSTREAM_TEST_KAFKA_BOOTSTRAP
-and TAGSTREAM_TEST_REDIS_URL name running ones. One `tagstream tagger` worker (RocksDB, the read
-model's projector in its process, as deployed by default) on the workload's clock (benchmarks/clock.py)
+and TAGSTREAM_TEST_REDIS_URL name running ones. One `tagstream tagger` worker (RocksDB; the read model
+kept by `tagstream projector` in a process of its own, or with `--projector worker` in the worker's, as
+the chart deploys by default) on the workload's clock (benchmarks/clock.py)
 drains a stamped backlog with 19 of the workload's 20 groups; then the 20th group is published.
 Measured, in order:
 
@@ -20,9 +21,12 @@ Measured, in order:
   meanwhile (sampled every 0.1 s);
 - recovery after losing the local disk: the worker stopped, its RocksDB directory deleted, started
   again: start → ready;
-- scale-out: two workers in one group (half the partitions each, their own read model) drain the
-  same backlog from the start: their CPU per event (both processes, each from its ready signal)
-  against the one worker's above.
+- scale-out: two workers in one group (half the partitions each, their own read model, one standby
+  copy of each partition as deployed by default) drain the same backlog from the start: their CPU
+  per event (both processes, each from its ready signal) against the one worker's above;
+- standby takeover: one of the two stopped (SIGTERM, as a rolling update or a drained node does), a
+  first order for a new customer in every partition produced at once: until each has its tag change
+  from the survivor, which holds the stopped worker's partitions as standby copies.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import dataclasses
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
 from benchmarks.audiences import forget, longest_command, timed
-from benchmarks.kafka_rows import Backlog, Launched, Worker, launch, prepare
+from benchmarks.kafka_rows import Backlog, Launched, Worker, cpu_seconds, launch, prepare
 from benchmarks.workload import arrivals, rules
 from benchmarks.workload import events as generated_events
 from schemas.tags import TagGroupSet
@@ -55,10 +60,11 @@ from services.ingest.ports import AudienceQuery
 from services.runtime.clock import SystemClock
 from services.runtime.definitions_feed import definition_record
 from services.runtime.kafka import ensure_topics, partitions_of
+from services.runtime.partitioning import partition_for
 from services.runtime.readmodel import Keys, ReadModel, offset_field
 from services.runtime.settings import KafkaSettings
 from tests.support import infra
-from tests.support.kafka_io import produce, topic_config
+from tests.support.kafka_io import TopicReader, produce, topic_config
 from tests.support.netprobe import free_port
 from tests.support.processes import wait_caught_up
 
@@ -72,6 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=float, default=5.6)
     parser.add_argument("--partitions", type=int, default=PARTITIONS)
+    parser.add_argument(
+        "--projector",
+        choices=["own", "worker"],
+        default="own",
+        help="the read model kept by `tagstream projector` apart (own) or inside the tagger worker",
+    )
     parser.add_argument(
         "--no-two-workers", dest="two_workers", action="store_false", help="skip the two-worker drain of the backlog"
     )
@@ -99,19 +111,28 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as directory:
         workdir = Path(directory)
-        backlog, customers = await _backlog(bootstrap, count, args.customers, args.partitions, redis_url, prefix)
+        backlog, customers = await _backlog(
+            bootstrap, count, args.customers, args.partitions, redis_url, prefix, args.projector
+        )
         print(f"{count:,} events for {customers:,} customers produced", file=sys.stderr)
         memory_before = await _used_memory(redis)
         launched = await launch("tagger", backlog, workdir)
         worker = launched.worker
+        projector = Projector(worker.env, workdir / f"{launched.group}-projector.log")
         try:
+            if args.projector == "own":
+                await projector.start()
             started, cpu = time.perf_counter(), worker.cpu_seconds()
+            projector_cpu = projector.cpu_seconds()
             await wait_caught_up(bootstrap, launched.group, backlog.topic, args.partitions, timeout=7200)
             drained, one_cpu_us = time.perf_counter(), (worker.cpu_seconds() - cpu) * 1e6 / count
             record(("backlog drained (start of the worker excluded)", f"{drained - started:.0f} s"))
-            record(("worker CPU per event while draining", f"{one_cpu_us:.0f} µs"))
+            record((f"worker CPU per event while draining (projector: {args.projector})", f"{one_cpu_us:.0f} µs"))
             await _projected(redis, prefix, bootstrap, [launched.topics["tag_changes"], backlog.topic])
             record(("read model current after the backlog drained", f"+{time.perf_counter() - drained:.1f} s"))
+            if args.projector == "own":
+                per_event = (projector.cpu_seconds() - projector_cpu) * 1e6 / count
+                record(("projector CPU per event (its own process, until current)", f"{per_event:.0f} µs"))
             memory = (await _used_memory(redis) - memory_before) / customers
             record(("Redis memory per customer", f"{memory / 1024:.2f} KiB"))
             record(await _changelog_records(bootstrap, launched.group, customers))
@@ -123,6 +144,7 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
                 record(*await _two_workers(backlog, workdir, one_cpu_us, args.customers))
         finally:
             worker.stop()
+            projector.stop()
             await forget(redis, prefix)
             await forget(redis, _second_prefix(prefix))
             await redis.aclose()
@@ -138,7 +160,7 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
 
 
 async def _backlog(
-    bootstrap: str, count: int, customers: int, partitions: int, redis_url: str, prefix: str
+    bootstrap: str, count: int, customers: int, partitions: int, redis_url: str, prefix: str, projector: str
 ) -> tuple[Backlog, int]:
     groups = [group for group in TagGroupSet.model_validate(rules()).groups if group.id != NEW_GROUP]
     topic = f"bench-scale-events-{uuid.uuid4().hex[:6]}"
@@ -148,7 +170,7 @@ async def _backlog(
     settings = {
         "TAGSTREAM_SHOP__TIMEZONE": "Asia/Shanghai",
         "TAGSTREAM_TAGGER__HISTORY_AGE": "30d",
-        "TAGSTREAM_TAGGER__PROJECTOR": "true",
+        "TAGSTREAM_TAGGER__PROJECTOR": "true" if projector == "worker" else "false",
         "TAGSTREAM_REDIS__URL": redis_url,
         "TAGSTREAM_REDIS__KEY_PREFIX": prefix,
     }
@@ -257,14 +279,17 @@ async def _backfill(backlog: Backlog, launched: Launched, customers: int) -> lis
     started = time.perf_counter()
     await produce(backlog.bootstrap, launched.topics["tag_definitions"], [(*definition_record(group), None)])
     deadline = started + 7200
+    polls = 0
     while True:
         peak = max(peak, _rss_bytes(worker))
-        now = _metrics(launched)
-        done = now["tagstream_backfill_customers_total"] - before["tagstream_backfill_customers_total"]
-        if done >= customers and now["tagstream_backfill_remaining"] == 0:
-            break
+        polls += 1
+        if polls % 5 == 0:  # a scrape costs the worker ~10 ms: every 0.5 s, the RSS every 0.1 s
+            now = _metrics(launched)
+            done = now["tagstream_backfill_customers_total"] - before["tagstream_backfill_customers_total"]
+            if done >= customers and now["tagstream_backfill_remaining"] == 0:
+                break
+            assert time.perf_counter() < deadline, f"backfill not done after 2 h ({done:,.0f} customers)"
         assert worker.alive, "the worker exited during the backfill"
-        assert time.perf_counter() < deadline, f"backfill not done after 2 h ({done:,.0f} customers)"
         await asyncio.sleep(0.1)
     seconds = time.perf_counter() - started
     return [
@@ -296,11 +321,15 @@ async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, custo
     await ensure_topics(_kafka(backlog), [topic], kept_forever=[topic])
     settings = backlog.settings | {"TAGSTREAM_REDIS__KEY_PREFIX": prefix}
     own = dataclasses.replace(backlog, topic=topic, settings=settings)
-    group, _, env, clock = await prepare("tagger", own, workdir)
+    group, topics, env, clock = await prepare("tagger", own, workdir)
     workers = []
     for number in range(2):
         datadir = Path(env["TAGSTREAM_TAGGER__DATADIR"]) / f"worker-{number}"
-        mine = env | {"TAGSTREAM_TAGGER__DATADIR": str(datadir), "TAGSTREAM_TAGGER__WEB_PORT": str(free_port())}
+        mine = env | {
+            "TAGSTREAM_TAGGER__DATADIR": str(datadir),
+            "TAGSTREAM_TAGGER__WEB_PORT": str(free_port()),
+            "TAGSTREAM_TAGGER__STANDBY_REPLICAS": "1",
+        }
         workers.append(Worker("tagger", mine, clock, workdir / f"{group}-{number}.log"))
     try:
         await asyncio.gather(*(worker.start() for worker in workers))
@@ -315,6 +344,8 @@ async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, custo
         await caught_up
         seconds = time.perf_counter() - started
         used = [worker.cpu_seconds() - before for worker, before in zip(workers, cpu, strict=True)]
+        await asyncio.sleep(5)  # the standby copies read the last changelog records
+        takeover = await _takeover(own, topic, topics["tag_changes"], workers[1])
     finally:
         for worker in workers:
             worker.stop()
@@ -322,8 +353,87 @@ async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, custo
     shares = " / ".join(f"{share / sum(used):.0%}" for share in used)
     return [
         (f"two workers drain it, produced while they run (CPU shares {shares})", f"{seconds:.0f} s"),
-        ("two workers' CPU per event (both), vs one worker's", f"{per_event:.0f} µs ({per_event / one_cpu_us:.2f}x)"),
+        (
+            "two workers' CPU per event (both, standby copies kept), vs one worker's",
+            f"{per_event:.0f} µs ({per_event / one_cpu_us:.2f}x)",
+        ),
+        ("standby takeover: one of two workers stopped -> a new order in every partition tagged", f"{takeover:.1f} s"),
     ]
+
+
+async def _takeover(backlog: Backlog, topic: str, changes_topic: str, stopping: Worker) -> float:
+    """Stop `stopping`, produce a first order for a new customer in every partition (stamped just after
+    the backlog), and time until each customer's first tag change is on the changes topic."""
+    customers: dict[int, str] = {}
+    while len(customers) < backlog.partitions:
+        customer = f"takeover-{uuid.uuid4().hex[:8]}"
+        customers.setdefault(partition_for(customer.encode(), backlog.partitions), customer)
+    stamp = int(backlog.last.timestamp() * 1000) + 1000
+    occurred = datetime.fromtimestamp(stamp / 1000, UTC).isoformat().replace("+00:00", "Z")
+    records = [
+        (customer.encode(), orjson.dumps(_first_order(customer, occurred)), stamp) for customer in customers.values()
+    ]
+    async with TopicReader(backlog.bootstrap, changes_topic) as reader:
+        await reader.drain(timeout=600)
+        started = time.perf_counter()
+        stopping.stop()
+        await produce(backlog.bootstrap, topic, records)
+        waiting = {customer.encode() for customer in customers.values()}
+        await reader.until(lambda seen: waiting <= {record.key for record in seen}, timeout=600)
+    return time.perf_counter() - started
+
+
+def _first_order(customer: str, occurred_at: str) -> dict[str, object]:
+    return {
+        "type": "order_paid",
+        "event_id": f"{customer}-order",
+        "customer_id": customer,
+        "occurred_at": occurred_at,
+        "order_id": f"{customer}-o1",
+        "amount": "88.00",
+        "currency": "CNY",
+        "items": [{"product_id": "p1", "quantity": 1, "price": "88.00"}],
+        "points_earned": 8,
+    }
+
+
+class Projector:
+    """`tagstream projector` on a worker's settings (its topics, Redis prefix and app id)."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self._env = env | {"TAGSTREAM_TAGGER__PROJECTOR_WEB_PORT": str(free_port())}
+        self._log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self, timeout: float = 120.0) -> None:
+        with open(self._log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "projector", "--log-level", "warning"],
+                env=self._env,
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        url = f"http://127.0.0.1:{self._env['TAGSTREAM_TAGGER__PROJECTOR_WEB_PORT']}/readyz"
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            assert self.process.poll() is None, f"the projector exited; see {self._log}"
+            assert time.monotonic() < deadline, f"the projector was not ready after {timeout:.0f} s; see {self._log}"
+            await asyncio.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        return 0.0 if self.process is None else cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
 
 
 def _kafka(backlog: Backlog) -> KafkaSettings:

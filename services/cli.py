@@ -62,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     tagger.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     tagger.set_defaults(run=tagger_commands.tagger)
 
+    projector = commands.add_parser(
+        "projector",
+        help="keep the Redis read model from tag changes, apart from the taggers (needs Kafka and Redis)",
+        description="Run the read model's projection in its own process: tag changes, events and notification "
+        "outcomes into Redis. Set TAGSTREAM_TAGGER__PROJECTOR=false on the tagger workers when it runs.",
+    )
+    projector.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    projector.set_defaults(run=tagger_commands.projector)
+
     demo = commands.add_parser(
         "demo",
         help="watch tagstream tag a generated shop and follow up, in one process (no services needed)",

@@ -18,7 +18,9 @@ exponent), which decides a comparison or the rounded value whenever S is further
 the level or the grid line, as it is almost always (a float is within ~1e-15 of S, a flip's instant
 within a microsecond of S's crossing). Only within the bound is S computed in `decimal` at 28
 significant digits (`exact`): the same digits on every platform, where a float's pow comes from the
-C library, so live and replay agree exactly.
+C library, so live and replay agree exactly. (Exact to those 28 digits: S is a sum of powers of
+two, and when whole points sit on a level at a microsecond while a day dozens of half-lives old
+still adds ~1e-29, the tie is decided at those digits, as any finite precision would decide some.)
 
 Between two day ends the decaying part is one exponential, monotonic, so the instant S crosses L
 (L = C + E * 2 ** (-x / h), C the points not yet decaying, E the decaying part at the start e of the

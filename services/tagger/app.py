@@ -110,6 +110,7 @@ class Tagger:
             index=self.index,
             offsets=self.offsets,
             batches=self.batches,
+            backfill_chunk=settings.tagger.backfill_chunk,
             backfill_pause_s=settings.tagger.backfill_pause_s,
         )
         self.rebalances = RebalanceWatch()

@@ -38,6 +38,25 @@ def tagger(args: argparse.Namespace) -> int:
     return 0
 
 
+def projector(args: argparse.Namespace) -> int:
+    import logging
+
+    from services.runtime.consumers import run_until_signalled
+    from services.runtime.logs import hold_back_repeats
+    from services.runtime.settings import SettingsError, load_settings
+    from services.tagger.projector_service import build_projector
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hold_back_repeats()
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"tagstream projector: {error}", file=sys.stderr)
+        return 2
+    run_until_signalled(build_projector(settings))
+    return 0
+
+
 def replay(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 

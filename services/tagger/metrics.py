@@ -27,9 +27,47 @@ _bucket_label: Callable[[float], str] = floatToGoString  # how prometheus_client
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class TaggerMetrics:
+class ReadModelMetrics:
+    """The read model's projection (projection.py): in a tagger worker, or in `tagstream projector`."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self.projector_changes = Counter(
+            "tagstream_projector_changes_total",
+            "Tag changes applied to the Redis read model, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
+        self.projector_gaps = Counter(
+            "tagstream_projector_gaps_total", "Tag changes that skipped a seq (a missing change)", registry=registry
+        )
+        self.readmodel_rebuilds = Counter(
+            "tagstream_readmodel_rebuilds_total",
+            "Rebuilds of the Redis read model this worker began because its marker was missing",
+            registry=registry,
+        )
+        self.readmodel_rebuild_remaining = Gauge(
+            "tagstream_readmodel_rebuild_remaining_records",
+            "Records of tag-changes and events a running read-model rebuild has still to apply (0: none running)",
+            registry=registry,
+        )
+        self.readmodel_ready = Gauge(
+            "tagstream_readmodel_ready",
+            "1 while the Redis read model is whole (its marker says ready); readers answer 503 otherwise",
+            registry=registry,
+        )
+
+    def count_projected(self, outcomes: Iterable[ProjectionOutcome]) -> None:
+        """Tag changes applied to the read model (Redis, or the embedded node's memory)."""
+        for outcome in outcomes:
+            self.projector_changes.labels(outcome.value).inc()
+            if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
+                self.projector_gaps.inc()
+
+
+class TaggerMetrics(ReadModelMetrics):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
         self.build_info = Gauge(
             "tagstream_tagger_build_info",
             "Always 1; labels say which engine build this worker runs: mypyc (compiled) or python",
@@ -108,30 +146,6 @@ class TaggerMetrics:
             "Definition sets the tagger refused (kept running the previous ones)",
             registry=registry,
         )
-        self.projector_changes = Counter(
-            "tagstream_projector_changes_total",
-            "Tag changes applied to the Redis read model, by outcome",
-            ["outcome"],
-            registry=registry,
-        )
-        self.projector_gaps = Counter(
-            "tagstream_projector_gaps_total", "Tag changes that skipped a seq (a missing change)", registry=registry
-        )
-        self.readmodel_rebuilds = Counter(
-            "tagstream_readmodel_rebuilds_total",
-            "Rebuilds of the Redis read model this worker began because its marker was missing",
-            registry=registry,
-        )
-        self.readmodel_rebuild_remaining = Gauge(
-            "tagstream_readmodel_rebuild_remaining_records",
-            "Records of tag-changes and events a running read-model rebuild has still to apply (0: none running)",
-            registry=registry,
-        )
-        self.readmodel_ready = Gauge(
-            "tagstream_readmodel_ready",
-            "1 while the Redis read model is whole (its marker says ready); readers answer 503 otherwise",
-            registry=registry,
-        )
 
     def count_message(self, kind: str, outcome: str, seconds: float) -> None:
         """One message (event, command, tick) through the engine, and how long the engine took."""
@@ -146,13 +160,6 @@ class TaggerMetrics:
             self.evaluation.observe(seconds / total)
         for (kind, outcome), count in outcomes.items():
             self.messages.labels(kind, outcome).inc(count)
-
-    def count_projected(self, outcomes: Iterable[ProjectionOutcome]) -> None:
-        """Tag changes applied to the read model (Redis, or the embedded node's memory)."""
-        for outcome in outcomes:
-            self.projector_changes.labels(outcome.value).inc()
-            if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
-                self.projector_gaps.inc()
 
     def count_changes(
         self, changes: Iterable[TagChange], caused_at: Iterable[tuple[float, int]], acknowledged: float

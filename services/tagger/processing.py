@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 MARKER_PREFIX = b"\x00definitions:"
 """Table keys of each partition's definitions fingerprint, written once its customers are synced."""
-_BACKFILL_CHUNK = 200
 
 
 class BatchProcessor:
@@ -51,6 +50,7 @@ class BatchProcessor:
         index: CustomerIndex,
         offsets: SourceOffsets,
         batches: SourceBatches | None = None,
+        backfill_chunk: int = 2_000,
         backfill_pause_s: float = 0.0,
     ) -> None:
         self.app = app
@@ -62,6 +62,7 @@ class BatchProcessor:
         self.index = index
         self.offsets = offsets
         self.batches = batches
+        self.backfill_chunk = backfill_chunk
         self.backfill_pause_s = backfill_pause_s
 
     async def run(self, batches: SourceBatches, size: int, within: float) -> None:
@@ -179,10 +180,11 @@ class BatchProcessor:
             started = time.perf_counter()
             customers = self.index.customers(partition)
             self.metrics.backfill_remaining.inc(len(customers))
-            for start in range(0, len(customers), _BACKFILL_CHUNK):
+            chunk = self.backfill_chunk
+            for start in range(0, len(customers), chunk):
                 checkpoint = self._checkpoint()
                 checkpoint.reading(partition)
-                for customer_id in customers[start : start + _BACKFILL_CHUNK]:
+                for customer_id in customers[start : start + chunk]:
                     current = checkpoint.load(customer_id)
                     if current is None:
                         continue
@@ -190,7 +192,7 @@ class BatchProcessor:
                     result = Result("applied", "backfill", customer_id, state, due, changes)
                     await checkpoint.add(partition, record.key, produced_at, result)
                 await checkpoint.commit()
-                done = min(_BACKFILL_CHUNK, len(customers) - start)
+                done = min(chunk, len(customers) - start)
                 self.metrics.backfill_customers.inc(done)
                 self.metrics.backfill_remaining.dec(done)
                 if self.backfill_pause_s:

@@ -38,7 +38,7 @@ from services.runtime.readmodel import ReadModelStatus, offset_field
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
 from services.tagger.marker import Marker
-from services.tagger.metrics import TaggerMetrics
+from services.tagger.metrics import ReadModelMetrics
 from services.tagger.projector import BatchResult, Position, Projector
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class Projection:
         settings: Settings,
         redis: Redis,
         clock: Clock,
-        metrics: TaggerMetrics,
+        metrics: ReadModelMetrics,
         *,
         group_id: str | None,
         group_instance_id: str | None = None,

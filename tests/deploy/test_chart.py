@@ -279,7 +279,7 @@ def _egress_ports(policy) -> set[int]:
 
 def test_network_policies_admit_only_the_http_port_and_the_configured_peers():
     policies = _policies(render("production-values.yaml"))
-    assert set(policies) == {"ingest", "tagger", "notifier", "sync", "seed"}
+    assert set(policies) == {"ingest", "tagger", "projector", "notifier", "sync", "seed"}
     ingest_from = policies["ingest"]["spec"]["ingress"][0]["from"]
     names = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in ingest_from]
     assert names == ["shop", "monitoring"]
@@ -379,6 +379,7 @@ def test_the_prometheus_operator_resources_are_well_formed_and_read_the_charts_f
     assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == [
         "ingest",
         "notifier",
+        "projector",
         "sync",
         "tagger",
     ]
@@ -441,3 +442,25 @@ def test_the_sync_sink_is_off_by_default_and_runs_as_its_own_deployment_when_ena
     [volume] = [v for v in pod["volumes"] if v["name"] == "sync-secrets"]
     assert volume["secret"]["secretName"] == "tagstream-credentials"
     assert [item["key"] for item in volume["secret"]["items"]] == ["wecom-customer-contact-secret"]
+
+
+def test_the_projector_runs_in_the_workers_by_default_and_as_its_own_deployment_when_enabled():
+    default = render("default-values.yaml")
+    assert [w for w in workloads(default) if w["metadata"]["name"].endswith("-projector")] == []
+    [worker] = one(default, "StatefulSet", "tagger")["spec"]["template"]["spec"]["containers"]
+    assert "TAGSTREAM_TAGGER__PROJECTOR" not in literal_env(worker)  # the setting's default: they project
+    manifests = render("production-values.yaml")
+    deployment = one(manifests, "Deployment", "projector")
+    assert deployment["spec"]["replicas"] == 2
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["projector"]
+    env = literal_env(container)
+    assert env["TAGSTREAM_TAGGER__WEB_HOST"] == "0.0.0.0"
+    assert env["TAGSTREAM_TAGGER__PROJECTOR_WEB_PORT"] == "8083"
+    assert container["ports"] == [{"name": "http", "containerPort": 8083, "protocol": "TCP"}]
+    [worker] = one(manifests, "StatefulSet", "tagger")["spec"]["template"]["spec"]["containers"]
+    assert literal_env(worker)["TAGSTREAM_TAGGER__PROJECTOR"] == "false"
+    # the workers' settings too: the same app id is the same consumer group as the workers' own projection
+    renamed = render("production-values.yaml", "tagger.settings.app_id=shop-a")
+    [container] = one(renamed, "Deployment", "projector")["spec"]["template"]["spec"]["containers"]
+    assert literal_env(container)["TAGSTREAM_TAGGER__APP_ID"] == "shop-a"

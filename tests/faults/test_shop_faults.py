@@ -44,7 +44,8 @@ async def shop(kafka_bootstrap: str, redis_url: str, tmp_path: Path) -> AsyncIte
         workdir=tmp_path,
         group_instance_id="t0",
         # a backfill of ~1,100 customers takes well under a second on a quiet machine: paced so that
-        # the SIGKILL lands in its middle however fast the machine
+        # the SIGKILL lands in its middle however fast the machine (chunks of 200, a second apart)
+        backfill_chunk="200",
         backfill_pause_s="1.0",
     )
     try:

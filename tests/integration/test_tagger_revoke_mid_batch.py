@@ -44,7 +44,7 @@ async def test_a_batch_in_flight_when_its_partitions_are_revoked_loses_no_change
     topics = await tagger_topics(kafka_bootstrap, prefix, PARTITIONS, groups)
     lines = [orjson.dumps(event) for event in generated_events(EVENTS, CUSTOMERS, seed=5)]
     await produce_at_rate(kafka_bootstrap, topics["events"], lines, per_second=8_000)
-    settings = {"revoke_wait_s": str(REVOKE_WAIT_S), "backfill_pause_s": "2"}
+    settings = {"revoke_wait_s": str(REVOKE_WAIT_S), "backfill_chunk": "200", "backfill_pause_s": "2"}
     first = TaggerProcess(
         tagger_environment(kafka_bootstrap, prefix, topics, PARTITIONS, tmp_path / "first", **settings),
         tmp_path / "first.log",

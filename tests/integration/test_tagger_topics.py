@@ -6,15 +6,19 @@ import logging
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from benchmarks.workload import events as generated_events
 from schemas.topics import TopicNames
 from services.runtime.kafka import durability_problems, ensure_topics, partitions_of
+from services.runtime.partitioning import partition_for
 from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
 from services.tagger.app import TopicLayoutError, build_app
-from tests.support.kafka_io import topic_config
-from tests.support.processes import TaggerProcess, tagger_environment, tagger_topics
+from tests.support.kafka_io import TopicReader, produce, topic_config
+from tests.support.processes import TaggerProcess, tagger_environment, tagger_topics, wait_caught_up
+from tests.support.tag_streams import definitions
 
 
 def _settings(bootstrap: str, partitions: int, datadir: Path) -> Settings:
@@ -125,3 +129,35 @@ async def test_an_existing_topic_less_durable_than_the_settings_is_reported_with
     assert "TAGSTREAM_KAFKA__REPLICATION_FACTOR is 3" in replicas[0]
     assert "kafka-reassign-partitions.sh" in replicas[0]
     assert [record.getMessage() for record in caplog.records] == problems
+
+
+@pytest.mark.parametrize("changes_partitions", [2, 3], ids=["the-tables-count", "another-count"])
+async def test_each_tag_change_lands_where_the_default_partitioner_puts_its_customer(
+    kafka_bootstrap: str, tmp_path: Path, changes_partitions: int
+) -> None:
+    """Changes go out on their customer's table partition when the changes topic has the table's
+    count, and key by key otherwise (an operator grew the topic): either way where a consumer of the
+    topic, or ingest's own producer, expects each customer."""
+    prefix = f"placement-{uuid.uuid4().hex[:8]}"
+    changes_topic = f"{prefix}.tag_changes"
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap, partitions=changes_partitions, replication_factor=1)
+    await ensure_topics(kafka, [changes_topic])  # made first, with its own count
+    topics = await tagger_topics(kafka_bootstrap, prefix, 2, definitions())
+    assert len(await partitions_of(kafka, changes_topic)) == changes_partitions
+    events = list(generated_events(600, 120, seed=5))
+    await produce(
+        kafka_bootstrap, topics["events"], [(e["customer_id"].encode(), orjson.dumps(e), None) for e in events]
+    )
+    env = tagger_environment(kafka_bootstrap, prefix, topics, 2, tmp_path / "data")
+    tagger = TaggerProcess(env, tmp_path / "tagger.log")
+    tagger.start()
+    try:
+        await tagger.wait_ready()
+        await wait_caught_up(kafka_bootstrap, prefix, topics["events"], 2)
+    finally:
+        assert tagger.stop() == 0
+    async with TopicReader(kafka_bootstrap, changes_topic) as reader:
+        records = await reader.drain()
+    assert len({record.key for record in records}) > 50  # most customers got a tag
+    misplaced = [r for r in records if r.partition != partition_for(r.key, changes_partitions)]
+    assert not misplaced, f"{len(misplaced)} of {len(records)} changes on another partition, e.g. {misplaced[0]}"

@@ -59,7 +59,14 @@ class TaggerSettings(Section):
         description="an event dated further back than this when it arrives is history: its tag changes carry "
         "source import, which playbooks ignore; default: notifier.max_trigger_age (also the embedded node's)",
     )
-    projector: bool = Field(default=True, description="also maintain the Redis read model from tag changes")
+    projector: bool = Field(
+        default=True,
+        description="also maintain the Redis read model from tag changes in this process; false where `tagstream "
+        "projector` runs apart (it needs a core of its own at a large shop's full rate: docs/readmodel.md)",
+    )
+    projector_web_port: int = Field(
+        default=8083, ge=1, le=65535, description="`tagstream projector`'s port of /healthz /readyz /metrics"
+    )
     producer_batch_bytes: int = Field(
         default=512 * 1024,
         ge=16 * 1024,
@@ -98,6 +105,14 @@ class TaggerSettings(Section):
     )
     shutdown_timeout_s: float = Field(
         default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"
+    )
+    backfill_chunk: int = Field(
+        default=2_000,
+        ge=1,
+        le=20_000,
+        description="customers re-evaluated per commit of a definitions backfill (their states held meanwhile, "
+        "~0.5 KiB each): each commit waits for two Kafka acknowledgements, so small chunks spend a 1M-customer "
+        "backfill waiting",
     )
     backfill_pause_s: float = Field(
         default=0.0,
