@@ -111,6 +111,18 @@ def decode(data: bytes) -> CustomerState:
     return state
 
 
+def peek_schedule(data: bytes) -> tuple[str, int | None]:
+    """A stored state's customer id and earliest due instant (`decode(data).next_at`) without building
+    the state: what a worker's index needs of every customer at recovery."""
+    stored = orjson.loads(data)
+    version = stored[0]
+    if version != 1 and version != FORMAT_VERSION:
+        raise ValueError(f"customer state format {version} is not supported (expected {FORMAT_VERSION})")
+    customer_id: str = stored[1]
+    due: dict[str, int] = stored[5]
+    return customer_id, earliest(due)
+
+
 def _aggregates(packed: list[Any]) -> Aggregates:
     (
         order_count,

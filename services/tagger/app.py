@@ -30,14 +30,12 @@ from schemas.tags import TagGroup
 from schemas.topics import SyncPartition, Tick
 from services.engine import DefinitionError, Engine, RuleBook
 from services.engine.arrival import Arrival
-from services.engine.codec import decode
-from services.engine.evaluator import next_due
+from services.engine.codec import peek_schedule
 from services.engine.timeutil import to_us
 from services.runtime.clock import Clock, SystemClock
 from services.runtime.definitions_feed import DefinitionsFeed
 from services.runtime.engine_build import engine_build
 from services.runtime.kafka import ensure_query_topics, ensure_topics, partition_ids
-from services.runtime.partitioning import partition_for
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
@@ -45,6 +43,7 @@ from services.tagger.checkpoint import dead_letter_json, send_changelog
 from services.tagger.core import Incoming, TaggerCore
 from services.tagger.delivery import SourceBatches
 from services.tagger.faust_app import RAW_TOPIC, customers_table, faust_app
+from services.tagger.faust_compat import LocalStore
 from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import POSITION_PREFIX, SourceOffsets
@@ -311,17 +310,17 @@ class Tagger:
         self.index.drop_partitions(self.index.partitions() - active)
         count = self.settings.kafka.partitions
         synced: set[int] = set()
-        for key, value in self.table.items():
+        # each active partition's store read through: a customer's partition is the store's, and only
+        # its id and next wake-up are read from its state (not the whole state decoded)
+        for partition, key, value in LocalStore(self.table).partition_items(active, count):
             if key.startswith(_INTERNAL_PREFIX):
                 if key.startswith(POSITION_PREFIX):
                     self.offsets.recover(key, value, active)
                 elif key.startswith(MARKER_PREFIX):
                     synced.add(int(key[len(MARKER_PREFIX) :]))
                 continue
-            partition = partition_for(key, count)
-            if partition in active:
-                state = decode(value)
-                self.index.put(state.customer_id, partition, next_due(state))
+            customer_id, due_us = peek_schedule(value)
+            self.index.put(customer_id, partition, due_us)
         self.recovered = True
         log.info("recovered %d customers in partitions %s", len(self.index), sorted(active))
         self._fresh = active - synced - self.index.partitions()

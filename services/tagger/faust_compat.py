@@ -55,7 +55,7 @@ import hashlib
 import importlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -73,6 +73,7 @@ from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
 from rocksdict import WriteBatch
 
+from services.runtime.partitioning import partition_for
 from services.tagger.delivery import SourceBatches
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,25 @@ class LocalStore:
             return self._mapping.get
         read: Callable[[bytes], bytes | None] = self._rocks._db_for_partition(partition).get
         return read
+
+    def partition_items(self, partitions: Iterable[int], count: int) -> Iterator[tuple[int, bytes, bytes]]:
+        """Every record of these partitions' stores as (partition, key, value), faust's own offset
+        record left out: each partition's database read through, no key hashed. The memory store
+        holds every partition in one dict: its keys are placed by `partition_for` among `count`, and
+        the tagger's internal keys (a leading NUL byte, stored with their partition's records in a
+        database) come with partition -1."""
+        if self._rocks is None:
+            wanted = set(partitions)
+            for key, value in list(self._mapping.items()):
+                partition = -1 if key.startswith(b"\x00") else partition_for(key, count)
+                if partition == -1 or partition in wanted:
+                    yield partition, key, value
+            return
+        skip = self._rocks.offset_key
+        for partition in sorted(partitions):
+            for key, value in self._rocks._db_for_partition(partition).items():
+                if key != skip:
+                    yield partition, key, value
 
     def write(self, records: Mapping[int, Iterable[tuple[bytes, bytes]]]) -> None:
         """Write each partition's records (key, value), in one write batch per partition's database."""

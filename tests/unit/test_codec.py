@@ -5,7 +5,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.engine.codec import decode, encode
+from services.engine.codec import decode, encode, peek_schedule
 from tests.support.builders import (
     at,
     browse,
@@ -168,3 +168,24 @@ def test_a_state_stored_with_a_profile_before_scores_existed_decodes_and_encodes
     assert state.agg.profile.channels == {"own_store"}
     assert state.agg.scores is None
     assert encode(state) == MAIN_PROFILE_STATE
+
+
+def test_a_peek_at_a_stored_state_reads_its_customer_and_next_wake_up_as_decoding_does():
+    recent = group("recent", [("week", [cond("browse_count", "gte", 1, "7d")])], mode="multi")
+    eng = engine(value_tiers(), recent)
+    timed, untimed = eng.new_state("c-timed"), eng.new_state("c-untimed")
+    eng.on_event(timed, browse(when=at(1)), at(1))  # the 7-day window makes it due later
+    eng.on_event(untimed, paid("10", when=at(1)), at(1))
+    format_1 = (
+        b'[1,"c7",4,1780000000000000,{"value":{"mid":[0,null]}},{"w":1781000000000000,"v":1780500000000000},'
+        b'[1,"300.50",5,1779000000000000,1779000000000000,1780000000000000,20601,[],'
+        b'{"o1":["300.50",1779000000000000,5,"0",null]},[20590,2,20601,1],[],"AQAAAAAAAAACAAAAAAAAAA==",2]]'
+    )
+    blobs = [encode(timed), encode(untimed), MAIN_PROFILE_STATE, format_1]
+    peeked = [peek_schedule(blob) for blob in blobs]
+    assert peeked == [(decode(blob).customer_id, decode(blob).next_at) for blob in blobs]
+    assert peeked[0][1] is not None
+    assert peeked[1][1] is None
+    assert peeked[3] == ("c7", 1780500000000000)
+    with pytest.raises(ValueError, match="format 3 is not supported"):
+        peek_schedule(b'[3,"c1"]')

@@ -68,13 +68,12 @@ class TaggerSettings(Section):
         default=8083, ge=1, le=65535, description="`tagstream projector`'s port of /healthz /readyz /metrics"
     )
     producer_batch_bytes: int = Field(
-        default=512 * 1024,
-        ge=16 * 1024,
+        default=524_288,
+        ge=16_384,
         le=1_000_000,
-        description="largest record batch the tagger builds per partition (faust's producer_max_batch_size, 16 "
-        "KiB by default): aiokafka sends one request at a time per broker, with one batch per partition, so a "
-        "batch's tag changes or states beyond this wait a round trip per batch; at most the topics' "
-        "max.message.bytes (Kafka's default 1,048,588)",
+        description="largest record batch the worker sends per partition: an idempotent producer has one batch "
+        "per partition in flight, so a batch's changes or states sent in 16 KiB batches (faust's default) wait a "
+        "round trip per batch; keep it below the topics' max.message.bytes (1 MiB by default)",
     )
     producer_request_timeout_s: float = Field(
         default=30.0, gt=0, description="Kafka acknowledgement wait before a send fails"
