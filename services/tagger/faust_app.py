@@ -75,7 +75,11 @@ def customers_table(app: faust.App, settings: Settings) -> TableT[bytes, bytes]:
         partitions=settings.kafka.partitions,
         # faust creates the changelog: the states behind acknowledged changes need the same durability
         extra_topic_configs={"min.insync.replicas": str(min_insync_replicas(settings.kafka.replication_factor))},
-        options={"block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024, "driver": "rocksdict"}
+        options={
+            "block_cache_size": settings.tagger.rocksdb_block_cache_mb * 1024 * 1024,
+            "write_buffer_size": settings.tagger.rocksdb_write_buffer_mb * 1024 * 1024,
+            "driver": "rocksdict",
+        }
         if settings.tagger.store == "rocksdb"
         else None,
     )

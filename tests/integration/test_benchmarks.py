@@ -55,7 +55,9 @@ def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_boot
         "| backfill of a new group (",
         "| tagger RSS growth during the backfill | +",
         "| recovery after losing the local disk (start -> ready) |",
-        "| two workers' CPU per event (both), vs one worker's |",
+        "| projector CPU per event (its own process, until current) |",
+        "| two workers' CPU per event (both, standby copies kept), vs one worker's |",
+        "| standby takeover: one of two workers stopped -> a new order in every partition tagged |",
     ):
         assert measure in done.stdout, measure
 

@@ -12,7 +12,7 @@ import pytest
 
 from services.runtime.logs import RepeatFilter
 from services.runtime.settings import Settings, TaggerSettings
-from services.tagger.faust_app import faust_app
+from services.tagger.faust_app import customers_table, faust_app
 from services.tagger.worker import TaggerWorker
 
 
@@ -50,3 +50,10 @@ def test_the_workers_producer_sends_batches_up_to_the_setting_not_fausts_16_kib(
     assert default.producer.max_batch_size == 524_288
     chosen = faust_app(Settings(tagger=TaggerSettings(datadir=tmp_path, producer_batch_bytes=65_536)))
     assert chosen.producer.max_batch_size == 65_536
+
+
+def test_each_partitions_store_flushes_its_memtable_at_the_setting_not_fausts_64_mib(tmp_path: Path) -> None:
+    settings = Settings(tagger=TaggerSettings(datadir=tmp_path, rocksdb_write_buffer_mb=4, rocksdb_block_cache_mb=16))
+    table = customers_table(faust_app(settings), settings)
+    options = table.data.rocksdb_options  # type: ignore[attr-defined]
+    assert (options.write_buffer_size, options.block_cache_size) == (4 * 2**20, 16 * 2**20)

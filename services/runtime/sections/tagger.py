@@ -15,6 +15,14 @@ class TaggerSettings(Section):
     store: Literal["memory", "rocksdb"] = Field(default="rocksdb", description="where customer state is kept")
     datadir: Path = Field(default=Path("/var/lib/tagstream"), description="RocksDB files (a volume per replica)")
     rocksdb_block_cache_mb: int = Field(default=64, ge=8, description="per partition; faust's default is 2 GiB")
+    rocksdb_write_buffer_mb: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="per partition, a memtable's size before it is flushed to disk (up to 3 held); faust's 64 MiB "
+        "is more than a partition's whole state at most shops, so a backfill or a restore kept every state it "
+        "rewrote in memory: the worker's memory grew with its customers",
+    )
     web_host: str = Field(
         default="127.0.0.1",
         description="listen address of /healthz /readyz /metrics (the image and the chart set 0.0.0.0)",
