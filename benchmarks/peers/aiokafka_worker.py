@@ -49,7 +49,12 @@ class Loop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            max_batch_size=settings.tagger.producer_batch_bytes,  # the tagger's record batches
+        )
         self.partitioner = DefaultPartitioner()
         self.stopping = asyncio.Event()
         self._offsets: dict[TopicPartition, int] = {}

@@ -130,7 +130,7 @@ class EmbeddedTagger:
             await listener(messages)
         if self.metrics is not None:
             self.metrics.count_projected(outcomes)
-            self.metrics.count_changes(((change, self._taken_at) for change in pending), time.time())
+            self.metrics.count_changes(pending, [(self._taken_at, len(pending))], time.time())
         return messages
 
     def _take(self) -> float:

@@ -228,8 +228,12 @@ async def send_keyed(
     """
     partitions = sorted(await kafka.partitions_for(topic))
     by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    partition_of: dict[bytes, int] = {}  # murmur2 in Python, once per key: a customer's changes come together
     for key, value in messages:
-        by_partition.setdefault(partitioner(key, partitions, partitions), []).append((key, value))
+        partition = partition_of.get(key)
+        if partition is None:
+            partition = partition_of[key] = partitioner(key, partitions, partitions)
+        by_partition.setdefault(partition, []).append((key, value))
     return [future for _, future, _ in await send_partitioned(kafka, topic, by_partition)]
 
 

@@ -59,7 +59,9 @@ class Checkpoint:
         self._latest: dict[str, tuple[int, bytes, int | None]] = {}
         """Per customer, in first-seen order: the partition, last state and next check of the batch."""
         self._sends: list[Awaitable[Any]] = []
-        self._changes: list[tuple[TagChange, float]] = []
+        self._changes: list[TagChange] = []
+        self._caused_at: list[tuple[float, int]] = []
+        """Per message with changes: its record timestamp and how many (`TaggerMetrics.count_changes`)."""
         self._outgoing: dict[int, list[tuple[bytes, bytes]]] = {}
         """The batch's tag changes to send, by the table partition of their customer."""
         self._positions: dict[TP, int] = {}
@@ -89,7 +91,8 @@ class Checkpoint:
             await self._send(self._topics.events_dlq, key, dead_letter_json(result.dead_letter))
             self._metrics.dead_letters.labels(result.dead_letter.error).inc()
         if result.changes:
-            self._changes.extend((change, produced_at) for change in result.changes)
+            self._changes.extend(result.changes)
+            self._caused_at.append((produced_at, len(result.changes)))
             outgoing = self._outgoing.setdefault(partition, [])
             outgoing.extend((change.customer_id.encode(), change.to_json()) for change in result.changes)
         if result.customer_id is not None and result.state is not None:
@@ -105,7 +108,7 @@ class Checkpoint:
             await asyncio.gather(*self._sends)  # every change acknowledged before any state is written
         acknowledged = time.time()
         if self._changes:
-            self._metrics.count_changes(self._changes, acknowledged)
+            self._metrics.count_changes(self._changes, self._caused_at, acknowledged)
         records: dict[int, list[tuple[bytes, bytes]]] = {}
         for customer_id, (partition, state, due) in self._latest.items():  # one record per customer per
             records.setdefault(partition, []).append((customer_id.encode(), state))  # batch: its last state
@@ -118,6 +121,7 @@ class Checkpoint:
         positions = dict(self._positions)
         self._sends.clear()
         self._changes.clear()
+        self._caused_at.clear()
         self._outgoing.clear()
         self._latest.clear()
         self._positions.clear()

@@ -51,7 +51,11 @@ class TaggerSettings(Section):
         "through faust's `wait_first`, as in faust's own loop. Source records always go over in batches",
     )
     batch_within_s: float = Field(
-        default=0.01, gt=0, le=10, description="longest wait to fill a batch (bounds the latency added at low rates)"
+        default=0.001,
+        gt=0,
+        le=10,
+        description="longest wait to fill a batch, added to every event's latency below the worker's rate; records "
+        "arriving while a batch is processed make the next one anyway",
     )
     timer_interval_s: float = Field(default=0.5, gt=0, description="how often due time-based re-evaluations are sent")
     horizon_days: int = Field(
