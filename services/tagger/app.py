@@ -48,7 +48,7 @@ from services.tagger.index import CustomerIndex
 from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import POSITION_PREFIX, SourceOffsets
 from services.tagger.processing import MARKER_PREFIX, BatchProcessor
-from services.tagger.projection import Projection
+from services.tagger.projection import workers_projection
 from services.tagger.queries import answer_queries
 from services.tagger.watchdog import RebalanceWatch, exit_after
 
@@ -235,18 +235,9 @@ class Tagger:
 
     async def _project(self) -> None:
         """Run the read model's projection (projection.py) until the worker stops; restart it after a failure."""
-        tagger = self.settings.tagger
-        instance = tagger.group_instance_id
         while True:
             redis = redis_client(self.settings.redis)
-            projection = Projection(
-                self.settings,
-                redis,
-                self.clock,
-                self.metrics,
-                group_id=f"{tagger.app_id}-projector",
-                group_instance_id=None if instance is None else f"{instance}-projector",
-            )
+            projection = workers_projection(self.settings, redis, self.clock, self.metrics)
             try:
                 await projection.run()
             except asyncio.CancelledError:

@@ -299,6 +299,28 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._projection.seek_to_stored(assigned)
 
 
+def workers_projection(
+    settings: Settings,
+    redis: Redis,
+    clock: Clock,
+    metrics: ReadModelMetrics,
+    on_progress: Callable[[ReadModelStatus], None] | None = None,
+) -> Projection:
+    """The projection of the tagger workers' consumer group (`<app_id>-projector`), whether it runs in a
+    worker or in `tagstream projector`: one group, so both split the partitions when both run."""
+    tagger = settings.tagger
+    instance = tagger.group_instance_id
+    return Projection(
+        settings,
+        redis,
+        clock,
+        metrics,
+        group_id=f"{tagger.app_id}-projector",
+        group_instance_id=None if instance is None else f"{instance}-projector",
+        on_progress=on_progress,
+    )
+
+
 def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
     return _decoded(TagChanged, values, "tag change")
 

@@ -28,7 +28,7 @@ from services.runtime.readmodel import ReadModelStatus
 from services.runtime.redis import redis_client
 from services.runtime.settings import Settings
 from services.tagger.metrics import ReadModelMetrics
-from services.tagger.projection import Projection
+from services.tagger.projection import workers_projection
 
 log = logging.getLogger("tagstream.projector")
 
@@ -82,19 +82,8 @@ class ProjectorService:
 
     async def _project_until_stopped(self) -> bool:
         """One projection, until it fails (True) or the service stops (False)."""
-        tagger = self.settings.tagger
-        instance = tagger.group_instance_id
         redis = redis_client(self.settings.redis)
-        projection = Projection(
-            self.settings,
-            redis,
-            self.clock,
-            self.metrics,
-            # the workers' own projection's group: both split the partitions when both run
-            group_id=f"{tagger.app_id}-projector",
-            group_instance_id=None if instance is None else f"{instance}-projector",
-            on_progress=self._progress,
-        )
+        projection = workers_projection(self.settings, redis, self.clock, self.metrics, self._progress)
         running = asyncio.create_task(projection.run(), name="projection")
         stopping = asyncio.create_task(self._stopping.wait())
         self.ready = True
