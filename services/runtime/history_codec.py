@@ -1,22 +1,55 @@
-"""How a tag change is kept in a customer's history list in Redis: about a third of its JSON.
+"""How a tag change is kept in a customer's history list in Redis: ~20 bytes for a ~420-byte change.
 
-A history entry is the change's JSON without what the key already says (`customer_id`) or what is
-constant (`schema_version`), deflated with a preset dictionary of the words every change repeats,
-behind a one-byte format tag: binary, so readers fetch it undecoded (ReadModel.history) whatever the
-client's `decode_responses`. A 490-byte change is kept in ~125 bytes; the history is most of the
-read model's memory. The dictionary is part of the format: a different one needs a new tag, and
-entries under the old tag stay readable.
+A history entry is binary behind a one-byte format tag, so readers fetch it undecoded
+(ReadModel.history) whatever the client's `decode_responses`.
+
+Format 2 (written now) splits a change in two. Its **head** — group, tag, change, source, the
+reason without the observed values, group version — repeats across customers: a shop's rules give a
+few hundred distinct heads, so each is kept once in the read model's head table
+(`ts:heads`, readmodel.py) and an entry names it by a small number. The entry holds the rest: the
+head's number, `seq`, the instant, `caused_by` and, per condition, the observed value and whether it
+matched (a small int and the flag in one byte). The head is the change's own JSON between
+`customer_id` and `caused_by` with each condition's `"observed":…,"matched":…` cut out, so a reader
+puts the JSON back together and validates it like any record, and the projector builds an entry from
+the record's bytes without a model dump. A head the table cannot take (full, or too long) is written
+inline (number 0).
+
+Format 1 (written before): the change's JSON without `customer_id` and `schema_version`, deflated with
+a preset dictionary; still read. The dictionary is part of that format.
 """
 
 from __future__ import annotations
 
+import re
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 
 from schemas.tags import TagChanged
+from services.engine.timeutil import from_us, to_us
 
-_FORMAT = b"\x01"
+FORMAT_DEFLATED = 1
+FORMAT_HEADED = 2
+MAX_HEAD_BYTES = 4096
+"""Longer heads (a reason of many long conditions) are written inline, never into the head table."""
+INLINE = 0
+"""The head number of an entry that carries its head."""
+
+_SLOT = b"\x00"
+"""Where a head had a condition's observed value (JSON never holds a raw NUL)."""
+_OBSERVED = b',"observed":'
+_MATCHED = b',"matched":'
+_START = b'{"schema_version":1,"customer_id":'
+_GROUP = b',"group_id":'
+_CAUSED = b',"caused_by":'
+_OCCURRED = b',"occurred_at":"'
+_SMALL_INTS = 126
+"""Observed values 0..125 are kept in the slot's byte; others as their JSON."""
+_INT = re.compile(rb"0|[1-9][0-9]?|1[01][0-9]|12[0-5]")
+
+_FORMAT_1 = b"\x01"
 _DICTIONARY = (
     b'{"group_id":"","tag_id":"","change":"added","change":"removed","source":"rule","source":"time",'
     b'"source":"rule_change","source":"manual","source":"import","reason":{"summary":"","conditions":'
@@ -24,24 +57,173 @@ _DICTIONARY = (
     b'"matched":true},{"metric":"order_count","op":"eq","matched":false}]},"group_version":,'
     b'"caused_by":null,"caused_by":"","occurred_at":"2026-12-01T00:00:00.000000Z","seq":'
 )
-_OMITTED = {"customer_id", "schema_version"}
-_LEVEL = 6
 _RAW_DEFLATE = -15
 
 
 class HistoryEntryInvalid(ValueError):
-    """A history entry this code did not write (another format, or damaged)."""
+    """A history entry this code did not write (another format, or damaged), or one naming a head
+    the table lacks."""
 
 
-def pack_change(change: TagChanged) -> bytes:
-    document = orjson.dumps(change.model_dump(mode="json", exclude=_OMITTED))
-    deflate = zlib.compressobj(_LEVEL, zlib.DEFLATED, _RAW_DEFLATE, zdict=_DICTIONARY)
-    return _FORMAT + deflate.compress(document) + deflate.flush()
+@dataclass(frozen=True, slots=True)
+class SplitChange:
+    """A change as format 2 keeps it: the head (table's) and the body (the entry's, after the head's number)."""
+
+    head: bytes
+    body: bytes
+
+    def entry(self, head_number: int) -> bytes:
+        """The entry naming its head by number, or carrying it (INLINE)."""
+        if head_number == INLINE:
+            return b"\x02\x00" + _varint(len(self.head)) + self.head + self.body
+        return b"\x02" + _varint(head_number) + self.body
 
 
-def unpack_change(customer_id: str, entry: bytes) -> TagChanged:
-    if not entry.startswith(_FORMAT):
+def split_change(change: TagChanged, record: bytes | None = None) -> SplitChange:
+    """`change` split for format 2, from `record` (the JSON it was validated from) when that has the
+    tagger's shape, else from the change's own JSON."""
+    if record is not None:
+        split = _split(change, record)
+        if split is not None:
+            return split
+    split = _split(change, change.model_dump_json().encode())
+    if split is None:  # pydantic writes the contract's field order, compact: never expected
+        raise ValueError(f"tag change of customer {change.customer_id!r} (seq {change.seq}) does not split")
+    return split
+
+
+def head_number(entry: bytes) -> int | None:
+    """The head number a format 2 entry names; None for other entries (format 1, inline heads)."""
+    if not entry.startswith(b"\x02") or len(entry) < 2 or entry[1] == INLINE:
+        return None
+    try:
+        return _read_varint(entry, 1)[0]
+    except IndexError:
+        return None
+
+
+def unpack_change(customer_id: str, entry: bytes, heads: Mapping[int, bytes] | None = None) -> TagChanged:
+    """The change an entry keeps; `heads`: the head table's entries it names (format 2)."""
+    if entry.startswith(_FORMAT_1):
+        return _unpack_deflated(customer_id, entry)
+    if not entry.startswith(b"\x02"):
         raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: unknown format {entry[:12]!r}")
+    try:
+        document = _document(customer_id, entry, heads or {})
+    except (IndexError, ValueError) as error:
+        raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: {error} in {entry[:24]!r}") from None
+    return TagChanged.model_validate_json(document)
+
+
+def _split(change: TagChanged, record: bytes) -> SplitChange | None:
+    """The split, when `record` is `{"schema_version":1,"customer_id":…,"group_id":…` up to
+    `…,"caused_by":…,"occurred_at":"…","seq":N}`: the middle then holds every other field, so the
+    head with the body's fields puts together a document that validates to the same change."""
+    customer = _START + orjson.dumps(change.customer_id) + _GROUP
+    if not record.startswith(customer):
+        return None
+    tail_at = record.rfind(_CAUSED)
+    caused = _CAUSED + orjson.dumps(change.caused_by) + _OCCURRED
+    end = b'","seq":%d}' % change.seq
+    tail = record[tail_at:]
+    if tail_at < len(customer) or not tail.startswith(caused) or not tail.endswith(end):
+        return None
+    if b'"' in tail[len(caused) : -len(end)]:
+        return None
+    middle = record[len(customer) - len(_GROUP) : tail_at]
+    pieces, slots = _cut_observed(middle)
+    caused_by = change.caused_by
+    body = bytearray(_varint(change.seq))
+    us = to_us(change.occurred_at)
+    body += _varint(us // 1000 * 2 + 1 if us % 1000 == 0 else us * 2)
+    if caused_by is None:
+        body += b"\x00"
+    else:
+        encoded = caused_by.encode()
+        body += _varint(len(encoded) + 1) + encoded
+    body += slots
+    return SplitChange(_SLOT.join(pieces), bytes(body))
+
+
+def _cut_observed(middle: bytes) -> tuple[list[bytes], bytes]:
+    """The middle's pieces around each condition's `,"observed":X,"matched":B` and the slots that
+    put them back: a byte `k << 1 | matched` (k 0: null, 1: JSON follows, 2..127: the int k - 2).
+    Inside a JSON string a quote is escaped, so the markers found are the conditions' keys."""
+    pieces: list[bytes] = []
+    slots = bytearray()
+    start = 0
+    at = middle.find(_OBSERVED)
+    while at >= 0:
+        matched_at = middle.find(_MATCHED, at)
+        if matched_at < 0:
+            break
+        after = matched_at + len(_MATCHED)
+        if middle.startswith(b"true", after):
+            matched, end = 1, after + 4
+        elif middle.startswith(b"false", after):
+            matched, end = 0, after + 5
+        else:  # not a condition's pair (an observed object holding the marker): left in the head
+            at = middle.find(_OBSERVED, after)
+            continue
+        observed = middle[at + len(_OBSERVED) : matched_at]
+        pieces.append(middle[start:at])
+        if observed == b"null":
+            slots.append(matched)
+        elif _INT.fullmatch(observed):
+            slots.append((int(observed) + 2) << 1 | matched)
+        else:
+            slots.append(2 | matched)
+            slots += _varint(len(observed)) + observed
+        start = end
+        at = middle.find(_OBSERVED, end)
+    pieces.append(middle[start:])
+    return pieces, bytes(slots)
+
+
+def _document(customer_id: str, entry: bytes, heads: Mapping[int, bytes]) -> bytes:
+    number, at = _read_varint(entry, 1)
+    if number == INLINE:
+        size, at = _read_varint(entry, at)
+        head = entry[at : at + size]
+        if len(head) != size:
+            raise ValueError("the inline head is cut short")
+        at += size
+    else:
+        found = heads.get(number)
+        if found is None:
+            raise ValueError(f"head {number} is not in the head table")
+        head = found
+    seq, at = _read_varint(entry, at)
+    when, at = _read_varint(entry, at)
+    us = when // 2 * 1000 if when & 1 else when // 2
+    caused_size, at = _read_varint(entry, at)
+    caused_by: str | None = None
+    if caused_size:
+        caused_by = entry[at : at + caused_size - 1].decode()
+        at += caused_size - 1
+    pieces = head.split(_SLOT)
+    parts = [_START, orjson.dumps(customer_id), pieces[0]]
+    for piece in pieces[1:]:
+        slot = entry[at]
+        at += 1
+        kind = slot >> 1
+        if kind == 0:
+            observed = b"null"
+        elif kind == 1:
+            size, at = _read_varint(entry, at)
+            observed = entry[at : at + size]
+            at += size
+        else:
+            observed = b"%d" % (kind - 2)
+        parts += [_OBSERVED, observed, _MATCHED, b"true" if slot & 1 else b"false", piece]
+    if at != len(entry):
+        raise ValueError(f"{len(entry) - at} bytes after the change")
+    instant = from_us(us).isoformat().encode()
+    parts += [_CAUSED, orjson.dumps(caused_by), b',"occurred_at":"', instant, b'","seq":%d}' % seq]
+    return b"".join(parts)
+
+
+def _unpack_deflated(customer_id: str, entry: bytes) -> TagChanged:
     try:
         inflate = zlib.decompressobj(_RAW_DEFLATE, zdict=_DICTIONARY)
         document = orjson.loads(inflate.decompress(entry[1:]) + inflate.flush())
@@ -49,3 +231,28 @@ def unpack_change(customer_id: str, entry: bytes) -> TagChanged:
         raise HistoryEntryInvalid(f"history entry of customer {customer_id!r}: {error} in {entry[:24]!r}") from None
     document["customer_id"] = customer_id
     return TagChanged.model_validate(document)
+
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low first (seq up to 2**63 - 1 takes 9 bytes)."""
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+        if shift > 63:
+            raise ValueError("a number longer than 9 bytes")

@@ -15,7 +15,11 @@ in any other layout is refused by readers and rebuilt by the projector, never mi
                                          g:<group> -> how many of its tags the customer holds
                                          (a few dozen short fields: Redis keeps it as one listpack)
     ts:h:{<customer>}            list    the customer's tag changes, newest first, capped, each packed
-                                         (history_codec.py: ~125 bytes instead of ~490 of JSON)
+                                         (history_codec.py: ~20 bytes naming a head, instead of ~420
+                                         of JSON; entries of format 1, ~125 bytes, stay readable)
+    ts:heads                     hash    head number -> head (history_codec.py), numbered from 1;
+                                         gen -> the table's generation (a random token)
+    ts:heads:numbers             hash    head -> its number; at most MAX_HEADS heads, never given back
     ts:c:{<customer>}:messages   zset    NotificationOutcome JSON by decided_at (µs), the newest kept
     ts:b:<group>/<tag>           string  bitmap: bit <dense id> set while the customer holds the tag
     ts:ids:next                  string  how many dense ids were given (INCR)
@@ -30,6 +34,10 @@ in any other layout is refused by readers and rebuilt by the projector, never mi
                                          ready_ms, reason, target:<topic>:<partition> -> offset a rebuild
                                          must reach
     ts:meta:offsets              hash    <topic>:<partition> -> next offset to apply (tag-changes, events)
+
+The head table is kept by a reset (like dense ids), so entries written before it still name the
+same heads; a Redis that lost its data starts a table of a new generation, and a projector holding
+numbers of the old one finds out before writing (projector_scripts.py).
 
 Dense ids are never given back: a customer keeps its id while it holds no tag, and a reset
 (`tagstream readmodel rebuild`) keeps the ids and their buckets, so an audience snapshot taken
@@ -64,7 +72,7 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import ChangeSource, TagChanged
 from services.engine.timeutil import from_us, to_us
 from services.runtime.bitmaps import customer_ids, set_bits
-from services.runtime.history_codec import unpack_change
+from services.runtime.history_codec import head_number, unpack_change
 
 DEFAULT_PREFIX = "ts:"
 LAYOUT = "2"
@@ -78,6 +86,10 @@ GROUP_PREFIX = "g:"
 DAILY_KEEP_DAYS = 90
 """Days of tag-count history a reader can ask for."""
 DAILY_BASE_FIELD = "base"
+HEADS_GENERATION_FIELD = "gen"
+MAX_HEADS = 65_536
+"""Heads the table keeps: a shop's rules give a few hundred (every tag's reasons, per source and
+group version); past this, entries carry their head (readmodel layout above)."""
 _EPOCH = date(1970, 1, 1)
 
 
@@ -115,6 +127,14 @@ class Keys:
     def next_id(self) -> str:
         return f"{self.prefix}ids:next"
 
+    @property
+    def heads(self) -> str:
+        return f"{self.prefix}heads"
+
+    @property
+    def head_numbers(self) -> str:
+        return f"{self.prefix}heads:numbers"
+
     def daily(self, group_id: str, tag_id: str) -> str:
         return f"{self.prefix}daily:{tag_field(group_id, tag_id)}"
 
@@ -148,6 +168,12 @@ def tag_field(group_id: str, tag_id: str) -> str:
     return f"{group_id}/{tag_id}"
 
 
+def held_value(added_us: int, source: str, group_version: int) -> str:
+    """A held tag's field value, `<added µs> <source> <group version>`: a short listpack value, where
+    JSON would be 80 bytes."""
+    return f"{added_us} {source} {group_version}"
+
+
 @dataclass(frozen=True, slots=True)
 class HeldTag:
     added_at: datetime
@@ -155,8 +181,7 @@ class HeldTag:
     group_version: int
 
     def packed(self) -> str:
-        """`<added µs> <source> <group version>`: a short listpack value, where JSON would be 80 bytes."""
-        return f"{to_us(self.added_at)} {self.source} {self.group_version}"
+        return held_value(to_us(self.added_at), self.source, self.group_version)
 
     @classmethod
     def unpacked(cls, value: bytes | str) -> HeldTag:
@@ -299,10 +324,27 @@ class ReadModel:
             raise ValueError(f"history needs offset >= 0 and limit >= 1, got offset={offset} limit={limit}")
         key = self.keys.history(customer_id)
         # Packed entries are binary: read undecoded whatever the client's decode_responses.
-        entries = await self._redis.execute_command(  # type: ignore[no-untyped-call]
-            "LRANGE", key, offset, offset + limit - 1, **{NEVER_DECODE: True}
-        )
-        return [unpack_change(customer_id, bytes(entry)) for entry in entries]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("LRANGE", key, offset, offset + limit - 1, **{NEVER_DECODE: True})
+            pipe.hget(self.keys.heads, HEADS_GENERATION_FIELD)
+            raw, generation = await pipe.execute()
+        entries = [bytes(entry) for entry in raw]
+        heads = await self._heads(entries, generation)
+        return [unpack_change(customer_id, entry, heads) for entry in entries]
+
+    async def _heads(self, entries: list[bytes], generation: Any) -> dict[int, bytes]:
+        """The heads the entries name, from the table of the generation they were read under (a Redis
+        that lost its data and numbered heads anew between the two reads would misname them)."""
+        numbers = sorted({number for entry in entries if (number := head_number(entry)) is not None})
+        if not numbers:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command("HMGET", self.keys.heads, *numbers, **{NEVER_DECODE: True})
+            pipe.hget(self.keys.heads, HEADS_GENERATION_FIELD)
+            found, now = await pipe.execute()
+        if now != generation:
+            raise ReadModelUnavailable("the read model's head table was renewed during the read (Redis lost its data)")
+        return {number: bytes(head) for number, head in zip(numbers, found, strict=True) if head is not None}
 
     async def messages(self, customer_id: str, offset: int, limit: int) -> list[NotificationOutcome]:
         """The notifier's decisions about the customer, newest first (the last `history_limit` kept)."""

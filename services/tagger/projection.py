@@ -253,8 +253,10 @@ class Projection:
                 position.first,
             )
         if tp.topic == self._changes_topic:
-            changes = decode_tag_changes(values)
-            result = await _until_done(lambda: self._projector.apply_batch(position, changes, now()), "project")
+            changes, records = decode_tag_records(values)
+            result = await _until_done(
+                lambda: self._projector.apply_batch(position, changes, now(), records), "project"
+            )
         elif tp.topic == self._notifications_topic:
             outcomes = decode_outcomes(values)
             result = await _until_done(
@@ -321,19 +323,23 @@ def workers_projection(
     )
 
 
-def decode_tag_changes(values: Iterable[bytes]) -> list[TagChanged]:
-    return _decoded(TagChanged, values, "tag change")
+def decode_tag_records(values: Iterable[bytes]) -> tuple[list[TagChanged], list[bytes | None]]:
+    """The valid tag changes and the records they came from (their history entries are cut from
+    the records' bytes)."""
+    pairs = _decoded(TagChanged, values, "tag change")
+    return [change for change, _ in pairs], [record for _, record in pairs]
 
 
 def decode_outcomes(values: Iterable[bytes]) -> list[NotificationOutcome]:
-    return _decoded(NotificationOutcome, values, "notification outcome")
+    return [outcome for outcome, _ in _decoded(NotificationOutcome, values, "notification outcome")]
 
 
-def _decoded(model: type[_M], values: Iterable[bytes], what: str) -> list[_M]:
+def _decoded(model: type[_M], values: Iterable[bytes], what: str) -> list[tuple[_M, bytes]]:
+    """Each valid record's model and the record; an invalid one is logged and skipped."""
     decoded = []
     for value in values:
         try:
-            decoded.append(model.model_validate_json(value))
+            decoded.append((model.model_validate_json(value), value))
         except ValidationError as error:  # only tagstream writes these topics: log loudly, keep going
             log.error("skipping an invalid %s: %s", what, error)
     return decoded

@@ -12,6 +12,11 @@ from the id it gives) and the counters, which live in other slots, so it is not 
 Moving to Cluster means splitting the write: a per-customer script that returns what changed, then
 the bitmap updates driven by that (idempotent SETBIT).
 
+A change's history entry names its head in the head table (history_codec.py): the projector keeps
+the numbers it was given (at most MAX_HEADS), asks the table (`INTERN`) for the heads it has not
+seen before writing the entries that name them, and every change script checks that the table is
+still of the generation those numbers came from.
+
 Callers must apply one customer's changes in seq order and never two of them at once: a later seq
 applied first is a gap, and the earlier one then arrives stale and is dropped for good.
 
@@ -25,6 +30,7 @@ and any number of projectors re-reading concurrently converge on the fold of the
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,16 +43,27 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
-from services.runtime.history_codec import pack_change
+from services.runtime.history_codec import INLINE, MAX_HEAD_BYTES, SplitChange, split_change
 from services.runtime.readmodel import (
     DEFAULT_PREFIX,
     LAST_ORDER_FIELD,
     LAST_SEEN_FIELD,
-    HeldTag,
+    MAX_HEADS,
     Keys,
+    held_value,
     tag_field,
 )
-from services.tagger.projector_scripts import ACTIVITY, ACTIVITY_BATCH, APPLY, APPLY_BATCH, MESSAGES_BATCH
+from services.tagger.projector_scripts import (
+    ACTIVITY,
+    ACTIVITY_BATCH,
+    APPLY,
+    APPLY_BATCH,
+    INTERN,
+    MESSAGES_BATCH,
+)
+
+_RENEWED_TRIES = 3
+"""Batches written again after the head table was renewed under them (a Redis that lost its data)."""
 
 
 class ProjectionOutcome(StrEnum):
@@ -80,56 +97,93 @@ class BatchResult:
     outcomes: list[ProjectionOutcome] = field(default_factory=list)
 
 
+class HeadTableRenewed(RuntimeError):
+    """The head table was renewed again and again while a batch was written (Redis losing its data repeatedly)."""
+
+
 class Projector:
-    """Writes tag changes and activity into Redis. Build one per client; it holds no other state."""
+    """Writes tag changes and activity into Redis. Build one per client; it holds no other state than
+    the head numbers it was given (history_codec.py)."""
 
     def __init__(
-        self, redis: Redis, *, key_prefix: str = DEFAULT_PREFIX, history_limit: int = 200, zone: DayZone = UTC_ZONE
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str = DEFAULT_PREFIX,
+        history_limit: int = 200,
+        zone: DayZone = UTC_ZONE,
+        max_heads: int = MAX_HEADS,
     ) -> None:
-        """`zone`: the shop's, whose local days the daily tag counts are kept in."""
+        """`zone`: the shop's, whose local days the daily tag counts are kept in; `max_heads`: how many
+        heads the head table may keep (past that, entries carry their head)."""
         if history_limit < 1:
             raise ValueError(f"history_limit must be at least 1, got {history_limit}")
+        if not 0 <= max_heads <= MAX_HEADS:
+            raise ValueError(f"max_heads must be within [0, {MAX_HEADS}], got {max_heads}")
         self._redis = redis
         self._history_limit = history_limit
         self._zone = zone
+        self._max_heads = max_heads
         self.keys = Keys(key_prefix)
+        self._numbers: dict[bytes, int] = {}
+        """Head -> its number in the table of `_generation`."""
+        self._generation = ""
         self._apply_script = redis.register_script(APPLY)
         self._activity_script = redis.register_script(ACTIVITY)
         self._apply_batch_script = redis.register_script(APPLY_BATCH)
         self._activity_batch_script = redis.register_script(ACTIVITY_BATCH)
         self._messages_batch_script = redis.register_script(MESSAGES_BATCH)
+        self._intern_script = redis.register_script(INTERN)
 
-    async def apply(self, change: TagChanged) -> ProjectionOutcome:
-        keys, args = self._shared()
-        change_keys, change_args = self._apply_call(change)
-        return _outcome(await self._apply_script([*keys, *change_keys], [*args, *change_args]))
+    async def apply(self, change: TagChanged, record: bytes | None = None) -> ProjectionOutcome:
+        """`record`: the JSON `change` was validated from (its history entry is cut from it)."""
+        return (await self.apply_many([change], [record]))[0]
 
-    async def apply_many(self, changes: Iterable[TagChanged]) -> list[ProjectionOutcome]:
-        """Apply in the given order over one round trip (a non-transactional pipeline of scripts).
+    async def apply_many(
+        self, changes: Sequence[TagChanged], records: Sequence[bytes | None] | None = None
+    ) -> list[ProjectionOutcome]:
+        """Apply in the given order, each change by its own script, over one round trip (a
+        non-transactional pipeline).
 
         If it raises, any part of the batch may have been applied; retrying the whole batch is safe.
         """
-        pipe = self._redis.pipeline(transaction=False)
-        keys, args = self._shared()
-        for change in changes:
-            change_keys, change_args = self._apply_call(change)
-            await self._apply_script([*keys, *change_keys], [*args, *change_args], client=pipe)
-        return [_outcome(reply) for reply in await pipe.execute()]
+        splits = _splits(changes, records)
+        for _ in range(_RENEWED_TRIES):
+            entries = await self._entries(splits)
+            pipe = self._redis.pipeline(transaction=False)
+            keys, args = self._shared()
+            for change, entry in zip(changes, entries, strict=True):
+                await self._apply_script(keys, [*args, *self._run_args([change], [entry])], client=pipe)
+            replies = await pipe.execute()
+            if not any(_renewed(reply) for reply in replies):
+                return [_outcome(reply[0]) for reply in replies]
+            self._numbers.clear()
+        raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while changes were applied")
 
-    async def apply_batch(self, position: Position, changes: Sequence[TagChanged], now: datetime) -> BatchResult:
-        """Apply one partition's consecutive records (the changes decoded from them) at that position, atomically."""
-        shared_keys, shared_args = self._shared()
-        keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
-        args: list[str | int | bytes] = [*_position_args(position, now), *shared_args]
-        for change in changes:
-            change_keys, change_args = self._apply_call(change)
-            keys += change_keys
-            args += change_args
-        reply = await self._apply_batch_script(keys, args)
-        result = _batch_result(reply)
-        if result.kind == "ok":
-            return BatchResult("ok", state=result.state, outcomes=[_outcome(item) for item in reply[2:]])
-        return result
+    async def apply_batch(
+        self,
+        position: Position,
+        changes: Sequence[TagChanged],
+        now: datetime,
+        records: Sequence[bytes | None] | None = None,
+    ) -> BatchResult:
+        """Apply one partition's consecutive records (the changes decoded from them, and the records'
+        JSON when given) at that position, atomically."""
+        splits = _splits(changes, records)
+        for _ in range(_RENEWED_TRIES):
+            entries = await self._entries(splits)
+            shared_keys, shared_args = self._shared()
+            keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
+            args = [*_position_args(position, now), *shared_args, *self._run_args(changes, entries)]
+            reply = await self._apply_batch_script(keys, args)
+            if _renewed(reply):
+                self._numbers.clear()
+                continue
+            result = _batch_result(reply)
+            if result.kind == "ok":
+                return BatchResult("ok", state=result.state, outcomes=[_outcome(item) for item in reply[2:]])
+            return result
+        raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while a batch was applied")
 
     async def record_activity_batch(
         self, position: Position, activity: Iterable[tuple[str, datetime | None, datetime]], now: datetime
@@ -170,38 +224,72 @@ class Projector:
         args.append(self._history_limit)
         return _batch_result(await self._messages_batch_script(keys, args))
 
-    def _shared(self) -> tuple[list[str], list[str | int]]:
-        """The keys and args every change's script needs once: the dense-id counter and buckets, the
-        counters and gap records, and how long a history is."""
-        keys = [
-            self.keys.next_id,
-            self.keys.tag_members,
-            self.keys.group_members,
-            self.keys.gap_count,
-            self.keys.gap_customers,
-        ]
-        return keys, [self.keys.id_buckets, self._history_limit]
+    def _shared(self) -> tuple[list[str], list[str | int | bytes]]:
+        """The keys and args every change script needs once (projector_scripts.py, `shared_from`)."""
+        keys = self.keys
+        names = [*_pieces(keys.customer), *_pieces(keys.history), keys.bitmap("", "")[:-1], keys.daily("", "")[:-1]]
+        counters = [keys.next_id, keys.tag_members, keys.group_members, keys.gap_count, keys.gap_customers]
+        return [*counters, keys.heads], [keys.id_buckets, self._history_limit, self._generation, *names]
 
-    def _apply_call(self, change: TagChanged) -> tuple[list[str], list[str | int | bytes]]:
-        customer_id = change.customer_id
-        keys = [
-            self.keys.customer(customer_id),
-            self.keys.history(customer_id),
-            self.keys.bitmap(change.group_id, change.tag_id),
-            self.keys.daily(change.group_id, change.tag_id),
-        ]
-        held = HeldTag(added_at=change.occurred_at, source=change.source, group_version=change.group_version)
-        args: list[str | int | bytes] = [
-            change.seq,
-            change.change,
-            customer_id,
-            change.group_id,
-            tag_field(change.group_id, change.tag_id),
-            held.packed(),
-            pack_change(change),
-            self._zone.day(to_us(change.occurred_at)),
-        ]
-        return keys, args
+    def _run_args(self, changes: Sequence[TagChanged], entries: Sequence[bytes]) -> list[str | int | bytes]:
+        """Runs of one customer's consecutive changes: the customer, how many, then per change its
+        seq, change, group/tag, held value, history entry and local day."""
+        args: list[str | int | bytes] = []
+        customer, count_at = None, 0
+        day = self._zone.day
+        for change, entry in zip(changes, entries, strict=True):
+            if change.customer_id != customer:
+                customer = change.customer_id
+                count_at = len(args) + 1
+                args += [customer, 0]
+            args[count_at] = int(args[count_at]) + 1
+            us = to_us(change.occurred_at)
+            held = held_value(us, change.source, change.group_version)
+            args += [change.seq, change.change, tag_field(change.group_id, change.tag_id), held, entry, day(us)]
+        return args
+
+    async def _entries(self, splits: Sequence[SplitChange]) -> list[bytes]:
+        """Each change's history entry, naming its head by the number the table gave it."""
+        numbers = self._numbers
+        for _ in range(_RENEWED_TRIES):
+            unseen = list({split.head: None for split in splits if split.head not in numbers})
+            if not unseen:
+                return [split.entry(numbers[split.head]) for split in splits]
+            await self._intern(unseen)  # a renewed table forgets the numbers held: ask again
+        raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while heads were numbered")
+
+    async def _intern(self, heads: list[bytes]) -> None:
+        kept = [head for head in heads if len(head) <= MAX_HEAD_BYTES and self._max_heads > 0]
+        if kept:
+            reply = await self._intern_script(
+                [self.keys.heads, self.keys.head_numbers], [uuid.uuid4().hex, self._max_heads, *kept]
+            )
+            generation = _text(reply[0])
+            if generation != self._generation:
+                self._numbers.clear()
+                self._generation = generation
+            self._numbers.update(zip(kept, (int(number) for number in reply[1:]), strict=True))
+        for head in heads:
+            if len(head) > MAX_HEAD_BYTES or self._max_heads == 0:
+                self._numbers[head] = INLINE
+        if len(self._numbers) > 2 * MAX_HEADS:  # inline heads are remembered too: keep it bounded
+            self._numbers.clear()
+
+
+def _splits(changes: Sequence[TagChanged], records: Sequence[bytes | None] | None) -> list[SplitChange]:
+    if records is None:
+        return [split_change(change) for change in changes]
+    return [split_change(change, record) for change, record in zip(changes, records, strict=True)]
+
+
+def _pieces(name: Any) -> list[str]:
+    """A per-customer key's name around the customer id, e.g. `ts:r:{` and `}`."""
+    before, after = name("\x00").split("\x00")
+    return [before, after]
+
+
+def _renewed(reply: Any) -> bool:
+    return _text(reply[0]) == "heads"
 
 
 def _position_args(position: Position, now: datetime) -> list[str | int]:

@@ -10,6 +10,7 @@ from services.runtime.readmodel import (
     DAILY_BASE_FIELD,
     DAILY_KEEP_DAYS,
     GROUP_PREFIX,
+    HEADS_GENERATION_FIELD,
     ID_FIELD,
     LAST_ORDER_FIELD,
     LAST_SEEN_FIELD,
@@ -49,15 +50,28 @@ local function count_day(key, day, delta)
 end
 """
 
+SHARED_KEYS = 6
+SHARED_ARGS = 9
+RUN_CHANGE_ARGS = 6
+"""How many keys and args every change script takes first (`Projector._shared`), and how many each change."""
+
 # Counters move only when the tag set really changed, so an "added" for a tag already held (or a
 # "removed" for one not held, possible after a gap) keeps bitmaps and counts consistent. A customer
 # gets a dense id when first tagged: the next value of the counter, recorded in its hash and in the
 # id's bucket in the same script. Numbers go to redis.call as strings (string.format '%d'): Lua
 # would print large ones in exponent form.
 #
+# A run is one customer's consecutive changes in a batch (the changes of one event, usually): its
+# last seq is read once and written once, and its history entries pushed by one LPUSH and trimmed
+# once, which leaves the same keys as applying each change by itself (each change is still decided
+# by the seq before it: the next one applied, a repeat or an older one dropped, a jump applied and
+# counted as a gap). Key names are put together here from the pieces `Projector._shared` gives
+# (readmodel.Keys names them), so a change needs no keys of its own.
+#
 # `shared`: the keys and args `Projector._shared` gives once per script (next id, tag members,
-# group members, gap count, gap customers; the buckets' key prefix, the history's length).
-_APPLY_ONE = (
+# group members, gap count, gap customers, head table; the buckets' key prefix, the history's
+# length, the head table's generation, the name pieces of customer, history, bitmap and daily keys).
+_APPLY_RUN = (
     _COUNT_DAY
     + f"""
 local function dense_id(shared, customer_key, customer)
@@ -71,23 +85,9 @@ local function dense_id(shared, customer_key, customer)
   return id
 end
 
-local function apply_one(shared, k, a)
-  local customer_key, history_key, bitmap_key, daily_key = k[1], k[2], k[3], k[4]
-  local seq, change, customer, group, field = tonumber(a[1]), a[2], a[3], a[4], a[5]
-  local held, entry, day = a[6], a[7], a[8]
-
-  local last = tonumber(redis.call('HGET', customer_key, '{SEQ_FIELD}') or '0')
-  if seq == last then return 'duplicate' end
-  if seq < last then return 'stale' end
-
-  local outcome = 'applied'
-  if seq > last + 1 then
-    redis.call('INCR', shared.gap_count)
-    redis.call('SADD', shared.gap_customers, customer)
-    outcome = 'applied-after-gap'
-  end
-  redis.call('HSET', customer_key, '{SEQ_FIELD}', a[1])
-
+local function change_tags(shared, customer_key, customer, change, field, held, day)
+  local bitmap_key, daily_key = shared.bitmap .. field, shared.daily .. field
+  local group = string.sub(field, 1, string.find(field, '/', 1, true) - 1)
   local tag_key, group_key = '{TAG_PREFIX}' .. field, '{GROUP_PREFIX}' .. group
   if change == 'added' then
     if redis.call('HSET', customer_key, tag_key, held) == 1 then
@@ -111,27 +111,102 @@ local function apply_one(shared, k, a)
       end
     end
   end
+end
 
-  redis.call('LPUSH', history_key, entry)
-  redis.call('LTRIM', history_key, 0, shared.history_limit - 1)
-  return outcome
+-- ARGV[first]: the customer, ARGV[first + 1]: how many changes; then per change its
+-- {RUN_CHANGE_ARGS} args: seq, change, group/tag, held value, history entry, local day.
+-- Appends each change's outcome to `out`; returns the index after the run.
+local function apply_run(shared, args, first, out)
+  local customer, n = args[first], tonumber(args[first + 1])
+  local customer_key = shared.customer[1] .. customer .. shared.customer[2]
+  local last = tonumber(redis.call('HGET', customer_key, '{SEQ_FIELD}') or '0')
+  local last_text, entries = nil, {{}}
+  local a = first + 2
+  for _ = 1, n do
+    local seq = tonumber(args[a])
+    if seq == last then
+      out[#out + 1] = 'duplicate'
+    elseif seq < last then
+      out[#out + 1] = 'stale'
+    else
+      if seq > last + 1 then
+        redis.call('INCR', shared.gap_count)
+        redis.call('SADD', shared.gap_customers, customer)
+        out[#out + 1] = 'applied-after-gap'
+      else
+        out[#out + 1] = 'applied'
+      end
+      last, last_text = seq, args[a]
+      change_tags(shared, customer_key, customer, args[a + 1], args[a + 2], args[a + 3], args[a + 5])
+      entries[#entries + 1] = args[a + 4]
+    end
+    a = a + {RUN_CHANGE_ARGS}
+  end
+  if last_text then
+    redis.call('HSET', customer_key, '{SEQ_FIELD}', last_text)
+    local history_key = shared.history[1] .. customer .. shared.history[2]
+    redis.call('LPUSH', history_key, unpack(entries))
+    redis.call('LTRIM', history_key, 0, shared.history_limit - 1)
+  end
+  return a
 end
 
 local function shared_from(keys, k, args, a)
   return {{next_id = keys[k], tag_members = keys[k + 1], group_members = keys[k + 2], gap_count = keys[k + 3],
-    gap_customers = keys[k + 4], buckets = args[a], history_limit = tonumber(args[a + 1])}}
+    gap_customers = keys[k + 4], heads = keys[k + 5], buckets = args[a], history_limit = tonumber(args[a + 1]),
+    heads_generation = args[a + 2], customer = {{args[a + 3], args[a + 4]}}, history = {{args[a + 5], args[a + 6]}},
+    bitmap = args[a + 7], daily = args[a + 8]}}
+end
+
+-- Entries name heads of the table's generation they were built for: another one (Redis lost its
+-- data since) would misname them, so nothing is written and the projector interns them again.
+local function heads_current(shared)
+  if shared.heads_generation == '' then return true end -- no number given yet: every entry carries its head
+  return redis.call('HGET', shared.heads, '{HEADS_GENERATION_FIELD}') == shared.heads_generation
 end
 """
 )
 
-# KEYS: the 5 shared keys, then the change's 4; ARGV: the 2 shared args, then the change's 8.
+# KEYS: the 6 shared keys; ARGV: the 9 shared args, then runs (customer, count, per change its 6).
 APPLY = (
-    _APPLY_ONE
-    + """
-return apply_one(shared_from(KEYS, 1, ARGV, 1), {KEYS[6], KEYS[7], KEYS[8], KEYS[9]},
-  {ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]})
+    _APPLY_RUN
+    + f"""
+local shared = shared_from(KEYS, 1, ARGV, 1)
+if not heads_current(shared) then return {{'heads'}} end
+local out = {{}}
+local a = {SHARED_ARGS + 1}
+while a <= #ARGV do a = apply_run(shared, ARGV, a, out) end
+return out
 """
 )
+
+# The head table (history_codec.py): KEYS[1] number -> head (and the generation), KEYS[2] head ->
+# number; ARGV[1] a generation to start with, ARGV[2] the most heads kept, then the heads to number.
+# Replies the generation, then each head's number (0: not kept, the entry carries it). Numbers are
+# never given back, so a number names one head for the table's life.
+INTERN = f"""
+local generation = redis.call('HGET', KEYS[1], '{HEADS_GENERATION_FIELD}')
+if not generation then
+  generation = ARGV[1]
+  redis.call('HSET', KEYS[1], '{HEADS_GENERATION_FIELD}', generation)
+end
+local reply = {{generation}}
+for i = 3, #ARGV do
+  local number = redis.call('HGET', KEYS[2], ARGV[i])
+  if not number then
+    local count = redis.call('HLEN', KEYS[2])
+    if count < tonumber(ARGV[2]) then
+      number = string.format('%d', count + 1)
+      redis.call('HSET', KEYS[2], ARGV[i], number)
+      redis.call('HSET', KEYS[1], number, ARGV[i])
+    else
+      number = '0'
+    end
+  end
+  reply[#reply + 1] = tonumber(number)
+end
+return reply
+"""
 
 # ARGV holds field, epoch-microseconds pairs; each field only ever grows.
 ACTIVITY = """
@@ -163,27 +238,22 @@ if not stored or tonumber(stored) < tonumber(ARGV[3]) then redis.call('HSET', of
 local state = settle(meta_key, offsets_key, ARGV[5])
 """
 
-# After the position's keys and args: the 5 shared keys and 2 shared args, then per change its 4
-# keys and 8 args, as APPLY takes them.
+# After the position's keys and args: the 6 shared keys and 9 shared args, then runs as APPLY takes them.
 APPLY_BATCH = (
-    _APPLY_ONE
+    _APPLY_RUN
     + SETTLE
     + _BATCH_CHECK
-    + """
+    + f"""
 local shared = shared_from(KEYS, 3, ARGV, 6)
-local out = {}
-local n = 0
-for i = 8, #KEYS, 4 do
-  local a = 8 + (i - 8) * 2
-  n = n + 1
-  out[n] = apply_one(shared, {KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3]},
-    {ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]})
-end
+if not heads_current(shared) then return {{'heads', ''}} end
+local out = {{}}
+local a = {6 + SHARED_ARGS}
+while a <= #ARGV do a = apply_run(shared, ARGV, a, out) end
 """
     + _BATCH_DONE
     + """
 local reply = {'ok', state}
-for i = 1, n do reply[i + 2] = out[i] end
+for i = 1, #out do reply[i + 2] = out[i] end
 return reply
 """
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,6 +18,7 @@ from tests.support.tag_change_streams import (
     assert_matches_streams,
     changed,
     customer_stream,
+    dump_read_model,
     interleave,
 )
 
@@ -64,11 +64,11 @@ async def test_a_redelivered_change_changes_nothing(
 ) -> None:
     await projector.apply(changed("c1", 1, "tier", "gold"))
     await projector.apply(changed("c1", 2, "interest", "tea"))
-    before = await _dump(redis_client, redis_prefix)
+    before = await dump_read_model(redis_client, redis_prefix)
 
     assert await projector.apply(changed("c1", 2, "interest", "tea")) is ProjectionOutcome.DUPLICATE
 
-    assert await _dump(redis_client, redis_prefix) == before
+    assert await dump_read_model(redis_client, redis_prefix) == before
 
 
 async def test_an_older_change_is_stale_and_changes_nothing(
@@ -76,11 +76,11 @@ async def test_an_older_change_is_stale_and_changes_nothing(
 ) -> None:
     await projector.apply(changed("c1", 1, "tier", "gold"))
     await projector.apply(changed("c1", 2, "tier", "gold", "removed"))
-    before = await _dump(redis_client, redis_prefix)
+    before = await dump_read_model(redis_client, redis_prefix)
 
     assert await projector.apply(changed("c1", 1, "tier", "gold")) is ProjectionOutcome.STALE
 
-    assert await _dump(redis_client, redis_prefix) == before
+    assert await dump_read_model(redis_client, redis_prefix) == before
 
 
 async def test_a_seq_jump_is_applied_and_counted_as_a_gap(projector: Projector, reads: ReadModel) -> None:
@@ -228,7 +228,7 @@ async def test_concurrent_customers_end_in_the_state_their_streams_describe(
     assert {outcome for outcomes in results for outcome in outcomes} == {ProjectionOutcome.APPLIED}
     await assert_matches_streams(ReadModel(redis_client, key_prefix=concurrent_prefix), streams, history_limit=6)
     await assert_matches_streams(ReadModel(redis_client, key_prefix=batched_prefix), streams, history_limit=6)
-    assert await _dump(redis_client, concurrent_prefix) == await _dump(redis_client, batched_prefix)
+    assert await dump_read_model(redis_client, concurrent_prefix) == await dump_read_model(redis_client, batched_prefix)
 
 
 async def test_applying_the_stream_twice_leaves_identical_state(
@@ -239,7 +239,7 @@ async def test_applying_the_stream_twice_leaves_identical_state(
     stream = list(interleave(streams, rng))
     await projector.apply_many(stream)
     await projector.record_activity("cust-0", T0, T0)
-    once = await _dump(redis_client, redis_prefix)
+    once = await dump_read_model(redis_client, redis_prefix)
 
     again = await projector.apply_many(stream)
     for change in rng.sample(stream, 30):
@@ -247,35 +247,4 @@ async def test_applying_the_stream_twice_leaves_identical_state(
     await projector.record_activity("cust-0", T0, T0)
 
     assert set(again) <= {ProjectionOutcome.DUPLICATE, ProjectionOutcome.STALE}
-    assert await _dump(redis_client, redis_prefix) == once
-
-
-async def _dump(redis_client: aioredis.Redis, redis_prefix: str) -> dict[str, Any]:
-    """Every key under the redis_prefix (named without it) with its type and full content, dense ids
-    replaced by the customers they stand for (ids are given in the order customers are first tagged,
-    which differs between two orders of applying the same streams)."""
-    reads = ReadModel(redis_client, key_prefix=redis_prefix)
-    dump: dict[str, Any] = {}
-    async for raw in redis_client.scan_iter(match=f"{redis_prefix}*", count=1000):
-        key = _text(raw)
-        name = key.removeprefix(redis_prefix)
-        kind = _text(await redis_client.type(key))
-        if name.startswith("ids:"):
-            kind, name = "dense ids", "ids"
-            value = sorted(await reads.name(list(range(int(await redis_client.get(reads.keys.next_id))))))
-        elif name.startswith("b:"):
-            value = sorted([c async for ids in set_bits(redis_client, key) for c in await reads.name(ids)])
-        elif kind == "hash":
-            value = {k: v for k, v in (await redis_client.hgetall(key)).items() if k != b"id"}
-        elif kind == "list":
-            value = await redis_client.lrange(key, 0, -1)
-        elif kind == "set":
-            value = sorted(await redis_client.smembers(key))
-        else:
-            raise AssertionError(f"unexpected {kind} key {key}")
-        dump[name] = (kind, value)
-    return dump
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    assert await dump_read_model(redis_client, redis_prefix) == once

@@ -5,8 +5,12 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
+from services.runtime.bitmaps import set_bits
 from services.runtime.readmodel import ReadModel
 
 T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -107,3 +111,43 @@ async def assert_matches_streams(reads: ReadModel, streams: dict[str, list[TagCh
         holders = {c for (g, _), customers in expected_members.items() if g == group for c in customers}
         assert await reads.group_member_count(group) == len(holders)
     assert await reads.gaps() == 0
+
+
+async def dump_read_model(redis_client: aioredis.Redis, redis_prefix: str) -> dict[str, Any]:
+    """Every key under the redis_prefix (named without it) with its type and full content, dense ids
+    replaced by the customers they stand for (ids are given in the order customers are first tagged,
+    which differs between two orders of applying the same streams), history entries by the changes
+    they keep and the head table by its heads (numbered in the order first seen, like dense ids)."""
+    reads = ReadModel(redis_client, key_prefix=redis_prefix)
+    dump: dict[str, Any] = {}
+    async for raw in redis_client.scan_iter(match=f"{redis_prefix}*", count=1000):
+        key = _text(raw)
+        name = key.removeprefix(redis_prefix)
+        kind = _text(await redis_client.type(key))
+        if name.startswith("ids:"):
+            kind, name = "dense ids", "ids"
+            value = sorted(await reads.name(list(range(int(await redis_client.get(reads.keys.next_id))))))
+        elif name == "heads":
+            value = sorted(v for k, v in (await redis_client.hgetall(key)).items() if k != b"gen")
+        elif name == "heads:numbers":
+            value = sorted(await redis_client.hkeys(key))
+        elif name.startswith("h:{"):
+            value = await reads.history(name[3:-1], limit=10_000)
+        elif name.startswith("b:"):
+            value = sorted([c async for ids in set_bits(redis_client, key) for c in await reads.name(ids)])
+        elif kind == "hash":
+            value = {k: v for k, v in (await redis_client.hgetall(key)).items() if k != b"id"}
+        elif kind == "list":
+            value = await redis_client.lrange(key, 0, -1)
+        elif kind == "set":
+            value = sorted(await redis_client.smembers(key))
+        elif kind == "string":
+            value = await redis_client.get(key)
+        else:
+            raise AssertionError(f"unexpected {kind} key {key}")
+        dump[name] = (kind, value)
+    return dump
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -4,59 +4,88 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 
 from schemas.tags import TagChanged
 from services.runtime.bitmaps import bits_in, snapshot_commands
-from services.runtime.history_codec import HistoryEntryInvalid, pack_change, unpack_change
+from services.runtime.history_codec import INLINE, HistoryEntryInvalid, head_number, split_change, unpack_change
 from services.runtime.readmodel import HeldTag
+from tests.support.history_entries import FORMAT_1_ENTRIES, hostile_changes, shop_change
 
 
-def _change(**overrides: object) -> TagChanged:
-    document = {
-        "customer_id": "顾客-上海-001",
-        "group_id": "lifecycle",
-        "tag_id": "churn_risk",
-        "change": "removed",
-        "source": "time",
-        "reason": {
-            "summary": "可能流失: 60 天未下单",
-            "conditions": [
-                {"metric": "total_spent", "op": "gte", "value": "0", "observed": "0.00", "matched": True},
-                {
-                    "metric": "order_count",
-                    "op": "gte",
-                    "value": 2,
-                    "window": {"last": "30d"},
-                    "observed": None,
-                    "matched": False,
-                },
-            ],
-        },
-        "group_version": 12,
-        "caused_by": None,
-        "occurred_at": datetime(2026, 12, 31, 16, 0, 0, 1, tzinfo=UTC),
-        "seq": 99_999,
-    }
-    return TagChanged.model_validate(document | overrides)
+def _tagger_record(change: TagChanged) -> bytes:
+    """The change's JSON as the tagger writes it (services/engine/changes.py: orjson's, compact)."""
+    return orjson.dumps(change.model_dump(mode="json"), option=orjson.OPT_UTC_Z)
 
 
-def test_a_packed_change_unpacks_to_the_same_change_under_its_customer() -> None:
-    change = _change()
-    packed = pack_change(change)
+def _round_trip(change: TagChanged, record: bytes | None, number: int = 7) -> tuple[TagChanged, bytes]:
+    split = split_change(change, record)
+    entry = split.entry(number)
+    assert head_number(entry) == (None if number == INLINE else number)
+    return unpack_change(change.customer_id, entry, {number: split.head}), entry
 
-    assert unpack_change("顾客-上海-001", packed) == change
-    assert len(packed) < len(change.model_dump_json().encode()) / 2
+
+def test_a_change_cut_from_the_taggers_record_comes_back_whole_in_about_twenty_bytes() -> None:
+    change = shop_change()
+
+    back, entry = _round_trip(change, _tagger_record(change))
+
+    assert back == change
+    assert back.reason == change.reason
+    assert len(entry) <= 24
+    assert split_change(change, _tagger_record(change)) == split_change(change)
 
 
-def test_an_entry_of_another_format_or_damaged_is_refused_with_a_short_excerpt() -> None:
-    packed = pack_change(_change())
+def test_changes_of_one_rule_for_different_customers_share_their_head() -> None:
+    first = shop_change()
+    conditions = [first.reason.conditions[0].model_copy(update={"observed": "17.50"}), first.reason.conditions[1]]
+    other = shop_change(
+        customer_id="c2",
+        seq=3,
+        caused_by="e-9",
+        occurred_at=datetime(2026, 5, 1, tzinfo=UTC),
+        reason=first.reason.model_copy(update={"conditions": conditions}),
+    )
+
+    assert split_change(first).head == split_change(other).head
+    assert b"17.50" not in split_change(other).head
+    assert split_change(first).head != split_change(shop_change(group_version=13)).head
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_hostile_changes_come_back_whole_by_number_inline_and_from_any_record(index: int) -> None:
+    change = hostile_changes()[index]
+    record = _tagger_record(change)
+    spaced = orjson.dumps(orjson.loads(record), option=orjson.OPT_INDENT_2)
+    reordered = orjson.dumps(dict(reversed(list(orjson.loads(record).items()))))
+
+    for given in (record, spaced, reordered, None):
+        for number in (1, 300, INLINE):
+            assert _round_trip(change, given, number)[0] == change
+
+
+def test_entries_of_format_1_written_before_stay_readable() -> None:
+    for change, entry in zip([shop_change(), *hostile_changes()], FORMAT_1_ENTRIES, strict=True):
+        assert head_number(entry) is None
+        assert unpack_change(change.customer_id, entry) == change
+
+
+def test_an_entry_of_another_format_damaged_or_naming_an_unknown_head_is_refused_with_a_short_excerpt() -> None:
+    split = split_change(shop_change())
+    entry = split.entry(5)
 
     with pytest.raises(HistoryEntryInvalid, match="unknown format"):
         unpack_change("c1", b'{"seq": 1, "change": "added"' + b"x" * 500)
     with pytest.raises(HistoryEntryInvalid, match="c1") as damaged:
-        unpack_change("c1", packed[:1] + b"\xff" * 40)
+        unpack_change("c1", FORMAT_1_ENTRIES[0][:1] + b"\xff" * 40)
     assert len(str(damaged.value)) < 200
+    with pytest.raises(HistoryEntryInvalid, match="head 5 is not in the head table"):
+        unpack_change("c1", entry, {4: split.head})
+    with pytest.raises(HistoryEntryInvalid, match="bytes after the change"):
+        unpack_change("c1", entry + b"\x00", {5: split.head})
+    with pytest.raises(HistoryEntryInvalid, match="c1"):
+        unpack_change("c1", entry[:6], {5: split.head})
 
 
 def test_a_held_tag_value_round_trips_at_microseconds() -> None:
