@@ -232,8 +232,8 @@ class Projector:
         return [*counters, keys.heads], [keys.id_buckets, self._history_limit, self._generation, *names]
 
     def _run_args(self, changes: Sequence[TagChanged], entries: Sequence[bytes]) -> list[str | int | bytes]:
-        """Runs of one customer's consecutive changes: the customer, how many, then per change its
-        seq, change, group/tag, held value, history entry and local day."""
+        """Runs of one customer's consecutive changes: the customer, how many, then an arg per change
+        (projector_scripts.py, `apply_run`): one arg, not six, as redis-py encodes each arg apart."""
         args: list[str | int | bytes] = []
         customer, count_at = None, 0
         day = self._zone.day
@@ -245,7 +245,8 @@ class Projector:
             args[count_at] = int(args[count_at]) + 1
             us = to_us(change.occurred_at)
             held = held_value(us, change.source, change.group_version)
-            args += [change.seq, change.change, tag_field(change.group_id, change.tag_id), held, entry, day(us)]
+            field = tag_field(change.group_id, change.tag_id)
+            args.append(f"{change.seq} {change.change} {day(us)} {held} {field}\n".encode() + entry)
         return args
 
     async def _entries(self, splits: Sequence[SplitChange]) -> list[bytes]:

@@ -52,8 +52,7 @@ end
 
 SHARED_KEYS = 6
 SHARED_ARGS = 9
-RUN_CHANGE_ARGS = 6
-"""How many keys and args every change script takes first (`Projector._shared`), and how many each change."""
+"""How many keys and args every change script takes first (`Projector._shared`)."""
 
 # Counters move only when the tag set really changed, so an "added" for a tag already held (or a
 # "removed" for one not held, possible after a gap) keeps bitmaps and counts consistent. A customer
@@ -113,17 +112,20 @@ local function change_tags(shared, customer_key, customer, change, field, held, 
   end
 end
 
--- ARGV[first]: the customer, ARGV[first + 1]: how many changes; then per change its
--- {RUN_CHANGE_ARGS} args: seq, change, group/tag, held value, history entry, local day.
+-- ARGV[first]: the customer, ARGV[first + 1]: how many changes; then one arg per change,
+-- "<seq> <change> <local day> <held value> <group/tag>\\n<history entry>" (the held value is
+-- "<added µs> <source> <group version>"; only the entry, last, may hold any byte).
 -- Appends each change's outcome to `out`; returns the index after the run.
 local function apply_run(shared, args, first, out)
   local customer, n = args[first], tonumber(args[first + 1])
   local customer_key = shared.customer[1] .. customer .. shared.customer[2]
   local last = tonumber(redis.call('HGET', customer_key, '{SEQ_FIELD}') or '0')
   local last_text, entries = nil, {{}}
-  local a = first + 2
-  for _ = 1, n do
-    local seq = tonumber(args[a])
+  for a = first + 2, first + 1 + n do
+    local line_end = string.find(args[a], '\\n', 1, true)
+    local seq_text, change, day, held, field =
+      string.match(string.sub(args[a], 1, line_end - 1), '^(%d+) (%a+) (%-?%d+) (%d+ %S+ %d+) (%S+)$')
+    local seq = tonumber(seq_text)
     if seq == last then
       out[#out + 1] = 'duplicate'
     elseif seq < last then
@@ -136,11 +138,10 @@ local function apply_run(shared, args, first, out)
       else
         out[#out + 1] = 'applied'
       end
-      last, last_text = seq, args[a]
-      change_tags(shared, customer_key, customer, args[a + 1], args[a + 2], args[a + 3], args[a + 5])
-      entries[#entries + 1] = args[a + 4]
+      last, last_text = seq, seq_text
+      change_tags(shared, customer_key, customer, change, field, held, day)
+      entries[#entries + 1] = string.sub(args[a], line_end + 1)
     end
-    a = a + {RUN_CHANGE_ARGS}
   end
   if last_text then
     redis.call('HSET', customer_key, '{SEQ_FIELD}', last_text)
@@ -148,7 +149,7 @@ local function apply_run(shared, args, first, out)
     redis.call('LPUSH', history_key, unpack(entries))
     redis.call('LTRIM', history_key, 0, shared.history_limit - 1)
   end
-  return a
+  return first + 2 + n
 end
 
 local function shared_from(keys, k, args, a)
@@ -167,7 +168,7 @@ end
 """
 )
 
-# KEYS: the 6 shared keys; ARGV: the 9 shared args, then runs (customer, count, per change its 6).
+# KEYS: the 6 shared keys; ARGV: the 9 shared args, then runs (customer, count, an arg per change).
 APPLY = (
     _APPLY_RUN
     + f"""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -70,6 +71,11 @@ class ProjectorService:
             settings.tagger.web_host, settings.tagger.projector_web_port, self.metrics.registry, self._readiness
         )
         log.info("projector started, web on port %s", self.port)
+        # What start-up built (modules, pydantic's validators) lives as long as the process: frozen,
+        # it is no longer walked by every full collection, which validating a batch's changes
+        # triggers (benchmarks.projector: ~8 µs of a change's CPU).
+        gc.collect()
+        gc.freeze()
         try:
             while not self._stopping.is_set():
                 failed = await self._project_until_stopped()
