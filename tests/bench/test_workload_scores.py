@@ -1,5 +1,6 @@
-"""The benchmark's comparison workloads (`benchmarks/workload.py`): the ten tags that stand in for
-the score tags keep their groups, modes and windows, so the comparison differs only in what they read."""
+"""The benchmark's comparison workloads (`benchmarks/workload.py`; here, not in tests/unit, which the
+compiled-engine test runs without the benchmarks package): the ten tags that stand in for the score
+tags keep their groups, modes and windows, so the comparison differs only in what they read."""
 
 from __future__ import annotations
 
