@@ -3,7 +3,8 @@
     scripts/compile-engine.sh
     python -m benchmarks.engine --events 100000 --customers 10000       # writes the workload once
     PYTHONHASHSEED=0 valgrind --tool=callgrind --collect-atstart=no \\
-        --toggle-collect=CPyDef_replay___replay_to python -m benchmarks.replay_slice [--scores]
+        --toggle-collect=CPyDef_replay___replay_to python -m benchmarks.replay_slice \\
+        [--scores | --counts-for-scores alone | --counts-for-scores unread-scores]
 
 Counts instructions, not seconds: on a shared machine the count holds where events/s do not.
 (`CPyDef_replay___replay_to` is the compiled function; the pure-Python engine has no such symbol.)
@@ -28,9 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-file", default=".run/bench/events-100000-10000.jsonl")
     parser.add_argument("--lines", type=int, default=40_000)
     parser.add_argument("--timezone", default="UTC", help="the shop's time zone (IANA name)")
-    parser.add_argument("--scores", action="store_true", help="the workload with behaviour scores (workload.rules)")
+    shapes = parser.add_mutually_exclusive_group()
+    shapes.add_argument("--scores", action="store_true", help="the workload with behaviour scores (workload.rules)")
+    shapes.add_argument(
+        "--counts-for-scores",
+        choices=("alone", "unread-scores"),
+        help="the score tags on window counts instead, changing as often (workload.score_shaped_count_rules); "
+        "unread-scores: their groups still define the scores, read by no rule",
+    )
     args = parser.parse_args(argv)
-    groups = TagGroupSet.model_validate(rules(scores=args.scores)).groups
+    definitions = rules(
+        scores=args.scores,
+        counts_for_scores=args.counts_for_scores is not None,
+        unread_scores=args.counts_for_scores == "unread-scores",
+    )
+    groups = TagGroupSet.model_validate(definitions).groups
     engine = Engine(RuleBook.compile(groups, zone=day_zone(args.timezone)))
     with open(args.events_file, "rb") as source:
         lines = list(itertools.islice(source, args.lines))

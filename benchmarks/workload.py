@@ -191,6 +191,45 @@ def score_rules() -> list[dict[str, Any]]:
     return groups
 
 
+def score_shaped_count_rules(*, keep_scores: bool = False) -> list[dict[str, Any]]:
+    """`score_rules`' three groups and ten tags with each condition on a score replaced by one on a
+    windowed browse or click count, its level set so the ten tags change as often as the score tags
+    (docs/performance.md): what ten more ordinary tags cost. `keep_scores`: the groups still define
+    their scores, which no rule reads: what the fold of points costs alone."""
+
+    def count(metric: str, value: int, last: str) -> dict[str, Any]:
+        return {"metric": metric, "op": "gte", "value": value, "window": {"last": last}}
+
+    def all_of(*conditions: dict[str, Any]) -> dict[str, Any]:
+        return {"match": "all", "conditions": list(conditions)}
+
+    no_order = {"metric": "order_count", "op": "eq", "value": 0, "window": {"last": "30d"}}
+    replaced = {
+        "intent_tiers": [
+            ("high", all_of(count("browse_count", 25, "14d"))),
+            ("medium", all_of(count("browse_count", 10, "14d"))),
+            ("low", all_of(count("browse_count", 4, "14d"))),
+        ],
+        "leads": [
+            ("hot_lead", all_of(count("browse_count", 6, "7d"), no_order)),
+            ("engaged_month", all_of(count("browse_count", 12, "30d"))),
+            ("engaged_quarter", all_of(count("browse_count", 30, "90d"))),
+            ("radar_fan", all_of(count("click_count", 2, "30d"))),
+        ],
+        "interest_tiers": [
+            ("keen", all_of(count("click_count", 10, "30d"))),
+            ("warm", all_of(count("click_count", 6, "30d"))),
+            ("mild", all_of(count("click_count", 3, "30d"))),
+        ],
+    }
+    groups = score_rules()
+    for group in groups:
+        group["tags"] = [{"id": tag_id, "name": tag_id, "rule": rule} for tag_id, rule in replaced[group["id"]]]
+        if not keep_scores:
+            del group["scores"]
+    return groups
+
+
 def write_events(path: str, count: int, customers: int, seed: int = 7) -> None:
     with open(path, "wb") as out:
         for event in events(count, customers, seed=seed):
@@ -202,9 +241,11 @@ WORKLOAD_TEMPLATES: Final = frozenset({"rfm", "lifecycle", "value_tiers", "churn
 profiles and sources read events the workload does not have; the score ones are `score_rules`)."""
 
 
-def rules(*, scores: bool = False) -> dict[str, Any]:
+def rules(*, scores: bool = False, counts_for_scores: bool = False, unread_scores: bool = False) -> dict[str, Any]:
     """20 groups, 100 tags: the four built-in templates on orders and activity plus typical merchant
-    groups. `scores`: 23 groups, 110 tags, one rule in eleven on a behaviour score (`score_rules`)."""
+    groups. `scores`: 23 groups, 110 tags, one rule in eleven on a behaviour score (`score_rules`).
+    `counts_for_scores`: the same 110 tags with window counts where those rules read scores, and
+    `unread_scores` the scores still defined (`score_shaped_count_rules`)."""
     groups: list[dict[str, Any]] = []
     for template in templates().values():
         if template.id not in WORKLOAD_TEMPLATES:
@@ -356,6 +397,8 @@ def rules(*, scores: bool = False) -> dict[str, Any]:
     assert total == 100, total
     if scores:
         groups.extend(score_rules())
+    elif counts_for_scores:
+        groups.extend(score_shaped_count_rules(keep_scores=unread_scores))
     # plain data with no object shared between two places: yaml.safe_dump writes a shared object as
     # an anchor and aliases, which a rules file may not contain (services/runtime/user_yaml.py)
     plain: dict[str, Any] = orjson.loads(orjson.dumps({"groups": groups}))

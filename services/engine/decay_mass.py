@@ -17,6 +17,13 @@ _TWO: Final = Decimal(2)
 _LN2: Final = MATH.ln(_TWO)
 ULP: Final = 2.0**-52
 """Twice a double's unit roundoff: every error bound counts each rounding twice over."""
+_BETWEEN_ENDS: Final[dict[tuple[int, int], Decimal]] = {}
+"""(time between two day ends, half-life) -> `halved`: a pure function of them, and they are few
+(whole days, or a day and an hour at a daylight-saving change): a mass built over a month of days
+costs one `exp` per distinct gap instead of one per day."""
+_BETWEEN_ENDS_MAX: Final = 4096
+"""Entries kept before the memo starts afresh (definitions with many half-lives, zones with odd
+transitions): it stays small whatever the input."""
 
 Approx = tuple[float, float]
 """A float and a bound on its distance from the exact value."""
@@ -58,7 +65,7 @@ def mass_of(days: dict[int, int], last: int, half_life_us: int, zone: DayZone, m
         day = ordered[index]
         end = zone.start(day + 1)
         if index:
-            mass = MATH.multiply(mass, halved(end - previous_end, half_life_us))
+            mass = MATH.multiply(mass, _halved_between_ends(end - previous_end, half_life_us))
         mass = MATH.add(mass, Decimal(days[day]))
         previous_end = end
         masses[day] = mass
@@ -87,6 +94,22 @@ def approx_mass(days: dict[int, int], last: int, half_life_us: int, zone: DayZon
         previous_end = end
     found = (mass, error)
     masses[last] = found
+    return found
+
+
+def remembered_day_gaps() -> int:
+    """How many day gaps `mass_of` remembers (bounded by `_BETWEEN_ENDS_MAX`)."""
+    return len(_BETWEEN_ENDS)
+
+
+def _halved_between_ends(age_us: int, half_life_us: int) -> Decimal:
+    """`halved` over the time between two day ends, remembered (`_BETWEEN_ENDS`)."""
+    key = (age_us, half_life_us)
+    found = _BETWEEN_ENDS.get(key)
+    if found is None:
+        if len(_BETWEEN_ENDS) >= _BETWEEN_ENDS_MAX:
+            _BETWEEN_ENDS.clear()
+        found = _BETWEEN_ENDS[key] = halved(age_us, half_life_us)
     return found
 
 

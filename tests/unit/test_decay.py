@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from services.engine.decay import Decaying, approx, decide, next_flip, rounded
+from services.engine.decay_mass import MATH, halved, mass_of, remembered_day_gaps
 from services.runtime.zone import day_zone
 
 SHANGHAI = day_zone("Asia/Shanghai")
@@ -89,3 +90,30 @@ def test_a_flip_is_the_first_microsecond_at_which_the_exact_score_compares_diffe
         end = SHANGHAI.start(day + 1)
         if now_us < end < flip and not beyond_the_engines_digits(days, end, half_life_us, threshold):
             assert (reference(days, end, half_life_us) >= threshold) == before
+
+
+@SETTINGS
+@given(DAYS, st.lists(HALF_LIVES, min_size=2, max_size=4))
+def test_a_mass_built_from_remembered_day_gaps_is_the_mass_built_day_by_day(
+    days: dict[int, int], half_lives: list[int]
+) -> None:
+    # half-lives interleaved: a gap remembered for one half-life must not answer for another
+    last = max(days)
+    for half_life_us in half_lives:
+        built = mass_of(days, last, half_life_us, SHANGHAI, {})
+        expected = Decimal(0)
+        previous_end = None
+        for day in sorted(days):
+            end = SHANGHAI.start(day + 1)
+            if previous_end is not None:
+                expected = MATH.multiply(expected, halved(end - previous_end, half_life_us))
+            expected = MATH.add(expected, Decimal(days[day]))
+            previous_end = end
+        assert built == expected
+
+
+def test_the_remembered_day_gaps_stay_bounded_whatever_the_half_lives() -> None:
+    days = {FIRST_DAY: 5, FIRST_DAY + 1: 3}
+    for half_life_us in range(3_600_000_000, 3_600_000_000 + 5_000):
+        mass_of(days, FIRST_DAY + 1, half_life_us, SHANGHAI, {})
+    assert 0 < remembered_day_gaps() <= 4096
