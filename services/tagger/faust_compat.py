@@ -401,7 +401,8 @@ class TaggerRecovery(Recovery):
             for tp, store in stores.items()
             if store.restorable
         }
-        if not spans:
+        spans = {tp: span for tp, span in spans.items() if span.stop is None or span.start < span.stop}
+        if not spans:  # actives already current: no client started
             return
         rebalances = app.rebalancing_count
 
@@ -415,15 +416,16 @@ class TaggerRecovery(Recovery):
         restored = await restore.run(spans, write, still_ours=still_ours, deadline_s=deadline_s)
         for tp, offset in restored.offsets.items():
             destination[TP(tp.topic, tp.partition)] = offset
-        log.info(
-            "restored %d %s changelog records of %d partitions in %.1f s (%.0f µs a record)%s",
-            restored.records,
-            title,
-            len(spans),
-            restored.seconds,
-            restored.seconds * 1e6 / max(1, restored.records),
-            "" if restored.complete else "; faust's recovery reads the rest",
-        )
+        if restored.records or not restored.complete:
+            log.info(
+                "restored %d %s changelog records of %d partitions in %.1f s (%.0f µs a record)%s",
+                restored.records,
+                title,
+                len(spans),
+                restored.seconds,
+                restored.seconds * 1e6 / max(1, restored.records),
+                "" if restored.complete else "; faust's recovery reads the rest",
+            )
 
 
 class TaggerTableManager(TableManager):
