@@ -40,7 +40,9 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
     app = TaggerFaustApp(
         tagger.app_id,
         delivery=Delivery(direct=tagger.direct_delivery, revoke_wait_s=tagger.revoke_wait_s),
-        changelog_restore=ChangelogRestore(client_options(settings.kafka)) if tagger.bulk_restore else None,
+        changelog_restore=ChangelogRestore(client_options(settings.kafka), batch_records=tagger.restore_batch_records)
+        if tagger.bulk_restore
+        else None,
         TableManager=TaggerTableManager,
         broker=[f"{TRANSPORT_SCHEME}://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),

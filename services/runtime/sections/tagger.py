@@ -56,6 +56,13 @@ class TaggerSettings(Section):
         "then reads only what is left (services/tagger/restore.py); false: faust's recovery alone, one record "
         "at a time (~10x the CPU per record)",
     )
+    restore_batch_records: int = Field(
+        default=20_000,
+        ge=100,
+        le=1_000_000,
+        description="changelog records per fetch of the bulk restore, written as one RocksDB write batch per "
+        "partition (~1 KB each held meanwhile); a store's offset moves once per batch",
+    )
     batch_within_s: float = Field(
         default=0.001,
         gt=0,
