@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -167,29 +168,28 @@ def _local_store(datadir: Path) -> tuple[dict[int, dict[bytes, bytes]], dict[int
     """Each partition's RocksDB: its records (faust's offset left out) and the offset it records."""
     held: dict[int, dict[bytes, bytes]] = {}
     offsets: dict[int, int] = {}
-    for path in datadir.glob("**/customers-*.db"):
-        partition = int(path.stem.rsplit("-", 1)[1])
-        db = rocksdict.Rdict(
-            str(path), options=rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only()
-        )
-        try:
-            held[partition] = {key: value for key, value in db.items() if key != OFFSET_KEY}
-            offsets[partition] = int(db[OFFSET_KEY])
-        finally:
-            db.close()
+    for partition, db in _databases(datadir):
+        held[partition] = {key: value for key, value in db.items() if key != OFFSET_KEY}
+        offsets[partition] = int(db[OFFSET_KEY])
     return held, offsets
 
 
 def _persisted_offsets(datadir: Path) -> dict[int, int | None]:
     """The offset each partition's RocksDB records (None: none yet), read after a kill."""
     offsets: dict[int, int | None] = {}
+    for partition, db in _databases(datadir):
+        found = db.get(OFFSET_KEY)
+        offsets[partition] = int(found) if found is not None else None
+    return dict(sorted(offsets.items()))
+
+
+def _databases(datadir: Path) -> Iterator[tuple[int, rocksdict.Rdict]]:
+    """Each partition's RocksDB under `datadir`, opened read-only while it is looked at."""
     for path in datadir.glob("**/customers-*.db"):
         db = rocksdict.Rdict(
             str(path), options=rocksdict.Options(raw_mode=True), access_type=rocksdict.AccessType.read_only()
         )
         try:
-            found = db.get(OFFSET_KEY)
-            offsets[int(path.stem.rsplit("-", 1)[1])] = int(found) if found is not None else None
+            yield int(path.stem.rsplit("-", 1)[1]), db
         finally:
             db.close()
-    return dict(sorted(offsets.items()))

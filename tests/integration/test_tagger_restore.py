@@ -5,7 +5,8 @@ runs once or is stopped and run again, and never records an offset past what it 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings, Settings, TaggerSettings
 from services.tagger.faust_app import customers_table, faust_app
 from services.tagger.faust_compat import LocalStore
-from services.tagger.restore import ChangelogBatch, ChangelogRestore, Span
+from services.tagger.restore import ChangelogBatch, ChangelogRestore, Restored, Span, Writer
 
 pytestmark = pytest.mark.integration
 
@@ -89,94 +90,95 @@ def persisted(table: TableT[bytes, bytes], topic: str) -> dict[int, int | None]:
     return {partition: table.persisted_offset(TP(topic, partition)) for partition in range(PARTITIONS)}
 
 
-def spans_from(table: TableT[bytes, bytes], topic: str) -> dict[TopicPartition, Span]:
-    """Where faust's recovery would start: after the offset the store holds."""
-    return {
-        TopicPartition(topic, partition): Span(start=(offset if offset is not None else -1) + 1)
-        for partition, offset in persisted(table, topic).items()
-    }
+@dataclass
+class Restoring:
+    """A shop's changelog on the broker and an empty RocksDB table to restore it into."""
+
+    bootstrap: str
+    topic: str
+    records: list[Record]
+    table: TableT[bytes, bytes]
+
+    def write_to_store(self, tp: TopicPartition, batch: ChangelogBatch) -> None:
+        LocalStore(self.table).restore(tp.partition, batch)
+
+    async def restore(
+        self, write: Writer | None = None, *, still_ours: Callable[[], bool] = lambda: True, batch_records: int = 20_000
+    ) -> Restored:
+        """A restore from where faust's recovery would start: after the offset each store holds."""
+        spans = {
+            TopicPartition(self.topic, partition): Span(start=(offset if offset is not None else -1) + 1)
+            for partition, offset in persisted(self.table, self.topic).items()
+        }
+        restore = ChangelogRestore({"bootstrap_servers": self.bootstrap}, batch_records=batch_records)
+        return await restore.run(spans, write or self.write_to_store, still_ours=still_ours, deadline_s=60)
+
+
+async def restoring(bootstrap: str, tmp_path: Path) -> Restoring:
+    topic = f"it-restore-{uuid.uuid4().hex[:8]}-customers-changelog"
+    records = await produced(bootstrap, topic, list(shop_history()))
+    return Restoring(bootstrap, topic, records, rocksdb_table(tmp_path / "tagger"))
 
 
 async def test_a_restore_leaves_each_keys_last_value_and_records_the_end_of_each_partition(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"it-restore-{uuid.uuid4().hex[:8]}-customers-changelog"
-    records = await produced(kafka_bootstrap, topic, list(shop_history()))
-    table = rocksdb_table(tmp_path / "tagger")
-    store = LocalStore(table)
+    shop = await restoring(kafka_bootstrap, tmp_path)
 
-    restored = await ChangelogRestore({"bootstrap_servers": kafka_bootstrap}).run(
-        spans_from(table, topic),
-        lambda tp, batch: store.restore(tp.partition, batch),
-        still_ours=lambda: True,
-        deadline_s=60,
-    )
+    restored = await shop.restore()
 
     assert restored.complete
-    assert restored.records == len(records)
-    assert held(table) == last_values(records)
-    assert held(table)[1]["王小明".encode()] == b""  # an empty state is a state
-    assert b"sh-000014" not in held(table)[2]  # forgotten
-    assert b"sh-000007" not in held(table)[1]
-    assert held(table)[0][b"sh-000021"] == b"v3 back 21"  # forgotten, then back
-    ends = {partition: sum(1 for record in records if record[0] == partition) - 1 for partition in range(PARTITIONS)}
-    assert persisted(table, topic) == ends
+    assert restored.records == len(shop.records)
+    states = held(shop.table)
+    assert states == last_values(shop.records)
+    assert states[1]["王小明".encode()] == b""  # an empty state is a state
+    assert b"sh-000014" not in states[2]  # forgotten
+    assert b"sh-000007" not in states[1]
+    assert states[0][b"sh-000021"] == b"v3 back 21"  # forgotten, then back
+    ends = {
+        partition: sum(1 for record in shop.records if record[0] == partition) - 1 for partition in range(PARTITIONS)
+    }
+    assert persisted(shop.table, shop.topic) == ends
 
 
 async def test_a_restore_stopped_midway_never_records_an_offset_past_its_data_and_a_second_run_converges(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"it-restore-{uuid.uuid4().hex[:8]}-customers-changelog"
-    records = await produced(kafka_bootstrap, topic, list(shop_history()))
-    table = rocksdb_table(tmp_path / "tagger")
-    store = LocalStore(table)
+    shop = await restoring(kafka_bootstrap, tmp_path)
     writes: list[ChangelogBatch] = []
 
     def write(tp: TopicPartition, batch: ChangelogBatch) -> None:
-        store.restore(tp.partition, batch)
+        shop.write_to_store(tp, batch)
         writes.append(batch)
 
     # a rebalance (or a kill) after the third write: nothing more is written
-    interrupted = await ChangelogRestore({"bootstrap_servers": kafka_bootstrap}, batch_records=400).run(
-        spans_from(table, topic), write, still_ours=lambda: len(writes) < 3, deadline_s=60
-    )
+    interrupted = await shop.restore(write, still_ours=lambda: len(writes) < 3, batch_records=400)
     assert not interrupted.complete
     assert len(writes) == 3
-    offsets = persisted(table, topic)
     by_partition: dict[int, list[Record]] = {partition: [] for partition in range(PARTITIONS)}
-    for record in records:
+    for record in shop.records:
         by_partition[record[0]].append(record)
     # each store holds exactly the changelog up to the offset it records, and nothing after it
-    for partition, offset in offsets.items():
+    for partition, offset in persisted(shop.table, shop.topic).items():
         upto = by_partition[partition][: (offset if offset is not None else -1) + 1]
-        assert held(table)[partition] == last_values(upto)[partition], partition
+        assert held(shop.table)[partition] == last_values(upto)[partition], partition
 
-    again = await ChangelogRestore({"bootstrap_servers": kafka_bootstrap}, batch_records=400).run(
-        spans_from(table, topic), write, still_ours=lambda: True, deadline_s=60
-    )
+    again = await shop.restore(write, batch_records=400)
     assert again.complete
-    assert held(table) == last_values(records)
-    assert interrupted.records + again.records == len(records)  # nothing read twice: it went on where it stopped
+    assert held(shop.table) == last_values(shop.records)
+    assert interrupted.records + again.records == len(shop.records)  # nothing read twice: it went on where it stopped
 
 
 async def test_a_restore_of_a_store_already_current_reads_and_writes_nothing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"it-restore-{uuid.uuid4().hex[:8]}-customers-changelog"
-    records = await produced(kafka_bootstrap, topic, list(shop_history()))
-    table = rocksdb_table(tmp_path / "tagger")
-    store = LocalStore(table)
-    restore = ChangelogRestore({"bootstrap_servers": kafka_bootstrap})
-    await restore.run(
-        spans_from(table, topic), lambda tp, b: store.restore(tp.partition, b), still_ours=lambda: True, deadline_s=60
-    )
+    shop = await restoring(kafka_bootstrap, tmp_path)
+    await shop.restore()
     writes: list[ChangelogBatch] = []
 
-    again = await restore.run(
-        spans_from(table, topic), lambda tp, batch: writes.append(batch), still_ours=lambda: True, deadline_s=60
-    )
+    again = await shop.restore(lambda tp, batch: writes.append(batch))
 
     assert again.complete
     assert again.records == 0
     assert writes == []
-    assert held(table) == last_values(records)
+    assert held(shop.table) == last_values(shop.records)
