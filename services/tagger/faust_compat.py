@@ -418,12 +418,15 @@ class TaggerRecovery(Recovery):
             destination[TP(tp.topic, tp.partition)] = offset
         if restored.records or not restored.complete:
             log.info(
-                "restored %d %s changelog records of %d partitions in %.1f s (%.0f µs a record)%s",
+                "restored %d %s changelog records of %d partitions in %.1f s, %.1f s of CPU (%.0f µs, %.0f µs of CPU a "
+                "record)%s",
                 restored.records,
                 title,
                 len(spans),
                 restored.seconds,
+                restored.cpu_seconds,
                 restored.seconds * 1e6 / max(1, restored.records),
+                restored.cpu_seconds * 1e6 / max(1, restored.records),
                 "" if restored.complete else "; faust's recovery reads the rest",
             )
 

@@ -102,6 +102,8 @@ class Restored:
     offsets: dict[TopicPartition, int]
     records: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """The worker process's CPU meanwhile (every thread: faust's consumer thread idles through it)."""
     complete: bool = False
     """Every partition read to its end (else faust's recovery reads the rest)."""
 
@@ -126,7 +128,7 @@ class ChangelogRestore:
     ) -> Restored:
         """Restore `spans`; each write happens only while `still_ours()` holds, and nothing is read
         after `deadline_s` seconds."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         restored = Restored({})
         consumer = AIOKafkaConsumer(
             **self._client_options,
@@ -159,6 +161,7 @@ class ChangelogRestore:
         finally:
             await consumer.stop()
         restored.seconds = time.perf_counter() - started
+        restored.cpu_seconds = time.process_time() - cpu
         return restored
 
     @staticmethod
