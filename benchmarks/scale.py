@@ -2,7 +2,10 @@
 count) is what costs.
 
     python -m benchmarks.scale --customers 100000               # ~5.6 events per customer, 12 partitions
-    python -m benchmarks.scale --customers 1000000 --events-per-customer 1
+    python -m benchmarks.scale --customers 1000000              # ~910k customers seen in 5.6M events
+
+Every customer asked for owns at least one session of the workload (~6 events), so fewer events than
+that per customer reach only part of them (`--events-per-customer 1`: ~18%).
 
 Starts the local broker and Redis (scripts/kafka.sh, scripts/redis.sh) unless TAGSTREAM_TEST_KAFKA_BOOTSTRAP
 and TAGSTREAM_TEST_REDIS_URL name running ones. One `tagstream tagger` worker (RocksDB; the read model
@@ -77,7 +80,12 @@ NEW_GROUP = "category_mix"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--events-per-customer", type=float, default=5.6)
+    parser.add_argument(
+        "--events-per-customer",
+        type=float,
+        default=5.6,
+        help="events produced per customer asked for; below ~6, only part of them appear (a session each)",
+    )
     parser.add_argument("--partitions", type=int, default=PARTITIONS)
     parser.add_argument(
         "--projector",

@@ -17,7 +17,7 @@ from typing import Final
 
 from services.engine.conditions import CompiledCondition
 from services.engine.decay import Decaying, flip_split
-from services.engine.score_state import DECAY_MOVED, WINDOW_DAY, split_of
+from services.engine.score_state import DECAY_MOVED, WINDOW_DAY, WINDOW_GONE, split_of
 from services.engine.scores import SCORE_TIME, SCORE_WINDOW, CompiledScore, DecayingScore, WindowedScore, levels_of
 from services.engine.state import CustomerState, earliest
 from services.engine.windows import EvalContext, next_window_change
@@ -89,8 +89,8 @@ class ScorePlan:
     def reschedule(self, state: CustomerState, ctx: EvalContext, rescheduled: int, day: int) -> None:
         """After an action moved scores (`fold_scores`' `rescheduled`; `day`: the action's). A decaying
         score's next crossing moves with its points only: solved again. A windowed score's next change
-        moves only by a new day: the earlier of the change kept and the day's own (a day removed can
-        only remove a change: at worst a wake-up that finds nothing)."""
+        moves earlier only by a new day: the earlier of the change kept and the day's own; a day removed
+        (its points cancelled) may move it later: found again over all days."""
         due = state.due
         if rescheduled & DECAY_MOVED and self.decaying:
             before = due.get(SCORE_TIME)
@@ -105,7 +105,16 @@ class ScorePlan:
                     state.next_at = at
                 elif before == state.next_at:  # the earliest instant moved later: find the new one
                     state.next_at = earliest(due)
-        if rescheduled & WINDOW_DAY and self.windowed:
+        if rescheduled & WINDOW_GONE and self.windowed:
+            # rare (a refund cancelling a day's points): found again over every day, so that no wake-up
+            # is kept for a change that will not come
+            at = self.next_window_change(ctx)
+            if at is None:
+                due.pop(SCORE_WINDOW, None)
+            else:
+                due[SCORE_WINDOW] = at
+            state.next_at = earliest(due)
+        elif rescheduled & WINDOW_DAY and self.windowed:
             at = self.next_change_for_day(day, ctx)
             if at is not None:
                 current = due.get(SCORE_WINDOW)

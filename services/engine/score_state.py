@@ -29,6 +29,8 @@ REFUND: Final = 3
 """The kinds of action a score gives points for (`CompiledScore.points`)."""
 DECAY_MOVED: Final = 1
 WINDOW_DAY: Final = 2
+WINDOW_GONE: Final = 4
+"""A windowed score lost a day (a refund cancelled its points): its next change may come later."""
 """What `fold_scores` says to reschedule: a decaying score's crossing, a windowed score's next change."""
 
 
@@ -202,8 +204,9 @@ def fold_scores(
     `CompiledScore.levels`; a decaying score gaining points on a day not ended, `decay_levels`): no
     condition on it can have changed otherwise. `rescheduled`: DECAY_MOVED when a decaying score's points changed
     (its next crossing moved), WINDOW_DAY when a windowed score gained a day (its windows' next change
-    may come earlier). Days more than `horizon_days` before the latest one are dropped, as are the
-    points of scores no longer defined (or counting differently now)."""
+    may come earlier), WINDOW_GONE when one lost a day (it may come later). Days more than
+    `horizon_days` before the latest one are dropped, as are the points of scores no longer defined (or
+    counting differently now)."""
     today = zone.day(now_us)
     state = agg.scores
     if state is None:
@@ -256,6 +259,8 @@ def fold_scores(
             continue
         if not before:
             rescheduled |= WINDOW_DAY
+        elif not left:
+            rescheduled |= WINDOW_GONE
         sums = derived.sums
         if sums is not None and derived.sums_spans is not score.spans:
             sums = derived.sums = None  # summed for windows a changed definition no longer reads

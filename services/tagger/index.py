@@ -48,17 +48,20 @@ class CustomerIndex:
         return {partition for partition, members in self._members.items() if members}
 
     def pop_due(self, now_us: int, active: set[int]) -> list[tuple[str, int]]:
-        """Customers due at or before now in active partitions, each once, until `put` again."""
+        """Customers due at or before now in active partitions, each once, until `put` again.
+
+        A due customer of a partition not active here (revoked, not yet dropped) is forgotten too: its
+        next owner wakes it, and if the partition comes back, recovery puts it again (a wake-up left
+        behind here would never be pushed again by an equal `put`)."""
         found = []
         heap = self._heap
         while heap and heap[0][0] <= now_us:
             due_us, customer_id = heapq.heappop(heap)
             if self._due.get(customer_id) != due_us:
                 continue  # superseded by a later put
-            if self._partition_of.get(customer_id) not in active:
-                continue
             del self._due[customer_id]
-            found.append((customer_id, due_us))
+            if self._partition_of.get(customer_id) in active:
+                found.append((customer_id, due_us))
         return found
 
     def pending(self) -> int:
@@ -71,6 +74,3 @@ class CustomerIndex:
         if customer_id in self._partition_of and customer_id not in self._due:
             self._due[customer_id] = due_us
             heapq.heappush(self._heap, (due_us, customer_id))
-
-    def overdue(self, now_us: int) -> int:
-        return sum(1 for due_us in self._due.values() if due_us <= now_us)

@@ -20,7 +20,13 @@ from faust.types import TP, TableT
 
 from schemas.topics import SyncPartition, TopicNames
 from services.engine import Engine
-from services.engine.fingerprint import change_since, decode_fingerprint, encode_fingerprint, fingerprint
+from services.engine.fingerprint import (
+    DefinitionChange,
+    change_since,
+    decode_fingerprint,
+    encode_fingerprint,
+    fingerprint,
+)
 from services.tagger.checkpoint import Checkpoint, send_changelog
 from services.tagger.core import Incoming, Result, TaggerCore
 from services.tagger.delivery import Batch, SourceBatches, SourceRecord
@@ -30,6 +36,9 @@ from services.tagger.metrics import TaggerMetrics
 from services.tagger.offsets import SourceOffsets
 
 log = logging.getLogger(__name__)
+
+_YIELD_EVERY = 250
+"""Customers a backfill evaluates between turns of the event loop while a chunk's commit is in flight."""
 
 MARKER_PREFIX = b"\x00definitions:"
 """Table keys of each partition's definitions fingerprint, written once its customers are synced."""
@@ -180,26 +189,57 @@ class BatchProcessor:
             started = time.perf_counter()
             customers = self.index.customers(partition)
             self.metrics.backfill_remaining.inc(len(customers))
-            chunk = self.backfill_chunk
-            for start in range(0, len(customers), chunk):
-                checkpoint = self._checkpoint()
-                checkpoint.reading(partition)
-                for customer_id in customers[start : start + chunk]:
-                    current = checkpoint.load(customer_id)
-                    if current is None:
-                        continue
-                    state, changes, due = self.core.backfill(current, change, now_us)
-                    result = Result("applied", "backfill", customer_id, state, due, changes)
-                    await checkpoint.add(partition, record.key, produced_at, result)
-                await checkpoint.commit()
-                done = min(chunk, len(customers) - start)
-                self.metrics.backfill_customers.inc(done)
-                self.metrics.backfill_remaining.dec(done)
-                if self.backfill_pause_s:
-                    await asyncio.sleep(self.backfill_pause_s)
+            await self._backfill(partition, record.key, produced_at, customers, change, now_us)
             self.metrics.backfill_seconds.observe(time.perf_counter() - started)
             log.info("partition %d: backfilled %d customers for %s", partition, len(customers), change)
         await send_changelog(self.app, self.table, self.mark_synced([partition]))
+
+    async def _backfill(
+        self,
+        partition: int,
+        key: bytes | None,
+        produced_at: float,
+        customers: Sequence[str],
+        change: DefinitionChange,
+        now_us: int,
+    ) -> None:
+        """Re-evaluate `customers` in chunks of `backfill_chunk`, one commit per chunk (checkpoint.py).
+
+        A chunk is evaluated while the previous one's commit waits for its acknowledgements: the
+        evaluation is CPU, the commit mostly waits for the broker, and each customer is in one chunk
+        only, so no chunk reads what another writes. Commits still run one at a time and in order, and
+        at most two chunks' states are held."""
+        in_flight: tuple[asyncio.Task[dict[TP, int]], int] | None = None
+        try:
+            for start in range(0, len(customers), self.backfill_chunk):
+                chunk = customers[start : start + self.backfill_chunk]
+                checkpoint = self._checkpoint()
+                checkpoint.reading(partition)
+                for done, customer_id in enumerate(chunk, 1):
+                    current = checkpoint.load(customer_id)
+                    if current is not None:
+                        state, changes, due = self.core.backfill(current, change, now_us)
+                        result = Result("applied", "backfill", customer_id, state, due, changes)
+                        await checkpoint.add(partition, key, produced_at, result)
+                    if in_flight is not None and done % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # the producer's sender and the commit in flight move on
+                if in_flight is not None:
+                    await self._counted(*in_flight)
+                in_flight = (asyncio.ensure_future(checkpoint.commit()), len(chunk))
+                if self.backfill_pause_s:
+                    await asyncio.sleep(self.backfill_pause_s)
+            if in_flight is not None:
+                await self._counted(*in_flight)
+                in_flight = None
+        finally:
+            if in_flight is not None:  # an error or a cancellation (a rebalance): no commit runs on behind it
+                in_flight[0].cancel()
+
+    async def _counted(self, commit: asyncio.Task[dict[TP, int]], customers: int) -> None:
+        """Wait for a backfill chunk's commit, then count its customers done."""
+        await commit
+        self.metrics.backfill_customers.inc(customers)
+        self.metrics.backfill_remaining.dec(customers)
 
     def mark_synced(self, partitions: Iterable[int]) -> dict[int, list[tuple[bytes, bytes]]]:
         """Record in the local store, at once, that every customer state in these partitions agrees

@@ -285,6 +285,23 @@ async def test_a_definition_published_while_customers_exist_is_backfilled(harnes
     assert changes[-1]["caused_by"] == "definition:big:v1"
 
 
+async def test_a_backfill_evaluates_at_the_workers_clock_not_the_producers(harness: Harness) -> None:
+    start = harness.clock.now()
+    await harness.send_events(paid_event("hal", "900", at=start))
+    await harness.changes_for("hal", 4)
+    later = start + timedelta(days=2)
+    harness.clock.set(later)
+    try:
+        await harness.publish(group("huge", [("spender", [cond("total_spent", "gte", 800)])], mode="multi"))
+        async with TopicReader(harness.bootstrap, harness.topics.tag_changes) as reader:
+            await reader.until(lambda records: any(b'"huge"' in record.value for record in _mine(records, "hal")))
+            huge = [json.loads(r.value) for r in _mine(reader.records, "hal") if b'"huge"' in r.value]
+    finally:
+        harness.clock.set(start)
+    assert summary(huge) == [("huge", "spender", "added", "rule_change")]
+    assert huge[0]["occurred_at"].startswith(later.date().isoformat())
+
+
 async def test_a_recency_tag_drops_when_its_time_passes(harness: Harness) -> None:
     start = harness.clock.now()
     await harness.send_events(paid_event("erin", "20", at=start))

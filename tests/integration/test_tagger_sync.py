@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -32,9 +33,9 @@ CUSTOMERS = [f"sync-{number:03d}" for number in range(40)]
 class Run:
     """One start of the worker, on the topics and state the earlier runs left."""
 
-    def __init__(self, prefix: str, bootstrap: str, redis_url: str, datadir: Path) -> None:
+    def __init__(self, prefix: str, bootstrap: str, redis_url: str, datadir: Path, **tagger: Any) -> None:
         self.registry = CollectorRegistry()
-        settings = worker_settings(prefix, bootstrap, redis_url, datadir, partitions=PARTITIONS)
+        settings = worker_settings(prefix, bootstrap, redis_url, datadir, partitions=PARTITIONS, **tagger)
         self.tagger: Tagger = build_app(settings, clock=ManualClock(datetime.now(UTC)), registry=self.registry)
 
     async def __aenter__(self) -> Run:
@@ -101,13 +102,21 @@ async def test_a_restart_over_the_same_rulebook_re_evaluates_nobody_and_a_change
 
     spenders = group("spenders", [("spent_100", [cond("total_spent", "gte", 100)])], mode="multi")
     await publish(kafka_bootstrap, topics.tag_definitions, spenders)
-    async with Run(prefix, kafka_bootstrap, redis_url, tmp_path) as changed:
+    # Chunks of 3 customers: each partition's ~13 are evaluated a chunk ahead of the commit in flight.
+    async with Run(prefix, kafka_bootstrap, redis_url, tmp_path, backfill_chunk=3) as changed:
         await changed.until("synced", lambda: changed.processed("sync", "sync") == SYNCS)
         assert changed.backfilled() == len(CUSTOMERS)
+    async with Run(prefix, kafka_bootstrap, redis_url, tmp_path) as after:  # every chunk's states were stored
+        await after.until("synced", lambda: after.processed("sync", "sync") == SYNCS)
+        assert after.backfilled() == 0
     async with TopicReader(kafka_bootstrap, topics.tag_changes) as reader:
         records = await reader.until(
             lambda found: sum(json.loads(r.value)["group_id"] == "spenders" for r in found) >= len(CUSTOMERS)
         )
+        await reader.drain()
+        records = reader.records
     added = [json.loads(r.value) for r in records if json.loads(r.value)["group_id"] == "spenders"]
-    assert sorted(change["customer_id"] for change in added) == CUSTOMERS
+    assert sorted(change["customer_id"] for change in added) == CUSTOMERS  # each once: no chunk sent twice
     assert {(change["change"], change["source"]) for change in added} == {("added", "rule_change")}
+    seqs = [(json.loads(r.value)["customer_id"], json.loads(r.value)["seq"]) for r in records]
+    assert len(seqs) == len(set(seqs))

@@ -862,6 +862,15 @@ SHANGHAI_BIRTHDAY = fixed(
     datetime(2025, 1, 19, 16, tzinfo=UTC),
     "Asia/Shanghai",
 )
+# An order refunded on its own day: its score points cancel, the day leaves the windowed score, and
+# with it the midnight its windows would have changed at (no wake-up kept for a change that cannot come).
+REFUNDED_SAME_DAY = fixed(
+    [
+        _paid(BASE),
+        OrderRefunded(event_id="c0-r", customer_id="c0", occurred_at=BASE, order_id="c0-o", amount=Decimal("99.90")),
+    ],
+    BASE,
+)
 LEAP_DAY_BIRTHDAY = fixed(
     [ProfileUpdated(event_id="c0-p", customer_id="c0", occurred_at=BASE, birth_date=date(2008, 2, 29))],
     datetime(2025, 3, 1, 5, tzinfo=UTC),
@@ -963,6 +972,7 @@ def _key(changes: list[Any]) -> list[tuple[Any, ...]]:
 
 @PROPERTY_SETTINGS
 @given(scenarios())
+@example(REFUNDED_SAME_DAY)
 def test_next_checks_kept_per_event_equal_a_full_recomputation(scenario: Scenario) -> None:
     engine = Engine(scenario.sticky_book)
     states = {customer: engine.new_state(customer) for customer in scenario.customers}

@@ -94,3 +94,28 @@ def test_a_wake_up_of_a_customer_whose_partition_left_is_not_restored() -> None:
     index.drop_partitions({0})
     index.restore("c1", 100)
     assert index.pending() == 0
+
+
+def test_a_partition_that_comes_back_wakes_its_customers_again() -> None:
+    index = CustomerIndex()
+    index.put("c1", 0, 100)
+    index.put("c2", 1, 100)
+    assert index.pop_due(100, {1}) == [("c2", 100)]  # partition 0 revoked, not yet dropped
+    index.put("c1", 0, 100)  # it comes back: recovery puts its customers again, same wake-up
+    assert index.pop_due(100, {0, 1}) == [("c1", 100)]
+
+
+async def test_the_timer_backlog_counts_the_wake_ups_of_this_run_and_those_still_due() -> None:
+    tagger = FakeTagger(Ticks(refused={b"c2"}))
+    _due(tagger, "c1", "c2", "c3")
+    tagger.index.put("c4", 0, to_us(NOW) + 1)  # not due yet
+    await Tagger._wake_due_customers(cast(Any, tagger))
+    assert _backlog(tagger) == 4  # three woken, one of them still due
+    tagger.ticks_topic.refused = set()
+    await Tagger._wake_due_customers(cast(Any, tagger))
+    assert _backlog(tagger) == 1
+
+
+def _backlog(tagger: FakeTagger) -> float:
+    (metric,) = tagger.metrics.timer_backlog.collect()
+    return metric.samples[0].value
