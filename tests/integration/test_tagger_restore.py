@@ -151,10 +151,11 @@ async def test_a_restore_stopped_midway_never_records_an_offset_past_its_data_an
         shop.write_to_store(tp, batch)
         writes.append(batch)
 
-    # a rebalance (or a kill) after the third write: nothing more is written
+    # a rebalance after the third write: the fetch under way is written (checked once per fetch, with
+    # no await before its writes), nothing after it
     interrupted = await shop.restore(write, still_ours=lambda: len(writes) < 3, batch_records=400)
     assert not interrupted.complete
-    assert len(writes) == 3
+    assert 3 <= len(writes) < 3 + PARTITIONS
     by_partition: dict[int, list[Record]] = {partition: [] for partition in range(PARTITIONS)}
     for record in shop.records:
         by_partition[record[0]].append(record)
