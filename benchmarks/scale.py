@@ -23,7 +23,8 @@ Measured, in order:
 - backfill of the new group: publish → every customer re-evaluated; and the worker's RSS growth
   meanwhile (sampled every 0.1 s);
 - recovery after losing the local disk: the worker stopped, its RocksDB directory deleted, started
-  again: start → ready;
+  again: start → ready, the worker's CPU meanwhile, and its bulk restore's own count and time
+  (`--compare-faust-restore` first measures the same with faust's recovery alone);
 - scale-out: two workers in one group (half the partitions each, their own read model, one standby
   copy of each partition as deployed by default) drain the same backlog from the start: their CPU
   per event (both processes, each from its ready signal) against the one worker's above;
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-two-workers", dest="two_workers", action="store_false", help="skip the two-worker drain of the backlog"
     )
+    parser.add_argument(
+        "--compare-faust-restore",
+        action="store_true",
+        help="also measure the recovery with faust's own restore alone (TAGSTREAM_TAGGER__BULK_RESTORE=false), first",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.customers <= 10_000_000 or not 1 <= args.events_per_customer <= 100:
         parser.error("--customers must be 1-10,000,000 and --events-per-customer 1-100")
@@ -147,7 +153,9 @@ async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:
             record(*await _audience(redis, prefix))
             record(*await _backfill(backlog, launched, customers))
             worker.stop()
-            record(await _recovery(launched, workdir))
+            if args.compare_faust_restore:
+                record(*await _recovery(launched, workdir, bulk=False))
+            record(*await _recovery(launched, workdir))
             if args.two_workers:
                 record(*await _two_workers(backlog, workdir, one_cpu_us, args.customers))
         finally:
@@ -306,17 +314,30 @@ async def _backfill(backlog: Backlog, launched: Launched, customers: int) -> lis
     ]
 
 
-async def _recovery(launched: Launched, workdir: Path) -> tuple[str, str]:
-    """The stopped worker's local state deleted, then start -> ready (the table restored from its changelog)."""
+async def _recovery(launched: Launched, workdir: Path, *, bulk: bool = True) -> list[tuple[str, str]]:
+    """The stopped worker's local state deleted, then start -> ready (the table restored from its
+    changelog): the time, the worker's CPU meanwhile, and what its bulk restore logged (records, time)."""
     env = dict(launched.worker.env)
+    env["TAGSTREAM_TAGGER__BULK_RESTORE"] = "true" if bulk else "false"
+    env["TAGSTREAM_BENCH_LOG_LEVEL"] = "INFO"  # the bulk restore's line: records, time
     shutil.rmtree(env["TAGSTREAM_TAGGER__DATADIR"])
-    worker = Worker("tagger", env, launched.clock, workdir / f"{launched.group}-recovery.log")
+    how = "" if bulk else "; faust's recovery alone"
+    log = workdir / f"{launched.group}-recovery-{'bulk' if bulk else 'faust'}.log"
+    worker = Worker("tagger", env, launched.clock, log)
     started = time.perf_counter()
     try:
         await worker.start(timeout=3600)
-        return "recovery after losing the local disk (start -> ready)", f"{time.perf_counter() - started:.0f} s"
+        seconds, cpu = time.perf_counter() - started, worker.cpu_seconds()
     finally:
         worker.stop()
+    rows = [
+        (f"recovery after losing the local disk (start -> ready{how})", f"{seconds:.0f} s"),
+        (f"worker CPU from start to ready{how}", f"{cpu:.1f} s"),
+    ]
+    restored = [line for line in log.read_text(errors="replace").splitlines() if "changelog records of" in line]
+    if restored:  # "restored N active changelog records of P partitions in S s (U µs a record)"
+        rows.append(("bulk restore, as the worker logged it", restored[-1].split("restored ", 1)[1]))
+    return rows
 
 
 async def _two_workers(backlog: Backlog, workdir: Path, one_cpu_us: float, customers: int) -> list[tuple[str, str]]:

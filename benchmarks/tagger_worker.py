@@ -2,12 +2,15 @@
 
     python -m benchmarks.tagger_worker CLOCK_FILE     # settings from TAGSTREAM_* as for the tagger
 
-Only the clock differs from `services.tagger.commands.tagger` (see benchmarks/clock.py for why).
+Only the clock differs from `services.tagger.commands.tagger` (see benchmarks/clock.py for why), and
+the log level: warnings unless TAGSTREAM_BENCH_LOG_LEVEL says otherwise (the scale benchmark's
+recovery reads the bulk restore's info line).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +27,8 @@ def main(argv: list[str]) -> int:
     tagger = build_app(load_settings(), FileClock(Path(clock_file)), CollectorRegistry())
     asyncio.run(tagger.create_topics())
     tagger.exit_if_stopping_hangs()
-    TaggerWorker(tagger.app, loglevel="WARNING").execute_from_commandline()
+    level = os.environ.get("TAGSTREAM_BENCH_LOG_LEVEL", "WARNING")
+    TaggerWorker(tagger.app, loglevel=level).execute_from_commandline()
     return 0
 
 

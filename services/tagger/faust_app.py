@@ -12,15 +12,17 @@ import faust.transport
 from faust.types import TableT
 
 from services.runtime.files import private_directory
-from services.runtime.kafka import min_insync_replicas, send_keyed
+from services.runtime.kafka import client_options, min_insync_replicas, send_keyed
 from services.runtime.settings import Settings
 from services.tagger.faust_compat import (
     TRANSPORT_SCHEME,
     Delivery,
     TaggerFaustApp,
+    TaggerTableManager,
     TaggerTransport,
     kafka_producer,
 )
+from services.tagger.restore import ChangelogRestore
 
 RAW_TOPIC: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 """Every topic the tagger touches carries bytes it (de)serialises itself."""
@@ -38,6 +40,10 @@ def faust_app(settings: Settings) -> TaggerFaustApp:
     app = TaggerFaustApp(
         tagger.app_id,
         delivery=Delivery(direct=tagger.direct_delivery, revoke_wait_s=tagger.revoke_wait_s),
+        changelog_restore=ChangelogRestore(client_options(settings.kafka), batch_records=tagger.restore_batch_records)
+        if tagger.bulk_restore
+        else None,
+        TableManager=TaggerTableManager,
         broker=[f"{TRANSPORT_SCHEME}://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="rocksdb://" if tagger.store == "rocksdb" else "memory://",
@@ -112,8 +118,6 @@ def _credentials(settings: Settings) -> Any:
     kafka = settings.kafka
     if kafka.security_protocol == "PLAINTEXT":
         return None
-    from services.runtime.kafka import client_options
-
     options = client_options(kafka)
     if kafka.sasl_mechanism is not None:
         return faust.SASLCredentials(

@@ -43,7 +43,9 @@ entry-point namespace) changes five things in faust's aiokafka consumer:
 
 The producer (`TaggerProducer`) is idempotent (see its docstring). `LocalStore` reads and writes the
 table's local store per partition and batch, and `mark_persisted` keeps faust's changelog bookkeeping,
-as faust does per message.
+as faust does per message. Recovery (`TaggerRecovery`, through faust's `TableManager` setting) first
+restores each changelog partition in bulk (services/tagger/restore.py), then lets faust's recovery
+read what is left.
 About 500 lines on purpose: the fence is one module, its PINS list alone is 100 and the delivery
 loop with its copied per-message part 130.
 """
@@ -55,26 +57,33 @@ import hashlib
 import importlib
 import inspect
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 from faust.stores.rocksdb import Store as RocksDBStore
+from faust.tables.manager import TableManager
+from faust.tables.recovery import Recovery
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Producer as AIOKafkaFaustProducer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import TP, TableT
 from faust.types.stores import StoreT
+from faust.types.transports import ConsumerT
 from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
+from mode.services import ServiceTask
 from rocksdict import WriteBatch
 
 from services.runtime.partitioning import partition_for
 from services.tagger.delivery import SourceBatches
+from services.tagger.restore import ChangelogBatch, ChangelogRestore, Span
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +213,38 @@ PINS: tuple[Pin, ...] = (
         "mark_persisted does per batch what this does per message",
     ),
     Pin(
+        "faust.tables.manager:TableManager.recovery",
+        "f0bf5de78b4c3d235c3554010480f407010ccb7c481c68852a985542b952df32",
+        "TaggerTableManager.recovery builds TaggerRecovery the same way: port any new argument",
+    ),
+    Pin(
+        "faust.tables.recovery:Recovery._restart_recovery",
+        "6bd8a8558a2dffe4c60b8150f23d721baa6b3d658367f911a3ad2187e20efc6f",
+        "TaggerRecovery restores in `_build_offsets`: check the actives' highwaters are still built before it, "
+        "that it runs under `_wait` with `broker_request_timeout` (RESTORE_SHARE of it), and that reading "
+        "still starts from the offsets it leaves",
+    ),
+    Pin(
+        "faust.tables.recovery:Recovery._build_offsets",
+        "27eec86be06cb51f66dfd2572be2f9b41acd22c3570239bb5c554bd94e59a1d6",
+        "TaggerRecovery._build_offsets extends it: check `destination` still ends as the last offset applied",
+    ),
+    Pin(
+        "faust.tables.recovery:Recovery._wait",
+        "ec7429b70176f8c688545780fdd6751714a1fa2ed247a9c0236adf9c99f16a53",
+        "a timeout of `_wait` ends the recovery service (ServiceStopped): the restore stops at RESTORE_SHARE of it",
+    ),
+    Pin(
+        "faust.stores.rocksdb:Store.persisted_offset",
+        "6f2e502fb86043a1cf0adca5c2fffb197579db01b31dbba3b0415aaacc35a2ed",
+        "LocalStore.restore writes the offset as set_persisted_offset does (str(offset).encode() under offset_key)",
+    ),
+    Pin(
+        "faust.stores.rocksdb:Store.apply_changelog_batch",
+        "ea3344d369fc4ab5e3cdace30565691136035a463acb7b2551fdc0b8af71643b",
+        "LocalStore.restore writes what this writes for the same records (raw key, value; a tombstone deletes)",
+    ),
+    Pin(
         "faust.transport.producer:ProducerBuffer.flush_atmost",
         "4966e8c5f9b42eb97abe3f93cbc9bc566a22bdea01ae5328c5a6593414820323",
         "the changelog bypasses faust's producer buffer because its pre-commit flush gives up after 0.1 s",
@@ -223,8 +264,12 @@ class TaggerFaustApp(faust.App):
     """faust's App, carrying the options of the consumer its transport creates: faust instantiates
     the consumer itself, and the app is its only link to configuration."""
 
-    def __init__(self, id: str, *, delivery: Delivery, **options: Any) -> None:
+    def __init__(
+        self, id: str, *, delivery: Delivery, changelog_restore: ChangelogRestore | None = None, **options: Any
+    ) -> None:
         self.delivery = delivery
+        self.changelog_restore = changelog_restore
+        """The bulk restore `TaggerRecovery` runs first; None: faust's recovery alone."""
         self.source_batches: SourceBatches | None = None
         """Set by whoever processes the source topics in batches, before the app starts."""
         super().__init__(id, **options)
@@ -282,6 +327,24 @@ class LocalStore:
                 if key != skip:
                     yield partition, key, value
 
+    @property
+    def restorable(self) -> bool:
+        """A store `restore` writes to (RocksDB; the memory store starts empty and faust fills it)."""
+        return self._rocks is not None
+
+    def restore(self, partition: int, batch: ChangelogBatch) -> None:
+        """Write a run of `partition`'s changelog and the offset it reaches in one write batch: the
+        store never records an offset past its data (faust's own recovery writes the two apart)."""
+        assert self._rocks is not None, "restore needs a RocksDB store (see `restorable`)"
+        writes = WriteBatch(raw_mode=True)
+        for key, value in batch.changes.items():
+            if value is None:
+                writes.delete(key)
+            else:
+                writes.put(key, value)
+        writes.put(self._rocks.offset_key, str(batch.offset).encode())  # as set_persisted_offset writes it
+        self._rocks._db_for_partition(partition).write(writes)
+
     def write(self, records: Mapping[int, Iterable[tuple[bytes, bytes]]]) -> None:
         """Write each partition's records (key, value), in one write batch per partition's database."""
         for partition, pairs in records.items():
@@ -298,6 +361,84 @@ def mark_persisted(table: TableT[bytes, bytes], changelog: TP, offset: int) -> N
     """Record that the local store holds the changelog up to `offset`, as faust does per message
     (`Collection._on_changelog_sent`), so recovery reads only what is newer."""
     cast("StoreT[bytes, bytes]", table.data).set_persisted_offset(changelog, offset)
+
+
+RESTORE_SHARE = 0.8
+"""Of faust's `broker_request_timeout`: how long a bulk restore may run. faust runs `_build_offsets` under
+that timeout, and its expiry ends the recovery service for good; what the restore leaves, faust reads."""
+
+
+class TaggerRecovery(Recovery):
+    """faust's recovery, each changelog partition first restored in bulk (services/tagger/restore.py).
+
+    faust builds the offsets recovery starts from in `_build_offsets` (the store's persisted offset, or
+    the log's start), for the active partitions once their highwaters are known, then for the
+    standbys. The override restores each partition from there with `ChangelogRestore` and moves the
+    offset to what it wrote, so faust's recovery then finds nothing (or a tail) to read. Actives stop
+    at faust's highwater (its consistency check fails an offset past it); standbys at the end, which
+    faust's standby highwater, built later, cannot be below. Standbys are restored before the worker
+    is ready too: faust would otherwise read them one record at a time after it, and a standby
+    promoted before it caught up would restore the rest as an active.
+
+    Nothing is written once a rebalance begins (faust's `rebalancing_count` moves, on the consumer's
+    thread, before any store is revoked on this loop); faust then cancels this step and recovers again.
+    """
+
+    async def _build_offsets(self, consumer: ConsumerT, tps: set[TP], destination: Counter[TP], title: str) -> None:
+        started = time.perf_counter()
+        await super()._build_offsets(consumer, tps, destination, title)
+        app = self.app
+        restore = app.changelog_restore if isinstance(app, TaggerFaustApp) else None
+        if restore is None:
+            return
+        stores = {tp: LocalStore(cast("TableT[bytes, bytes]", self.tp_to_table[tp])) for tp in tps}
+        highwaters = self.active_highwaters if destination is self.active_offsets else None
+        spans = {
+            TopicPartition(tp.topic, tp.partition): Span(
+                start=max(destination[tp], -1) + 1,  # the last offset applied, -1 for none
+                stop=None if highwaters is None else highwaters[tp] + 1,
+            )
+            for tp, store in stores.items()
+            if store.restorable
+        }
+        spans = {tp: span for tp, span in spans.items() if span.stop is None or span.start < span.stop}
+        if not spans:  # actives already current: no client started
+            return
+        rebalances = app.rebalancing_count
+
+        def still_ours() -> bool:
+            return app.rebalancing_count == rebalances and not self.signal_recovery_start.is_set()
+
+        def write(tp: TopicPartition, batch: ChangelogBatch) -> None:
+            stores[TP(tp.topic, tp.partition)].restore(tp.partition, batch)
+
+        deadline_s = app.conf.broker_request_timeout * RESTORE_SHARE - (time.perf_counter() - started)
+        restored = await restore.run(spans, write, still_ours=still_ours, deadline_s=deadline_s)
+        for tp, offset in restored.offsets.items():
+            destination[TP(tp.topic, tp.partition)] = offset
+        if restored.records or not restored.complete:
+            log.info(
+                "restored %d %s changelog records of %d partitions in %.1f s, %.1f s of CPU (%.0f µs, %.0f µs of CPU a "
+                "record)%s",
+                restored.records,
+                title,
+                len(spans),
+                restored.seconds,
+                restored.cpu_seconds,
+                restored.seconds * 1e6 / max(1, restored.records),
+                restored.cpu_seconds * 1e6 / max(1, restored.records),
+                "" if restored.complete else "; faust's recovery reads the rest",
+            )
+
+
+class TaggerTableManager(TableManager):
+    """faust's table manager with `TaggerRecovery` (faust's `TableManager` setting selects it)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = TaggerRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 def kafka_producer(app: faust.App) -> AIOKafkaProducer:
@@ -523,6 +664,10 @@ def source_of(target: str) -> str:
     found: Any = importlib.import_module(module_name)
     for name in qualified.split("."):
         found = getattr(found, name)
+    if isinstance(found, property):
+        found = found.fget
+    elif isinstance(found, ServiceTask):  # a `@Service.task` method
+        found = found.fun
     return inspect.getsource(found)
 
 

@@ -44,7 +44,14 @@ def test_the_kafka_benchmark_refuses_an_unknown_row(kafka_bootstrap: str) -> Non
 
 def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_bootstrap: str, redis_url: str) -> None:
     done = run_benchmark(
-        kafka_bootstrap, "benchmarks.scale", "--customers", "120", "--events-per-customer", "3", redis_url=redis_url
+        kafka_bootstrap,
+        "benchmarks.scale",
+        "--customers",
+        "120",
+        "--events-per-customer",
+        "3",
+        "--compare-faust-restore",
+        redis_url=redis_url,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for measure in (
@@ -54,7 +61,10 @@ def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_boot
         "| longest Redis command of that query (Redis blocked) |",
         "| backfill of a new group (",
         "| tagger RSS growth during the backfill | +",
+        "| recovery after losing the local disk (start -> ready; faust's recovery alone) |",
         "| recovery after losing the local disk (start -> ready) |",
+        "| worker CPU from start to ready |",
+        "| bulk restore, as the worker logged it | ",
         "| projector CPU per event (its own process, until current) |",
         "| two workers' CPU per event (both, standby copies kept), vs one worker's |",
         "| standby takeover: one of two workers stopped -> a new order in every partition tagged |",

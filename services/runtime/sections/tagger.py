@@ -50,6 +50,19 @@ class TaggerSettings(Section):
         "four tasks per message when nothing can block the hand-over (services/tagger/faust_compat.py); false: "
         "through faust's `wait_first`, as in faust's own loop. Source records always go over in batches",
     )
+    bulk_restore: bool = Field(
+        default=True,
+        description="restore the table's changelog into RocksDB in large batches before faust's recovery, which "
+        "then reads only what is left (services/tagger/restore.py); false: faust's recovery alone, one record "
+        "at a time (~10x the CPU per record)",
+    )
+    restore_batch_records: int = Field(
+        default=20_000,
+        ge=100,
+        le=1_000_000,
+        description="changelog records per fetch of the bulk restore, written as one RocksDB write batch per "
+        "partition (~1 KB each held meanwhile); a store's offset moves once per batch",
+    )
     batch_within_s: float = Field(
         default=0.001,
         gt=0,
