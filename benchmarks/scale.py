@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -300,7 +301,10 @@ async def _backfill(backlog: Backlog, launched: Launched, customers: int) -> lis
         peak = max(peak, _rss_bytes(worker))
         polls += 1
         if polls % 5 == 0:  # a scrape costs the worker ~10 ms: every 0.5 s, the RSS every 0.1 s
-            now = _metrics(launched)
+            try:
+                now = _metrics(launched)
+            except (TimeoutError, urllib.error.URLError):  # a worker busy on a loaded machine: the next poll
+                continue
             done = now["tagstream_backfill_customers_total"] - before["tagstream_backfill_customers_total"]
             if done >= customers and now["tagstream_backfill_remaining"] == 0:
                 break
