@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-floors", dest="floors", action="store_false", help="skip the passthrough rows")
     parser.add_argument("--no-latency", dest="latency", action="store_false", help="skip the latency run")
     parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="events/s of the latency run (default: half the tagger's median rate): two checkouts "
+        "(--workers-from) compared at one rate",
+    )
+    parser.add_argument(
         "--workers-from",
         type=Path,
         help="run the rows' workers from another checkout (with its own .venv): an older tagger on this "
@@ -95,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rows: unknown {unknown}; choose from {', '.join(ROWS)}")
     if not 1 <= args.rounds <= 20 or not 1 <= args.customers <= args.events <= 10_000_000:
         parser.error("--rounds must be 1-20, and 1 <= --customers <= --events <= 10,000,000")
+    if args.latency_rate is not None and not 1 <= args.latency_rate <= 1_000_000:
+        parser.error("--latency-rate must be 1-1,000,000 events/s")
     if "quixstreams" in rows and not _installed("quixstreams"):
         parser.exit(2, "the quixstreams row needs the bench extra, in its own venv (docs/performance.md)\n")
     build = engine_build()
@@ -125,7 +133,11 @@ async def run(bootstrap: str, args: argparse.Namespace, rows: list[str]) -> int:
                     file=sys.stderr,
                 )
         floors = await _floors(backlog, lines) if args.floors else []
-        latency = await _latency(backlog, lines, workdir, runs) if args.latency and "tagger" in rows else None
+        latency = (
+            await _latency(backlog, lines, workdir, runs, args.latency_rate)
+            if args.latency and "tagger" in rows
+            else None
+        )
     _report(args, rows, runs, floors, latency, expected.change_count, load)
     return 0 if all(found.check.ok for found in runs) else 1
 
@@ -203,7 +215,8 @@ def _report(
         print(f"floor, {label}: {rate:,.0f} events/s, {cpu:.0f} µs CPU per event")
     if latency is not None:
         print(
-            f"tagger event -> tag change latency at {latency.rate:,.0f} events/s (half its median rate; sent at "
+            f"tagger event -> tag change latency at {latency.rate:,.0f} events/s "
+            f"({'set' if args.latency_rate else 'half its median rate'}; sent at "
             f"{latency.sent_rate:,.0f}/s), {latency.changes:,} changes: p50 {latency.p50 * 1000:.0f} ms, "
             f"p99 {latency.p99 * 1000:.0f} ms, max {latency.longest * 1000:.0f} ms; "
             f"second half of the run: p50 {latency.later_p50 * 1000:.0f} ms, p99 {latency.later_p99 * 1000:.0f} ms"
@@ -340,10 +353,14 @@ class Latency:
     changes: int
 
 
-async def _latency(backlog: Backlog, lines: list[bytes], workdir: Path, runs: list[RowRun]) -> Latency:
-    """The workload sent at half the tagger's median rate to a ready tagger; for each tag change the
-    time from its event's send to the change's record timestamp (set when the tagger sends it)."""
-    rate = statistics.median(found.events_per_s for found in runs if found.row == "tagger") / 2
+async def _latency(
+    backlog: Backlog, lines: list[bytes], workdir: Path, runs: list[RowRun], rate: float | None
+) -> Latency:
+    """The workload sent at `rate` (by default half the tagger's median rate) to a ready tagger; for
+    each tag change the time from its event's send to the change's record timestamp (set when the
+    tagger sends it)."""
+    if rate is None:
+        rate = statistics.median(found.events_per_s for found in runs if found.row == "tagger") / 2
     events_topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
     await ensure_topics(_kafka(backlog), [events_topic], kept_forever=[events_topic])  # see _backlog
     launched = await launch("tagger", backlog, workdir, events_topic)
