@@ -48,12 +48,8 @@ class Checkpoint:
         topics: TopicNames,
         metrics: TaggerMetrics,
         index: CustomerIndex,
-        *,
-        after: Checkpoint | None = None,
     ) -> None:
         self._app = app
-        self._after = after
-        """The previous batch's checkpoint while its commit is in flight: its states are read first."""
         self._table = table
         self._topics = topics
         self._metrics = metrics
@@ -75,11 +71,9 @@ class Checkpoint:
         self._read = self._store.reader(partition)
 
     def load(self, customer_id: str) -> bytes | None:
-        """The customer's state as of this batch: its latest result here, else in the previous batch's
-        checkpoint (`after`), else the one stored in the partition being read (`reading`)."""
+        """The customer's state as of this batch: its latest result here, else the one stored in the
+        partition being read (`reading`)."""
         pending = self._latest.get(customer_id)
-        if pending is None and self._after is not None:
-            pending = self._after._latest.get(customer_id)
         if pending is not None:
             return pending[1]
         return self._read(customer_id.encode())
@@ -107,11 +101,7 @@ class Checkpoint:
     async def commit(self) -> dict[TP, int]:
         """Steps 1 and 2 of the protocol (the module's docstring); returns once both are acknowledged,
         with each source partition's position now stored (the offsets step 3 may commit). The
-        checkpoint is empty afterwards and can take the next batch.
-
-        Runs only once the checkpoint it was reading on top of (`after`) is committed: its states are
-        stored by then."""
-        self._after = None
+        checkpoint is empty afterwards and can take the next batch."""
         if self._outgoing:  # sent as record batches, one or a few per partition
             self._sends.extend(await send_changes(self._app, self._table, self._topics.tag_changes, self._outgoing))
         if self._sends:

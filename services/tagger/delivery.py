@@ -63,7 +63,6 @@ class SourceBatches:
         self._room = asyncio.Event()
         self._room.set()
         self._inflight: asyncio.Task[Any] | None = None
-        self._trailing: asyncio.Task[Any] | None = None
         self._stored: dict[TP, int] = {}
 
     def stored(self, positions: Mapping[TP, int]) -> None:
@@ -144,35 +143,21 @@ class SourceBatches:
             self._inflight = None
         return True
 
-    def trail(self, commit: asyncio.Task[Any]) -> None:
-        """A batch's commit, left running while the next batch is processed (`run`): `quiesce` waits
-        for it too."""
-        self._trailing = commit
-
     async def quiesce(self, timeout: float) -> None:
-        """Drop what is queued and wait for the batch in flight and the commit trailing it; cancel them
-        after `timeout` seconds."""
+        """Drop what is queued and wait for the batch in flight; cancel it after `timeout` seconds."""
         dropped = self.drop()
-        tasks = [task for task in (self._inflight, self._trailing) if task is not None and not task.done()]
-        if not tasks:
+        task = self._inflight
+        if task is None or task.done():
             if dropped:
                 log.info("dropped %d fetched records not yet processed; they are read again", dropped)
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # the batch first: it may start the commit of what it processed, which is then waited for too
-        await asyncio.wait(tasks, timeout=timeout)
-        trailing = self._trailing
-        if trailing is not None and not trailing.done() and trailing not in tasks:
-            await asyncio.wait([trailing], timeout=max(0.0, deadline - loop.time()))
-        late = [task for task in (self._inflight, self._trailing) if task is not None and not task.done()]
-        if late:
+        done, _ = await asyncio.wait([task], timeout=timeout)
+        if not done:
             log.warning(
                 "the batch in flight is not done after %.0fs (TAGSTREAM_TAGGER__REVOKE_WAIT_S): cancelled; its "
                 "messages are not committed and will be read again",
                 timeout,
             )
-            for task in late:
-                task.cancel()
-            await asyncio.wait(late)
+            task.cancel()
+            await asyncio.wait([task])
         self.drop()  # what the consumer queued while the batch finished

@@ -29,7 +29,7 @@ entry-point namespace) changes five things in faust's aiokafka consumer:
    offset twice, `consecutive_numbers` ends a run at a repeat and the commit crawls; the override
    drops repeats first and cannot commit an unacknowledged offset (tests/unit/test_tagger_consumer.py).
 4. Rebalances and stops: `wait_empty` first quiesces the hand-over (drops what is queued, waits for
-   the batch in flight and its commit, cancels them after `Delivery.revoke_wait_s`) and commits the positions stored,
+   the batch in flight, cancels it after `Delivery.revoke_wait_s`) and commits the positions stored,
    so no revoked partition is processed or committed here once its assignment moves; then it waits
    for faust's own unacknowledged messages, bounded by the same limit (upstream waits for ever: an
    agent blocked on a dead leader held a worker in a rebalance for minutes, deaf to SIGTERM).

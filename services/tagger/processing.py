@@ -13,7 +13,6 @@ import logging
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import faust
 from aiokafka.errors import KafkaError
@@ -74,97 +73,25 @@ class BatchProcessor:
         self.batches = batches
         self.backfill_chunk = backfill_chunk
         self.backfill_pause_s = backfill_pause_s
-        self._committing: _Commit | None = None
-        """The last batch's commit, possibly in flight (`_process_and_store`)."""
 
     async def run(self, batches: SourceBatches, size: int, within: float) -> None:
         """Process what the consumer hands over (services/tagger/delivery.py) until the worker stops:
-        up to `size` records at a time, waiting up to `within` seconds to fill a batch.
-
-        Batches are pipelined: a batch is evaluated while the previous one's commit waits for Kafka's
-        acknowledgements (`_process_and_store`), so an event that arrives meanwhile is not held behind
-        them. Commits still run one at a time, in order."""
+        up to `size` records at a time, waiting up to `within` seconds to fill a batch."""
         inbound = self.app.monitor.stream_inbound_time
         while True:
-            taken = await self._next(batches, size, within)
+            taken = await batches.take(size, within)
             now = time.monotonic()
             for tp, _ in taken:
                 inbound[tp] = now  # faust's slow-processing warnings read when each partition last moved
             await batches.run(self._process_and_store(taken, batches))
 
-    async def _next(self, batches: SourceBatches, size: int, within: float) -> list[Batch]:
-        """The next batch; a commit in flight that fails meanwhile (not with a Kafka error, which it
-        handles) raises here, as an unpipelined commit would."""
-        committing = self._committing
-        if committing is None or committing.task.done():
-            if committing is not None and not committing.task.cancelled():
-                committing.task.result()  # raises what the commit raised
-            return await batches.take(size, within)
-        taking = asyncio.ensure_future(batches.take(size, within))
-        try:
-            await asyncio.wait([taking, committing.task], return_when=asyncio.FIRST_COMPLETED)
-            if committing.task.done() and not committing.task.cancelled():
-                committing.task.result()
-            return await taking
-        finally:
-            taking.cancel()  # a no-op once taken; else nothing was taken off the queue
-
     async def _process_and_store(self, taken: Sequence[Batch], batches: SourceBatches) -> None:
-        """Evaluate `taken` on top of the states of the previous batch, whose commit may still be in
-        flight; once that commit is done, start this batch's commit (its changes are sent only after
-        every change before them is acknowledged and their states written).
+        batches.stored(await self.process_or_abandon(taken))
 
-        The previous batch's states are what its commit writes, whatever happens to it: the engine is
-        deterministic, and a commit whose send failed processes its batch again from the same stored
-        states (`_commit`). A previous batch abandoned (a rebalance or a stop) abandons this one too:
-        nothing built on it is stored, and both are read again by whoever owns their partitions."""
-        previous, self._committing = self._committing, None
-        if previous is not None and previous.task.done():
-            previous = None  # its states are stored (or it was abandoned in a rebalance since done)
-        try:
-            checkpoint, stored = await self._evaluate(taken, previous)
-        except _Abandoned:
-            log.warning("leaving %d messages unprocessed after an abandoned batch, to be read again", _count(taken))
-            return
-        except KafkaError as error:
-            if previous is not None and await _settled(previous) is None:
-                return
-            stored_again = await self._again(taken, error)
-            if stored_again is not None:
-                batches.stored(stored_again)
-            return
-        if previous is not None and await _settled(previous) is None:
-            log.warning("leaving %d messages unprocessed after an abandoned batch, to be read again", _count(taken))
-            return
-        batches.stored(stored)
-        commit = asyncio.ensure_future(self._commit(checkpoint, taken, batches))
-        batches.trail(commit)
-        self._committing = _Commit(commit, checkpoint)
-
-    async def _commit(
-        self, checkpoint: Checkpoint, taken: Sequence[Batch], batches: SourceBatches
-    ) -> dict[TP, int] | None:
-        """A pipelined batch's commit; after a Kafka error, the batch processed again (`process_or_abandon`).
-        Returns the positions stored, or None when the batch was abandoned."""
-        try:
-            stored: dict[TP, int] | None = await checkpoint.commit()
-        except KafkaError as error:
-            stored = await self._again(taken, error)
-        if stored is not None:
-            batches.stored(stored)
-        return stored
-
-    async def _again(self, taken: Sequence[Batch], error: KafkaError) -> dict[TP, int] | None:
-        if self._abandoning(taken, error):
-            return None
-        log.warning("processing a batch failed (%r); again in 0.1s", error)
-        await asyncio.sleep(0.1)
-        return await self.process_or_abandon(taken)
-
-    async def process_or_abandon(self, batches: Sequence[Batch]) -> dict[TP, int] | None:
-        """`_process`, again after a Kafka send failed; abandoned (None: nothing stored) once a
-        rebalance or a stop is under way. Returns each partition's position stored with the states
-        (what may be committed).
+    async def process_or_abandon(self, batches: Sequence[Batch]) -> dict[TP, int]:
+        """`_process`, again after a Kafka send failed; abandoned (nothing stored) once a rebalance or a
+        stop is under way. Returns each partition's position stored with the states (what may be
+        committed).
 
         A send fails when a leader died and the producer's metadata stayed stale past its request
         timeout. Processing the batch again is safe: its states were not written, and the engine
@@ -176,37 +103,24 @@ class BatchProcessor:
             try:
                 return await self._process(batches)
             except KafkaError as error:
-                if self._abandoning(batches, error):
-                    return None
+                if self.app.rebalancing or self.app.should_stop:
+                    log.warning(
+                        "leaving %d messages unprocessed, to be read again (a rebalance or stop is under way): %r",
+                        sum(len(records) for _, records in batches),
+                        error,
+                    )
+                    return {}
                 log.warning("processing a batch failed (%r); again in %.1fs", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _abandoning(self, batches: Sequence[Batch], error: KafkaError) -> bool:
-        if not (self.app.rebalancing or self.app.should_stop):
-            return False
-        log.warning(
-            "leaving %d messages unprocessed, to be read again (a rebalance or stop is under way): %r",
-            _count(batches),
-            error,
-        )
-        return True
-
     async def _process(self, batches: Sequence[Batch]) -> dict[TP, int]:
-        """Process fetched records through a `Checkpoint`, unpipelined; returns the positions stored."""
-        checkpoint, stored = await self._evaluate(batches, None)
-        stored.update(await checkpoint.commit())
-        return stored
-
-    async def _evaluate(self, batches: Sequence[Batch], previous: _Commit | None) -> tuple[Checkpoint, dict[TP, int]]:
-        """Take fetched records through the core into a `Checkpoint` reading on top of `previous`'s
-        (whose commit may be in flight); returns it, uncommitted, and the positions stored meanwhile
-        (a partition sync commits what came before it, after `previous`).
+        """Process fetched records through a `Checkpoint`; returns the positions it stored.
 
         A partition where records were skipped (services/tagger/offsets.py) is sought back to the
         first missing offset, and the rest of its records here dropped, to be read again in order.
         """
-        checkpoint = self._checkpoint(previous.checkpoint if previous is not None else None)
+        checkpoint = self._checkpoint()
         stored: dict[TP, int] = {}
         rewinding: set[TP] = set()
         outcomes: Tally[tuple[str, str]] = Tally()
@@ -228,18 +142,15 @@ class BatchProcessor:
                 self.offsets.processed(tp, record.offset)
                 checkpoint.position(tp, record.offset)
                 if result.sync is not None:
-                    if previous is not None:  # a backfill reads the stored states: the batch before first
-                        if await _settled(previous) is None:
-                            raise _Abandoned()
-                        previous = None
                     stored.update(await checkpoint.commit())
                     checkpoint = self._checkpoint()
                     await self._sync(record, result.sync)
                     checkpoint.reading(tp.partition)
                     continue
                 await checkpoint.add(record.partition, record.key, record.timestamp / 1000.0, result)
+        stored.update(await checkpoint.commit())
         self.metrics.count_batch(outcomes, seconds)
-        return checkpoint, stored
+        return stored
 
     async def rewind(self, tp: TP, offset: int) -> None:
         """Read a partition again from `offset`: nothing fetched after it before the seek is processed."""
@@ -247,8 +158,8 @@ class BatchProcessor:
         if self.batches is not None:
             self.batches.drop([tp])
 
-    def _checkpoint(self, after: Checkpoint | None = None) -> Checkpoint:
-        return Checkpoint(self.app, self.table, self.topics, self.metrics, self.index, after=after)
+    def _checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.app, self.table, self.topics, self.metrics, self.index)
 
     def _handle(self, record: SourceRecord, checkpoint: Checkpoint) -> Result:
         incoming = Incoming(
@@ -338,33 +249,6 @@ class BatchProcessor:
         records = {partition: [(marker_key(partition), value)] for partition in sorted(partitions)}
         LocalStore(self.table).write(records)
         return records
-
-
-@dataclass(frozen=True, slots=True)
-class _Commit:
-    """A batch's commit as a task of its own, and the checkpoint the next batch reads on top of."""
-
-    task: asyncio.Task[dict[TP, int] | None]
-    checkpoint: Checkpoint
-
-
-class _Abandoned(Exception):
-    """The batch before this one was abandoned (a rebalance or a stop): nothing built on it is stored."""
-
-
-async def _settled(commit: _Commit) -> dict[TP, int] | None:
-    """Wait for a commit; None if it was abandoned, or cancelled by a revocation (`SourceBatches.quiesce`)."""
-    try:
-        return await asyncio.shield(commit.task)
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if commit.task.cancelled() and not (current is not None and current.cancelling()):
-            return None
-        raise
-
-
-def _count(batches: Sequence[Batch]) -> int:
-    return sum(len(records) for _, records in batches)
 
 
 def marker_key(partition: int) -> bytes:

@@ -137,36 +137,3 @@ async def test_the_processor_being_stopped_is_not_taken_for_an_abandoned_batch()
 def test_a_hand_over_with_no_room_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one record"):
         SourceBatches(["events"], limit=0)
-
-
-async def test_a_revocation_waits_for_the_commit_trailing_the_last_batch() -> None:
-    batches = SourceBatches(["events"], limit=100)
-    acknowledged = asyncio.Event()
-
-    async def commit() -> None:
-        await acknowledged.wait()  # the last batch's changes waiting on Kafka, its batch done
-        batches.stored({EVENTS_0: 5})
-
-    batches.trail(asyncio.ensure_future(commit()))
-    quiescing = asyncio.ensure_future(batches.quiesce(timeout=5))
-    await asyncio.sleep(0.01)
-    assert not quiescing.done()  # the assignment may not move while a commit is in flight
-    acknowledged.set()
-    await asyncio.wait_for(quiescing, 1)
-    assert batches.committable() == {EVENTS_0: 5}
-
-
-async def test_a_revocation_cancels_a_batch_and_the_commit_before_it_past_the_limit() -> None:
-    batches = SourceBatches(["events"], limit=100)
-
-    async def stuck() -> None:
-        await asyncio.Event().wait()  # a send that never completes (a dead leader)
-
-    commit = asyncio.ensure_future(stuck())
-    batches.trail(commit)
-    running = asyncio.ensure_future(batches.run(stuck()))
-    await asyncio.sleep(0)
-    await asyncio.wait_for(batches.quiesce(timeout=0.05), 1)
-    assert await running is False
-    assert commit.cancelled()
-    assert batches.committable() == {}

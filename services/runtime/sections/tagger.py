@@ -120,8 +120,8 @@ class TaggerSettings(Section):
         default=30.0,
         gt=0,
         le=600,
-        description="on a rebalance or stop, longest wait for the batch in flight and its commit; then they are "
-        "cancelled, their positions neither stored nor committed (read again by the partition's next owner)",
+        description="on a rebalance or stop, longest wait for the batch in flight; then it is cancelled, its "
+        "positions neither stored nor committed (read again by the partition's next owner)",
     )
     shutdown_timeout_s: float = Field(
         default=25.0, gt=0, le=600, description="after SIGTERM the worker exits (code 1) if still stopping by then"
