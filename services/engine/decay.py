@@ -41,6 +41,8 @@ from services.engine.zone import DayZone
 
 UNIT: Final = Decimal(1).scaleb(-SCORE_PLACES)
 _SCALE: Final = 10.0**SCORE_PLACES
+_UNDERFLOW: Final = 2.0**-1000
+"""Above what a power and a product lose to underflow, relative to the mass they scale (< 2 ** -1021)."""
 
 
 def exact(days: dict[int, int], at_us: int, half_life_us: int, zone: DayZone, masses: dict[int, Decimal]) -> Decimal:
@@ -90,7 +92,10 @@ def _decayed(mass: float, error: float, pending: int, age_us: int, half_life_us:
     factor = 2.0**-exponent
     part = mass * factor
     value = part + pending
-    return value, error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * ULP
+    # the relative bounds fail where the power underflows (to a subnormal or to 0: -18 points two
+    # months on at a one-hour half-life read exactly 0.0): an absolute term covers what is lost there,
+    # far below any other term elsewhere
+    return value, error * factor + (abs(part) * (exponent + 6.0) + abs(value)) * ULP + abs(mass) * _UNDERFLOW
 
 
 def decide(found: Approx, level: float) -> int:

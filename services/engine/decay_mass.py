@@ -74,14 +74,26 @@ def mass_of(days: dict[int, int], last: int, half_life_us: int, zone: DayZone, m
 
 def approx_mass(days: dict[int, int], last: int, half_life_us: int, zone: DayZone, masses: dict[int, Approx]) -> Approx:
     """`mass_of` in floats, with its error bound: each step's product and sum rounded, its power off by
-    a few units in the last place plus its exponent's own rounding, scaled by the exponent."""
+    a few units in the last place plus its exponent's own rounding, scaled by the exponent. Continued
+    from the latest mass kept in `masses` before `last`, as `mass_of` is: the same steps from the same
+    values, so the same bits as from the first day."""
     kept = masses.get(last)
     if kept is not None:
         return kept
+    ordered = sorted([day for day in days if day <= last])
+    start = 0
     mass = 0.0
     error = 0.0
     previous_end = 0
-    for index, day in enumerate(sorted(day for day in days if day <= last)):
+    for index in range(len(ordered) - 1, -1, -1):
+        found = masses.get(ordered[index])
+        if found is not None:
+            start = index + 1
+            mass, error = found
+            previous_end = zone.start(ordered[index] + 1)
+            break
+    for index in range(start, len(ordered)):
+        day = ordered[index]
         end = zone.start(day + 1)
         if index:
             exponent = (end - previous_end) / half_life_us
@@ -92,9 +104,8 @@ def approx_mass(days: dict[int, int], last: int, half_life_us: int, zone: DayZon
         else:
             mass = float(days[day])
         previous_end = end
-    found = (mass, error)
-    masses[last] = found
-    return found
+        masses[day] = (mass, error)
+    return (mass, error)
 
 
 def remembered_day_gaps() -> int:

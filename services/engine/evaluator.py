@@ -37,7 +37,7 @@ from services.engine.schedule import (
     WINDOW_END,
     Fired,
 )
-from services.engine.score_state import fold_scores
+from services.engine.score_state import adopt, fold_scores
 from services.engine.scores import SCORE_TIME, SCORE_WINDOW
 from services.engine.state import CustomerState, earliest
 from services.engine.tagging import add, emit, remove, run, why
@@ -319,6 +319,9 @@ class Engine:
 
     def _advance(self, state: CustomerState, now_us: int) -> list[TagChange]:
         changes: list[TagChange] = []
+        scores = state.agg.scores
+        if scores is not None and self._scores is not None and scores.book is not self._scores:
+            adopt(scores, self._scores)  # before anything reads them: stored keys may predate these definitions
         due = state.due
         plan = self._rulebook.time_plan
         while due:  # nothing due (every event when no rule reads time): not even a call

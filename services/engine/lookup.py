@@ -22,6 +22,7 @@ from services.engine import CustomerState, Engine, RuleBook
 from services.engine.changes import TagChange
 from services.engine.codec import decode
 from services.engine.fingerprint import definition_change
+from services.engine.score_state import adopt
 from services.engine.timeutil import from_us
 from services.engine.windows import EvalContext
 
@@ -29,6 +30,8 @@ from services.engine.windows import EvalContext
 def aggregates_of(state: CustomerState, rulebook: RuleBook, now_us: int) -> CustomerAggregates:
     """The customer's aggregates, and every windowed count the rules read, as evaluated at `now_us`."""
     agg = state.agg
+    if agg.scores is not None and rulebook.scores is not None:
+        adopt(agg.scores, rulebook.scores)  # keys stored before these definitions read as they name them
     ctx = EvalContext(agg, state.tags, now_us, rulebook.zone)
     windows: dict[str, WindowCount] = {}
     for group in rulebook.groups.values():

@@ -25,7 +25,7 @@ from services.engine.conditions import (
 from services.engine.errors import DefinitionError
 from services.engine.profile import BIRTH_DATE
 from services.engine.schedule import TimePlan
-from services.engine.scores import CompiledScore, ScoreBook
+from services.engine.scores import CompiledScore, ScoreBook, compile_scores
 from services.engine.timeutil import DAY_US, date_to_day
 from services.engine.zone import UTC_ZONE, DayZone
 
@@ -120,7 +120,8 @@ class RuleBook:
         problems = _problems(specs, horizon_days, today, zone)
         if problems:
             raise DefinitionError(problems)
-        compiled = {spec.id: _compile_group(spec, zone) for spec in specs}
+        scores_by_group = compile_scores((spec.id, spec.scores or ()) for spec in specs)
+        compiled = {spec.id: _compile_group(spec, zone, scores_by_group.get(spec.id, {})) for spec in specs}
         share_spans(leaf for group in compiled.values() for tag in group.tags if tag.rule for leaf in tag.rule.leaves())
         order = _topological(compiled)
         dependants: dict[str, set[str]] = {group_id: set() for group_id in compiled}
@@ -132,7 +133,8 @@ class RuleBook:
         for group in evaluated:
             for metric in group.metrics:
                 by_metric.setdefault(metric, set()).add(group.id)
-        scores = tuple(score for group in compiled.values() for score in group.scores)
+        # a score defined alike in several groups is one (`compile_scores`): folded once
+        scores = tuple(dict.fromkeys(score for group in compiled.values() for score in group.scores))
         return cls(
             groups=compiled,
             evaluation_order=tuple(evaluated),
@@ -168,8 +170,7 @@ class RuleBook:
         return sorted((group.spec for group in self.groups.values()), key=lambda spec: (spec.order, spec.id))
 
 
-def _compile_group(spec: TagGroup, zone: DayZone) -> CompiledGroup:
-    scores = {score.id: CompiledScore(spec.id, score) for score in spec.scores or ()}
+def _compile_group(spec: TagGroup, zone: DayZone, scores: dict[str, CompiledScore]) -> CompiledGroup:
     tags = tuple(_compile_tag(tag, zone, scores) for tag in spec.ordered_tags())
     leaves = [leaf for tag in tags if tag.rule is not None for leaf in tag.rule.leaves()]
     depends_on = {group for leaf in leaves if leaf.spec.metric is Metric.HAS_TAG for group, _ in _refs(leaf)}

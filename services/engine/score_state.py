@@ -212,7 +212,7 @@ def fold_scores(
     if state is None:
         state = agg.scores = ScoreState(top_day=day)
     if state.book is not book:
-        _forget_undefined(state, book)
+        adopt(state, book)
     moved = 0
     rescheduled = 0
     if day > state.top_day:
@@ -327,14 +327,32 @@ def add_to_windows(
     return crossed
 
 
-def _forget_undefined(state: ScoreState, book: ScoreBook) -> None:
-    """Drop the points of scores the book no longer defines (once per state and book)."""
+def adopt(state: ScoreState, book: ScoreBook) -> None:
+    """Keep only the points of the scores `book` defines (once per state and book). A score kept
+    under another key while it counts alike (`scores.key_base`: per group, as every score was before
+    groups defining one alike shared it, or shared until a second decay set them apart) takes the
+    points of that key: of the one with most days, if several (the same actions folded since the
+    earliest of their definitions)."""
     days_by_key = state.days
-    if len(days_by_key) and not book.keys.issuperset(days_by_key):
-        for key in [key for key in days_by_key if key not in book.keys]:
+    keys = book.keys
+    if len(days_by_key) and not keys.issuperset(days_by_key):
+        stale = sorted([key for key in days_by_key if key not in keys], key=lambda key: (-len(days_by_key[key]), key))
+        for key in sorted(keys.difference(days_by_key)):
+            base = key_base(key)
+            for old in stale:
+                if key_base(old) == base:
+                    days_by_key[key] = dict(days_by_key[old])
+                    state.derived.pop(key, None)
+                    break
+        for key in stale:
             del days_by_key[key]
             state.derived.pop(key, None)
     state.book = book
+
+
+def key_base(key: str) -> str:
+    """A score key without its group, if it has one: what the score counts, whichever groups read it."""
+    return key.partition("/")[2] or key
 
 
 def _prune(state: ScoreState, first_kept_day: int) -> set[str]:

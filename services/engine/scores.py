@@ -17,7 +17,7 @@ When time moves them, and which tags read them, is `score_plan.py`'s.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
@@ -42,12 +42,12 @@ _KINDS: Final[dict[type, int]] = {Click: CLICK, Browse: BROWSE, OrderPaid: ORDER
 class CompiledScore:
     """One score as the fold and the conditions use it."""
 
-    def __init__(self, group_id: str, spec: Score) -> None:
+    def __init__(self, key: str, spec: Score) -> None:
         self.id = spec.id
         self.spec = spec
-        self.key = f"{group_id}/{spec.id}:{score_signature(spec)}"
-        """What the customer's points are kept under: a change of what the score counts (points,
-        products, links) starts it afresh; a change of its decay reads the same points."""
+        self.key = key
+        """What the customer's points are kept under (`compile_scores`): a change of what the score
+        counts (points, products, links) starts it afresh; a change of its decay reads the same points."""
         points = spec.points
         self.click = points.click
         self.browse = points.browse
@@ -133,6 +133,29 @@ class CompiledScore:
         decaying = state.decaying(self.key, self.half_life_us, ctx.zone)
         assert decaying is not None
         return exact(decaying.days, ctx.now_us, self.half_life_us, ctx.zone, decaying.masses)
+
+
+def compile_scores(defined: Iterable[tuple[str, Sequence[Score]]]) -> dict[str, dict[str, CompiledScore]]:
+    """Per group id (of `defined`: each group's id and scores), its compiled scores by id.
+
+    Groups that define a score alike (id, points, products, links and decay) share one, kept under
+    `id:signature` (`score_signature`): its points are folded once, and every group's rules read
+    them. Where groups give one id and counting different decays, each keeps its own, under
+    `group/id:signature` (as every score was kept before they were shared: `score_state.adopt`
+    moves stored points between the two forms)."""
+    listed = [(group_id, spec, f"{spec.id}:{score_signature(spec)}") for group_id, specs in defined for spec in specs]
+    decays: dict[str, set[int]] = {}
+    for _, spec, base in listed:
+        decays.setdefault(base, set()).add(spec.decay.half_life_us if spec.decay is not None else 0)
+    shared: dict[str, CompiledScore] = {}
+    compiled: dict[str, dict[str, CompiledScore]] = {}
+    for group_id, spec, base in listed:
+        key = base if len(decays[base]) == 1 else f"{group_id}/{base}"
+        score = shared.get(key)
+        if score is None:
+            score = shared[key] = CompiledScore(key, spec)
+        compiled.setdefault(group_id, {})[spec.id] = score
+    return compiled
 
 
 def compile_score_condition(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from decimal import ROUND_FLOOR, Context, Decimal
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from services.engine.decay import Decaying, approx, decide, next_flip, rounded
@@ -54,6 +54,7 @@ def scored(days: dict[int, int], half_life_us: int) -> Decaying:
 
 @SETTINGS
 @given(DAYS, HALF_LIVES, st.integers(min_value=0, max_value=60 * DAY_US), LEVELS)
+@example({FIRST_DAY + 9: -18}, 3_600_000_000, 5_165_592_021_621, "0.0001")  # the power underflows to 0.0
 def test_floats_decide_a_comparison_or_the_rounded_score_only_as_the_exact_score_does(
     days: dict[int, int], half_life_us: int, offset_us: int, level: str
 ) -> None:

@@ -936,7 +936,7 @@ def test_incremental_evaluation_equals_full_reevaluation(scenario: Scenario) -> 
 def engine_scores(state: Any, scenario: Scenario) -> dict[str, Any]:
     """The customer's scores as the engine reads them at `scenario.now` (the group `scoring`)."""
     days = state.agg.scores.days if state.agg.scores is not None else {}
-    found = {key.split("/")[1].split(":")[0]: value for key, value in days.items() if key.startswith("scoring/")}
+    found = {score.id: days[score.key] for score in scenario.book.groups["scoring"].scores if score.key in days}
     now_us = _us(scenario.now)
     assert now_us is not None
     zone = day_zone(scenario.zone)

@@ -251,3 +251,71 @@ def test_one_name_field_serves_scores_and_attributes_each_validated_as_its_metri
         Condition(metric="attribute", op="eq", value="gold")
     with pytest.raises(ValidationError, match="takes no name"):
         Condition(metric="order_count", name="intent", op="gte", value=1)
+
+
+def test_groups_defining_a_score_alike_share_its_points_folded_once_and_both_read_them():
+    leads = group("leads", [("keen", [score("recent", "gte", 2, "7d")])], mode="multi", scores=[RECENT])
+    shared = engine(tiers(), leads, tiers_named("alike", RECENT), zone="Asia/Shanghai")
+    assert len(shared.rulebook.scores.scores) == 2  # intent, and recent once for two groups
+    state = shared.new_state("c1")
+    shared.on_event(state, click(when=MONDAY_10AM), MONDAY_10AM)
+    changes = shared.on_event(
+        state, browse(when=MONDAY_10AM + timedelta(minutes=1)), MONDAY_10AM + timedelta(minutes=1)
+    )
+    assert sorted(state.agg.scores.days) == sorted(score.key for score in shared.rulebook.scores.scores)
+    assert state.agg.scores.days[key_of(shared, "recent")] == {SHANGHAI.day(to_us(MONDAY_10AM)): 2}
+    assert {(change.group_id, change.tag_id) for change in changes if change.change == "added"} == {
+        ("leads", "keen"),
+        ("alike", "keen"),
+    }
+
+
+def test_a_state_stored_with_a_score_per_group_reads_its_points_under_the_shared_key():
+    leads = group("leads", [("keen", [score("recent", "gte", 2, "7d")])], mode="multi", scores=[RECENT])
+    shared = engine(tiers(), leads, tiers_named("alike", RECENT), zone="Asia/Shanghai")
+    state = shared.new_state("c1")
+    for minutes in (0, 1, 2):
+        at = MONDAY_10AM + timedelta(minutes=minutes)
+        shared.on_event(state, click(when=at), at)
+    stored = encode(state)
+    # the same customer as the engine kept it before groups shared a score: one key per group
+    key = key_of(shared, "recent")
+    old = decode(stored)
+    points = old.agg.scores.days.pop(key)
+    old.agg.scores.days["leads/" + key] = dict(points)
+    old.agg.scores.days["alike/" + key] = dict(points)
+    old_stored = encode(old)
+    assert old_stored != stored
+    later = MONDAY_10AM + timedelta(days=3)
+    migrated = decode(old_stored)
+    fresh = decode(stored)
+    assert shared.advance(migrated, later) == shared.advance(fresh, later)
+    assert encode(migrated) == encode(fresh)
+    assert shared.next_check_at(migrated) == shared.next_check_at(fresh)
+
+
+def test_groups_giving_one_score_different_decays_keep_it_per_group_and_move_shared_points_there():
+    faster = tiers_named("fast", INTENT | {"decay": {"half_life": "3d"}})
+    alone = engine(tiers(), zone="Asia/Shanghai")
+    state = alone.new_state("c1")
+    alone.on_event(state, click(when=MONDAY_10AM), MONDAY_10AM)
+    (shared_key,) = state.agg.scores.days
+    both = engine(tiers(), faster, zone="Asia/Shanghai")
+    keys = sorted(score.key for score in both.rulebook.scores.scores)
+    assert keys == ["fast/" + shared_key, "intent/" + shared_key]
+    both.advance(state, MONDAY_10AM + timedelta(minutes=1))
+    assert sorted(state.agg.scores.days) == keys
+    assert all(days == {SHANGHAI.day(to_us(MONDAY_10AM)): 1} for days in state.agg.scores.days.values())
+    both.on_event(state, click(when=MONDAY_10AM), MONDAY_10AM + timedelta(minutes=2))
+    assert all(days == {SHANGHAI.day(to_us(MONDAY_10AM)): 2} for days in state.agg.scores.days.values())
+
+
+def tiers_named(group_id: str, defined: dict[str, Any]) -> TagGroup:
+    """A group of one tag on score `defined` (read over 7 days, or as it decays)."""
+    window = None if "decay" in defined else "7d"
+    return group(group_id, [("keen", [score(defined["id"], "gte", 2, window)])], mode="multi", scores=[defined])
+
+
+def key_of(eng: Engine, score_id: str) -> str:
+    (found,) = [score.key for score in eng.rulebook.scores.scores if score.id == score_id]
+    return found
