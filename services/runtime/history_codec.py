@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -100,6 +100,36 @@ def head_number(entry: bytes) -> int | None:
         return _read_varint(entry, 1)[0]
     except IndexError:
         return None
+
+
+def framed(entry: bytes) -> bytes:
+    """The entry as a history string holds it: behind its length."""
+    return _varint(len(entry)) + entry
+
+
+def history_string(entries: Sequence[bytes]) -> bytes:
+    """A customer's history as the read model keeps it (layout 3): the entry count, then each entry
+    framed, oldest first. The projector's script appends to it and cuts the oldest past the limit."""
+    return _varint(len(entries)) + b"".join(framed(entry) for entry in entries)
+
+
+def history_entries(customer_id: str, history: bytes) -> list[bytes]:
+    """The entries of a history string, newest first."""
+    try:
+        count, at = _read_varint(history, 0)
+        entries = []
+        for _ in range(count):
+            size, at = _read_varint(history, at)
+            if at + size > len(history):
+                raise ValueError("an entry is cut short")
+            entries.append(history[at : at + size])
+            at += size
+    except (IndexError, ValueError) as error:
+        raise HistoryEntryInvalid(f"history of customer {customer_id!r}: {error} in {history[:24]!r}") from None
+    if at != len(history):
+        raise HistoryEntryInvalid(f"history of customer {customer_id!r}: {len(history) - at} bytes after its entries")
+    entries.reverse()
+    return entries
 
 
 def unpack_change(customer_id: str, entry: bytes, heads: Mapping[int, bytes] | None = None) -> TagChanged:

@@ -43,7 +43,7 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
-from services.runtime.history_codec import INLINE, MAX_HEAD_BYTES, SplitChange, split_change
+from services.runtime.history_codec import INLINE, MAX_HEAD_BYTES, SplitChange, framed, split_change
 from services.runtime.readmodel import (
     DEFAULT_PREFIX,
     LAST_ORDER_FIELD,
@@ -246,7 +246,7 @@ class Projector:
             us = to_us(change.occurred_at)
             held = held_value(us, change.source, change.group_version)
             field = tag_field(change.group_id, change.tag_id)
-            args.append(f"{change.seq} {change.change} {day(us)} {held} {field}\n".encode() + entry)
+            args.append(f"{change.seq} {change.change} {day(us)} {held} {field}\n".encode() + framed(entry))
         return args
 
     async def _entries(self, splits: Sequence[SplitChange]) -> list[bytes]:

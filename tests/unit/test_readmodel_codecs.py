@@ -9,7 +9,16 @@ import pytest
 
 from schemas.tags import TagChanged
 from services.runtime.bitmaps import bits_in, snapshot_commands
-from services.runtime.history_codec import INLINE, HistoryEntryInvalid, head_number, split_change, unpack_change
+from services.runtime.history_codec import (
+    INLINE,
+    HistoryEntryInvalid,
+    framed,
+    head_number,
+    history_entries,
+    history_string,
+    split_change,
+    unpack_change,
+)
 from services.runtime.readmodel import HeldTag
 from tests.support.history_entries import FORMAT_1_ENTRIES, hostile_changes, shop_change
 
@@ -86,6 +95,33 @@ def test_an_entry_of_another_format_damaged_or_naming_an_unknown_head_is_refused
         unpack_change("c1", entry + b"\x00", {5: split.head})
     with pytest.raises(HistoryEntryInvalid, match="c1"):
         unpack_change("c1", entry[:6], {5: split.head})
+
+
+def test_a_history_string_gives_its_entries_back_newest_first_whatever_their_format_or_length() -> None:
+    change = shop_change()
+    split = split_change(change, _tagger_record(change))
+    entries = [FORMAT_1_ENTRIES[0], split.entry(7), split.entry(INLINE), b"\x02" + b"x" * 300]
+
+    history = history_string(entries)
+
+    assert history_entries("c1", history) == list(reversed(entries))
+    assert history == bytes([len(entries)]) + b"".join(framed(entry) for entry in entries)
+    assert framed(entries[3])[:2] == bytes([0x80 | 301 & 0x7F, 301 >> 7])  # a length past 127 takes two bytes
+    assert unpack_change(change.customer_id, history_entries("c1", history)[1], {}) == change
+    assert history_entries("c1", history_string([])) == []
+
+
+@pytest.mark.parametrize(
+    ("history", "problem"),
+    [
+        (history_string([b"\x02abc"])[:-1], "cut short"),
+        (history_string([b"\x02abc"]) + b"\x00", "1 bytes after its entries"),
+        (b"\x02" + framed(b"\x02abc"), "index out of range"),
+    ],
+)
+def test_a_damaged_history_string_is_refused_naming_the_customer(history: bytes, problem: str) -> None:
+    with pytest.raises(HistoryEntryInvalid, match=f"customer 'c9'.*{problem}"):
+        history_entries("c9", history)
 
 
 def test_a_held_tag_value_round_trips_at_microseconds() -> None:
