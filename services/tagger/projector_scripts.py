@@ -186,8 +186,8 @@ local function write_totals(shared, totals)
 end
 
 -- ARGV[first]: the customer, ARGV[first + 1]: how many changes; then one arg per change,
--- "<seq> <change> <local day> <held value> <group/tag>\\n<framed history entry>" (the held value is
--- "<added µs> <source> <group version>"; only the entry, last, may hold any byte).
+-- "<seq> <change> <local day> <held value> <group/tag>\\n<framed history entry>" (the held value:
+-- readmodel.held_value, one word; only the entry, last, may hold any byte).
 -- Appends each change's outcome to `out`; returns the index after the run.
 local function apply_run(shared, totals, args, first, out)
   local customer_id, n = args[first], tonumber(args[first + 1])
@@ -197,7 +197,7 @@ local function apply_run(shared, totals, args, first, out)
   for a = first + 2, first + 1 + n do
     local line_end = string.find(args[a], '\\n', 1, true)
     local seq_text, change, day, held, field =
-      string.match(string.sub(args[a], 1, line_end - 1), '^(%d+) (%a+) (%-?%d+) (%d+ %S+ %d+) (%S+)$')
+      string.match(string.sub(args[a], 1, line_end - 1), '^(%d+) (%a+) (%-?%d+) (%S+) (%S+)$')
     local seq = tonumber(seq_text)
     if seq == last then
       out[#out + 1] = 'duplicate'

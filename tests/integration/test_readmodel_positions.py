@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from services.runtime.customers import RedisCustomers
 from services.runtime.history_codec import INLINE, split_change
-from services.runtime.readmodel import HeldTag, ReadModel, offset_field
+from services.runtime.readmodel import ReadModel, offset_field
 from services.tagger.marker import Marker
 from services.tagger.projector import Position, Projector
 from tests.support.tag_change_streams import T0, assert_matches_streams, changed, customer_stream, interleave
@@ -177,7 +177,7 @@ async def test_a_read_model_of_layout_2_is_rebuilt_into_layout_3_keeping_dense_i
     gold = changed("c1", 1, "tier", "gold")
     customer_key, history_key = reads.keys.customer("c1"), reads.keys.history("c1")
     await redis_client.hset(
-        customer_key, mapping={"seq": 1, "id": 0, "t:tier/gold": HeldTag(T0, "rule", 1).packed(), "g:tier": 1}
+        customer_key, mapping={"seq": 1, "id": 0, "t:tier/gold": "1767225600000000 rule 1", "g:tier": 1}
     )
     await redis_client.lpush(history_key, split_change(gold).entry(INLINE))
     await redis_client.setbit(reads.keys.bitmap("tier", "gold"), 0, 1)

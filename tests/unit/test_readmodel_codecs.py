@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from schemas.tags import TagChanged
+from schemas.tags import ChangeSource, TagChanged
 from services.runtime.bitmaps import bits_in, snapshot_commands
 from services.runtime.history_codec import (
     INLINE,
@@ -124,11 +124,27 @@ def test_a_damaged_history_string_is_refused_naming_the_customer(history: bytes,
         history_entries("c9", history)
 
 
-def test_a_held_tag_value_round_trips_at_microseconds() -> None:
-    held = HeldTag(added_at=datetime(2026, 2, 28, 16, 0, 0, 123456, tzinfo=UTC), source="import", group_version=7)
+@pytest.mark.parametrize("source", ["rule", "manual", "rule_change", "time", "import"])
+def test_a_held_tag_value_is_one_integer_and_round_trips_at_microseconds(source: ChangeSource) -> None:
+    held = HeldTag(added_at=datetime(2026, 2, 28, 16, 0, 0, 123456, tzinfo=UTC), source=source, group_version=255)
 
+    assert int(held.packed()) < 2**63  # Redis keeps it in the listpack as an int64
     assert HeldTag.unpacked(held.packed()) == held
     assert HeldTag.unpacked(held.packed().encode()) == held
+
+
+@pytest.mark.parametrize(
+    ("added_at", "group_version"),
+    [(datetime(2026, 2, 28, 16, 0, 0, 1, tzinfo=UTC), 256), (datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), 1)],
+)
+def test_a_held_tag_value_past_what_one_integer_holds_is_kept_as_text_of_one_word(
+    added_at: datetime, group_version: int
+) -> None:
+    held = HeldTag(added_at=added_at, source="manual", group_version=group_version)
+
+    assert " " not in held.packed()
+    assert not held.packed().lstrip("-").isdigit()
+    assert HeldTag.unpacked(held.packed()) == held
 
 
 def test_bits_are_numbered_from_the_most_significant_bit_of_the_first_byte_as_redis_does() -> None:
