@@ -1,4 +1,4 @@
-"""How a tag change is kept in a customer's history list in Redis: ~20 bytes for a ~420-byte change.
+"""How a tag change is kept in a customer's history in Redis: ~15 bytes for a ~420-byte change.
 
 A history entry is binary behind a one-byte format tag, so readers fetch it undecoded
 (ReadModel.history) whatever the client's `decode_responses`.
@@ -13,6 +13,11 @@ matched (a small int and the flag in one byte). The head is the change's own JSO
 puts the JSON back together and validates it like any record, and the projector builds an entry from
 the record's bytes without a model dump. A head the table cannot take (full, or too long) is written
 inline (number 0).
+
+Format 3 is format 2 without the instant, for a change at the same instant as the entry before it in
+the customer's history (the changes of one event): the projector writes it for the second and later
+changes of a run, and a history string never starts with one (the script that cuts the oldest entries
+gives the new first one its instant back). `history_entries` hands out format 2 entries only.
 
 Format 1 (written before): the change's JSON without `customer_id` and `schema_version`, deflated with
 a preset dictionary; still read. The dictionary is part of that format.
@@ -50,6 +55,8 @@ _SMALL_INTS = 126
 _INT = re.compile(rb"0|[1-9][0-9]?|1[01][0-9]|12[0-5]")
 
 _FORMAT_1 = b"\x01"
+_FORMAT_2 = b"\x02"
+_FORMAT_3 = b"\x03"
 _DICTIONARY = (
     b'{"group_id":"","tag_id":"","change":"added","change":"removed","source":"rule","source":"time",'
     b'"source":"rule_change","source":"manual","source":"import","reason":{"summary":"","conditions":'
@@ -72,11 +79,15 @@ class SplitChange:
     head: bytes
     body: bytes
 
-    def entry(self, head_number: int) -> bytes:
-        """The entry naming its head by number, or carrying it (INLINE)."""
-        if head_number == INLINE:
-            return b"\x02\x00" + _varint(len(self.head)) + self.head + self.body
-        return b"\x02" + _varint(head_number) + self.body
+    def entry(self, head_number: int, *, same_instant: bool = False) -> bytes:
+        """The entry naming its head by number, or carrying it (INLINE); `same_instant`: of format 3,
+        for a change at the instant of the entry written before it."""
+        body = self.body
+        if same_instant:
+            _, at = _read_varint(body, 0)
+            body = body[:at] + body[_read_varint(body, at)[1] :]
+        head = b"\x00" + _varint(len(self.head)) + self.head if head_number == INLINE else _varint(head_number)
+        return (_FORMAT_3 if same_instant else _FORMAT_2) + head + body
 
 
 def split_change(change: TagChanged, record: bytes | None = None) -> SplitChange:
@@ -114,16 +125,28 @@ def history_string(entries: Sequence[bytes]) -> bytes:
 
 
 def history_entries(customer_id: str, history: bytes) -> list[bytes]:
-    """The entries of a history string, newest first."""
+    """The entries of a history string, newest first; those of format 3 given their instant (format 2)."""
     try:
         count, at = _read_varint(history, 0)
         entries = []
+        instant = b""
         for _ in range(count):
             size, at = _read_varint(history, at)
             if at + size > len(history):
                 raise ValueError("an entry is cut short")
-            entries.append(history[at : at + size])
+            entry = history[at : at + size]
             at += size
+            if entry.startswith(_FORMAT_3):
+                if not instant:
+                    raise ValueError("an entry of format 3 follows none with an instant")
+                when_at = _instant_at(entry)
+                entry = _FORMAT_2 + entry[1:when_at] + instant + entry[when_at:]
+            if entry.startswith(_FORMAT_2):
+                when_at = _instant_at(entry)
+                instant = entry[when_at : _read_varint(entry, when_at)[1]]
+            else:
+                instant = b""
+            entries.append(entry)
     except (IndexError, ValueError) as error:
         raise HistoryEntryInvalid(f"history of customer {customer_id!r}: {error} in {history[:24]!r}") from None
     if at != len(history):
@@ -261,6 +284,16 @@ def _document(customer_id: str, entry: bytes, heads: Mapping[int, bytes]) -> byt
     instant = from_us(us).isoformat().encode()
     parts += [_CAUSED, orjson.dumps(caused_by), b',"occurred_at":"', instant, b'","seq":%d}' % seq]
     return b"".join(parts)
+
+
+def _instant_at(entry: bytes) -> int:
+    """Where a format 2 entry's instant starts (after its head number, inline head and seq); a
+    format 3 entry's instant would start there."""
+    number, at = _read_varint(entry, 1)
+    if number == INLINE:
+        size, at = _read_varint(entry, at)
+        at += size
+    return _read_varint(entry, at)[1]
 
 
 def _unpack_deflated(customer_id: str, entry: bytes) -> TagChanged:

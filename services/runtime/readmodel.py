@@ -200,12 +200,14 @@ class HeldTag:
     def unpacked(cls, value: bytes | str) -> HeldTag:
         text = _text(value)
         if "," in text:
-            added_us, source, version = text.split(",")
-            return cls(from_us(int(added_us)), cast(ChangeSource, source), int(version))
+            added, source, version = text.split(",")
+            return cls(from_us(int(added)), cast(ChangeSource, source), int(version))
         packed = int(text)
-        version = packed >> _SOURCE_BITS & (1 << _VERSION_BITS) - 1
-        added_us = packed >> (_SOURCE_BITS + _VERSION_BITS)
-        return cls(from_us(added_us), _SOURCES[packed & (1 << _SOURCE_BITS) - 1], version)
+        return cls(
+            added_at=from_us(packed >> (_SOURCE_BITS + _VERSION_BITS)),
+            source=_SOURCES[packed & (1 << _SOURCE_BITS) - 1],
+            group_version=packed >> _SOURCE_BITS & (1 << _VERSION_BITS) - 1,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,7 +51,9 @@ end
 # A customer's history (readmodel.py): one string, the entry count then each entry framed by its
 # length (history_codec.py), oldest first. Appending reads and writes it whole: SET stores it at its
 # size, where APPEND would leave Redis's growth reserve (up to its size again) behind every history.
-# Past `limit` entries, the oldest are cut from the front.
+# Past `limit` entries, the oldest are cut from the front. An entry of format 3 has no instant (the
+# entry before it has it): one that would come first after a cut, or follow a change of its run that
+# was not applied, is written as format 2 with the instant it stands for.
 _HISTORY = """
 local function read_varint(data, at)
   local value, scale, byte = 0, 1, 128
@@ -72,22 +74,59 @@ local function varint(value)
   return table.concat(out)
 end
 
+-- Where the instant of the entry starting at `first` starts (format 2), or would start (format 3).
+local function instant_at(data, first)
+  local number, at = read_varint(data, first + 1)
+  if number == 0 then
+    local size
+    size, at = read_varint(data, at)
+    at = at + size
+  end
+  local _, after_seq = read_varint(data, at)
+  return after_seq
+end
+
+-- The instant (its varint's value) the entry starting at `first` stands for; `before`: its predecessor's.
+local function instant_of(data, first, before)
+  if string.byte(data, first) == 3 then return before end
+  return (read_varint(data, instant_at(data, first)))
+end
+
+local function with_instant(entry, instant)
+  local at = instant_at(entry, 1)
+  return string.char(2) .. string.sub(entry, 2, at - 1) .. varint(instant) .. string.sub(entry, at)
+end
+
+-- `entries`: the run's new entries, unframed, of format 2 or 3, the first of format 2.
 local function append_history(key, entries, limit)
   local history = redis.call('GET', key)
-  local count, body = #entries, table.concat(entries)
+  local framed = {}
+  for i, entry in ipairs(entries) do framed[i] = varint(#entry) .. entry end
+  local count, body = #entries, table.concat(framed)
   if history then
     local stored, at = read_varint(history, 1)
     count, body = count + stored, string.sub(history, at) .. body
   end
-  local at = 1
+  local at, instant = 1, nil
   for _ = 1, count - limit do
     local size
     size, at = read_varint(body, at)
+    instant = instant_of(body, at, instant)
     at = at + size
   end
-  redis.call('SET', key, varint(math.min(count, limit)) .. string.sub(body, at))
+  local first = ''
+  if at > 1 then
+    local size, start = read_varint(body, at)
+    if string.byte(body, start) == 3 then
+      first = with_instant(string.sub(body, start, start + size - 1), instant)
+      first = varint(#first) .. first
+      at = start + size
+    end
+  end
+  redis.call('SET', key, varint(math.min(count, limit)) .. first .. string.sub(body, at))
 end
 """
+
 
 SHARED_KEYS = 6
 SHARED_ARGS = 9
@@ -186,14 +225,14 @@ local function write_totals(shared, totals)
 end
 
 -- ARGV[first]: the customer, ARGV[first + 1]: how many changes; then one arg per change,
--- "<seq> <change> <local day> <held value> <group/tag>\\n<framed history entry>" (the held value:
+-- "<seq> <change> <local day> <held value> <group/tag>\\n<history entry>" (the held value:
 -- readmodel.held_value, one word; only the entry, last, may hold any byte).
 -- Appends each change's outcome to `out`; returns the index after the run.
 local function apply_run(shared, totals, args, first, out)
   local customer_id, n = args[first], tonumber(args[first + 1])
   local customer = customer_of(shared.customer[1] .. customer_id .. shared.customer[2])
   local last = customer.seq
-  local last_text, entries = nil, {{}}
+  local last_text, entries, skipped, instant = nil, {{}}, false, nil
   for a = first + 2, first + 1 + n do
     local line_end = string.find(args[a], '\\n', 1, true)
     local seq_text, change, day, held, field =
@@ -201,8 +240,10 @@ local function apply_run(shared, totals, args, first, out)
     local seq = tonumber(seq_text)
     if seq == last then
       out[#out + 1] = 'duplicate'
+      skipped = true
     elseif seq < last then
       out[#out + 1] = 'stale'
+      skipped = true
     else
       if seq > last + 1 then
         redis.call('INCR', shared.gap_count)
@@ -213,8 +254,12 @@ local function apply_run(shared, totals, args, first, out)
       end
       last, last_text = seq, seq_text
       change_tags(shared, totals, customer, customer_id, change, field, held, day)
-      entries[#entries + 1] = string.sub(args[a], line_end + 1)
+      local entry = string.sub(args[a], line_end + 1)
+      if string.byte(entry, 1) == 3 and skipped then entry = with_instant(entry, instant) end
+      entries[#entries + 1] = entry
+      skipped = false
     end
+    instant = instant_of(args[a], line_end + 1, instant)
   end
   if last_text then
     redis.call('HSET', customer.key, '{SEQ_FIELD}', last_text)

@@ -111,6 +111,23 @@ def test_a_history_string_gives_its_entries_back_newest_first_whatever_their_for
     assert history_entries("c1", history_string([])) == []
 
 
+def test_an_entry_at_the_instant_of_the_one_before_it_leaves_the_instant_out_and_is_read_with_it() -> None:
+    first = shop_change(seq=7, caused_by="e-1")
+    second = first.model_copy(update={"seq": 8, "change": "removed"})
+    split, later = split_change(first), split_change(second)
+    same = later.entry(3, same_instant=True)
+
+    entries = history_entries("c1", history_string([split.entry(INLINE), same, later.entry(4, same_instant=True)]))
+
+    assert len(same) <= len(later.entry(3)) - 5  # the instant takes 6 bytes at milliseconds
+    assert entries[1] == later.entry(3)
+    assert unpack_change(first.customer_id, entries[2], {}) == first
+    assert unpack_change(first.customer_id, entries[1], {3: later.head}) == second
+    assert entries[0] == later.entry(4)
+    with pytest.raises(HistoryEntryInvalid, match="format 3 follows none with an instant"):
+        history_entries("c1", history_string([same]))
+
+
 @pytest.mark.parametrize(
     ("history", "problem"),
     [
