@@ -14,10 +14,11 @@ puts the JSON back together and validates it like any record, and the projector 
 the record's bytes without a model dump. A head the table cannot take (full, or too long) is written
 inline (number 0).
 
-Format 3 is format 2 without the instant, for a change at the same instant as the entry before it in
-the customer's history (the changes of one event): the projector writes it for the second and later
-changes of a run, and a history string never starts with one (the script that cuts the oldest entries
-gives the new first one its instant back). `history_entries` hands out format 2 entries only.
+Format 3 is format 2 without the instant and `caused_by`, for a change with the same instant and
+cause as the entry before it in the customer's history (the changes of one event): the projector
+writes it for the second and later changes of one event in a run, and a history string never starts
+with one (the script that cuts the oldest entries gives the new first one its instant and cause back).
+`history_entries` hands out format 2 entries only.
 
 Format 1 (written before): the change's JSON without `customer_id` and `schema_version`, deflated with
 a preset dictionary; still read. The dictionary is part of that format.
@@ -79,15 +80,15 @@ class SplitChange:
     head: bytes
     body: bytes
 
-    def entry(self, head_number: int, *, same_instant: bool = False) -> bytes:
-        """The entry naming its head by number, or carrying it (INLINE); `same_instant`: of format 3,
-        for a change at the instant of the entry written before it."""
+    def entry(self, head_number: int, *, same_event: bool = False) -> bytes:
+        """The entry naming its head by number, or carrying it (INLINE); `same_event`: of format 3, for
+        a change with the instant and `caused_by` of the entry written before it."""
         body = self.body
-        if same_instant:
-            _, at = _read_varint(body, 0)
-            body = body[:at] + body[_read_varint(body, at)[1] :]
+        if same_event:
+            start = _read_varint(body, 0)[1]
+            body = body[:start] + body[_event_end(body, start) :]
         head = b"\x00" + _varint(len(self.head)) + self.head if head_number == INLINE else _varint(head_number)
-        return (_FORMAT_3 if same_instant else _FORMAT_2) + head + body
+        return (_FORMAT_3 if same_event else _FORMAT_2) + head + body
 
 
 def split_change(change: TagChanged, record: bytes | None = None) -> SplitChange:
@@ -125,11 +126,12 @@ def history_string(entries: Sequence[bytes]) -> bytes:
 
 
 def history_entries(customer_id: str, history: bytes) -> list[bytes]:
-    """The entries of a history string, newest first; those of format 3 given their instant (format 2)."""
+    """The entries of a history string, newest first; those of format 3 given their instant and cause
+    (as format 2)."""
     try:
         count, at = _read_varint(history, 0)
         entries = []
-        instant = b""
+        event = b""
         for _ in range(count):
             size, at = _read_varint(history, at)
             if at + size > len(history):
@@ -137,15 +139,15 @@ def history_entries(customer_id: str, history: bytes) -> list[bytes]:
             entry = history[at : at + size]
             at += size
             if entry.startswith(_FORMAT_3):
-                if not instant:
-                    raise ValueError("an entry of format 3 follows none with an instant")
-                when_at = _instant_at(entry)
-                entry = _FORMAT_2 + entry[1:when_at] + instant + entry[when_at:]
+                if not event:
+                    raise ValueError("an entry of format 3 follows none of format 2")
+                start = _event_at(entry)
+                entry = _FORMAT_2 + entry[1:start] + event + entry[start:]
             if entry.startswith(_FORMAT_2):
-                when_at = _instant_at(entry)
-                instant = entry[when_at : _read_varint(entry, when_at)[1]]
+                start = _event_at(entry)
+                event = entry[start : _event_end(entry, start)]
             else:
-                instant = b""
+                event = b""
             entries.append(entry)
     except (IndexError, ValueError) as error:
         raise HistoryEntryInvalid(f"history of customer {customer_id!r}: {error} in {history[:24]!r}") from None
@@ -286,14 +288,21 @@ def _document(customer_id: str, entry: bytes, heads: Mapping[int, bytes]) -> byt
     return b"".join(parts)
 
 
-def _instant_at(entry: bytes) -> int:
+def _event_at(entry: bytes) -> int:
     """Where a format 2 entry's instant starts (after its head number, inline head and seq); a
-    format 3 entry's instant would start there."""
+    format 3 entry's would start there."""
     number, at = _read_varint(entry, 1)
     if number == INLINE:
         size, at = _read_varint(entry, at)
         at += size
     return _read_varint(entry, at)[1]
+
+
+def _event_end(data: bytes, start: int) -> int:
+    """Where the instant and `caused_by` starting at `start` end."""
+    at = _read_varint(data, start)[1]
+    caused_size, at = _read_varint(data, at)
+    return at + max(caused_size - 1, 0)
 
 
 def _unpack_deflated(customer_id: str, entry: bytes) -> TagChanged:

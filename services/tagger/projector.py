@@ -236,22 +236,24 @@ class Projector:
     ) -> list[str | int | bytes]:
         """Runs of one customer's consecutive changes: the customer, how many, then an arg per change
         (projector_scripts.py, `apply_run`): one arg, not six, as redis-py encodes each arg apart. A
-        change at the instant of the one before it in its run gets an entry without it (format 3)."""
+        change with the instant and cause of the one before it in its run gets an entry without them
+        (format 3)."""
         args: list[str | int | bytes] = []
-        customer, count_at, previous_us = None, 0, None
+        customer, count_at, previous = None, 0, None
         day = self._zone.day
         for change, split, number in zip(changes, splits, numbers, strict=True):
             us = to_us(change.occurred_at)
             if change.customer_id != customer:
-                customer, previous_us = change.customer_id, None
+                customer, previous = change.customer_id, None
                 count_at = len(args) + 1
                 args += [customer, 0]
             args[count_at] = int(args[count_at]) + 1
             held = held_value(us, change.source, change.group_version)
             field = tag_field(change.group_id, change.tag_id)
-            entry = split.entry(number, same_instant=us == previous_us)
+            event = (us, change.caused_by)
+            entry = split.entry(number, same_event=event == previous)
             args.append(f"{change.seq} {change.change} {day(us)} {held} {field}\n".encode() + entry)
-            previous_us = us
+            previous = event
         return args
 
     async def _numbers_of(self, splits: Sequence[SplitChange]) -> list[int]:

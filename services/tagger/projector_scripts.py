@@ -51,9 +51,9 @@ end
 # A customer's history (readmodel.py): one string, the entry count then each entry framed by its
 # length (history_codec.py), oldest first. Appending reads and writes it whole: SET stores it at its
 # size, where APPEND would leave Redis's growth reserve (up to its size again) behind every history.
-# Past `limit` entries, the oldest are cut from the front. An entry of format 3 has no instant (the
-# entry before it has it): one that would come first after a cut, or follow a change of its run that
-# was not applied, is written as format 2 with the instant it stands for.
+# Past `limit` entries, the oldest are cut from the front. An entry of format 3 has no instant and
+# cause (the entry before it has them): one that would come first after a cut, or follow a change of
+# its run that was not applied, is written as format 2 with those it stands for.
 _HISTORY = """
 local function read_varint(data, at)
   local value, scale, byte = 0, 1, 128
@@ -75,7 +75,7 @@ local function varint(value)
 end
 
 -- Where the instant of the entry starting at `first` starts (format 2), or would start (format 3).
-local function instant_at(data, first)
+local function event_at(data, first)
   local number, at = read_varint(data, first + 1)
   if number == 0 then
     local size
@@ -86,15 +86,19 @@ local function instant_at(data, first)
   return after_seq
 end
 
--- The instant (its varint's value) the entry starting at `first` stands for; `before`: its predecessor's.
-local function instant_of(data, first, before)
+-- The instant and cause (their bytes) of the entry starting at `first`; `before`: its predecessor's.
+local function event_of(data, first, before)
   if string.byte(data, first) == 3 then return before end
-  return (read_varint(data, instant_at(data, first)))
+  local start = event_at(data, first)
+  local _, at = read_varint(data, start)
+  local caused_size
+  caused_size, at = read_varint(data, at)
+  return string.sub(data, start, at + math.max(caused_size - 1, 0) - 1)
 end
 
-local function with_instant(entry, instant)
-  local at = instant_at(entry, 1)
-  return string.char(2) .. string.sub(entry, 2, at - 1) .. varint(instant) .. string.sub(entry, at)
+local function with_event(entry, event)
+  local at = event_at(entry, 1)
+  return string.char(2) .. string.sub(entry, 2, at - 1) .. event .. string.sub(entry, at)
 end
 
 -- `entries`: the run's new entries, unframed, of format 2 or 3, the first of format 2.
@@ -107,18 +111,18 @@ local function append_history(key, entries, limit)
     local stored, at = read_varint(history, 1)
     count, body = count + stored, string.sub(history, at) .. body
   end
-  local at, instant = 1, nil
+  local at, event = 1, nil
   for _ = 1, count - limit do
     local size
     size, at = read_varint(body, at)
-    instant = instant_of(body, at, instant)
+    event = event_of(body, at, event)
     at = at + size
   end
   local first = ''
   if at > 1 then
     local size, start = read_varint(body, at)
     if string.byte(body, start) == 3 then
-      first = with_instant(string.sub(body, start, start + size - 1), instant)
+      first = with_event(string.sub(body, start, start + size - 1), event)
       first = varint(#first) .. first
       at = start + size
     end
@@ -232,7 +236,7 @@ local function apply_run(shared, totals, args, first, out)
   local customer_id, n = args[first], tonumber(args[first + 1])
   local customer = customer_of(shared.customer[1] .. customer_id .. shared.customer[2])
   local last = customer.seq
-  local last_text, entries, skipped, instant = nil, {{}}, false, nil
+  local last_text, entries, skipped, event = nil, {{}}, false, nil
   for a = first + 2, first + 1 + n do
     local line_end = string.find(args[a], '\\n', 1, true)
     local seq_text, change, day, held, field =
@@ -255,11 +259,11 @@ local function apply_run(shared, totals, args, first, out)
       last, last_text = seq, seq_text
       change_tags(shared, totals, customer, customer_id, change, field, held, day)
       local entry = string.sub(args[a], line_end + 1)
-      if string.byte(entry, 1) == 3 and skipped then entry = with_instant(entry, instant) end
+      if string.byte(entry, 1) == 3 and skipped then entry = with_event(entry, event) end
       entries[#entries + 1] = entry
       skipped = false
     end
-    instant = instant_of(args[a], line_end + 1, instant)
+    event = event_of(args[a], line_end + 1, event)
   end
   if last_text then
     redis.call('HSET', customer.key, '{SEQ_FIELD}', last_text)

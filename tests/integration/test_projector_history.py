@@ -174,14 +174,14 @@ async def test_the_history_string_keeps_the_newest_changes_up_to_the_limit_acros
     """Batches of runs longer and shorter than the limit: the oldest entries are cut from the front,
     within one run too; with no head table (max_heads 0) every entry carries its head inline."""
     projector = Projector(redis_client, key_prefix=redis_prefix, history_limit=5, max_heads=max_heads)
-    stream = [  # three changes an instant, the cuts falling inside those threes
+    stream = [  # three changes an event (instant and cause), cuts inside those threes
         changed(
             "c1",
             seq,
             "interest",
             "tea" if seq % 3 else "coffee",
             "added" if seq % 2 else "removed",
-            minutes=(seq + 1) // 3,
+            event=(seq + 1) // 3 + 100,
         )
         for seq in range(1, 23)
     ]
@@ -199,7 +199,7 @@ async def test_the_history_string_keeps_the_newest_changes_up_to_the_limit_acros
     assert (raw[0], len(entries)) == (5, 5)  # the count leads the string
     assert all(entry[0] == FORMAT_HEADED for entry in entries)
     assert all((head_number(entry) is None) == (max_heads == 0) for entry in entries)
-    assert _formats_kept(raw) == [2, 3, 2, 3, 3]  # the first, cut out of its three, given its instant back
+    assert _formats_kept(raw) == [2, 3, 2, 3, 3]  # the first, cut out of its three, given its instant and cause back
     assert await reads.history("c1", offset=3, limit=5) == [stream[18], stream[17]]
 
 

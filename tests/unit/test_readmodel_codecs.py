@@ -111,28 +111,28 @@ def test_a_history_string_gives_its_entries_back_newest_first_whatever_their_for
     assert history_entries("c1", history_string([])) == []
 
 
-def test_an_entry_at_the_instant_of_the_one_before_it_leaves_the_instant_out_and_is_read_with_it() -> None:
-    first = shop_change(seq=7, caused_by="e-1")
+def test_an_entry_of_the_event_of_the_one_before_it_leaves_instant_and_cause_out_and_is_read_with_them() -> None:
+    first = shop_change(seq=7, caused_by="7d1e2b0c-41f5-4c1a-9f3e-2a9c0e4b7d15")
     second = first.model_copy(update={"seq": 8, "change": "removed"})
     split, later = split_change(first), split_change(second)
-    same = later.entry(3, same_instant=True)
+    same = later.entry(3, same_event=True)
 
-    entries = history_entries("c1", history_string([split.entry(INLINE), same, later.entry(4, same_instant=True)]))
+    entries = history_entries("c1", history_string([split.entry(INLINE), same, later.entry(4, same_event=True)]))
 
-    assert len(same) <= len(later.entry(3)) - 5  # the instant takes 6 bytes at milliseconds
+    assert len(same) == len(later.entry(3)) - 8 - 37  # the instant (at microseconds: 8 bytes), the cause's UUID
     assert entries[1] == later.entry(3)
     assert unpack_change(first.customer_id, entries[2], {}) == first
     assert unpack_change(first.customer_id, entries[1], {3: later.head}) == second
     assert entries[0] == later.entry(4)
-    with pytest.raises(HistoryEntryInvalid, match="format 3 follows none with an instant"):
+    with pytest.raises(HistoryEntryInvalid, match="format 3 follows none of format 2"):
         history_entries("c1", history_string([same]))
 
 
 @pytest.mark.parametrize(
     ("history", "problem"),
     [
-        (history_string([b"\x02abc"])[:-1], "cut short"),
-        (history_string([b"\x02abc"]) + b"\x00", "1 bytes after its entries"),
+        (history_string([b"\x01abc"])[:-1], "cut short"),
+        (history_string([b"\x01abc"]) + b"\x00", "1 bytes after its entries"),
         (b"\x02" + framed(b"\x02abc"), "index out of range"),
     ],
 )
