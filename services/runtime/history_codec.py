@@ -79,14 +79,16 @@ class SplitChange:
 
     head: bytes
     body: bytes
+    event_start: int
+    event_end: int
+    """Where the instant and `caused_by` lie in the body (left out of a format 3 entry)."""
 
     def entry(self, head_number: int, *, same_event: bool = False) -> bytes:
         """The entry naming its head by number, or carrying it (INLINE); `same_event`: of format 3, for
         a change with the instant and `caused_by` of the entry written before it."""
         body = self.body
         if same_event:
-            start = _read_varint(body, 0)[1]
-            body = body[:start] + body[_event_end(body, start) :]
+            body = body[: self.event_start] + body[self.event_end :]
         head = b"\x00" + _varint(len(self.head)) + self.head if head_number == INLINE else _varint(head_number)
         return (_FORMAT_3 if same_event else _FORMAT_2) + head + body
 
@@ -196,12 +198,13 @@ def _split(change: TagChanged, record: bytes) -> SplitChange | None:
     caused_by = change.caused_by
     us = to_us(change.occurred_at)
     when = us // 1000 * 2 + 1 if us % 1000 == 0 else us * 2
+    seq = _varint(change.seq)
     if caused_by is None:
-        return SplitChange(head, b"%b%b\x00%b" % (_varint(change.seq), _varint(when), slots))
-    caused = caused_by.encode()
-    return SplitChange(
-        head, b"%b%b%b%b%b" % (_varint(change.seq), _varint(when), _varint(len(caused) + 1), caused, slots)
-    )
+        event = _varint(when) + b"\x00"
+    else:
+        caused = caused_by.encode()
+        event = b"%b%b%b" % (_varint(when), _varint(len(caused) + 1), caused)
+    return SplitChange(head, seq + event + slots, len(seq), len(seq) + len(event))
 
 
 _CUTS: dict[bytes, tuple[bytes, bytes]] = {}
