@@ -16,8 +16,9 @@ model in any other layout is refused by readers and rebuilt by the projector, ne
                                          (a few dozen short fields: Redis keeps it as one listpack)
     ts:h:{<customer>}            string  the customer's last tag changes: their count, then each
                                          entry behind its length, oldest first, the oldest cut past
-                                         the limit; each packed (history_codec.py: ~15 bytes naming a
-                                         head, instead of ~420 of JSON; format 1 entries stay readable)
+                                         the limit; each packed (history_codec.py: ~9 bytes a change
+                                         of the benchmarks' workload with its frame, instead of ~420
+                                         of JSON; format 1 entries stay readable)
     ts:heads                     hash    head number -> head (history_codec.py), numbered from 1;
                                          gen -> the table's generation (a random token)
     ts:heads:numbers             hash    head -> its number; at most MAX_HEADS heads, never given back

@@ -13,11 +13,11 @@ rebuild; a marker of an older key layout makes it delete that layout first (mark
 events records each customer's activity the same way (activity only moves
 forward, so re-reading is harmless; events older than that topic's retention are gone for good).
 
-One batch is written while the next is validated and decoded (the projector's CPU and Redis's
-overlap), and the next is written only once the one before it has landed and settled, so batches
-reach Redis in the order they were read. A batch read before its partition was sought (the one in
-flight answered `behind` or `paused`, or a reconcile moved it) is dropped, never written at a
-position that no longer follows: the consumer reads again from where it was sought.
+A large batch (a projector behind) is written while the next is validated and decoded (the
+projector's CPU and Redis's overlap), and the next is written only once the one before it has landed
+and settled, so batches reach Redis in the order they were read. A batch read before its partition
+was sought (the one in flight answered `behind` or `paused`, or a reconcile moved it) is dropped,
+never written at a position that no longer follows: the consumer reads again from where it was sought.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 _BATCH = 500
+_OVERLAP_FROM = 100
+"""Batches of at least this many records are written while the next is decoded."""
 _RECONCILE_EVERY_S = 1.0
 _PROGRESS_EVERY_S = 5.0
 _PAUSED_RETRY_S = 1.0
@@ -133,8 +135,13 @@ class Projection:
                     if records:
                         write = self._decoded(tp, records)  # while the previous batch is written
                         await self.written()
-                        if self._seeks.get(tp, 0) == seeks[tp]:  # else sought since: read again from there
-                            self._writing = asyncio.create_task(self._write(tp, records, write))
+                        if self._seeks.get(tp, 0) != seeks[tp]:
+                            continue  # sought since: read again from there
+                        writing = self._write(tp, records, write)
+                        if len(records) < _OVERLAP_FROM:
+                            await writing  # a projector keeping up: a task a batch would cost more than it saves
+                        else:
+                            self._writing = asyncio.create_task(writing)
         finally:
             if self._writing is not None and not self._writing.done():
                 self._writing.cancel()  # a script sent is applied whole or not at all, as on any stop
