@@ -1,4 +1,4 @@
-"""How a tag change is kept in a customer's history list in Redis: ~20 bytes for a ~420-byte change.
+"""How a tag change is kept in a customer's history in Redis: ~15 bytes for a ~420-byte change.
 
 A history entry is binary behind a one-byte format tag, so readers fetch it undecoded
 (ReadModel.history) whatever the client's `decode_responses`.
@@ -14,6 +14,12 @@ puts the JSON back together and validates it like any record, and the projector 
 the record's bytes without a model dump. A head the table cannot take (full, or too long) is written
 inline (number 0).
 
+Format 3 is format 2 without the instant and `caused_by`, for a change with the same instant and
+cause as the entry before it in the customer's history (the changes of one event): the projector
+writes it for the second and later changes of one event in a run, and a history string never starts
+with one (the script that cuts the oldest entries gives the new first one its instant and cause back).
+`history_entries` hands out format 2 entries only.
+
 Format 1 (written before): the change's JSON without `customer_id` and `schema_version`, deflated with
 a preset dictionary; still read. The dictionary is part of that format.
 """
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -50,6 +56,8 @@ _SMALL_INTS = 126
 _INT = re.compile(rb"0|[1-9][0-9]?|1[01][0-9]|12[0-5]")
 
 _FORMAT_1 = b"\x01"
+_FORMAT_2 = b"\x02"
+_FORMAT_3 = b"\x03"
 _DICTIONARY = (
     b'{"group_id":"","tag_id":"","change":"added","change":"removed","source":"rule","source":"time",'
     b'"source":"rule_change","source":"manual","source":"import","reason":{"summary":"","conditions":'
@@ -71,12 +79,18 @@ class SplitChange:
 
     head: bytes
     body: bytes
+    event_start: int
+    event_end: int
+    """Where the instant and `caused_by` lie in the body (left out of a format 3 entry)."""
 
-    def entry(self, head_number: int) -> bytes:
-        """The entry naming its head by number, or carrying it (INLINE)."""
-        if head_number == INLINE:
-            return b"\x02\x00" + _varint(len(self.head)) + self.head + self.body
-        return b"\x02" + _varint(head_number) + self.body
+    def entry(self, head_number: int, *, same_event: bool = False) -> bytes:
+        """The entry naming its head by number, or carrying it (INLINE); `same_event`: of format 3, for
+        a change with the instant and `caused_by` of the entry written before it."""
+        body = self.body
+        if same_event:
+            body = body[: self.event_start] + body[self.event_end :]
+        head = b"\x00" + _varint(len(self.head)) + self.head if head_number == INLINE else _varint(head_number)
+        return (_FORMAT_3 if same_event else _FORMAT_2) + head + body
 
 
 def split_change(change: TagChanged, record: bytes | None = None) -> SplitChange:
@@ -100,6 +114,49 @@ def head_number(entry: bytes) -> int | None:
         return _read_varint(entry, 1)[0]
     except IndexError:
         return None
+
+
+def framed(entry: bytes) -> bytes:
+    """The entry as a history string holds it: behind its length."""
+    return _varint(len(entry)) + entry
+
+
+def history_string(entries: Sequence[bytes]) -> bytes:
+    """A customer's history as the read model keeps it (layout 3): the entry count, then each entry
+    framed, oldest first. The projector's script appends to it and cuts the oldest past the limit."""
+    return _varint(len(entries)) + b"".join(framed(entry) for entry in entries)
+
+
+def history_entries(customer_id: str, history: bytes) -> list[bytes]:
+    """The entries of a history string, newest first; those of format 3 given their instant and cause
+    (as format 2)."""
+    try:
+        count, at = _read_varint(history, 0)
+        entries = []
+        event = b""
+        for _ in range(count):
+            size, at = _read_varint(history, at)
+            if at + size > len(history):
+                raise ValueError("an entry is cut short")
+            entry = history[at : at + size]
+            at += size
+            if entry.startswith(_FORMAT_3):
+                if not event:
+                    raise ValueError("an entry of format 3 follows none of format 2")
+                start = _event_at(entry)
+                entry = _FORMAT_2 + entry[1:start] + event + entry[start:]
+            if entry.startswith(_FORMAT_2):
+                start = _event_at(entry)
+                event = entry[start : _event_end(entry, start)]
+            else:
+                event = b""
+            entries.append(entry)
+    except (IndexError, ValueError) as error:
+        raise HistoryEntryInvalid(f"history of customer {customer_id!r}: {error} in {history[:24]!r}") from None
+    if at != len(history):
+        raise HistoryEntryInvalid(f"history of customer {customer_id!r}: {len(history) - at} bytes after its entries")
+    entries.reverse()
+    return entries
 
 
 def unpack_change(customer_id: str, entry: bytes, heads: Mapping[int, bytes] | None = None) -> TagChanged:
@@ -141,12 +198,13 @@ def _split(change: TagChanged, record: bytes) -> SplitChange | None:
     caused_by = change.caused_by
     us = to_us(change.occurred_at)
     when = us // 1000 * 2 + 1 if us % 1000 == 0 else us * 2
+    seq = _varint(change.seq)
     if caused_by is None:
-        return SplitChange(head, b"%b%b\x00%b" % (_varint(change.seq), _varint(when), slots))
-    caused = caused_by.encode()
-    return SplitChange(
-        head, b"%b%b%b%b%b" % (_varint(change.seq), _varint(when), _varint(len(caused) + 1), caused, slots)
-    )
+        event = _varint(when) + b"\x00"
+    else:
+        caused = caused_by.encode()
+        event = b"%b%b%b" % (_varint(when), _varint(len(caused) + 1), caused)
+    return SplitChange(head, seq + event + slots, len(seq), len(seq) + len(event))
 
 
 _CUTS: dict[bytes, tuple[bytes, bytes]] = {}
@@ -231,6 +289,23 @@ def _document(customer_id: str, entry: bytes, heads: Mapping[int, bytes]) -> byt
     instant = from_us(us).isoformat().encode()
     parts += [_CAUSED, orjson.dumps(caused_by), b',"occurred_at":"', instant, b'","seq":%d}' % seq]
     return b"".join(parts)
+
+
+def _event_at(entry: bytes) -> int:
+    """Where a format 2 entry's instant starts (after its head number, inline head and seq); a
+    format 3 entry's would start there."""
+    number, at = _read_varint(entry, 1)
+    if number == INLINE:
+        size, at = _read_varint(entry, at)
+        at += size
+    return _read_varint(entry, at)[1]
+
+
+def _event_end(data: bytes, start: int) -> int:
+    """Where the instant and `caused_by` starting at `start` end."""
+    at = _read_varint(data, start)[1]
+    caused_size, at = _read_varint(data, at)
+    return at + max(caused_size - 1, 0)
 
 
 def _unpack_deflated(customer_id: str, entry: bytes) -> TagChanged:

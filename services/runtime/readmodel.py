@@ -5,18 +5,20 @@ only reads, so the ingest service and the notifier can use it without the write 
 projection: drop the keys under a prefix and replay the topic to rebuild it.
 
 Key layout (prefix `ts:` by default; `{...}` around a customer id is a Redis Cluster hash tag).
-Layout 2: one small hash per customer and tags as bitmaps over dense customer ids, ~0.7 KiB per
-customer with one change (docs/performance.md); the meta's `layout` field names it, and a read model
-in any other layout is refused by readers and rebuilt by the projector, never misread.
+Layout 3: per customer one small hash and one history string, tags as bitmaps over dense customer
+ids (docs/performance.md has the bytes per customer); the meta's `layout` field names it, and a read
+model in any other layout is refused by readers and rebuilt by the projector, never misread.
 
     ts:r:{<customer>}            hash    seq -> last applied seq; id -> dense id (once tagged);
                                          lo / ls -> last order / last seen (epoch µs);
-                                         t:<group>/<tag> -> "<added µs> <source> <group version>";
-                                         g:<group> -> how many of its tags the customer holds
+                                         t:<group>/<tag> -> added µs, source, group version packed
+                                         in one integer (held_value)
                                          (a few dozen short fields: Redis keeps it as one listpack)
-    ts:h:{<customer>}            list    the customer's tag changes, newest first, capped, each packed
-                                         (history_codec.py: ~20 bytes naming a head, instead of ~420
-                                         of JSON; entries of format 1, ~125 bytes, stay readable)
+    ts:h:{<customer>}            string  the customer's last tag changes: their count, then each
+                                         entry behind its length, oldest first, the oldest cut past
+                                         the limit; each packed (history_codec.py: ~9 bytes a change
+                                         of the benchmarks' workload with its frame, instead of ~420
+                                         of JSON; format 1 entries stay readable)
     ts:heads                     hash    head number -> head (history_codec.py), numbered from 1;
                                          gen -> the table's generation (a random token)
     ts:heads:numbers             hash    head -> its number; at most MAX_HEADS heads, never given back
@@ -72,17 +74,16 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import ChangeSource, TagChanged
 from services.engine.timeutil import from_us, to_us
 from services.runtime.bitmaps import customer_ids, set_bits
-from services.runtime.history_codec import head_number, unpack_change
+from services.runtime.history_codec import head_number, history_entries, unpack_change
 
 DEFAULT_PREFIX = "ts:"
-LAYOUT = "2"
+LAYOUT = "3"
 """The key layout this code reads and writes (the meta's `layout` field)."""
 SEQ_FIELD = "seq"
 ID_FIELD = "id"
 LAST_ORDER_FIELD = "lo"
 LAST_SEEN_FIELD = "ls"
 TAG_PREFIX = "t:"
-GROUP_PREFIX = "g:"
 DAILY_KEEP_DAYS = 90
 """Days of tag-count history a reader can ask for."""
 DAILY_BASE_FIELD = "base"
@@ -168,10 +169,23 @@ def tag_field(group_id: str, tag_id: str) -> str:
     return f"{group_id}/{tag_id}"
 
 
+_SOURCES: tuple[ChangeSource, ...] = ("rule", "manual", "rule_change", "time", "import")
+"""A source's code in a packed held value is its index here: append only."""
+_SOURCE_CODES: dict[str, int] = {source: code for code, source in enumerate(_SOURCES)}
+_VERSION_BITS, _SOURCE_BITS = 8, 3
+_PACKED_US = 1 << (63 - _VERSION_BITS - _SOURCE_BITS)
+"""Instants packed: from 1970 to 2112 (µs below 2**52), so the value stays a positive int64."""
+
+
 def held_value(added_us: int, source: str, group_version: int) -> str:
-    """A held tag's field value, `<added µs> <source> <group version>`: a short listpack value, where
-    JSON would be 80 bytes."""
-    return f"{added_us} {source} {group_version}"
+    """A held tag's field value: `(added µs << 11) | (group version << 3) | source code` in decimal,
+    which Redis keeps in its listpack as an 8-byte integer (10 bytes with its framing, where the text
+    `<added µs> <source> <group version>` takes 25). Versions past 255 and instants outside 1970–2112
+    are kept as that text, with commas for spaces (the projector's script takes the value as one word)."""
+    code = _SOURCE_CODES[source]
+    if 0 <= added_us < _PACKED_US and 0 <= group_version < 1 << _VERSION_BITS:
+        return str(((added_us << _VERSION_BITS | group_version) << _SOURCE_BITS) | code)
+    return f"{added_us},{source},{group_version}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +199,16 @@ class HeldTag:
 
     @classmethod
     def unpacked(cls, value: bytes | str) -> HeldTag:
-        added_us, source, version = _text(value).split(" ")
-        return cls(added_at=from_us(int(added_us)), source=cast(ChangeSource, source), group_version=int(version))
+        text = _text(value)
+        if "," in text:
+            added, source, version = text.split(",")
+            return cls(from_us(int(added)), cast(ChangeSource, source), int(version))
+        packed = int(text)
+        return cls(
+            added_at=from_us(packed >> (_SOURCE_BITS + _VERSION_BITS)),
+            source=_SOURCES[packed & (1 << _SOURCE_BITS) - 1],
+            group_version=packed >> _SOURCE_BITS & (1 << _VERSION_BITS) - 1,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,10 +347,10 @@ class ReadModel:
         key = self.keys.history(customer_id)
         # Packed entries are binary: read undecoded whatever the client's decode_responses.
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.execute_command("LRANGE", key, offset, offset + limit - 1, **{NEVER_DECODE: True})
+            pipe.execute_command("GET", key, **{NEVER_DECODE: True})
             pipe.hget(self.keys.heads, HEADS_GENERATION_FIELD)
             raw, generation = await pipe.execute()
-        entries = [bytes(entry) for entry in raw]
+        entries = [] if raw is None else history_entries(customer_id, bytes(raw))[offset : offset + limit]
         heads = await self._heads(entries, generation)
         return [unpack_change(customer_id, entry, heads) for entry in entries]
 

@@ -12,6 +12,12 @@ lost its data (or the read model was never built), and the first projector to se
 rebuild; a marker of an older key layout makes it delete that layout first (marker.py). Projecting
 events records each customer's activity the same way (activity only moves
 forward, so re-reading is harmless; events older than that topic's retention are gone for good).
+
+A large batch (a projector behind) is written while the next is validated and decoded (the
+projector's CPU and Redis's overlap), and the next is written only once the one before it has landed
+and settled, so batches reach Redis in the order they were read. A batch read before its partition
+was sought (the one in flight answered `behind` or `paused`, or a reconcile moved it) is dropped,
+never written at a position that no longer follows: the consumer reads again from where it was sought.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 _BATCH = 500
+_OVERLAP_FROM = 100
+"""Batches of at least this many records are written while the next is decoded."""
 _RECONCILE_EVERY_S = 1.0
 _PROGRESS_EVERY_S = 5.0
 _PAUSED_RETRY_S = 1.0
@@ -88,6 +96,10 @@ class Projection:
         """Per assigned partition, the offset the consumer was last sought to or applied up to."""
         self._from_start: set[TopicPartition] = set()
         """Partitions sought to their beginning whose first batch has not come yet."""
+        self._seeks: dict[TopicPartition, int] = {}
+        """Per partition, how often it was sought (or forgotten): a batch fetched before a seek is dropped."""
+        self._writing: asyncio.Task[None] | None = None
+        """The batch being written: the next one is decoded meanwhile, and written once it is done."""
         self._epoch: str | None = None
         self._last_reconcile = 0.0
         self._last_progress = 0.0
@@ -118,12 +130,30 @@ class Projection:
                 if until_ready and status is not None and status.ready:
                     return
                 batches = await consumer.getmany(timeout_ms=500, max_records=_BATCH)
+                seeks = {tp: self._seeks.get(tp, 0) for tp in batches}
                 for tp, records in batches.items():
                     if records:
-                        await self._apply(tp, records)
+                        write = self._decoded(tp, records)  # while the previous batch is written
+                        await self.written()
+                        if self._seeks.get(tp, 0) != seeks[tp]:
+                            continue  # sought since: read again from there
+                        writing = self._write(tp, records, write)
+                        if len(records) < _OVERLAP_FROM:
+                            await writing  # a projector keeping up: a task a batch would cost more than it saves
+                        else:
+                            self._writing = asyncio.create_task(writing)
         finally:
+            if self._writing is not None and not self._writing.done():
+                self._writing.cancel()  # a script sent is applied whole or not at all, as on any stop
+            self._writing = None
             self._consumer = None
             await consumer.stop()
+
+    async def written(self) -> None:
+        """Wait for the batch being written (its outcome settled: position, seek, metrics)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            await writing
 
     # -- positions ----------------------------------------------------------------------------------
 
@@ -144,6 +174,7 @@ class Projection:
     def _seek(self, tp: TopicPartition, offset: int | None) -> None:
         consumer = self._consumer
         assert consumer is not None
+        self._seeks[tp] = self._seeks.get(tp, 0) + 1
         if offset is None:
             # Offset 0, not seek_to_beginning (which waits on the fetcher: no place for a rebalance
             # callback): where retention removed the start, auto_offset_reset=earliest moves it up.
@@ -157,6 +188,7 @@ class Projection:
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         for tp in tps:
+            self._seeks[tp] = self._seeks.get(tp, 0) + 1
             self._position.pop(tp, None)
             self._from_start.discard(tp)
 
@@ -170,6 +202,7 @@ class Projection:
         if now - self._last_reconcile < _RECONCILE_EVERY_S:
             return None
         self._last_reconcile = now
+        await self.written()
         status = await _until_done(self._marker.status, "read the read model's marker")
         if status.state == "outdated":
             status = await self._upgrade()
@@ -235,15 +268,33 @@ class Projection:
 
     # -- applying -----------------------------------------------------------------------------------
 
-    async def _apply(self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    def _decoded(
+        self, tp: TopicPartition, records: Sequence[ConsumerRecord[Any, Any]]
+    ) -> Callable[[Position], Awaitable[BatchResult]]:
+        """The batch validated and decoded (the projector's own work), and what writes it at a position."""
+        values = [record.value for record in records]
+        now = self._clock.now
+        if tp.topic == self._changes_topic:
+            changes, decoded = decode_tag_records(values)
+            return lambda position: self._projector.apply_batch(position, changes, now(), decoded)
+        if tp.topic == self._notifications_topic:
+            outcomes = decode_outcomes(values)
+            return lambda position: self._projector.record_messages_batch(position, outcomes, now())
+        seen = decode_activity(values)
+        return lambda position: self._projector.record_activity_batch(position, seen, now())
+
+    async def _write(
+        self,
+        tp: TopicPartition,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        write: Callable[[Position], Awaitable[BatchResult]],
+    ) -> None:
         position = Position(
             offset_field(tp.topic, tp.partition),
             records[0].offset,
             records[-1].offset + 1,
             from_start=tp in self._from_start,
         )
-        values = [record.value for record in records]
-        now = self._clock.now
         if position.from_start and position.first > 0 and tp.topic == self._changes_topic:
             log.error(
                 "%s[%d] now starts at offset %d: the records before it were deleted (is the topic's retention.ms "
@@ -252,21 +303,7 @@ class Projection:
                 tp.partition,
                 position.first,
             )
-        if tp.topic == self._changes_topic:
-            changes, records = decode_tag_records(values)
-            result = await _until_done(
-                lambda: self._projector.apply_batch(position, changes, now(), records), "project"
-            )
-        elif tp.topic == self._notifications_topic:
-            outcomes = decode_outcomes(values)
-            result = await _until_done(
-                lambda: self._projector.record_messages_batch(position, outcomes, now()), "record messages"
-            )
-        else:
-            seen = decode_activity(values)
-            result = await _until_done(
-                lambda: self._projector.record_activity_batch(position, seen, now()), "record activity"
-            )
+        result = await _until_done(lambda: write(position), f"write a batch of {tp.topic}")
         self._settle(tp, position, result)
         if result.kind == "paused":
             await asyncio.sleep(_PAUSED_RETRY_S)
@@ -295,6 +332,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._projection = projection
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._projection.written()  # the batch in flight lands before the partitions move on
         self._projection.forget(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:

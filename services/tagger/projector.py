@@ -149,11 +149,11 @@ class Projector:
         """
         splits = _splits(changes, records)
         for _ in range(_RENEWED_TRIES):
-            entries = await self._entries(splits)
+            numbers = await self._numbers_of(splits)
             pipe = self._redis.pipeline(transaction=False)
             keys, args = self._shared()
-            for change, entry in zip(changes, entries, strict=True):
-                await self._apply_script(keys, [*args, *self._run_args([change], [entry])], client=pipe)
+            for change, split, number in zip(changes, splits, numbers, strict=True):
+                await self._apply_script(keys, [*args, *self._run_args([change], [split], [number])], client=pipe)
             replies = await pipe.execute()
             if not any(_renewed(reply) for reply in replies):
                 return [_outcome(reply[0]) for reply in replies]
@@ -171,10 +171,10 @@ class Projector:
         JSON when given) at that position, atomically."""
         splits = _splits(changes, records)
         for _ in range(_RENEWED_TRIES):
-            entries = await self._entries(splits)
+            numbers = await self._numbers_of(splits)
             shared_keys, shared_args = self._shared()
             keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
-            args = [*_position_args(position, now), *shared_args, *self._run_args(changes, entries)]
+            args = [*_position_args(position, now), *shared_args, *self._run_args(changes, splits, numbers)]
             reply = await self._apply_batch_script(keys, args)
             if _renewed(reply):
                 self._numbers.clear()
@@ -231,31 +231,38 @@ class Projector:
         counters = [keys.next_id, keys.tag_members, keys.group_members, keys.gap_count, keys.gap_customers]
         return [*counters, keys.heads], [keys.id_buckets, self._history_limit, self._generation, *names]
 
-    def _run_args(self, changes: Sequence[TagChanged], entries: Sequence[bytes]) -> list[str | int | bytes]:
+    def _run_args(
+        self, changes: Sequence[TagChanged], splits: Sequence[SplitChange], numbers: Sequence[int]
+    ) -> list[str | int | bytes]:
         """Runs of one customer's consecutive changes: the customer, how many, then an arg per change
-        (projector_scripts.py, `apply_run`): one arg, not six, as redis-py encodes each arg apart."""
+        (projector_scripts.py, `apply_run`): one arg, not six, as redis-py encodes each arg apart. A
+        change with the instant and cause of the one before it in its run gets an entry without them
+        (format 3)."""
         args: list[str | int | bytes] = []
-        customer, count_at = None, 0
+        customer, count_at, previous = None, 0, None
         day = self._zone.day
-        for change, entry in zip(changes, entries, strict=True):
+        for change, split, number in zip(changes, splits, numbers, strict=True):
+            us = to_us(change.occurred_at)
             if change.customer_id != customer:
-                customer = change.customer_id
+                customer, previous = change.customer_id, None
                 count_at = len(args) + 1
                 args += [customer, 0]
             args[count_at] = int(args[count_at]) + 1
-            us = to_us(change.occurred_at)
             held = held_value(us, change.source, change.group_version)
             field = tag_field(change.group_id, change.tag_id)
+            event = (us, change.caused_by)
+            entry = split.entry(number, same_event=event == previous)
             args.append(f"{change.seq} {change.change} {day(us)} {held} {field}\n".encode() + entry)
+            previous = event
         return args
 
-    async def _entries(self, splits: Sequence[SplitChange]) -> list[bytes]:
-        """Each change's history entry, naming its head by the number the table gave it."""
+    async def _numbers_of(self, splits: Sequence[SplitChange]) -> list[int]:
+        """The number the head table gave each change's head (INLINE: its entry carries it)."""
         numbers = self._numbers
         for _ in range(_RENEWED_TRIES):
             unseen = list({split.head: None for split in splits if split.head not in numbers})
             if not unseen:
-                return [split.entry(numbers[split.head]) for split in splits]
+                return [numbers[split.head] for split in splits]
             await self._intern(unseen)  # a renewed table forgets the numbers held: ask again
         raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while heads were numbered")
 

@@ -9,7 +9,6 @@ from services.runtime.bitmaps import ID_BUCKET
 from services.runtime.readmodel import (
     DAILY_BASE_FIELD,
     DAILY_KEEP_DAYS,
-    GROUP_PREFIX,
     HEADS_GENERATION_FIELD,
     ID_FIELD,
     LAST_ORDER_FIELD,
@@ -24,9 +23,8 @@ from services.tagger.marker import SETTLE
 # are folded into the base field. That never touches a day a reader shows (the newest day is at
 # most today), and the fold changes no prefix sum, so any interleaving of partitions (a rebuild)
 # ends in the same counts.
-_COUNT_DAY = f"""
-local function count_day(key, day, delta)
-  redis.call('HINCRBY', key, day, delta)
+_FOLD_DAYS = f"""
+local function fold_days(key)
   if redis.call('HLEN', key) <= {2 * DAILY_KEEP_DAYS + 1} then return end
   local fields = redis.call('HGETALL', key)
   local newest = nil
@@ -50,6 +48,90 @@ local function count_day(key, day, delta)
 end
 """
 
+# A customer's history (readmodel.py): one string, the entry count then each entry framed by its
+# length (history_codec.py), oldest first. Appending reads and writes it whole: SET stores it at its
+# size, where APPEND would leave Redis's growth reserve (up to its size again) behind every history.
+# Past `limit` entries, the oldest are cut from the front. An entry of format 3 has no instant and
+# cause (the entry before it has them): one that would come first after a cut, or follow a change of
+# its run that was not applied, is written as format 2 with those it stands for.
+_HISTORY = """
+local function read_varint(data, at)
+  local value, scale, byte = 0, 1, 128
+  while byte >= 128 do
+    byte = string.byte(data, at)
+    value, scale, at = value + (byte % 128) * scale, scale * 128, at + 1
+  end
+  return value, at
+end
+
+local function varint(value)
+  local out = {}
+  while value >= 128 do
+    out[#out + 1] = string.char(value % 128 + 128)
+    value = math.floor(value / 128)
+  end
+  out[#out + 1] = string.char(value)
+  return table.concat(out)
+end
+
+-- Where the instant of the entry starting at `first` starts (format 2), or would start (format 3).
+local function event_at(data, first)
+  local number, at = read_varint(data, first + 1)
+  if number == 0 then
+    local size
+    size, at = read_varint(data, at)
+    at = at + size
+  end
+  local _, after_seq = read_varint(data, at)
+  return after_seq
+end
+
+-- The instant and cause (their bytes) of the entry starting at `first`; `before`: its predecessor's.
+local function event_of(data, first, before)
+  if string.byte(data, first) == 3 then return before end
+  local start = event_at(data, first)
+  local _, at = read_varint(data, start)
+  local caused_size
+  caused_size, at = read_varint(data, at)
+  return string.sub(data, start, at + math.max(caused_size - 1, 0) - 1)
+end
+
+local function with_event(entry, event)
+  local at = event_at(entry, 1)
+  return string.char(2) .. string.sub(entry, 2, at - 1) .. event .. string.sub(entry, at)
+end
+
+-- `entries`: the run's new entries, unframed, of format 2 or 3, the first of format 2.
+local function append_history(key, entries, limit)
+  local history = redis.call('GET', key)
+  local framed = {}
+  for i, entry in ipairs(entries) do framed[i] = varint(#entry) .. entry end
+  local count, body = #entries, table.concat(framed)
+  if history then
+    local stored, at = read_varint(history, 1)
+    count, body = count + stored, string.sub(history, at) .. body
+  end
+  local at, event = 1, nil
+  for _ = 1, count - limit do
+    local size
+    size, at = read_varint(body, at)
+    event = event_of(body, at, event)
+    at = at + size
+  end
+  local first = ''
+  if at > 1 then
+    local size, start = read_varint(body, at)
+    if string.byte(body, start) == 3 then
+      first = with_event(string.sub(body, start, start + size - 1), event)
+      first = varint(#first) .. first
+      at = start + size
+    end
+  end
+  redis.call('SET', key, varint(math.min(count, limit)) .. first .. string.sub(body, at))
+end
+"""
+
+
 SHARED_KEYS = 6
 SHARED_ARGS = 9
 """How many keys and args every change script takes first (`Projector._shared`)."""
@@ -61,95 +143,137 @@ SHARED_ARGS = 9
 # would print large ones in exponent form.
 #
 # A run is one customer's consecutive changes in a batch (the changes of one event, usually): its
-# last seq is read once and written once, and its history entries pushed by one LPUSH and trimmed
-# once, which leaves the same keys as applying each change by itself (each change is still decided
-# by the seq before it: the next one applied, a repeat or an older one dropped, a jump applied and
-# counted as a gap). Key names are put together here from the pieces `Projector._shared` gives
-# (readmodel.Keys names them), so a change needs no keys of its own.
+# hash is read once (HGETALL: the last seq, the dense id, and how many tags of each group it holds,
+# counted from its tag fields, so no per-group field is kept) and its seq written once, its history
+# entries appended and trimmed in one write, which leaves the same keys as applying each change by
+# itself (each change is still decided by the seq before it: the next one applied, a repeat or an
+# older one dropped, a jump applied and counted as a gap). Key names are put together here from the
+# pieces `Projector._shared` gives (readmodel.Keys names them), so a change needs no keys of its own.
+#
+# The cross-customer counters (holders per tag and per group, a tag's daily counts) are summed in
+# `totals` over the whole script and written once per tag, group and day at its end (`write_totals`):
+# a sum of the same deltas, in one command each instead of one per change. A counter touched is
+# written even when its sum is 0, as applying the changes one by one would have left it.
 #
 # `shared`: the keys and args `Projector._shared` gives once per script (next id, tag members,
 # group members, gap count, gap customers, head table; the buckets' key prefix, the history's
 # length, the head table's generation, the name pieces of customer, history, bitmap and daily keys).
 _APPLY_RUN = (
-    _COUNT_DAY
+    _FOLD_DAYS
+    + _HISTORY
     + f"""
-local function dense_id(shared, customer_key, customer)
-  local id = redis.call('HGET', customer_key, '{ID_FIELD}')
-  if id then return id end
-  local n = redis.call('INCR', shared.next_id) - 1
-  id = string.format('%d', n)
-  redis.call('HSET', customer_key, '{ID_FIELD}', id)
-  redis.call('HSET', shared.buckets .. string.format('%d', math.floor(n / {ID_BUCKET})),
-    string.format('%d', n % {ID_BUCKET}), customer)
-  return id
+local function customer_of(key)
+  local fields = redis.call('HGETALL', key)
+  local customer = {{key = key, seq = 0, id = false, groups = {{}}}}
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if name == '{SEQ_FIELD}' then
+      customer.seq = tonumber(fields[i + 1])
+    elseif name == '{ID_FIELD}' then
+      customer.id = fields[i + 1]
+    elseif string.sub(name, 1, {len(TAG_PREFIX)}) == '{TAG_PREFIX}' then
+      local group = string.sub(name, {len(TAG_PREFIX) + 1}, string.find(name, '/', 1, true) - 1)
+      customer.groups[group] = (customer.groups[group] or 0) + 1
+    end
+  end
+  return customer
 end
 
-local function change_tags(shared, customer_key, customer, change, field, held, day)
-  local bitmap_key, daily_key = shared.bitmap .. field, shared.daily .. field
-  local group = string.sub(field, 1, string.find(field, '/', 1, true) - 1)
-  local tag_key, group_key = '{TAG_PREFIX}' .. field, '{GROUP_PREFIX}' .. group
+local function dense_id(shared, customer, customer_id)
+  if customer.id then return customer.id end
+  local n = redis.call('INCR', shared.next_id) - 1
+  customer.id = string.format('%d', n)
+  redis.call('HSET', customer.key, '{ID_FIELD}', customer.id)
+  redis.call('HSET', shared.buckets .. string.format('%d', math.floor(n / {ID_BUCKET})),
+    string.format('%d', n % {ID_BUCKET}), customer_id)
+  return customer.id
+end
+
+local function add(sums, name, delta)
+  sums[name] = (sums[name] or 0) + delta
+end
+
+local function change_tags(shared, totals, customer, customer_id, change, field, held, day)
+  local tag_key, delta = '{TAG_PREFIX}' .. field, 1
   if change == 'added' then
-    if redis.call('HSET', customer_key, tag_key, held) == 1 then
-      redis.call('SETBIT', bitmap_key, dense_id(shared, customer_key, customer), 1)
-      redis.call('HINCRBY', shared.tag_members, field, 1)
-      count_day(daily_key, day, 1)
-      if redis.call('HINCRBY', customer_key, group_key, 1) == 1 then
-        redis.call('HINCRBY', shared.group_members, group, 1)
-      end
+    if redis.call('HSET', customer.key, tag_key, held) == 0 then return end
+  else
+    if redis.call('HDEL', customer.key, tag_key) == 0 then return end
+    delta = -1
+  end
+  redis.call('SETBIT', shared.bitmap .. field, dense_id(shared, customer, customer_id), (delta + 1) / 2)
+  local group = string.sub(field, 1, string.find(field, '/', 1, true) - 1)
+  local held_in_group = (customer.groups[group] or 0) + delta
+  customer.groups[group] = held_in_group
+  if held_in_group == (delta + 1) / 2 then add(totals.groups, group, delta) end -- 0 -> 1 or 1 -> 0
+  add(totals.tags, field, delta)
+  local days = totals.days[field]
+  if not days then
+    days = {{}}
+    totals.days[field] = days
+  end
+  add(days, day, delta)
+end
+
+local function write_totals(shared, totals)
+  for _, counter in ipairs({{{{shared.tag_members, totals.tags}}, {{shared.group_members, totals.groups}}}}) do
+    for name, delta in pairs(counter[2]) do
+      if redis.call('HINCRBY', counter[1], name, delta) <= 0 then redis.call('HDEL', counter[1], name) end
     end
-  elseif redis.call('HDEL', customer_key, tag_key) == 1 then
-    redis.call('SETBIT', bitmap_key, redis.call('HGET', customer_key, '{ID_FIELD}'), 0)
-    if redis.call('HINCRBY', shared.tag_members, field, -1) <= 0 then
-      redis.call('HDEL', shared.tag_members, field)
-    end
-    count_day(daily_key, day, -1)
-    if redis.call('HINCRBY', customer_key, group_key, -1) <= 0 then
-      redis.call('HDEL', customer_key, group_key)
-      if redis.call('HINCRBY', shared.group_members, group, -1) <= 0 then
-        redis.call('HDEL', shared.group_members, group)
-      end
-    end
+  end
+  for field, days in pairs(totals.days) do
+    local key = shared.daily .. field
+    for day, delta in pairs(days) do redis.call('HINCRBY', key, day, delta) end
+    fold_days(key)
   end
 end
 
 -- ARGV[first]: the customer, ARGV[first + 1]: how many changes; then one arg per change,
--- "<seq> <change> <local day> <held value> <group/tag>\\n<history entry>" (the held value is
--- "<added µs> <source> <group version>"; only the entry, last, may hold any byte).
+-- "<seq> <change> <local day> <held value> <group/tag>\\n<history entry>" (the held value:
+-- readmodel.held_value, one word; only the entry, last, may hold any byte).
 -- Appends each change's outcome to `out`; returns the index after the run.
-local function apply_run(shared, args, first, out)
-  local customer, n = args[first], tonumber(args[first + 1])
-  local customer_key = shared.customer[1] .. customer .. shared.customer[2]
-  local last = tonumber(redis.call('HGET', customer_key, '{SEQ_FIELD}') or '0')
-  local last_text, entries = nil, {{}}
+local function apply_run(shared, totals, args, first, out)
+  local customer_id, n = args[first], tonumber(args[first + 1])
+  local customer = customer_of(shared.customer[1] .. customer_id .. shared.customer[2])
+  local last = customer.seq
+  local last_text, entries, skipped, event = nil, {{}}, false, nil
   for a = first + 2, first + 1 + n do
     local line_end = string.find(args[a], '\\n', 1, true)
     local seq_text, change, day, held, field =
-      string.match(string.sub(args[a], 1, line_end - 1), '^(%d+) (%a+) (%-?%d+) (%d+ %S+ %d+) (%S+)$')
+      string.match(string.sub(args[a], 1, line_end - 1), '^(%d+) (%a+) (%-?%d+) (%S+) (%S+)$')
     local seq = tonumber(seq_text)
     if seq == last then
       out[#out + 1] = 'duplicate'
+      skipped = true
     elseif seq < last then
       out[#out + 1] = 'stale'
+      skipped = true
     else
       if seq > last + 1 then
         redis.call('INCR', shared.gap_count)
-        redis.call('SADD', shared.gap_customers, customer)
+        redis.call('SADD', shared.gap_customers, customer_id)
         out[#out + 1] = 'applied-after-gap'
       else
         out[#out + 1] = 'applied'
       end
       last, last_text = seq, seq_text
-      change_tags(shared, customer_key, customer, change, field, held, day)
-      entries[#entries + 1] = string.sub(args[a], line_end + 1)
+      change_tags(shared, totals, customer, customer_id, change, field, held, day)
+      local entry = string.sub(args[a], line_end + 1)
+      if string.byte(entry, 1) == 3 and skipped then entry = with_event(entry, event) end
+      entries[#entries + 1] = entry
+      skipped = false
     end
+    event = event_of(args[a], line_end + 1, event)
   end
   if last_text then
-    redis.call('HSET', customer_key, '{SEQ_FIELD}', last_text)
-    local history_key = shared.history[1] .. customer .. shared.history[2]
-    redis.call('LPUSH', history_key, unpack(entries))
-    redis.call('LTRIM', history_key, 0, shared.history_limit - 1)
+    redis.call('HSET', customer.key, '{SEQ_FIELD}', last_text)
+    append_history(shared.history[1] .. customer_id .. shared.history[2], entries, shared.history_limit)
   end
   return first + 2 + n
+end
+
+local function new_totals()
+  return {{tags = {{}}, groups = {{}}, days = {{}}}}
 end
 
 local function shared_from(keys, k, args, a)
@@ -174,9 +298,10 @@ APPLY = (
     + f"""
 local shared = shared_from(KEYS, 1, ARGV, 1)
 if not heads_current(shared) then return {{'heads'}} end
-local out = {{}}
+local out, totals = {{}}, new_totals()
 local a = {SHARED_ARGS + 1}
-while a <= #ARGV do a = apply_run(shared, ARGV, a, out) end
+while a <= #ARGV do a = apply_run(shared, totals, ARGV, a, out) end
+write_totals(shared, totals)
 return out
 """
 )
@@ -247,9 +372,10 @@ APPLY_BATCH = (
     + f"""
 local shared = shared_from(KEYS, 3, ARGV, 6)
 if not heads_current(shared) then return {{'heads', ''}} end
-local out = {{}}
+local out, totals = {{}}, new_totals()
 local a = {6 + SHARED_ARGS}
-while a <= #ARGV do a = apply_run(shared, ARGV, a, out) end
+while a <= #ARGV do a = apply_run(shared, totals, ARGV, a, out) end
+write_totals(shared, totals)
 """
     + _BATCH_DONE
     + """

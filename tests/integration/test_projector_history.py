@@ -10,7 +10,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from schemas.tags import TagChanged
-from services.runtime.history_codec import split_change
+from services.runtime.history_codec import (
+    FORMAT_HEADED,
+    head_number,
+    history_entries,
+    history_string,
+    split_change,
+)
 from services.runtime.readmodel import ReadModel, offset_field
 from services.tagger.marker import Marker
 from services.tagger.projection import decode_tag_records
@@ -37,7 +43,7 @@ async def test_history_reads_entries_written_before_and_now_alike_field_by_field
 ) -> None:
     projector = Projector(redis_client, key_prefix=redis_prefix)
     before = shop_change()
-    await redis_client.rpush(reads.keys.history(before.customer_id), FORMAT_1_ENTRIES[0])
+    await redis_client.set(reads.keys.history(before.customer_id), history_string([FORMAT_1_ENTRIES[0]]))
     now = [shop_change(seq=100_000 + n, caused_by=f"e-{n}", change="added" if n % 2 else "removed") for n in range(3)]
     await projector.apply_batch(Position(FIELD, 0, 3, from_start=True), now, T0, [_record(c) for c in now])
 
@@ -56,7 +62,7 @@ async def test_hostile_changes_come_back_whole_whether_their_heads_are_numbered_
     projector = Projector(redis_client, key_prefix=redis_prefix, max_heads=max_heads)
     changes = hostile_changes()
     for change, old in zip(changes, FORMAT_1_ENTRIES[1:], strict=True):
-        await redis_client.rpush(reads.keys.history(change.customer_id), old)
+        await redis_client.set(reads.keys.history(change.customer_id), history_string([old]))
 
     outcomes = await projector.apply_many(changes, [_record(c) for c in changes])
 
@@ -159,3 +165,53 @@ async def test_an_invalid_record_is_skipped_with_its_reason_and_the_rest_of_the_
     assert "seq" in skipped[0]
     assert (result.kind, (await reads.status()).offsets) == ("ok", {FIELD: 4})
     assert await reads.history("c1") == list(reversed(good))
+
+
+@pytest.mark.parametrize("max_heads", [65_536, 0])
+async def test_the_history_string_keeps_the_newest_changes_up_to_the_limit_across_runs_and_batches(
+    redis_client: aioredis.Redis, redis_prefix: str, reads: ReadModel, max_heads: int
+) -> None:
+    """Batches of runs longer and shorter than the limit: the oldest entries are cut from the front,
+    within one run too; with no head table (max_heads 0) every entry carries its head inline."""
+    projector = Projector(redis_client, key_prefix=redis_prefix, history_limit=5, max_heads=max_heads)
+    stream = [  # three changes an event (instant and cause), cuts inside those threes
+        changed(
+            "c1",
+            seq,
+            "interest",
+            "tea" if seq % 3 else "coffee",
+            "added" if seq % 2 else "removed",
+            event=(seq + 1) // 3 + 100,
+        )
+        for seq in range(1, 23)
+    ]
+    offset = 0
+    for size in (2, 1, 3, 9, 1, 6):  # runs of 9 and 6 changes are each longer than the limit
+        batch = stream[offset : offset + size]
+        result = await projector.apply_batch(Position(FIELD, offset, offset + size, offset == 0), batch, T0)
+        assert result.kind == "ok"
+        offset += size
+        kept = stream[max(0, offset - 5) : offset]
+        assert await reads.history("c1", limit=50) == list(reversed(kept))
+
+    raw = await redis_client.get(reads.keys.history("c1"))
+    entries = history_entries("c1", raw)
+    assert (raw[0], len(entries)) == (5, 5)  # the count leads the string
+    assert all(entry[0] == FORMAT_HEADED for entry in entries)
+    assert all((head_number(entry) is None) == (max_heads == 0) for entry in entries)
+    assert _formats_kept(raw) == [2, 3, 2, 3, 3]  # the first, cut out of its three, given its instant and cause back
+    assert await reads.history("c1", offset=3, limit=5) == [stream[18], stream[17]]
+
+
+def _formats_kept(history: bytes) -> list[int]:
+    """Each entry's format as the string keeps it (history_codec.py: a count, then entries behind their length)."""
+    formats, at = [], 1
+    for _ in range(history[0]):
+        size = shift = 0
+        while True:
+            size, at, shift = size | (history[at] & 0x7F) << shift, at + 1, shift + 7
+            if history[at - 1] < 0x80:
+                break
+        formats.append(history[at])
+        at += size
+    return formats

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.runtime.customers import RedisCustomers
+from services.runtime.history_codec import INLINE, split_change
 from services.runtime.readmodel import ReadModel, offset_field
 from services.tagger.marker import Marker
 from services.tagger.projector import Position, Projector
@@ -165,6 +166,43 @@ async def test_a_read_model_of_the_older_layout_is_refused_then_deleted_by_one_u
     assert (await reads.status()).ready
     assert await reads.current_tags("c1") == {"tier": ["gold"]}
     assert [m async for m in reads.members("tier", "gold")] == ["c1"]
+
+
+async def test_a_read_model_of_layout_2_is_rebuilt_into_layout_3_keeping_dense_ids_and_consent(
+    redis_client: aioredis.Redis, redis_prefix: str, projector: Projector, reads: ReadModel, marker: Marker
+) -> None:
+    """Layout 2: the history a list, per-group counts in the customer's hash, under a `ready` marker of layout 2."""
+    customers = RedisCustomers(redis_client, prefix=redis_prefix)
+    await customers.opt_out("c1", "sms")
+    gold = changed("c1", 1, "tier", "gold")
+    customer_key, history_key = reads.keys.customer("c1"), reads.keys.history("c1")
+    await redis_client.hset(
+        customer_key, mapping={"seq": 1, "id": 0, "t:tier/gold": "1767225600000000 rule 1", "g:tier": 1}
+    )
+    await redis_client.lpush(history_key, split_change(gold).entry(INLINE))
+    await redis_client.setbit(reads.keys.bitmap("tier", "gold"), 0, 1)
+    await redis_client.hset(reads.keys.tag_members, "tier/gold", 1)
+    await redis_client.hset(reads.keys.group_members, "tier", 1)
+    await redis_client.set(reads.keys.next_id, 1)
+    await redis_client.hset(reads.keys.id_bucket(0), "0", "c1")
+    await redis_client.hset(marker.keys.meta, mapping={"state": "ready", "layout": "2", "epoch": "e2"})
+    await redis_client.hset(marker.keys.offsets, FIELD, 1)
+
+    assert (await reads.status()).state == "outdated"
+    assert await marker.upgrade(T0)
+    assert not await redis_client.exists(history_key, reads.keys.bitmap("tier", "gold"), reads.keys.group_members)
+    assert await redis_client.hgetall(customer_key) == {b"id": b"0"}
+
+    await marker.begin({FIELD: 2}, T0, reason="marker missing")
+    stream = [gold, changed("c1", 2, "tier", "gold", "removed")]
+    await projector.apply_batch(Position(FIELD, 0, 2, from_start=True), stream, T0)
+    assert (await reads.status()).ready
+    assert await reads.history("c1") == list(reversed(stream))
+    assert await redis_client.type(history_key) == b"string"
+    assert await reads.current_tags("c1") == {}
+    assert await reads.group_member_count("tier") == 0
+    assert await reads.name([0]) == ["c1"]  # the dense id kept across the upgrade
+    assert await customers.opted_out("c1") == {"sms"}
 
 
 async def test_projectors_racing_over_one_partition_end_in_the_fold_of_the_whole_stream(

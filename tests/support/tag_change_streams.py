@@ -28,7 +28,11 @@ def changed(
     source: str = "rule",
     minutes: int = 0,
     summary: str | None = None,
+    event: int = 0,
 ) -> TagChanged:
+    """`event`: changes given the same number share their instant and cause (one event's changes);
+    by default each change is an event of its own, numbered by its seq."""
+    event = event or seq
     return TagChanged.model_validate(
         {
             "customer_id": customer,
@@ -43,8 +47,8 @@ def changed(
                 ],
             },
             "group_version": 3,
-            "caused_by": f"e-{customer}-{seq}",
-            "occurred_at": T0 + timedelta(minutes=minutes or seq),
+            "caused_by": f"e-{customer}-{event}",
+            "occurred_at": T0 + timedelta(minutes=minutes or event),
             "seq": seq,
         }
     )
@@ -55,8 +59,8 @@ def customer_stream(customer: str, length: int, rng: random.Random) -> list[TagC
     held: set[tuple[str, str]] = set()
     stream: list[TagChanged] = []
 
-    def emit(group: str, tag: str, change: str) -> None:
-        stream.append(changed(customer, len(stream) + 1, group, tag, change))
+    def emit(group: str, tag: str, change: str, event: int = 0) -> None:
+        stream.append(changed(customer, len(stream) + 1, group, tag, change, event=event))
         (held.add if change == "added" else held.discard)((group, tag))
 
     while len(stream) < length:
@@ -65,9 +69,10 @@ def customer_stream(customer: str, length: int, rng: random.Random) -> list[TagC
             current = [tag for group, tag in held if group == "tier"]
             if current == [tier]:
                 continue
+            event = len(stream) + 1  # a swap is one event's changes
             for tag in current:
-                emit("tier", tag, "removed")
-            emit("tier", tier, "added")
+                emit("tier", tag, "removed", event)
+            emit("tier", tier, "added", event)
         else:
             interest = rng.choice(INTERESTS)
             emit("interest", interest, "removed" if ("interest", interest) in held else "added")

@@ -7,9 +7,18 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from schemas.tags import TagChanged
+from schemas.tags import ChangeSource, TagChanged
 from services.runtime.bitmaps import bits_in, snapshot_commands
-from services.runtime.history_codec import INLINE, HistoryEntryInvalid, head_number, split_change, unpack_change
+from services.runtime.history_codec import (
+    INLINE,
+    HistoryEntryInvalid,
+    framed,
+    head_number,
+    history_entries,
+    history_string,
+    split_change,
+    unpack_change,
+)
 from services.runtime.readmodel import HeldTag
 from tests.support.history_entries import FORMAT_1_ENTRIES, hostile_changes, shop_change
 
@@ -88,11 +97,71 @@ def test_an_entry_of_another_format_damaged_or_naming_an_unknown_head_is_refused
         unpack_change("c1", entry[:6], {5: split.head})
 
 
-def test_a_held_tag_value_round_trips_at_microseconds() -> None:
-    held = HeldTag(added_at=datetime(2026, 2, 28, 16, 0, 0, 123456, tzinfo=UTC), source="import", group_version=7)
+def test_a_history_string_gives_its_entries_back_newest_first_whatever_their_format_or_length() -> None:
+    change = shop_change()
+    split = split_change(change, _tagger_record(change))
+    entries = [FORMAT_1_ENTRIES[0], split.entry(7), split.entry(INLINE), b"\x02" + b"x" * 300]
 
+    history = history_string(entries)
+
+    assert history_entries("c1", history) == list(reversed(entries))
+    assert history == bytes([len(entries)]) + b"".join(framed(entry) for entry in entries)
+    assert framed(entries[3])[:2] == bytes([0x80 | 301 & 0x7F, 301 >> 7])  # a length past 127 takes two bytes
+    assert unpack_change(change.customer_id, history_entries("c1", history)[1], {}) == change
+    assert history_entries("c1", history_string([])) == []
+
+
+def test_an_entry_of_the_event_of_the_one_before_it_leaves_instant_and_cause_out_and_is_read_with_them() -> None:
+    first = shop_change(seq=7, caused_by="7d1e2b0c-41f5-4c1a-9f3e-2a9c0e4b7d15")
+    second = first.model_copy(update={"seq": 8, "change": "removed"})
+    split, later = split_change(first), split_change(second)
+    same = later.entry(3, same_event=True)
+
+    entries = history_entries("c1", history_string([split.entry(INLINE), same, later.entry(4, same_event=True)]))
+
+    assert len(same) == len(later.entry(3)) - 8 - 37  # the instant (at microseconds: 8 bytes), the cause's UUID
+    assert entries[1] == later.entry(3)
+    assert unpack_change(first.customer_id, entries[2], {}) == first
+    assert unpack_change(first.customer_id, entries[1], {3: later.head}) == second
+    assert entries[0] == later.entry(4)
+    with pytest.raises(HistoryEntryInvalid, match="format 3 follows none of format 2"):
+        history_entries("c1", history_string([same]))
+
+
+@pytest.mark.parametrize(
+    ("history", "problem"),
+    [
+        (history_string([b"\x01abc"])[:-1], "cut short"),
+        (history_string([b"\x01abc"]) + b"\x00", "1 bytes after its entries"),
+        (b"\x02" + framed(b"\x02abc"), "index out of range"),
+    ],
+)
+def test_a_damaged_history_string_is_refused_naming_the_customer(history: bytes, problem: str) -> None:
+    with pytest.raises(HistoryEntryInvalid, match=f"customer 'c9'.*{problem}"):
+        history_entries("c9", history)
+
+
+@pytest.mark.parametrize("source", ["rule", "manual", "rule_change", "time", "import"])
+def test_a_held_tag_value_is_one_integer_and_round_trips_at_microseconds(source: ChangeSource) -> None:
+    held = HeldTag(added_at=datetime(2026, 2, 28, 16, 0, 0, 123456, tzinfo=UTC), source=source, group_version=255)
+
+    assert int(held.packed()) < 2**63  # Redis keeps it in the listpack as an int64
     assert HeldTag.unpacked(held.packed()) == held
     assert HeldTag.unpacked(held.packed().encode()) == held
+
+
+@pytest.mark.parametrize(
+    ("added_at", "group_version"),
+    [(datetime(2026, 2, 28, 16, 0, 0, 1, tzinfo=UTC), 256), (datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), 1)],
+)
+def test_a_held_tag_value_past_what_one_integer_holds_is_kept_as_text_of_one_word(
+    added_at: datetime, group_version: int
+) -> None:
+    held = HeldTag(added_at=added_at, source="manual", group_version=group_version)
+
+    assert " " not in held.packed()
+    assert not held.packed().lstrip("-").isdigit()
+    assert HeldTag.unpacked(held.packed()) == held
 
 
 def test_bits_are_numbered_from_the_most_significant_bit_of_the_first_byte_as_redis_does() -> None:
