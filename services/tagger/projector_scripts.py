@@ -289,19 +289,27 @@ local function heads_current(shared)
   if shared.heads_generation == '' then return true end -- no number given yet: every entry carries its head
   return redis.call('HGET', shared.heads, '{HEADS_GENERATION_FIELD}') == shared.heads_generation
 end
+
+-- The shared keys from keys[k] and args from args[a], then every run after them; each change's
+-- outcome, or nil (nothing written) when the head table is of another generation.
+local function apply_runs(keys, k, args, a)
+  local shared = shared_from(keys, k, args, a)
+  if not heads_current(shared) then return nil end
+  local out, totals = {{}}, new_totals()
+  a = a + {SHARED_ARGS}
+  while a <= #args do a = apply_run(shared, totals, args, a, out) end
+  write_totals(shared, totals)
+  return out
+end
 """
 )
 
 # KEYS: the 6 shared keys; ARGV: the 9 shared args, then runs (customer, count, an arg per change).
 APPLY = (
     _APPLY_RUN
-    + f"""
-local shared = shared_from(KEYS, 1, ARGV, 1)
-if not heads_current(shared) then return {{'heads'}} end
-local out, totals = {{}}, new_totals()
-local a = {SHARED_ARGS + 1}
-while a <= #ARGV do a = apply_run(shared, totals, ARGV, a, out) end
-write_totals(shared, totals)
+    + """
+local out = apply_runs(KEYS, 1, ARGV, 1)
+if not out then return {'heads'} end
 return out
 """
 )
@@ -369,13 +377,9 @@ APPLY_BATCH = (
     _APPLY_RUN
     + SETTLE
     + _BATCH_CHECK
-    + f"""
-local shared = shared_from(KEYS, 3, ARGV, 6)
-if not heads_current(shared) then return {{'heads', ''}} end
-local out, totals = {{}}, new_totals()
-local a = {6 + SHARED_ARGS}
-while a <= #ARGV do a = apply_run(shared, totals, ARGV, a, out) end
-write_totals(shared, totals)
+    + """
+local out = apply_runs(KEYS, 3, ARGV, 6)
+if not out then return {'heads', ''} end
 """
     + _BATCH_DONE
     + """
