@@ -33,6 +33,7 @@ import yaml
 from redis.asyncio import Redis
 
 from benchmarks.workload import rules, write_events
+from services.runtime.change_records import ChangeDecoder
 from services.runtime.readmodel import offset_field
 from services.tagger.projection import decode_tag_records
 from services.tagger.projector import Position, Projector
@@ -69,11 +70,12 @@ async def run(redis_url: str, records: list[bytes], *, freeze: bool = True) -> i
             gc.collect()
             gc.freeze()
         now = datetime.now(UTC)
+        decoder = ChangeDecoder()
         wall, cpu = time.perf_counter(), time.process_time()
         for partition, first, batch in _batches(records):
-            changes, decoded = decode_tag_records(batch)
+            changes = decode_tag_records(batch, decoder)
             position = Position(offset_field("bench", partition), first, first + len(batch), from_start=first == 0)
-            result = await projector.apply_batch(position, changes, now, decoded)
+            result = await projector.apply_batch(position, changes, now)
             assert result.kind == "ok", result
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         redis_cpu = await _redis_cpu(redis) - redis_before

@@ -89,7 +89,7 @@ class SplitChange:
         body = self.body
         if same_event:
             body = body[: self.event_start] + body[self.event_end :]
-        head = b"\x00" + _varint(len(self.head)) + self.head if head_number == INLINE else _varint(head_number)
+        head = b"\x00" + varint(len(self.head)) + self.head if head_number == INLINE else varint(head_number)
         return (_FORMAT_3 if same_event else _FORMAT_2) + head + body
 
 
@@ -118,13 +118,13 @@ def head_number(entry: bytes) -> int | None:
 
 def framed(entry: bytes) -> bytes:
     """The entry as a history string holds it: behind its length."""
-    return _varint(len(entry)) + entry
+    return varint(len(entry)) + entry
 
 
 def history_string(entries: Sequence[bytes]) -> bytes:
     """A customer's history as the read model keeps it (layout 3): the entry count, then each entry
     framed, oldest first. The projector's script appends to it and cuts the oldest past the limit."""
-    return _varint(len(entries)) + b"".join(framed(entry) for entry in entries)
+    return varint(len(entries)) + b"".join(framed(entry) for entry in entries)
 
 
 def history_entries(customer_id: str, history: bytes) -> list[bytes]:
@@ -176,35 +176,37 @@ def _split(change: TagChanged, record: bytes) -> SplitChange | None:
     """The split, when `record` is `{"schema_version":1,"customer_id":…,` up to
     `,"caused_by":…,"occurred_at":"…","seq":N}`: the middle then holds every other field, so the
     head with the body's fields puts together a document that validates to the same change. (Inside
-    a JSON string a quote is escaped, so the markers found are keys, and the tail's three `":` are
-    its three keys' own.)"""
+    a JSON string a quote is escaped, so the markers found are keys, and a `,"` is never inside a
+    string: the tail's three are its three keys' own, whatever `caused_by` holds.)"""
     if not record.startswith(_START):
         return None
     middle_at = record.find(_GROUP, len(_START))
     tail_at = record.rfind(_CAUSED)
     tail = record[tail_at:]
-    if middle_at < 0 or tail_at < middle_at or tail.count(b'":') != 3 or _OCCURRED not in tail:
+    if middle_at < 0 or tail_at < middle_at or tail.count(b',"') != 3 or _OCCURRED not in tail:
         return None
     if not tail.endswith(b'","seq":%d}' % change.seq):
         return None
     middle = record[middle_at:tail_at]
     cut = _CUTS.get(middle)
     if cut is None:
-        cut = _cut_observed(middle)
+        cut = cut_observed(middle)
         if len(_CUTS) >= _CUTS_KEPT:
             _CUTS.clear()
         _CUTS[middle] = cut
     head, slots = cut
-    caused_by = change.caused_by
-    us = to_us(change.occurred_at)
-    when = us // 1000 * 2 + 1 if us % 1000 == 0 else us * 2
-    seq = _varint(change.seq)
-    if caused_by is None:
-        event = _varint(when) + b"\x00"
-    else:
-        caused = caused_by.encode()
-        event = b"%b%b%b" % (_varint(when), _varint(len(caused) + 1), caused)
+    seq = varint(change.seq)
+    event = event_bytes(to_us(change.occurred_at), change.caused_by)
     return SplitChange(head, seq + event + slots, len(seq), len(seq) + len(event))
+
+
+def event_bytes(us: int, caused_by: str | None) -> bytes:
+    """A change's instant (µs; whole milliseconds in fewer bytes) and `caused_by` as an entry holds them."""
+    when = us // 1000 * 2 + 1 if us % 1000 == 0 else us * 2
+    if caused_by is None:
+        return varint(when) + b"\x00"
+    caused = caused_by.encode()
+    return b"%b%b%b" % (varint(when), varint(len(caused) + 1), caused)
 
 
 _CUTS: dict[bytes, tuple[bytes, bytes]] = {}
@@ -213,7 +215,7 @@ with the same observed values), so most records are cut without a scan."""
 _CUTS_KEPT = 16_384
 
 
-def _cut_observed(middle: bytes) -> tuple[bytes, bytes]:
+def cut_observed(middle: bytes) -> tuple[bytes, bytes]:
     """The middle's pieces around each condition's `,"observed":X,"matched":B` and the slots that
     put them back: a byte `k << 1 | matched` (k 0: null, 1: JSON follows, 2..127: the int k - 2).
     Inside a JSON string a quote is escaped, so the markers found are the conditions' keys."""
@@ -241,7 +243,7 @@ def _cut_observed(middle: bytes) -> tuple[bytes, bytes]:
             slots.append((int(observed) + 2) << 1 | matched)
         else:
             slots.append(2 | matched)
-            slots += _varint(len(observed)) + observed
+            slots += varint(len(observed)) + observed
         start = end
         at = middle.find(_OBSERVED, end)
     pieces.append(middle[start:])
@@ -318,7 +320,7 @@ def _unpack_deflated(customer_id: str, entry: bytes) -> TagChanged:
     return TagChanged.model_validate(document)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     """Unsigned LEB128: 7 bits a byte, low first (seq up to 2**63 - 1 takes 9 bytes)."""
     if value < 0x80:
         return bytes((value,))

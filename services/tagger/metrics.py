@@ -58,11 +58,12 @@ class ReadModelMetrics:
         )
 
     def count_projected(self, outcomes: Iterable[ProjectionOutcome]) -> None:
-        """Tag changes applied to the read model (Redis, or the embedded node's memory)."""
-        for outcome in outcomes:
-            self.projector_changes.labels(outcome.value).inc()
+        """Tag changes applied to the read model (Redis, or the embedded node's memory): one call per
+        outcome a batch had, not per change."""
+        for outcome, count in Tally(outcomes).items():
+            self.projector_changes.labels(outcome.value).inc(count)
             if outcome is ProjectionOutcome.APPLIED_AFTER_GAP:
-                self.projector_gaps.inc()
+                self.projector_gaps.inc(count)
 
 
 class TaggerMetrics(ReadModelMetrics):

@@ -31,13 +31,13 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from schemas.events import event_adapter
+from schemas.events import CustomerEvent, event_adapter
 from schemas.notifications import NotificationOutcome
-from schemas.tags import TagChanged
+from services.runtime.change_records import ChangeDecoder, ChangeRecord
 from services.runtime.clock import Clock
 from services.runtime.kafka import client_options, partition_ids
 from services.runtime.readmodel import ReadModelStatus, offset_field
@@ -104,6 +104,8 @@ class Projection:
         self._last_reconcile = 0.0
         self._last_progress = 0.0
         self._consumer: AIOKafkaConsumer | None = None
+        self._change_decoder = ChangeDecoder()
+        self._event_adapter = event_adapter()
 
     async def run(self, *, until_ready: bool = False) -> None:
         consumer = AIOKafkaConsumer(
@@ -275,12 +277,12 @@ class Projection:
         values = [record.value for record in records]
         now = self._clock.now
         if tp.topic == self._changes_topic:
-            changes, decoded = decode_tag_records(values)
-            return lambda position: self._projector.apply_batch(position, changes, now(), decoded)
+            changes = decode_tag_records(values, self._change_decoder)
+            return lambda position: self._projector.apply_batch(position, changes, now())
         if tp.topic == self._notifications_topic:
             outcomes = decode_outcomes(values)
             return lambda position: self._projector.record_messages_batch(position, outcomes, now())
-        seen = decode_activity(values)
+        seen = decode_activity(values, self._event_adapter)
         return lambda position: self._projector.record_activity_batch(position, seen, now())
 
     async def _write(
@@ -361,11 +363,17 @@ def workers_projection(
     )
 
 
-def decode_tag_records(values: Iterable[bytes]) -> tuple[list[TagChanged], list[bytes | None]]:
-    """The valid tag changes and the records they came from (their history entries are cut from
-    the records' bytes)."""
-    pairs = _decoded(TagChanged, values, "tag change")
-    return [change for change, _ in pairs], [record for _, record in pairs]
+def decode_tag_records(values: Iterable[bytes], decoder: ChangeDecoder | None = None) -> list[ChangeRecord]:
+    """The valid tag changes, in the pieces the read model writes (change_records.py; `decoder`
+    remembers the pieces across batches); an invalid record is logged and skipped."""
+    decoder = decoder or ChangeDecoder()
+    decoded = []
+    for value in values:
+        try:
+            decoded.append(decoder.decode(value))
+        except ValidationError as error:  # only tagstream writes this topic: log loudly, keep going
+            log.error("skipping an invalid tag change: %s", error)
+    return decoded
 
 
 def decode_outcomes(values: Iterable[bytes]) -> list[NotificationOutcome]:
@@ -383,9 +391,12 @@ def _decoded(model: type[_M], values: Iterable[bytes], what: str) -> list[tuple[
     return decoded
 
 
-def decode_activity(values: Iterable[bytes]) -> list[tuple[str, datetime | None, datetime]]:
-    """Per customer in a batch: the latest order and the latest event of any kind."""
-    adapter = event_adapter()
+def decode_activity(
+    values: Iterable[bytes], adapter: TypeAdapter[CustomerEvent] | None = None
+) -> list[tuple[str, datetime | None, datetime]]:
+    """Per customer in a batch: the latest order and the latest event of any kind (`adapter`:
+    schemas.events.event_adapter's, built once)."""
+    adapter = adapter or event_adapter()
     latest: dict[str, tuple[datetime | None, datetime]] = {}
     for value in values:
         try:

@@ -43,7 +43,8 @@ from schemas.notifications import NotificationOutcome
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
 from services.engine.zone import UTC_ZONE, DayZone
-from services.runtime.history_codec import INLINE, MAX_HEAD_BYTES, SplitChange, split_change
+from services.runtime.change_records import ChangeRecord, change_record
+from services.runtime.history_codec import INLINE, MAX_HEAD_BYTES
 from services.runtime.readmodel import (
     DEFAULT_PREFIX,
     LAST_ORDER_FIELD,
@@ -135,25 +136,25 @@ class Projector:
         self._messages_batch_script = redis.register_script(MESSAGES_BATCH)
         self._intern_script = redis.register_script(INTERN)
 
-    async def apply(self, change: TagChanged, record: bytes | None = None) -> ProjectionOutcome:
+    async def apply(self, change: TagChanged | ChangeRecord, record: bytes | None = None) -> ProjectionOutcome:
         """`record`: the JSON `change` was validated from (its history entry is cut from it)."""
         return (await self.apply_many([change], [record]))[0]
 
     async def apply_many(
-        self, changes: Sequence[TagChanged], records: Sequence[bytes | None] | None = None
+        self, changes: Sequence[TagChanged | ChangeRecord], records: Sequence[bytes | None] | None = None
     ) -> list[ProjectionOutcome]:
         """Apply in the given order, each change by its own script, over one round trip (a
         non-transactional pipeline).
 
         If it raises, any part of the batch may have been applied; retrying the whole batch is safe.
         """
-        splits = _splits(changes, records)
+        pieces = _change_records(changes, records)
         for _ in range(_RENEWED_TRIES):
-            numbers = await self._numbers_of(splits)
+            numbers = await self._numbers_of(pieces)
             pipe = self._redis.pipeline(transaction=False)
             keys, args = self._shared()
-            for change, split, number in zip(changes, splits, numbers, strict=True):
-                await self._apply_script(keys, [*args, *self._run_args([change], [split], [number])], client=pipe)
+            for piece, number in zip(pieces, numbers, strict=True):
+                await self._apply_script(keys, [*args, *self._run_args([piece], [number])], client=pipe)
             replies = await pipe.execute()
             if not any(_renewed(reply) for reply in replies):
                 return [_outcome(reply[0]) for reply in replies]
@@ -163,25 +164,25 @@ class Projector:
     async def apply_batch(
         self,
         position: Position,
-        changes: Sequence[TagChanged],
+        changes: Sequence[TagChanged | ChangeRecord],
         now: datetime,
         records: Sequence[bytes | None] | None = None,
     ) -> BatchResult:
         """Apply one partition's consecutive records (the changes decoded from them, and the records'
         JSON when given) at that position, atomically."""
-        splits = _splits(changes, records)
+        pieces = _change_records(changes, records)
         for _ in range(_RENEWED_TRIES):
-            numbers = await self._numbers_of(splits)
+            numbers = await self._numbers_of(pieces)
             shared_keys, shared_args = self._shared()
             keys: list[str] = [self.keys.meta, self.keys.offsets, *shared_keys]
-            args = [*_position_args(position, now), *shared_args, *self._run_args(changes, splits, numbers)]
+            args = [*_position_args(position, now), *shared_args, *self._run_args(pieces, numbers)]
             reply = await self._apply_batch_script(keys, args)
             if _renewed(reply):
                 self._numbers.clear()
                 continue
             result = _batch_result(reply)
             if result.kind == "ok":
-                return BatchResult("ok", state=result.state, outcomes=[_outcome(item) for item in reply[2:]])
+                return BatchResult("ok", state=result.state, outcomes=[_OUTCOMES[item] for item in reply[2:]])
             return result
         raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while a batch was applied")
 
@@ -231,9 +232,7 @@ class Projector:
         counters = [keys.next_id, keys.tag_members, keys.group_members, keys.gap_count, keys.gap_customers]
         return [*counters, keys.heads], [keys.id_buckets, self._history_limit, self._generation, *names]
 
-    def _run_args(
-        self, changes: Sequence[TagChanged], splits: Sequence[SplitChange], numbers: Sequence[int]
-    ) -> list[str | int | bytes]:
+    def _run_args(self, changes: Sequence[ChangeRecord], numbers: Sequence[int]) -> list[str | int | bytes]:
         """Runs of one customer's consecutive changes: the customer, how many, then an arg per change
         (projector_scripts.py, `apply_run`): one arg, not six, as redis-py encodes each arg apart. A
         change with the instant and cause of the one before it in its run gets an entry without them
@@ -241,28 +240,29 @@ class Projector:
         args: list[str | int | bytes] = []
         customer, count_at, previous = None, 0, None
         day = self._zone.day
-        for change, split, number in zip(changes, splits, numbers, strict=True):
-            us = to_us(change.occurred_at)
-            if change.customer_id != customer:
-                customer, previous = change.customer_id, None
+        for change, number in zip(changes, numbers, strict=True):
+            occurrence, middle = change.occurrence, change.middle
+            us = occurrence.occurred_us
+            if occurrence.customer_id != customer:
+                customer, previous = occurrence.customer_id, None
                 count_at = len(args) + 1
                 args += [customer, 0]
             args[count_at] = int(args[count_at]) + 1
-            held = held_value(us, change.source, change.group_version)
-            field = tag_field(change.group_id, change.tag_id)
-            event = (us, change.caused_by)
-            entry = split.entry(number, same_event=event == previous)
-            args.append(f"{change.seq} {change.change} {day(us)} {held} {field}\n".encode() + entry)
+            held = held_value(us, middle.source, middle.group_version)
+            field = tag_field(middle.group_id, middle.tag_id)
+            event = (us, occurrence.caused_by)
+            entry = change.entry(number, same_event=event == previous)
+            args.append(f"{change.seq} {middle.change} {day(us)} {held} {field}\n".encode() + entry)
             previous = event
         return args
 
-    async def _numbers_of(self, splits: Sequence[SplitChange]) -> list[int]:
+    async def _numbers_of(self, changes: Sequence[ChangeRecord]) -> list[int]:
         """The number the head table gave each change's head (INLINE: its entry carries it)."""
         numbers = self._numbers
         for _ in range(_RENEWED_TRIES):
-            unseen = list({split.head: None for split in splits if split.head not in numbers})
+            unseen = list({change.head: None for change in changes if change.head not in numbers})
             if not unseen:
-                return [numbers[split.head] for split in splits]
+                return [numbers[change.head] for change in changes]
             await self._intern(unseen)  # a renewed table forgets the numbers held: ask again
         raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while heads were numbered")
 
@@ -284,10 +284,16 @@ class Projector:
             self._numbers.clear()
 
 
-def _splits(changes: Sequence[TagChanged], records: Sequence[bytes | None] | None) -> list[SplitChange]:
+def _change_records(
+    changes: Sequence[TagChanged | ChangeRecord], records: Sequence[bytes | None] | None
+) -> list[ChangeRecord]:
+    """The changes in the pieces the read model writes (a model is split from its record when given)."""
     if records is None:
-        return [split_change(change) for change in changes]
-    return [split_change(change, record) for change, record in zip(changes, records, strict=True)]
+        records = [None] * len(changes)
+    return [
+        change if isinstance(change, ChangeRecord) else change_record(change, record)
+        for change, record in zip(changes, records, strict=True)
+    ]
 
 
 def _pieces(name: Any) -> list[str]:
@@ -320,3 +326,9 @@ def _text(value: Any) -> str:
 
 def _outcome(reply: Any) -> ProjectionOutcome:
     return ProjectionOutcome(reply.decode() if isinstance(reply, bytes) else reply)
+
+
+_OUTCOMES: dict[Any, ProjectionOutcome] = {
+    key: outcome for outcome in ProjectionOutcome for key in (outcome.value, outcome.value.encode())
+}
+"""A script's reply per change, as the client hands it (bytes, or text when it decodes responses)."""

@@ -153,18 +153,36 @@ async def test_an_invalid_record_is_skipped_with_its_reason_and_the_rest_of_the_
     invalid = _record(good[0]).replace(b'"seq":1', b'"seq":0')
     values = [_record(good[0]), invalid, b'{"customer_id": "c1", "seq": ', _record(good[1])]
 
-    changes, records = decode_tag_records(values)
+    changes = decode_tag_records(values)
     result = await Projector(redis_client, key_prefix=redis_prefix).apply_batch(
-        Position(FIELD, 0, 4, from_start=True), changes, T0, records
+        Position(FIELD, 0, 4, from_start=True), changes, T0
     )
 
-    assert changes == good
-    assert records == [values[0], values[3]]
+    assert [(change.customer_id, change.seq) for change in changes] == [("c1", 1), ("c1", 2)]
     skipped = [r.getMessage() for r in caplog.records if r.name == "services.tagger.projection"]
     assert [message.split(":")[0] for message in skipped] == ["skipping an invalid tag change"] * 2
     assert "seq" in skipped[0]
     assert (result.kind, (await reads.status()).offsets) == ("ok", {FIELD: 4})
     assert await reads.history("c1") == list(reversed(good))
+
+
+async def test_changes_caused_by_an_event_id_holding_the_records_markers_are_projected(
+    redis_client: aioredis.Redis, redis_prefix: str, reads: ReadModel
+) -> None:
+    # An event id is any printable text; one holding `":` stopped the projector on its changes.
+    changes = [
+        shop_change(customer_id="c-q", caused_by='ord-1":2', seq=1, change="added", source="rule"),
+        shop_change(customer_id="c-q", caused_by='ord-1":2', seq=2, change="added", source="rule", tag_id="vip"),
+        shop_change(customer_id="c-q", caused_by='x","seq":9', seq=3, change="removed", source="rule"),
+    ]
+
+    decoded = decode_tag_records([_record(change) for change in changes])
+    result = await Projector(redis_client, key_prefix=redis_prefix).apply_batch(
+        Position(FIELD, 0, 3, from_start=True), decoded, T0
+    )
+
+    assert result.outcomes == [ProjectionOutcome.APPLIED] * 3
+    assert await reads.history("c-q") == list(reversed(changes))
 
 
 @pytest.mark.parametrize("max_heads", [65_536, 0])

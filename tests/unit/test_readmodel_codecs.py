@@ -74,6 +74,17 @@ def test_hostile_changes_come_back_whole_by_number_inline_and_from_any_record(in
             assert _round_trip(change, given, number)[0] == change
 
 
+@pytest.mark.parametrize("caused_by", ['e":1', 'ord-9","seq":1', 'cmd,":,"'])
+def test_a_cause_holding_the_records_own_markers_splits_from_the_taggers_record(caused_by: str) -> None:
+    # An event id is any printable text: `":` in one made every change it caused unsplittable, and
+    # the projector stopped on it.
+    change = shop_change(caused_by=caused_by)
+
+    back, _ = _round_trip(change, _tagger_record(change))
+
+    assert back == change
+
+
 def test_entries_of_format_1_written_before_stay_readable() -> None:
     for change, entry in zip([shop_change(), *hostile_changes()], FORMAT_1_ENTRIES, strict=True):
         assert head_number(entry) is None
