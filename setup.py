@@ -41,6 +41,9 @@ COMPILED_MODULES = [
     "services/engine/zone.py",
     # The replay loop (`tagstream replay`, the embedded mode's journal replay).
     "services/tagger/replay.py",
+    # The projector's per-change path: records validated in pieces, history entries cut.
+    "services/runtime/change_records.py",
+    "services/runtime/history_codec.py",
 ]
 
 
