@@ -365,10 +365,14 @@ async def _latency(
     await ensure_topics(_kafka(backlog), [events_topic], kept_forever=[events_topic])  # see _backlog
     launched = await launch("tagger", backlog, workdir, events_topic)
     stamps = [stamp for _, stamp in arrivals(orjson.loads(line) for line in lines)]
-    sent: dict[str, float] = {}
+    sent: dict[tuple[str, str], list[float]] = {}
 
     def remember(line: bytes, at: float) -> None:
-        sent.setdefault(orjson.loads(line)["event_id"], at)
+        # By customer and id, every send: the workload's history loaded late reuses the ids of other
+        # events (another customer's, or an earlier one of the same customer), and a change belongs
+        # to the latest send of its cause before it (one paired with an earlier send read ~1 s).
+        event = orjson.loads(line)
+        sent.setdefault((event["customer_id"], event["event_id"]), []).append(at)
 
     try:
         started = time.time()
@@ -382,11 +386,14 @@ async def _latency(
         await reader.drain()
         latencies, later = [], []
         for record in reader.records:
-            cause = orjson.loads(record.value).get("caused_by")
-            if cause in sent:
-                latency = max(0.0, record.timestamp / 1000 - sent[cause])
+            change = orjson.loads(record.value)
+            sends = sent.get((change["customer_id"], change.get("caused_by")))
+            if sends:
+                at = record.timestamp / 1000
+                cause = max((send for send in sends if send <= at), default=sends[0])
+                latency = max(0.0, at - cause)
                 latencies.append(latency)
-                if sent[cause] >= halfway:
+                if cause >= halfway:
                     later.append(latency)
     whole = statistics.quantiles(latencies, n=100)
     second = statistics.quantiles(later, n=100) if len(later) > 1 else whole  # a tiny run
