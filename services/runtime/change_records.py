@@ -38,11 +38,16 @@ from schemas.common import Contract
 from schemas.limits import MAX_SEQ
 from schemas.tags import TagChanged
 from services.engine.timeutil import to_us
-from services.runtime.history_codec import INLINE, cut_observed, event_bytes, split_change, varint
+from services.runtime.history_codec import (
+    CAUSED_MARKER,
+    GROUP_MARKER,
+    RECORD_START,
+    cut_observed,
+    event_bytes,
+    headed_entry,
+    split_change,
+)
 
-_START = b'{"schema_version":1,"customer_id":'
-_GROUP = b',"group_id":'
-_CAUSED = b',"caused_by":'
 _SEQ = b',"seq":'
 _DIGITS = re.compile(rb"[1-9][0-9]{0,18}")
 _PLAIN_STRING = re.compile(rb'"[^"\\]*"')
@@ -52,8 +57,6 @@ _SOME_TAIL = b',"caused_by":null,"occurred_at":"2026-01-01T00:00:00Z","seq":1}'
 """A valid customer and tail, beside which a record's middle is validated."""
 _MIDDLES_KEPT = 16_384
 _OCCURRENCES_KEPT = 4_096
-_FORMAT_2 = b"\x02"
-_FORMAT_3 = b"\x03"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,29 +101,17 @@ class ChangeRecord:
         return self.middle.head
 
     def entry(self, head_number: int, *, same_event: bool = False) -> bytes:
-        """The history entry (history_codec.SplitChange.entry, the same bytes)."""
-        middle = self.middle
-        head = b"\x00" + varint(len(middle.head)) + middle.head if head_number == INLINE else varint(head_number)
-        if same_event:
-            return _FORMAT_3 + head + varint(self.seq) + middle.slots
-        return _FORMAT_2 + head + varint(self.seq) + self.occurrence.event + middle.slots
+        """The history entry (history_codec.headed_entry; format 3 with `same_event`)."""
+        middle, event = self.middle, None if same_event else self.occurrence.event
+        return headed_entry(middle.head, head_number, self.seq, event, middle.slots)
 
 
 def change_record(change: TagChanged, record: bytes | None = None) -> ChangeRecord:
     """A validated change in the read model's pieces; `record`: the JSON it was validated from."""
     split = split_change(change, record)
-    body = split.body
-    occurrence = Occurrence(
-        change.customer_id, change.caused_by, to_us(change.occurred_at), body[split.event_start : split.event_end]
-    )
+    occurrence = Occurrence(change.customer_id, change.caused_by, to_us(change.occurred_at), split.event)
     middle = Middle(
-        change.group_id,
-        change.tag_id,
-        change.change,
-        change.source,
-        change.group_version,
-        split.head,
-        body[split.event_end :],
+        change.group_id, change.tag_id, change.change, change.source, change.group_version, split.head, split.slots
     )
     return ChangeRecord(change.seq, occurrence, middle)
 
@@ -141,10 +132,10 @@ class ChangeDecoder:
         return change_record(TagChanged.model_validate_json(record), record)
 
     def _in_pieces(self, record: bytes) -> ChangeRecord | None:
-        if not record.startswith(_START):
+        if not record.startswith(RECORD_START):
             return None
-        middle_at = record.find(_GROUP, len(_START))
-        tail_at = record.rfind(_CAUSED)
+        middle_at = record.find(GROUP_MARKER, len(RECORD_START))
+        tail_at = record.rfind(CAUSED_MARKER)
         seq_at = record.rfind(_SEQ)
         if middle_at < 0 or tail_at < middle_at or seq_at < tail_at or not record.endswith(b"}"):
             return None
@@ -154,10 +145,10 @@ class ChangeDecoder:
         seq = int(digits)
         if seq > MAX_SEQ:
             return None
-        who = record[len(_START) : middle_at] + record[tail_at:seq_at]
+        who = record[len(RECORD_START) : middle_at] + record[tail_at:seq_at]
         occurrence = self._occurrences.get(who)
         if occurrence is None:
-            occurrence = _occurrence(record[len(_START) : middle_at], record[tail_at:seq_at])
+            occurrence = _occurrence(record[len(RECORD_START) : middle_at], record[tail_at:seq_at])
             if occurrence is None:
                 return None
             if len(self._occurrences) >= _OCCURRENCES_KEPT:
@@ -202,7 +193,7 @@ def _middle(middle: bytes) -> Middle | None:
     if any(key in middle for key in _OUTER_KEYS):
         return None
     try:
-        change = TagChanged.model_validate_json(_START + _SOME_CUSTOMER + middle + _SOME_TAIL)
+        change = TagChanged.model_validate_json(RECORD_START + _SOME_CUSTOMER + middle + _SOME_TAIL)
     except ValidationError:
         return None
     head, slots = cut_observed(middle)

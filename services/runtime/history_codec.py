@@ -47,9 +47,9 @@ _SLOT = b"\x00"
 """Where a head had a condition's observed value (JSON never holds a raw NUL)."""
 _OBSERVED = b',"observed":'
 _MATCHED = b',"matched":'
-_START = b'{"schema_version":1,"customer_id":'
-_GROUP = b',"group_id":'
-_CAUSED = b',"caused_by":'
+RECORD_START = b'{"schema_version":1,"customer_id":'
+GROUP_MARKER = b',"group_id":'
+CAUSED_MARKER = b',"caused_by":'
 _OCCURRED = b',"occurred_at":"'
 _SMALL_INTS = 126
 """Observed values 0..125 are kept in the slot's byte; others as their JSON."""
@@ -78,19 +78,24 @@ class SplitChange:
     """A change as format 2 keeps it: the head (table's) and the body (the entry's, after the head's number)."""
 
     head: bytes
-    body: bytes
-    event_start: int
-    event_end: int
-    """Where the instant and `caused_by` lie in the body (left out of a format 3 entry)."""
+    seq: int
+    event: bytes
+    """The instant and `caused_by` (`event_bytes`), left out of a format 3 entry."""
+    slots: bytes
 
     def entry(self, head_number: int, *, same_event: bool = False) -> bytes:
         """The entry naming its head by number, or carrying it (INLINE); `same_event`: of format 3, for
         a change with the instant and `caused_by` of the entry written before it."""
-        body = self.body
-        if same_event:
-            body = body[: self.event_start] + body[self.event_end :]
-        head = b"\x00" + varint(len(self.head)) + self.head if head_number == INLINE else varint(head_number)
-        return (_FORMAT_3 if same_event else _FORMAT_2) + head + body
+        return headed_entry(self.head, head_number, self.seq, None if same_event else self.event, self.slots)
+
+
+def headed_entry(head: bytes, head_number: int, seq: int, event: bytes | None, slots: bytes) -> bytes:
+    """An entry of format 2 naming its head by number, or carrying it (INLINE); of format 3 when
+    `event` is None (the instant and cause of the entry before it)."""
+    named = b"\x00" + varint(len(head)) + head if head_number == INLINE else varint(head_number)
+    if event is None:
+        return _FORMAT_3 + named + varint(seq) + slots
+    return _FORMAT_2 + named + varint(seq) + event + slots
 
 
 def split_change(change: TagChanged, record: bytes | None = None) -> SplitChange:
@@ -178,10 +183,10 @@ def _split(change: TagChanged, record: bytes) -> SplitChange | None:
     head with the body's fields puts together a document that validates to the same change. (Inside
     a JSON string a quote is escaped, so the markers found are keys, and a `,"` is never inside a
     string: the tail's three are its three keys' own, whatever `caused_by` holds.)"""
-    if not record.startswith(_START):
+    if not record.startswith(RECORD_START):
         return None
-    middle_at = record.find(_GROUP, len(_START))
-    tail_at = record.rfind(_CAUSED)
+    middle_at = record.find(GROUP_MARKER, len(RECORD_START))
+    tail_at = record.rfind(CAUSED_MARKER)
     tail = record[tail_at:]
     if middle_at < 0 or tail_at < middle_at or tail.count(b',"') != 3 or _OCCURRED not in tail:
         return None
@@ -195,9 +200,7 @@ def _split(change: TagChanged, record: bytes) -> SplitChange | None:
             _CUTS.clear()
         _CUTS[middle] = cut
     head, slots = cut
-    seq = varint(change.seq)
-    event = event_bytes(to_us(change.occurred_at), change.caused_by)
-    return SplitChange(head, seq + event + slots, len(seq), len(seq) + len(event))
+    return SplitChange(head, change.seq, event_bytes(to_us(change.occurred_at), change.caused_by), slots)
 
 
 def event_bytes(us: int, caused_by: str | None) -> bytes:
@@ -272,7 +275,7 @@ def _document(customer_id: str, entry: bytes, heads: Mapping[int, bytes]) -> byt
         caused_by = entry[at : at + caused_size - 1].decode()
         at += caused_size - 1
     pieces = head.split(_SLOT)
-    parts = [_START, orjson.dumps(customer_id), pieces[0]]
+    parts = [RECORD_START, orjson.dumps(customer_id), pieces[0]]
     for piece in pieces[1:]:
         slot = entry[at]
         at += 1
@@ -289,7 +292,7 @@ def _document(customer_id: str, entry: bytes, heads: Mapping[int, bytes]) -> byt
     if at != len(entry):
         raise ValueError(f"{len(entry) - at} bytes after the change")
     instant = from_us(us).isoformat().encode()
-    parts += [_CAUSED, orjson.dumps(caused_by), b',"occurred_at":"', instant, b'","seq":%d}' % seq]
+    parts += [CAUSED_MARKER, orjson.dumps(caused_by), _OCCURRED, instant, b'","seq":%d}' % seq]
     return b"".join(parts)
 
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.structs import ConsumerRecord
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -50,7 +50,6 @@ from services.tagger.projector import BatchResult, Position, Projector
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
-_M = TypeVar("_M", bound=BaseModel)
 _BATCH = 500
 _OVERLAP_FROM = 100
 """Batches of at least this many records are written while the next is decoded."""
@@ -377,15 +376,16 @@ def decode_tag_records(values: Iterable[bytes], decoder: ChangeDecoder | None = 
 
 
 def decode_outcomes(values: Iterable[bytes]) -> list[NotificationOutcome]:
-    return [outcome for outcome, _ in _decoded(NotificationOutcome, values, "notification outcome")]
+    return _decoded(NotificationOutcome.model_validate_json, values, "notification outcome")
 
 
-def _decoded(model: type[_M], values: Iterable[bytes], what: str) -> list[tuple[_M, bytes]]:
-    """Each valid record's model and the record; an invalid one is logged and skipped."""
+def _decoded(parse: Callable[[bytes], _T], values: Iterable[bytes], what: str) -> list[_T]:
+    """Each valid record parsed (`parse` raises pydantic's ValidationError for an invalid one, which
+    is logged and skipped)."""
     decoded = []
     for value in values:
         try:
-            decoded.append((model.model_validate_json(value), value))
+            decoded.append(parse(value))
         except ValidationError as error:  # only tagstream writes these topics: log loudly, keep going
             log.error("skipping an invalid %s: %s", what, error)
     return decoded

@@ -157,7 +157,7 @@ class Projector:
                 await self._apply_script(keys, [*args, *self._run_args([piece], [number])], client=pipe)
             replies = await pipe.execute()
             if not any(_renewed(reply) for reply in replies):
-                return [_outcome(reply[0]) for reply in replies]
+                return [_OUTCOMES[reply[0]] for reply in replies]
             self._numbers.clear()
         raise HeadTableRenewed(f"the head table was renewed {_RENEWED_TRIES} times while changes were applied")
 
@@ -322,10 +322,6 @@ def _batch_result(reply: Any) -> BatchResult:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _outcome(reply: Any) -> ProjectionOutcome:
-    return ProjectionOutcome(reply.decode() if isinstance(reply, bytes) else reply)
 
 
 _OUTCOMES: dict[Any, ProjectionOutcome] = {
