@@ -38,7 +38,7 @@ import orjson
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
 from tests.support import infra
-from tests.support.kafka_io import TopicReader
+from tests.support.kafka_io import TopicReader, deleting_new_topics
 from tests.support.processes import IngestProcess, ingest_environment
 
 BATCH = 100
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bootstrap = os.environ.get("TAGSTREAM_TEST_KAFKA_BOOTSTRAP") or infra.start_kafka()
     redis_url = os.environ.get("TAGSTREAM_TEST_REDIS_URL") or infra.start_redis()
-    return asyncio.run(run(bootstrap, redis_url, args))
+    return asyncio.run(deleting_new_topics(bootstrap, "bench-", run(bootstrap, redis_url, args)))
 
 
 async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:

@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import gc
 import math
 import os
 import statistics
@@ -41,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,7 +63,7 @@ from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings, load_settings
 from services.tagger.core import Incoming
 from tests.support import infra
-from tests.support.kafka_io import TopicReader
+from tests.support.kafka_io import TopicReader, deleting_new_topics
 from tests.support.netprobe import free_port
 from tests.support.processes import produce_at_rate, wait_caught_up
 
@@ -109,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if build.stale:
         parser.exit(2, f"refusing to measure a stale build: engine {build.describe()}\n")
     bootstrap = os.environ.get("TAGSTREAM_TEST_KAFKA_BOOTSTRAP") or infra.start_kafka()
-    return asyncio.run(run(bootstrap, args, rows))
+    return asyncio.run(deleting_new_topics(bootstrap, "bench-", run(bootstrap, args, rows)))
 
 
 async def run(bootstrap: str, args: argparse.Namespace, rows: list[str]) -> int:
@@ -364,23 +367,28 @@ async def _latency(
     events_topic = f"bench-latency-{uuid.uuid4().hex[:6]}"
     await ensure_topics(_kafka(backlog), [events_topic], kept_forever=[events_topic])  # see _backlog
     launched = await launch("tagger", backlog, workdir, events_topic)
-    stamps = [stamp for _, stamp in arrivals(orjson.loads(line) for line in lines)]
-    sent: dict[tuple[str, str], list[float]] = {}
+    events = [orjson.loads(line) for line in lines]
+    stamps = [stamp for _, stamp in arrivals(events)]
+    causes = [(event["customer_id"], event["event_id"]) for event in events]
+    sent_at = [0.0] * len(lines)
 
-    def remember(line: bytes, at: float) -> None:
-        # By customer and id, every send: the workload's history loaded late reuses the ids of other
-        # events (another customer's, or an earlier one of the same customer), and a change belongs
-        # to the latest send of its cause before it (one paired with an earlier send read ~1 s).
-        event = orjson.loads(line)
-        sent.setdefault((event["customer_id"], event["event_id"]), []).append(at)
+    def remember(number: int, at: float) -> None:
+        sent_at[number] = at
 
     try:
-        started = time.time()
-        await produce_at_rate(backlog.bootstrap, events_topic, lines, rate, on_sent=remember, stamps=stamps)
-        finished = time.time()
+        with _collector_paused():
+            started = time.time()
+            await produce_at_rate(backlog.bootstrap, events_topic, lines, rate, on_sent=remember, stamps=stamps)
+            finished = time.time()
         await wait_caught_up(backlog.bootstrap, launched.group, events_topic, PARTITIONS, timeout=1800)
     finally:
         launched.worker.stop()
+    # By customer and id, every send: the workload's history loaded late reuses the ids of other events
+    # (another customer's, or an earlier one of the same customer), and a change belongs to the latest
+    # send of its cause before it (one paired with an earlier send read ~1 s).
+    sent: dict[tuple[str, str], list[float]] = {}
+    for event_key, at in zip(causes, sent_at, strict=True):
+        sent.setdefault(event_key, []).append(at)
     halfway = (started + finished) / 2
     async with TopicReader(backlog.bootstrap, launched.topics["tag_changes"]) as reader:
         await reader.drain()
@@ -407,6 +415,21 @@ async def _latency(
         later_p99=second[98],
         changes=len(latencies),
     )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection in this process while it paces the latency run's sends: a full collection
+    of the harness's heap stalls its sends for tens of milliseconds (docs/performance.md), which would
+    read as the tagger's latency. The paced loop keeps little: refcounting frees the rest."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _kafka(backlog: Backlog) -> KafkaSettings:

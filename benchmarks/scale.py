@@ -71,7 +71,7 @@ from services.runtime.partitioning import partition_for
 from services.runtime.readmodel import Keys, ReadModel, offset_field
 from services.runtime.settings import KafkaSettings
 from tests.support import infra
-from tests.support.kafka_io import TopicReader, produce, topic_config
+from tests.support.kafka_io import TopicReader, deleting_new_topics, produce, topic_config
 from tests.support.netprobe import free_port
 from tests.support.processes import wait_caught_up
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--partitions must be 1-256")
     bootstrap = os.environ.get("TAGSTREAM_TEST_KAFKA_BOOTSTRAP") or infra.start_kafka()
     redis_url = os.environ.get("TAGSTREAM_TEST_REDIS_URL") or infra.start_redis()
-    return asyncio.run(run(bootstrap, redis_url, args))
+    return asyncio.run(deleting_new_topics(bootstrap, "bench-", run(bootstrap, redis_url, args)))
 
 
 async def run(bootstrap: str, redis_url: str, args: argparse.Namespace) -> int:

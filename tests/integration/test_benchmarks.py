@@ -9,6 +9,8 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+from aiokafka.admin import AIOKafkaAdminClient
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -19,13 +21,26 @@ def run_benchmark(kafka_bootstrap: str, *arguments: str, redis_url: str = "") ->
     )
 
 
-def test_the_kafka_benchmark_measures_every_row_and_finds_each_equal_to_replay(kafka_bootstrap: str) -> None:
+async def topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def test_the_kafka_benchmark_measures_every_row_and_finds_each_equal_to_replay(kafka_bootstrap: str) -> None:
     # quixstreams is a benchmark-only dependency (the bench extra): its row runs where it is installed
     rows = "tagger,aiokafka,quixstreams" if find_spec("quixstreams") else "tagger,aiokafka"
+    before = await topics(kafka_bootstrap)
     done = run_benchmark(
         kafka_bootstrap, "benchmarks.kafka", "--events", "400", "--customers", "40", "--rounds", "1", "--rows", rows
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    # its topics (the backlog, every row's, the latency run's) are deleted: a broker left with them
+    # serves later runs slower
+    assert {name for name in await topics(kafka_bootstrap) - before if name.startswith("bench-")} == set()
     table = done.stdout
     for label in ("`tagstream tagger` (faust-streaming)", "bare aiokafka loop around `TaggerCore`"):
         assert f"| {label} |" in table
@@ -42,7 +57,10 @@ def test_the_kafka_benchmark_refuses_an_unknown_row(kafka_bootstrap: str) -> Non
     assert "--rows: unknown ['spark']" in done.stderr
 
 
-def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_bootstrap: str, redis_url: str) -> None:
+async def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(
+    kafka_bootstrap: str, redis_url: str
+) -> None:
+    before = await topics(kafka_bootstrap)
     done = run_benchmark(
         kafka_bootstrap,
         "benchmarks.scale",
@@ -70,6 +88,7 @@ def test_the_scale_benchmark_reports_every_measure_on_a_few_customers(kafka_boot
         "| standby takeover: one of two workers stopped -> a new order in every partition tagged |",
     ):
         assert measure in done.stdout, measure
+    assert {name for name in await topics(kafka_bootstrap) - before if name.startswith("bench-")} == set()
 
 
 def test_the_campaign_benchmark_decides_every_step_of_a_small_audience(redis_url: str) -> None:

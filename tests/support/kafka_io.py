@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -106,3 +107,32 @@ async def topic_config(bootstrap: str, topic: str, name: str) -> tuple[str, bool
 
 
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for a value set on the topic
+
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def topics_deleted_after(bootstrap: str, prefix: str) -> AsyncIterator[None]:
+    """On the way out, delete the topics named `prefix`... that did not exist on the way in.
+
+    A benchmark's topics keep their records forever (months-old timestamps), and a broker left with
+    every earlier run's partitions serves the next runs slower (docs/performance.md). Two runs sharing
+    a broker at once would delete each other's topics: run one at a time (they share the CPU anyway)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        before = set(await admin.list_topics())
+        try:
+            yield
+        finally:
+            created = sorted(name for name in set(await admin.list_topics()) - before if name.startswith(prefix))
+            if created:
+                await admin.delete_topics(created)
+    finally:
+        await admin.close()
+
+
+async def deleting_new_topics(bootstrap: str, prefix: str, work: Awaitable[T]) -> T:
+    """`work`'s result; the topics it created named `prefix`... deleted afterwards (`topics_deleted_after`)."""
+    async with topics_deleted_after(bootstrap, prefix):
+        return await work

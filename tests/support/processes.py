@@ -66,11 +66,14 @@ async def produce_at_rate(
     topic: str,
     lines: list[bytes],
     per_second: float,
-    on_sent: Callable[[bytes, float], None] | None = None,
+    on_sent: Callable[[int, float], None] | None = None,
     stamps: Sequence[int] | None = None,
 ) -> None:
     """Keyed by customer_id, in chunks of 1% of a second's worth, each acknowledged by all replicas;
-    `stamps` (epoch ms, one per line) are the record timestamps, the produce time otherwise."""
+    `stamps` (epoch ms, one per line) are the record timestamps, the produce time otherwise.
+    `on_sent(index, at)` hears each line's send (epoch seconds). The keys are read before the first
+    send, so the paced loop does no more than send."""
+    keys = [orjson.loads(line)["customer_id"].encode() for line in lines]
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
@@ -79,12 +82,10 @@ async def produce_at_rate(
         for start in range(0, len(lines), chunk):
             futures = []
             for number in range(start, min(start + chunk, len(lines))):
-                line = lines[number]
-                key = orjson.loads(line)["customer_id"].encode()
                 stamp = stamps[number] if stamps is not None else None
-                futures.append(await producer.send(topic, key=key, value=line, timestamp_ms=stamp))
+                futures.append(await producer.send(topic, key=keys[number], value=lines[number], timestamp_ms=stamp))
                 if on_sent is not None:
-                    on_sent(line, time.time())
+                    on_sent(number, time.time())
             await asyncio.gather(*futures)
             ahead = (start + chunk) / per_second - (time.monotonic() - started)
             if ahead > 0:
