@@ -17,6 +17,7 @@ from services.runtime.clock import Clock
 from services.runtime.settings import Settings, load_settings
 from services.runtime.zone import day_zone
 from services.tagger.core import TaggerCore
+from services.tagger.decoded import DecodedStates
 from services.tagger.index import CustomerIndex
 
 
@@ -49,6 +50,7 @@ class PeerWorker:
             Arrival.of(settings.shop.future_skew, settings.history_age),
             currency=settings.shop.currency,
             partitions=settings.kafka.partitions,  # the tagger's own check, paid here too
+            decoded=DecodedStates(),  # states kept decoded between a customer's messages, as the tagger keeps them
         )
 
     def signal_ready(self) -> None:

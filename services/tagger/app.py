@@ -41,6 +41,7 @@ from services.runtime.settings import Settings
 from services.runtime.zone import day_zone
 from services.tagger.checkpoint import dead_letter_json, send_changelog
 from services.tagger.core import Incoming, TaggerCore
+from services.tagger.decoded import DecodedStates
 from services.tagger.delivery import SourceBatches
 from services.tagger.faust_app import RAW_TOPIC, customers_table, faust_app
 from services.tagger.faust_compat import LocalStore
@@ -79,6 +80,7 @@ class Tagger:
             Arrival.of(settings.shop.future_skew, settings.history_age),
             currency=settings.shop.currency,
             partitions=settings.kafka.partitions,  # create_topics stops the worker on any other count
+            decoded=DecodedStates(),
         )
         self.index = CustomerIndex()
         self.feed = DefinitionsFeed(

@@ -27,6 +27,7 @@ from services.engine.evaluator import next_due
 from services.engine.timeutil import from_us, to_us
 from services.runtime.clock import Clock
 from services.runtime.partitioning import cached_partition_for
+from services.tagger.decoded import DecodedStates
 
 RecordOutcome = Literal[
     "applied", "duplicate", "invalid", "refused", "mismatched_key", "failed", "tick", "sync", "ignored"
@@ -73,8 +74,11 @@ class TaggerCore:
         *,
         currency: str = "CNY",
         partitions: int | None = None,
+        decoded: DecodedStates | None = None,
     ) -> None:
         self.engine = engine
+        self._decoded = decoded if decoded is not None else DecodedStates(0)
+        """States kept decoded between a customer's messages (decoded.py); none kept by default."""
         self._partitions = partitions
         """The input topics' partition count: a record on another partition than its key's is refused
         (None: records are not read from Kafka, nothing to check)."""
@@ -139,7 +143,8 @@ class TaggerCore:
         duplicates = self.engine.duplicates
         changes = self.engine.on_event_us(state, event, now_us, occurred_us, source)
         outcome: RecordOutcome = "duplicate" if self.engine.duplicates != duplicates else "applied"
-        return Result(outcome, event.type, event.customer_id, encode(state), next_due(state), changes)
+        stored = self._stored(event.customer_id, state)
+        return Result(outcome, event.type, event.customer_id, stored, next_due(state), changes)
 
     def _command(self, message: Incoming, load: Loader) -> Result:
         try:
@@ -154,7 +159,8 @@ class TaggerCore:
             changes = self.engine.on_command(state, command, from_us(message.timestamp_us))
         except CommandRefused as refused:
             return self._rejected(message, "refused", str(refused), kind="command")
-        return Result("applied", "command", command.customer_id, encode(state), next_due(state), changes)
+        stored = self._stored(command.customer_id, state)
+        return Result("applied", "command", command.customer_id, stored, next_due(state), changes)
 
     def _internal(self, message: Incoming, load: Loader) -> Result:
         try:
@@ -167,9 +173,9 @@ class TaggerCore:
         stored = load(tick.customer_id)
         if stored is None:
             return Result("ignored", "tick")
-        state = decode(stored)
+        state = self._decode(tick.customer_id, stored)
         changes = self.engine.advance_us(state, tick.until_us)
-        return Result("tick", "tick", tick.customer_id, encode(state), next_due(state), changes)
+        return Result("tick", "tick", tick.customer_id, self._stored(tick.customer_id, state), next_due(state), changes)
 
     def _rejected(
         self,
@@ -194,7 +200,19 @@ class TaggerCore:
 
     def _load(self, customer_id: str, load: Loader) -> CustomerState:
         stored = load(customer_id)
-        return decode(stored) if stored is not None else self.engine.new_state(customer_id)
+        return self._decode(customer_id, stored) if stored is not None else self.engine.new_state(customer_id)
+
+    def _decode(self, customer_id: str, stored: bytes) -> CustomerState:
+        """The state behind `stored`: the one kept decoded, when it was encoded to these very bytes."""
+        kept = self._decoded.take(customer_id, stored)
+        return kept if kept is not None else decode(stored)
+
+    def _stored(self, customer_id: str, state: CustomerState) -> bytes:
+        """The state's stored form; the state kept decoded beside it (the message succeeded: nothing
+        changes the state after this)."""
+        stored = encode(state)
+        self._decoded.keep(customer_id, stored, state)
+        return stored
 
 
 def _key_mismatch(message: Incoming, customer_id: str, partitions: int | None) -> str | None:
