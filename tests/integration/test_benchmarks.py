@@ -12,6 +12,8 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from benchmarks.kafka_rows import drained_within
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -108,3 +110,24 @@ def test_the_campaign_benchmark_decides_every_step_of_a_small_audience(redis_url
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "fan-out: 300 steps scheduled" in done.stdout
     assert "decided 300 of 300 steps" in done.stdout
+
+
+# How `benchmarks.kafka` times a row's drain: to its last tag change, not to the moment its committed
+# offsets were seen (no I/O).
+STARTED = 1_800_000_000.0
+
+
+def test_a_drain_ends_at_the_last_change_sent_before_the_group_was_seen_caught_up() -> None:
+    # the tagger commits once a second: seen caught up 0.9 s after its last change
+    stamps = [int((STARTED + offset) * 1000) for offset in (0.1, 1.0, 2.1)]
+    assert abs(drained_within(STARTED, STARTED + 3.0, stamps) - 2.1) < 1e-3
+
+
+def test_the_changes_of_the_timers_woken_after_the_drain_are_not_part_of_it() -> None:
+    stamps = [int((STARTED + offset) * 1000) for offset in (0.5, 1.5, 4.0, 9.0)]
+    assert abs(drained_within(STARTED, STARTED + 2.0, stamps) - 1.5) < 1e-3
+
+
+def test_a_drain_without_changes_ends_when_the_group_was_seen_caught_up() -> None:
+    assert abs(drained_within(STARTED, STARTED + 2.5, []) - 2.5) < 1e-9
+    assert drained_within(STARTED, STARTED, []) > 0  # never a zero divisor

@@ -5,26 +5,33 @@ else writes the store, when a message fails halfway, or when a batch's states ar
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
-import orjson
 import pytest
 
-from benchmarks.workload import arrivals, rules
-from benchmarks.workload import events as generated_events
-from schemas.tags import TagGroupSet
-from schemas.topics import TopicNames
+from schemas.events import event_adapter
+from schemas.topics import Tick, TopicNames
 from services.engine import Engine, RuleBook
 from services.engine.codec import decode, encode
+from services.engine.timeutil import to_us
 from services.runtime.clock import ManualClock
 from services.runtime.zone import day_zone
 from services.tagger.core import Incoming, TaggerCore
 from services.tagger.decoded import DecodedStates
-from tests.support.builders import at
+from tests.support.builders import at, browse, click, cond, group, order_bands, paid, refunded, value_tiers
 
 TOPICS = TopicNames()
-GROUPS = TagGroupSet.model_validate(rules()).groups
+GROUPS = [
+    value_tiers(),
+    order_bands(),
+    group("recent", [("week", [cond("browse_count", "gte", 2, "7d")])], mode="multi"),
+    group("clicky", [("day", [cond("click_count", "gte", 1, "1d")])], mode="multi"),
+    group("churn", [("likely", [cond("days_since_last_order", "gte", 14)])]),
+    group("important", [("vip", [cond("has_tag", "eq", "value/high"), cond("has_tag", "eq", "orders/o4_6")])]),
+]
 
 
 def _core(decoded: DecodedStates | None) -> TaggerCore:
@@ -33,9 +40,51 @@ def _core(decoded: DecodedStates | None) -> TaggerCore:
 
 
 def _messages(count: int, customers: int) -> Iterator[Incoming]:
-    for offset, (event, stamp) in enumerate(arrivals(generated_events(count, customers, seed=11))):
-        key = event["customer_id"].encode()
-        yield Incoming(TOPICS.events, 0, offset, key, orjson.dumps(event), stamp * 1000)
+    """A shop's stream: sessions of browses and clicks that sometimes end in an order (free ones
+    too), refunds days later, a few events resent and a few arriving hours late, timers' wake-ups
+    between; each stamped with the latest instant so far (a shop's clock never runs backwards)."""
+    rng = random.Random(11)
+    adapter = event_adapter()
+    owners = [f"顾客-{number:04d}" for number in range(customers)]
+    orders: list[tuple[str, str, int]] = []
+    sent: list[Any] = []
+    when = at(0)
+    latest = when
+    offset = 0
+    while offset < count:
+        when += timedelta(minutes=rng.expovariate(1 / 20))
+        customer = rng.choice(owners)
+        session: list[Any] = []
+        for step in range(rng.randint(1, 6)):
+            moment = when + timedelta(seconds=40 * step)
+            session.append(browse(when=moment, customer=customer, product=f"p{rng.randint(1, 30)}"))
+            if rng.random() < 0.4:
+                session.append(click(when=moment, customer=customer, target=rng.choice(("banner", "coupon"))))
+        if rng.random() < 0.3:
+            amount = rng.choice((0, 19, 99, 350, 2600))
+            order = paid(amount, when=when + timedelta(minutes=5), customer=customer, products=("p1",))
+            orders.append((order.order_id, customer, amount))
+            session.append(order)
+        refundable = [order for order in orders if order[2] > 0]  # a free order has nothing to refund
+        if refundable and rng.random() < 0.03:
+            order_id, owner, amount = rng.choice(refundable)
+            session.append(refunded(order_id, amount, when=when, customer=owner))
+        if rng.random() < 0.02 and sent:
+            session.append(rng.choice(sent))  # resent as it was
+        if rng.random() < 0.01:
+            session.append(browse(when=when - timedelta(hours=rng.randint(1, 20)), customer=customer))
+        for event in session:
+            sent.append(event)
+            latest = max(latest, event.occurred_at)
+            key = event.customer_id.encode()
+            yield Incoming(TOPICS.events, 0, offset, key, adapter.dump_json(event), to_us(latest))
+            offset += 1
+        if rng.random() < 0.1:  # a timer's wake-up: time alone moves a customer on (churn, windows)
+            woken = rng.choice(owners)
+            until = to_us(latest + timedelta(days=rng.randint(1, 20)))
+            tick = Tick(customer_id=woken, until_us=until).model_dump_json().encode()
+            yield Incoming(TOPICS.tagger_ticks, 0, offset, woken.encode(), tick, to_us(latest))
+            offset += 1
 
 
 Outcome = tuple[str, bytes | None, list[bytes]]
