@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
-import gc
 import math
 import os
 import statistics
@@ -43,7 +41,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,6 +59,7 @@ from services.runtime.engine_build import engine_build
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings, load_settings
 from services.tagger.core import Incoming
+from services.tagger.replay import no_cyclic_gc
 from tests.support import infra
 from tests.support.kafka_io import TopicReader, deleting_new_topics
 from tests.support.netprobe import free_port
@@ -376,7 +374,8 @@ async def _latency(
         sent_at[number] = at
 
     try:
-        with _collector_paused():
+        # the harness's own full collections would stall its sends and read as the tagger's latency
+        with no_cyclic_gc():
             started = time.time()
             await produce_at_rate(backlog.bootstrap, events_topic, lines, rate, on_sent=remember, stamps=stamps)
             finished = time.time()
@@ -415,21 +414,6 @@ async def _latency(
         later_p99=second[98],
         changes=len(latencies),
     )
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No garbage collection in this process while it paces the latency run's sends: a full collection
-    of the harness's heap stalls its sends for tens of milliseconds (docs/performance.md), which would
-    read as the tagger's latency. The paced loop keeps little: refcounting frees the rest."""
-    gc.collect()
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _kafka(backlog: Backlog) -> KafkaSettings:

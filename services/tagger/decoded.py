@@ -37,9 +37,7 @@ class DecodedStates:
         if entry is None:
             return None
         kept, state = entry
-        if kept is stored or kept == stored:
-            return state
-        return None
+        return state if kept == stored else None
 
     def keep(self, customer_id: str, stored: bytes, state: CustomerState) -> None:
         """Remember `state`, encoded to `stored`, as the customer's most recent entry."""
@@ -50,6 +48,3 @@ class DecodedStates:
         entries[customer_id] = (stored, state)
         if len(entries) > self._limit:
             del entries[next(iter(entries))]
-
-    def clear(self) -> None:
-        self._entries.clear()

@@ -237,7 +237,7 @@ def replay_to(
     snapshot per customer (sorted by id, at the end) out."""
 
     run = Replay(engine, on_reject=on_reject, until=now, changes_out=changes_out, currency=currency)
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         run.feed(lines)
         summary = run.finish(now)
     if summary.now is not None:
@@ -248,10 +248,11 @@ def replay_to(
 
 
 @contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while folding: a replay builds every customer's state (a
-    few KiB of objects each) and creates no reference cycles, so the collector's full passes over
-    that growing heap find nothing. Reference counting still frees everything as usual.
+def no_cyclic_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector over work that makes no reference cycles: a replay folding
+    (it builds every customer's state, a few KiB of objects each), so the collector's full passes over
+    that growing heap find nothing; a benchmark pacing sends, whose full passes would stall them.
+    Reference counting still frees everything as usual.
 
     Afterwards the objects made meanwhile go straight to the oldest generation (`freeze` then
     `unfreeze`: two list splices) instead of waiting in the youngest one, where the next allocation

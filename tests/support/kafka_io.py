@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
@@ -111,9 +110,9 @@ _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs' config_source for a value set on t
 T = TypeVar("T")
 
 
-@contextlib.asynccontextmanager
-async def topics_deleted_after(bootstrap: str, prefix: str) -> AsyncIterator[None]:
-    """On the way out, delete the topics named `prefix`... that did not exist on the way in.
+async def deleting_new_topics(bootstrap: str, prefix: str, work: Awaitable[T]) -> T:
+    """`work`'s result; on the way out, the topics named `prefix`... that did not exist before it are
+    deleted.
 
     A benchmark's topics keep their records forever (months-old timestamps), and a broker left with
     every earlier run's partitions serves the next runs slower (docs/performance.md). Two runs sharing
@@ -123,16 +122,10 @@ async def topics_deleted_after(bootstrap: str, prefix: str) -> AsyncIterator[Non
     try:
         before = set(await admin.list_topics())
         try:
-            yield
+            return await work
         finally:
             created = sorted(name for name in set(await admin.list_topics()) - before if name.startswith(prefix))
             if created:
                 await admin.delete_topics(created)
     finally:
         await admin.close()
-
-
-async def deleting_new_topics(bootstrap: str, prefix: str, work: Awaitable[T]) -> T:
-    """`work`'s result; the topics it created named `prefix`... deleted afterwards (`topics_deleted_after`)."""
-    async with topics_deleted_after(bootstrap, prefix):
-        return await work
