@@ -70,11 +70,13 @@ async def produce_at_rate(
     stamps: Sequence[int] | None = None,
 ) -> None:
     """Keyed by customer_id, in chunks of 1% of a second's worth, each acknowledged by all replicas;
+    each chunk is sent as `tagstream ingest` sends a request's events (linger 0: the records appended
+    before the loop yields go in one batch, with no wait after that);
     `stamps` (epoch ms, one per line) are the record timestamps, the produce time otherwise.
     `on_sent(index, at)` hears each line's send (epoch seconds). The keys are read before the first
     send, so the paced loop does no more than send."""
     keys = [orjson.loads(line)["customer_id"].encode() for line in lines]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0)
     await producer.start()
     try:
         chunk = max(1, int(per_second / 100))
