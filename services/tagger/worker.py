@@ -1,5 +1,6 @@
 """The tagger's `faust.Worker`: faust's own logging set-up, then repeated records held back; once
-started, what it built to start is kept out of the garbage collector's scans."""
+started, what it built to start is kept out of the garbage collector's scans, and full collections
+are paced (`FULL_COLLECTION_AFTER`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ import logging
 import faust
 
 from services.runtime.logs import hold_back_repeats
+
+FULL_COLLECTION_AFTER: int = 100
+"""Collections of the middle generation between two full ones (CPython's default is 10).
+
+A full collection walks every long-lived object the start-up freeze did not cover: the states kept
+decoded (services/tagger/decoded.py) and the engine's windows, ~20-50 ms of the event loop for 3,000
+to 10,000 customers. At the default pace one came every 1-3 s under load, each holding up the next few
+hundred events; at 100, about every 30 s at 8,000 events/s, and reference cycles wait that much longer
+to be freed (docs/performance.md: latency)."""
 
 
 class TaggerWorker(faust.Worker):
@@ -28,3 +38,5 @@ class TaggerWorker(faust.Worker):
         # (the engine's allocations trigger one every few thousand events), only what processing keeps.
         gc.collect()
         gc.freeze()
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, FULL_COLLECTION_AFTER)

@@ -1,5 +1,6 @@
 """The tagger worker process: its root logger stays at the level asked for (faust's start-up spinner would
-lower it), and once started what it built is frozen out of the garbage collector's scans."""
+lower it), and once started what it built is frozen out of the garbage collector's scans and full
+collections come less often."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from services.runtime.logs import RepeatFilter
 from services.runtime.settings import Settings, TaggerSettings
 from services.tagger.faust_app import customers_table, faust_app
-from services.tagger.worker import TaggerWorker
+from services.tagger.worker import FULL_COLLECTION_AFTER, TaggerWorker
 
 
 @pytest.mark.parametrize("level", [logging.WARNING, logging.ERROR, logging.INFO, logging.DEBUG])
@@ -30,16 +31,21 @@ def test_the_root_logger_keeps_the_level_asked_for_and_holds_back_repeats(tmp_pa
     assert any(isinstance(found, RepeatFilter) for found in logger.handlers[0].filters)
 
 
-def test_once_started_the_worker_freezes_what_it_built_out_of_the_collectors_scans(tmp_path: Path) -> None:
+def test_once_started_the_worker_freezes_what_it_built_and_paces_full_collections(tmp_path: Path) -> None:
     app = faust_app(Settings(tagger=TaggerSettings(datadir=tmp_path / "tagger")))
     worker = TaggerWorker(app, loglevel="WARNING")
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         assert gc.get_freeze_count() == 0
         asyncio.run(worker.on_startup_finished())
         assert gc.get_freeze_count() > 0
         assert gc.get_count()[2] == 0  # collected first: no garbage of the start-up is frozen with it
+        # the young generations keep their pace; the full collection waits for more of them
+        assert gc.get_threshold() == (*thresholds[:2], FULL_COLLECTION_AFTER)
+        assert thresholds[2] < FULL_COLLECTION_AFTER
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
