@@ -15,9 +15,9 @@ FULL_COLLECTION_AFTER: int = 100
 """Collections of the middle generation between two full ones (CPython's default is 10).
 
 A full collection walks every long-lived object the start-up freeze did not cover: the states kept
-decoded (services/tagger/decoded.py) and the engine's windows, ~20-50 ms of the event loop for 3,000
-to 10,000 customers. At the default pace one came every 1-3 s under load, each holding up the next few
-hundred events; at 100, about every 30 s at 8,000 events/s, and reference cycles wait that much longer
+decoded (services/tagger/decoded.py) and the engine's windows: 12-50 ms of the event loop for 3,000
+to 10,000 customers. At the default pace one came every 2-4 s under load, each holding up the next few
+hundred events; at 100, about every 40 s at 8,000 events/s, and reference cycles wait that much longer
 to be freed (docs/performance.md: latency)."""
 
 
