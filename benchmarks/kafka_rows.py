@@ -147,8 +147,9 @@ def drained_within(started: float, caught_up: float, change_stamps: Sequence[int
     the probe looks every 0.2 s, so a 2 s drain could read as 3.2 s, and a row that commits per batch
     would gain on it. The last change comes within a few events of the last event (the workload makes
     ~3.6 changes per event); the changes of the timers the clock's move wakes come after `caught_up`."""
-    during = [stamp / 1000 for stamp in change_stamps if stamp / 1000 <= caught_up]
-    return max(max(during, default=caught_up) - started, 1e-3)
+    seconds = (stamp / 1000 for stamp in change_stamps)
+    last = max((at for at in seconds if at <= caught_up), default=caught_up)
+    return max(last - started, 1e-3)
 
 
 class Worker:
