@@ -34,8 +34,8 @@ class TaggerWorker(faust.Worker):
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
         # Once, when the tables are recovered and the app runs: its modules, faust's services and the
-        # rules live as long as the process. Frozen, they are no longer walked by every full collection
-        # (the engine's allocations trigger one every few thousand events), only what processing keeps.
+        # rules live as long as the process. Frozen, they are no longer walked by full collections, only
+        # what processing keeps; and those wait for more young ones than CPython's default.
         gc.collect()
         gc.freeze()
         young, middle, _ = gc.get_threshold()
